@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Prepares every service the tests need, idempotently: starts a service that is not listening,
+# installs the Debian tools the interoperability tests use, and applies the server settings the
+# connectors need. Safe to run again and again; used by .ci/run and by developers.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*"; }
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port name
+  for _ in $(seq 1 120); do listening "$1" && return 0; sleep 0.5; done
+  log "$2 did not start listening on port $1"; return 1
+}
+
+ensure() { # name port start-command...
+  local name=$1 port=$2; shift 2
+  if listening "$port"; then log "$name is up on $port"; return 0; fi
+  log "starting $name"
+  bash -c "$*" || true
+  wait_port "$port" "$name"
+}
+
+apt_updated=0
+need_pkg() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq; apt_updated=1; fi
+  log "installing $2"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+need_pkg kcat kcat
+need_pkg mosquitto_sub mosquitto-clients
+need_pkg redis-cli redis-tools
+
+ensure postgresql 5432 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start'
+ensure mariadb 3306 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd'
+ensure redis 6379 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log'
+ensure rabbitmq 5672 'rabbitmq-server -detached'
+ensure mosquitto 1883 'mosquitto -d -c /etc/mosquitto/mosquitto.conf'
+ensure nats 4222 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log'
+
+# PostgreSQL logical replication (the postgres connector and its tests).
+if [ "$(psql -h 127.0.0.1 -U postgres -d test -tAc 'show wal_level')" != logical ]; then
+  log "setting PostgreSQL wal_level=logical and restarting it"
+  psql -h 127.0.0.1 -U postgres -d test -qc "ALTER SYSTEM SET wal_level = logical"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart
+  wait_port 5432 postgresql
+fi
+
+# RabbitMQ answers on its port before it accepts AMQP sessions; wait until it does.
+for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+
+log "all services ready"

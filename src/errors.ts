@@ -1,0 +1,91 @@
+/**
+ * One catalogue of evpub's errors.
+ *
+ * Every error evpub throws or emits is an `EvpubError` with a stable `code` from `ErrorCode`.
+ * Callers branch on `code` (or the `isEvpubError(err, code)` guard), never on message text.
+ * `retriable` says whether doing the same thing again later may succeed; the retry helper reads
+ * it. Driver errors are translated at the adapter or connector boundary and kept as `cause`.
+ * Messages never contain credentials: build them from `redact()`ed values.
+ */
+
+export const ErrorCode = {
+  /** Configuration or options are invalid; the message names the key and the fix. */
+  CONFIG_INVALID: 'EVPUB_CONFIG_INVALID',
+  /** A URL scheme no adapter or connector handles. */
+  UNKNOWN_SCHEME: 'EVPUB_UNKNOWN_SCHEME',
+  /** An optional driver package (mqtt, ioredis, ...) is not installed. */
+  DRIVER_MISSING: 'EVPUB_DRIVER_MISSING',
+  /** The broker or source could not be reached within the connect timeout. */
+  CONNECT_FAILED: 'EVPUB_CONNECT_FAILED',
+  /** The connection was lost and could not be re-established in time. */
+  DISCONNECTED: 'EVPUB_DISCONNECTED',
+  /** A publish was not confirmed by the broker within the publish timeout. */
+  PUBLISH_TIMEOUT: 'EVPUB_PUBLISH_TIMEOUT',
+  /** The broker refused a publish (no route, quota, nack, ...). */
+  PUBLISH_FAILED: 'EVPUB_PUBLISH_FAILED',
+  /** A subscribe or unsubscribe failed at the broker. */
+  SUBSCRIBE_FAILED: 'EVPUB_SUBSCRIBE_FAILED',
+  /** A topic or pattern that this broker cannot carry; the message names the rule. */
+  INVALID_TOPIC: 'EVPUB_INVALID_TOPIC',
+  /** A payload larger than the broker accepts. */
+  PAYLOAD_TOO_LARGE: 'EVPUB_PAYLOAD_TOO_LARGE',
+  /** The client was ended; no further operation is possible. */
+  CLIENT_CLOSED: 'EVPUB_CLIENT_CLOSED',
+  /** The broker did not authenticate or authorise us. */
+  AUTH_FAILED: 'EVPUB_AUTH_FAILED',
+  /** A connector module could not be found or does not implement the contract. */
+  CONNECTOR_NOT_FOUND: 'EVPUB_CONNECTOR_NOT_FOUND',
+  /** A source-side failure in an event connector. */
+  SOURCE_FAILED: 'EVPUB_SOURCE_FAILED',
+  /** A checkpoint could not be loaded or saved. */
+  CHECKPOINT_FAILED: 'EVPUB_CHECKPOINT_FAILED',
+  /** An operation not valid in the current lifecycle state (start twice, ...). */
+  INVALID_STATE: 'EVPUB_INVALID_STATE',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface EvpubErrorOptions {
+  cause?: unknown;
+  retriable?: boolean;
+  /** Structured, non-secret context (topic, adapter, datasource, ...). */
+  context?: Record<string, unknown>;
+}
+
+export class EvpubError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+  readonly context: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: EvpubErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'EvpubError';
+    this.code = code;
+    this.retriable = options.retriable ?? false;
+    this.context = options.context ?? {};
+  }
+}
+
+/** True when `err` is an EvpubError, and when `code` is given, one with that code. */
+export function isEvpubError(err: unknown, code?: ErrorCode): err is EvpubError {
+  return err instanceof EvpubError && (code === undefined || err.code === code);
+}
+
+/** Wraps anything thrown into an Error, keeping Errors as they are. */
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/**
+ * Removes credentials from a URL for logs, status output and error messages:
+ * `amqp://guest:secret@host` becomes `amqp://guest:***@host`.
+ */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]+):[^@/]*@/, '//$1:***@');
+  }
+}
