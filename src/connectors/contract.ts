@@ -1,0 +1,99 @@
+/**
+ * The event connector contract: how evpub captures a datasource's changes.
+ *
+ * A connector module follows LoopBack's contract: it exports `initialize(dataSource, callback?)`,
+ * which sets `dataSource.connector` and calls back (or returns a promise). For evpub's own
+ * connectors `dataSource.connector` is an `EventConnector`. A seed-style connector instead sets a
+ * connector whose `DataAccessObject` has `start(listenerEmitter, cb)` / `stop(cb)`; evpub wraps
+ * it (see legacy-dao.ts), and such a connector gives no positions.
+ *
+ * Protocol, as the publisher drives it:
+ *
+ * 1. `start({ models, sink })` is called once. For each model, reading starts from `from`:
+ *    `{ after: position }` resumes right after a checkpointed position; `'beginning'` reads
+ *    the whole log the source still has (or takes an initial snapshot where configured);
+ *    `'now'` takes only changes made from now on. `start` resolves once reading has begun
+ *    (the first connection is up); it rejects with an EvpubError when it cannot begin (bad
+ *    settings, source unreachable within the connect timeout, missing table...).
+ * 2. The connector hands events to `sink.push(event)` in source order per model. `push`
+ *    returns false when the publisher's window is full: the connector stops reading from the
+ *    source (pauses its socket or stops polling) and awaits `sink.drain()` before pushing again.
+ *    It never buffers without bound.
+ * 3. Lost connections are the connector's to repair: it reconnects with back-off and resumes
+ *    from the last position it pushed (never skipping), reporting `sink.status(...)`. An error
+ *    it cannot recover from (slot dropped, binlog purged) goes to `sink.fail(model, err)`,
+ *    which stops that model's feed and surfaces the error; it is never silently skipped.
+ * 4. `commit(model, position)` (optional) is called when every event of the model up to and
+ *    including `position` was accepted by the broker and checkpointed: the connector may now
+ *    let the source discard its log up to there (e.g. acknowledge a replication slot). A
+ *    connector never commits on its own.
+ * 5. `stop()` stops reading and resolves when the connections are closed. Events pushed before
+ *    `stop()` resolves are still published (drained) by the publisher. Calling `stop()` twice
+ *    is harmless.
+ * 6. `health()` answers synchronously with what the connector knows now.
+ */
+import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
+import type { Logger } from '../logger';
+
+export interface ModelFeed {
+  /** The model's name (a CouchDB database, a table, ...). */
+  name: string;
+  /** The model's connector-specific settings (`table`, `database`, `include`, ...). */
+  settings: Readonly<Record<string, unknown>>;
+  from: StartFrom;
+}
+
+export type ConnectorStatus =
+  | { type: 'connected'; model?: string }
+  | { type: 'reconnecting'; model?: string; attempt: number; error: string }
+  | { type: 'lagging'; model?: string; seconds?: number; bytes?: number }
+  | { type: 'snapshot'; model: string; done: number; total?: number };
+
+export interface ChangeSink {
+  /** Hands over one event; false means "window full: pause and await drain()". */
+  push(event: ChangeEvent): boolean;
+  /** Resolves when there is room again. */
+  drain(): Promise<void>;
+  /** Reports an unrecoverable error for one model; its feed stops. */
+  fail(model: string, err: Error): void;
+  /** Reports a status change (shown by the CLI, the HTTP API and logs). */
+  status(status: ConnectorStatus): void;
+}
+
+export interface StartRequest {
+  models: ModelFeed[];
+  sink: ChangeSink;
+}
+
+export interface ConnectorHealth {
+  state: 'idle' | 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
+  /** Per model, the last position pushed. */
+  positions?: Record<string, Position | null>;
+  detail?: string;
+}
+
+export interface EventConnector {
+  /** The connector's name (`couchdb`, `postgres`, a module name...). */
+  readonly name: string;
+  /** True when events carry positions, so feeds can resume after a restart. */
+  readonly resumable: boolean;
+  start(request: StartRequest): Promise<void>;
+  stop(): Promise<void>;
+  commit?(model: string, position: Position): Promise<void>;
+  health(): ConnectorHealth;
+}
+
+/** What `initialize()` receives: a LoopBack-like datasource. */
+export interface DataSourceLike {
+  name: string;
+  /** The datasource settings (url, credentials...). Secrets must never be logged. */
+  settings: Readonly<Record<string, unknown>>;
+  logger: Logger;
+  /** Set by `initialize()`. */
+  connector?: unknown;
+}
+
+/** A connector module, LoopBack style. */
+export interface ConnectorModule {
+  initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void | Promise<void>;
+}
