@@ -1,0 +1,68 @@
+/**
+ * The shape of evpub's configuration after loading and validation (see config.ts, schema.ts).
+ * `evpub.config.json|yaml`, LoopBack's `datasources.json` + `model-config.json`, and the
+ * programmatic API (`app.dataSource()`, `app.model()`) all produce this one shape; it is
+ * validated once, against a closed schema, then frozen.
+ */
+import type { Operation } from '../events/change-event';
+
+export type EnvelopeName = 'cloudevents' | 'cloudevents-binary' | 'legacy';
+
+export interface BrokerConfig {
+  /** Broker URL: mqtt://, redis://, amqp://, nats://, kafka://, memory:// (secrets allowed, never logged). */
+  url: string;
+  /** Client options (see evpub/pubsub ClientOptions), e.g. `{ nats: { jetstream: true } }`. */
+  options?: Record<string, unknown>;
+}
+
+export type CheckpointConfig =
+  | { store: 'file'; path?: string }
+  | { store: 'redis'; url: string; prefix?: string }
+  | { store: 'postgres'; url: string; table?: string }
+  | { store: 'memory' };
+
+export interface DataSourceConfig {
+  /** A built-in connector name (`couchdb`, `memory`, ...) or an npm module name. */
+  connector: string;
+  /** Everything else is the connector's own settings (url, credentials, ...). */
+  [setting: string]: unknown;
+}
+
+export interface ModelConfig {
+  dataSource: string;
+  /** A broker name from `brokers`, or a broker URL. Default: the broker named `default`. */
+  broker?: string;
+  /** Topic template with {datasource}, {model}, {op}, {key}. Default `{datasource}/{model}/{op}`. */
+  topic?: string;
+  /** Default `cloudevents` (structured JSON). */
+  envelope?: EnvelopeName;
+  /** Only these fields of before/after are published. */
+  include?: string[];
+  /** These fields of before/after are never published. */
+  exclude?: string[];
+  /** Only these operations are published (default: all). */
+  ops?: Operation[];
+  /** Where to start when there is no checkpoint: `beginning` or `now` (default: the connector's). */
+  from?: 'beginning' | 'now';
+  /** Ignore any checkpoint and start from `from` (default false). */
+  resetCheckpoint?: boolean;
+  /** Connector-specific model settings (a table name, a database name, ...). */
+  settings?: Record<string, unknown>;
+}
+
+export interface PublisherConfig {
+  /** Events published but not yet confirmed, per feed, before the source is paused (default 1000). */
+  maxInFlight?: number;
+  /** Where malformed or oversized events go, with their reason (default `evpub/dead-letter`). */
+  deadLetterTopic?: string;
+  /** Largest encoded event in bytes before it is dead-lettered (default: the broker's max payload). */
+  maxEventBytes?: number;
+}
+
+export interface EvpubConfig {
+  brokers: Record<string, BrokerConfig>;
+  checkpoints: CheckpointConfig;
+  datasources: Record<string, DataSourceConfig>;
+  models: Record<string, ModelConfig>;
+  publisher: PublisherConfig;
+}
