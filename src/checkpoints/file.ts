@@ -1,0 +1,124 @@
+/**
+ * The file checkpoint store (the default): one small JSON file per feed in a directory
+ * (default `.evpub/checkpoints` under the working directory).
+ *
+ * The file for feed `db/accounts` is `<dir>/<encodeURIComponent(feedId)>.json` holding
+ * `{"feed":"db/accounts","position":"...","savedAt":"..."}`. A save writes a temporary file
+ * next to it, fsyncs it, renames it over the old one and fsyncs the directory: rename is atomic
+ * on POSIX file systems, so after a crash at any moment the file holds the old or the new
+ * position, never a torn one. Leftover temporary files of a crashed save are ignored.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ErrorCode, EvpubError } from '../errors';
+import type { Position } from '../events/change-event';
+import type { CheckpointStore } from './contract';
+
+export const DEFAULT_CHECKPOINT_DIR = '.evpub/checkpoints';
+
+interface CheckpointFile {
+  feed: string;
+  position: Position;
+  savedAt: string;
+}
+
+function failed(message: string, cause: unknown, feedId: string): EvpubError {
+  const code = (cause as { code?: string }).code;
+  return new EvpubError(ErrorCode.CHECKPOINT_FAILED, message, {
+    cause,
+    retriable: code !== 'EACCES' && code !== 'EROFS' && code !== 'ENOTDIR',
+    context: { feed: feedId, store: 'file' },
+  });
+}
+
+export class FileCheckpointStore implements CheckpointStore {
+  readonly name = 'file';
+  readonly dir: string;
+  private ready: Promise<void> | undefined;
+
+  constructor(options: { path?: string; cwd?: string } = {}) {
+    this.dir = path.resolve(options.cwd ?? process.cwd(), options.path ?? DEFAULT_CHECKPOINT_DIR);
+  }
+
+  fileOf(feedId: string): string {
+    return path.join(this.dir, `${encodeURIComponent(feedId)}.json`);
+  }
+
+  private ensureDir(): Promise<void> {
+    this.ready ??= fs.mkdir(this.dir, { recursive: true }).then(
+      () => undefined,
+      (err: unknown) => {
+        this.ready = undefined;
+        throw err;
+      },
+    );
+    return this.ready;
+  }
+
+  async load(feedId: string): Promise<Position | undefined> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.fileOf(feedId), 'utf8');
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ENOENT') return undefined;
+      throw failed(`cannot read the checkpoint of ${feedId} in ${this.dir}`, err, feedId);
+    }
+    try {
+      const parsed = JSON.parse(text) as Partial<CheckpointFile>;
+      if (typeof parsed.position !== 'string') throw new Error('no "position" string');
+      return parsed.position;
+    } catch (err) {
+      throw new EvpubError(
+        ErrorCode.CHECKPOINT_FAILED,
+        `the checkpoint file ${this.fileOf(feedId)} is not valid; delete it to start the feed over`,
+        { cause: err, context: { feed: feedId, store: 'file' } },
+      );
+    }
+  }
+
+  async save(feedId: string, position: Position): Promise<void> {
+    const target = this.fileOf(feedId);
+    const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const body: CheckpointFile = { feed: feedId, position, savedAt: new Date().toISOString() };
+    try {
+      await this.ensureDir();
+      const handle = await fs.open(tmp, 'w');
+      try {
+        await handle.writeFile(JSON.stringify(body) + '\n', 'utf8');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(tmp, target);
+      await this.syncDir();
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw failed(`cannot save the checkpoint of ${feedId} in ${this.dir}`, err, feedId);
+    }
+  }
+
+  /** Makes the rename durable. Some platforms cannot open a directory; there rename is all we have. */
+  private async syncDir(): Promise<void> {
+    let dir: fs.FileHandle | undefined;
+    try {
+      dir = await fs.open(this.dir, 'r');
+      await dir.sync();
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL') throw err;
+    } finally {
+      await dir?.close();
+    }
+  }
+
+  async delete(feedId: string): Promise<void> {
+    try {
+      await fs.rm(this.fileOf(feedId), { force: true });
+    } catch (err) {
+      throw failed(`cannot delete the checkpoint of ${feedId}`, err, feedId);
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,117 @@
+/**
+ * CloudEvents 1.0 envelopes (https://github.com/cloudevents/spec, v1.0.2).
+ *
+ * Attributes of every event:
+ *
+ *   specversion  "1.0"
+ *   id           the change's idempotency key (`event.id`): replays carry the same id
+ *   source       `/evpub/{datasource}/{model}`, a URI-reference; each segment percent-encoded
+ *   type         `evpub.{model}.{op}`, e.g. `evpub.accounts.create`
+ *   subject      the record key
+ *   time         the source time of the change (RFC 3339)
+ *   datacontenttype  application/json
+ *   data         { op, key, before, after, position, tx?, source? }
+ *
+ * Structured mode (`cloudevents`): the whole event is one JSON object, content type
+ * `application/cloudevents+json`. Binary mode (`cloudevents-binary`): the payload is `data`
+ * alone and the attributes travel as `ce-<name>` headers (values percent-encoded outside
+ * printable ASCII, as the HTTP binding says) with `content-type: application/json`. Binary
+ * mode needs a broker that carries headers; elsewhere evpub falls back to structured mode and
+ * says so once in the log.
+ */
+import type { Logger } from '../../logger';
+import type { ChangeEvent } from '../change-event';
+import type { EncodedEvent, Envelope } from './envelope';
+import { toJson } from './json';
+
+export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json';
+export const DATA_CONTENT_TYPE = 'application/json';
+
+export interface CloudEventAttributes {
+  specversion: '1.0';
+  id: string;
+  source: string;
+  type: string;
+  subject: string;
+  time: string;
+  datacontenttype: string;
+}
+
+export function ceSource(event: ChangeEvent): string {
+  return `/evpub/${encodeURIComponent(event.datasource)}/${encodeURIComponent(event.model)}`;
+}
+
+export function ceAttributes(event: ChangeEvent): CloudEventAttributes {
+  return {
+    specversion: '1.0',
+    id: event.id,
+    source: ceSource(event),
+    type: `evpub.${event.model}.${event.op}`,
+    subject: event.key,
+    time: event.sourceTime,
+    datacontenttype: DATA_CONTENT_TYPE,
+  };
+}
+
+export function ceData(event: ChangeEvent): Record<string, unknown> {
+  const data: Record<string, unknown> = {
+    op: event.op,
+    key: event.key,
+    before: event.before ?? null,
+    after: event.after ?? null,
+    position: event.position,
+  };
+  if (event.tx !== undefined) data.tx = event.tx;
+  if (event.source !== undefined) data.source = event.source;
+  return data;
+}
+
+export const structuredEnvelope: Envelope = {
+  name: 'cloudevents',
+  encode(event: ChangeEvent): EncodedEvent {
+    const body = { ...ceAttributes(event), data: ceData(event) };
+    return { payload: Buffer.from(toJson(body, event), 'utf8'), contentType: STRUCTURED_CONTENT_TYPE };
+  },
+};
+
+/** Percent-encodes what a header value may not carry: `%`, `"`, and anything outside 0x20..0x7E. */
+export function encodeHeaderValue(value: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
+  return value.replace(/[%"\u0000-\u001f\u007f-\uffff]+/g, (s) => encodeURIComponent(s).replace(/"/g, '%22'));
+}
+
+export const binaryEnvelope: Envelope = {
+  name: 'cloudevents-binary',
+  encode(event: ChangeEvent): EncodedEvent {
+    const attributes = ceAttributes(event);
+    const headers: Record<string, string> = { 'content-type': DATA_CONTENT_TYPE };
+    for (const [name, value] of Object.entries(attributes)) {
+      if (name === 'datacontenttype') continue; // carried as content-type
+      headers[`ce-${name}`] = encodeHeaderValue(value);
+    }
+    const payload = Buffer.from(toJson(ceData(event), event), 'utf8');
+    return { payload, headers, contentType: DATA_CONTENT_TYPE };
+  },
+};
+
+/**
+ * Binary mode where the broker carries headers, structured mode elsewhere (logged once per
+ * envelope made here, i.e. once per feed).
+ */
+export function binaryOrStructured(brokerHasHeaders: boolean, logger: Logger, broker: string): Envelope {
+  if (brokerHasHeaders) return binaryEnvelope;
+  let warned = false;
+  return {
+    name: 'cloudevents',
+    encode(event) {
+      if (!warned) {
+        warned = true;
+        logger.warn(
+          { broker, model: event.model },
+          'envelope cloudevents-binary needs a broker with headers; publishing structured CloudEvents instead',
+        );
+      }
+      return structuredEnvelope.encode(event);
+    },
+  };
+}
