@@ -85,7 +85,7 @@ export const binaryEnvelope: Envelope = {
   encode(event: ChangeEvent): EncodedEvent {
     const attributes = ceAttributes(event);
     const headers: Record<string, string> = { 'content-type': DATA_CONTENT_TYPE };
-    for (const [name, value] of Object.entries(attributes)) {
+    for (const [name, value] of Object.entries(attributes) as [string, string][]) {
       if (name === 'datacontenttype') continue; // carried as content-type
       headers[`ce-${name}`] = encodeHeaderValue(value);
     }
