@@ -1,0 +1,178 @@
+/**
+ * The AMQP publish window: publishes in call order on a ConfirmChannel, each settled by the
+ * broker's confirm, across reconnects.
+ *
+ * Protocol:
+ * - `publish()` writes straight to the channel while the channel's buffer accepts writes
+ *   (`channel.publish()` returned true); once it returns false, later publishes wait in
+ *   `backlog`, in order, until the channel's `drain` event. No per-message await otherwise.
+ * - A written message is `inflight` until the broker's basic.ack (resolve) or basic.nack
+ *   (reject, PUBLISH_FAILED, retriable).
+ * - When the channel dies (`detach()`), what is in flight was maybe received, maybe not: it goes
+ *   back to the front of the backlog, oldest first, and is re-published on the next channel
+ *   (`attach()`): at-least-once, never a silent drop. Order is kept: re-published messages go
+ *   before anything published later.
+ * - `close(err)` rejects whatever is left.
+ */
+import type { ConfirmChannel, Options } from 'amqplib';
+import { ErrorCode, EvpubError } from '../../errors';
+
+export interface Outgoing {
+  routingKey: string;
+  content: Buffer;
+  properties: Options.Publish;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/** amqplib calls a confirm callback with this message on basic.nack ('channel closed' otherwise). */
+const NACKED = 'message nacked';
+
+/** A FIFO with O(1) shift, and put-back at the front for re-publishing. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(item: T): void {
+    this.items.push(item);
+  }
+  shift(): T | undefined {
+    if (this.head === this.items.length) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head++] = undefined as T; // let it be collected
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+  putBack(front: T[]): void {
+    this.items = front.concat(this.items.slice(this.head));
+    this.head = 0;
+  }
+  takeAll(): T[] {
+    const all = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return all;
+  }
+}
+
+export class PublishWindow {
+  private channel: ConfirmChannel | undefined;
+  private draining = false;
+  private readonly backlog = new Fifo<Outgoing>();
+  /** Written, not yet confirmed; insertion order is publish order. */
+  private readonly inflight = new Set<Outgoing>();
+  private onIdle: (() => void) | undefined;
+
+  constructor(private readonly exchange: string) {}
+
+  /** Messages not yet confirmed, written or waiting. */
+  get pending(): number {
+    return this.inflight.size + this.backlog.length;
+  }
+
+  publish(out: Outgoing): void {
+    const ch = this.channel;
+    if (ch !== undefined && !this.draining && this.backlog.length === 0) this.write(ch, out);
+    else this.backlog.push(out);
+  }
+
+  /** Starts writing on `channel`: first what was waiting (re-publishes included). */
+  attach(channel: ConfirmChannel): void {
+    this.channel = channel;
+    this.draining = false;
+    channel.on('drain', () => {
+      if (this.channel !== channel) return;
+      this.draining = false;
+      this.flush();
+    });
+    this.flush();
+  }
+
+  /** The channel is gone: what it did not confirm will be re-published on the next one. */
+  detach(): void {
+    this.channel = undefined;
+    this.draining = false;
+    if (this.inflight.size > 0) {
+      this.backlog.putBack([...this.inflight]);
+      this.inflight.clear();
+    }
+    this.checkIdle();
+  }
+
+  /** Resolves when nothing is pending, or when the channel is gone. */
+  idle(): Promise<void> {
+    if (this.pending === 0 || this.channel === undefined) return Promise.resolve();
+    return new Promise((resolve) => (this.onIdle = resolve));
+  }
+
+  /** Rejects everything pending with `err`; the window takes no more writes. */
+  close(err: Error): void {
+    this.channel = undefined;
+    const left = [...this.inflight, ...this.backlog.takeAll()];
+    this.inflight.clear();
+    for (const out of left) out.reject(err);
+    this.checkIdle();
+  }
+
+  private flush(): void {
+    const ch = this.channel;
+    while (ch !== undefined && this.channel === ch && !this.draining) {
+      const out = this.backlog.shift();
+      if (out === undefined) break;
+      this.write(ch, out);
+    }
+  }
+
+  private write(ch: ConfirmChannel, out: Outgoing): void {
+    this.inflight.add(out);
+    let accepted: boolean;
+    try {
+      accepted = ch.publish(this.exchange, out.routingKey, out.content, out.properties, (err: unknown) =>
+        this.confirmed(out, err),
+      );
+    } catch (err) {
+      // A channel closing under us: the message stays in flight and detach() re-publishes it.
+      if ((err as Error).name === 'IllegalOperationError') return;
+      // Anything else is this message's fault (e.g. headers over amqplib's 64 KiB table limit).
+      this.inflight.delete(out);
+      out.reject(
+        new EvpubError(ErrorCode.PUBLISH_FAILED, `AMQP publish failed: ${(err as Error).message}`, {
+          cause: err,
+        }),
+      );
+      return;
+    }
+    if (!accepted) this.draining = true;
+  }
+
+  private confirmed(out: Outgoing, err: unknown): void {
+    // 'channel closed': not confirmed, not refused; it stays in flight for detach().
+    if (err instanceof Error && err.message !== NACKED) return;
+    if (!this.inflight.delete(out)) return;
+    if (err) {
+      out.reject(
+        new EvpubError(ErrorCode.PUBLISH_FAILED, 'the AMQP broker refused the message (basic.nack)', {
+          retriable: true,
+          cause: err,
+        }),
+      );
+    } else {
+      out.resolve();
+    }
+    this.checkIdle();
+  }
+
+  private checkIdle(): void {
+    if (this.onIdle !== undefined && (this.pending === 0 || this.channel === undefined)) {
+      const resolve = this.onIdle;
+      this.onIdle = undefined;
+      resolve();
+    }
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * A private RabbitMQ node for fault tests: its own node name, AMQP and distribution ports, and
+ * data, log and config files in a temp dir, so stopping it never touches the shared broker.
+ *
+ * `stop()` halts it (`rabbitmqctl -n <node> stop <pidfile>` waits for the VM to exit);
+ * `start()` boots it again on the same port with the same data, so durable queues, their
+ * bindings and persistent messages survive. `close()` stops it and removes the files.
+ *
+ * The Debian `rabbitmq-server`/`rabbitmqctl` wrappers run as the `rabbitmq` user when started
+ * by root, so the temp dir is handed to that user. Needs root or the `rabbitmq` user.
+ */
+import { execFile } from 'node:child_process';
+import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { PrivateBroker } from '../conformance/pubsub.suite';
+import { freePort, isListening, uniqueName } from './services';
+import { waitFor } from './wait';
+
+const run = promisify(execFile);
+
+async function rabbitmqUser(): Promise<{ uid: number; gid: number } | undefined> {
+  if (userInfo().uid !== 0) return undefined;
+  const { stdout } = await run('id', ['-u', 'rabbitmq']);
+  const { stdout: g } = await run('id', ['-g', 'rabbitmq']);
+  return { uid: Number(stdout.trim()), gid: Number(g.trim()) };
+}
+
+export async function startPrivateRabbitMq(): Promise<PrivateBroker> {
+  const port = await freePort();
+  const distPort = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'evpub-rabbitmq-'));
+  const node = `${uniqueName('evpub')}@localhost`;
+  const files = {
+    config: join(dir, 'rabbitmq.conf'),
+    plugins: join(dir, 'enabled_plugins'),
+    pid: join(dir, 'node.pid'),
+    mnesia: join(dir, 'mnesia'),
+    log: join(dir, 'log'),
+  };
+  await mkdir(files.mnesia);
+  await mkdir(files.log);
+  await writeFile(files.config, `listeners.tcp.local = 127.0.0.1:${port}\n`);
+  await writeFile(files.plugins, '[].\n');
+  const owner = await rabbitmqUser();
+  if (owner) {
+    for (const p of [dir, ...Object.values(files).filter((f) => f !== files.pid)]) {
+      await chown(p, owner.uid, owner.gid);
+    }
+  }
+  const env = {
+    ...process.env,
+    RABBITMQ_NODENAME: node,
+    RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
+    RABBITMQ_NODE_PORT: String(port),
+    RABBITMQ_DIST_PORT: String(distPort),
+    RABBITMQ_MNESIA_BASE: files.mnesia,
+    RABBITMQ_LOG_BASE: files.log,
+    RABBITMQ_CONFIG_FILE: files.config,
+    RABBITMQ_ENABLED_PLUGINS_FILE: files.plugins,
+    RABBITMQ_PID_FILE: files.pid,
+  };
+  let running = false;
+
+  const start = async (): Promise<void> => {
+    await run('rabbitmq-server', ['-detached'], { env });
+    running = true;
+    // await_startup fails at once until the node has registered with epmd; retry until it waits.
+    await waitFor(
+      () =>
+        run('rabbitmqctl', ['-n', node, 'await_startup', '--timeout', '60'], { env }).then(
+          () => true,
+          () => false,
+        ),
+      `private RabbitMQ node ${node} to start`,
+      90_000,
+    );
+    await waitFor(() => isListening(port), `private RabbitMQ on port ${port}`);
+  };
+
+  const stop = async (): Promise<void> => {
+    if (!running) return;
+    running = false;
+    await run('rabbitmqctl', ['-n', node, 'stop', files.pid], { env });
+    await waitFor(async () => !(await isListening(port)), `port ${port} to be free`);
+  };
+
+  await start();
+  return {
+    url: `amqp://guest:guest@127.0.0.1:${port}`,
+    start,
+    stop,
+    async close() {
+      await stop().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
