@@ -1,0 +1,65 @@
+/**
+ * A private nats-server (with JetStream) for fault tests: its own free port and store dir, so
+ * stopping it never disturbs the shared server on 4222. `stop()` ends the process (SIGTERM, and
+ * waits for the exit); `start()` runs it again on the same port and store dir, so streams and
+ * durable consumers survive the restart; `close()` stops it for good and removes its files.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { PrivateBroker } from '../conformance/pubsub.suite';
+import { freePort, isListening } from './services';
+import { waitFor } from './wait';
+
+export const NATS_SERVER = process.env.NATS_SERVER ?? 'nats-server';
+
+export interface PrivateNatsOptions {
+  /** Extra server arguments, e.g. `['--user', 'u', '--pass', 'p']`. */
+  args?: string[];
+}
+
+export async function privateNatsServer(options: PrivateNatsOptions = {}): Promise<PrivateBroker> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'evpub-nats-'));
+  let proc: ChildProcess | undefined;
+  let output = '';
+
+  const start = async (): Promise<void> => {
+    if (proc) return;
+    const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(options.args ?? [])];
+    const child = spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = child;
+    child.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));
+    child.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));
+    child.once('exit', () => {
+      if (proc === child) proc = undefined;
+    });
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`nats-server exited: ${output}`);
+      return isListening(port);
+    }, `the private nats-server on port ${port}`);
+    // JetStream is ready once the server says so in its log.
+    await waitFor(() => /Server is ready/.test(output), 'the private nats-server to be ready');
+  };
+
+  const stop = async (): Promise<void> => {
+    const child = proc;
+    if (!child) return;
+    output = '';
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    await exited;
+  };
+
+  await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    start,
+    stop,
+    close: async () => {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
