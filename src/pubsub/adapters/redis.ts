@@ -1,43 +1,332 @@
-/** The Redis adapter. Placeholder until it is written: every method rejects. */
-import type { AdapterEvents, AdapterFeatures, BrokerAdapter, ResolvedClientOptions } from '../adapter';
-import { ErrorCode, EvpubError } from '../../errors';
+/**
+ * The Redis adapter (ioredis), in one of two modes chosen by `{ redis: { mode } }`:
+ *
+ * - `pubsub` (default, Redis's own): PUBLISH resolves on Redis's reply, which says Redis accepted
+ *   the message, not that anyone received it: subscribers that are not connected at that moment
+ *   never get it. Exact topics are SUBSCRIBEd; patterns are PSUBSCRIBEd as the glob from
+ *   `patternToGlob()` (wider than the MQTT pattern) and filtered with `matches()`. Redis pub/sub
+ *   messages are bytes only: headers, key and contentType are dropped (a warning, once).
+ * - `streams` (durable): publish is XADD to the stream named by the topic (identity rule), with
+ *   the fields of `redis-streams.ts`, trimmed to about `{ redis: { maxLen } }` entries when set.
+ *   A plain subscription reads new entries (XREAD); `{ durable: name }` reads through the consumer
+ *   group `name` (XREADGROUP), and `meta.ack()` is XACK. A stream is a key, so a pattern would
+ *   need a key SCAN: wildcards are refused with INVALID_TOPIC.
+ *
+ * Connections: one for commands (auto-pipelined), one for the pub/sub subscriber, one per stream
+ * reader; see `redis-connections.ts` for connecting, back-off and offline/reconnect reporting.
+ * In neither mode are `qos` or `retain` meaningful; they are ignored.
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  AdapterEvents,
+  AdapterFeatures,
+  BrokerAdapter,
+  MessageMeta,
+  PublishOptions,
+  ResolvedClientOptions,
+  SubscribeOptions,
+} from '../adapter';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import { loadDriver } from '../driver';
+import { hasWildcards, matches, patternToGlob } from '../topics';
+import { RedisConnections, type Redis, type RedisModule } from './redis-connections';
+import { StreamReader, entryArgs } from './redis-streams';
+
+export type RedisMode = 'pubsub' | 'streams';
+
+/** The adapter-specific options, under `redis`. */
+export interface RedisSettings {
+  /** `pubsub` (default) or `streams`. */
+  mode: RedisMode;
+  /** Streams mode: trim each stream to about this many entries on XADD (MAXLEN ~). */
+  maxLen?: number;
+}
+
+/** Redis's default proto-max-bulk-len: the largest string a command may carry. */
+const MAX_BULK = 512 * 1024 * 1024;
+
+const STREAMS_RULE =
+  'in Redis Streams mode a subscription names one stream (a key) exactly; "+" and "#" would need a key SCAN and are not supported (use mode "pubsub" for patterns)';
+
+function settingsError(message: string): EvpubError {
+  return new EvpubError(ErrorCode.CONFIG_INVALID, message, { context: { adapter: 'redis' } });
+}
+
+/** Validates `options.redis`; errors name the key and the allowed values. */
+export function parseRedisSettings(raw: unknown): RedisSettings {
+  if (raw === undefined) return { mode: 'pubsub' };
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw settingsError('redis: must be an object like { mode: "streams" }');
+  }
+  const given = raw as Record<string, unknown>;
+  for (const key of Object.keys(given)) {
+    if (key !== 'mode' && key !== 'maxLen') {
+      throw settingsError(`redis.${key}: unknown option; allowed: mode ("pubsub" | "streams"), maxLen`);
+    }
+  }
+  const mode = given.mode ?? 'pubsub';
+  if (mode !== 'pubsub' && mode !== 'streams') {
+    throw settingsError(`redis.mode: must be "pubsub" or "streams", got ${JSON.stringify(mode)}`);
+  }
+  const settings: RedisSettings = { mode };
+  if (given.maxLen !== undefined) {
+    if (typeof given.maxLen !== 'number' || !Number.isInteger(given.maxLen) || given.maxLen < 1) {
+      throw settingsError(`redis.maxLen: must be a positive integer, got ${JSON.stringify(given.maxLen)}`);
+    }
+    if (mode !== 'streams') throw settingsError('redis.maxLen: only applies with redis.mode "streams"');
+    settings.maxLen = given.maxLen;
+  }
+  return settings;
+}
+
+const noAck = (): Promise<void> => Promise.resolve();
+
+function publishFailed(topic: string, err: unknown): EvpubError {
+  const cause = toError(err);
+  return new EvpubError(
+    ErrorCode.PUBLISH_FAILED,
+    `Redis refused the publish to ${JSON.stringify(topic)}: ${cause.message}`,
+    { cause, retriable: /closed|ECONN|reset/i.test(cause.message), context: { topic } },
+  );
+}
 
 export class RedisAdapter implements BrokerAdapter {
   static readonly adapterName = 'redis';
   static readonly defaultPort = 6379;
   readonly name = 'redis';
-  readonly features: AdapterFeatures = {
-    wildcards: true,
-    headers: false,
-    confirms: true,
-    durable: false,
-    orderingKey: false,
-    maxPayload: 1024 * 1024,
-  };
+  readonly features: AdapterFeatures;
+  readonly settings: RedisSettings;
+  private connections: RedisConnections | undefined;
+  private cmd: Redis | undefined;
+  // pubsub mode
+  private subscriber: Promise<Redis> | undefined;
+  private readonly exact = new Set<string>();
+  /** PSUBSCRIBE glob → the evpub patterns it serves. */
+  private readonly globs = new Map<string, Set<string>>();
+  private warnedDropped = false;
+  // streams mode
+  private readonly readers = new Map<string, { reader: StreamReader; conn: Redis }>();
+  private readonly consumer: string;
 
   constructor(
-    readonly options: ResolvedClientOptions,
-    readonly events: AdapterEvents,
-  ) {}
+    private readonly options: ResolvedClientOptions,
+    private readonly events: AdapterEvents,
+  ) {
+    this.settings = parseRedisSettings(options.redis);
+    const streams = this.settings.mode === 'streams';
+    this.features = {
+      wildcards: !streams,
+      headers: streams,
+      confirms: true,
+      durable: streams,
+      orderingKey: streams, // one stream is one ordered log
+      maxPayload: MAX_BULK,
+    };
+    this.consumer = options.clientId ?? `evpub-${randomUUID()}`;
+  }
 
-  private notYet(): Promise<never> {
-    return Promise.reject(
-      new EvpubError(ErrorCode.CONNECT_FAILED, 'the redis adapter is not implemented yet'),
+  async connect(): Promise<void> {
+    const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
+    this.connections = new RedisConnections(driver, this.options, this.events);
+    this.cmd = await this.connections.first('commands', { autoPipelining: true });
+  }
+
+  publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void> {
+    const cmd = this.cmd;
+    if (!cmd) return Promise.reject(new EvpubError(ErrorCode.INVALID_STATE, 'publish before connect'));
+    if (payload.length > MAX_BULK) {
+      return Promise.reject(
+        new EvpubError(
+          ErrorCode.PAYLOAD_TOO_LARGE,
+          `payload of ${payload.length} bytes exceeds Redis's default limit of ${MAX_BULK} bytes (proto-max-bulk-len)`,
+          { context: { topic } },
+        ),
+      );
+    }
+    if (this.settings.mode === 'streams') {
+      return cmd.xadd(topic, ...entryArgs(payload, options, this.settings.maxLen)).then(
+        () => undefined,
+        (err: unknown) => Promise.reject(publishFailed(topic, err)),
+      );
+    }
+    if (
+      !this.warnedDropped &&
+      (options.headers || options.key !== undefined || options.contentType !== undefined)
+    ) {
+      this.warnedDropped = true;
+      this.options.logger.warn(
+        'Redis pub/sub carries the payload only: headers, key and contentType are dropped (use { redis: { mode: "streams" } } to keep them)',
+      );
+    }
+    return cmd.publish(topic, payload).then(
+      () => undefined,
+      (err: unknown) => Promise.reject(publishFailed(topic, err)),
     );
   }
-  connect(): Promise<void> {
-    return this.notYet();
+
+  async subscribe(pattern: string, options: SubscribeOptions): Promise<void> {
+    try {
+      if (this.settings.mode === 'streams') await this.subscribeStream(pattern, options);
+      else await this.subscribePubSub(pattern);
+    } catch (err) {
+      if (err instanceof EvpubError) throw err;
+      throw new EvpubError(
+        ErrorCode.SUBSCRIBE_FAILED,
+        `Redis subscribe to ${JSON.stringify(pattern)} failed: ${toError(err).message}`,
+        {
+          cause: err,
+          context: { topic: pattern },
+        },
+      );
+    }
   }
-  publish(): Promise<void> {
-    return this.notYet();
+
+  async unsubscribe(pattern: string): Promise<void> {
+    if (this.settings.mode === 'streams') {
+      const entry = this.readers.get(pattern);
+      if (!entry) return;
+      this.readers.delete(pattern);
+      entry.reader.stop();
+      await this.connections?.close(entry.conn, false);
+      await entry.reader.done;
+      return;
+    }
+    const sub = this.subscriber && (await this.subscriber);
+    if (!sub) return;
+    if (!hasWildcards(pattern)) {
+      if (this.exact.delete(pattern)) await sub.unsubscribe(pattern);
+      return;
+    }
+    const glob = patternToGlob(pattern);
+    const serves = this.globs.get(glob);
+    if (!serves?.delete(pattern)) return;
+    if (serves.size === 0) {
+      this.globs.delete(glob);
+      await sub.punsubscribe(glob);
+    }
   }
-  subscribe(): Promise<void> {
-    return this.notYet();
+
+  async end(): Promise<void> {
+    for (const { reader } of this.readers.values()) reader.stop();
+    const readers = [...this.readers.values()];
+    this.readers.clear();
+    await this.connections?.closeAll(this.cmd ? [this.cmd] : []);
+    await Promise.all(readers.map((r) => r.reader.done));
+    this.cmd = undefined;
+    this.subscriber = undefined;
+    this.events.close();
   }
-  unsubscribe(): Promise<void> {
-    return this.notYet();
+
+  // -------------------------------------------------------------------------------------------
+  // pub/sub mode
+
+  private subscriberConnection(): Promise<Redis> {
+    const connections = this.connections;
+    if (!connections)
+      return Promise.reject(new EvpubError(ErrorCode.INVALID_STATE, 'subscribe before connect'));
+    this.subscriber ??= (async () => {
+      // ioredis resubscribes before `ready` is emitted; the PING's reply proves it went through.
+      const sub = connections.open('subscriber', { onReady: (c) => c.ping() });
+      sub.on('messageBuffer', (channel: Buffer, message: Buffer | undefined) =>
+        this.onMessage(channel, message),
+      );
+      sub.on('pmessageBuffer', (glob: Buffer | string, channel: Buffer, message: Buffer | undefined) =>
+        this.onPMessage(String(glob), channel, message),
+      );
+      return sub;
+    })();
+    return this.subscriber;
   }
-  end(): Promise<void> {
-    return Promise.resolve();
+
+  private async subscribePubSub(pattern: string): Promise<void> {
+    const sub = await this.subscriberConnection();
+    if (!hasWildcards(pattern)) {
+      if (this.exact.has(pattern)) return;
+      await sub.subscribe(pattern);
+      this.exact.add(pattern);
+      return;
+    }
+    const glob = patternToGlob(pattern);
+    const serves = this.globs.get(glob);
+    if (serves) {
+      serves.add(pattern);
+      return;
+    }
+    await sub.psubscribe(glob);
+    this.globs.set(glob, new Set([pattern]));
+  }
+
+  private onMessage(channel: Buffer, message: Buffer | undefined): void {
+    const topic = channel.toString();
+    if (!this.exact.has(topic)) return;
+    const meta: MessageMeta = { pattern: topic, ack: noAck };
+    this.events.message(topic, message ?? Buffer.alloc(0), meta);
+  }
+
+  private onPMessage(glob: string, channel: Buffer, message: Buffer | undefined): void {
+    const serves = this.globs.get(glob);
+    if (!serves) return;
+    const topic = channel.toString();
+    for (const pattern of serves) {
+      // The glob is wider than the MQTT pattern (`*` spans levels): filter exactly.
+      if (matches(pattern, topic)) {
+        this.events.message(topic, message ?? Buffer.alloc(0), { pattern, ack: noAck });
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // streams mode
+
+  private async subscribeStream(pattern: string, options: SubscribeOptions): Promise<void> {
+    if (hasWildcards(pattern)) {
+      throw new EvpubError(
+        ErrorCode.INVALID_TOPIC,
+        `Invalid topic ${JSON.stringify(pattern)}: ${STREAMS_RULE}`,
+        {
+          context: { topic: pattern },
+        },
+      );
+    }
+    const cmd = this.cmd;
+    const connections = this.connections;
+    if (!cmd || !connections) throw new EvpubError(ErrorCode.INVALID_STATE, 'subscribe before connect');
+    if (this.readers.has(pattern)) return;
+    const key = pattern;
+    const createGroup = async (stream: string, group: string, id: string): Promise<void> => {
+      try {
+        await cmd.xgroup('CREATE', stream, group, id, 'MKSTREAM');
+      } catch (err) {
+        if (!/^BUSYGROUP/.test(toError(err).message)) throw err;
+      }
+    };
+    let after: string | undefined;
+    const durable = options.durable;
+    if (durable !== undefined) {
+      await createGroup(key, durable, options.from === 'earliest' ? '0' : '$');
+    } else {
+      // `$` fixed now: the reader starts after the stream's current last entry.
+      const last = await cmd.xrevrangeBuffer(key, '+', '-', 'COUNT', 1);
+      after = last && last.length > 0 ? String(last[0]![0]) : '0-0';
+    }
+    if (this.readers.has(pattern)) return; // a concurrent subscribe to the same pattern won
+    const { initialDelay, maxDelay } = this.options.reconnect;
+    const conn = connections.open(`reader ${key}`);
+    const reader = new StreamReader(
+      conn,
+      {
+        key,
+        pattern,
+        ...(durable === undefined ? { after } : { group: { name: durable, consumer: this.consumer } }),
+      },
+      {
+        deliver: (topic, payload, meta) => this.events.message(topic, payload, meta),
+        ack: (stream, group, ids) => cmd.xack(stream, group, ...ids),
+        createGroup,
+        error: (err) => this.events.error(err),
+        backoff: (attempt) => Math.min(initialDelay * 2 ** Math.min(attempt - 1, 30), maxDelay),
+      },
+    );
+    this.readers.set(pattern, { reader, conn });
   }
 }

@@ -1,0 +1,207 @@
+/**
+ * The Redis adapter's connections: one ioredis client per role (commands, the pub/sub
+ * subscriber, one per blocking stream reader), all with evpub's back-off, watched as one.
+ *
+ * Protocol:
+ * - `first(role)` opens the connection `connect()` waits for. ioredis retries forever by default,
+ *   so until that connection's first `ready` the retry strategy gives up when the next attempt
+ *   would pass `connectTimeout`; at the deadline the client is disconnected (no timer or socket
+ *   remains) and the promise rejects with CONNECT_FAILED naming host:port, or with AUTH_FAILED as
+ *   soon as the server refuses the credentials.
+ * - `open(role)` starts a connection that keeps trying (commands sent meanwhile wait in ioredis's
+ *   offline queue). Once a connection has been ready it reconnects forever with back-off
+ *   (`reconnect.initialDelay` doubling up to `reconnect.maxDelay`); in-flight commands are resent
+ *   after the reconnect and pub/sub channels resubscribed (ioredis does both).
+ * - Watching: a ready connection that closes is down; `events.offline()` is called when the first
+ *   one goes down, `events.reconnect()` when the last is ready again (after its `onReady` barrier,
+ *   e.g. a PING proving the resubscribe went through).
+ */
+import type { Redis, RedisOptions } from 'ioredis';
+import type { AdapterEvents, ResolvedClientOptions } from '../adapter';
+import { ErrorCode, EvpubError, redact } from '../../errors';
+
+export type RedisModule = typeof import('ioredis');
+export type { Redis };
+
+export interface OpenOptions {
+  /** Called on every `ready`; the connection counts as up when it settles. */
+  onReady?: (client: Redis) => Promise<unknown>;
+  /** ioredis auto-pipelining: commands of one tick go out in one write. */
+  autoPipelining?: boolean;
+}
+
+const AUTH_ERROR = /^(WRONGPASS|NOAUTH|NOPERM)|invalid password|invalid username-password/i;
+
+export function isAuthError(err: unknown): boolean {
+  return err instanceof Error && AUTH_ERROR.test(err.message);
+}
+
+interface Watched {
+  role: string;
+  everReady: boolean;
+  /** Until the first ready: the time after which no attempt is made. */
+  deadline: number;
+}
+
+export class RedisConnections {
+  private readonly watched = new Map<Redis, Watched>();
+  private readonly down = new Set<Redis>();
+  private closing = false;
+  readonly where: string;
+  private readonly base: RedisOptions;
+
+  constructor(
+    private readonly driver: RedisModule,
+    private readonly options: ResolvedClientOptions,
+    private readonly events: AdapterEvents,
+  ) {
+    const url = new URL(options.url ?? 'redis://localhost:6379');
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
+    const port = url.port === '' ? 6379 : Number(url.port);
+    this.where = `${redact(url.toString())} (${host}:${port})`;
+    const username = options.username ?? (decodeURIComponent(url.username) || undefined);
+    const password = options.password ?? (decodeURIComponent(url.password) || undefined);
+    const db = /^\/\d+$/.test(url.pathname) ? Number(url.pathname.slice(1)) : 0;
+    this.base = {
+      host,
+      port,
+      db,
+      ...(username === undefined ? {} : { username }),
+      ...(password === undefined ? {} : { password }),
+      ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+      lazyConnect: true,
+      connectTimeout: options.connectTimeout,
+      // Commands wait for the reconnect; the Client bounds a publish with publishTimeout.
+      maxRetriesPerRequest: null,
+    };
+  }
+
+  /** The connection `connect()` waits for; see the protocol above. */
+  first(role: string, open: OpenOptions = {}): Promise<Redis> {
+    const ms = this.options.connectTimeout;
+    const client = this.create(role, open, Date.now() + ms);
+    return new Promise<Redis>((resolve, reject) => {
+      let lastError: Error | undefined;
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        client.off('error', onError);
+        client.off('ready', onReady);
+        client.off('end', onEnd);
+      };
+      const fail = (err: EvpubError): void => {
+        cleanup();
+        this.forget(client);
+        client.disconnect();
+        reject(err);
+      };
+      const connectFailed = (): EvpubError =>
+        new EvpubError(
+          ErrorCode.CONNECT_FAILED,
+          `could not connect to Redis at ${this.where} within ${ms} ms` +
+            (lastError ? `: ${lastError.message}` : ''),
+          { cause: lastError, retriable: true, context: { adapter: 'redis' } },
+        );
+      const onError = (err: Error): void => {
+        lastError = err;
+        if (isAuthError(err)) {
+          fail(
+            new EvpubError(
+              ErrorCode.AUTH_FAILED,
+              `Redis at ${this.where} refused the credentials: ${err.message}`,
+              {
+                cause: err,
+                context: { adapter: 'redis' },
+              },
+            ),
+          );
+        }
+      };
+      const onReady = (): void => {
+        cleanup();
+        resolve(client);
+      };
+      const onEnd = (): void => fail(connectFailed());
+      const timer = setTimeout(() => fail(connectFailed()), ms);
+      client.on('error', onError);
+      client.once('ready', onReady);
+      client.once('end', onEnd);
+      client.connect().catch(() => undefined); // settled through the events above
+    });
+  }
+
+  /** A connection that keeps trying until it is up, then reconnects forever. */
+  open(role: string, open: OpenOptions = {}): Redis {
+    const client = this.create(role, open, Infinity);
+    client.connect().catch(() => undefined); // failures are retried; `ready` says when it is up
+    return client;
+  }
+
+  /** Closes one connection: gracefully (QUIT after pending replies) or at once (blocking readers). */
+  async close(client: Redis, graceful: boolean): Promise<void> {
+    this.forget(client);
+    if (graceful && client.status === 'ready') {
+      await client.quit().catch(() => client.disconnect());
+    } else {
+      client.disconnect();
+    }
+  }
+
+  /** Closes every connection; no offline event is reported for them. */
+  async closeAll(graceful: Redis[]): Promise<void> {
+    this.closing = true;
+    const all = [...this.watched.keys()];
+    await Promise.all(all.map((c) => this.close(c, graceful.includes(c))));
+  }
+
+  private forget(client: Redis): void {
+    this.watched.delete(client);
+    if (this.down.delete(client) && this.down.size === 0 && !this.closing) this.events.reconnect();
+  }
+
+  private create(role: string, open: OpenOptions, deadline: number): Redis {
+    const state: Watched = { role, everReady: false, deadline };
+    const { initialDelay, maxDelay } = this.options.reconnect;
+    const client = new this.driver.Redis({
+      ...this.base,
+      enableAutoPipelining: open.autoPipelining ?? false,
+      retryStrategy: (times: number) => {
+        const delay = Math.min(initialDelay * 2 ** Math.min(times - 1, 30), maxDelay);
+        if (!state.everReady && Date.now() + delay >= state.deadline) return null;
+        return delay;
+      },
+    });
+    this.watched.set(client, state);
+    const logger = this.options.logger;
+    client.on('error', (err: Error) => {
+      if (!this.watched.has(client)) return;
+      logger.debug({ err, role }, 'redis connection error');
+      if (state.everReady && isAuthError(err)) {
+        this.events.error(
+          new EvpubError(
+            ErrorCode.AUTH_FAILED,
+            `Redis at ${this.where} refused the credentials on reconnect`,
+            {
+              cause: err,
+              context: { adapter: 'redis', role },
+            },
+          ),
+        );
+      }
+    });
+    client.on('close', () => {
+      if (!state.everReady || this.closing || !this.watched.has(client)) return;
+      if (this.down.size === 0) this.events.offline();
+      this.down.add(client);
+    });
+    client.on('ready', () => {
+      state.everReady = true;
+      const barrier = open.onReady ? open.onReady(client) : Promise.resolve();
+      barrier
+        .catch((err: unknown) => logger.warn({ err, role }, 'redis connection setup after ready failed'))
+        .finally(() => {
+          if (this.down.delete(client) && this.down.size === 0 && !this.closing) this.events.reconnect();
+        });
+    });
+    return client;
+  }
+}
