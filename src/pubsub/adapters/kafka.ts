@@ -1,43 +1,564 @@
-/** The Kafka adapter. Placeholder until it is written: every method rejects. */
-import type { AdapterEvents, AdapterFeatures, BrokerAdapter, ResolvedClientOptions } from '../adapter';
-import { ErrorCode, EvpubError } from '../../errors';
+/**
+ * The Kafka adapter, on kafkajs (loaded on first connect).
+ *
+ *   createClient('kafka://localhost:9092')
+ *   createClient('kafka://k1:9092,k2:9092', { kafka: { numPartitions: 6 } })
+ *
+ * Topics: evpub levels joined with '.' (`/v1/subutest` is the Kafka topic `.v1.subutest`); see
+ * `toKafka()`. Topics are created on first use (CreateTopics; where the cluster cannot, the
+ * broker's auto-creation on a metadata request).
+ *
+ * Publish: acks=-1 (every in-sync replica has the record) before the promise resolves.
+ * `key` is the Kafka key (partition by murmur2 like the Java client; unkeyed messages go to the
+ * lowest partition, keeping their order); `headers` are Kafka headers; `contentType` and
+ * `messageId` travel as the headers `content-type` and `evpub-message-id` and come back in
+ * `meta`; `qos` and `retain` have no Kafka meaning and are ignored. See kafka-producer.ts.
+ *
+ * Subscribe: one consumer per pattern; see kafka-consumer.ts for positions, durability and
+ * wildcards.
+ *
+ * Connection state: kafkajs connects on demand and has no "connection lost" event, so the
+ * adapter watches the sockets kafkajs opens. When one is closed by the other side (or a
+ * consumer crashes), it probes the cluster (a fresh connection, ApiVersions and Metadata); if
+ * the probe fails it reports `offline` and probes again with back-off until the cluster answers,
+ * then reports `reconnect`. kafkajs then reconnects its producer and consumers on their own use.
+ */
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type * as KafkaJS from 'kafkajs';
+import type {
+  AdapterEvents,
+  AdapterFeatures,
+  BrokerAdapter,
+  PublishOptions,
+  ResolvedClientOptions,
+  SubscribeOptions,
+} from '../adapter';
+import { ErrorCode, EvpubError, isEvpubError } from '../../errors';
+import { loadDriver } from '../driver';
+import { toKafka } from '../topics';
+import { CONTENT_TYPE_HEADER, KafkaSubscription, MESSAGE_ID_HEADER } from './kafka-consumer';
+import {
+  KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+  ProduceBatcher,
+  assertFits,
+  evpubPartitioner,
+  maxPayloadFor,
+} from './kafka-producer';
+
+type KafkaModule = typeof KafkaJS;
+
+/** `{ kafka: { ... } }` client options. */
+export interface KafkaSettings {
+  /** Bootstrap brokers `host:port`; overrides the URL's. */
+  brokers?: string[];
+  /** Partitions of topics the adapter creates (default 1: one topic's messages stay ordered). */
+  numPartitions?: number;
+  /** Replication factor of created topics (default -1: the broker's default.replication.factor). */
+  replicationFactor?: number;
+  /** The brokers' message.max.bytes (default Kafka's 1048588); larger messages are refused. */
+  maxMessageBytes?: number;
+  clientId?: string;
+  /** Rewrites broker addresses (`host:port` → `host:port`), for brokers whose advertised
+   * addresses are reached through a tunnel, NAT or proxy. */
+  brokerAddressMap?: Record<string, string>;
+  /** How often wildcard subscriptions look for new matching topics, ms (default 1000). */
+  wildcardRefreshMs?: number;
+  /** Longest a fetch waits at the broker for data, ms (default 500). */
+  maxWaitMs?: number;
+  /** TLS: `true` or Node TLS options. */
+  ssl?: boolean | Record<string, unknown>;
+}
+
+const SETTING_KEYS = [
+  'brokers',
+  'numPartitions',
+  'replicationFactor',
+  'maxMessageBytes',
+  'clientId',
+  'brokerAddressMap',
+  'wildcardRefreshMs',
+  'maxWaitMs',
+  'ssl',
+];
+
+function configError(message: string): EvpubError {
+  return new EvpubError(ErrorCode.CONFIG_INVALID, message);
+}
+
+function readSettings(raw: unknown): KafkaSettings {
+  if (raw === undefined) return {};
+  if (raw === null || typeof raw !== 'object')
+    throw configError('kafka: must be an object of Kafka settings');
+  const s = raw as Record<string, unknown>;
+  for (const key of Object.keys(s)) {
+    if (!SETTING_KEYS.includes(key)) {
+      throw configError(`kafka.${key}: unknown option; known: ${SETTING_KEYS.join(', ')}`);
+    }
+  }
+  const int = (key: string, min: number): void => {
+    const v = s[key];
+    if (v !== undefined && (!Number.isInteger(v) || (v as number) < min)) {
+      throw configError(`kafka.${key}: must be an integer of at least ${min}`);
+    }
+  };
+  int('numPartitions', 1);
+  int('replicationFactor', -1);
+  int('maxMessageBytes', 1024);
+  int('wildcardRefreshMs', 1);
+  int('maxWaitMs', 1);
+  if (s.replicationFactor === 0) throw configError('kafka.replicationFactor: must be -1 or at least 1');
+  if (s.brokers !== undefined) {
+    if (!Array.isArray(s.brokers) || !s.brokers.length || !s.brokers.every((b) => typeof b === 'string')) {
+      throw configError('kafka.brokers: must be a non-empty array of "host:port" strings');
+    }
+    s.brokers.forEach((b: string) => parseBroker(b));
+  }
+  if (s.clientId !== undefined && typeof s.clientId !== 'string')
+    throw configError('kafka.clientId: must be a string');
+  const map = s.brokerAddressMap;
+  if (
+    map !== undefined &&
+    (map === null || typeof map !== 'object' || !Object.values(map).every((v) => typeof v === 'string'))
+  ) {
+    throw configError('kafka.brokerAddressMap: must map "host:port" strings to "host:port" strings');
+  }
+  if (s.ssl !== undefined && typeof s.ssl !== 'boolean' && (s.ssl === null || typeof s.ssl !== 'object')) {
+    throw configError('kafka.ssl: must be true, false or TLS options');
+  }
+  return s as KafkaSettings;
+}
+
+/** `host:port` (or `[v6]:port`, or `host` alone for 9092) → parts. */
+function parseBroker(spec: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:[\]]+)(?::(\d+))?$/.exec(spec.trim());
+  const port = m?.[2] === undefined ? KafkaAdapter.defaultPort : Number(m[2]);
+  if (!m || port > 65535) {
+    throw configError(`Kafka broker ${JSON.stringify(spec)}: expected host:port, e.g. localhost:9092`);
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/** The brokers of `kafka://[user:pass@]h1:p1,h2:p2/...`. */
+function brokersFromUrl(url: string): string[] {
+  const authority = url.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').split(/[/?#]/)[0] ?? '';
+  const hosts = authority.includes('@') ? authority.slice(authority.lastIndexOf('@') + 1) : authority;
+  return hosts
+    .split(',')
+    .filter((h) => h !== '')
+    .map((h) => {
+      const { host, port } = parseBroker(h);
+      return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    });
+}
+
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : '';
+}
+
+function errorType(err: unknown): string {
+  return (err as { type?: unknown }).type === undefined ? '' : String((err as { type?: unknown }).type);
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 export class KafkaAdapter implements BrokerAdapter {
   static readonly adapterName = 'kafka';
   static readonly defaultPort = 9092;
   readonly name = 'kafka';
-  readonly features: AdapterFeatures = {
-    wildcards: true,
-    headers: false,
-    confirms: true,
-    durable: false,
-    orderingKey: false,
-    maxPayload: 1024 * 1024,
-  };
+  readonly features: AdapterFeatures;
+
+  private readonly settings: KafkaSettings;
+  private readonly brokers: string[];
+  private readonly maxMessageBytes: number;
+  private readonly logger: ResolvedClientOptions['logger'];
+  private kafkajs: KafkaModule | undefined;
+  private kafka: KafkaJS.Kafka | undefined;
+  private probeKafka: KafkaJS.Kafka | undefined;
+  private producer: KafkaJS.Producer | undefined;
+  private admin: KafkaJS.Admin | undefined;
+  private batcher: ProduceBatcher | undefined;
+  /** Topics known to exist (or being created). */
+  private readonly topics = new Map<string, Promise<void>>();
+  /** False where the cluster names no controller (librdkafka's mock): no CreateTopics. */
+  private canCreateTopics = true;
+  private readonly subs = new Map<string, KafkaSubscription>();
+  private state: 'idle' | 'up' | 'offline' | 'ended' = 'idle';
+  private checking: Promise<void> | undefined;
+  private sleeper: { timer: NodeJS.Timeout; wake(): void } | undefined;
 
   constructor(
-    readonly options: ResolvedClientOptions,
-    readonly events: AdapterEvents,
-  ) {}
+    private readonly options: ResolvedClientOptions,
+    private readonly events: AdapterEvents,
+  ) {
+    this.settings = readSettings(options.kafka);
+    this.brokers = this.settings.brokers ?? brokersFromUrl(options.url ?? '');
+    if (!this.brokers.length) throw configError('Kafka adapter: no broker in the URL or kafka.brokers');
+    this.maxMessageBytes = this.settings.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
+    this.logger = options.logger;
+    this.features = {
+      wildcards: true,
+      headers: true,
+      confirms: true,
+      durable: true,
+      orderingKey: true,
+      maxPayload: maxPayloadFor(this.maxMessageBytes),
+    };
+  }
 
-  private notYet(): Promise<never> {
-    return Promise.reject(
-      new EvpubError(ErrorCode.CONNECT_FAILED, 'the kafka adapter is not implemented yet'),
+  private get retry(): KafkaJS.RetryOptions {
+    const { initialDelay, maxDelay } = this.options.reconnect;
+    return { initialRetryTime: initialDelay, maxRetryTime: maxDelay, retries: 10 };
+  }
+
+  private kafkaConfig(
+    kafkajs: KafkaModule,
+    watch: boolean,
+    retry: KafkaJS.RetryOptions,
+  ): KafkaJS.KafkaConfig {
+    const config: KafkaJS.KafkaConfig = {
+      clientId: this.settings.clientId ?? this.options.clientId ?? 'evpub',
+      brokers: this.brokers,
+      connectionTimeout: Math.min(this.options.connectTimeout, 5_000),
+      retry,
+      logLevel: this.logger.isLevelEnabled('trace')
+        ? kafkajs.logLevel.DEBUG
+        : this.logger.isLevelEnabled('debug')
+          ? kafkajs.logLevel.INFO
+          : kafkajs.logLevel.WARN,
+      logCreator: () => (entry) => this.log(kafkajs, entry),
+      socketFactory: (args) => this.openSocket(args, watch),
+    };
+    if (this.settings.ssl) config.ssl = this.settings.ssl === true ? true : this.settings.ssl;
+    const { username, password } = this.credentials();
+    if (username !== undefined) config.sasl = { mechanism: 'plain', username, password: password ?? '' };
+    return config;
+  }
+
+  private credentials(): { username?: string; password?: string } {
+    if (this.options.username !== undefined) {
+      return { username: this.options.username, password: this.options.password };
+    }
+    try {
+      const u = new URL((this.options.url ?? '').replace(/@[^/?#]*/, '@host'));
+      if (u.username)
+        return { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+    } catch {
+      // no credentials in a URL we cannot parse
+    }
+    return {};
+  }
+
+  /** kafkajs's log entries, into our logger. kafkajs logs recoverable connection trouble at
+   * ERROR; what matters to the caller reaches it as typed errors and events, so ERROR → warn. */
+  private log(kafkajs: KafkaModule, entry: KafkaJS.LogEntry): void {
+    const { message, timestamp: _ts, logger: _lg, ...rest } = entry.log as Record<string, unknown>;
+    const fields = { kafkajs: entry.namespace, ...rest };
+    const text = typeof message === 'string' ? message : 'kafkajs';
+    if (entry.level <= kafkajs.logLevel.WARN) this.logger.warn(fields, text);
+    else if (entry.level === kafkajs.logLevel.INFO) this.logger.debug(fields, text);
+    else this.logger.trace(fields, text);
+  }
+
+  /** Opens a broker connection like kafkajs does, through `brokerAddressMap`, watched for loss. */
+  private openSocket({ host, port, ssl, onConnect }: KafkaJS.ISocketFactoryArgs, watch: boolean): Socket {
+    const mapped = this.settings.brokerAddressMap?.[`${host}:${port}`];
+    const target = mapped === undefined ? { host, port } : parseBroker(mapped);
+    const socket: Socket = ssl
+      ? tlsConnect(
+          { ...(isIP(host) ? {} : { servername: host }), ...ssl, host: target.host, port: target.port },
+          onConnect,
+        )
+      : netConnect({ host: target.host, port: target.port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    if (watch) this.watch(socket);
+    return socket;
+  }
+
+  /** Reports a connection the other side closed (kafkajs closes its own with end/destroy). */
+  private watch(socket: Socket): void {
+    let local = false;
+    let connected = false;
+    const end = socket.end.bind(socket) as (...args: unknown[]) => Socket;
+    const destroy = socket.destroy.bind(socket);
+    socket.end = ((...args: unknown[]) => {
+      local = true;
+      return end(...args);
+    }) as Socket['end'];
+    socket.destroy = ((err?: Error) => {
+      local = true;
+      return destroy(err);
+    }) as Socket['destroy'];
+    socket.once('connect', () => (connected = true));
+    socket.once('secureConnect', () => (connected = true));
+    const lost = (): void => {
+      if (connected && !local) this.connectionLost();
+    };
+    socket.once('end', lost);
+    socket.on('error', lost);
+  }
+
+  async connect(): Promise<void> {
+    const kafkajs = await loadDriver<KafkaModule>('kafkajs', 'Kafka adapter');
+    this.kafkajs = kafkajs;
+    const deadline = Date.now() + this.options.connectTimeout;
+    this.kafka = new kafkajs.Kafka(this.kafkaConfig(kafkajs, true, this.retry));
+    this.probeKafka = new kafkajs.Kafka(this.kafkaConfig(kafkajs, false, { retries: 0 }));
+    await this.reach(deadline);
+    const admin = this.kafka.admin({ retry: this.retry });
+    const producer = this.kafka.producer({
+      allowAutoTopicCreation: true,
+      createPartitioner: evpubPartitioner(kafkajs),
+      retry: this.retry,
+    });
+    try {
+      await bounded(
+        (async () => {
+          await Promise.all([admin.connect(), producer.connect()]);
+          const cluster = await admin.describeCluster();
+          this.canCreateTopics = cluster.brokers.some((b) => b.nodeId === cluster.controller);
+        })(),
+        deadline - Date.now(),
+      );
+    } catch (err) {
+      await Promise.all([admin.disconnect(), producer.disconnect()]).catch(() => undefined);
+      throw this.connectError(err);
+    }
+    if (!this.canCreateTopics) {
+      this.logger.info('the Kafka cluster names no controller; topics are created by auto-creation');
+    }
+    this.admin = admin;
+    this.producer = producer;
+    this.batcher = new ProduceBatcher({
+      producer,
+      ensureTopic: (t) => this.ensureTopic(t),
+      maxMessageBytes: this.maxMessageBytes,
+      translate: (err, topics) => this.publishError(err, topics),
+    });
+    this.state = 'up';
+  }
+
+  /** Probes until the cluster answers or `deadline`; CONNECT_FAILED (or AUTH_FAILED) then. */
+  private async reach(deadline: number): Promise<void> {
+    let delay = this.options.reconnect.initialDelay;
+    for (;;) {
+      try {
+        await this.probe(deadline - Date.now());
+        return;
+      } catch (err) {
+        if (errorName(err) === 'KafkaJSSASLAuthenticationError' || Date.now() + delay >= deadline) {
+          throw this.connectError(err);
+        }
+      }
+      await this.sleep(delay);
+      if (this.state === 'ended') throw new EvpubError(ErrorCode.CLIENT_CLOSED, 'the client was ended');
+      delay = Math.min(delay * 2, this.options.reconnect.maxDelay);
+    }
+  }
+
+  /** One fresh connection to the cluster: ApiVersions and Metadata, then closed. */
+  private async probe(timeoutMs: number): Promise<void> {
+    const admin = this.probeKafka!.admin({ retry: { retries: 0 } });
+    try {
+      await bounded(admin.connect(), timeoutMs);
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
+  private connectError(err: unknown): EvpubError {
+    if (isEvpubError(err)) return err;
+    const where = this.brokers.join(',');
+    if (errorName(err) === 'KafkaJSSASLAuthenticationError') {
+      return new EvpubError(
+        ErrorCode.AUTH_FAILED,
+        `Kafka at ${where} refused the credentials: ${messageOf(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    return new EvpubError(
+      ErrorCode.CONNECT_FAILED,
+      `could not connect to Kafka at ${where} within ${this.options.connectTimeout} ms: ${messageOf(err)}`,
+      { cause: err, retriable: true, context: { brokers: this.brokers } },
     );
   }
-  connect(): Promise<void> {
-    return this.notYet();
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.sleeper = undefined;
+        resolve();
+      }, ms);
+      this.sleeper = { timer, wake: resolve };
+    });
   }
-  publish(): Promise<void> {
-    return this.notYet();
+
+  /** A broker connection was cut: check the cluster, and go offline until it answers. */
+  private connectionLost(): void {
+    if (this.state !== 'up') return;
+    this.checking ??= this.check().finally(() => (this.checking = undefined));
   }
-  subscribe(): Promise<void> {
-    return this.notYet();
+
+  private async check(): Promise<void> {
+    try {
+      await this.probe(this.options.connectTimeout);
+      return; // the cluster still answers: kafkajs reconnects on its next request
+    } catch (err) {
+      if (this.state !== 'up') return;
+      this.logger.debug({ err }, 'Kafka probe failed after a connection loss');
+    }
+    this.state = 'offline';
+    this.events.offline();
+    let delay = this.options.reconnect.initialDelay;
+    while (this.state === 'offline') {
+      await this.sleep(delay);
+      if (this.state !== 'offline') return;
+      try {
+        await this.probe(this.options.connectTimeout);
+      } catch {
+        delay = Math.min(delay * 2, this.options.reconnect.maxDelay);
+        continue;
+      }
+      if (this.state !== 'offline') return;
+      this.state = 'up';
+      this.events.reconnect();
+    }
   }
-  unsubscribe(): Promise<void> {
-    return this.notYet();
+
+  /** Resolves when `topic` exists: CreateTopics, or else the broker's auto-creation. */
+  private ensureTopic(topic: string): Promise<void> {
+    let known = this.topics.get(topic);
+    if (!known) {
+      known = this.createTopic(topic);
+      this.topics.set(topic, known);
+      known.catch(() => this.topics.delete(topic));
+    }
+    return known;
   }
-  end(): Promise<void> {
-    return Promise.resolve();
+
+  private async createTopic(topic: string): Promise<void> {
+    const admin = this.admin!;
+    if (this.canCreateTopics) {
+      try {
+        await admin.createTopics({
+          waitForLeaders: true,
+          topics: [
+            {
+              topic,
+              numPartitions: this.settings.numPartitions ?? 1,
+              replicationFactor: this.settings.replicationFactor ?? -1,
+            },
+          ],
+        });
+        return;
+      } catch (err) {
+        // Not allowed to create (ACLs, policy): the topic may exist or be auto-created.
+        this.logger.debug({ err, topic }, 'CreateTopics failed; relying on the topic existing');
+      }
+    }
+    await admin.fetchTopicMetadata({ topics: [topic] });
   }
+
+  async publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void> {
+    const name = toKafka(topic);
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.contentType !== undefined) headers[CONTENT_TYPE_HEADER] = options.contentType;
+    if (options.messageId !== undefined) headers[MESSAGE_ID_HEADER] = options.messageId;
+    const message: KafkaJS.Message = { key: options.key ?? null, value: payload, headers };
+    const size = assertFits(topic, message, this.maxMessageBytes);
+    if (!this.batcher) throw new EvpubError(ErrorCode.CLIENT_CLOSED, 'the Kafka adapter is not connected');
+    return this.batcher.send(name, message, size);
+  }
+
+  private publishError(err: unknown, topics: string[]): Error {
+    if (isEvpubError(err)) return err;
+    const list = topics.map((t) => JSON.stringify(t)).join(', ');
+    const cause = (err as { cause?: unknown }).cause;
+    if (errorType(err) === 'MESSAGE_TOO_LARGE' || errorType(cause) === 'MESSAGE_TOO_LARGE') {
+      return new EvpubError(ErrorCode.PAYLOAD_TOO_LARGE, `Kafka refused a message to ${list} as too large`, {
+        cause: err,
+      });
+    }
+    return new EvpubError(
+      ErrorCode.PUBLISH_FAILED,
+      `publish to Kafka topic ${list} failed: ${messageOf(err)}`,
+      {
+        cause: err,
+        retriable: (err as { retriable?: unknown }).retriable === true,
+        context: { topics },
+      },
+    );
+  }
+
+  async subscribe(pattern: string, options: SubscribeOptions): Promise<void> {
+    if (this.subs.has(pattern)) return;
+    const sub = new KafkaSubscription(pattern, options, {
+      kafka: this.kafka!,
+      admin: this.admin!,
+      events: this.events,
+      logger: this.logger,
+      ensureTopic: (t) => this.ensureTopic(t),
+      onTrouble: () => this.connectionLost(),
+      joinTimeout: Math.max(this.options.connectTimeout, 60_000),
+      refreshMs: this.settings.wildcardRefreshMs ?? 1_000,
+      maxWaitMs: this.settings.maxWaitMs ?? 500,
+      backoff: this.options.reconnect,
+      retry: this.retry,
+    });
+    this.subs.set(pattern, sub);
+    try {
+      await sub.start();
+    } catch (err) {
+      this.subs.delete(pattern);
+      await sub.stop();
+      if (isEvpubError(err)) throw err;
+      throw new EvpubError(
+        ErrorCode.SUBSCRIBE_FAILED,
+        `subscribe to ${JSON.stringify(pattern)} failed: ${messageOf(err)}`,
+        {
+          cause: err,
+          retriable: (err as { retriable?: unknown }).retriable === true,
+        },
+      );
+    }
+  }
+
+  async unsubscribe(pattern: string): Promise<void> {
+    const sub = this.subs.get(pattern);
+    if (!sub) return;
+    this.subs.delete(pattern);
+    await sub.stop();
+  }
+
+  async end(): Promise<void> {
+    this.state = 'ended';
+    if (this.sleeper) {
+      clearTimeout(this.sleeper.timer);
+      this.sleeper.wake();
+    }
+    const subs = [...this.subs.values()];
+    this.subs.clear();
+    await Promise.all(subs.map((s) => s.stop()));
+    await this.batcher?.drained();
+    await Promise.all([
+      this.producer?.disconnect().catch(() => undefined),
+      this.admin?.disconnect().catch(() => undefined),
+    ]);
+    await this.checking;
+    this.events.close();
+  }
+}
+
+/** `work`, or a rejection after `ms`. */
+function bounded<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${Math.max(0, ms)} ms`)), Math.max(0, ms));
+  });
+  work.catch(() => undefined);
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,0 +1,177 @@
+/**
+ * The Kafka adapter's publishing side: record sizes, the partitioner and the per-tick batcher.
+ *
+ * Protocol: every publish made in one tick of the event loop is queued; at the end of the tick
+ * the queue is handed to kafkajs as one `sendBatch` (acks=-1: every in-sync replica has the
+ * record) per group of messages under the broker's batch limit, in call order. Each publish
+ * resolves when the produce request that carried it was acknowledged. Handing over is chained
+ * (the next tick's batch goes to kafkajs only after this one did), acknowledgements are not:
+ * many batches are in flight at once.
+ */
+import type * as KafkaJS from 'kafkajs';
+import { ErrorCode, EvpubError } from '../../errors';
+
+/** Kafka's default `message.max.bytes`: the largest record batch a broker accepts. */
+export const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
+
+/** A record batch's fixed header (magic v2). */
+const BATCH_OVERHEAD = 61;
+/** A record's fixed part: length, attributes, timestamp and offset deltas, key/value lengths,
+ * header count; each varint counted at its widest (5 bytes) so the estimate never falls short. */
+const RECORD_OVERHEAD = 1 + 5 * 6;
+
+/** Upper bound of the bytes a message takes in a record batch. */
+export function recordSize(message: KafkaJS.Message): number {
+  let size = RECORD_OVERHEAD + byteLength(message.key) + byteLength(message.value);
+  for (const [k, v] of Object.entries(message.headers ?? {})) {
+    size += 10 + Buffer.byteLength(k) + byteLength(v as string | Buffer | undefined);
+  }
+  return size;
+}
+
+function byteLength(v: string | Buffer | null | undefined): number {
+  if (v === null || v === undefined) return 0;
+  return typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+}
+
+/** The largest payload one message without key or headers can carry under `maxMessageBytes`. */
+export function maxPayloadFor(maxMessageBytes: number): number {
+  return maxMessageBytes - BATCH_OVERHEAD - RECORD_OVERHEAD;
+}
+
+/** Throws PAYLOAD_TOO_LARGE when a record batch of this message alone exceeds the limit. */
+export function assertFits(topic: string, message: KafkaJS.Message, maxMessageBytes: number): number {
+  const size = recordSize(message);
+  if (BATCH_OVERHEAD + size > maxMessageBytes) {
+    throw new EvpubError(
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      `message to ${JSON.stringify(topic)} takes ${BATCH_OVERHEAD + size} bytes with key, headers and ` +
+        `record overhead; the broker accepts ${maxMessageBytes} (message.max.bytes; set ` +
+        `{ kafka: { maxMessageBytes } } when the broker allows more)`,
+      { context: { topic } },
+    );
+  }
+  return size;
+}
+
+/**
+ * Keyed messages are hashed like the Java client (murmur2, so other clients agree on the
+ * partition); messages without a key go to the lowest available partition, so that one
+ * topic's unkeyed messages keep their order, as they do on every other evpub broker.
+ */
+export function evpubPartitioner(kafkajs: typeof KafkaJS): KafkaJS.ICustomPartitioner {
+  return () => {
+    const byKey = kafkajs.Partitioners.DefaultPartitioner();
+    return (args) => {
+      if (args.message.key !== null && args.message.key !== undefined) return byKey(args);
+      const ids = args.partitionMetadata.filter((p) => p.leader >= 0).map((p) => p.partitionId);
+      return ids.length ? Math.min(...ids) : 0;
+    };
+  };
+}
+
+interface Queued {
+  topic: string;
+  message: KafkaJS.Message;
+  size: number;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+export interface BatcherDeps {
+  producer: KafkaJS.Producer;
+  /** Resolves when `topic` exists (creating it if needed). */
+  ensureTopic(topic: string): Promise<void>;
+  maxMessageBytes: number;
+  /** Turns a kafkajs error into a typed one. */
+  translate(err: unknown, topics: string[]): Error;
+}
+
+export class ProduceBatcher {
+  private queue: Queued[] = [];
+  private scheduled = false;
+  private handoff: Promise<void> = Promise.resolve();
+
+  constructor(private readonly deps: BatcherDeps) {}
+
+  /** Queues a message (already size-checked); resolves when Kafka acknowledged it. */
+  send(topic: string, message: KafkaJS.Message, size: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ topic, message, size, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        queueMicrotask(() => this.flush());
+      }
+    });
+  }
+
+  /** Waits until everything queued so far was handed to kafkajs. */
+  drained(): Promise<void> {
+    return this.handoff;
+  }
+
+  private flush(): void {
+    const items = this.queue;
+    this.queue = [];
+    this.scheduled = false;
+    const topics = [...new Set(items.map((i) => i.topic))];
+    this.handoff = this.handoff.then(async () => {
+      // Topics that cannot be made fail their own messages only.
+      const failed = new Map<string, Error>();
+      await Promise.all(
+        topics.map((t) =>
+          this.deps.ensureTopic(t).catch((err: unknown) => {
+            failed.set(t, err instanceof Error ? err : new Error(String(err)));
+          }),
+        ),
+      );
+      const ready: Queued[] = [];
+      for (const item of items) {
+        const err = failed.get(item.topic);
+        if (err) item.reject(err);
+        else ready.push(item);
+      }
+      // Groups under the batch limit (counted per topic, which bounds every partition's batch).
+      let group: Queued[] = [];
+      const bytes = new Map<string, number>();
+      const groups: Queued[][] = [];
+      for (const item of ready) {
+        const used = bytes.get(item.topic) ?? 0;
+        if (group.length && used + item.size > this.deps.maxMessageBytes - 61) {
+          groups.push(group);
+          group = [];
+          bytes.clear();
+        }
+        group.push(item);
+        bytes.set(item.topic, (bytes.get(item.topic) ?? 0) + item.size);
+      }
+      if (group.length) groups.push(group);
+      if (groups.length === 1) {
+        // Errors reach the publishers through their own promises.
+        this.dispatch(groups[0]!).catch(() => undefined);
+        return;
+      }
+      // Several groups (large messages): each waits for the previous one, so that a retry
+      // inside kafkajs can never put a later group before an earlier one.
+      for (const g of groups) await this.dispatch(g).catch(() => undefined);
+    });
+  }
+
+  private dispatch(group: Queued[]): Promise<void> {
+    const byTopic = new Map<string, KafkaJS.Message[]>();
+    for (const item of group) {
+      let list = byTopic.get(item.topic);
+      if (!list) byTopic.set(item.topic, (list = []));
+      list.push(item.message);
+    }
+    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+    return this.deps.producer.sendBatch({ acks: -1, topicMessages }).then(
+      () => group.forEach((i) => i.resolve()),
+      (err: unknown) => {
+        const typed = this.deps.translate(err, [...byTopic.keys()]);
+        group.forEach((i) => i.reject(typed));
+        throw typed;
+      },
+    );
+  }
+}
