@@ -1,0 +1,70 @@
+/**
+ * The conformance suite on NATS in JetStream mode, against the shared nats-server (a private
+ * one for the restart tests), plus what only JetStream does: de-duplication by message id.
+ * Every run uses its own stream and deletes it at the end (its consumers go with it).
+ */
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createClient } from '../../src/pubsub/index';
+import { pubsubConformance, collector } from './pubsub.suite';
+import { privateNatsServer } from '../helpers/nats-server';
+import { requireService, uniqueName } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+
+const stream = uniqueName('EVPUB');
+const options = { nats: { jetstream: true, stream } };
+
+async function deleteStream(url: string, name: string): Promise<void> {
+  const nc = await connect({ servers: new URL(url).host });
+  try {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(name).catch((err: Error) => {
+      if (err.name !== 'StreamNotFoundError') throw err;
+    });
+  } finally {
+    await nc.close();
+  }
+}
+
+pubsubConformance({
+  name: 'nats (JetStream)',
+  url: () => requireService('nats'),
+  options,
+  privateBroker: () => privateNatsServer(),
+  teardown: async () => deleteStream(await requireService('nats'), stream),
+});
+
+describe('nats JetStream specifics', () => {
+  const dedupStream = uniqueName('EVPUB');
+  let url: string;
+  const clients: ReturnType<typeof createClient>[] = [];
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.end()));
+    if (url) await deleteStream(url, dedupStream);
+  });
+
+  it('de-duplicates two publishes with the same messageId', async () => {
+    url = await requireService('nats');
+    const topic = `evpub/test/${uniqueName()}/dedup`;
+    const c = createClient(url, { nats: { jetstream: true, stream: dedupStream } });
+    clients.push(c);
+    const got = collector(c);
+    await c.subscribe(topic, { durable: uniqueName('g'), from: 'earliest' });
+    const id = uniqueName('id');
+    await c.publish(topic, 'first', { messageId: id });
+    await c.publish(topic, 'second', { messageId: id });
+    await c.publish(topic, 'marker');
+    await waitFor(() => got.some((m) => m.payload.toString() === 'marker'), 'the marker');
+    expect(got.map((m) => m.payload.toString())).toEqual(['first', 'marker']);
+    expect(got[0]!.meta.messageId).toBe(id);
+
+    const nc = await connect({ servers: new URL(url).host });
+    try {
+      const info = await (await jetstreamManager(nc)).streams.info(dedupStream);
+      expect(info.state.messages).toBe(2);
+    } finally {
+      await nc.close();
+    }
+  });
+});
