@@ -1,0 +1,146 @@
+/**
+ * Settings of the CouchDB / Cloudant connector, validated once in `initialize()`.
+ *
+ * Datasource settings (`datasources.<name>`):
+ * - `url` (required): the server, `http(s)://user:pass@host:port[/prefix]`. Credentials are sent
+ *   as HTTP Basic auth and never logged (`redact()`).
+ * - `feed`: `continuous` (default) or `longpoll`.
+ * - `heartbeat`: ms between the server's empty heartbeat lines (default 10000).
+ * - `includeDocs`: ask for the documents (`include_docs=true`, default true).
+ * - `includeDesignDocs`: also publish `_design/` documents (default false).
+ * - `batchLimit`: longpoll only, the most changes one request returns (default 1000).
+ * - `connectTimeout`: ms to get the response headers of a request (default 10000).
+ * - `requestTimeout`: ms of silence (not even a heartbeat) after which the feed is considered
+ *   dead and reopened (default 3 × heartbeat, at least 30000).
+ * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection, doubling from the
+ *   first to the second (default 1000 / 30000 ms).
+ * - `dedupCacheSize`: documents remembered per model to drop replayed revisions (default 10000).
+ *
+ * Model settings (`models.<name>`): `database` (default: the model's name).
+ */
+import { ErrorCode, EvpubError, redact } from '../errors';
+
+export interface CouchDbSettings {
+  /** The server URL without credentials, ending in `/`. */
+  baseUrl: string;
+  /** The URL for messages: credentials replaced by `***`. */
+  displayUrl: string;
+  /** `Basic ...` when the URL carried credentials. */
+  authorization: string | undefined;
+  feed: 'continuous' | 'longpoll';
+  heartbeat: number;
+  includeDocs: boolean;
+  includeDesignDocs: boolean;
+  batchLimit: number;
+  connectTimeout: number;
+  requestTimeout: number;
+  reconnectDelay: number;
+  maxReconnectDelay: number;
+  dedupCacheSize: number;
+}
+
+/** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
+export const COUCHDB_SETTING_KEYS = [
+  'url',
+  'feed',
+  'heartbeat',
+  'includeDocs',
+  'includeDesignDocs',
+  'batchLimit',
+  'connectTimeout',
+  'requestTimeout',
+  'reconnectDelay',
+  'maxReconnectDelay',
+  'dedupCacheSize',
+] as const;
+
+function invalid(key: string, rule: string): EvpubError {
+  return new EvpubError(ErrorCode.CONFIG_INVALID, `couchdb connector: setting "${key}" ${rule}`, {
+    context: { setting: key },
+  });
+}
+
+function positiveInt(settings: Readonly<Record<string, unknown>>, key: string, fallback: number): number {
+  const value = settings[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    throw invalid(key, `must be a positive integer (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+function bool(settings: Readonly<Record<string, unknown>>, key: string, fallback: boolean): boolean {
+  const value = settings[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'boolean') throw invalid(key, `must be true or false (got ${JSON.stringify(value)})`);
+  return value;
+}
+
+function parseUrl(value: unknown): Pick<CouchDbSettings, 'baseUrl' | 'displayUrl' | 'authorization'> {
+  if (typeof value !== 'string' || value === '') {
+    throw invalid('url', 'is required: the CouchDB server URL, http(s)://user:pass@host:port');
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw invalid('url', `must be an http(s):// URL (got ${redact(value)})`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw invalid('url', `must be an http(s):// URL (got ${redact(value)})`);
+  }
+  const displayUrl = redact(value);
+  let authorization: string | undefined;
+  if (url.username || url.password) {
+    const user = decodeURIComponent(url.username);
+    const pass = decodeURIComponent(url.password);
+    authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+    url.username = '';
+    url.password = '';
+  }
+  url.search = '';
+  url.hash = '';
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return { baseUrl: url.toString(), displayUrl, authorization };
+}
+
+/** Validates the datasource settings; throws CONFIG_INVALID naming the key. */
+export function parseCouchDbSettings(settings: Readonly<Record<string, unknown>>): CouchDbSettings {
+  const url = parseUrl(settings.url);
+  const feed = settings.feed ?? 'continuous';
+  if (feed !== 'continuous' && feed !== 'longpoll') {
+    throw invalid('feed', `must be "continuous" or "longpoll" (got ${JSON.stringify(feed)})`);
+  }
+  const heartbeat = positiveInt(settings, 'heartbeat', 10_000);
+  const reconnectDelay = positiveInt(settings, 'reconnectDelay', 1_000);
+  const maxReconnectDelay = positiveInt(settings, 'maxReconnectDelay', 30_000);
+  if (maxReconnectDelay < reconnectDelay) {
+    throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
+  }
+  const requestTimeout = positiveInt(settings, 'requestTimeout', Math.max(3 * heartbeat, 30_000));
+  if (requestTimeout <= heartbeat) {
+    throw invalid('requestTimeout', `must be longer than heartbeat (${heartbeat} ms)`);
+  }
+  return {
+    ...url,
+    feed,
+    heartbeat,
+    includeDocs: bool(settings, 'includeDocs', true),
+    includeDesignDocs: bool(settings, 'includeDesignDocs', false),
+    batchLimit: positiveInt(settings, 'batchLimit', 1_000),
+    connectTimeout: positiveInt(settings, 'connectTimeout', 10_000),
+    requestTimeout,
+    reconnectDelay,
+    maxReconnectDelay,
+    dedupCacheSize: positiveInt(settings, 'dedupCacheSize', 10_000),
+  };
+}
+
+/** The model's database: its `database` setting, else the model's name. */
+export function databaseOf(model: string, settings: Readonly<Record<string, unknown>>): string {
+  const database = settings.database ?? model;
+  if (typeof database !== 'string' || database === '') {
+    throw invalid(`models.${model}.database`, `must be a non-empty string (got ${JSON.stringify(database)})`);
+  }
+  return database;
+}

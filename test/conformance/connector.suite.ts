@@ -1,0 +1,225 @@
+/**
+ * The event connector conformance suite: one set of tests every EventConnector runs against its
+ * real source. Each connector has a `connector-<name>.test.ts` calling `connectorConformance()`
+ * with a fixture that makes changes in the source. Honest differences are declared in
+ * `features`, never hidden.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChangeSink, ConnectorStatus, EventConnector, ModelFeed } from '../../src/connectors/contract';
+import type { ChangeEvent, StartFrom } from '../../src/events/change-event';
+import { deferred, waitFor } from '../helpers/wait';
+
+/** One fresh model (table, database...) of the source that this test alone uses. */
+export interface SourceModel {
+  name: string;
+  settings: Record<string, unknown>;
+  create(key: string, value: number): Promise<void>;
+  update(key: string, value: number): Promise<void>;
+  remove(key: string): Promise<void>;
+}
+
+export interface ConnectorFeatures {
+  /** Events carry positions and the connector resumes from them. Default true. */
+  positions: boolean;
+  /** `before` holds the previous values on update/delete. Default false. */
+  before: boolean;
+}
+
+export interface ConnectorFixture {
+  name: string;
+  /** Called once before all tests (start a private server...). */
+  setup?(): Promise<void>;
+  /** Called once after all tests. */
+  teardown?(): Promise<void>;
+  /** A new connector instance, not started. */
+  connector(): Promise<EventConnector>;
+  /** A fresh model in the source. */
+  model(): Promise<SourceModel>;
+  /** Reads `after` back into the value given to create/update. */
+  valueOf(row: Record<string, unknown> | null | undefined): number | undefined;
+  features?: Partial<ConnectorFeatures>;
+}
+
+/** A sink that records everything; `full` makes push return false until `release()`. */
+export class RecordingSink implements ChangeSink {
+  readonly events: ChangeEvent[] = [];
+  readonly statuses: ConnectorStatus[] = [];
+  readonly failures: { model: string; err: Error }[] = [];
+  full = false;
+  drains = 0;
+  private room = deferred();
+
+  push(event: ChangeEvent): boolean {
+    this.events.push(event);
+    return !this.full;
+  }
+
+  drain(): Promise<void> {
+    this.drains += 1;
+    return this.full ? this.room.promise : Promise.resolve();
+  }
+
+  fail(model: string, err: Error): void {
+    this.failures.push({ model, err });
+  }
+
+  status(status: ConnectorStatus): void {
+    this.statuses.push(status);
+  }
+
+  /** Makes room: drain() resolves and push returns true again. */
+  release(): void {
+    this.full = false;
+    this.room.resolve();
+    this.room = deferred();
+  }
+
+  keys(): string[] {
+    return this.events.map((e) => e.key);
+  }
+}
+
+export function connectorConformance(fixture: ConnectorFixture): void {
+  const features: ConnectorFeatures = { positions: true, before: false, ...fixture.features };
+
+  describe(`event connector conformance: ${fixture.name}`, () => {
+    const running: EventConnector[] = [];
+
+    beforeAll(async () => {
+      await fixture.setup?.();
+    });
+
+    afterAll(async () => {
+      await Promise.all(running.map((c) => c.stop().catch(() => undefined)));
+      await fixture.teardown?.();
+    });
+
+    async function started(model: SourceModel, from: StartFrom, sink = new RecordingSink()) {
+      const connector = await fixture.connector();
+      running.push(connector);
+      const feed: ModelFeed = { name: model.name, settings: model.settings, from };
+      await connector.start({ models: [feed], sink });
+      return { connector, sink };
+    }
+
+    it('maps create, update and delete in source order, with keys and values', async () => {
+      const model = await fixture.model();
+      const { connector, sink } = await started(model, 'beginning');
+      await model.create('a', 1);
+      await model.create('b', 2);
+      await model.update('a', 3);
+      await model.remove('b');
+      await waitFor(() => sink.events.length >= 4, '4 events');
+      const events = sink.events;
+      expect(events.map((e) => [e.op, e.key])).toEqual([
+        ['create', 'a'],
+        ['create', 'b'],
+        ['update', 'a'],
+        ['delete', 'b'],
+      ]);
+      expect(events.map((e) => fixture.valueOf(e.after))).toEqual([1, 2, 3, undefined]);
+      for (const e of events) {
+        expect(e.model).toBe(model.name);
+        expect(typeof e.id).toBe('string');
+        expect(Number.isNaN(Date.parse(e.sourceTime))).toBe(false);
+        if (features.positions) expect(typeof e.position).toBe('string');
+      }
+      expect(new Set(events.map((e) => e.id)).size).toBe(4);
+      if (features.before) expect(fixture.valueOf(events[2]!.before)).toBe(1);
+      await connector.stop();
+    });
+
+    it.runIf(features.positions)('resumes after a position: nothing replayed, nothing skipped', async () => {
+      const model = await fixture.model();
+      const first = await started(model, 'beginning');
+      for (const k of ['r1', 'r2', 'r3']) await model.create(k, 1);
+      await waitFor(() => first.sink.events.length >= 3, '3 events');
+      const last = first.sink.events[2]!.position!;
+      expect(first.connector.health().positions?.[model.name]).toBe(last);
+      await first.connector.stop();
+      for (const k of ['r4', 'r5']) await model.create(k, 2);
+      const second = await started(model, { after: last });
+      await model.create('r6', 3);
+      await waitFor(() => second.sink.keys().includes('r6'), 'the change made after the restart');
+      expect(second.sink.keys()).toEqual(['r4', 'r5', 'r6']);
+      await second.connector.stop();
+    });
+
+    it.runIf(features.positions)('gives the same idempotency key when a change is read again', async () => {
+      const model = await fixture.model();
+      await model.create('i1', 1);
+      await model.update('i1', 2);
+      const one = await started(model, 'beginning');
+      await waitFor(() => one.sink.events.length >= 1, 'the first read');
+      const two = await started(model, 'beginning');
+      await waitFor(() => two.sink.events.length >= 1, 'the second read');
+      expect(two.sink.events.map((e) => e.id)).toEqual(one.sink.events.map((e) => e.id));
+      await Promise.all([one.connector.stop(), two.connector.stop()]);
+    });
+
+    it("starts from 'now': older changes are not read", async () => {
+      const model = await fixture.model();
+      await model.create('old1', 1);
+      await model.create('old2', 1);
+      const { connector, sink } = await started(model, 'now');
+      await model.create('new1', 2);
+      await waitFor(() => sink.events.length >= 1, 'the new change');
+      expect(sink.keys()).toEqual(['new1']);
+      await connector.stop();
+    });
+
+    it('reports health through its lifecycle; stop is harmless twice, and before start', async () => {
+      const model = await fixture.model();
+      const idle = await fixture.connector();
+      expect(idle.health().state).toBe('idle');
+      await idle.stop();
+      await idle.stop();
+      const { connector, sink } = await started(model, 'beginning');
+      expect(connector.health().state).toBe('streaming');
+      expect(sink.statuses.some((s) => s.type === 'connected')).toBe(true);
+      await model.create('h1', 1);
+      await waitFor(() => sink.events.length === 1, 'one event');
+      if (features.positions)
+        expect(connector.health().positions?.[model.name]).toBe(sink.events[0]!.position);
+      await Promise.all([connector.stop(), connector.stop()]);
+      await connector.stop();
+      expect(connector.health().state).toBe('stopped');
+      await model.create('h2', 1);
+      // A witness connector sees h2: had the stopped one still been reading, it would have too.
+      const witness = await started(model, 'beginning');
+      await waitFor(() => witness.sink.keys().includes('h2'), 'h2 through a second connector');
+      expect(sink.keys()).toEqual(['h1']);
+      await witness.connector.stop();
+    });
+
+    it('pauses when the sink is full and goes on after drain', async () => {
+      const model = await fixture.model();
+      const sink = new RecordingSink();
+      sink.full = true;
+      const { connector } = await started(model, 'beginning', sink);
+      for (let i = 0; i < 5; i++) await model.create(`p${i}`, i);
+      // Once a second, unthrottled connector has all five, the first had them offered too.
+      const witness = await started(model, 'beginning');
+      await waitFor(() => witness.sink.events.length >= 5, 'all five through a second connector');
+      await waitFor(() => sink.drains >= 1, 'the connector to await drain()');
+      expect(sink.events.length).toBe(1);
+      sink.release();
+      await waitFor(() => sink.events.length >= 5, 'the rest after drain');
+      expect(sink.keys()).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
+      await Promise.all([connector.stop(), witness.connector.stop()]);
+    });
+
+    it('stops promptly while paused on a full sink', async () => {
+      const model = await fixture.model();
+      const sink = new RecordingSink();
+      sink.full = true;
+      const { connector } = await started(model, 'beginning', sink);
+      await model.create('s1', 1);
+      await model.create('s2', 1);
+      await waitFor(() => sink.drains >= 1, 'the connector to await drain()');
+      await connector.stop();
+      expect(connector.health().state).toBe('stopped');
+      expect(sink.events.length).toBe(1);
+    });
+  });
+}
