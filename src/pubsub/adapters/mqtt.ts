@@ -58,8 +58,8 @@ type MqttModule = typeof import('mqtt');
 
 /** MQTT's largest Remaining Length: a PUBLISH (topic, properties, payload) is at most this. */
 const MQTT_MAX_REMAINING = 268_435_455;
-/** Payloads below this need no exact size check, whatever the topic and properties. */
-const SIZE_CHECK_FROM = MQTT_MAX_REMAINING - 4 * 1024 * 1024;
+/** Payloads this much below the limit need no exact size check, whatever the topic and properties. */
+const SIZE_MARGIN = 4 * 1024 * 1024;
 
 export const KEY_PROPERTY = 'evpub-key';
 export const MESSAGE_ID_PROPERTY = 'evpub-message-id';
@@ -149,6 +149,7 @@ export class MqttAdapter implements BrokerAdapter {
   private droppedLogged = false;
   /** Largest Remaining Length the broker takes (its Maximum Packet Size, if it sent one). */
   private maxRemaining = MQTT_MAX_REMAINING;
+  private sizeCheckFrom = MQTT_MAX_REMAINING - SIZE_MARGIN;
   private nextSubscriptionId = 1;
   /** What the caller subscribed to: restored after a reconnect. */
   private readonly wanted = new Map<string, Subscription>();
@@ -281,18 +282,29 @@ export class MqttAdapter implements BrokerAdapter {
     });
     client.on('error', (err: Error) => {
       const code = (err as { code?: unknown }).code;
-      if (typeof code === 'number') {
-        this.events.error(this.connackError(code, err));
-      } else if (this.connected) {
-        this.events.error(
-          new EvpubError(ErrorCode.DISCONNECTED, `MQTT connection to ${this.where}: ${err.message}`, {
-            cause: err,
-          }),
-        );
-      } else {
-        // Refused or reset while reconnecting: expected during an outage.
-        this.logger.debug({ err }, 'MQTT reconnect attempt failed');
+      if (!this.connected) {
+        // A CONNACK refusal on a reconnect (credentials changed, ...) is worth reporting; a
+        // refused or reset socket is expected during an outage.
+        if (typeof code === 'number') this.events.error(this.connackError(code, err));
+        else this.logger.debug({ err }, 'MQTT reconnect attempt failed');
+        return;
       }
+      if (typeof code === 'string') {
+        // ECONNRESET, EPIPE, ...: the close that follows is reported as offline.
+        this.logger.debug({ err }, 'MQTT socket error');
+        return;
+      }
+      // A protocol error: keepalive timeout, a packet mqtt.js cannot parse. An acknowledgement it
+      // rejects (mosquitto acks an over-size message with PUBACK 0x95, which MQTT 5 does not
+      // allow) leaves that publish unconfirmed: it fails with PUBLISH_TIMEOUT.
+      const ack = /\bpub(ack|rec|comp)\b/i.test(err.message);
+      this.events.error(
+        new EvpubError(
+          ack ? ErrorCode.PUBLISH_FAILED : ErrorCode.DISCONNECTED,
+          `MQTT protocol error on the connection to ${this.where}: ${err.message}`,
+          { cause: err, context: { adapter: 'mqtt' } },
+        ),
+      );
     });
   }
 
@@ -303,6 +315,7 @@ export class MqttAdapter implements BrokerAdapter {
     const max = connack.properties?.maximumPacketSize;
     // Fixed header: 1 byte type + up to 4 bytes length.
     this.maxRemaining = max === undefined ? MQTT_MAX_REMAINING : Math.min(MQTT_MAX_REMAINING, max - 5);
+    this.sizeCheckFrom = this.maxRemaining - SIZE_MARGIN;
   }
 
   /** Re-subscribes everything after a reconnect that did not resume the session. */
@@ -447,7 +460,7 @@ export class MqttAdapter implements BrokerAdapter {
     }
     try {
       opts ??= this.publishOptions(options);
-      if (payload.length > SIZE_CHECK_FROM) this.checkSize(topic, payload, opts);
+      if (payload.length > this.sizeCheckFrom) this.checkSize(topic, payload, opts);
     } catch (err) {
       return Promise.reject(toError(err));
     }
