@@ -1,7 +1,45 @@
 /**
- * `evpub`: the event publisher. The app, datasources and models arrive with the publisher
- * issue; the pub/sub client is re-exported here and lives in `evpub/pubsub`.
+ * `evpub`: the event publisher. The pub/sub client lives in `evpub/pubsub` (also re-exported
+ * here as `pubsub`).
  */
+export { evpub, App } from './app/app';
+export type { AppState, AppStatus, AppEventMap, EvpubOptions } from './app/app';
+export { DataSource } from './app/datasource';
+export type { Model, ModelDefinition, ModelOptions } from './app/datasource';
+export type {
+  BrokerConfig,
+  CheckpointConfig,
+  DataSourceConfig,
+  EnvelopeName,
+  EvpubConfig,
+  ModelConfig,
+  PublisherConfig,
+} from './app/config-types';
+export type { PublisherStatus, PublisherStatusType, StatusError } from './pipeline/status';
+export type { ChangeEvent, Operation, Position, Row, StartFrom } from './events/change-event';
+export { OPERATIONS } from './events/change-event';
+export type {
+  ChangeSink,
+  ConnectorHealth,
+  ConnectorModule,
+  ConnectorStatus,
+  DataSourceLike,
+  EventConnector,
+  ModelFeed,
+  StartRequest,
+} from './connectors/contract';
+export { ConnectorRegistry, builtinConnectors } from './connectors/registry';
+export { MemoryConnector, MemoryStore, memoryStore } from './connectors/memory';
+export type { CheckpointStore } from './checkpoints/contract';
+export {
+  createCheckpointStore,
+  FileCheckpointStore,
+  MemoryCheckpointStore,
+  PostgresCheckpointStore,
+  RedisCheckpointStore,
+} from './checkpoints/index';
+export type { Envelope, EncodedEvent } from './events/envelopes/index';
+export { createEnvelope, structuredEnvelope, binaryEnvelope, legacyEnvelope } from './events/envelopes/index';
 export * as pubsub from './pubsub/index';
 export { EvpubError, ErrorCode, isEvpubError, redact } from './errors';
 export { createLogger } from './logger';

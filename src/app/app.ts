@@ -1,0 +1,317 @@
+/**
+ * The app: evpub's LoopBack-style API.
+ *
+ *   const app = evpub({ brokers: { default: 'mqtt://localhost:1883' } });
+ *   app.dataSource('db', { connector: 'couchdb', url: 'http://localhost:5984' });
+ *   app.model({ name: 'accounts', base: 'Model' }, { dataSource: 'db', topic: '/v1/subutest', envelope: 'legacy' });
+ *   app.on('status', (s) => ...);
+ *   await app.start();
+ *   ...
+ *   await app.stop();
+ *
+ * Lifecycle, a guarded state machine:
+ *
+ *   idle ──start()──► starting ──► running ──stop()──► stopping ──► idle (may start again)
+ *                        │ fails: undone, back to idle
+ *
+ * - `start()` while starting or running returns the same promise (it starts once).
+ * - `stop()` while starting waits for the start to settle, then stops; `stop()` while stopping
+ *   returns the same promise; `stop()` when idle resolves at once.
+ * - `start()` while stopping rejects with INVALID_STATE; so do `dataSource()`/`model()` unless idle.
+ *
+ * The configuration the calls describe (plus `options.config`) is validated once, by
+ * `validateConfig`, before anything connects.
+ */
+import { EventEmitter } from 'node:events';
+import type { CheckpointStore } from '../checkpoints/contract';
+import type { MemoryConnector } from '../connectors/memory';
+import { builtinConnectors, type ConnectorRegistry } from '../connectors/registry';
+import { ErrorCode, EvpubError, toError } from '../errors';
+import { defaultLogger, type Logger } from '../logger';
+import type { PublisherStatus } from '../pipeline/status';
+import { builtinAdapters, type AdapterRegistry } from '../pubsub/registry';
+import { validateConfig } from './config';
+import type {
+  BrokerConfig,
+  CheckpointConfig,
+  DataSourceConfig,
+  EvpubConfig,
+  ModelConfig,
+  PublisherConfig,
+} from './config-types';
+import { DataSource, modelName, type Model, type ModelDefinition, type ModelOptions } from './datasource';
+import { Runtime, type RuntimeSnapshot } from './runtime';
+
+export interface EvpubOptions {
+  logger?: Logger;
+  /** Connector registry (default: `builtinConnectors()`). */
+  registry?: ConnectorRegistry;
+  /** Broker adapter registry (default: `builtinAdapters()`). */
+  adapters?: AdapterRegistry;
+  /** A whole configuration; the programmatic calls add to it. */
+  config?: Partial<EvpubConfig>;
+  /** Named brokers: a URL, or `{ url, options }`. `default` serves models that name none. */
+  brokers?: Record<string, string | BrokerConfig>;
+  /** Checkpoint store, by configuration (default: files in `.evpub/checkpoints`) or as an object. */
+  checkpoints?: CheckpointConfig | CheckpointStore;
+  publisher?: PublisherConfig;
+  /** The application's directory: npm connectors and relative paths resolve from it. */
+  cwd?: string;
+  /** Install SIGTERM/SIGINT handlers that stop gracefully and exit 0 (see `handleSignals()`). */
+  handleSignals?: boolean;
+  /** How long `stop()` waits for unconfirmed publishes, in ms (default 30000). */
+  stopTimeout?: number;
+  /** Back-off of re-publishing after a failed publish, in ms (defaults 100 .. 10000). */
+  retry?: { initialDelay?: number; maxDelay?: number };
+}
+
+export type AppState = 'idle' | 'starting' | 'running' | 'stopping';
+
+export interface AppStatus extends RuntimeSnapshot {
+  state: AppState;
+  startedAt: string | null;
+}
+
+export interface AppEventMap {
+  status: [status: PublisherStatus];
+}
+
+function isStore(value: unknown): value is CheckpointStore {
+  const v = value as Partial<CheckpointStore> | undefined;
+  return typeof v?.load === 'function' && typeof v.save === 'function';
+}
+
+export class App extends EventEmitter<AppEventMap> {
+  readonly logger: Logger;
+  private readonly registry: ConnectorRegistry;
+  private readonly adapters: AdapterRegistry;
+  private readonly dataSources = new Map<string, DataSource<unknown>>();
+  private readonly models = new Map<string, Model>();
+  private _state: AppState = 'idle';
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  private runtime: Runtime | undefined;
+  private startedAt: string | null = null;
+  private uninstallSignals: (() => void) | undefined;
+
+  constructor(private readonly options: EvpubOptions = {}) {
+    super({ captureRejections: false });
+    this.logger = (options.logger ?? defaultLogger()).child({ component: 'app' });
+    this.registry = options.registry ?? builtinConnectors();
+    this.adapters = options.adapters ?? builtinAdapters();
+    if (options.handleSignals) this.handleSignals();
+  }
+
+  get state(): AppState {
+    return this._state;
+  }
+
+  private assertIdle(what: string): void {
+    if (this._state !== 'idle') {
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `${what} is only possible before start() (the app is ${this._state})`,
+      );
+    }
+  }
+
+  /** Declares a datasource. Its `connector` is available from `start()` to `stop()`. */
+  dataSource(name: string, settings: { connector: 'memory'; store?: string }): DataSource<MemoryConnector>;
+  dataSource<C = unknown>(name: string, settings: DataSourceConfig): DataSource<C>;
+  dataSource(name: string, settings: DataSourceConfig): DataSource<unknown> {
+    this.assertIdle('app.dataSource()');
+    if (typeof name !== 'string' || name === '') {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        'app.dataSource(name, settings): name must be a non-empty string',
+      );
+    }
+    if (this.dataSources.has(name)) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `datasources.${name}: a datasource of that name already exists`,
+      );
+    }
+    const ds = new DataSource<unknown>(name, { ...settings });
+    this.dataSources.set(name, ds);
+    return ds;
+  }
+
+  /** Declares a model (a feed of changes) bound to a datasource, with its publishing options. */
+  model(definition: ModelDefinition, options: ModelOptions): Model {
+    this.assertIdle('app.model()');
+    const name = modelName(definition);
+    if (name === '') {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        'app.model(definition, options): definition must be a name or { name: "accounts", base: "Model" }',
+      );
+    }
+    if (this.models.has(name)) {
+      throw new EvpubError(ErrorCode.CONFIG_INVALID, `models.${name}: a model of that name already exists`);
+    }
+    if (!options || typeof options !== 'object') {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `models.${name}: options with a dataSource are required`,
+      );
+    }
+    const dataSource = typeof options.dataSource === 'string' ? options.dataSource : options.dataSource?.name;
+    const config: ModelConfig = { ...options, dataSource };
+    for (const key of Object.keys(config) as (keyof ModelConfig)[]) {
+      if (config[key] === undefined) delete config[key];
+    }
+    const model: Model = { name, dataSource, config, feedId: `${dataSource}/${name}` };
+    this.models.set(name, model);
+    return model;
+  }
+
+  /** The configuration the app runs, as validation will see it (not yet validated). */
+  describe(): EvpubConfig {
+    const base = this.options.config ?? {};
+    const brokers: Record<string, BrokerConfig> = { ...base.brokers };
+    for (const [name, b] of Object.entries(this.options.brokers ?? {})) {
+      brokers[name] = typeof b === 'string' ? { url: b } : b;
+    }
+    const checkpoints = this.options.checkpoints;
+    const datasources: Record<string, DataSourceConfig> = { ...base.datasources };
+    for (const ds of this.dataSources.values()) datasources[ds.name] = { ...ds.settings };
+    const models: Record<string, ModelConfig> = { ...base.models };
+    for (const m of this.models.values()) models[m.name] = { ...m.config };
+    const config: Partial<EvpubConfig> = {
+      brokers,
+      datasources,
+      models,
+      publisher: { ...base.publisher, ...this.options.publisher },
+    };
+    if (isStore(checkpoints)) config.checkpoints = { store: 'memory' };
+    else if (checkpoints) config.checkpoints = checkpoints;
+    else if (base.checkpoints) config.checkpoints = base.checkpoints;
+    return config as EvpubConfig;
+  }
+
+  /**
+   * Validates the configuration, connects the brokers, loads checkpoints and starts every
+   * connector. Resolves when every feed is reading; rejects (with everything undone) otherwise.
+   */
+  start(): Promise<void> {
+    if (this._state === 'starting' || this._state === 'running') return this.starting!;
+    if (this._state === 'stopping') {
+      return Promise.reject(
+        new EvpubError(ErrorCode.INVALID_STATE, 'start() while the app is stopping; await stop() first'),
+      );
+    }
+    this._state = 'starting';
+    this.stopping = undefined;
+    this.starting = this.doStart().then(
+      () => {
+        this._state = 'running';
+      },
+      (err: unknown) => {
+        this._state = 'idle';
+        this.runtime = undefined;
+        throw err;
+      },
+    );
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const cwd = this.options.cwd ?? process.cwd();
+    const config = validateConfig(this.describe(), {
+      cwd,
+      connectors: this.registry,
+      adapters: this.adapters,
+    });
+    const runtime = new Runtime(config, {
+      logger: this.logger,
+      registry: this.registry,
+      adapters: this.adapters,
+      cwd,
+      store: isStore(this.options.checkpoints) ? this.options.checkpoints : undefined,
+      dataSources: this.dataSources,
+      emit: (s) => this.emitStatus(s),
+      stopTimeout: this.options.stopTimeout ?? 30_000,
+      retry: this.options.retry,
+    });
+    this.runtime = runtime;
+    await runtime.start();
+    this.startedAt = new Date().toISOString();
+    this.emitStatus({ type: 'started', feeds: runtime.feedIds() });
+    this.logger.info({ feeds: runtime.feedIds() }, 'evpub started');
+  }
+
+  /**
+   * Stops reading, waits for in-flight publishes, saves the checkpoints and closes connectors,
+   * clients and the store. Harmless when not started; waits for a start in progress.
+   */
+  stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
+    if (this._state === 'idle') return Promise.resolve();
+    this.stopping = (async () => {
+      if (this._state === 'starting') await this.starting!.catch(() => undefined);
+      if (this._state !== 'running') return; // the start failed: nothing to stop
+      this._state = 'stopping';
+      this.emitStatus({ type: 'stopping' });
+      try {
+        await this.runtime?.stop();
+      } finally {
+        this.runtime = undefined;
+        this.startedAt = null;
+        this._state = 'idle';
+        this.starting = undefined;
+        this.emitStatus({ type: 'stopped' });
+        this.logger.info('evpub stopped');
+      }
+    })();
+    return this.stopping;
+  }
+
+  /** A snapshot for humans and the HTTP API: no secrets (broker URLs are redacted). */
+  status(): AppStatus {
+    const snap = this.runtime?.snapshot() ?? { brokers: {}, datasources: {}, feeds: {} };
+    return { state: this._state, startedAt: this.startedAt, ...snap };
+  }
+
+  /** Emits a status event; a listener that throws is logged and the others still run. */
+  private emitStatus(status: PublisherStatus): void {
+    for (const listener of this.listeners('status') as ((s: PublisherStatus) => void)[]) {
+      try {
+        listener(status);
+      } catch (err) {
+        this.logger.error({ err: toError(err), status: status.type }, 'a status listener threw');
+      }
+    }
+  }
+
+  /**
+   * Installs SIGTERM and SIGINT handlers: stop gracefully, then `exit(0)` (1 when stopping
+   * failed). Returns a function that removes them. Installing twice is harmless.
+   */
+  handleSignals(exit: (code: number) => void = (code) => process.exit(code)): () => void {
+    if (this.uninstallSignals) return this.uninstallSignals;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      this.logger.info({ signal }, 'signal received; stopping');
+      this.stop().then(
+        () => exit(0),
+        (err: unknown) => {
+          this.logger.error({ err: toError(err) }, 'stop failed');
+          exit(1);
+        },
+      );
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    this.uninstallSignals = () => {
+      process.removeListener('SIGTERM', onSignal);
+      process.removeListener('SIGINT', onSignal);
+      this.uninstallSignals = undefined;
+    };
+    return this.uninstallSignals;
+  }
+}
+
+/** Makes an app: `const app = evpub({ brokers: { default: 'mqtt://localhost:1883' } })`. */
+export function evpub(options: EvpubOptions = {}): App {
+  return new App(options);
+}

@@ -1,0 +1,352 @@
+/**
+ * One run of the publisher, from `app.start()` to `app.stop()`: the broker clients (one per
+ * distinct broker), the checkpoint store, a connector and a pipeline per datasource, a tracker
+ * per feed. Built from a validated configuration; torn down in the reverse order.
+ *
+ * Start order: connect the brokers → open the checkpoint store → initialize the connectors →
+ * load each feed's checkpoint → start each connector with its pipeline as the sink. Any failure
+ * undoes what was done and rejects.
+ *
+ * Stop order: stop the connectors (no more reading) → wait for in-flight publishes (up to
+ * `stopTimeout`; what is left stays uncommitted and is read again next time) → save the
+ * checkpoints → close the clients and the store.
+ */
+import type { CheckpointStore } from '../checkpoints/contract';
+import { createCheckpointStore } from '../checkpoints/index';
+import type { EventConnector, ModelFeed } from '../connectors/contract';
+import { initializeConnector, type ConnectorRegistry } from '../connectors/registry';
+import { redact, toError } from '../errors';
+import type { StartFrom } from '../events/change-event';
+import { createEnvelope } from '../events/envelopes/index';
+import type { Logger } from '../logger';
+import { CheckpointTracker } from '../pipeline/checkpoint-tracker';
+import { DEFAULT_DEAD_LETTER_TOPIC } from '../pipeline/dead-letter';
+import { Pipeline, type FeedSnapshot, type FeedSpec } from '../pipeline/pipeline';
+import type { PublisherStatus } from '../pipeline/status';
+import { statusError } from '../pipeline/status';
+import { compileTopic, DEFAULT_TOPIC } from '../pipeline/topics';
+import type { Client } from '../pubsub/client';
+import { createClient, type AdapterRegistry } from '../pubsub/registry';
+import type { EvpubConfig, ModelConfig } from './config-types';
+import type { DataSource } from './datasource';
+
+export const DEFAULT_MAX_IN_FLIGHT = 1000;
+
+export interface RuntimeDeps {
+  logger: Logger;
+  registry: ConnectorRegistry;
+  adapters: AdapterRegistry;
+  cwd: string;
+  /** A store given as an object (instead of by configuration); not closed by the runtime. */
+  store?: CheckpointStore;
+  dataSources: Map<string, DataSource<unknown>>;
+  emit(status: PublisherStatus): void;
+  stopTimeout: number;
+  retry?: { initialDelay?: number; maxDelay?: number };
+}
+
+interface BrokerRun {
+  name: string;
+  url: string;
+  client: Client;
+}
+
+interface FeedRun {
+  feedId: string;
+  datasource: string;
+  model: string;
+  broker: string;
+  topic: string;
+  envelope: string;
+  from: StartFrom;
+  tracker: CheckpointTracker;
+}
+
+interface DataSourceRun {
+  name: string;
+  connector: EventConnector;
+  pipeline: Pipeline;
+  feeds: FeedRun[];
+  started: boolean;
+}
+
+export interface RuntimeSnapshot {
+  brokers: Record<string, { url: string; adapter: string; state: string }>;
+  datasources: Record<
+    string,
+    { connector: string; resumable: boolean; health: ReturnType<EventConnector['health']> }
+  >;
+  feeds: Record<
+    string,
+    {
+      datasource: string;
+      model: string;
+      broker: string;
+      topic: string;
+      envelope: string;
+      from: StartFrom;
+      committed: string | null;
+      saved: string | null;
+    } & Partial<FeedSnapshot>
+  >;
+}
+
+export class Runtime {
+  private readonly brokers = new Map<string, BrokerRun>();
+  private readonly runs: DataSourceRun[] = [];
+  private store: CheckpointStore | undefined;
+  private readonly logger: Logger;
+
+  constructor(
+    private readonly config: Readonly<EvpubConfig>,
+    private readonly deps: RuntimeDeps,
+  ) {
+    this.logger = deps.logger;
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.connectBrokers();
+      this.store = this.deps.store ?? createCheckpointStore(this.config.checkpoints, { cwd: this.deps.cwd });
+      await this.initializeConnectors();
+      for (const run of this.runs) {
+        const models: ModelFeed[] = run.feeds.map((f) => ({
+          name: f.model,
+          settings: this.config.models[f.model]?.settings ?? {},
+          from: f.from,
+        }));
+        run.started = true;
+        await run.connector.start({ models, sink: run.pipeline });
+      }
+    } catch (err) {
+      await this.stop().catch((e: unknown) => this.logger.warn({ err: e }, 'cleanup after a failed start'));
+      throw err;
+    }
+  }
+
+  feedIds(): string[] {
+    return this.runs.flatMap((r) => r.feeds.map((f) => f.feedId));
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private brokerOf(model: ModelConfig): { name: string; url: string; options: Record<string, unknown> } {
+    const ref = model.broker ?? 'default';
+    const named = this.config.brokers[ref];
+    if (named) return { name: ref, url: named.url, options: named.options ?? {} };
+    return { name: redact(ref), url: ref, options: {} }; // a URL (validation checked it)
+  }
+
+  private async connectBrokers(): Promise<void> {
+    for (const model of Object.values(this.config.models)) {
+      const { name, url, options } = this.brokerOf(model);
+      if (this.brokers.has(name)) continue;
+      const client = createClient(url, { ...options, logger: this.logger }, this.deps.adapters);
+      this.brokers.set(name, { name, url, client });
+    }
+    await Promise.all([...this.brokers.values()].map((b) => b.client.connect()));
+  }
+
+  private async initializeConnectors(): Promise<void> {
+    const byDataSource = new Map<string, string[]>();
+    for (const [name, model] of Object.entries(this.config.models)) {
+      const list = byDataSource.get(model.dataSource) ?? [];
+      list.push(name);
+      byDataSource.set(model.dataSource, list);
+    }
+    for (const [dsName, modelNames] of byDataSource) {
+      const settings = this.config.datasources[dsName]!;
+      const module = await this.deps.registry.resolve(
+        settings.connector,
+        `datasources.${dsName}.connector`,
+        this.deps.cwd,
+      );
+      const logger = this.logger.child({ component: 'connector', datasource: dsName });
+      const connector = await initializeConnector(module, { name: dsName, settings, logger }, modelNames);
+      const handle = this.deps.dataSources.get(dsName);
+      if (handle) handle.connector = connector;
+      if (!connector.resumable) {
+        const message =
+          `datasource ${dsName}: connector "${connector.name}" gives no positions, so its feeds start "now" ` +
+          'and changes made while evpub is not running are lost';
+        this.logger.warn({ datasource: dsName }, message);
+        this.deps.emit({ type: 'warning', message, datasource: dsName });
+      }
+      const feeds: FeedRun[] = [];
+      for (const model of modelNames) feeds.push(await this.feedRun(dsName, model, connector));
+      const pipeline = new Pipeline({
+        datasource: dsName,
+        feeds: feeds.map((f) => this.feedSpec(f)),
+        maxInFlight: this.config.publisher.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+        deadLetterTopic: this.config.publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
+        logger: this.logger.child({ component: 'pipeline', datasource: dsName }),
+        emit: (s) => this.deps.emit(s),
+        retry: this.deps.retry,
+      });
+      this.runs.push({ name: dsName, connector, pipeline, feeds, started: false });
+    }
+  }
+
+  /** Where the feed starts (checkpoint, else `from`) and its tracker. */
+  private async feedRun(datasource: string, model: string, connector: EventConnector): Promise<FeedRun> {
+    const config = this.config.models[model]!;
+    const feedId = `${datasource}/${model}`;
+    const store = this.store!;
+    let from: StartFrom = config.from ?? 'now';
+    let saved: string | undefined;
+    if (!connector.resumable) {
+      from = 'now';
+    } else if (config.resetCheckpoint) {
+      await store.delete(feedId);
+    } else {
+      saved = await store.load(feedId);
+      if (saved !== undefined) from = { after: saved };
+    }
+    const tracker = new CheckpointTracker(
+      {
+        feedId,
+        model,
+        store,
+        commit: connector.commit ? (m, p) => connector.commit!(m, p) : undefined,
+        onSaved: (position) => {
+          this.deps.emit({ type: 'checkpoint', feed: feedId, position });
+          this.emitCounts(datasource, model);
+        },
+        onError: (err, during) => {
+          this.logger.warn({ err, feed: feedId, during }, 'checkpoint failed; retrying');
+          this.deps.emit({ type: 'checkpoint-failed', feed: feedId, during, error: statusError(err) });
+        },
+      },
+      saved,
+    );
+    return {
+      feedId,
+      datasource,
+      model,
+      broker: this.brokerOf(config).name,
+      topic: config.topic ?? DEFAULT_TOPIC,
+      envelope: config.envelope ?? 'cloudevents',
+      from,
+      tracker,
+    };
+  }
+
+  private feedSpec(feed: FeedRun): FeedSpec {
+    const config = this.config.models[feed.model]!;
+    const broker = this.brokers.get(feed.broker)!;
+    const features = broker.client.adapter.features;
+    const limit = Math.min(this.config.publisher.maxEventBytes ?? Infinity, features.maxPayload);
+    return {
+      feedId: feed.feedId,
+      model: feed.model,
+      client: broker.client,
+      envelope: createEnvelope(
+        config.envelope ?? 'cloudevents',
+        { headers: features.headers, name: broker.name },
+        this.logger,
+      ),
+      topic: compileTopic(feed.topic, `models.${feed.model}.topic`),
+      ops: config.ops,
+      include: config.include,
+      exclude: config.exclude,
+      maxEventBytes: limit,
+      tracker: feed.tracker,
+    };
+  }
+
+  private emitCounts(datasource: string, model: string): void {
+    const run = this.runs.find((r) => r.name === datasource);
+    const snap = run?.pipeline.snapshot(model);
+    if (!snap) return;
+    this.deps.emit({
+      type: 'published',
+      feed: `${datasource}/${model}`,
+      published: snap.published,
+      deadLettered: snap.deadLettered,
+      filtered: snap.filtered,
+      inFlight: snap.inFlight,
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.runs
+        .filter((r) => r.started)
+        .map((r) =>
+          r.connector
+            .stop()
+            .catch((err: unknown) => this.logger.warn({ err, datasource: r.name }, 'connector stop failed')),
+        ),
+    );
+    const deadline = Date.now() + this.deps.stopTimeout;
+    for (const run of this.runs) {
+      run.pipeline.stopAccepting();
+      const settled = await run.pipeline.settle(Math.max(0, deadline - Date.now()));
+      if (!settled) {
+        this.logger.warn(
+          { datasource: run.name },
+          'stop: some publishes were not confirmed in time; they stay uncommitted and are published again on the next start',
+        );
+      }
+      run.pipeline.close();
+    }
+    for (const run of this.runs) {
+      for (const feed of run.feeds) {
+        try {
+          await feed.tracker.flush();
+        } catch (err) {
+          this.logger.error(
+            { err: toError(err), feed: feed.feedId },
+            'stop: the last checkpoint could not be saved',
+          );
+          this.deps.emit({
+            type: 'checkpoint-failed',
+            feed: feed.feedId,
+            during: 'save',
+            error: statusError(err),
+          });
+        }
+        feed.tracker.close();
+        this.emitCounts(run.name, feed.model);
+      }
+      const handle = this.deps.dataSources.get(run.name);
+      if (handle) handle.connector = undefined;
+    }
+    await Promise.all([...this.brokers.values()].map((b) => b.client.end().catch(() => undefined)));
+    if (this.store && this.store !== this.deps.store) {
+      await this.store
+        .close()
+        .catch((err: unknown) => this.logger.warn({ err }, 'checkpoint store close failed'));
+    }
+  }
+
+  snapshot(): RuntimeSnapshot {
+    const out: RuntimeSnapshot = { brokers: {}, datasources: {}, feeds: {} };
+    for (const b of this.brokers.values()) {
+      out.brokers[b.name] = { url: redact(b.url), adapter: b.client.adapter.name, state: b.client.state };
+    }
+    for (const run of this.runs) {
+      out.datasources[run.name] = {
+        connector: run.connector.name,
+        resumable: run.connector.resumable,
+        health: run.connector.health(),
+      };
+      for (const f of run.feeds) {
+        out.feeds[f.feedId] = {
+          datasource: f.datasource,
+          model: f.model,
+          broker: f.broker,
+          topic: f.topic,
+          envelope: f.envelope,
+          from: f.from,
+          committed: f.tracker.committed ?? null,
+          saved: f.tracker.savedPosition ?? null,
+          ...run.pipeline.snapshot(f.model),
+        };
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * The `memory` event connector: a store of records inside this process whose every write is
+ * appended to a change log, for demos, tests and applications that publish their own changes.
+ *
+ *   const ds = app.dataSource('local', { connector: 'memory' });
+ *   await app.start();
+ *   ds.connector.create('accounts', 'a1', { name: 'James Bond' });
+ *
+ * Settings: `store` (default: the datasource's name) names the process-wide store, so a store
+ * outlives the connector: an app stopped and started again in the same process resumes after
+ * its checkpoint. Positions are the log's sequence numbers (`"1"`, `"2"`, ...); event ids are
+ * `memory:<store>:<position>`. The log is kept whole in memory (nothing is ever trimmed) and
+ * nothing survives the process. Reading honours backpressure: when `sink.push` returns false,
+ * the reader awaits `sink.drain()`.
+ */
+import { ErrorCode, EvpubError } from '../errors';
+import type { ChangeEvent, Operation, Position, Row } from '../events/change-event';
+import type {
+  ChangeSink,
+  ConnectorHealth,
+  ConnectorModule,
+  DataSourceLike,
+  EventConnector,
+  ModelFeed,
+  StartRequest,
+} from './contract';
+
+interface LogEntry {
+  position: number;
+  event: ChangeEvent;
+}
+
+/** A named in-process record store with a change log. */
+export class MemoryStore {
+  private readonly records = new Map<string, Map<string, Row>>();
+  private readonly log: LogEntry[] = [];
+  private readonly listeners = new Set<() => void>();
+
+  constructor(readonly name: string) {}
+
+  /** The position of the last write ("0" when there is none). */
+  get head(): number {
+    return this.log.length;
+  }
+
+  get(model: string, key: string): Row | undefined {
+    const row = this.records.get(model)?.get(key);
+    return row === undefined ? undefined : { ...row };
+  }
+
+  /** Entries after `position` (1-based positions: entry n is at index n-1). */
+  entryAt(position: number): LogEntry | undefined {
+    return this.log[position - 1];
+  }
+
+  onAppend(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  write(datasource: string, model: string, op: Operation, key: string, record: Row | undefined): ChangeEvent {
+    if (typeof model !== 'string' || model === '' || typeof key !== 'string') {
+      throw new EvpubError(ErrorCode.CONFIG_INVALID, 'memory connector: model and key must be strings');
+    }
+    let table = this.records.get(model);
+    if (!table) this.records.set(model, (table = new Map<string, Row>()));
+    const before = table.get(key);
+    if (op === 'create' && before !== undefined) {
+      throw new EvpubError(ErrorCode.CONFIG_INVALID, `memory connector: ${model}/${key} already exists`);
+    }
+    if ((op === 'update' || op === 'delete') && before === undefined) {
+      throw new EvpubError(ErrorCode.CONFIG_INVALID, `memory connector: ${model}/${key} does not exist`);
+    }
+    const after = op === 'delete' ? undefined : { ...(record ?? {}) };
+    if (after === undefined) table.delete(key);
+    else table.set(key, after);
+    const position = this.log.length + 1;
+    const event: ChangeEvent = {
+      id: `memory:${this.name}:${position}`,
+      datasource,
+      model,
+      op,
+      key,
+      before: before === undefined ? null : { ...before },
+      after: after === undefined ? null : { ...after },
+      position: String(position),
+      sourceTime: new Date().toISOString(),
+    };
+    this.log.push({ position, event });
+    for (const listener of this.listeners) listener();
+    return event;
+  }
+}
+
+const stores = new Map<string, MemoryStore>();
+
+/** The process's memory store called `name`, made on first use. */
+export function memoryStore(name: string): MemoryStore {
+  let store = stores.get(name);
+  if (!store) stores.set(name, (store = new MemoryStore(name)));
+  return store;
+}
+
+function parsePosition(position: Position, model: string): number {
+  const n = Number(position);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new EvpubError(
+      ErrorCode.CHECKPOINT_FAILED,
+      `memory connector: checkpoint ${JSON.stringify(position)} of model ${model} is not a position of this connector`,
+    );
+  }
+  return n;
+}
+
+export class MemoryConnector implements EventConnector {
+  readonly name = 'memory';
+  readonly resumable = true;
+  readonly store: MemoryStore;
+  private state: ConnectorHealth['state'] = 'idle';
+  /** Per model, the position after which it reads. */
+  private readonly after = new Map<string, number>();
+  private readonly pushed = new Map<string, Position | null>();
+  private readonly committed = new Map<string, Position>();
+  private cursor = 0;
+  private wakeUp: (() => void) | undefined;
+  private stopping: (() => void) | undefined;
+  private stopped: Promise<void> | undefined;
+  private loop: Promise<void> | undefined;
+  private detach: (() => void) | undefined;
+
+  constructor(
+    private readonly datasource: string,
+    storeName: string,
+  ) {
+    this.store = memoryStore(storeName);
+  }
+
+  /** Creates `key` in `model` (an error if it exists) and logs a `create`. */
+  create(model: string, key: string, record: Row): ChangeEvent {
+    return this.store.write(this.datasource, model, 'create', key, record);
+  }
+
+  /** Replaces `key`'s record and logs an `update` with before and after. */
+  update(model: string, key: string, record: Row): ChangeEvent {
+    return this.store.write(this.datasource, model, 'update', key, record);
+  }
+
+  /** Removes `key` and logs a `delete` with the record as `before`. */
+  delete(model: string, key: string): ChangeEvent {
+    return this.store.write(this.datasource, model, 'delete', key, undefined);
+  }
+
+  get(model: string, key: string): Row | undefined {
+    return this.store.get(model, key);
+  }
+
+  async start({ models, sink }: StartRequest): Promise<void> {
+    if (this.state !== 'idle') {
+      throw new EvpubError(ErrorCode.INVALID_STATE, 'memory connector: start() was already called');
+    }
+    for (const m of models) this.after.set(m.name, this.startAfter(m));
+    this.cursor = Math.min(...this.after.values(), this.store.head);
+    this.state = 'streaming';
+    this.detach = this.store.onAppend(() => this.wakeUp?.());
+    const stopSignal = new Promise<void>((resolve) => (this.stopping = resolve));
+    this.loop = this.read(sink, stopSignal).catch((err: unknown) => {
+      this.state = 'failed';
+      const error = err instanceof Error ? err : new Error(String(err));
+      for (const model of this.after.keys()) sink.fail(model, error);
+    });
+  }
+
+  private startAfter(m: ModelFeed): number {
+    if (m.from === 'now') return this.store.head;
+    if (m.from === 'beginning') return 0;
+    return parsePosition(m.from.after, m.name);
+  }
+
+  /** Reads the log in order and pushes each event of a started model; waits when caught up. */
+  private async read(sink: ChangeSink, stopSignal: Promise<void>): Promise<void> {
+    while (this.state === 'streaming') {
+      const entry = this.store.entryAt(this.cursor + 1);
+      if (!entry) {
+        await Promise.race([new Promise<void>((resolve) => (this.wakeUp = resolve)), stopSignal]);
+        this.wakeUp = undefined;
+        continue;
+      }
+      this.cursor = entry.position;
+      const after = this.after.get(entry.event.model);
+      if (after === undefined || entry.position <= after) continue;
+      this.pushed.set(entry.event.model, entry.event.position);
+      if (!sink.push(entry.event)) await Promise.race([sink.drain(), stopSignal]);
+    }
+  }
+
+  async commit(model: string, position: Position): Promise<void> {
+    this.committed.set(model, position);
+  }
+
+  /** The last committed position of `model` (what the publisher confirmed and saved). */
+  committedPosition(model: string): Position | undefined {
+    return this.committed.get(model);
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.state = 'stopped';
+      this.detach?.();
+      this.stopping?.();
+      await this.loop;
+    })();
+    return this.stopped;
+  }
+
+  health(): ConnectorHealth {
+    return { state: this.state, positions: Object.fromEntries(this.pushed) };
+  }
+}
+
+/** The connector module, LoopBack style: `initialize(dataSource, cb?)` sets `dataSource.connector`. */
+export const memoryConnector: ConnectorModule = {
+  initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
+    const store = dataSource.settings.store ?? dataSource.name;
+    if (typeof store !== 'string' || store === '') {
+      const err = new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `datasources.${dataSource.name}.store: must be a non-empty string`,
+      );
+      if (callback) return process.nextTick(() => callback(err));
+      throw err;
+    }
+    dataSource.connector = new MemoryConnector(dataSource.name, store);
+    if (callback) process.nextTick(() => callback(null));
+  },
+};
+
+export function initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
+  memoryConnector.initialize(dataSource, callback);
+}

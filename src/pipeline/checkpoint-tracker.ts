@@ -1,0 +1,180 @@
+/**
+ * The checkpoint tracker of one feed: decides what is committed. Nothing else does.
+ *
+ * Protocol:
+ * - `push(position)` is called for every event of the feed, in source order, before it is
+ *   published; it returns the event's sequence number (0, 1, 2, ...).
+ * - `ack(seq)` is called when the broker accepted the event (or it was filtered out, or its
+ *   dead-letter was accepted). Acks come in any order and may repeat.
+ * - The committed position is the position of the highest contiguous acked event: event n is
+ *   committed only when every event before it is acked too. Events without a position (seed
+ *   connectors) advance the sequence but never produce a checkpoint.
+ * - Saving is coalesced: at most one `store.save` is in flight for the feed; when it resolves
+ *   and the committed position moved meanwhile, the latest position is saved next (intermediate
+ *   ones are skipped). After each save, `connector.commit(model, position)` is called if given.
+ * - A failed save is reported through `onError` and retried with back-off; the next ack also
+ *   retries it. `flush()` resolves once the latest committed position is saved (or rejects
+ *   with the save's error).
+ */
+import { ErrorCode, EvpubError, toError } from '../errors';
+import type { Position } from '../events/change-event';
+import type { CheckpointStore } from '../checkpoints/contract';
+
+export interface TrackerOptions {
+  feedId: string;
+  model: string;
+  store: CheckpointStore;
+  /** `connector.commit`, bound; called after each successful save. */
+  commit?: (model: string, position: Position) => Promise<void>;
+  onSaved?: (position: Position) => void;
+  onError?: (err: Error, during: 'save' | 'commit') => void;
+  /** Back-off bounds for save retries in ms (defaults 200 and 10000). */
+  retry?: { initialDelay?: number; maxDelay?: number };
+}
+
+export class CheckpointTracker {
+  private nextSeq = 0;
+  /** The lowest sequence number not yet acked. */
+  private low = 0;
+  /** Positions of pushed events not yet passed by `low`. */
+  private readonly positions = new Map<number, Position | null>();
+  private readonly acked = new Set<number>();
+  private latest: Position | undefined;
+  private saved: Position | undefined;
+  private saving: Promise<void> | undefined;
+  private lastError: Error | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number;
+  private closed = false;
+
+  constructor(
+    private readonly options: TrackerOptions,
+    /** The checkpoint the feed resumed from, if any: it counts as saved. */
+    resumedFrom?: Position,
+  ) {
+    this.latest = resumedFrom;
+    this.saved = resumedFrom;
+    this.retryDelay = options.retry?.initialDelay ?? 200;
+  }
+
+  push(position: Position | null): number {
+    const seq = this.nextSeq++;
+    this.positions.set(seq, position);
+    return seq;
+  }
+
+  ack(seq: number): void {
+    if (seq < this.low || seq >= this.nextSeq) return; // a repeated ack, or not ours
+    this.acked.add(seq);
+    let advanced: Position | undefined;
+    while (this.acked.has(this.low)) {
+      this.acked.delete(this.low);
+      const position = this.positions.get(this.low);
+      this.positions.delete(this.low);
+      if (position !== null && position !== undefined) advanced = position;
+      this.low++;
+    }
+    if (advanced !== undefined) {
+      this.latest = advanced;
+      this.scheduleSave();
+    }
+  }
+
+  /** Events pushed and not yet committed (acked ones waiting on an earlier one included). */
+  get pending(): number {
+    return this.nextSeq - this.low;
+  }
+
+  /** The highest contiguous acked position (saved or about to be). */
+  get committed(): Position | undefined {
+    return this.latest;
+  }
+
+  get savedPosition(): Position | undefined {
+    return this.saved;
+  }
+
+  private scheduleSave(): void {
+    if (this.saving || this.closed || this.latest === undefined || this.latest === this.saved) return;
+    if (this.retryTimer) return; // a retry is already scheduled; it saves the latest
+    const position = this.latest;
+    this.saving = this.saveOnce(position).finally(() => {
+      this.saving = undefined;
+      if (this.lastError === undefined) this.scheduleSave();
+    });
+  }
+
+  private async saveOnce(position: Position): Promise<void> {
+    const { store, feedId, model } = this.options;
+    try {
+      await store.save(feedId, position);
+    } catch (err) {
+      this.lastError = toError(err);
+      this.options.onError?.(this.lastError, 'save');
+      this.scheduleRetry();
+      return;
+    }
+    this.lastError = undefined;
+    this.retryDelay = this.options.retry?.initialDelay ?? 200;
+    this.saved = position;
+    this.options.onSaved?.(position);
+    if (this.options.commit) {
+      try {
+        await this.options.commit(model, position);
+      } catch (err) {
+        this.options.onError?.(toError(err), 'commit');
+      }
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed || this.retryTimer) return;
+    const delay = this.retryDelay;
+    this.retryDelay = Math.min(delay * 2, this.options.retry?.maxDelay ?? 10_000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.lastError = undefined;
+      this.scheduleSave();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  /**
+   * Saves the latest committed position now and resolves when it is saved; rejects with
+   * CHECKPOINT_FAILED when that save fails (one attempt, no back-off: for shutdown).
+   */
+  async flush(): Promise<void> {
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+      this.lastError = undefined;
+    }
+    while (this.saving) await this.saving;
+    if (this.latest === undefined || this.latest === this.saved) return;
+    this.lastError = undefined;
+    const position = this.latest;
+    this.saving = this.saveOnce(position).finally(() => (this.saving = undefined));
+    await this.saving;
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    if (this.saved !== position) {
+      throw new EvpubError(
+        ErrorCode.CHECKPOINT_FAILED,
+        `could not save the checkpoint of ${this.options.feedId}`,
+        {
+          cause: this.lastError,
+          context: { feed: this.options.feedId },
+        },
+      );
+    }
+  }
+
+  /** Stops retrying; no save is started after this. */
+  close(): void {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * Dead letters: events that cannot be published as they are (the envelope cannot encode them,
+ * they are larger than the broker or `publisher.maxEventBytes` allows, their topic is invalid
+ * on the broker) are published instead to the dead-letter topic (default `evpub/dead-letter`)
+ * as one JSON object, and then count as done: the stream goes on and nothing vanishes.
+ *
+ *   {
+ *     "reason": "...", "code": "EVPUB_PAYLOAD_TOO_LARGE", "time": "<ISO 8601>",
+ *     "event": { "id", "datasource", "model", "op", "key", "position", "sourceTime" },
+ *     "topic": "<the topic it was meant for>", "envelope": "cloudevents",
+ *     "originalBytes": 123,          // size of the encoded event, when it was encoded
+ *     "original": "<encoded event>"  // only when the dead letter still fits the limit
+ *     "headers": { ... }             // the original's headers, with the original
+ *   }
+ */
+import type { ChangeEvent } from '../events/change-event';
+import type { EncodedEvent } from '../events/envelopes/envelope';
+
+export const DEFAULT_DEAD_LETTER_TOPIC = 'evpub/dead-letter';
+
+export function deadLetterPayload(
+  event: ChangeEvent,
+  failure: { code: string; reason: string; topic?: string; envelope: string },
+  encoded: EncodedEvent | undefined,
+  limit: number,
+): Buffer {
+  const letter: Record<string, unknown> = {
+    reason: failure.reason,
+    code: failure.code,
+    time: new Date().toISOString(),
+    event: {
+      id: event.id,
+      datasource: event.datasource,
+      model: event.model,
+      op: event.op,
+      key: event.key,
+      position: event.position,
+      sourceTime: event.sourceTime,
+    },
+    envelope: failure.envelope,
+  };
+  if (failure.topic !== undefined) letter.topic = failure.topic;
+  if (encoded) {
+    letter.originalBytes = encoded.payload.length;
+    const withOriginal = { ...letter, original: encoded.payload.toString('utf8') } as Record<string, unknown>;
+    if (encoded.headers) withOriginal.headers = encoded.headers;
+    const full = Buffer.from(JSON.stringify(withOriginal), 'utf8');
+    if (full.length <= limit) return full;
+  }
+  return Buffer.from(JSON.stringify(letter), 'utf8');
+}

@@ -1,0 +1,476 @@
+/**
+ * The pipeline of one datasource: the `ChangeSink` its connector pushes into, and the path of
+ * each event to the broker:
+ *
+ *   push → op filter → include/exclude → envelope → topic → client.publish (bounded window)
+ *                                                                 │ broker confirms
+ *                                                                 ▼
+ *                                               CheckpointTracker.ack → save → connector.commit
+ *
+ * Protocol and guarantees:
+ * - `push` is synchronous and never awaits: publishes are issued in source order (adapters keep
+ *   call order) and their promises are tracked, not awaited one by one.
+ * - Window: each feed (model) holds at most `maxInFlight` events between push and commit.
+ *   `push` returns false when the event's feed is full or retrying; `drain()` resolves when
+ *   every feed has room again. The connector pauses meanwhile.
+ * - A failed publish that may pass later (timeout, broker down, refused) is never skipped: the
+ *   feed stops issuing, waits (exponential back-off), then re-publishes every event it holds
+ *   that is not yet committed, in order, the failed one included, even those the broker already
+ *   confirmed. Consumers may see duplicates (at-least-once) but the last copy of each key's
+ *   events arrives in order. The checkpoint stays before the failed event.
+ * - An event that can never be published (encode error, larger than the limit, INVALID_TOPIC)
+ *   goes to the dead-letter topic and counts as acked once that is confirmed.
+ * - `fail(model, err)` stops one feed: its later events are ignored, the rest go on.
+ */
+import type { ChangeSink, ConnectorStatus } from '../connectors/contract';
+import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
+import type { ChangeEvent, Operation } from '../events/change-event';
+import type { EncodedEvent, Envelope } from '../events/envelopes/envelope';
+import type { Logger } from '../logger';
+import type { PublishOptions } from '../pubsub/adapter';
+import type { Client } from '../pubsub/client';
+import { assertTopic } from '../pubsub/topics';
+import type { CheckpointTracker } from './checkpoint-tracker';
+import { deadLetterPayload } from './dead-letter';
+import { fieldProjector, type FieldFilter } from './fields';
+import type { PublisherStatus } from './status';
+import { statusError } from './status';
+import type { TopicRenderer } from './topics';
+
+export interface FeedSpec extends FieldFilter {
+  /** `${datasource}/${model}`. */
+  feedId: string;
+  model: string;
+  client: Client;
+  envelope: Envelope;
+  topic: TopicRenderer;
+  ops?: readonly Operation[];
+  /** Largest encoded event; larger ones are dead-lettered. */
+  maxEventBytes: number;
+  tracker: CheckpointTracker;
+}
+
+export interface PipelineOptions {
+  datasource: string;
+  feeds: FeedSpec[];
+  maxInFlight: number;
+  deadLetterTopic: string;
+  logger: Logger;
+  emit(status: PublisherStatus): void;
+  /** Re-publish back-off in ms (defaults 100 .. 10000). */
+  retry?: { initialDelay?: number; maxDelay?: number };
+}
+
+interface Entry {
+  seq: number;
+  event: ChangeEvent;
+  topic: string;
+  payload: Buffer;
+  options: PublishOptions;
+  deadLetter: boolean;
+  acked: boolean;
+  /** The feed generation the entry was last issued in; older settlements are stale. */
+  generation: number;
+}
+
+type Mode = 'open' | 'backoff' | 'recovering';
+
+interface Feed {
+  spec: FeedSpec;
+  ops: Set<Operation> | undefined;
+  project: (e: ChangeEvent) => ChangeEvent;
+  /** Entries from the oldest not-yet-acked one on, in push order. */
+  queue: Entry[];
+  head: number;
+  mode: Mode;
+  generation: number;
+  attempt: number;
+  recovering: Set<Entry>;
+  timer: NodeJS.Timeout | undefined;
+  paused: boolean;
+  failed: Error | undefined;
+  stats: { received: number; published: number; deadLettered: number; filtered: number; retries: number };
+}
+
+/** Codes that mean "this event can never be published as it is". */
+const DEAD_LETTER_CODES = new Set<string>([ErrorCode.INVALID_TOPIC, ErrorCode.PAYLOAD_TOO_LARGE]);
+
+export interface FeedSnapshot {
+  inFlight: number;
+  mode: Mode;
+  paused: boolean;
+  failed?: string;
+  received: number;
+  published: number;
+  deadLettered: number;
+  filtered: number;
+  retries: number;
+}
+
+export class Pipeline implements ChangeSink {
+  private readonly feeds = new Map<string, Feed>();
+  private readonly waiters: (() => void)[] = [];
+  private readonly idleWaiters: (() => void)[] = [];
+  private readonly unknownModels = new Set<string>();
+  private accepting = true;
+  private closed = false;
+
+  constructor(private readonly options: PipelineOptions) {
+    for (const spec of options.feeds) {
+      this.feeds.set(spec.model, {
+        spec,
+        ops: spec.ops && spec.ops.length > 0 ? new Set(spec.ops) : undefined,
+        project: fieldProjector(spec),
+        queue: [],
+        head: 0,
+        mode: 'open',
+        generation: 0,
+        attempt: 0,
+        recovering: new Set(),
+        timer: undefined,
+        paused: false,
+        failed: undefined,
+        stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
+      });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // ChangeSink
+
+  push(event: ChangeEvent): boolean {
+    const feed = this.feeds.get(event.model);
+    if (!feed) {
+      if (!this.unknownModels.has(event.model)) {
+        this.unknownModels.add(event.model);
+        this.options.logger.warn(
+          { datasource: this.options.datasource, model: event.model },
+          'the connector pushed an event of a model that has no feed; ignoring that model',
+        );
+      }
+      return this.hasRoom();
+    }
+    if (!this.accepting || feed.failed) {
+      // After stop (or a feed failure) nothing is committed past here: a restart replays it.
+      return this.hasRoom();
+    }
+    feed.stats.received++;
+    const seq = feed.spec.tracker.push(event.position);
+    if (feed.ops && !feed.ops.has(event.op)) {
+      feed.stats.filtered++;
+      feed.spec.tracker.ack(seq);
+      return this.roomAfterPush(feed);
+    }
+    const entry = this.prepare(feed, seq, event);
+    feed.queue.push(entry);
+    if (feed.mode !== 'backoff') this.issue(feed, entry);
+    return this.roomAfterPush(feed);
+  }
+
+  drain(): Promise<void> {
+    if (this.hasRoom()) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  fail(model: string, err: Error): void {
+    const feed = this.feeds.get(model);
+    if (!feed || feed.failed) return;
+    feed.failed = err;
+    this.options.logger.error(
+      { err, feed: feed.spec.feedId },
+      'feed failed; its events are no longer published',
+    );
+    this.options.emit({ type: 'feed-failed', feed: feed.spec.feedId, error: statusError(err) });
+    this.wake();
+  }
+
+  status(status: ConnectorStatus): void {
+    this.options.emit({ type: 'connector', datasource: this.options.datasource, status });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Encoding
+
+  private prepare(feed: Feed, seq: number, event: ChangeEvent): Entry {
+    const { spec } = feed;
+    const entry: Entry = {
+      seq,
+      event,
+      topic: '',
+      payload: Buffer.alloc(0),
+      options: { key: event.key, messageId: event.id },
+      deadLetter: false,
+      acked: false,
+      generation: feed.generation,
+    };
+    let encoded: EncodedEvent | undefined;
+    try {
+      entry.topic = spec.topic(event);
+      encoded = spec.envelope.encode(feed.project(event));
+      if (encoded.payload.length > spec.maxEventBytes) {
+        throw new EvpubError(
+          ErrorCode.PAYLOAD_TOO_LARGE,
+          `the encoded event is ${encoded.payload.length} bytes, more than the limit of ${spec.maxEventBytes}`,
+        );
+      }
+      assertTopic(entry.topic);
+    } catch (err) {
+      const reason = isEvpubError(err) ? err : toError(err);
+      const code = isEvpubError(err) ? err.code : ErrorCode.PUBLISH_FAILED;
+      this.toDeadLetter(feed, entry, code, reason.message, encoded);
+      return entry;
+    }
+    entry.payload = encoded.payload;
+    entry.options.contentType = encoded.contentType;
+    if (encoded.headers) entry.options.headers = encoded.headers;
+    return entry;
+  }
+
+  private toDeadLetter(
+    feed: Feed,
+    entry: Entry,
+    code: string,
+    reason: string,
+    encoded: EncodedEvent | undefined,
+  ): void {
+    const { event } = entry;
+    const intended = entry.topic === '' ? undefined : entry.topic;
+    entry.payload = deadLetterPayload(
+      event,
+      { code, reason, topic: intended, envelope: feed.spec.envelope.name },
+      encoded,
+      feed.spec.maxEventBytes,
+    );
+    entry.topic = this.options.deadLetterTopic;
+    entry.options = {
+      key: event.key,
+      messageId: `${event.id}:dead-letter`,
+      contentType: 'application/json',
+    };
+    entry.deadLetter = true;
+    this.options.logger.warn(
+      { feed: feed.spec.feedId, eventId: event.id, key: event.key, code, reason },
+      'event dead-lettered',
+    );
+    this.options.emit({
+      type: 'dead-lettered',
+      feed: feed.spec.feedId,
+      eventId: event.id,
+      key: event.key,
+      position: event.position,
+      topic: this.options.deadLetterTopic,
+      error: { code, message: reason },
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Publishing, acks and retries
+
+  private issue(feed: Feed, entry: Entry): void {
+    const generation = feed.generation;
+    entry.generation = generation;
+    feed.spec.client.publish(entry.topic, entry.payload, entry.options).then(
+      () => this.onConfirmed(feed, entry, generation),
+      (err: unknown) => this.onFailed(feed, entry, generation, toError(err)),
+    );
+  }
+
+  private onConfirmed(feed: Feed, entry: Entry, generation: number): void {
+    if (!entry.acked) {
+      entry.acked = true;
+      if (entry.deadLetter) feed.stats.deadLettered++;
+      else feed.stats.published++;
+      feed.spec.tracker.ack(entry.seq);
+      this.popAcked(feed);
+    }
+    if (feed.mode === 'recovering' && generation === feed.generation) {
+      feed.recovering.delete(entry);
+      if (feed.recovering.size === 0) {
+        feed.mode = 'open';
+        feed.attempt = 0;
+      }
+    }
+    this.wake();
+  }
+
+  private onFailed(feed: Feed, entry: Entry, generation: number, err: Error): void {
+    if (generation !== feed.generation || this.closed) return; // stale: a retry re-publishes it
+    const code = isEvpubError(err) ? err.code : undefined;
+    if (code !== undefined && DEAD_LETTER_CODES.has(code) && !entry.deadLetter) {
+      this.toDeadLetter(feed, entry, code, err.message, {
+        payload: entry.payload,
+        contentType: entry.options.contentType ?? 'application/octet-stream',
+        ...(entry.options.headers ? { headers: entry.options.headers } : {}),
+      });
+      this.issue(feed, entry);
+      return;
+    }
+    if (code !== undefined && DEAD_LETTER_CODES.has(code) && entry.deadLetter) {
+      // Even the dead letter cannot be published (a dead-letter topic this broker refuses).
+      this.fail(feed.spec.model, err);
+      return;
+    }
+    this.scheduleRetry(feed, err);
+  }
+
+  private scheduleRetry(feed: Feed, err: Error): void {
+    feed.generation++;
+    feed.mode = 'backoff';
+    feed.attempt++;
+    feed.stats.retries++;
+    const initial = this.options.retry?.initialDelay ?? 100;
+    const max = this.options.retry?.maxDelay ?? 10_000;
+    const delayMs = Math.min(initial * 2 ** Math.min(feed.attempt - 1, 20), max);
+    const events = feed.queue.length - feed.head;
+    this.options.logger.warn(
+      { err, feed: feed.spec.feedId, attempt: feed.attempt, delayMs, events },
+      'publish failed; re-publishing from the first uncommitted event after a back-off',
+    );
+    this.options.emit({
+      type: 'retrying',
+      feed: feed.spec.feedId,
+      attempt: feed.attempt,
+      delayMs,
+      events,
+      error: statusError(err),
+    });
+    this.markPaused(feed, 'retrying');
+    feed.timer = setTimeout(() => {
+      feed.timer = undefined;
+      this.republish(feed);
+    }, delayMs);
+  }
+
+  private republish(feed: Feed): void {
+    if (this.closed) return;
+    feed.mode = 'recovering';
+    feed.recovering = new Set();
+    for (let i = feed.head; i < feed.queue.length; i++) {
+      const entry = feed.queue[i]!;
+      feed.recovering.add(entry);
+      this.issue(feed, entry);
+    }
+    if (feed.recovering.size === 0) {
+      feed.mode = 'open';
+      feed.attempt = 0;
+    }
+    this.wake();
+  }
+
+  private popAcked(feed: Feed): void {
+    while (feed.head < feed.queue.length && feed.queue[feed.head]!.acked) feed.head++;
+    if (feed.head === feed.queue.length) {
+      feed.queue = [];
+      feed.head = 0;
+    } else if (feed.head > 1024 && feed.head * 2 > feed.queue.length) {
+      feed.queue = feed.queue.slice(feed.head);
+      feed.head = 0;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Backpressure
+
+  private feedHasRoom(feed: Feed): boolean {
+    if (feed.failed) return true;
+    return feed.mode === 'open' && feed.queue.length - feed.head < this.options.maxInFlight;
+  }
+
+  private hasRoom(): boolean {
+    if (this.closed) return true;
+    for (const feed of this.feeds.values()) if (!this.feedHasRoom(feed)) return false;
+    return true;
+  }
+
+  private roomAfterPush(feed: Feed): boolean {
+    if (!this.feedHasRoom(feed)) {
+      this.markPaused(feed, feed.mode === 'open' ? 'window-full' : 'retrying');
+      return false;
+    }
+    return this.hasRoom();
+  }
+
+  private markPaused(feed: Feed, reason: 'window-full' | 'retrying'): void {
+    if (feed.paused) return;
+    feed.paused = true;
+    this.options.emit({
+      type: 'paused',
+      feed: feed.spec.feedId,
+      reason,
+      inFlight: feed.queue.length - feed.head,
+    });
+  }
+
+  private wake(): void {
+    for (const feed of this.feeds.values()) {
+      if (feed.paused && this.feedHasRoom(feed)) {
+        feed.paused = false;
+        this.options.emit({ type: 'resumed', feed: feed.spec.feedId });
+      }
+    }
+    if (this.waiters.length > 0 && this.hasRoom()) {
+      for (const resolve of this.waiters.splice(0)) resolve();
+    }
+    if (this.idleWaiters.length > 0 && this.isIdle()) {
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Shutdown and inspection
+
+  private isIdle(): boolean {
+    for (const feed of this.feeds.values()) if (feed.queue.length - feed.head > 0) return false;
+    return true;
+  }
+
+  /** Stops taking events: later pushes are ignored (not committed, so replayed on restart). */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /**
+   * Resolves when every pushed event is confirmed (or dead-lettered), or after `timeoutMs`
+   * with false: then the unconfirmed events stay uncommitted and are re-read on restart.
+   */
+  async settle(timeoutMs: number): Promise<boolean> {
+    if (this.isIdle()) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<boolean>((resolve) => this.idleWaiters.push(() => resolve(true)));
+    const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      return await Promise.race([idle, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Cancels retries and releases anyone awaiting `drain()`. Idempotent. */
+  close(): void {
+    this.closed = true;
+    this.accepting = false;
+    for (const feed of this.feeds.values()) {
+      if (feed.timer) clearTimeout(feed.timer);
+      feed.timer = undefined;
+    }
+    for (const resolve of this.waiters.splice(0)) resolve();
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  snapshot(model: string): FeedSnapshot | undefined {
+    const feed = this.feeds.get(model);
+    if (!feed) return undefined;
+    const out: FeedSnapshot = {
+      inFlight: feed.queue.length - feed.head,
+      mode: feed.mode,
+      paused: feed.paused,
+      ...feed.stats,
+    };
+    if (feed.failed) out.failed = feed.failed.message;
+    return out;
+  }
+
+  models(): string[] {
+    return [...this.feeds.keys()];
+  }
+}

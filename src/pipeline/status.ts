@@ -1,0 +1,64 @@
+/**
+ * Status as typed events: what the app emits on `app.on('status', listener)`, what logs, the
+ * CLI and a later HTTP API show as-is. Each is a plain JSON-able object with no secrets (broker
+ * URLs are redacted). A listener that throws is logged; it never stops the publisher.
+ */
+import type { ConnectorStatus } from '../connectors/contract';
+import type { Position } from '../events/change-event';
+
+/** An error as status carries it: code and message, no stack, no secrets. */
+export interface StatusError {
+  code: string;
+  message: string;
+}
+
+export type PublisherStatus =
+  /** The app started: every feed is reading. */
+  | { type: 'started'; feeds: string[] }
+  /** Counters of a feed, sent with each checkpoint saved and when the app stops. */
+  | {
+      type: 'published';
+      feed: string;
+      published: number;
+      deadLettered: number;
+      filtered: number;
+      inFlight: number;
+    }
+  /** A feed's committed position was saved to the checkpoint store. */
+  | { type: 'checkpoint'; feed: string; position: Position }
+  /** Saving a checkpoint (or the connector's commit) failed; it is retried. */
+  | { type: 'checkpoint-failed'; feed: string; during: 'save' | 'commit'; error: StatusError }
+  /** Backpressure: the feed's window is full (or it is retrying), the source is paused. */
+  | { type: 'paused'; feed: string; reason: 'window-full' | 'retrying'; inFlight: number }
+  /** The feed has room again; the source reads on. */
+  | { type: 'resumed'; feed: string }
+  /** A publish failed and will be retried, with every event after it, after `delayMs`. */
+  | { type: 'retrying'; feed: string; attempt: number; delayMs: number; events: number; error: StatusError }
+  /** An event that cannot be published went to the dead-letter topic (and counts as done). */
+  | {
+      type: 'dead-lettered';
+      feed: string;
+      eventId: string;
+      key: string;
+      position: Position | null;
+      topic: string;
+      error: StatusError;
+    }
+  /** A feed stopped for good (the connector reported an unrecoverable error). */
+  | { type: 'feed-failed'; feed: string; error: StatusError }
+  /** What a connector reported (connected, reconnecting, lagging, snapshot progress). */
+  | { type: 'connector'; datasource: string; status: ConnectorStatus }
+  /** Something the operator should know that is not an error (e.g. a feed that cannot resume). */
+  | { type: 'warning'; message: string; feed?: string; datasource?: string }
+  | { type: 'stopping' }
+  | { type: 'stopped' };
+
+export type PublisherStatusType = PublisherStatus['type'];
+
+export function statusError(err: unknown): StatusError {
+  const e = err as { code?: unknown; message?: unknown };
+  return {
+    code: typeof e?.code === 'string' ? e.code : 'ERROR',
+    message: typeof e?.message === 'string' ? e.message : String(err),
+  };
+}

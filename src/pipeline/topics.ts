@@ -1,0 +1,68 @@
+/**
+ * Topic templates: `{datasource}/{model}/{op}/{key}` and any mix of those placeholders with
+ * literal text (`/v1/subutest`, `cdc/{model}`, `{datasource}.{model}` ...).
+ *
+ * Placeholder values are escaped so that one value is always one topic level and never a
+ * wildcard: `%` → `%25`, `/` → `%2F`, `+` → `%2B`, `#` → `%23`, NUL → `%00` (percent-encoding,
+ * so `decodeURIComponent` gives the value back). A key `a/b` is published on `.../a%2Fb`.
+ * Brokers with stricter names (Kafka: `[A-Za-z0-9_-]` only) reject what their rule cannot carry
+ * with INVALID_TOPIC, and the publisher dead-letters that event.
+ */
+import { ErrorCode, EvpubError } from '../errors';
+import type { ChangeEvent } from '../events/change-event';
+
+export const DEFAULT_TOPIC = '{datasource}/{model}/{op}';
+
+const PLACEHOLDERS = ['datasource', 'model', 'op', 'key'] as const;
+type Placeholder = (typeof PLACEHOLDERS)[number];
+
+// eslint-disable-next-line no-control-regex -- NUL must be escaped
+const ESCAPED = /[%/+#\u0000]/g;
+
+/** Escapes one placeholder value so it stays one level and holds no wildcard. */
+export function escapeLevel(value: string): string {
+  return value.replace(ESCAPED, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'));
+}
+
+export type TopicRenderer = (event: Pick<ChangeEvent, Placeholder>) => string;
+
+/** Compiles a template once; an unknown or unclosed placeholder is a CONFIG_INVALID error. */
+export function compileTopic(template: string, settingPath = 'topic'): TopicRenderer {
+  if (typeof template !== 'string' || template.length === 0) {
+    throw new EvpubError(ErrorCode.CONFIG_INVALID, `${settingPath}: must be a non-empty topic template`);
+  }
+  const parts: (string | { name: Placeholder })[] = [];
+  const re = /\{([^{}]*)\}/g;
+  let last = 0;
+  for (let m = re.exec(template); m !== null; m = re.exec(template)) {
+    const name = m[1] as Placeholder;
+    if (!PLACEHOLDERS.includes(name)) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `${settingPath}: unknown placeholder {${m[1]}} in ${JSON.stringify(template)}; use ${PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`,
+      );
+    }
+    parts.push(template.slice(last, m.index), { name });
+    last = m.index + m[0].length;
+  }
+  const tail = template.slice(last);
+  if (/[{}]/.test(tail) || parts.some((p) => typeof p === 'string' && /[{}]/.test(p))) {
+    throw new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `${settingPath}: unbalanced braces in ${JSON.stringify(template)}`,
+    );
+  }
+  parts.push(tail);
+  const literal = parts.filter((p): p is string => typeof p === 'string').join('');
+  if (literal.includes('+') || literal.includes('#')) {
+    throw new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `${settingPath}: ${JSON.stringify(template)} contains a wildcard ("+" or "#"), which is not allowed in a published topic`,
+    );
+  }
+  return (event) => {
+    let out = '';
+    for (const p of parts) out += typeof p === 'string' ? p : escapeLevel(String(event[p.name]));
+    return out;
+  };
+}

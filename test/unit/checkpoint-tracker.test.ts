@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { CheckpointTracker } from '../../src/pipeline/checkpoint-tracker';
+import type { CheckpointStore } from '../../src/checkpoints/contract';
+import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
+import { deferred, waitFor } from '../helpers/wait';
+
+/** A store whose saves resolve when the test says so, recording each call. */
+function gatedStore() {
+  const saves: { position: string; done: ReturnType<typeof deferred> }[] = [];
+  const values = new Map<string, string>();
+  const store: CheckpointStore = {
+    name: 'gated',
+    load: async (f) => values.get(f),
+    save: async (f, p) => {
+      const done = deferred();
+      saves.push({ position: p, done });
+      await done.promise;
+      values.set(f, p);
+    },
+    delete: async (f) => void values.delete(f),
+    close: async () => undefined,
+  };
+  return { store, saves, values };
+}
+
+describe('CheckpointTracker', () => {
+  it('commits the highest contiguous acked position, whatever the ack order', async () => {
+    const store = new MemoryCheckpointStore();
+    const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store });
+    const seqs = ['10', '20', '30', '40'].map((p) => t.push(p));
+    t.ack(seqs[2]!);
+    t.ack(seqs[1]!);
+    expect(t.committed).toBeUndefined(); // event 0 still out
+    t.ack(seqs[0]!);
+    expect(t.committed).toBe('30');
+    t.ack(seqs[0]!); // a repeated ack changes nothing
+    expect(t.pending).toBe(1);
+    t.ack(seqs[3]!);
+    expect(t.committed).toBe('40');
+    await t.flush();
+    expect(await store.load('d/m')).toBe('40');
+  });
+
+  it('skips null positions but still advances past them', async () => {
+    const store = new MemoryCheckpointStore();
+    const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store });
+    const a = t.push('1');
+    const b = t.push(null);
+    const c = t.push('3');
+    t.ack(b);
+    t.ack(c);
+    t.ack(a);
+    expect(t.committed).toBe('3');
+  });
+
+  it('coalesces saves: one in flight, the latest wins, then commit() is called', async () => {
+    const { store, saves } = gatedStore();
+    const commits: string[] = [];
+    const t = new CheckpointTracker({
+      feedId: 'd/m',
+      model: 'm',
+      store,
+      commit: async (_m, p) => void commits.push(p),
+    });
+    for (let i = 1; i <= 5; i++) t.ack(t.push(String(i)));
+    expect(saves.map((s) => s.position)).toEqual(['1']);
+    saves[0]!.done.resolve();
+    await waitFor(() => saves.length === 2, 'the second save');
+    expect(saves[1]!.position).toBe('5'); // 2..4 were coalesced away
+    saves[1]!.done.resolve();
+    await waitFor(() => commits.length === 2, 'two commits');
+    expect(commits).toEqual(['1', '5']);
+    expect(t.savedPosition).toBe('5');
+  });
+
+  it('a failed save is reported and retried; flush saves the latest', async () => {
+    let fail = true;
+    const errors: string[] = [];
+    const store = new MemoryCheckpointStore();
+    const flaky: CheckpointStore = {
+      ...store,
+      name: 'flaky',
+      load: (f) => store.load(f),
+      delete: (f) => store.delete(f),
+      close: () => store.close(),
+      save: async (f, p) => {
+        if (fail) throw new Error('disk full');
+        await store.save(f, p);
+      },
+    };
+    const t = new CheckpointTracker({
+      feedId: 'd/m',
+      model: 'm',
+      store: flaky,
+      onError: (e) => errors.push(e.message),
+      retry: { initialDelay: 5, maxDelay: 10 },
+    });
+    t.ack(t.push('7'));
+    await waitFor(() => errors.length >= 2, 'retried saves');
+    fail = false;
+    await waitFor(async () => (await store.load('d/m')) === '7', 'the save to pass');
+    t.close();
+  });
+
+  it('resuming from a checkpoint counts it as saved', async () => {
+    const { store, saves } = gatedStore();
+    const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store }, '9');
+    expect(t.committed).toBe('9');
+    await t.flush();
+    expect(saves).toHaveLength(0);
+  });
+});
