@@ -218,22 +218,18 @@ export class MemoryConnector implements EventConnector {
 }
 
 /** The connector module, LoopBack style: `initialize(dataSource, cb?)` sets `dataSource.connector`. */
-export const memoryConnector: ConnectorModule = {
-  initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
-    const store = dataSource.settings.store ?? dataSource.name;
-    if (typeof store !== 'string' || store === '') {
-      const err = new EvpubError(
-        ErrorCode.CONFIG_INVALID,
-        `datasources.${dataSource.name}.store: must be a non-empty string`,
-      );
-      if (callback) return process.nextTick(() => callback(err));
-      throw err;
-    }
-    dataSource.connector = new MemoryConnector(dataSource.name, store);
-    if (callback) process.nextTick(() => callback(null));
-  },
-};
-
 export function initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
-  memoryConnector.initialize(dataSource, callback);
+  const store = dataSource.settings.store ?? dataSource.name;
+  if (typeof store !== 'string' || store === '') {
+    const err = new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `datasources.${dataSource.name}.store: must be a non-empty string`,
+    );
+    if (callback) return process.nextTick(() => callback(err));
+    throw err;
+  }
+  dataSource.connector = new MemoryConnector(dataSource.name, store);
+  if (callback) process.nextTick(() => callback(null));
 }
+
+export const memoryConnector: ConnectorModule = { initialize };
