@@ -16,6 +16,7 @@
  *   one goes down, `events.reconnect()` when the last is ready again (after its `onReady` barrier,
  *   e.g. a PING proving the resubscribe went through).
  */
+import type { Socket } from 'node:net';
 import type { Redis, RedisOptions } from 'ioredis';
 import type { AdapterEvents, ResolvedClientOptions } from '../adapter';
 import { ErrorCode, EvpubError, redact } from '../../errors';
@@ -34,6 +35,25 @@ const AUTH_ERROR = /^(WRONGPASS|NOAUTH|NOPERM)|invalid password|invalid username
 
 export function isAuthError(err: unknown): boolean {
   return err instanceof Error && AUTH_ERROR.test(err.message);
+}
+
+/**
+ * Closes a client at once, leaving no timer behind. ioredis's disconnect() ends the socket and
+ * arms a 2 s fallback timer that only the socket's next 'close' clears, so the socket is then
+ * destroyed; a client whose socket is already closed (waiting to reconnect) only has its pending
+ * reconnect cancelled, since disconnect() would arm that timer with nothing left to clear it.
+ */
+export function shut(client: Redis): void {
+  if (client.status === 'end') return;
+  const stream = client.stream as Socket | undefined;
+  const internals = client as unknown as { reconnectTimeout?: NodeJS.Timeout | null };
+  if (stream?.destroyed && internals.reconnectTimeout !== undefined) {
+    if (internals.reconnectTimeout) clearTimeout(internals.reconnectTimeout);
+    internals.reconnectTimeout = null;
+    return;
+  }
+  client.disconnect();
+  stream?.destroy();
 }
 
 interface Watched {
@@ -76,10 +96,11 @@ export class RedisConnections {
     };
   }
 
-  /** The connection `connect()` waits for; see the protocol above. */
-  first(role: string, open: OpenOptions = {}): Promise<Redis> {
+  /** The connection `connect()` waits for, from `startedAt` on; see the protocol above. */
+  first(role: string, open: OpenOptions = {}, startedAt = Date.now()): Promise<Redis> {
     const ms = this.options.connectTimeout;
-    const client = this.create(role, open, Date.now() + ms);
+    const deadline = startedAt + ms;
+    const client = this.create(role, open, deadline);
     return new Promise<Redis>((resolve, reject) => {
       let lastError: Error | undefined;
       const cleanup = (): void => {
@@ -91,7 +112,7 @@ export class RedisConnections {
       const fail = (err: EvpubError): void => {
         cleanup();
         this.forget(client);
-        client.disconnect();
+        shut(client);
         reject(err);
       };
       const connectFailed = (): EvpubError =>
@@ -121,7 +142,7 @@ export class RedisConnections {
         resolve(client);
       };
       const onEnd = (): void => fail(connectFailed());
-      const timer = setTimeout(() => fail(connectFailed()), ms);
+      const timer = setTimeout(() => fail(connectFailed()), Math.max(0, deadline - Date.now()));
       client.on('error', onError);
       client.once('ready', onReady);
       client.once('end', onEnd);
@@ -140,9 +161,9 @@ export class RedisConnections {
   async close(client: Redis, graceful: boolean): Promise<void> {
     this.forget(client);
     if (graceful && client.status === 'ready') {
-      await client.quit().catch(() => client.disconnect());
+      await client.quit().catch(() => shut(client));
     } else {
-      client.disconnect();
+      shut(client);
     }
   }
 

@@ -126,9 +126,10 @@ export class RedisAdapter implements BrokerAdapter {
   }
 
   async connect(): Promise<void> {
+    const startedAt = Date.now();
     const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
     this.connections = new RedisConnections(driver, this.options, this.events);
-    this.cmd = await this.connections.first('commands', { autoPipelining: true });
+    this.cmd = await this.connections.first('commands', { autoPipelining: true }, startedAt);
   }
 
   publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void> {
