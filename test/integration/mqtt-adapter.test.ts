@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createClient,
@@ -18,10 +19,12 @@ import { startMosquitto, type PrivateMosquitto } from '../helpers/mosquitto';
 import { freePort, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
-const VERSIONS = [
-  ['MQTT 5', {}],
+const run = promisify(execFile);
+
+const VERSIONS: [string, { mqtt: { protocolVersion: 4 | 5 } }][] = [
+  ['MQTT 5', { mqtt: { protocolVersion: 5 } }],
   ['MQTT 3.1.1', { mqtt: { protocolVersion: 4 } }],
-] as const;
+];
 
 describe('MQTT adapter', () => {
   let open: PrivateMosquitto;
@@ -170,13 +173,11 @@ describe('MQTT adapter', () => {
       createClient('mqtt://127.0.0.1:${port}', { connectTimeout: 500 }).connect().catch((e) => {
         process.stdout.write(e.code + ' ' + e.message);
       });`;
-    const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
-      execFile(
-        process.execPath,
-        ['--import', 'tsx', '-e', script],
-        { timeout: 15_000, killSignal: 'SIGKILL', cwd: join(__dirname, '../..') },
-        (err, out) => (err ? reject(err) : resolve({ stdout: out })),
-      );
+    // Killed (and failing) if it is still alive after 15 s.
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', '-e', script], {
+      timeout: 15_000,
+      killSignal: 'SIGKILL',
+      cwd: join(__dirname, '../..'),
     });
     expect(stdout).toContain(ErrorCode.CONNECT_FAILED);
     expect(stdout).toContain(`127.0.0.1:${port}`);
