@@ -22,6 +22,11 @@ export interface TestCouchServer {
   start(): Promise<void>;
   /** Stops it for good. */
   close(): Promise<void>;
+  /** SIGSTOP / SIGCONT the server: connections stay open but nothing is sent (a hung server). */
+  freeze(): void;
+  thaw(): void;
+  /** Writes documents with their given revisions (`new_edits: false`), as a restore does. */
+  restore(db: string, docs: Doc[]): Promise<void>;
   createDb(name: string): Promise<void>;
   deleteDb(name: string): Promise<void>;
   /** PUTs the document; returns its new rev. */
@@ -68,6 +73,11 @@ export async function startTestCouchServer(options: { auth?: { username: string;
     close: async () => {
       await server?.close('SIGKILL');
       server = undefined;
+    },
+    freeze: () => process.kill(server!.pid!, 'SIGSTOP'),
+    thaw: () => process.kill(server!.pid!, 'SIGCONT'),
+    restore: async (name, docs) => {
+      await call(`${db(name)}/_bulk_docs`, 'POST', { docs, new_edits: false });
     },
     createDb: async (name) => {
       await call(db(name), 'PUT');
