@@ -81,7 +81,7 @@ interface Feed {
 }
 
 /** Masks credentials in URLs that appear inside a message (driver errors often carry them). */
-function redactText(text: string): string {
+export function redactText(text: string): string {
   return text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi, (url) => redact(url));
 }
 

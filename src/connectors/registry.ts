@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, EvpubError, toError } from '../errors';
 import type { ConnectorModule, DataSourceLike, EventConnector } from './contract';
-import { LegacyDaoConnector, type LegacyDao } from './legacy-dao';
+import { LegacyDaoConnector, redactText, type LegacyDao } from './legacy-dao';
 
 export type ConnectorLoader = ConnectorModule | (() => Promise<ConnectorModule>);
 
@@ -80,7 +80,7 @@ export class ConnectorRegistry {
       if ((err as { code?: string }).code !== 'ERR_REQUIRE_ESM') {
         throw new EvpubError(
           ErrorCode.CONNECTOR_NOT_FOUND,
-          `${settingPath}: connector module "${found.id}" failed to load: ${toError(err).message}`,
+          `${settingPath}: connector module "${found.id}" failed to load: ${redactText(toError(err).message)}`,
           { cause: err, context: { setting: settingPath, module: found.id } },
         );
       }
@@ -197,7 +197,7 @@ function runInitialize(module: ConnectorModule, dataSource: DataSourceLike, name
       reject(
         new EvpubError(
           ErrorCode.SOURCE_FAILED,
-          `datasource "${dataSource.name}": connector "${name}" failed to initialize: ${toError(err).message}`,
+          `datasource "${dataSource.name}": connector "${name}" failed to initialize: ${redactText(toError(err).message)}`,
           { cause: err, retriable: true, context: { datasource: dataSource.name, connector: name } },
         ),
       );

@@ -229,18 +229,34 @@ describe('initializeConnector', () => {
 
   it('a callback error is SOURCE_FAILED naming the datasource', async () => {
     const err = await initializeConnector(
-      { initialize: (_d, cb) => setImmediate(() => cb?.(new Error('auth failed for http://u:hunter2@h'))) },
+      {
+        initialize: (_d, cb) => {
+          setImmediate(() => cb?.(new Error('auth failed for http://u:hunter2@h')));
+        },
+      },
       dataSource({}),
       [],
-    ).catch((e: unknown) => e as EvpubError);
+    ).then(
+      () => {
+        throw new Error('expected a rejection');
+      },
+      (e: unknown) => e as EvpubError,
+    );
     expect(err.code).toBe(ErrorCode.SOURCE_FAILED);
     expect(err.message).toContain('datasource "events": connector "testevents" failed to initialize');
+    expect(err.message).toContain('http://u:***@h');
+    expect(err.message).not.toContain('hunter2');
   });
 
   it('a callback never called is a SOURCE_FAILED timeout', async () => {
     const err = await initializeConnector({ initialize: (_d, _cb) => undefined }, dataSource({}), [], {
       timeoutMs: 50,
-    }).catch((e: unknown) => e as EvpubError);
+    }).then(
+      () => {
+        throw new Error('expected a rejection');
+      },
+      (e: unknown) => e as EvpubError,
+    );
     expect(err.code).toBe(ErrorCode.SOURCE_FAILED);
     expect(err.message).toContain('did not call back within 50 ms');
   });
@@ -255,7 +271,12 @@ describe('initializeConnector', () => {
       },
       dataSource({}),
       [],
-    ).catch((e: unknown) => e as EvpubError);
+    ).then(
+      () => {
+        throw new Error('expected a rejection');
+      },
+      (e: unknown) => e as EvpubError,
+    );
     expect(err.code).toBe(ErrorCode.CONNECTOR_NOT_FOUND);
     expect(err.message).toMatch(/^datasources\.events\.connector: "testevents" is not an event connector/);
   });
