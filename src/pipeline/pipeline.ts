@@ -221,8 +221,13 @@ export class Pipeline implements ChangeSink {
       return entry;
     }
     entry.payload = encoded.payload;
-    entry.options.contentType = encoded.contentType;
-    if (encoded.headers) entry.options.headers = encoded.headers;
+    // Only what the broker carries: others would drop it (and warn about it).
+    const features = spec.client.adapter.features;
+    if (features.headers) {
+      entry.options.contentType = encoded.contentType;
+      if (encoded.headers) entry.options.headers = encoded.headers;
+    }
+    if (!features.orderingKey) delete entry.options.key;
     return entry;
   }
 
@@ -242,11 +247,10 @@ export class Pipeline implements ChangeSink {
       feed.spec.maxEventBytes,
     );
     entry.topic = this.options.deadLetterTopic;
-    entry.options = {
-      key: event.key,
-      messageId: `${event.id}:dead-letter`,
-      contentType: 'application/json',
-    };
+    const features = feed.spec.client.adapter.features;
+    entry.options = { messageId: `${event.id}:dead-letter` };
+    if (features.orderingKey) entry.options.key = event.key;
+    if (features.headers) entry.options.contentType = 'application/json';
     entry.deadLetter = true;
     this.options.logger.warn(
       { feed: feed.spec.feedId, eventId: event.id, key: event.key, code, reason },
