@@ -11,7 +11,8 @@
  * - `open(role)` starts a connection that keeps trying (commands sent meanwhile wait in ioredis's
  *   offline queue). Once a connection has been ready it reconnects forever with back-off
  *   (`reconnect.initialDelay` doubling up to `reconnect.maxDelay`); in-flight commands are resent
- *   after the reconnect and pub/sub channels resubscribed (ioredis does both).
+ *   after the reconnect (unless `resendUnanswered: false`: then they never settle, and the
+ *   owner re-issues what it needs) and pub/sub channels resubscribed (ioredis does both).
  * - Watching: a ready connection that closes is down; `events.offline()` is called when the first
  *   one goes down, `events.reconnect()` when the last is ready again (after its `onReady` barrier,
  *   e.g. a PING proving the resubscribe went through).
@@ -29,6 +30,8 @@ export interface OpenOptions {
   onReady?: (client: Redis) => Promise<unknown>;
   /** ioredis auto-pipelining: commands of one tick go out in one write. */
   autoPipelining?: boolean;
+  /** Resend commands left unanswered by a lost connection (default true; false for readers). */
+  resendUnanswered?: boolean;
 }
 
 const AUTH_ERROR = /^(WRONGPASS|NOAUTH|NOPERM)|invalid password|invalid username-password/i;
@@ -185,6 +188,7 @@ export class RedisConnections {
     const client = new this.driver.Redis({
       ...this.base,
       enableAutoPipelining: open.autoPipelining ?? false,
+      autoResendUnfulfilledCommands: open.resendUnanswered ?? true,
       retryStrategy: (times: number) => {
         const delay = Math.min(initialDelay * 2 ** Math.min(times - 1, 30), maxDelay);
         if (!state.everReady && Date.now() + delay >= state.deadline) return null;

@@ -10,7 +10,7 @@
  * serves one group per call, so readers sharing a connection would wait for each other):
  * - plain: XREAD BLOCK 0 from the last id seen. The first id is the stream's last entry at
  *   subscribe time (what `$` means), fixed before subscribe resolves, so nothing published after
- *   subscribe resolved is missed, and after a reconnect the resent XREAD resumes where it was.
+ *   subscribe resolved is missed, and after a reconnect the XREAD sent anew resumes where it was.
  * - group: XREADGROUP GROUP <group> <consumer>. It first re-reads the consumer's own pending
  *   entries (id 0: delivered before, never acknowledged; `redelivered: true`), paging until none
  *   are left, then blocks on `>` (new entries). After every reconnect it re-reads pending first,
@@ -135,12 +135,17 @@ class AckBatch {
 }
 
 const STOPPED = Symbol('stopped');
+const ABANDONED = Symbol('abandoned');
 
 export class StreamReader {
   private stopped = false;
   private rereadPending = true;
   private pendingCursor = '0';
   private after: string;
+  /** Closes of the connection so far, and how many there had been when the current read was sent. */
+  private epoch = 0;
+  private readEpoch = 0;
+  private interrupt: (() => void) | undefined;
   private readonly acks: AckBatch | undefined;
   /** Resolves on `stop()`: a blocked read on a connection that is down may never settle. */
   private readonly halted: Promise<typeof STOPPED>;
@@ -155,10 +160,15 @@ export class StreamReader {
     this.after = spec.after ?? '0-0';
     const group = spec.group;
     this.acks = group && new AckBatch((ids) => hooks.ack(spec.key, group.name, ids));
-    // After a reconnect, entries of a reply lost with the connection are pending: read them again.
+    // The connection does not resend unanswered commands: a blocking read resent after a
+    // reconnect would block before the pending entries are read again. Instead the read that was
+    // in flight when the connection closed is abandoned on `ready`, and the loop reads anew,
+    // starting with the pending entries (a reply lost with the connection left them pending).
+    conn.on('close', () => this.epoch++);
     conn.on('ready', () => {
       this.rereadPending = true;
       this.pendingCursor = '0';
+      if (this.readEpoch < this.epoch) this.interrupt?.();
     });
     this.halted = new Promise((resolve) => (this.halt = () => resolve(STOPPED)));
     this.done = this.run();
@@ -198,8 +208,14 @@ export class StreamReader {
       try {
         // Acks still in flight would make their entries look pending.
         if (pendingPhase) await this.acks?.settled();
-        const reply = await Promise.race([this.read(), this.halted]);
+        this.readEpoch = this.epoch;
+        const abandoned = new Promise<typeof ABANDONED>(
+          (resolve) => (this.interrupt = () => resolve(ABANDONED)),
+        );
+        const reply = await Promise.race([this.read(), this.halted, abandoned]);
+        this.interrupt = undefined;
         if (reply === STOPPED) return;
+        if (reply === ABANDONED) continue;
         entries = decodeRead(reply);
         failures = 0;
       } catch (err) {

@@ -312,7 +312,7 @@ export class RedisAdapter implements BrokerAdapter {
     }
     if (this.readers.has(pattern)) return; // a concurrent subscribe to the same pattern won
     const { initialDelay, maxDelay } = this.options.reconnect;
-    const conn = connections.open(`reader ${key}`);
+    const conn = connections.open(`reader ${key}`, { resendUnanswered: false });
     const reader = new StreamReader(
       conn,
       {
