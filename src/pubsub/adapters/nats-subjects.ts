@@ -9,7 +9,7 @@
  * - `covers(wide, narrow)` says whether every subject matching `narrow` matches `wide`: JetStream
  *   refuses overlapping subjects, so the adapter must know which stream subject covers which.
  */
-import { fromDotted, patternToDotted } from '../topics';
+import { patternToDotted } from '../topics';
 
 /** The NATS subjects that together match exactly the topics `pattern` matches. */
 export function subjectsFor(pattern: string): string[] {
@@ -35,19 +35,22 @@ export function covers(wide: string, narrow: string): boolean {
   return w.length === n.length;
 }
 
-/** Subject → topic, with a small cache: a subscriber sees few distinct subjects, many times. */
-export class TopicCache {
+/** A translation with a small cache: a client sees few distinct topics, many times each. */
+export class NameCache {
   private readonly map = new Map<string, string>();
-  constructor(private readonly limit = 1024) {}
+  constructor(
+    private readonly translate: (name: string) => string,
+    private readonly limit = 1024,
+  ) {}
 
-  topic(subject: string): string {
-    let topic = this.map.get(subject);
-    if (topic === undefined) {
+  get(name: string): string {
+    let out = this.map.get(name);
+    if (out === undefined) {
       if (this.map.size >= this.limit) this.map.clear();
-      topic = fromDotted(subject);
-      this.map.set(subject, topic);
+      out = this.translate(name);
+      this.map.set(name, out);
     }
-    return topic;
+    return out;
   }
 }
 
