@@ -28,6 +28,13 @@ export interface Outgoing {
 /** amqplib calls a confirm callback with this message on basic.nack ('channel closed' otherwise). */
 const NACKED = 'message nacked';
 
+/**
+ * At most this many unconfirmed messages on the channel. amqplib keeps its confirm callbacks in
+ * an array it shifts from, which costs more the longer it is; a bounded window keeps that cheap
+ * and is still far more than a broker round trip needs.
+ */
+const MAX_INFLIGHT = 2_000;
+
 /** A FIFO with O(1) shift, and put-back at the front for re-publishing. */
 class Fifo<T> {
   private items: T[] = [];
@@ -78,8 +85,14 @@ export class PublishWindow {
 
   publish(out: Outgoing): void {
     const ch = this.channel;
-    if (ch !== undefined && !this.draining && this.backlog.length === 0) this.write(ch, out);
-    else this.backlog.push(out);
+    if (
+      ch !== undefined &&
+      !this.draining &&
+      this.backlog.length === 0 &&
+      this.inflight.size < MAX_INFLIGHT
+    ) {
+      this.write(ch, out);
+    } else this.backlog.push(out);
   }
 
   /** Starts writing on `channel`: first what was waiting (re-publishes included). */
@@ -94,15 +107,18 @@ export class PublishWindow {
     this.flush();
   }
 
-  /** The channel is gone: what it did not confirm will be re-published on the next one. */
-  detach(): void {
+  /** The channel is gone: what it did not confirm will be re-published on the next one.
+   * Returns how many that is. */
+  detach(): number {
     this.channel = undefined;
     this.draining = false;
-    if (this.inflight.size > 0) {
+    const unconfirmed = this.inflight.size;
+    if (unconfirmed > 0) {
       this.backlog.putBack([...this.inflight]);
       this.inflight.clear();
     }
     this.checkIdle();
+    return unconfirmed;
   }
 
   /** Resolves when nothing is pending, or when the channel is gone. */
@@ -122,7 +138,7 @@ export class PublishWindow {
 
   private flush(): void {
     const ch = this.channel;
-    while (ch !== undefined && this.channel === ch && !this.draining) {
+    while (ch !== undefined && this.channel === ch && !this.draining && this.inflight.size < MAX_INFLIGHT) {
       const out = this.backlog.shift();
       if (out === undefined) break;
       this.write(ch, out);
@@ -165,6 +181,7 @@ export class PublishWindow {
     } else {
       out.resolve();
     }
+    if (this.backlog.length > 0) this.flush();
     this.checkIdle();
   }
 

@@ -156,7 +156,7 @@ export class AmqpAdapter implements BrokerAdapter {
     this.handle = handle;
     handle.on('error', (err: Error) => this.log.debug({ err }, 'AMQP connection error'));
     handle.on('connect-failed', (err: Error) => {
-      if (this.connectedOnce) this.log.warn({ err: err.message }, 'AMQP reconnect attempt failed');
+      if (this.connectedOnce) this.log.debug({ err: err.message }, 'AMQP reconnect attempt failed');
     });
     handle.on('blocked', (reason: string) => this.log.warn({ reason }, 'AMQP broker blocked publishing'));
     handle.on('unblocked', () => this.log.info('AMQP broker unblocked publishing'));
@@ -242,8 +242,12 @@ export class AmqpAdapter implements BrokerAdapter {
     s.lost = true;
     if (this.session !== s) return;
     this.session = undefined;
-    this.window.detach();
+    const unconfirmed = this.window.detach();
     if (this.ending) return;
+    this.log.warn(
+      { unconfirmed },
+      'AMQP connection lost; unconfirmed publishes are re-published after the reconnect',
+    );
     this.events.offline();
     // A channel error leaves the connection open: close it so that recovery rebuilds it all.
     void Promise.resolve()
