@@ -34,7 +34,8 @@ export class AdapterRegistry {
   resolve(url: string): AdapterConstructor {
     let parsed: URL;
     try {
-      parsed = new URL(url);
+      // `kafka://h1:9092,h2:9092` lists bootstrap brokers; the URL is checked with the first.
+      parsed = new URL(String(url).replace(/^(kafka:\/\/(?:[^@/?#]*@)?[^,/?#]*),[^/?#]*/i, '$1'));
     } catch (err) {
       throw new EvpubError(
         ErrorCode.CONFIG_INVALID,

@@ -40,6 +40,7 @@ export interface SubscriptionDeps {
   joinTimeout: number;
   refreshMs: number;
   maxWaitMs: number;
+  sessionTimeout: number;
   backoff: { initialDelay: number; maxDelay: number };
   retry: KafkaJS.RetryOptions;
 }
@@ -148,6 +149,8 @@ export class KafkaSubscription {
       groupId: this.groupId,
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: this.deps.maxWaitMs,
+      sessionTimeout: this.deps.sessionTimeout,
+      heartbeatInterval: Math.min(3_000, Math.floor(this.deps.sessionTimeout / 10)),
       retry: this.deps.retry,
     });
     this.consumer = consumer;

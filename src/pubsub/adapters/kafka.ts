@@ -66,6 +66,9 @@ export interface KafkaSettings {
   wildcardRefreshMs?: number;
   /** Longest a fetch waits at the broker for data, ms (default 500). */
   maxWaitMs?: number;
+  /** Consumer group session timeout, ms (default 30000, as kafkajs). A member that vanished
+   * holds its partitions this long; heartbeats go every tenth of it (at most 3 s). */
+  sessionTimeout?: number;
   /** TLS: `true` or Node TLS options. */
   ssl?: boolean | Record<string, unknown>;
 }
@@ -79,6 +82,7 @@ const SETTING_KEYS = [
   'brokerAddressMap',
   'wildcardRefreshMs',
   'maxWaitMs',
+  'sessionTimeout',
   'ssl',
 ];
 
@@ -107,6 +111,7 @@ function readSettings(raw: unknown): KafkaSettings {
   int('maxMessageBytes', 1024);
   int('wildcardRefreshMs', 1);
   int('maxWaitMs', 1);
+  int('sessionTimeout', 1);
   if (s.replicationFactor === 0) throw configError('kafka.replicationFactor: must be -1 or at least 1');
   if (s.brokers !== undefined) {
     if (!Array.isArray(s.brokers) || !s.brokers.length || !s.brokers.every((b) => typeof b === 'string')) {
@@ -126,7 +131,7 @@ function readSettings(raw: unknown): KafkaSettings {
   if (s.ssl !== undefined && typeof s.ssl !== 'boolean' && (s.ssl === null || typeof s.ssl !== 'object')) {
     throw configError('kafka.ssl: must be true, false or TLS options');
   }
-  return s as KafkaSettings;
+  return s;
 }
 
 /** `host:port` (or `[v6]:port`, or `host` alone for 9092) → parts. */
@@ -283,14 +288,14 @@ export class KafkaAdapter implements BrokerAdapter {
     let connected = false;
     const end = socket.end.bind(socket) as (...args: unknown[]) => Socket;
     const destroy = socket.destroy.bind(socket);
-    socket.end = ((...args: unknown[]) => {
+    socket.end = (...args: unknown[]) => {
       local = true;
       return end(...args);
-    }) as Socket['end'];
-    socket.destroy = ((err?: Error) => {
+    };
+    socket.destroy = (err?: Error) => {
       local = true;
       return destroy(err);
-    }) as Socket['destroy'];
+    };
     socket.once('connect', () => (connected = true));
     socket.once('secureConnect', () => (connected = true));
     const lost = (): void => {
@@ -506,6 +511,7 @@ export class KafkaAdapter implements BrokerAdapter {
       joinTimeout: Math.max(this.options.connectTimeout, 60_000),
       refreshMs: this.settings.wildcardRefreshMs ?? 1_000,
       maxWaitMs: this.settings.maxWaitMs ?? 500,
+      sessionTimeout: this.settings.sessionTimeout ?? 30_000,
       backoff: this.options.reconnect,
       retry: this.retry,
     });
