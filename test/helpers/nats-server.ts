@@ -5,6 +5,7 @@
  * durable consumers survive the restart; `close()` stops it for good and removes its files.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,9 @@ import type { PrivateBroker } from '../conformance/pubsub.suite';
 import { freePort, isListening } from './services';
 import { waitFor } from './wait';
 
-export const NATS_SERVER = process.env.NATS_SERVER ?? 'nats-server';
+/** The server binary: $NATS_SERVER, else Debian's, else whatever `nats-server` is on the PATH. */
+export const NATS_SERVER =
+  process.env.NATS_SERVER ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
 
 export interface PrivateNatsOptions {
   /** Extra server arguments, e.g. `['--user', 'u', '--pass', 'p']`. */
@@ -27,12 +30,22 @@ export async function privateNatsServer(options: PrivateNatsOptions = {}): Promi
 
   const start = async (): Promise<void> => {
     if (proc) return;
+    output = '';
     const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(options.args ?? [])];
     const child = spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = child;
-    child.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));
-    child.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));
+    let ready = false;
+    const log = (d: Buffer): void => {
+      output = (output + d.toString()).slice(-4000);
+      ready ||= output.includes('Server is ready');
+    };
+    child.stdout?.on('data', log);
+    child.stderr?.on('data', log);
+    // Never outlive the test process, whatever happens to it.
+    const kill = (): void => void child.kill('SIGKILL');
+    process.once('exit', kill);
     child.once('exit', () => {
+      process.off('exit', kill);
       if (proc === child) proc = undefined;
     });
     await waitFor(async () => {
@@ -40,13 +53,12 @@ export async function privateNatsServer(options: PrivateNatsOptions = {}): Promi
       return isListening(port);
     }, `the private nats-server on port ${port}`);
     // JetStream is ready once the server says so in its log.
-    await waitFor(() => /Server is ready/.test(output), 'the private nats-server to be ready');
+    await waitFor(() => ready, 'the private nats-server to be ready');
   };
 
   const stop = async (): Promise<void> => {
     const child = proc;
     if (!child) return;
-    output = '';
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill('SIGTERM');
     await exited;
