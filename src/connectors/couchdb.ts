@@ -14,7 +14,7 @@
  * change is ours); changesReader emits batches and keeps its own `since`.
  */
 import { ErrorCode, EvpubError } from '../errors';
-import type { Logger } from '../logger';
+import { defaultLogger, type Logger } from '../logger';
 import type {
   ConnectorHealth,
   ConnectorModule,
@@ -41,7 +41,10 @@ export class CouchDbConnector implements EventConnector {
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.settings = parseCouchDbSettings(dataSource.settings);
-    this.logger = dataSource.logger.child({ component: 'couchdb', datasource: dataSource.name });
+    this.logger = (dataSource.logger ?? defaultLogger()).child({
+      component: 'couchdb',
+      datasource: dataSource.name,
+    });
   }
 
   async start(request: StartRequest): Promise<void> {
