@@ -34,7 +34,7 @@ export function startKafkaMock(timeoutMs = 15_000): Promise<KafkaCluster> {
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
     } catch (err) {
-      reject(err);
+      reject(err instanceof Error ? err : new Error(String(err)));
       return;
     }
     let stderr = '';
