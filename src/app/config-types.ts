@@ -42,7 +42,7 @@ export interface ModelConfig {
   exclude?: string[];
   /** Only these operations are published (default: all). */
   ops?: Operation[];
-  /** Where to start when there is no checkpoint: `beginning` or `now` (default: the connector's). */
+  /** Where to start when there is no checkpoint: `beginning` or `now` (default `now`, the seed's behaviour). */
   from?: 'beginning' | 'now';
   /** Ignore any checkpoint and start from `from` (default false). */
   resetCheckpoint?: boolean;
@@ -51,7 +51,10 @@ export interface ModelConfig {
 }
 
 export interface PublisherConfig {
-  /** Events published but not yet confirmed, per feed, before the source is paused (default 1000). */
+  /**
+   * Events of one feed between read and commit (unconfirmed, or confirmed behind an unconfirmed
+   * one) before the source is paused (default 1000).
+   */
   maxInFlight?: number;
   /** Where malformed or oversized events go, with their reason (default `evpub/dead-letter`). */
   deadLetterTopic?: string;
