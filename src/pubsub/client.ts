@@ -44,6 +44,13 @@ export type Callback<T = void> = (err: Error | null, result?: T) => void;
 
 export type Payload = Buffer | Uint8Array | string;
 
+interface PendingPublish {
+  deadline: number;
+  settled: boolean;
+  topic: string;
+  reject: (err: Error) => void;
+}
+
 const DEFAULTS = { connectTimeout: 10_000, publishTimeout: 30_000, initialDelay: 100, maxDelay: 5_000 };
 
 /** Settles `promise` into `cb` when one is given; returns the promise either way. */
@@ -123,6 +130,12 @@ export class Client extends EventEmitter<ClientEventMap> {
   /** Resolves when the connection is back; exists only while offline. */
   private online: { promise: Promise<void>; resolve: () => void } | undefined;
   private readonly subscriptions = new Map<string, SubscribeOptions>();
+  /** Publishes not yet settled, oldest first (see `bounded`). */
+  private pending: PendingPublish[] = [];
+  private pendingHead = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  /** How often the sweep runs: a tenth of the timeout, between 10 ms and 1 s. */
+  private readonly sweepEvery: number;
 
   constructor(options: ClientOptions, Adapter: AdapterConstructor) {
     super({ captureRejections: false });
@@ -131,6 +144,7 @@ export class Client extends EventEmitter<ClientEventMap> {
     }
     this.options = resolveOptions(options, Adapter);
     this.logger = this.options.logger;
+    this.sweepEvery = Math.max(10, Math.min(1000, this.options.publishTimeout / 10));
     this.adapter = new Adapter(this.options, this.adapterEvents());
   }
 
@@ -260,31 +274,70 @@ export class Client extends EventEmitter<ClientEventMap> {
     }
   }
 
-  /** Bounds `work` by publishTimeout. A late broker confirmation after the timeout is ignored. */
+  /**
+   * Bounds `work` by publishTimeout. A late broker confirmation after the timeout is ignored.
+   * All publishes share one timeout, so deadlines expire in publish order: one sweep timer
+   * walks a FIFO of pending publishes instead of a timer per publish on the hot path.
+   */
   private bounded(work: Promise<void>, topic: string): Promise<void> {
-    const ms = this.options.publishTimeout;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(
-          new EvpubError(
-            ErrorCode.PUBLISH_TIMEOUT,
-            `publish to ${JSON.stringify(topic)} was not confirmed by the broker within ${ms} ms` +
-              (this._state === 'offline' ? ' (the broker is unreachable)' : ''),
-            { retriable: true, context: { topic } },
-          ),
-        );
-      }, ms);
+      const entry: PendingPublish = {
+        deadline: Date.now() + this.options.publishTimeout,
+        settled: false,
+        topic,
+        reject,
+      };
+      this.pending.push(entry);
+      this.sweeper ??= setInterval(() => this.sweep(), this.sweepEvery).unref();
       work.then(
         () => {
-          clearTimeout(timer);
+          if (entry.settled) return;
+          entry.settled = true;
           resolve();
         },
         (err: unknown) => {
-          clearTimeout(timer);
+          if (entry.settled) return;
+          entry.settled = true;
           reject(toError(err));
         },
       );
     });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const queue = this.pending;
+    let head = this.pendingHead;
+    while (head < queue.length) {
+      const entry = queue[head]!;
+      if (!entry.settled) {
+        if (entry.deadline > now) break;
+        entry.settled = true;
+        entry.reject(this.timeoutError(entry.topic));
+      }
+      head++;
+    }
+    if (head === queue.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    } else if (head > 4096 && head * 2 > queue.length) {
+      this.pending = queue.slice(head);
+      this.pendingHead = 0;
+    } else {
+      this.pendingHead = head;
+    }
+  }
+
+  private timeoutError(topic: string): EvpubError {
+    const ms = this.options.publishTimeout;
+    return new EvpubError(
+      ErrorCode.PUBLISH_TIMEOUT,
+      `publish to ${JSON.stringify(topic)} was not confirmed by the broker within ${ms} ms` +
+        (this._state === 'offline' ? ' (the broker is unreachable)' : ''),
+      { retriable: true, context: { topic } },
+    );
   }
 
   subscribe(patterns: string | string[], cb?: Callback): Promise<void>;
