@@ -182,3 +182,68 @@ describe('NATS adapter: JetStream', () => {
 function jsClientStream(c: Client): string {
   return (c.options.nats as { stream: string }).stream;
 }
+
+describe('NATS adapter: publishing through a broker restart', () => {
+  it('core: no publish fails or hangs, and the subscriber gets what follows the reconnect', async () => {
+    const broker = await privateNatsServer();
+    try {
+      const topic = `${root()}/flow`;
+      const sub = client({}, broker.url);
+      const got = collector(sub);
+      await sub.subscribe(topic);
+      const pub = client({}, broker.url);
+      await pub.connect();
+      const back = new Promise<void>((r) => sub.once('reconnect', () => r()));
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < 600; i++) {
+        sends.push(pub.publish(topic, `m${i}`));
+        if (i === 200) await broker.stop();
+        if (i === 300) await broker.start();
+        if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(sends);
+      await back;
+      await pub.publish(topic, 'after');
+      await waitFor(() => got.some((m) => m.payload.toString() === 'after'), 'the message after');
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('JetStream: every confirmed publish arrives, once', async () => {
+    const broker = await privateNatsServer();
+    try {
+      const topic = `${root()}/flow`;
+      const options = { nats: { jetstream: true }, publishTimeout: 30_000 };
+      const sub = client(options, broker.url);
+      const got = collector(sub);
+      await sub.subscribe(topic, { durable: uniqueName('g') });
+      const pub = client(options, broker.url);
+      await pub.connect();
+      const n = 600;
+      const confirmed = new Set<string>();
+      const failed: unknown[] = [];
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < n; i++) {
+        const body = `m${i}`;
+        sends.push(
+          pub.publish(topic, body, { messageId: body }).then(
+            () => void confirmed.add(body),
+            (err: unknown) => void failed.push(err),
+          ),
+        );
+        if (i === 200) await broker.stop();
+        if (i === 300) await broker.start();
+        if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(sends);
+      expect(failed).toEqual([]);
+      await waitFor(() => got.length >= confirmed.size, `${confirmed.size} messages (have ${got.length})`);
+      const bodies = got.map((m) => m.payload.toString());
+      expect(new Set(bodies).size).toBe(bodies.length);
+      expect(bodies.filter((b) => confirmed.has(b)).length).toBe(confirmed.size);
+    } finally {
+      await broker.close();
+    }
+  });
+});
