@@ -209,7 +209,10 @@ function schemaValidator(): ReturnType<Ajv['compile']> {
 // Semantic checks
 
 function safeUrl(url: string): string {
-  return redact(url).replace(/([?&](?:password|secret|token|api[-_]?key|key)=)[^&#]*/gi, '$1***');
+  return (url.includes('@') ? redact(url) : url).replace(
+    /([?&](?:password|secret|token|api[-_]?key|key)=)[^&#]*/gi,
+    '$1***',
+  );
 }
 
 function checkUrl(

@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+/**
+ * `evpub`: the command line. One file per subcommand, each exporting `registerX(program)`;
+ * this file only lists them. Errors: an EvpubError prints its message (no stack) to stderr and
+ * the process exits 1; anything else prints its stack (it is a bug).
+ */
+import { createRequire } from 'node:module';
+import { Command } from 'commander';
+import { reportError } from './errors';
+import { registerInit } from './init';
+import { registerPub } from './pub';
+import { registerStart } from './start';
+import { registerSub } from './sub';
+
+const { version } = createRequire(__filename)('../../package.json') as { version: string };
+
+const program = new Command('evpub')
+  .description('evpub: capture changes from databases and apps, publish them to any broker')
+  .version(version)
+  .showHelpAfterError();
+
+registerStart(program);
+registerInit(program);
+registerPub(program);
+registerSub(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  reportError(err);
+  // Exit now: a half-started command may hold sockets open (stderr is synchronous here).
+  process.exit(1);
+});
