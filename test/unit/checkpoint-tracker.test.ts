@@ -6,13 +6,13 @@ import { deferred, waitFor } from '../helpers/wait';
 
 /** A store whose saves resolve when the test says so, recording each call. */
 function gatedStore() {
-  const saves: { position: string; done: ReturnType<typeof deferred> }[] = [];
+  const saves: { position: string; done: ReturnType<typeof deferred<void>> }[] = [];
   const values = new Map<string, string>();
   const store: CheckpointStore = {
     name: 'gated',
     load: async (f) => values.get(f),
     save: async (f, p) => {
-      const done = deferred();
+      const done = deferred<void>();
       saves.push({ position: p, done });
       await done.promise;
       values.set(f, p);
@@ -64,10 +64,10 @@ describe('CheckpointTracker', () => {
     });
     for (let i = 1; i <= 5; i++) t.ack(t.push(String(i)));
     expect(saves.map((s) => s.position)).toEqual(['1']);
-    saves[0]!.done.resolve();
+    saves[0]!.done.resolve(undefined);
     await waitFor(() => saves.length === 2, 'the second save');
     expect(saves[1]!.position).toBe('5'); // 2..4 were coalesced away
-    saves[1]!.done.resolve();
+    saves[1]!.done.resolve(undefined);
     await waitFor(() => commits.length === 2, 'two commits');
     expect(commits).toEqual(['1', '5']);
     expect(t.savedPosition).toBe('5');

@@ -59,7 +59,7 @@ describe('CloudEvents structured envelope', () => {
     >;
     const ce = new CloudEvent(body, true);
     expect(ce.source).toBe('/evpub/my%20ds/a%2Fb');
-    expect((ce.data as { before: unknown }).before).toBeNull();
+    expect((ce.data as unknown as { before: unknown }).before).toBeNull();
   });
 
   it('a value JSON cannot carry is an encode error', () => {
@@ -86,7 +86,7 @@ describe('CloudEvents binary envelope', () => {
     expect(parsed.id).toBe(event.id);
     expect(parsed.subject).toBe(event.key);
     expect(parsed.source).toBe('/evpub/dsCloudAntIn/accounts');
-    expect((parsed.data as { after: unknown }).after).toEqual(event.after);
+    expect((parsed.data as unknown as { after: unknown }).after).toEqual(event.after);
   });
 
   it('percent-encodes header values outside printable ASCII', () => {
