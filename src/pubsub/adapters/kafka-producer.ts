@@ -6,7 +6,12 @@
  * record) per group of messages under the broker's batch limit, in call order. Each publish
  * resolves when the produce request that carried it was acknowledged. Handing over is chained
  * (the next tick's batch goes to kafkajs only after this one did), acknowledgements are not:
- * many batches are in flight at once.
+ * many batches are in flight at once. When one tick's messages exceed the batch limit they go
+ * as several sends, each after the previous one was acknowledged, so that a retry inside
+ * kafkajs cannot put a later group before an earlier one.
+ *
+ * Measured on librdkafka's mock (20,000 × 300 B, acks=-1): one send per message ~3,000 msg/s;
+ * batched per tick ~11,000 msg/s all issued at once, ~20,000 msg/s with 1,000 in flight.
  */
 import type * as KafkaJS from 'kafkajs';
 import { ErrorCode, EvpubError } from '../../errors';
