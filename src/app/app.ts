@@ -167,7 +167,7 @@ export class App extends EventEmitter<AppEventMap> {
   }
 
   /** The configuration the app runs, as validation will see it (not yet validated). */
-  describe(): EvpubConfig {
+  toConfig(): EvpubConfig {
     const base = this.options.config ?? {};
     const brokers: Record<string, BrokerConfig> = { ...base.brokers };
     for (const [name, b] of Object.entries(this.options.brokers ?? {})) {
@@ -218,7 +218,7 @@ export class App extends EventEmitter<AppEventMap> {
 
   private async doStart(): Promise<void> {
     const cwd = this.options.cwd ?? process.cwd();
-    const config = validateConfig(this.describe(), {
+    const config = validateConfig(this.toConfig(), {
       cwd,
       connectors: this.registry,
       adapters: this.adapters,

@@ -5,7 +5,9 @@
 import { HTTP, type CloudEvent } from 'cloudevents';
 import { afterEach, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
+import type { ModelOptions } from '../../src/app/datasource';
 import { FileCheckpointStore } from '../../src/checkpoints/file';
+import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
 import { memoryStore } from '../../src/connectors/memory';
 import { isEvpubError } from '../../src/errors';
 import { uniqueName } from '../helpers/services';
@@ -210,6 +212,61 @@ describe('publisher: memory connector → memory broker', () => {
     expect((sub.got[1]!.json.data as { before: unknown }).before).toEqual({ name: 'b' });
     await app.stop();
     expect(app.status().state).toBe('idle');
+  });
+});
+
+describe('publisher: start positions and binary envelope', () => {
+  it('from: now (the default) skips the past; beginning reads it; resetCheckpoint forgets the checkpoint', async () => {
+    const broker = `memory://${uniqueName('b')}`;
+    const sub = await subscriber(broker);
+    cleanups.push(() => sub.client.end());
+    const storeName = uniqueName('s');
+    const store = memoryStore(storeName);
+    const checkpoints = new MemoryCheckpointStore();
+    const run = async (model: Partial<ModelOptions>): Promise<void> => {
+      const app = evpub({ logger: quietLogger(), brokers: { default: broker }, checkpoints });
+      cleanups.push(() => app.stop());
+      app.dataSource('local', { connector: 'memory', store: storeName });
+      app.model('m', { dataSource: 'local', topic: '{key}', ...model });
+      await app.start();
+      store.write('local', 'm', 'create', `live${store.head}`, {});
+      await waitFor(
+        () => checkpoints.load('local/m').then((p) => p === String(store.head)),
+        'the checkpoint',
+      );
+      await app.stop();
+    };
+    store.write('local', 'm', 'create', 'old', {});
+    await run({});
+    expect(sub.got.map((m) => m.topic)).toEqual(['live1']); // 'now': the old record is not published
+    sub.got.length = 0;
+    await run({ from: 'beginning' }); // a checkpoint exists: resume after it, `from` does not apply
+    expect(sub.got.map((m) => m.topic)).toEqual(['live2']);
+    sub.got.length = 0;
+    await run({ from: 'beginning', resetCheckpoint: true });
+    expect(sub.got.map((m) => m.topic)).toEqual(['old', 'live1', 'live2', 'live3']);
+  });
+
+  it('cloudevents-binary carries the attributes as ce-* headers on a broker with headers', async () => {
+    const broker = `memory://${uniqueName('b')}`;
+    const sub = await subscriber(broker);
+    cleanups.push(() => sub.client.end());
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: broker },
+      checkpoints: { store: 'memory' },
+    });
+    cleanups.push(() => app.stop());
+    const ds = app.dataSource('local', { connector: 'memory', store: uniqueName('s') });
+    app.model('m', { dataSource: ds, envelope: 'cloudevents-binary' });
+    await app.start();
+    const event = ds.connector!.create('m', 'k1', { a: 1 });
+    await waitFor(() => sub.got.length === 1, 'the message');
+    const msg = sub.got[0]!;
+    expect(msg.headers).toMatchObject({ 'ce-id': event.id, 'ce-type': 'evpub.m.create', 'ce-subject': 'k1' });
+    const ce = HTTP.toEvent({ headers: msg.headers!, body: msg.text }) as CloudEvent;
+    expect(ce.validate()).toBe(true);
+    expect(ce.data).toMatchObject({ op: 'create', after: { a: 1 } });
   });
 });
 

@@ -131,4 +131,58 @@ describe('publisher → Redis', () => {
     for (const k of keys) expect(perKey.get(k)).toEqual(Array.from({ length: 21 }, (_, n) => n));
     expect(log.events).toContainEqual({ type: 'resumed', feed: 'db/accounts' });
   });
+
+  it('stop with the broker down gives up after stopTimeout; the unconfirmed events are published after a restart', async () => {
+    const server = await startRedisServer();
+    cleanups.push(() => server.close());
+    const streams = { redis: { mode: 'streams' } };
+    const topic = `${uniqueName('evpub')}/m`;
+    const storeName = uniqueName('s');
+    const store = memoryStore(storeName);
+    const checkpoints = new MemoryCheckpointStore();
+    const make = () => {
+      const app = evpub({
+        logger: quietLogger(),
+        brokers: {
+          default: {
+            url: server.url,
+            options: { ...streams, publishTimeout: 300, reconnect: { initialDelay: 50, maxDelay: 200 } },
+          },
+        },
+        checkpoints,
+        stopTimeout: 500,
+        retry: { initialDelay: 50, maxDelay: 200 },
+      });
+      cleanups.push(() => app.stop());
+      const ds = app.dataSource('db', { connector: 'memory', store: storeName });
+      app.model('m', { dataSource: ds, topic, from: 'beginning' });
+      return app;
+    };
+    const first = make();
+    await first.start();
+    store.write('db', 'm', 'create', 'a', { n: 1 });
+    await waitFor(async () => (await checkpoints.load('db/m')) === '1', 'the first checkpoint');
+    await server.stop();
+    store.write('db', 'm', 'create', 'b', { n: 2 });
+    store.write('db', 'm', 'create', 'c', { n: 3 });
+    await first.stop(); // gives up on b and c after stopTimeout
+    expect(await checkpoints.load('db/m')).toBe('1');
+
+    await server.start();
+    const sub = await subscriber(server.url, topic, streams);
+    cleanups.push(() => sub.client.end());
+    await sub.client.unsubscribe(topic);
+    await sub.client.subscribe(topic, { durable: uniqueName('g'), from: 'earliest' });
+    const second = make();
+    await second.start();
+    await waitFor(
+      async () => (await checkpoints.load('db/m')) === '3',
+      'b and c committed after the restart',
+    );
+    await waitFor(
+      () => ['a', 'b', 'c'].every((k) => sub.got.some((m) => (m.json.data as { key: string }).key === k)),
+      'a, b and c',
+    );
+    await second.stop();
+  });
 });
