@@ -28,8 +28,6 @@ export type { Redis };
 export interface OpenOptions {
   /** Called on every `ready`; the connection counts as up when it settles. */
   onReady?: (client: Redis) => Promise<unknown>;
-  /** ioredis auto-pipelining: commands of one tick go out in one write. */
-  autoPipelining?: boolean;
   /** Resend commands left unanswered by a lost connection (default true; false for readers). */
   resendUnanswered?: boolean;
 }
@@ -187,7 +185,6 @@ export class RedisConnections {
     const { initialDelay, maxDelay } = this.options.reconnect;
     const client = new this.driver.Redis({
       ...this.base,
-      enableAutoPipelining: open.autoPipelining ?? false,
       autoResendUnfulfilledCommands: open.resendUnanswered ?? true,
       retryStrategy: (times: number) => {
         const delay = Math.min(initialDelay * 2 ** Math.min(times - 1, 30), maxDelay);

@@ -12,8 +12,9 @@
  *   group `name` (XREADGROUP), and `meta.ack()` is XACK. A stream is a key, so a pattern would
  *   need a key SCAN: wildcards are refused with INVALID_TOPIC.
  *
- * Connections: one for commands (auto-pipelined), one for the pub/sub subscriber, one per stream
- * reader; see `redis-connections.ts` for connecting, back-off and offline/reconnect reporting.
+ * Connections: one for commands (publishes pipeline on it: each awaits only its own reply), one
+ * for the pub/sub subscriber, one per stream reader; see `redis-connections.ts` for connecting,
+ * back-off and offline/reconnect reporting.
  * In neither mode are `qos` or `retain` meaningful; they are ignored.
  */
 import { randomUUID } from 'node:crypto';
@@ -129,7 +130,7 @@ export class RedisAdapter implements BrokerAdapter {
     const startedAt = Date.now();
     const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
     this.connections = new RedisConnections(driver, this.options, this.events);
-    this.cmd = await this.connections.first('commands', { autoPipelining: true }, startedAt);
+    this.cmd = await this.connections.first('commands', {}, startedAt);
   }
 
   publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void> {
@@ -241,10 +242,14 @@ export class RedisAdapter implements BrokerAdapter {
 
   private async subscribePubSub(pattern: string): Promise<void> {
     const sub = await this.subscriberConnection();
+    // Recorded before the broker answers, so that concurrent subscribes send one command.
     if (!hasWildcards(pattern)) {
       if (this.exact.has(pattern)) return;
-      await sub.subscribe(pattern);
       this.exact.add(pattern);
+      await sub.subscribe(pattern).catch((err: unknown) => {
+        this.exact.delete(pattern);
+        throw err;
+      });
       return;
     }
     const glob = patternToGlob(pattern);
@@ -253,8 +258,11 @@ export class RedisAdapter implements BrokerAdapter {
       serves.add(pattern);
       return;
     }
-    await sub.psubscribe(glob);
     this.globs.set(glob, new Set([pattern]));
+    await sub.psubscribe(glob).catch((err: unknown) => {
+      this.globs.delete(glob);
+      throw err;
+    });
   }
 
   private onMessage(channel: Buffer, message: Buffer | undefined): void {
