@@ -164,6 +164,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
       clearTimeout(timer);
     }
     this.connection = nc;
+    this.downSince = undefined; // the handler is asked during the first dial too
     this.readMaxPayload();
     try {
       if (jsmod) await this.startJetStream(jsmod, nc);
