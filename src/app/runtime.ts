@@ -208,10 +208,7 @@ export class Runtime {
         model,
         store,
         commit: connector.commit ? (m, p) => connector.commit!(m, p) : undefined,
-        onSaved: (position) => {
-          this.deps.emit({ type: 'checkpoint', feed: feedId, position });
-          this.emitCounts(datasource, model);
-        },
+        onSaved: (position) => this.deps.emit({ type: 'checkpoint', feed: feedId, position }),
         onError: (err, during) => {
           this.logger.warn({ err, feed: feedId, during }, 'checkpoint failed; retrying');
           this.deps.emit({ type: 'checkpoint-failed', feed: feedId, during, error: statusError(err) });
@@ -252,20 +249,6 @@ export class Runtime {
       maxEventBytes: limit,
       tracker: feed.tracker,
     };
-  }
-
-  private emitCounts(datasource: string, model: string): void {
-    const run = this.runs.find((r) => r.name === datasource);
-    const snap = run?.pipeline.snapshot(model);
-    if (!snap) return;
-    this.deps.emit({
-      type: 'published',
-      feed: `${datasource}/${model}`,
-      published: snap.published,
-      deadLettered: snap.deadLettered,
-      filtered: snap.filtered,
-      inFlight: snap.inFlight,
-    });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -309,8 +292,8 @@ export class Runtime {
           });
         }
         feed.tracker.close();
-        this.emitCounts(run.name, feed.model);
       }
+      run.pipeline.emitAllCounts();
       const handle = this.deps.dataSources.get(run.name);
       if (handle) handle.connector = undefined;
     }

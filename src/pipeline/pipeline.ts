@@ -90,7 +90,11 @@ interface Feed {
   paused: boolean;
   failed: Error | undefined;
   stats: { received: number; published: number; deadLettered: number; filtered: number; retries: number };
+  /** When the last `published` status was emitted (they are at most one a second per feed). */
+  countsAt: number;
 }
+
+const COUNTS_INTERVAL_MS = 1000;
 
 /** Codes that mean "this event can never be published as it is". */
 const DEAD_LETTER_CODES = new Set<string>([ErrorCode.INVALID_TOPIC, ErrorCode.PAYLOAD_TOO_LARGE]);
@@ -131,6 +135,7 @@ export class Pipeline implements ChangeSink {
         paused: false,
         failed: undefined,
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
+        countsAt: Date.now(),
       });
     }
   }
@@ -286,6 +291,7 @@ export class Pipeline implements ChangeSink {
       else feed.stats.published++;
       feed.spec.tracker.ack(entry.seq);
       this.popAcked(feed);
+      if (Date.now() - feed.countsAt >= COUNTS_INTERVAL_MS) this.emitCounts(feed);
     }
     if (feed.mode === 'recovering' && generation === feed.generation) {
       feed.recovering.delete(entry);
@@ -418,6 +424,25 @@ export class Pipeline implements ChangeSink {
     if (this.idleWaiters.length > 0 && this.isIdle()) {
       for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
+  }
+
+  private emitCounts(feed: Feed): void {
+    feed.countsAt = Date.now();
+    const { published, deadLettered, filtered } = feed.stats;
+    const inFlight = feed.queue.length - feed.head;
+    this.options.emit({
+      type: 'published',
+      feed: feed.spec.feedId,
+      published,
+      deadLettered,
+      filtered,
+      inFlight,
+    });
+  }
+
+  /** Emits the `published` counters of every feed now (at stop). */
+  emitAllCounts(): void {
+    for (const feed of this.feeds.values()) this.emitCounts(feed);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ export interface StatusError {
 export type PublisherStatus =
   /** The app started: every feed is reading. */
   | { type: 'started'; feeds: string[] }
-  /** Counters of a feed, sent with each checkpoint saved and when the app stops. */
+  /** Counters of a feed: at most once a second while events are confirmed, and at stop. */
   | {
       type: 'published';
       feed: string;
