@@ -237,6 +237,7 @@ export class App extends EventEmitter<AppEventMap> {
     this.runtime = runtime;
     await runtime.start();
     this.startedAt = new Date().toISOString();
+    this._state = 'running'; // before 'started', so listeners see it
     this.emitStatus({ type: 'started', feeds: runtime.feedIds() });
     this.logger.info({ feeds: runtime.feedIds() }, 'evpub started');
   }
