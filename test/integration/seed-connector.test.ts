@@ -17,7 +17,10 @@ import {
   initializeConnector,
   type ConnectorRegistry,
 } from '../../src/connectors/registry';
+import { evpub } from '../../src/app/app';
+import { loadConfigFrom } from '../../src/app/config';
 import { ErrorCode, EvpubError } from '../../src/errors';
+import { createClient } from '../../src/pubsub/registry';
 import type { ChangeEvent } from '../../src/events/change-event';
 import { createLogger } from '../../src/logger';
 import { requireService, uniqueName } from '../helpers/services';
@@ -279,5 +282,43 @@ describe('initializeConnector', () => {
     );
     expect(err.code).toBe(ErrorCode.CONNECTOR_NOT_FOUND);
     expect(err.message).toMatch(/^datasources\.events\.connector: "testevents" is not an event connector/);
+  });
+});
+
+describe("the seed's app, in LoopBack's layout, end to end", () => {
+  it('publishes a document pushed to the source to MQTT with the legacy envelope', async () => {
+    const mqttUrl = await requireService('mosquitto');
+    const prefix = `${uniqueName('seed')}:`;
+    const topic = `/v1/${uniqueName('subutest')}`;
+    const loaded = loadConfigFrom({
+      dir: SEED_APP,
+      env: { REDIS_URL: redisUrl, MQTT_URL: mqttUrl, TESTEVENTS_PREFIX: prefix, SEED_TOPIC: topic },
+    });
+    expect(loaded.layout).toBe('loopback');
+    expect(loaded.dir).toBe(path.join(SEED_APP, 'server'));
+
+    const subscriber = createClient(mqttUrl);
+    const received: string[] = [];
+    subscriber.on('message', (t: string, payload: Buffer) => {
+      if (t === topic) received.push(payload.toString());
+    });
+    await subscriber.subscribe(topic);
+    const app = evpub({ config: loaded.config, cwd: loaded.dir, logger });
+    try {
+      await app.start();
+      const doc = {
+        _id: '26dd638e',
+        _rev: '1-08fb96a0',
+        name: 'James Bond',
+        type: 'Demo',
+        region: 'Bangalore',
+      };
+      await redis.rpush(`${prefix}accounts`, JSON.stringify(doc));
+      await waitFor(() => received.length === 1, 'the message on MQTT');
+      expect(received[0]).toBe(JSON.stringify({ model: 'accounts', message: doc }));
+    } finally {
+      await app.stop();
+      await subscriber.end();
+    }
   });
 });
