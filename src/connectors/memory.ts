@@ -189,7 +189,12 @@ export class MemoryConnector implements EventConnector {
       const after = this.after.get(entry.event.model);
       if (after === undefined || entry.position <= after) continue;
       this.pushed.set(entry.event.model, entry.event.position);
-      if (!sink.push(entry.event)) await Promise.race([sink.drain(), stopSignal]);
+      // The store may be shared by datasources of other names: events carry the reader's.
+      const event =
+        entry.event.datasource === this.datasource
+          ? entry.event
+          : { ...entry.event, datasource: this.datasource };
+      if (!sink.push(event)) await Promise.race([sink.drain(), stopSignal]);
     }
   }
 
