@@ -156,7 +156,7 @@ export class StreamKeeper {
     }
   }
 
-  private config(subjects: string[]): StreamConfig {
+  private config(subjects: string[]): Partial<StreamConfig> & { name: string } {
     const { RetentionPolicy, StorageType, DiscardPolicy } = this.jsmod;
     return {
       name: this.stream,
@@ -165,6 +165,6 @@ export class StreamKeeper {
       storage: StorageType.File,
       discard: DiscardPolicy.Old,
       max_age: MAX_AGE_MS * 1_000_000,
-    } as StreamConfig;
+    };
   }
 }
