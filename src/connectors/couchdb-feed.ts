@@ -123,6 +123,7 @@ export class CouchFeed {
     const query = new URLSearchParams({ feed: s.feed, since: this.since, heartbeat: String(s.heartbeat) });
     if (s.includeDocs) query.set('include_docs', 'true');
     if (s.feed === 'longpoll') query.set('limit', String(s.batchLimit));
+    this.o.logger.debug({ since: this.since, feed: s.feed }, 'changes request');
     return open(s, this.o.database, `/_changes?${query.toString()}`, this.stopper.signal, s.requestTimeout);
   }
 
@@ -135,11 +136,10 @@ export class CouchFeed {
         if (probe) {
           const info = await databaseInfo(this.o.settings, this.o.database, this.stopper.signal);
           this.since = this.checkRewind(this.since, info.updateSeq);
-          if (this.stopped) break;
-          this.connected();
-          probe = false;
         }
         const request = await this.changes();
+        if (probe && !this.stopped) this.connected(); // the feed answers again
+        probe = false;
         try {
           await (this.o.settings.feed === 'continuous'
             ? this.readContinuous(request)
@@ -259,6 +259,7 @@ export class CouchFeed {
         retriable: true,
       });
     }
+    this.o.logger.debug({ changes: body.results.length, lastSeq: body.last_seq }, 'longpoll answer');
     for (const change of body.results) {
       await this.handle(change);
       if (this.stopped) return;

@@ -46,6 +46,6 @@ for (const feed of ['continuous', 'longpoll'] as const) {
       };
     },
     valueOf: (row) => (row ? (row.value as number) : undefined),
-    features: { positions: true, before: false },
+    features: { positions: true, before: false, coalesces: true },
   });
 }
