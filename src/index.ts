@@ -29,6 +29,7 @@ export type {
   StartRequest,
 } from './connectors/contract';
 export { ConnectorRegistry, builtinConnectors } from './connectors/registry';
+export { loadConfig, loadConfigFrom, validateConfig, redactConfig } from './app/config';
 export { MemoryConnector, MemoryStore, memoryStore } from './connectors/memory';
 export type { CheckpointStore } from './checkpoints/contract';
 export {
