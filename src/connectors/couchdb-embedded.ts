@@ -3,7 +3,8 @@
  * speaks enough of CouchDB's HTTP API for the connector (databases, documents, `_changes` with
  * continuous and longpoll feeds) and is what `evpub demo` and the tests read from.
  *
- * Nothing survives the server: data lives in memory. `inProcess: false` runs it in a child
+ * Its continuous `_changes` feed is served by couchdb-embedded-changes.ts (CouchDB's behaviour,
+ * no leaks). Nothing survives the server: data lives in memory. `inProcess: false` runs it in a child
  * process (so a test can `kill -9` it); the child exits when its parent goes away. With `auth`,
  * every request must carry those Basic credentials, else 401 as CouchDB answers it.
  */
@@ -13,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { extname, join } from 'node:path';
 import { ErrorCode, EvpubError } from '../errors';
 import { loadDriver } from '../pubsub/driver';
+import { continuousFeedDb, serveContinuousFeed, type PouchClass } from './couchdb-embedded-changes';
 
 export interface CouchServerOptions {
   /** Port to listen on; 0 (default) picks a free one. */
@@ -35,7 +37,7 @@ export interface CouchServer {
   close(signal?: NodeJS.Signals): Promise<void>;
 }
 
-interface PouchDBStatic {
+interface PouchDBStatic extends PouchClass {
   plugin(plugin: unknown): PouchDBStatic;
   defaults(options: { adapter: string }): PouchDBStatic;
 }
@@ -52,7 +54,18 @@ async function handler(): Promise<RequestListener> {
   const pouch = core.plugin(memory).defaults({ adapter: 'memory' });
   // express-pouchdb is an Express 4 app: serve it from a plain http server (mounted inside an
   // Express 5 app its request objects break).
-  return expressPouchDB(pouch, { mode: 'minimumForPouchDB', inMemoryConfig: true });
+  const app = expressPouchDB(pouch, { mode: 'minimumForPouchDB', inMemoryConfig: true });
+  return (req, res) => {
+    const db = continuousFeedDb(req);
+    if (db === undefined) {
+      app(req, res);
+      return;
+    }
+    serveContinuousFeed(pouch, db, req, res).catch((err: unknown) => {
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'internal_server_error', reason: String(err) }));
+    });
+  };
 }
 
 function withAuth(app: RequestListener, auth: CouchServerOptions['auth']): RequestListener {
@@ -128,6 +141,7 @@ function startChild(options: CouchServerOptions): Promise<CouchServer> {
         port: msg.port,
         pid: child.pid,
         close: async (signal: NodeJS.Signals = 'SIGTERM') => {
+          child.ref(); // awaiting the exit must keep this process alive
           if (child.exitCode === null && child.signalCode === null) child.kill(signal);
           await exited;
         },
