@@ -9,9 +9,9 @@
  * - `includeDocs`: ask for the documents (`include_docs=true`, default true).
  * - `includeDesignDocs`: also publish `_design/` documents (default false).
  * - `batchLimit`: longpoll only, the most changes one request returns (default 1000).
- * - `connectTimeout`: ms to get the response headers of a request (default 10000).
- * - `requestTimeout`: ms of silence (not even a heartbeat) after which the feed is considered
- *   dead and reopened (default 3 × heartbeat, at least 30000).
+ * - `connectTimeout`: ms to get the answer to the database check `GET /{db}` (default 10000).
+ * - `requestTimeout`: ms of silence on `_changes` (no headers, no line, not even a heartbeat)
+ *   after which the feed is considered dead and reopened (default 3 × heartbeat, at least 30000).
  * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection, doubling from the
  *   first to the second (default 1000 / 30000 ms).
  * - `dedupCacheSize`: documents remembered per model to drop replayed revisions (default 10000).
