@@ -126,7 +126,10 @@ describe('evpub start', () => {
         models: { accounts: { dataSource: 'db' } },
       }),
     );
-    const child = spawn(process.execPath, ['--import', TSX, CLI, 'start'], { cwd: dir, env: process.env });
+    const child = spawn(process.execPath, ['--import', TSX, CLI, 'start'], {
+      cwd: dir,
+      env: { ...process.env, EVPUB_LOG_LEVEL: 'info' },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
