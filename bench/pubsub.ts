@@ -147,6 +147,19 @@ async function rawNats(url: string, jetstream: boolean): Promise<Raw> {
   };
 }
 
+/** Removes a stream the benchmark made, so runs leave nothing on the shared server. */
+async function deleteStream(url: string, name: string): Promise<void> {
+  const { connect } = await import('@nats-io/transport-node');
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  const nc = await connect({ servers: new URL(url).host });
+  try {
+    await (await jetstreamManager(nc)).streams.delete(name);
+  } catch {
+    // not there: nothing to remove
+  }
+  await nc.close();
+}
+
 async function rawKafka(url: string): Promise<Raw> {
   const { Kafka, logLevel } = await import('kafkajs');
   const kafka = new Kafka({ brokers: [new URL(url).host], logLevel: logLevel.NOTHING });
@@ -258,8 +271,9 @@ async function main(): Promise<void> {
     {
       name: 'nats-jetstream',
       url: 'nats://127.0.0.1:4222',
-      options: { nats: { jetstream: true } },
+      options: { nats: { jetstream: true, stream: 'BENCH_EVPUB' } },
       raw: (u) => rawNats(u, true),
+      cleanup: () => deleteStream('nats://127.0.0.1:4222', 'BENCH_EVPUB'),
     },
     { name: 'kafka', url: kafka.url, options: {}, raw: rawKafka },
   ];
@@ -282,6 +296,8 @@ async function main(): Promise<void> {
         });
       } catch (err) {
         rows.push({ broker: target.name, error: (err as Error).message });
+      } finally {
+        await target.cleanup?.();
       }
     }
   } finally {
