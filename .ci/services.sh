@@ -51,4 +51,31 @@ fi
 # RabbitMQ answers on its port before it accepts AMQP sessions; wait until it does.
 for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 
+# MariaDB row-based binary log with GTIDs (the mysql connector and its tests). Writes the
+# settings once, and restarts MariaDB only while binary logging is still off.
+mariadb_binlog_cnf=/etc/mysql/mariadb.conf.d/60-evpub-binlog.cnf
+if [ ! -f "$mariadb_binlog_cnf" ]; then
+  mkdir -p /etc/mysql/mariadb.conf.d
+  cat >"$mariadb_binlog_cnf" <<'CNF'
+# evpub: row-based binary log with full row images and column metadata (mysql connector).
+[mariadbd]
+log_bin = mysql-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+server_id = 1
+binlog_expire_logs_seconds = 604800
+CNF
+fi
+grep -q '^!includedir /etc/mysql/mariadb.conf.d' /etc/mysql/my.cnf ||
+  printf '\n!includedir /etc/mysql/mariadb.conf.d/\n' >>/etc/mysql/my.cnf
+if [ "$(mariadb -uroot -h 127.0.0.1 -N -e 'select @@log_bin')" != 1 ]; then
+  log "enabling the MariaDB binary log (ROW) and restarting it"
+  mariadb-admin -uroot -h 127.0.0.1 shutdown
+  for _ in $(seq 1 120); do start-stop-daemon --status --exec /usr/sbin/mariadbd || break; sleep 0.5; done
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  wait_port 3306 mariadb
+  for _ in $(seq 1 60); do mariadb -uroot -h 127.0.0.1 -e 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+
 log "all services ready"
