@@ -15,7 +15,8 @@
  *    `'now'` takes only changes made from now on. `start` resolves once reading has begun
  *    (the first connection is up); it rejects with an EvpubError when it cannot begin (bad
  *    settings, source unreachable within the connect timeout, missing table...).
- * 2. The connector hands events to `sink.push(event)` in source order per model. `push`
+ * 2. The connector hands events to `sink.push(event)` in source order per model, and positions
+ *    that produced no event to `sink.mark(model, position)` (at least the start of a `'now'`). `push`
  *    returns false when the publisher's window is full: the connector stops reading from the
  *    source (pauses its socket or stops polling) and awaits `sink.drain()` before pushing again.
  *    It never buffers without bound.
@@ -54,6 +55,14 @@ export interface ChangeSink {
   push(event: ChangeEvent): boolean;
   /** Resolves when there is room again. */
   drain(): Promise<void>;
+  /**
+   * Says the model's feed has read everything up to `position` and it produced no event (the
+   * point `'now'` resolved to at start, a heartbeat, a transaction with no row of this model).
+   * It is committed like an event, in order after the events pushed before it, so a feed that
+   * starts `'now'` and sees no change still resumes from there after a restart, and an idle
+   * model does not hold the source's log back.
+   */
+  mark(model: string, position: Position): void;
   /** Reports an unrecoverable error for one model; its feed stops. */
   fail(model: string, err: Error): void;
   /** Reports a status change (shown by the CLI, the HTTP API and logs). */

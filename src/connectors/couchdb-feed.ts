@@ -85,6 +85,8 @@ export class CouchFeed {
     if (from === 'beginning') this.since = '0';
     else if (from === 'now') this.since = info.updateSeq;
     else this.since = this.checkRewind(from.after, info.updateSeq);
+    // Commit the starting point, so that a restart before any change resumes here, not at "now".
+    if (from === 'now') this.o.sink.mark(this.o.model, this.since);
     this.connected();
     this.loop = this.run();
   }

@@ -158,9 +158,15 @@ export class MemoryConnector implements EventConnector {
     if (this.state !== 'idle') {
       throw new EvpubError(ErrorCode.INVALID_STATE, 'memory connector: start() was already called');
     }
-    for (const m of models) this.after.set(m.name, this.startAfter(m));
+    for (const m of models) {
+      const after = this.startAfter(m);
+      this.after.set(m.name, after);
+      // Commit where 'now' started, so a restart before any change resumes from here.
+      if (m.from === 'now') sink.mark(m.name, String(after));
+    }
     this.cursor = Math.min(...this.after.values(), this.store.head);
     this.state = 'streaming';
+    sink.status({ type: 'connected' });
     this.detach = this.store.onAppend(() => this.wakeUp?.());
     const stopSignal = new Promise<void>((resolve) => (this.stopping = resolve));
     this.loop = this.read(sink, stopSignal).catch((err: unknown) => {

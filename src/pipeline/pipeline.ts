@@ -24,7 +24,7 @@
  */
 import type { ChangeSink, ConnectorStatus } from '../connectors/contract';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
-import type { ChangeEvent, Operation } from '../events/change-event';
+import type { ChangeEvent, Operation, Position } from '../events/change-event';
 import type { EncodedEvent, Envelope } from '../events/envelopes/envelope';
 import type { Logger } from '../logger';
 import type { PublishOptions } from '../pubsub/adapter';
@@ -170,6 +170,13 @@ export class Pipeline implements ChangeSink {
     feed.queue.push(entry);
     if (feed.mode !== 'backoff') this.issue(feed, entry);
     return this.roomAfterPush(feed);
+  }
+
+  mark(model: string, position: Position): void {
+    const feed = this.feeds.get(model);
+    if (!feed || !this.accepting || feed.failed) return;
+    const { tracker } = feed.spec;
+    tracker.ack(tracker.push(position));
   }
 
   drain(): Promise<void> {

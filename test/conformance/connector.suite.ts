@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChangeSink, ConnectorStatus, EventConnector, ModelFeed } from '../../src/connectors/contract';
-import type { ChangeEvent, StartFrom } from '../../src/events/change-event';
+import type { ChangeEvent, Position, StartFrom } from '../../src/events/change-event';
 import { deferred, waitFor } from '../helpers/wait';
 
 /** One fresh model (table, database...) of the source that this test alone uses. */
@@ -51,6 +51,8 @@ export class RecordingSink implements ChangeSink {
   readonly events: ChangeEvent[] = [];
   readonly statuses: ConnectorStatus[] = [];
   readonly failures: { model: string; err: Error }[] = [];
+  /** Positions marked through `mark()`, per model, in order. */
+  readonly marks: { model: string; position: Position }[] = [];
   full = false;
   drains = 0;
   private room = deferred();
@@ -67,6 +69,10 @@ export class RecordingSink implements ChangeSink {
 
   fail(model: string, err: Error): void {
     this.failures.push({ model, err });
+  }
+
+  mark(model: string, position: Position): void {
+    this.marks.push({ model, position });
   }
 
   status(status: ConnectorStatus): void {
@@ -182,6 +188,23 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       expect(sink.keys()).toEqual(['new1']);
       await connector.stop();
     });
+
+    it.runIf(features.positions)(
+      "marks where 'now' started; resuming there reads exactly the changes made since",
+      async () => {
+        const model = await fixture.model();
+        await model.create('old', 1);
+        const first = await started(model, 'now');
+        await waitFor(() => first.sink.marks.length >= 1, "the mark of 'now'");
+        await first.connector.stop();
+        expect(first.sink.events).toEqual([]);
+        await model.create('while-down', 2);
+        const second = await started(model, { after: first.sink.marks[0]!.position });
+        await waitFor(() => second.sink.events.length >= 1, 'the change made while stopped');
+        expect(second.sink.keys()).toEqual(['while-down']);
+        await second.connector.stop();
+      },
+    );
 
     it('reports health through its lifecycle; stop is harmless twice, and before start', async () => {
       const model = await fixture.model();

@@ -247,6 +247,32 @@ describe('publisher: start positions and binary envelope', () => {
     expect(sub.got.map((m) => m.topic)).toEqual(['old', 'live1', 'live2', 'live3']);
   });
 
+  it("a feed started 'now' that saw no change still resumes from there: changes made while down are published", async () => {
+    const broker = `memory://${uniqueName('b')}`;
+    const sub = await subscriber(broker);
+    cleanups.push(() => sub.client.end());
+    const storeName = uniqueName('s');
+    const store = memoryStore(storeName);
+    const checkpoints = new MemoryCheckpointStore();
+    store.write('local', 'm', 'create', 'before-first-start', {});
+    const make = (): App => {
+      const app = evpub({ logger: quietLogger(), brokers: { default: broker }, checkpoints });
+      cleanups.push(() => app.stop());
+      app.dataSource('local', { connector: 'memory', store: storeName });
+      app.model('m', { dataSource: 'local', topic: '{key}' });
+      return app;
+    };
+    const first = make();
+    await first.start();
+    await first.stop(); // no change happened while it ran
+    expect(await checkpoints.load('local/m')).toBe('1');
+    store.write('local', 'm', 'create', 'while-down', {});
+    const second = make();
+    await second.start();
+    await waitFor(() => sub.got.length === 1, 'the change made while evpub was down');
+    expect(sub.got.map((m) => m.topic)).toEqual(['while-down']);
+  });
+
   it('cloudevents-binary carries the attributes as ce-* headers on a broker with headers', async () => {
     const broker = `memory://${uniqueName('b')}`;
     const sub = await subscriber(broker);

@@ -58,6 +58,9 @@ class TestSink implements ChangeSink {
   status(status: ConnectorStatus): void {
     this.statuses.push(status);
   }
+  mark(): void {
+    // seed-style connectors have no positions to mark
+  }
 }
 
 let redisUrl: string;
