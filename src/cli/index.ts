@@ -6,6 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
+import { registerDemo } from './demo';
 import { reportError } from './errors';
 import { registerInit } from './init';
 import { registerPub } from './pub';
@@ -23,6 +24,7 @@ registerStart(program);
 registerInit(program);
 registerPub(program);
 registerSub(program);
+registerDemo(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   reportError(err);
