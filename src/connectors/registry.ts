@@ -138,7 +138,11 @@ export function builtinConnectors(): ConnectorRegistry {
       lazy(() => import('./memory.js')),
     )
     .register('couchdb', couchdb)
-    .register('cloudant', couchdb);
+    .register('cloudant', couchdb)
+    .register(
+      'webhook',
+      lazy(() => import('./webhook.js')),
+    );
 }
 
 export interface InitializeOptions {
