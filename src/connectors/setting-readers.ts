@@ -1,0 +1,110 @@
+/**
+ * Small typed readers for connector settings, shared by the webhook and poll connectors. Each
+ * reader returns the value or the fallback when absent, and throws CONFIG_INVALID naming the
+ * setting's path otherwise (`webhook connector: setting "models.orders.path" must be ...`).
+ * Values are quoted in messages except for secrets, which are never echoed.
+ */
+import { ErrorCode, EvpubError } from '../errors';
+import type { Operation } from '../events/change-event';
+
+export type Settings = Readonly<Record<string, unknown>>;
+
+export class SettingReader {
+  constructor(
+    private readonly connector: string,
+    private readonly settings: Settings,
+    /** Prefix of the paths in messages, e.g. `models.orders.` (empty for the datasource). */
+    private readonly prefix = '',
+  ) {}
+
+  invalid(key: string, rule: string): EvpubError {
+    const at = `${this.prefix}${key}`;
+    return new EvpubError(ErrorCode.CONFIG_INVALID, `${this.connector} connector: setting "${at}" ${rule}`, {
+      context: { setting: at },
+    });
+  }
+
+  private got(key: string): string {
+    return `(got ${JSON.stringify(this.settings[key])})`;
+  }
+
+  has(key: string): boolean {
+    return this.settings[key] !== undefined && this.settings[key] !== null;
+  }
+
+  int(key: string, fallback: number, min = 1): number {
+    if (!this.has(key)) return fallback;
+    const value = this.settings[key];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+      throw this.invalid(key, `must be an integer of at least ${min} ${this.got(key)}`);
+    }
+    return value;
+  }
+
+  string(key: string, fallback: string): string;
+  string(key: string, fallback?: undefined): string | undefined;
+  string(key: string, fallback?: string): string | undefined {
+    if (!this.has(key)) return fallback;
+    const value = this.settings[key];
+    if (typeof value !== 'string' || value === '') {
+      throw this.invalid(key, `must be a non-empty string ${this.got(key)}`);
+    }
+    return value;
+  }
+
+  /** A string that must not appear in messages (a secret). */
+  secret(key: string): string | undefined {
+    if (!this.has(key)) return undefined;
+    const value = this.settings[key];
+    if (typeof value !== 'string' || value === '') throw this.invalid(key, 'must be a non-empty string');
+    return value;
+  }
+
+  oneOf<T extends string>(key: string, allowed: readonly T[], fallback: T): T {
+    if (!this.has(key)) return fallback;
+    const value = this.settings[key];
+    if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+      throw this.invalid(key, `must be one of ${allowed.map((a) => `"${a}"`).join(', ')} ${this.got(key)}`);
+    }
+    return value as T;
+  }
+
+  op(key: string, fallback: Operation): Operation {
+    return this.oneOf(key, OPS, fallback);
+  }
+
+  /** A table from the source's values to operations, e.g. `{ "order.created": "create" }`. */
+  opMap(key: string): Record<string, Operation> {
+    if (!this.has(key)) return {};
+    const value = this.settings[key];
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw this.invalid(key, `must be an object mapping the source's values to ${OPS.join('/')}`);
+    }
+    const out: Record<string, Operation> = {};
+    for (const [from, to] of Object.entries(value as Record<string, unknown>)) {
+      if (typeof to !== 'string' || !(OPS as readonly string[]).includes(to)) {
+        throw this.invalid(`${key}.${from}`, `must be one of ${OPS.join(', ')} (got ${JSON.stringify(to)})`);
+      }
+      out[from] = to as Operation;
+    }
+    return out;
+  }
+
+  /** A string-to-string object (HTTP headers...). Values are not echoed: they may be secrets. */
+  stringMap(key: string): Record<string, string> {
+    if (!this.has(key)) return {};
+    const value = this.settings[key];
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw this.invalid(key, 'must be an object of strings');
+    }
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      if (typeof v !== 'string') throw this.invalid(`${key}.${k}`, 'must be a string');
+      out[k] = v;
+    }
+    return out;
+  }
+}
+
+/** The operations a source may map to (not `snapshot`/`truncate`, which are connector-made). */
+const OPS = ['create', 'update', 'delete'] as const satisfies readonly Operation[];

@@ -1,0 +1,310 @@
+/**
+ * The webhook connector (built-in `webhook`): an HTTP endpoint per model that third-party
+ * systems POST events to (settings: webhook-settings.ts).
+ *
+ * Protocol of one request (POST {basePath}{path}):
+ * 1. The body is read as bytes up to `bodyLimit` (larger: 413). With `signature`, the HMAC of
+ *    those bytes is compared in constant time with the header (missing or wrong: 401). The
+ *    body must be JSON (else 400) and hold a key at `keyPath` (else 400). Nothing of a refused
+ *    request is published.
+ * 2. While the publisher's window is full (a previous `push` returned false and `drain()` has
+ *    not resolved), the request is answered 503 with `Retry-After` and not pushed: the sender
+ *    holds the backlog, not our memory.
+ * 3. Otherwise the event gets the model's next position (1, 2, 3... within this process) and is
+ *    pushed. The request waits: `commit(model, p)` with p ≥ its position means the broker
+ *    accepted it (and every earlier one), and it is answered 202 `{ id, position }`. Without
+ *    that within `ackTimeout` ms it is answered 503 + `Retry-After`: the sender retries, so
+ *    delivery is at-least-once. The pipeline may still publish the timed-out event later, so a
+ *    retry can duplicate it; with `idPath`/`idHeader` both copies carry the same event id.
+ *
+ * Not resumable: a position means something only inside this process (the counter restarts
+ * at 1), and nothing is lost by a restart that the sender does not retry. The checkpoint
+ * store is used only as the pipeline's path to `commit()`.
+ */
+import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ErrorCode, EvpubError, toError } from '../errors';
+import type { ChangeEvent, Operation, Position } from '../events/change-event';
+import { defaultLogger, type Logger } from '../logger';
+import { loadDriver } from '../pubsub/driver';
+import type {
+  ChangeSink,
+  ConnectorHealth,
+  ConnectorModule,
+  DataSourceLike,
+  EventConnector,
+  StartRequest,
+} from './contract';
+import { getPath, scalarString } from './json-path';
+import {
+  parseWebhookModel,
+  parseWebhookSettings,
+  type SignatureSettings,
+  type WebhookModelSettings,
+  type WebhookSettings,
+} from './webhook-settings';
+
+export { WEBHOOK_SETTING_KEYS } from './webhook-settings';
+
+type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
+
+interface Waiting {
+  position: number;
+  settle(accepted: boolean): void;
+}
+
+interface Endpoint {
+  model: string;
+  settings: WebhookModelSettings;
+  next: number;
+  lastPushed: Position | null;
+  /** Requests waiting for their commit, in position order. */
+  waiting: Waiting[];
+}
+
+const OPS: readonly Operation[] = ['create', 'update', 'delete'];
+
+/** Does the header value match the body's HMAC? Constant time over the digest bytes. */
+export function signatureMatches(sig: SignatureSettings, body: Buffer, header: string | undefined): boolean {
+  if (header === undefined || !header.startsWith(sig.prefix)) return false;
+  const given = Buffer.from(header.slice(sig.prefix.length).trim(), sig.encoding);
+  const expected = createHmac(sig.algorithm, sig.secret).update(body).digest();
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+export class WebhookConnector implements EventConnector {
+  readonly name = 'webhook';
+  readonly resumable = false;
+  readonly settings: WebhookSettings;
+  private readonly logger: Logger;
+  private readonly endpoints = new Map<string, Endpoint>();
+  private server: FastifyInstance | undefined;
+  private sink: ChangeSink | undefined;
+  private life: LifeState = 'idle';
+  private paused = false;
+  private stopping: Promise<void> | undefined;
+  private address: string | undefined;
+
+  constructor(private readonly dataSource: DataSourceLike) {
+    this.settings = parseWebhookSettings(dataSource.settings);
+    this.logger = (dataSource.logger ?? defaultLogger()).child({
+      component: 'webhook',
+      datasource: dataSource.name,
+    });
+  }
+
+  /** `http://host:port` once listening (the bound port when `port` was 0). */
+  get url(): string | undefined {
+    return this.address;
+  }
+
+  async start(request: StartRequest): Promise<void> {
+    if (this.life !== 'idle') {
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `webhook connector "${this.dataSource.name}" was already started`,
+      );
+    }
+    this.life = 'starting';
+    this.sink = request.sink;
+    const routes = new Set<string>();
+    for (const model of request.models) {
+      const settings = parseWebhookModel(model.name, model.settings, this.dataSource.settings, this.settings);
+      if (routes.has(settings.route)) {
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `webhook connector: models.${model.name}.path: ${settings.route} is already another model's path`,
+        );
+      }
+      routes.add(settings.route);
+      this.endpoints.set(model.name, { model: model.name, settings, next: 1, lastPushed: null, waiting: [] });
+    }
+    const fastify = await loadDriver<typeof import('fastify')>('fastify', 'webhook connector');
+    const server = fastify.default({ logger: false, return503OnClosing: true });
+    this.server = server;
+    server.removeAllContentTypeParsers();
+    server.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+    for (const endpoint of this.endpoints.values()) {
+      server.post(endpoint.settings.route, { bodyLimit: endpoint.settings.bodyLimit }, (req, reply) =>
+        this.handle(endpoint, req, reply),
+      );
+    }
+    server.setErrorHandler((err: { statusCode?: number; message: string }, _req, reply) => {
+      const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500;
+      void reply.code(status).send({ error: err.message });
+    });
+    try {
+      await server.listen({ port: this.settings.port, host: this.settings.host });
+    } catch (err) {
+      this.life = 'stopped';
+      await server.close().catch(() => undefined);
+      throw new EvpubError(
+        ErrorCode.SOURCE_FAILED,
+        `webhook connector "${this.dataSource.name}": cannot listen on ${this.settings.host}:${this.settings.port}: ${toError(err).message}`,
+        { cause: err, context: { datasource: this.dataSource.name } },
+      );
+    }
+    const bound = server.server.address() as AddressInfo;
+    const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+    this.address = `http://${host}:${bound.port}`;
+    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+    this.logger.info({ address: this.address, routes: [...routes] }, 'webhook endpoints listening');
+    for (const model of this.endpoints.keys()) request.sink.status({ type: 'connected', model });
+  }
+
+  private async handle(endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const s = endpoint.settings;
+    const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    if (this.life !== 'streaming' || !this.sink) return this.unavailable(reply, 'not accepting events');
+    if (s.signature) {
+      const header = req.headers[s.signature.header];
+      if (!signatureMatches(s.signature, raw, typeof header === 'string' ? header : undefined)) {
+        this.logger.warn({ model: endpoint.model, ip: req.ip }, 'webhook refused: bad or missing signature');
+        return void reply.code(401).send({ error: 'bad or missing signature' });
+      }
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      return void reply.code(400).send({ error: 'the body is not JSON' });
+    }
+    const key = scalarString(getPath(body, s.keyPath));
+    if (key === undefined) {
+      return void reply.code(400).send({ error: `no key at "${s.keyPath.join('.')}"` });
+    }
+    if (this.paused) return this.unavailable(reply, 'the publisher is busy');
+    const op = this.opOf(s, body);
+    const record = getPath(body, s.dataPath);
+    const row =
+      record !== null && typeof record === 'object' ? (record as Record<string, unknown>) : { value: record };
+    const senderId = s.idHeader ? req.headers[s.idHeader] : s.idPath ? getPath(body, s.idPath) : undefined;
+    const senderKey = scalarString(Array.isArray(senderId) ? senderId[0] : senderId);
+    const position = endpoint.next++;
+    const event: ChangeEvent = {
+      id:
+        senderKey === undefined
+          ? randomUUID()
+          : createHash('sha256')
+              .update(`${this.dataSource.name}\u0000${endpoint.model}\u0000${senderKey}`)
+              .digest('hex')
+              .slice(0, 32),
+      datasource: this.dataSource.name,
+      model: endpoint.model,
+      op,
+      key,
+      before: op === 'delete' ? row : null,
+      after: op === 'delete' ? null : row,
+      position: String(position),
+      sourceTime: new Date().toISOString(),
+      source: { path: s.route, ...(senderKey === undefined ? {} : { senderId: senderKey }) },
+    };
+    const accepted = this.waitFor(endpoint, position);
+    endpoint.lastPushed = event.position;
+    if (!this.sink.push(event)) this.pause();
+    if (await accepted) {
+      return void reply.code(202).send({ id: event.id, position: event.position });
+    }
+    this.logger.warn(
+      { model: endpoint.model, position },
+      'webhook event not confirmed in time; answered 503',
+    );
+    return this.unavailable(
+      reply,
+      `the broker did not confirm the event within ${this.settings.ackTimeout} ms`,
+    );
+  }
+
+  private opOf(s: WebhookModelSettings, body: unknown): Operation {
+    if (!s.opPath) return s.defaultOp;
+    const value = scalarString(getPath(body, s.opPath));
+    if (value === undefined) return s.defaultOp;
+    const mapped = s.opMap[value];
+    if (mapped) return mapped;
+    return (OPS as readonly string[]).includes(value) ? (value as Operation) : s.defaultOp;
+  }
+
+  private unavailable(reply: FastifyReply, why: string): void {
+    void reply.code(503).header('retry-after', String(this.settings.retryAfter)).send({ error: why });
+  }
+
+  /** Stops taking events until the sink has room again. */
+  private pause(): void {
+    if (this.paused || !this.sink) return;
+    this.paused = true;
+    this.sink.drain().then(
+      () => (this.paused = false),
+      () => (this.paused = false),
+    );
+  }
+
+  /** Resolves true when the position is committed, false after ackTimeout. */
+  private waitFor(endpoint: Endpoint, position: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const waiting: Waiting = {
+        position,
+        settle: (accepted) => {
+          clearTimeout(timer);
+          resolve(accepted);
+        },
+      };
+      const timer = setTimeout(() => {
+        const i = endpoint.waiting.indexOf(waiting);
+        if (i >= 0) endpoint.waiting.splice(i, 1);
+        resolve(false);
+      }, this.settings.ackTimeout);
+      endpoint.waiting.push(waiting);
+    });
+  }
+
+  /** Every event of the model up to `position` was accepted: answer their requests. */
+  commit(model: string, position: Position): Promise<void> {
+    const endpoint = this.endpoints.get(model);
+    const upTo = Number(position);
+    if (endpoint && Number.isInteger(upTo)) {
+      while (endpoint.waiting.length > 0 && endpoint.waiting[0]!.position <= upTo) {
+        endpoint.waiting.shift()!.settle(true);
+      }
+    }
+    return Promise.resolve();
+  }
+
+  /**
+   * Stops taking requests (new ones get 503) and closes the listener once the requests in
+   * flight are answered: each when its event is accepted, or at its ackTimeout.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const wasRunning = this.life !== 'idle';
+      this.life = 'stopped';
+      if (wasRunning && this.server) await this.server.close();
+    })();
+    return this.stopping;
+  }
+
+  health(): ConnectorHealth {
+    const positions: Record<string, Position | null> = {};
+    for (const [model, e] of this.endpoints) positions[model] = e.lastPushed;
+    return {
+      state: this.life,
+      positions,
+      ...(this.address ? { detail: `listening on ${this.address}` } : {}),
+    };
+  }
+}
+
+/** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
+export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
+  let error: Error | null = null;
+  try {
+    dataSource.connector = new WebhookConnector(dataSource);
+  } catch (err) {
+    error = err as Error;
+  }
+  if (callback) {
+    process.nextTick(() => callback(error));
+    return;
+  }
+  return error ? Promise.reject(error) : Promise.resolve();
+};
