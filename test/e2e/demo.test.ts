@@ -1,0 +1,58 @@
+/**
+ * `evpub demo --once`: the embedded store, the in-process broker, the publisher and the tail,
+ * as a user runs it; every step of the scenario is tailed and the process exits 0.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnCli } from './cli';
+
+function tailLines(stdout: string): string[] {
+  return stdout.split('\n').filter((l) => l.startsWith('  demo/accounts/'));
+}
+
+describe('evpub demo --once', () => {
+  it('tails the create, update and delete events of the scenario (CloudEvents) and exits 0', async () => {
+    const demo = spawnCli(['demo', '--once']);
+    expect(await demo.exited).toBe(0);
+    expect(demo.stderr()).toBe('');
+    const lines = tailLines(demo.stdout());
+    expect(lines[0]).toMatch(
+      /^ {2}demo\/accounts\/create\/james-bond {2}create james-bond 1-\w+ \{"name":"James Bond","type":"Demo","region":"Bangalore"\}$/,
+    );
+    expect(lines).toContainEqual(expect.stringMatching(/update james-bond 2-\w+ .*"region":"Istanbul"/));
+    expect(lines).toContainEqual(expect.stringMatching(/^ {2}demo\/accounts\/delete\/q {2}delete q 2-\w+/));
+    expect(lines.map((l) => l.trim().split(/\s+/)[1])).toEqual([
+      'create',
+      'create',
+      'update',
+      'create',
+      'update',
+      'delete',
+    ]);
+    const first = demo
+      .stdout()
+      .split('\n')
+      .find((l) => l.includes('"specversion"'))!;
+    expect(JSON.parse(first)).toMatchObject({ type: 'evpub.accounts.create', subject: 'james-bond' });
+    expect(demo.stdout().trimEnd().endsWith('done')).toBe(true);
+  });
+
+  it('--envelope legacy publishes the seed\'s {"model","message"}', async () => {
+    const demo = spawnCli(['demo', '--once', '--envelope', 'legacy']);
+    expect(await demo.exited).toBe(0);
+    const first = demo
+      .stdout()
+      .split('\n')
+      .find((l) => l.includes('"model"'))!;
+    expect(JSON.parse(first)).toEqual({
+      model: 'accounts',
+      message: expect.objectContaining({ _id: 'james-bond', name: 'James Bond', region: 'Bangalore' }),
+    });
+    expect(tailLines(demo.stdout())).toHaveLength(6);
+  });
+
+  it('an unknown envelope exits 1 with the flag named', async () => {
+    const demo = spawnCli(['demo', '--once', '--envelope', 'xml']);
+    expect(await demo.exited).toBe(1);
+    expect(demo.stderr()).toContain('--envelope: must be one of cloudevents, cloudevents-binary, legacy');
+  });
+});
