@@ -3,20 +3,21 @@
  * (pino's interface) and makes a child per component, e.g.
  * `logger.child({ component: 'pubsub', adapter: 'mqtt' })`.
  *
- * The default logger is pino on stderr at the level in `EVPUB_LOG_LEVEL` (default `warn`).
+ * The default logger is pino on stderr at the level in `EVPUB_LOG_LEVEL` (default `warn`);
+ * the CLI's `start` logs to stdout (`destination: 1`).
  */
 import pino from 'pino';
 
 export type Logger = pino.Logger;
 
-export function createLogger(options: { level?: string; name?: string } = {}): Logger {
+export function createLogger(options: { level?: string; name?: string; destination?: 1 | 2 } = {}): Logger {
   return pino(
     {
       name: options.name ?? 'evpub',
       level: options.level ?? process.env.EVPUB_LOG_LEVEL ?? 'warn',
       redact: { paths: ['password', '*.password', 'url', '*.url', 'secret', '*.secret'], censor: '***' },
     },
-    pino.destination(2),
+    pino.destination(options.destination ?? 2),
   );
 }
 

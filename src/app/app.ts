@@ -224,7 +224,8 @@ export class App extends EventEmitter<AppEventMap> {
       adapters: this.adapters,
     });
     const runtime = new Runtime(config, {
-      logger: this.logger,
+      // The runtime makes its own children (component: pipeline, connector...) of the root logger.
+      logger: this.options.logger ?? defaultLogger(),
       registry: this.registry,
       adapters: this.adapters,
       cwd,

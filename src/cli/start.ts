@@ -12,10 +12,9 @@
  * during that exits at once.
  */
 import type { Command } from 'commander';
-import pino from 'pino';
 import { evpub } from '../app/app';
 import { loadConfigFrom, redactConfig } from '../app/config';
-import type { Logger } from '../logger';
+import { createLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
 
 interface StartFlags {
@@ -26,14 +25,7 @@ interface StartFlags {
 
 /** The CLI's logger: pino on stdout, credentials censored like the library's default logger. */
 export function stdoutLogger(level: string): Logger {
-  return pino(
-    {
-      name: 'evpub',
-      level,
-      redact: { paths: ['password', '*.password', 'url', '*.url', 'secret', '*.secret'], censor: '***' },
-    },
-    pino.destination(1),
-  );
+  return createLogger({ level, destination: 1 });
 }
 
 const WARN: PublisherStatus['type'][] = ['paused', 'retrying', 'dead-lettered', 'warning'];
