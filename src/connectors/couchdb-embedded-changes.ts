@@ -57,7 +57,7 @@ export async function serveContinuousFeed(
   }
   // The same cached database object express-pouchdb uses for this name.
   const cache = await loadDriver<DbCache>(
-    'express-pouchdb/lib/create-or-delete-dbs',
+    'express-pouchdb/lib/create-or-delete-dbs.js',
     'embedded CouchDB server',
   );
   const db = await cache.getOrCreateDB(pouch, name);
