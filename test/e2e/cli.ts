@@ -24,11 +24,15 @@ export interface CliProcess {
   waitForOutput(text: string, timeoutMs?: number): Promise<void>;
 }
 
+/** The built CLI, as `npm start` and the installed `evpub` bin run it (`npm run build` first). */
+export const BUILT_CLI = path.join(ROOT, 'dist/cli/index.js');
+
 export function spawnCli(
   args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
+  options: { cwd?: string; env?: Record<string, string>; built?: boolean } = {},
 ): CliProcess {
-  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+  const argv = options.built ? [BUILT_CLI, ...args] : ['--import', TSX, CLI, ...args];
+  const child = spawn(process.execPath, argv, {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -2,8 +2,9 @@
  * `evpub demo --once`: the embedded store, the in-process broker, the publisher and the tail,
  * as a user runs it; every step of the scenario is tailed and the process exits 0.
  */
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { spawnCli } from './cli';
+import { BUILT_CLI, spawnCli } from './cli';
 
 function tailLines(stdout: string): string[] {
   return stdout.split('\n').filter((l) => l.startsWith('  demo/accounts/'));
@@ -47,6 +48,14 @@ describe('evpub demo --once', () => {
       model: 'accounts',
       message: expect.objectContaining({ _id: 'james-bond', name: 'James Bond', region: 'Bangalore' }),
     });
+    expect(tailLines(demo.stdout())).toHaveLength(6);
+  });
+
+  it('runs from the build, as `npm start` does (node dist/cli/index.js demo)', async () => {
+    if (!existsSync(BUILT_CLI)) throw new Error(`${BUILT_CLI} is missing: run \`npm run build\` first`);
+    const demo = spawnCli(['demo', '--once'], { built: true });
+    expect(await demo.exited).toBe(0);
+    expect(demo.stderr()).toBe('');
     expect(tailLines(demo.stdout())).toHaveLength(6);
   });
 
