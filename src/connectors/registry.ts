@@ -132,6 +132,7 @@ function lazy(load: () => Promise<Namespace>): () => Promise<ConnectorModule> {
 /** A new registry holding evpub's own connectors, registered explicitly and loaded lazily. */
 export function builtinConnectors(): ConnectorRegistry {
   const couchdb = lazy(() => import('./couchdb.js'));
+  const postgres = lazy(() => import('./postgres/index.js'));
   return new ConnectorRegistry()
     .register(
       'memory',
@@ -139,6 +140,8 @@ export function builtinConnectors(): ConnectorRegistry {
     )
     .register('couchdb', couchdb)
     .register('cloudant', couchdb)
+    .register('postgres', postgres)
+    .register('postgresql', postgres)
     .register(
       'webhook',
       lazy(() => import('./webhook.js')),
