@@ -1,0 +1,77 @@
+/**
+ * PostgreSQL errors translated at the boundary into EvpubErrors that name the fix. The driver
+ * error is kept as `cause`; messages carry the redacted URL, never credentials.
+ */
+import { ErrorCode, EvpubError, toError } from '../../errors';
+
+/** A pg error's SQLSTATE, when it has one. */
+export function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+export const fixes = {
+  walLevel: (level: string): EvpubError =>
+    new EvpubError(
+      ErrorCode.SOURCE_FAILED,
+      `postgres connector: wal_level is "${level}", logical replication needs "logical": run ` +
+        '`ALTER SYSTEM SET wal_level = logical` as a superuser and restart PostgreSQL',
+      { context: { walLevel: level } },
+    ),
+  noReplication: (user: string): EvpubError =>
+    new EvpubError(
+      ErrorCode.AUTH_FAILED,
+      `postgres connector: the user "${user}" lacks the REPLICATION attribute: run ` +
+        `\`ALTER ROLE "${user}" WITH REPLICATION\` as a superuser (or connect as a user that has it)`,
+      { context: { user } },
+    ),
+  slotInUse: (slot: string, pid: number | null, cause?: unknown): EvpubError =>
+    new EvpubError(
+      ErrorCode.SOURCE_FAILED,
+      `postgres connector: the replication slot "${slot}" is in use by another process` +
+        `${pid ? ` (pid ${pid})` : ''}: stop the other evpub (or consumer) reading it, or give this ` +
+        'datasource its own "slot" setting',
+      { cause, retriable: true, context: { slot, pid } },
+    ),
+  missingTables: (tables: string[]): EvpubError =>
+    new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `postgres connector: table${tables.length > 1 ? 's' : ''} ${tables.join(', ')} do${tables.length > 1 ? '' : 'es'} ` +
+        'not exist: create it, or set the model\'s "settings.table" to an existing "schema.table"',
+      { context: { tables } },
+    ),
+  slotLost: (slot: string, why: string): EvpubError =>
+    new EvpubError(
+      ErrorCode.SOURCE_FAILED,
+      `postgres connector: the replication slot "${slot}" ${why}; changes made meanwhile are lost to ` +
+        'evpub. Re-snapshot to go on: reset the checkpoint (resetCheckpoint: true) with snapshot: "initial", ' +
+        'or run `evpub snapshot <model>`; evpub creates a new slot on start',
+      { context: { slot } },
+    ),
+};
+
+/** A failure while connecting or querying: retriable unless it is about rights. */
+export function sourceError(what: string, err: unknown, displayUrl: string): EvpubError {
+  if (err instanceof EvpubError) return err;
+  const e = toError(err);
+  const state = sqlState(err);
+  if (state === '28000' || state === '28P01' || state === '42501') {
+    return new EvpubError(
+      ErrorCode.AUTH_FAILED,
+      `postgres connector: ${what} at ${displayUrl}: ${e.message}`,
+      {
+        cause: err,
+        context: { sqlState: state },
+      },
+    );
+  }
+  return new EvpubError(
+    ErrorCode.SOURCE_FAILED,
+    `postgres connector: ${what} at ${displayUrl}: ${e.message}`,
+    {
+      cause: err,
+      retriable: true,
+      context: state ? { sqlState: state } : {},
+    },
+  );
+}

@@ -1,0 +1,715 @@
+/**
+ * The PostgreSQL event connector (built-in `postgres`, alias `postgresql`): logical
+ * replication with pgoutput, one slot and one replication connection per datasource, shared
+ * by all its models (one model = one table). See settings.ts for the settings, stream.ts for
+ * the connection, types.ts for values, snapshot.ts for snapshots, position.ts for positions.
+ *
+ * Start: check wal_level and the REPLICATION attribute, describe the tables (missing → error),
+ * warn once about tables whose replica identity cannot give what the model asks, create or
+ * extend the publication, create the slot when missing (an invalidated or busy slot is an
+ * error), start streaming from the slot, then run the snapshots due.
+ *
+ * Events: insert → create, update → update, delete → delete, truncate → one `truncate` event
+ * per model (key ""). `before`: the old row with REPLICA IDENTITY FULL, else the key columns
+ * (update and delete). An unchanged TOAST column is left out of `after` and named in
+ * `source.unchanged`. `id` = `<commitLsn>:<index in transaction>`; `tx` = { id: xid,
+ * commitPosition: commit LSN, commitTime }.
+ *
+ * Acknowledging the slot (the only way PostgreSQL may discard WAL): the flush LSN reported is
+ * the minimum over models of each model's safe LSN, and only moves forward.
+ * - A model with events pushed but not yet committed: everything before its committed
+ *   position's transaction is safe (report that commit LSN: the transaction is sent again after
+ *   a restart and the model skips what it published), or the transaction's end LSN when the
+ *   committed event was the model's last one in it.
+ * - A model with nothing uncommitted (idle, or all published): the stream frontier, i.e. the
+ *   end of the last transaction or heartbeat fully handled (or the current transaction's commit
+ *   LSN while inside one). An idle model therefore never holds WAL back; heartbeats move the
+ *   frontier when no captured table changes.
+ * - A model that failed keeps its place: its WAL is kept until it is fixed (lag shows it).
+ */
+import type { Client } from 'pg';
+import type { Pgoutput } from 'pg-logical-replication';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import type { ChangeEvent, Position, Row } from '../../events/change-event';
+import { defaultLogger, type Logger } from '../../logger';
+import type {
+  ChangeSink,
+  ConnectorHealth,
+  ConnectorModule,
+  DataSourceLike,
+  EventConnector,
+  ModelFeed,
+  StartRequest,
+} from '../contract';
+import { sourceError } from './errors';
+import {
+  comparePoints,
+  decodePosition,
+  encodePosition,
+  formatLsn,
+  parseLsn,
+  type Lsn,
+  type StreamPoint,
+} from './position';
+import { parsePostgresSettings, snapshotMode, tableOf, type PostgresSettings } from './settings';
+import {
+  ArrayTypes,
+  checkServer,
+  checkSlot,
+  connectAdmin,
+  currentLsn,
+  describeTables,
+  ensurePublication,
+  ensureSlot,
+  heartbeat,
+  HEARTBEAT_PREFIX,
+  slotState,
+  type TableInfo,
+} from './slot-admin';
+import { countRows, readChunk, snapshotId } from './snapshot';
+import { ReplicationStream } from './stream';
+import { decodeValue } from './types';
+
+export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
+export { listSlots, dropSlot } from './slot-admin';
+
+type LifeState = 'idle' | 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
+
+interface ModelState {
+  name: string;
+  table: TableInfo;
+  /** Columns that make the event key (primary key, else the replica identity's). */
+  key: string[];
+  /** Stream changes at or before this point were published already (or precede 'now'). */
+  skip: StreamPoint | null;
+  /** The stream part of the model's positions: its last stream change pushed (or the skip point). */
+  point: StreamPoint | null;
+  snapshot: { cursor: string[] | null; done: number; total?: number } | undefined;
+  lastPushed: Position | null;
+  committed: Position | null;
+  failed: boolean;
+}
+
+interface Tx {
+  xid: number;
+  commitLsn: Lsn;
+  commitTime: string;
+  index: number;
+  /** Per model, the index of its last change in this transaction. */
+  last: Map<string, number>;
+}
+
+function isoMicros(micros: bigint): string {
+  const ms = new Date(Number(micros / 1000n)).toISOString();
+  return `${ms.slice(0, -1)}${(micros % 1000n).toString().padStart(3, '0')}Z`;
+}
+
+export class PostgresConnector implements EventConnector {
+  readonly name = 'postgres';
+  readonly resumable = true;
+  readonly settings: PostgresSettings;
+  private readonly logger: Logger;
+  private readonly models = new Map<string, ModelState>();
+  private readonly byTable = new Map<string, ModelState[]>();
+  private readonly arrays = new ArrayTypes();
+  private sink: ChangeSink | undefined;
+  private life: LifeState = 'idle';
+  private adminClient: Client | undefined;
+  private stream: ReplicationStream | undefined;
+  private protoVersion: 1 | 2 = 1;
+  private tx: Tx | undefined;
+  /** Everything before this LSN was handled by the stream handler. */
+  private frontier: Lsn = 0n;
+  /** Where the slot was when this connection started (safe for models with nothing committed yet). */
+  private startFlush: Lsn = 0n;
+  /** Ends of recent transactions, with each model's last index in them. */
+  private readonly txEnds = new Map<Lsn, { end: Lsn; last: Map<string, number> }>();
+  private readonly stopper = new AbortController();
+  private loop: Promise<void> | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly snapshots: Promise<void>[] = [];
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly dataSource: DataSourceLike) {
+    this.settings = parsePostgresSettings(dataSource.name, dataSource.settings);
+    this.logger = (dataSource.logger ?? defaultLogger()).child({
+      component: 'postgres',
+      datasource: dataSource.name,
+      slot: this.settings.slot,
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  async start(request: StartRequest): Promise<void> {
+    if (this.life !== 'idle') {
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `postgres connector "${this.dataSource.name}" was already started`,
+      );
+    }
+    this.life = 'starting';
+    this.sink = request.sink;
+    try {
+      await this.prepare(request.models);
+      await this.connect();
+    } catch (err) {
+      this.life = 'stopped';
+      await this.teardown();
+      throw err;
+    }
+    if (this.stopped) {
+      await this.teardown();
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `postgres connector "${this.dataSource.name}" was stopped while starting`,
+      );
+    }
+    this.life = 'streaming';
+    this.loop = this.watch();
+    if (this.settings.heartbeatInterval > 0) {
+      this.timers.push(setInterval(() => void this.beat(), this.settings.heartbeatInterval));
+    }
+    this.timers.push(setInterval(() => void this.reportLag(), this.settings.statusInterval));
+    for (const model of this.models.values()) {
+      if (model.snapshot) this.snapshots.push(this.runSnapshot(model));
+    }
+  }
+
+  private get stopped(): boolean {
+    return this.stopper.signal.aborted;
+  }
+
+  private async admin(): Promise<Client> {
+    this.adminClient ??= await connectAdmin(
+      this.settings.url,
+      this.settings.displayUrl,
+      this.settings.connectTimeout,
+    );
+    return this.adminClient;
+  }
+
+  /** Runs `fn` on the admin connection; a failed connection is dropped so the next call reconnects. */
+  private async withAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    const client = await this.admin();
+    try {
+      return await fn(client);
+    } catch (err) {
+      if (!(err instanceof EvpubError)) {
+        this.adminClient = undefined;
+        await client.end().catch(() => undefined);
+        throw sourceError(what, err, this.settings.displayUrl);
+      }
+      throw err;
+    }
+  }
+
+  private async prepare(feeds: ModelFeed[]): Promise<void> {
+    const refs = feeds.map((f) => tableOf(f.name, f.settings));
+    const { version } = await this.withAdmin('server check', checkServer);
+    this.protoVersion = version >= 140000 ? 2 : 1;
+    const tables = await this.withAdmin('table check', (c) => describeTables(c, refs));
+    await this.withAdmin('type lookup', (c) =>
+      this.arrays.learn(
+        c,
+        tables.flatMap((t) => [...t.columns.values()]),
+      ),
+    );
+    const now = await this.withAdmin('current LSN', currentLsn);
+    const warnings: string[] = [];
+    feeds.forEach((feed, i) => {
+      const table = tables[i]!;
+      const wantFull = feed.settings.before === 'full';
+      if (
+        table.replicaIdentity === 'nothing' ||
+        (table.replicaIdentity === 'default' && table.key.length === 0)
+      ) {
+        warnings.push(
+          `${table.schema}.${table.table} has no replica identity: updates and deletes fail on a published table; add a primary key or set REPLICA IDENTITY FULL`,
+        );
+      } else if (wantFull && table.replicaIdentity !== 'full') {
+        warnings.push(
+          `${table.schema}.${table.table}: "before" holds only the key; for the whole old row run ALTER TABLE ${table.schema}.${table.table} REPLICA IDENTITY FULL`,
+        );
+      }
+      const model = this.modelState(feed, table, now);
+      this.models.set(feed.name, model);
+      const tableKey = `${table.schema}.${table.table}`;
+      this.byTable.set(tableKey, [...(this.byTable.get(tableKey) ?? []), model]);
+    });
+    if (warnings.length > 0) {
+      this.logger.warn({ tables: warnings }, `replica identity: ${warnings.join('; ')}`);
+    }
+    const added = await this.withAdmin('publication', (c) =>
+      ensurePublication(c, this.settings.publication, tables),
+    );
+    if (added.length > 0)
+      this.logger.info({ publication: this.settings.publication, added }, 'publication updated');
+    const { created, state } = await this.withAdmin('slot', (c) => ensureSlot(c, this.settings.slot));
+    if (created) this.logger.info('replication slot created');
+    this.startFlush = state.confirmedFlush ?? 0n;
+  }
+
+  private modelState(feed: ModelFeed, table: TableInfo, now: Lsn): ModelState {
+    const key = table.key.length > 0 ? table.key : [...table.columns.keys()];
+    const model: ModelState = {
+      name: feed.name,
+      table,
+      key,
+      skip: null,
+      point: null,
+      snapshot: undefined,
+      lastPushed: null,
+      committed: null,
+      failed: false,
+    };
+    const wantsSnapshot =
+      snapshotMode(
+        feed.settings.snapshot,
+        `models.${feed.name}.settings.snapshot`,
+        this.settings.snapshot,
+      ) === 'initial';
+    if (typeof feed.from === 'object') {
+      const p = decodePosition(feed.from.after);
+      model.skip = p.stream;
+      model.point = p.stream;
+      model.snapshot = p.snapshot ? { cursor: p.snapshot.cursor, done: 0 } : undefined;
+      model.committed = feed.from.after;
+    } else {
+      if (feed.from === 'now') model.skip = model.point = { lsn: now, index: -1 };
+      if (wantsSnapshot) model.snapshot = { cursor: null, done: 0 };
+    }
+    if (model.snapshot && table.key.length === 0) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `postgres connector: models.${feed.name}: a snapshot needs a primary key on ${table.schema}.${table.table}`,
+      );
+    }
+    return model;
+  }
+
+  /** Opens the replication connection (one attempt). */
+  private async connect(): Promise<void> {
+    const stream = new ReplicationStream({
+      settings: this.settings,
+      protoVersion: this.protoVersion,
+      logger: this.logger,
+      onMessage: (msg) => this.handle(msg),
+      flush: () => this.safeFlush(),
+    });
+    this.tx = undefined;
+    this.frontier = this.startFlush;
+    await stream.open();
+    this.stream = stream;
+    this.sink!.status({ type: 'connected' });
+    this.logger.info(
+      { from: formatLsn(this.startFlush), protoVersion: this.protoVersion },
+      'replication started',
+    );
+  }
+
+  /** Reconnects with back-off whenever the connection ends, until stopped or failed. */
+  private async watch(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      const reason = await this.stream!.ended;
+      if (this.stopped) return;
+      if (reason instanceof EvpubError && !reason.retriable) {
+        this.failAll(reason);
+        return;
+      }
+      for (;;) {
+        attempt += 1;
+        this.life = 'reconnecting';
+        const message = reason?.message ?? 'replication connection closed';
+        this.sink!.status({ type: 'reconnecting', attempt, error: message });
+        this.logger.warn({ attempt, err: message }, 'replication connection lost; reconnecting');
+        await this.backOff(attempt);
+        if (this.stopped) return;
+        try {
+          const state = await this.withAdmin('slot check', (c) => slotState(c, this.settings.slot));
+          checkSlot(this.settings.slot, state ? { ...state, active: false } : undefined);
+          this.startFlush = state!.confirmedFlush ?? 0n;
+          // Resume every model after what it pushed: the slot re-sends from its confirmed LSN.
+          for (const model of this.models.values()) model.skip = model.point;
+          await this.connect();
+          attempt = 0;
+          this.life = 'streaming';
+          break;
+        } catch (err) {
+          const e = toError(err);
+          if (e instanceof EvpubError && !e.retriable) {
+            this.failAll(e);
+            return;
+          }
+          this.logger.debug({ err: e.message }, 'reconnect failed');
+        }
+      }
+    }
+  }
+
+  private failAll(err: EvpubError): void {
+    this.life = 'failed';
+    for (const model of this.models.values()) {
+      model.failed = true;
+      this.sink!.fail(model.name, err);
+    }
+  }
+
+  private backOff(attempt: number): Promise<void> {
+    const { reconnectDelay, maxReconnectDelay } = this.settings;
+    const delay = Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.stopper.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, delay);
+      this.stopper.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      if (this.life !== 'failed') this.life = 'stopped';
+      this.stopper.abort();
+      await this.teardown();
+      if (this.life !== 'failed') this.life = 'stopped';
+    })();
+    return this.stopping;
+  }
+
+  private async teardown(): Promise<void> {
+    for (const t of this.timers.splice(0)) clearInterval(t);
+    this.stopper.abort();
+    await this.stream?.close();
+    await this.loop;
+    await Promise.allSettled(this.snapshots);
+    const admin = this.adminClient;
+    this.adminClient = undefined;
+    await admin?.end().catch(() => undefined);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Acknowledgement
+
+  async commit(model: string, position: Position): Promise<void> {
+    const state = this.models.get(model);
+    if (!state) return;
+    state.committed = position;
+    this.stream?.ack();
+    return Promise.resolve();
+  }
+
+  /** The LSN that may be reported flushed: the minimum of every model's safe LSN (see top). */
+  private safeFlush(): Lsn {
+    let flush: Lsn | undefined;
+    const inTx = this.tx ? this.tx.commitLsn : undefined;
+    const frontier = inTx ?? this.frontier;
+    for (const model of this.models.values()) {
+      let safe: Lsn;
+      if (model.lastPushed === null || model.lastPushed === model.committed) safe = frontier;
+      else {
+        const point = model.committed === null ? null : decodePosition(model.committed).stream;
+        if (point === null || point.index < 0) safe = point?.lsn ?? this.startFlush;
+        else {
+          const ended = this.txEnds.get(point.lsn);
+          safe = ended && ended.last.get(model.name) === point.index ? ended.end : point.lsn;
+        }
+        if (safe < this.startFlush) safe = this.startFlush;
+      }
+      if (flush === undefined || safe < flush) flush = safe;
+    }
+    const result = flush ?? frontier;
+    for (const lsn of this.txEnds.keys()) if (lsn < result) this.txEnds.delete(lsn);
+    return result;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The stream
+
+  private async handle(msg: Pgoutput.Message): Promise<void> {
+    switch (msg.tag) {
+      case 'begin':
+        this.tx = {
+          xid: msg.xid,
+          commitLsn: parseLsn(msg.commitLsn ?? '0/0'),
+          commitTime: isoMicros(msg.commitTime as bigint),
+          index: 0,
+          last: new Map(),
+        };
+        return;
+      case 'commit': {
+        const tx = this.tx;
+        if (tx && msg.commitEndLsn) {
+          const end = parseLsn(msg.commitEndLsn);
+          if (tx.last.size > 0) this.txEnds.set(tx.commitLsn, { end, last: tx.last });
+          this.frontier = end;
+        }
+        this.tx = undefined;
+        return;
+      }
+      case 'message':
+        if (!msg.transactional && msg.prefix === HEARTBEAT_PREFIX && !this.tx && msg.messageLsn) {
+          const lsn = parseLsn(msg.messageLsn);
+          if (lsn > this.frontier) this.frontier = lsn;
+        }
+        return;
+      case 'insert':
+        return this.row(msg.relation, 'create', undefined, msg.new, null);
+      case 'update':
+        return this.row(msg.relation, 'update', msg.old ?? undefined, msg.new, msg.key);
+      case 'delete':
+        return this.row(msg.relation, 'delete', msg.old ?? undefined, null, msg.key);
+      case 'truncate':
+        for (const relation of msg.relations) await this.truncate(relation);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private decodeRow(
+    relation: Pgoutput.MessageRelation,
+    tuple: Record<string, unknown>,
+    only?: string[],
+  ): { row: Row; unchanged: string[] } {
+    const row: Row = {};
+    const unchanged: string[] = [];
+    for (const column of relation.columns) {
+      if (only && !only.includes(column.name)) continue;
+      const raw = tuple[column.name];
+      if (raw === undefined) {
+        unchanged.push(column.name);
+        continue;
+      }
+      row[column.name] = decodeValue(column.typeOid, raw as string | null, this.arrays.elemOf);
+    }
+    return { row, unchanged };
+  }
+
+  private async row(
+    relation: Pgoutput.MessageRelation,
+    op: 'create' | 'update' | 'delete',
+    old: Record<string, unknown> | undefined,
+    next: Record<string, unknown> | null,
+    keyTuple: Record<string, unknown> | null,
+  ): Promise<void> {
+    const tx = this.tx;
+    if (!tx) return;
+    const index = tx.index++;
+    const models = this.byTable.get(`${relation.schema}.${relation.name}`);
+    if (!models) return;
+    const unknownTypes = relation.columns
+      .map((c) => c.typeOid)
+      .filter((oid) => this.arrays.elemOf(oid) === 0);
+    if (unknownTypes.length > 0)
+      await this.withAdmin('type lookup', (c) => this.arrays.learn(c, unknownTypes));
+    for (const model of models) {
+      const point = { lsn: tx.commitLsn, index };
+      if (model.failed || comparePoints(point, model.skip) <= 0) continue;
+      const after = next ? this.decodeRow(relation, next) : undefined;
+      let before: Row | null = null;
+      if (old) before = this.decodeRow(relation, old).row;
+      else if (keyTuple) before = this.decodeRow(relation, keyTuple, relation.keyColumns).row;
+      else if (op === 'update' && after) before = pick(after.row, model.key);
+      const keyRow = after?.row ?? before ?? {};
+      const event: ChangeEvent = {
+        id: `${formatLsn(tx.commitLsn)}:${index}`,
+        datasource: this.dataSource.name,
+        model: model.name,
+        op,
+        key: keyOf(keyRow, model.key),
+        before: op === 'create' ? null : before,
+        after: after?.row ?? null,
+        position: null,
+        sourceTime: tx.commitTime,
+        tx: { id: String(tx.xid), commitPosition: formatLsn(tx.commitLsn), commitTime: tx.commitTime },
+        source: {
+          schema: relation.schema,
+          table: relation.name,
+          lsn: formatLsn(tx.commitLsn),
+          index,
+          ...(after && after.unchanged.length > 0 ? { unchanged: after.unchanged } : {}),
+        },
+      };
+      tx.last.set(model.name, index);
+      model.point = point;
+      await this.push(model, event);
+    }
+  }
+
+  private async truncate(relation: Pgoutput.MessageRelation): Promise<void> {
+    const tx = this.tx;
+    if (!tx) return;
+    const index = tx.index++;
+    for (const model of this.byTable.get(`${relation.schema}.${relation.name}`) ?? []) {
+      const point = { lsn: tx.commitLsn, index };
+      if (model.failed || comparePoints(point, model.skip) <= 0) continue;
+      tx.last.set(model.name, index);
+      model.point = point;
+      await this.push(model, {
+        id: `${formatLsn(tx.commitLsn)}:${index}`,
+        datasource: this.dataSource.name,
+        model: model.name,
+        op: 'truncate',
+        key: '',
+        before: null,
+        after: null,
+        position: null,
+        sourceTime: tx.commitTime,
+        tx: { id: String(tx.xid), commitPosition: formatLsn(tx.commitLsn), commitTime: tx.commitTime },
+        source: { schema: relation.schema, table: relation.name, lsn: formatLsn(tx.commitLsn), index },
+      });
+    }
+  }
+
+  /** Stamps the model's position on the event and pushes it; waits for drain when full. */
+  private async push(model: ModelState, event: ChangeEvent): Promise<void> {
+    const position = encodePosition({
+      stream: model.point,
+      ...(model.snapshot ? { snapshot: { cursor: model.snapshot.cursor } } : {}),
+    });
+    event.position = position;
+    model.lastPushed = position;
+    if (!this.sink!.push(event)) await this.drainOrStop();
+  }
+
+  private drainOrStop(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onStop = (): void => resolve();
+      this.stopper.signal.addEventListener('abort', onStop, { once: true });
+      this.sink!.drain().then(
+        () => {
+          this.stopper.signal.removeEventListener('abort', onStop);
+          resolve();
+        },
+        (err: unknown) => {
+          this.stopper.signal.removeEventListener('abort', onStop);
+          reject(toError(err));
+        },
+      );
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshots, heartbeats, lag
+
+  private async runSnapshot(model: ModelState): Promise<void> {
+    const snap = model.snapshot!;
+    let attempt = 0;
+    while (!this.stopped && !model.failed) {
+      try {
+        snap.total ??= await this.withAdmin('snapshot count', (c) => countRows(c, model.table));
+        const rows = await this.withAdmin('snapshot read', (c) =>
+          readChunk(c, model.table, snap.cursor, this.settings.snapshotChunk),
+        );
+        attempt = 0;
+        for (const row of rows) {
+          if (this.stopped) return;
+          const after: Row = {};
+          for (const [name, { oid, text }] of row.values)
+            after[name] = decodeValue(oid, text, this.arrays.elemOf);
+          const key = keyOf(after, model.key);
+          snap.cursor = row.cursor;
+          snap.done += 1;
+          await this.push(model, {
+            id: snapshotId(model.table, key, after),
+            datasource: this.dataSource.name,
+            model: model.name,
+            op: 'snapshot',
+            key,
+            before: null,
+            after,
+            position: null,
+            sourceTime: new Date().toISOString(),
+            source: { schema: model.table.schema, table: model.table.table, snapshot: true },
+          });
+        }
+        this.sink!.status({ type: 'snapshot', model: model.name, done: snap.done, total: snap.total });
+        if (rows.length < this.settings.snapshotChunk) {
+          model.snapshot = undefined;
+          this.logger.info({ model: model.name, rows: snap.done }, 'snapshot done');
+          return;
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        attempt += 1;
+        this.logger.warn(
+          { model: model.name, attempt, err: toError(err).message },
+          'snapshot chunk failed; retrying',
+        );
+        await this.backOff(attempt);
+      }
+    }
+  }
+
+  private async beat(): Promise<void> {
+    if (this.life !== 'streaming') return;
+    await this.withAdmin('heartbeat', heartbeat).catch((err: unknown) => {
+      this.logger.debug({ err: toError(err).message }, 'heartbeat failed');
+    });
+  }
+
+  private async reportLag(): Promise<void> {
+    if (this.life !== 'streaming') return;
+    try {
+      const state = await this.withAdmin('slot lag', (c) => slotState(c, this.settings.slot));
+      if (!state || state.walStatus === 'lost') {
+        await this.stream?.close();
+        checkSlot(this.settings.slot, state);
+      }
+      if (state?.lagBytes !== null && state?.lagBytes !== undefined) {
+        this.sink!.status({ type: 'lagging', bytes: state.lagBytes });
+      }
+    } catch (err) {
+      if (err instanceof EvpubError && !err.retriable) this.failAll(err);
+      else this.logger.debug({ err: toError(err).message }, 'lag check failed');
+    }
+  }
+
+  health(): ConnectorHealth {
+    const positions: Record<string, string | null> = {};
+    for (const [name, model] of this.models) positions[name] = model.lastPushed;
+    const failed = [...this.models.values()].filter((m) => m.failed).map((m) => m.name);
+    return {
+      state: this.life,
+      positions,
+      ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}),
+    };
+  }
+}
+
+function pick(row: Row, columns: string[]): Row {
+  const out: Row = {};
+  for (const c of columns) if (c in row) out[c] = row[c];
+  return out;
+}
+
+/** The event key: the key column's value as text, or a JSON array for composite keys. */
+function keyOf(row: Row, columns: string[]): string {
+  const values = columns.map((c) => row[c]);
+  if (values.length === 1) {
+    const v = values[0];
+    return typeof v === 'string' ? v : JSON.stringify(v ?? null);
+  }
+  return JSON.stringify(values);
+}
+
+/** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
+export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
+  let error: Error | null = null;
+  try {
+    dataSource.connector = new PostgresConnector(dataSource);
+  } catch (err) {
+    error = err as Error;
+  }
+  if (callback) {
+    process.nextTick(() => callback(error));
+    return;
+  }
+  return error ? Promise.reject(error) : Promise.resolve();
+};

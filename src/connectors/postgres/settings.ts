@@ -1,0 +1,153 @@
+/**
+ * Settings of the PostgreSQL connector, validated once in `initialize()`.
+ *
+ * Datasource settings (`datasources.<name>`):
+ * - `url` (required): `postgres://user:pass@host:port/db`. The user needs the `REPLICATION`
+ *   attribute (or superuser) and must own the tables (to create the publication). Never logged.
+ * - `slot`: the replication slot (default `evpub_<datasource>`). One datasource = one slot =
+ *   one replication connection, shared by all its models.
+ * - `publication`: the publication (default `evpub_<datasource>`). Created for the models'
+ *   tables when missing; tables missing from an existing one are added.
+ * - `snapshot`: `never` (default) or `initial`: publish the existing rows as `snapshot` events
+ *   when a model starts without a checkpoint. A model's `snapshot` setting overrides it.
+ * - `snapshotChunk`: rows per keyset chunk (default 1000).
+ * - `heartbeatInterval`: ms between `pg_logical_emit_message` heartbeats, so an idle captured
+ *   database lets the slot advance (default 10000; 0 disables).
+ * - `statusInterval`: ms between standby status updates and slot lag reports (default 10000).
+ * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection (1000 / 30000 ms).
+ * - `connectTimeout`: ms to connect (default 10000).
+ *
+ * Model settings (`models.<name>.settings`): `table` (`schema.table` or `table`, default the
+ * model's name in `public`), `snapshot` (`initial` / `never`).
+ */
+import { ErrorCode, EvpubError, redact } from '../../errors';
+
+export type SnapshotMode = 'initial' | 'never';
+
+export interface PostgresSettings {
+  url: string;
+  displayUrl: string;
+  slot: string;
+  publication: string;
+  snapshot: SnapshotMode;
+  snapshotChunk: number;
+  heartbeatInterval: number;
+  statusInterval: number;
+  reconnectDelay: number;
+  maxReconnectDelay: number;
+  connectTimeout: number;
+}
+
+export interface TableRef {
+  schema: string;
+  table: string;
+}
+
+export const POSTGRES_SETTING_KEYS = [
+  'url',
+  'slot',
+  'publication',
+  'snapshot',
+  'snapshotChunk',
+  'heartbeatInterval',
+  'statusInterval',
+  'reconnectDelay',
+  'maxReconnectDelay',
+  'connectTimeout',
+] as const;
+
+type Settings = Readonly<Record<string, unknown>>;
+
+export function invalid(key: string, rule: string): EvpubError {
+  return new EvpubError(ErrorCode.CONFIG_INVALID, `postgres connector: setting "${key}" ${rule}`, {
+    context: { setting: key },
+  });
+}
+
+function int(settings: Settings, key: string, fallback: number, min: number): number {
+  const value = settings[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw invalid(key, `must be an integer of at least ${min} (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
+
+function ident(settings: Settings, key: string, fallback: string): string {
+  const value = settings[key] ?? fallback;
+  if (typeof value !== 'string' || !IDENT.test(value)) {
+    throw invalid(
+      key,
+      `must be a lower-case identifier of at most 63 characters (got ${JSON.stringify(value)})`,
+    );
+  }
+  return value;
+}
+
+export function snapshotMode(value: unknown, key: string, fallback: SnapshotMode): SnapshotMode {
+  if (value === undefined || value === null) return fallback;
+  if (value !== 'initial' && value !== 'never') {
+    throw invalid(key, `must be "initial" or "never" (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+/** The default slot/publication name for a datasource: `evpub_<name>`, lower-cased and safe. */
+export function defaultName(datasource: string): string {
+  return `evpub_${datasource.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`.slice(0, 63);
+}
+
+export function parsePostgresSettings(datasource: string, settings: Settings): PostgresSettings {
+  const url = settings.url;
+  if (typeof url !== 'string' || !/^postgres(ql)?:\/\//.test(url)) {
+    throw invalid('url', 'is required: postgres://user:password@host:5432/database');
+  }
+  const reconnectDelay = int(settings, 'reconnectDelay', 1_000, 1);
+  const maxReconnectDelay = int(settings, 'maxReconnectDelay', 30_000, 1);
+  if (maxReconnectDelay < reconnectDelay) {
+    throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
+  }
+  return {
+    url,
+    displayUrl: redact(url),
+    slot: ident(settings, 'slot', defaultName(datasource)),
+    publication: ident(settings, 'publication', defaultName(datasource)),
+    snapshot: snapshotMode(settings.snapshot, 'snapshot', 'never'),
+    snapshotChunk: int(settings, 'snapshotChunk', 1_000, 1),
+    heartbeatInterval: int(settings, 'heartbeatInterval', 10_000, 0),
+    statusInterval: int(settings, 'statusInterval', 10_000, 100),
+    reconnectDelay,
+    maxReconnectDelay,
+    connectTimeout: int(settings, 'connectTimeout', 10_000, 1),
+  };
+}
+
+/** The model's table: `settings.table` (`schema.table` or `table`), else the model's name in `public`. */
+export function tableOf(model: string, settings: Settings): TableRef {
+  const value = settings.table ?? model;
+  if (typeof value !== 'string' || value === '') {
+    throw invalid(
+      `models.${model}.settings.table`,
+      `must be "schema.table" or "table" (got ${JSON.stringify(value)})`,
+    );
+  }
+  const dot = value.indexOf('.');
+  return dot < 0
+    ? { schema: 'public', table: value }
+    : { schema: value.slice(0, dot), table: value.slice(dot + 1) };
+}
+
+/** `"schema"."table"`, quoted for SQL. */
+export function qualified(t: TableRef): string {
+  return `${quoteIdent(t.schema)}.${quoteIdent(t.table)}`;
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** Connection options that make values come out the same on every connection (ISO, UTC). */
+export const SESSION_OPTIONS =
+  '-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex';
