@@ -182,13 +182,18 @@ export class Client extends EventEmitter<ClientEventMap> {
     };
   }
 
-  /** Emits to listeners; a listener that throws is logged and reported, never propagated. */
-  private safeEmit<K extends keyof ClientEventMap>(event: K, ...args: ClientEventMap[K]): void {
+  /**
+   * Emits to listeners; a listener that throws is logged and reported, never propagated.
+   * Returns false when a listener threw.
+   */
+  private safeEmit<K extends keyof ClientEventMap>(event: K, ...args: ClientEventMap[K]): boolean {
     try {
       (this.emit as (e: K, ...a: ClientEventMap[K]) => boolean)(event, ...args);
+      return true;
     } catch (err) {
       this.logger.error({ err, event }, 'a client event listener threw');
       if (event !== 'error') this.emitError(toError(err));
+      return false;
     }
   }
 
@@ -200,10 +205,11 @@ export class Client extends EventEmitter<ClientEventMap> {
     this.safeEmit('error', err);
   }
 
+  /** Durable messages are acked after the listeners ran, unless one threw: then the broker redelivers. */
   private deliver(topic: string, payload: Buffer, meta: MessageMeta): void {
-    this.safeEmit('message', topic, payload, meta);
+    const handled = this.safeEmit('message', topic, payload, meta);
     const sub = meta.pattern === undefined ? undefined : this.subscriptions.get(meta.pattern);
-    if (sub?.durable !== undefined && sub.ack !== 'manual') {
+    if (handled && sub?.durable !== undefined && sub.ack !== 'manual') {
       meta.ack().catch((err: unknown) => this.emitError(toError(err)));
     }
   }
@@ -224,7 +230,7 @@ export class Client extends EventEmitter<ClientEventMap> {
       try {
         await this.adapter.connect();
       } catch (err) {
-        this._state = 'idle';
+        if (this._state === 'connecting') this._state = 'idle';
         throw err;
       } finally {
         this.connecting = undefined;

@@ -277,6 +277,32 @@ export function pubsubConformance(fixture: PubSubFixture): void {
       );
     });
 
+    it('a durable message whose listener threw is not acknowledged: it comes back', async (ctx) => {
+      if (!features.durable) ctx.skip();
+      const topic = `${root()}/throws`;
+      const group = uniqueName('g');
+      const clientId = uniqueName('c');
+      const first = client({ clientId });
+      const seen: string[] = [];
+      first.on('message', (_t, payload) => {
+        seen.push(payload.toString());
+        if (payload.toString() === 'm1') throw new Error('the handler failed');
+      });
+      first.on('error', () => undefined);
+      await first.subscribe(topic, { durable: group });
+      const pub = client();
+      await pub.publish(topic, 'm0'); // handled and acknowledged: the group has a committed point
+      await waitFor(() => seen.includes('m0'), 'm0');
+      await pub.publish(topic, 'm1');
+      await waitFor(() => seen.includes('m1'), 'the failing delivery of m1');
+      await first.end();
+      const second = client({ clientId });
+      const got = collector(second);
+      await second.subscribe(topic, { durable: group });
+      await waitFor(() => got.some((m) => m.payload.toString() === 'm1'), 'm1 delivered again');
+      expect(got.map((m) => m.payload.toString())).not.toContain('m0');
+    });
+
     it('reconnects after a broker restart, restores subscriptions, and loses no confirmed publish', async (ctx) => {
       if (!fixture.privateBroker) ctx.skip();
       const broker = await fixture.privateBroker!();
