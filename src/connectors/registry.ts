@@ -143,8 +143,20 @@ export function builtinConnectors(): ConnectorRegistry {
     .register('postgres', postgres)
     .register('postgresql', postgres)
     .register(
+      'mysql',
+      lazy(() => import('./mysql/index.js')),
+    )
+    .register(
+      'mariadb',
+      lazy(() => import('./mysql/index.js')),
+    )
+    .register(
       'webhook',
       lazy(() => import('./webhook.js')),
+    )
+    .register(
+      'poll',
+      lazy(() => import('./poll/index.js')),
     );
 }
 

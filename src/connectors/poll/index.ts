@@ -1,0 +1,183 @@
+/**
+ * The poll connector (built-in `poll`): for sources with no change log, changes are found by
+ * polling, and the poll cursor is the checkpoint (resumable).
+ *
+ * The datasource `url` picks the kind of source:
+ * - `sqlite:path`, `postgres://...`, `mysql://...` (or `mariadb://`): tables polled by an
+ *   increasing column (sql.ts, sql-dialects.ts); one connection per datasource.
+ * - `http://...` / `https://...`: JSON APIs polled with a cursor or `since` (http.ts).
+ * Each model runs its own loop (loop.ts): poll, push in order, sleep `interval`, pause while
+ * the publisher's window is full.
+ *
+ * Datasource settings: `url` (required; credentials never logged), `interval` and `batchSize`
+ * (defaults for the models), for HTTP `headers` and `requestTimeout`; model settings are
+ * described in sql.ts and http.ts.
+ */
+import { ErrorCode, EvpubError, redact } from '../../errors';
+import { defaultLogger, type Logger } from '../../logger';
+import type {
+  ConnectorHealth,
+  ConnectorModule,
+  DataSourceLike,
+  EventConnector,
+  ModelFeed,
+  StartRequest,
+} from '../contract';
+import { SettingReader } from '../setting-readers';
+import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
+import { PollLoop, type PollSource } from './loop';
+import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
+import { dialectOf, openSqlDb, type SqlDb } from './sql-dialects';
+
+export const POLL_SETTING_KEYS = [
+  'url',
+  'headers',
+  'requestTimeout',
+  ...new Set([...SQL_MODEL_KEYS, ...HTTP_MODEL_KEYS]),
+] as const;
+
+type Kind = 'sql' | 'http';
+type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
+
+export class PollConnector implements EventConnector {
+  readonly name = 'poll';
+  readonly resumable = true;
+  readonly kind: Kind;
+  private readonly url: string;
+  private readonly headers: Record<string, string>;
+  private readonly requestTimeout: number;
+  private readonly logger: Logger;
+  private readonly loops = new Map<string, PollLoop<unknown>>();
+  private db: SqlDb | undefined;
+  private life: LifeState = 'idle';
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly dataSource: DataSourceLike) {
+    const r = new SettingReader('poll', dataSource.settings);
+    const url = r.secret('url');
+    if (!url) throw r.invalid('url', 'is required: sqlite:path, postgres://, mysql:// or http(s)://');
+    if (dialectOf(url)) this.kind = 'sql';
+    else if (/^https?:\/\//.test(url)) this.kind = 'http';
+    else {
+      throw new EvpubError(
+        ErrorCode.UNKNOWN_SCHEME,
+        `poll connector: setting "url" must be sqlite:path, postgres://, mysql:// or http(s):// (got ${redact(url)})`,
+      );
+    }
+    this.url = url;
+    this.headers = r.stringMap('headers');
+    this.requestTimeout = r.int('requestTimeout', 30_000);
+    this.logger = (dataSource.logger ?? defaultLogger()).child({
+      component: 'poll',
+      datasource: dataSource.name,
+    });
+  }
+
+  /** A model's settings with the datasource's as defaults. */
+  private modelSettings(model: ModelFeed): Record<string, unknown> {
+    const merged: Record<string, unknown> = {};
+    for (const key of this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS) {
+      const value = model.settings[key] ?? this.dataSource.settings[key];
+      if (value !== undefined) merged[key] = value;
+    }
+    return merged;
+  }
+
+  async start(request: StartRequest): Promise<void> {
+    if (this.life !== 'idle') {
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `poll connector "${this.dataSource.name}" was already started`,
+      );
+    }
+    this.life = 'starting';
+    try {
+      const sources: { model: ModelFeed; source: PollSource<unknown>; interval: number }[] = [];
+      for (const model of request.models) {
+        const settings = this.modelSettings(model);
+        const ctx = { datasource: this.dataSource.name, model: model.name };
+        if (this.kind === 'sql') {
+          const parsed = parseSqlModel(model.name, settings);
+          this.db ??= await openSqlDb(this.url);
+          const source = new SqlSource(this.db, { ...ctx, settings: parsed });
+          sources.push({ model, source: source, interval: parsed.interval });
+        } else {
+          const parsed = parseHttpModel(model.name, settings, {
+            url: this.url,
+            headers: this.headers,
+            requestTimeout: this.requestTimeout,
+          });
+          sources.push({
+            model,
+            source: new HttpSource({ ...ctx, settings: parsed }),
+            interval: parsed.interval,
+          });
+        }
+      }
+      for (const { model, source, interval } of sources) {
+        const loop = new PollLoop<unknown>({
+          model: model.name,
+          source,
+          sink: request.sink,
+          interval,
+          logger: this.logger.child({ model: model.name }),
+        });
+        this.loops.set(model.name, loop);
+      }
+      await Promise.all(sources.map(({ model }) => this.loops.get(model.name)!.open(model.from)));
+    } catch (err) {
+      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
+      await this.close();
+      if (stoppedMeanwhile) {
+        throw new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `poll connector "${this.dataSource.name}" was stopped while starting`,
+          {
+            cause: err,
+          },
+        );
+      }
+      throw err;
+    }
+    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+  }
+
+  private async close(): Promise<void> {
+    this.life = 'stopped';
+    await Promise.all([...this.loops.values()].map((l) => l.stop()));
+    const db = this.db;
+    this.db = undefined;
+    await db?.close().catch((err: unknown) => this.logger.warn({ err }, 'closing the database failed'));
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.close();
+    return this.stopping;
+  }
+
+  health(): ConnectorHealth {
+    const positions: Record<string, string | null> = {};
+    let reconnecting = false;
+    for (const [model, loop] of this.loops) {
+      positions[model] = loop.lastPushed;
+      if (loop.state === 'reconnecting') reconnecting = true;
+    }
+    const state = this.life === 'streaming' && reconnecting ? 'reconnecting' : this.life;
+    return { state, positions };
+  }
+}
+
+/** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
+export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
+  let error: Error | null = null;
+  try {
+    dataSource.connector = new PollConnector(dataSource);
+  } catch (err) {
+    error = err as Error;
+  }
+  if (callback) {
+    process.nextTick(() => callback(error));
+    return;
+  }
+  return error ? Promise.reject(error) : Promise.resolve();
+};

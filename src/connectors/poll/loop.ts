@@ -1,0 +1,154 @@
+/**
+ * The polling loop of one model, shared by the SQL and HTTP pollers.
+ *
+ * Protocol:
+ * 1. `open()` runs the source's `open(from)` (connect, check the table or URL, fix the starting
+ *    cursor: `'beginning'` → none, `'now'` → the source's current end, `{after}` → the
+ *    position's cursor) and resolves; the loop then runs in the background until `stop()`.
+ * 2. Each round calls `source.next()`, which returns the changes after the cursor, oldest first,
+ *    each with the cursor just past it. Every change is pushed in order, and the cursor moves
+ *    to it once pushed: the event's position is that cursor, JSON-encoded. When `push` returns
+ *    false the loop awaits `sink.drain()` before the next push or poll (no polling while the
+ *    window is full). A round that says `more` polls again at once; otherwise the loop sleeps
+ *    `interval` ms.
+ * 3. A failed round (connection lost, HTTP 5xx...) is retried after a back-off doubling from
+ *    `interval` to 30 s, from the same cursor, with `reconnecting` status; the next successful
+ *    round reports `connected`. Nothing is skipped.
+ * 4. `stop()` aborts the sleep or drain wait, lets the round in progress finish without pushing
+ *    more, and closes the source.
+ */
+import type { ChangeEvent, Position, StartFrom } from '../../events/change-event';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
+import type { ChangeSink } from '../contract';
+
+export interface Polled<C> {
+  event: ChangeEvent;
+  /** The cursor just past this change (its position, once JSON-encoded). */
+  cursor: C;
+}
+
+export interface PollRound<C> {
+  changes: Polled<C>[];
+  /** True when the source may have more right now (a full batch, another page). */
+  more: boolean;
+  /** Where to continue when the round moved the cursor without changes (an empty next page). */
+  cursor?: C;
+}
+
+/** One model's source: a table, an API endpoint. */
+export interface PollSource<C> {
+  /** Connects, checks the model, and returns the starting cursor (undefined: from the start). */
+  open(from: StartFrom, resumeAt: C | undefined, signal: AbortSignal): Promise<C | undefined>;
+  /** The changes after `cursor`, oldest first. */
+  next(cursor: C | undefined, signal: AbortSignal): Promise<PollRound<C>>;
+  close(): Promise<void>;
+  /** Parses a position back into a cursor; throws CONFIG_INVALID when it is not one. */
+  parsePosition(position: Position): C;
+}
+
+export type LoopState = 'starting' | 'streaming' | 'reconnecting' | 'stopped';
+
+const MAX_BACKOFF_MS = 30_000;
+
+export class PollLoop<C> {
+  state: LoopState = 'starting';
+  lastPushed: Position | null = null;
+  private cursor: C | undefined;
+  private readonly stopper = new AbortController();
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly o: {
+      model: string;
+      source: PollSource<C>;
+      sink: ChangeSink;
+      interval: number;
+      logger: Logger;
+    },
+  ) {}
+
+  get model(): string {
+    return this.o.model;
+  }
+
+  async open(from: StartFrom): Promise<void> {
+    const resumeAt = typeof from === 'object' ? this.o.source.parsePosition(from.after) : undefined;
+    this.cursor = await this.o.source.open(from, resumeAt, this.stopper.signal);
+    this.state = 'streaming';
+    this.o.sink.status({ type: 'connected', model: this.o.model });
+    this.o.logger.info({ cursor: this.cursor }, 'polling');
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.state = 'stopped';
+    this.stopper.abort(new EvpubError(ErrorCode.CLIENT_CLOSED, 'connector stopped'));
+    await this.loop;
+    await this.o.source.close().catch((err: unknown) => {
+      this.o.logger.warn({ err: toError(err).message }, 'closing the source failed');
+    });
+  }
+
+  private get stopped(): boolean {
+    return this.stopper.signal.aborted;
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      let more = false;
+      try {
+        const round = await this.o.source.next(this.cursor, this.stopper.signal);
+        if (attempt > 0 && !this.stopped) {
+          attempt = 0;
+          this.state = 'streaming';
+          this.o.sink.status({ type: 'connected', model: this.o.model });
+        }
+        for (const { event, cursor } of round.changes) {
+          if (this.stopped) return;
+          this.cursor = cursor;
+          this.lastPushed = event.position;
+          if (!this.o.sink.push(event)) await this.drainOrStop();
+        }
+        if (round.changes.length === 0 && round.cursor !== undefined) this.cursor = round.cursor;
+        more = round.more;
+      } catch (err) {
+        if (this.stopped) return;
+        attempt += 1;
+        const error = toError(err);
+        this.state = 'reconnecting';
+        this.o.sink.status({ type: 'reconnecting', model: this.o.model, attempt, error: error.message });
+        this.o.logger.warn({ attempt, err: error.message }, 'poll failed; retrying');
+        await this.sleep(Math.min(this.o.interval * 2 ** Math.min(attempt, 20), MAX_BACKOFF_MS));
+        continue;
+      }
+      if (!more) await this.sleep(this.o.interval);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stopped) return resolve();
+      const done = (): void => {
+        clearTimeout(timer);
+        this.stopper.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.stopper.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private drainOrStop(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.stopper.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.stopper.signal.addEventListener('abort', done, { once: true });
+      this.o.sink.drain().then(done, done);
+    });
+  }
+}
