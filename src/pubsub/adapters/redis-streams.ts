@@ -15,13 +15,26 @@
  *   entries (id 0: delivered before, never acknowledged; `redelivered: true`), paging until none
  *   are left, then blocks on `>` (new entries). After every reconnect it re-reads pending first,
  *   because a reply lost with the connection left its entries pending. `meta.ack()` is XACK,
- *   batched per tick. A vanished group (NOGROUP: stream deleted, broker restarted without
+ *   batched per tick.
+ *   Claims: entries pending in the group for `claim.idleMs` or longer, whichever consumer they
+ *   were delivered to (a crashed process's, which will never ack them, or this one's, whose
+ *   handler never acked), are taken over with XAUTOCLAIM <key> <group> <consumer> <idleMs>,
+ *   paging from 0-0 until the cursor comes back to 0-0, and delivered with `redelivered: true`,
+ *   in stream order, before the next new entries. A pass runs when the reader starts (after its
+ *   own pending entries) and then every idleMs/2: the blocking read waits at most until the
+ *   next pass is due. An entry pending for less than idleMs is never taken: a live consumer's
+ *   entries in progress stay with it as long as its handler acks within idleMs (like
+ *   JetStream's ack wait). With `claim.maxDeliveries`, a claimed entry whose delivery count
+ *   (XPENDING, after the claim) exceeds it is acknowledged without delivery and logged at error
+ *   level: it stays in the stream (XRANGE <key> <id> <id>) until trimmed, but the group is past it.
+ *   A vanished group (NOGROUP: stream deleted, broker restarted without
  *   persistence) is created again from id 0, so nothing left in the stream is skipped.
  * `stop()` closes the reader's connection, which ends the blocked call at once; no entry is
  * delivered after `stop()` was called.
  */
 import type { MessageMeta, PublishOptions } from '../adapter';
 import { ErrorCode, EvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
 import type { Redis } from './redis-connections';
 
 /** Entries per read: large enough for throughput, small enough to keep latency even. */
@@ -85,6 +98,21 @@ export function decodeRead(reply: unknown): Entry[] {
   });
 }
 
+/** An XAUTOCLAIM reply: `[next cursor, [[id, fields] | nil, ...], deleted ids (Redis 7)]`. */
+export function decodeClaim(reply: unknown): { cursor: string; entries: Entry[] } {
+  if (!Array.isArray(reply) || reply.length < 2) return { cursor: '0-0', entries: [] };
+  const claimed: unknown = reply[1];
+  const entries = Array.isArray(claimed)
+    ? claimed.map((e: unknown) => {
+        // Redis 6.2 answers nil for an entry deleted from the stream; 7 drops it from the PEL.
+        if (!Array.isArray(e)) return decodeFields('', undefined);
+        const [id, fields] = e as [Buffer | string, unknown];
+        return decodeFields(String(id), fields);
+      })
+    : [];
+  return { cursor: String(reply[0]), entries: entries.filter((e) => e.id !== '') };
+}
+
 export interface ReaderSpec {
   /** The stream (the topic, by the identity rule). */
   key: string;
@@ -94,6 +122,8 @@ export interface ReaderSpec {
   group?: { name: string; consumer: string };
   /** For a plain reader: the id after which to read. */
   after?: string;
+  /** For a group reader: when to take over entries other reads left pending. */
+  claim?: { idleMs: number; maxDeliveries?: number };
 }
 
 export interface ReaderHooks {
@@ -103,6 +133,7 @@ export interface ReaderHooks {
   /** XGROUP CREATE <key> <group> <id> MKSTREAM, ignoring BUSYGROUP. */
   createGroup(key: string, group: string, id: string): Promise<void>;
   error(err: Error): void;
+  logger: Logger;
   /** Milliseconds to wait before retrying after the `attempt`-th failure in a row. */
   backoff(attempt: number): number;
 }
@@ -134,6 +165,8 @@ class AckBatch {
   }
 }
 
+type Phase = 'plain' | 'pending' | 'claim' | 'new';
+
 const STOPPED = Symbol('stopped');
 const ABANDONED = Symbol('abandoned');
 
@@ -141,6 +174,9 @@ export class StreamReader {
   private stopped = false;
   private rereadPending = true;
   private pendingCursor = '0';
+  /** XAUTOCLAIM: the cursor of the pass under way, and when the next pass is due. */
+  private claimCursor = '0-0';
+  private claimDueAt = 0;
   private after: string;
   /** Closes of the connection so far, and how many there had been when the current read was sent. */
   private epoch = 0;
@@ -179,12 +215,33 @@ export class StreamReader {
     this.halt();
   }
 
-  private read(): Promise<unknown> {
-    const { key, group } = this.spec;
+  private phase(): Phase {
+    if (!this.spec.group) return 'plain';
+    if (this.rereadPending) return 'pending';
+    if (this.spec.claim && Date.now() >= this.claimDueAt) return 'claim';
+    return 'new';
+  }
+
+  private read(phase: Phase): Promise<unknown> {
+    const { key, group, claim } = this.spec;
     if (!group) {
       return this.conn.callBuffer('xread', 'COUNT', READ_COUNT, 'BLOCK', 0, 'STREAMS', key, this.after);
     }
-    const id = this.rereadPending ? this.pendingCursor : '>';
+    if (phase === 'claim' && claim) {
+      return this.conn.callBuffer(
+        'xautoclaim',
+        key,
+        group.name,
+        group.consumer,
+        claim.idleMs,
+        this.claimCursor,
+        'COUNT',
+        READ_COUNT,
+      );
+    }
+    const id = phase === 'pending' ? this.pendingCursor : '>';
+    // BLOCK 0 waits for ever: with claims, wait only until the next pass is due.
+    const block = claim ? Math.max(1, this.claimDueAt - Date.now()) : 0;
     return this.conn.callBuffer(
       'xreadgroup',
       'GROUP',
@@ -193,7 +250,7 @@ export class StreamReader {
       'COUNT',
       READ_COUNT,
       'BLOCK',
-      0,
+      block,
       'STREAMS',
       key,
       id,
@@ -203,36 +260,101 @@ export class StreamReader {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
-      const pendingPhase = this.spec.group !== undefined && this.rereadPending;
+      const phase = this.phase();
       let entries: Entry[];
       try {
         // Acks still in flight would make their entries look pending.
-        if (pendingPhase) await this.acks?.settled();
+        if (phase === 'pending' || phase === 'claim') await this.acks?.settled();
         this.readEpoch = this.epoch;
-        const abandoned = new Promise<typeof ABANDONED>(
-          (resolve) => (this.interrupt = () => resolve(ABANDONED)),
-        );
-        const reply = await Promise.race([this.read(), this.halted, abandoned]);
-        this.interrupt = undefined;
+        const reply = await this.guarded(this.read(phase));
         if (reply === STOPPED) return;
         if (reply === ABANDONED) continue;
-        entries = decodeRead(reply);
+        if (phase === 'claim') {
+          const claimed = decodeClaim(reply);
+          const kept = await this.overDelivered(claimed.entries);
+          if (kept === STOPPED) return;
+          // Abandoned: what was claimed is this consumer's now, and is re-read as its pending.
+          if (kept === ABANDONED) continue;
+          this.claimCursor = claimed.cursor;
+          if (claimed.cursor === '0-0') this.claimDueAt = Date.now() + this.claimInterval();
+          entries = kept;
+        } else {
+          entries = decodeRead(reply);
+        }
         failures = 0;
       } catch (err) {
         if (this.stopped) return;
         await this.recover(toError(err), ++failures);
         continue;
       }
-      if (pendingPhase) {
+      if (phase === 'pending') {
         if (entries.length === 0) this.rereadPending = false;
         else this.pendingCursor = entries[entries.length - 1]!.id;
       }
       for (const entry of entries) {
         if (this.stopped) return;
         this.after = entry.id;
-        this.deliver(entry, pendingPhase);
+        this.deliver(entry, phase === 'pending' || phase === 'claim');
       }
     }
+  }
+
+  /**
+   * A command on the reader's connection, given up on `stop()` or when the connection closed
+   * since `readEpoch` (it is not resent, so it may never settle).
+   */
+  private async guarded<T>(command: Promise<T>): Promise<T | typeof STOPPED | typeof ABANDONED> {
+    if (this.readEpoch < this.epoch) {
+      command.catch(() => undefined);
+      return ABANDONED;
+    }
+    const abandoned = new Promise<typeof ABANDONED>((resolve) => (this.interrupt = () => resolve(ABANDONED)));
+    try {
+      return await Promise.race([command, this.halted, abandoned]);
+    } finally {
+      this.interrupt = undefined;
+    }
+  }
+
+  /** Milliseconds between claim passes. */
+  private claimInterval(): number {
+    return Math.max(1, Math.ceil((this.spec.claim?.idleMs ?? 0) / 2));
+  }
+
+  /**
+   * With `maxDeliveries`: acknowledges (without delivering) the claimed entries delivered more
+   * often than that, logging each; returns the others.
+   */
+  private async overDelivered(entries: Entry[]): Promise<Entry[] | typeof STOPPED | typeof ABANDONED> {
+    const { key, group, claim } = this.spec;
+    const max = claim?.maxDeliveries;
+    const present = entries.filter((e) => e.present);
+    if (max === undefined || !group || present.length === 0) return entries;
+    // XPENDING <key> <group> <first> <last> <count> <consumer>: [[id, consumer, idle, count], ...]
+    const reply = await this.guarded(
+      this.conn.call(
+        'xpending',
+        key,
+        group.name,
+        present[0]!.id,
+        present[present.length - 1]!.id,
+        entries.length,
+        group.consumer,
+      ),
+    );
+    if (reply === STOPPED || reply === ABANDONED) return reply;
+    const rows = (Array.isArray(reply) ? reply : []) as [string, string, number, number][];
+    const deliveries = new Map(rows.map((row) => [String(row[0]), Number(row[3])]));
+    return entries.filter((entry) => {
+      const count = deliveries.get(entry.id) ?? 0;
+      if (!entry.present || count <= max) return true;
+      this.hooks.logger.error(
+        { stream: key, group: group.name, id: entry.id, deliveries: count, maxDeliveries: max },
+        'redis stream entry delivered more than maxDeliveries times without an ack; acknowledged without delivery (it stays in the stream until trimmed)',
+      );
+      this.acks?.add(entry.id).catch((err: unknown) => this.hooks.error(toError(err)));
+      return false;
+    });
   }
 
   private deliver(entry: Entry, redelivered: boolean): void {
@@ -260,6 +382,7 @@ export class StreamReader {
         await this.hooks.createGroup(this.spec.key, group.name, '0');
         this.rereadPending = true;
         this.pendingCursor = '0';
+        this.claimCursor = '0-0';
         return;
       } catch (createErr) {
         err = toError(createErr);

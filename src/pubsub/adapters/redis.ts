@@ -9,7 +9,10 @@
  * - `streams` (durable): publish is XADD to the stream named by the topic (identity rule), with
  *   the fields of `redis-streams.ts`, trimmed to about `{ redis: { maxLen } }` entries when set.
  *   A plain subscription reads new entries (XREAD); `{ durable: name }` reads through the consumer
- *   group `name` (XREADGROUP), and `meta.ack()` is XACK. A stream is a key, so a pattern would
+ *   group `name` (XREADGROUP), and `meta.ack()` is XACK; entries of the group left unacknowledged
+ *   for `{ redis: { claimIdleMs } }` (a crashed consumer's, or a slow handler's) are claimed with
+ *   XAUTOCLAIM and delivered again (`redelivered`), up to `maxDeliveries` times when set. The
+ *   consumer name is `clientId`, or a random one. A stream is a key, so a pattern would
  *   need a key SCAN: wildcards are refused with INVALID_TOPIC.
  *
  * Connections: one for commands (publishes pipeline on it: each awaits only its own reply), one
@@ -41,13 +44,29 @@ export interface RedisSettings {
   mode: RedisMode;
   /** Streams mode: trim each stream to about this many entries on XADD (MAXLEN ~). */
   maxLen?: number;
+  /**
+   * Streams mode, durable subscriptions: an entry of the group left unacknowledged this long
+   * (by any consumer, this one included) is claimed and delivered again (default 30000).
+   */
+  claimIdleMs?: number;
+  /**
+   * Streams mode, durable subscriptions: a claimed entry already delivered this many times is
+   * acknowledged without being delivered again, and logged (default: no limit).
+   */
+  maxDeliveries?: number;
 }
+
+/** Default `redis.claimIdleMs`: like JetStream's default ack wait. */
+export const DEFAULT_CLAIM_IDLE_MS = 30_000;
 
 /** Redis's default proto-max-bulk-len: the largest string a command may carry. */
 const MAX_BULK = 512 * 1024 * 1024;
 
 const STREAMS_RULE =
   'in Redis Streams mode a subscription names one stream (a key) exactly; "+" and "#" would need a key SCAN and are not supported (use mode "pubsub" for patterns)';
+
+const OPTIONS = ['mode', 'maxLen', 'claimIdleMs', 'maxDeliveries'] as const;
+type StreamsOption = Exclude<(typeof OPTIONS)[number], 'mode'>;
 
 function settingsError(message: string): EvpubError {
   return new EvpubError(ErrorCode.CONFIG_INVALID, message, { context: { adapter: 'redis' } });
@@ -61,8 +80,10 @@ export function parseRedisSettings(raw: unknown): RedisSettings {
   }
   const given = raw as Record<string, unknown>;
   for (const key of Object.keys(given)) {
-    if (key !== 'mode' && key !== 'maxLen') {
-      throw settingsError(`redis.${key}: unknown option; allowed: mode ("pubsub" | "streams"), maxLen`);
+    if (!(OPTIONS as readonly string[]).includes(key)) {
+      throw settingsError(
+        `redis.${key}: unknown option; allowed: mode ("pubsub" | "streams"), maxLen, claimIdleMs, maxDeliveries`,
+      );
     }
   }
   const mode = given.mode ?? 'pubsub';
@@ -70,12 +91,15 @@ export function parseRedisSettings(raw: unknown): RedisSettings {
     throw settingsError(`redis.mode: must be "pubsub" or "streams", got ${JSON.stringify(mode)}`);
   }
   const settings: RedisSettings = { mode };
-  if (given.maxLen !== undefined) {
-    if (typeof given.maxLen !== 'number' || !Number.isInteger(given.maxLen) || given.maxLen < 1) {
-      throw settingsError(`redis.maxLen: must be a positive integer, got ${JSON.stringify(given.maxLen)}`);
+  const streamsOptions: StreamsOption[] = ['maxLen', 'claimIdleMs', 'maxDeliveries'];
+  for (const key of streamsOptions) {
+    const value = given[key];
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+      throw settingsError(`redis.${key}: must be a positive integer, got ${JSON.stringify(value)}`);
     }
-    if (mode !== 'streams') throw settingsError('redis.maxLen: only applies with redis.mode "streams"');
-    settings.maxLen = given.maxLen;
+    if (mode !== 'streams') throw settingsError(`redis.${key}: only applies with redis.mode "streams"`);
+    settings[key] = value;
   }
   return settings;
 }
@@ -326,13 +350,24 @@ export class RedisAdapter implements BrokerAdapter {
       {
         key,
         pattern,
-        ...(durable === undefined ? { after } : { group: { name: durable, consumer: this.consumer } }),
+        ...(durable === undefined
+          ? { after }
+          : {
+              group: { name: durable, consumer: this.consumer },
+              claim: {
+                idleMs: this.settings.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS,
+                ...(this.settings.maxDeliveries === undefined
+                  ? {}
+                  : { maxDeliveries: this.settings.maxDeliveries }),
+              },
+            }),
       },
       {
         deliver: (topic, payload, meta) => this.events.message(topic, payload, meta),
         ack: (stream, group, ids) => cmd.xack(stream, group, ...ids),
         createGroup,
         error: (err) => this.events.error(err),
+        logger: this.options.logger,
         backoff: (attempt) => Math.min(initialDelay * 2 ** Math.min(attempt - 1, 30), maxDelay),
       },
     );
