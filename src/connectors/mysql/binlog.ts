@@ -1,0 +1,439 @@
+/**
+ * One model's row-based binlog stream, read with zongji over mysql2.
+ *
+ * Protocol:
+ * 1. `open()` connects (a zongji instance: a control connection and a binlog connection that
+ *    registers as a replica with its own server id) and asks for the binlog from `point`: a GTID
+ *    state (the server sends every transaction after it) or a file + offset. It resolves once
+ *    the server accepted the replica registration (`ready`), and rejects with an EvpubError
+ *    when that first connection fails. Only the model's table is decoded (`includeSchema`).
+ * 2. Each row of a write/update/delete rows event becomes a ChangeEvent (insert → create with
+ *    `after`, update → `before` + `after`, delete → `before`), positioned by the GTID state
+ *    before its transaction, the transaction, and the row's number in it (position.ts). Rows of
+ *    the transaction a resume position points into are skipped up to that row.
+ * 3. Backpressure: when `sink.push` returns false, the binlog connection is paused
+ *    (`connection.pause()`: mysql2 stops reading the socket and holds already-read packets),
+ *    the rest of the current rows event waits in a small queue (one event's rows, bounded by
+ *    binlog_row_event_max_size), and reading resumes after `sink.drain()`.
+ * 4. The server sends a heartbeat every `heartbeat` ms on an idle stream; `3 × heartbeat` ms
+ *    without a byte (while not paused) means the connection is dead. A lost connection, a
+ *    server restart or that silence reopens the stream after a back-off from the last row
+ *    pushed (or the last commit seen with nothing pending). Fatal errors (binlog purged,
+ *    privileges) go to `sink.fail()`.
+ */
+import { createHash } from 'node:crypto';
+import type ZongJi from '@vlasky/zongji' with { 'resolution-mode': 'import' };
+import type { AnyBinlogEvent, DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent } from '@vlasky/zongji' with {
+  'resolution-mode': 'import',
+};
+import type { ChangeEvent, Operation } from '../../events/change-event';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
+import { loadDriver } from '../../pubsub/driver';
+import type { ChangeSink } from '../contract';
+import { isFatal, translate } from './errors';
+import { encodePosition, type StreamPoint } from './position';
+import { connectionOptions, type MysqlSettings } from './settings';
+import { decodeRow, keyOf, type TableMeta } from './values';
+
+export type StreamState = 'idle' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
+
+type ZongJiClass = typeof ZongJi;
+
+export interface BinlogStreamOptions {
+  settings: MysqlSettings;
+  datasource: string;
+  model: string;
+  meta: TableMeta;
+  serverId: number;
+  sink: ChangeSink;
+  logger: Logger;
+  /** Where streaming starts. */
+  point: StreamPoint;
+  /** Rows of transaction `tx` up to `row` were pushed already: skip them. */
+  skip?: { tx: string; row: number };
+  /** Called with each pushed event's position. */
+  onPushed(position: string): void;
+}
+
+interface Pending {
+  event: ChangeEvent;
+  point: StreamPoint;
+  tx: string;
+  row: number;
+}
+
+const INCLUDE_EVENTS = ['tablemap', 'writerows', 'updaterows', 'deleterows', 'xid', 'heartbeat'];
+
+/** The idempotency key of a row change: its table, transaction and row number. */
+export function rowEventId(meta: TableMeta, tx: string, row: number): string {
+  return createHash('sha256')
+    .update(`${meta.database}\u0000${meta.table}\u0000${tx}\u0000${row}`)
+    .digest('hex')
+    .slice(0, 32);
+}
+
+export class BinlogStream {
+  state: StreamState = 'idle';
+  private point: StreamPoint;
+  private skip: { tx: string; row: number } | undefined;
+  private zongji: ZongJi | undefined;
+  private readonly pending: Pending[] = [];
+  private waiting = false;
+  private paused = false;
+  private currentTx: string | undefined;
+  private txRow = 0;
+  private txPoint: StreamPoint = {};
+  private silence: NodeJS.Timeout | undefined;
+  private readonly stopper = new AbortController();
+  private loop: Promise<void> | undefined;
+  private lost: ((err: EvpubError) => void) | undefined;
+
+  constructor(private readonly o: BinlogStreamOptions) {
+    this.point = o.point;
+    this.skip = o.skip;
+  }
+
+  private get stopped(): boolean {
+    return this.stopper.signal.aborted;
+  }
+
+  /** Connects once; resolves when streaming has begun. Reconnects in the background after. */
+  async open(): Promise<void> {
+    const { lost } = await this.connect();
+    this.connected();
+    this.loop = this.run(lost);
+  }
+
+  /** Like open(), but the first connection is retried with back-off too (after a snapshot). */
+  openInBackground(): void {
+    this.loop = this.run(undefined);
+  }
+
+  private connected(): void {
+    this.state = 'streaming';
+    this.o.sink.status({ type: 'connected', model: this.o.model });
+    this.o.logger.info({ point: this.point }, 'binlog stream connected');
+  }
+
+  /** Stops reading and resolves when the connections are closed. Harmless twice. */
+  async stop(): Promise<void> {
+    if (this.state !== 'failed') this.state = 'stopped';
+    this.stopper.abort();
+    this.lost?.(new EvpubError(ErrorCode.CLIENT_CLOSED, 'stopped'));
+    await this.loop;
+    await this.closeZongji();
+  }
+
+  /** Reopens after each loss until stopped or failed. `first` settles when the first connection is lost. */
+  private async run(first: Promise<EvpubError> | undefined): Promise<void> {
+    let attempt = 0;
+    let lost = first;
+    while (!this.stopped) {
+      try {
+        if (!lost) {
+          lost = (await this.connect()).lost;
+          if (this.stopped) break;
+          this.connected();
+          attempt = 0;
+        }
+        const err = await lost;
+        lost = undefined;
+        await this.closeZongji();
+        if (this.stopped) break;
+        throw err;
+      } catch (caught) {
+        lost = undefined;
+        await this.closeZongji();
+        if (this.stopped) break;
+        const err = translate(caught, this.o.settings, 'reading the binlog');
+        if (isFatal(err)) {
+          this.state = 'failed';
+          this.o.logger.error({ err: err.message }, 'binlog stream failed');
+          this.o.sink.fail(this.o.model, err);
+          return;
+        }
+        attempt += 1;
+        this.state = 'reconnecting';
+        this.o.sink.status({ type: 'reconnecting', model: this.o.model, attempt, error: err.message });
+        this.o.logger.warn({ attempt, err: err.message }, 'binlog stream lost; reconnecting');
+        await this.backOff(attempt);
+      }
+    }
+  }
+
+  private backOff(attempt: number): Promise<void> {
+    const { reconnectDelay, maxReconnectDelay } = this.o.settings;
+    const delay = Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.stopper.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, delay);
+      this.stopper.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /**
+   * Starts a zongji instance from `point`. Resolves, once it is ready, with a promise that
+   * settles when the stream is lost; rejects when it fails before being ready.
+   */
+  private async connect(): Promise<{ lost: Promise<EvpubError> }> {
+    const ZongJiCtor = await loadDriver<ZongJiClass>('@vlasky/zongji', 'mysql connector');
+    // Rows read on the old connection but not pushed are read again from `point`.
+    this.pending.length = 0;
+    this.currentTx = undefined;
+    this.paused = false;
+    const zongji = new ZongJiCtor(connectionOptions(this.o.settings));
+    this.zongji = zongji;
+    let settleLost!: (err: EvpubError) => void;
+    const lost = new Promise<EvpubError>((resolve) => (settleLost = resolve));
+    const ready = new Promise<void>((resolve, reject) => {
+      let isReady = false;
+      zongji.on('ready', () => {
+        isReady = true;
+        resolve();
+      });
+      zongji.on('error', (err: Error) => {
+        const error = translate(err, this.o.settings, 'reading the binlog');
+        if (!isReady) reject(error);
+        else settleLost(error);
+      });
+    });
+    zongji.on('binlog', (event: AnyBinlogEvent) => this.onEvent(zongji, event));
+    const { point, meta } = this;
+    zongji.start({
+      serverId: this.o.serverId,
+      ...(point.gtid !== undefined
+        ? { gtidSet: point.gtid }
+        : { filename: point.file ?? '', position: point.pos ?? 4 }),
+      includeEvents: INCLUDE_EVENTS,
+      includeSchema: { [meta.database]: [meta.table] },
+    });
+    // The first command on the binlog connection: heartbeats on an idle stream (nanoseconds).
+    zongji.connection?.query(
+      `SET @master_heartbeat_period = ${BigInt(this.o.settings.heartbeat) * 1_000_000n}`,
+      () => undefined,
+    );
+    this.watchSilence(zongji, settleLost);
+    this.lost = settleLost;
+    let onAbort = (): void => undefined;
+    const stopped = new Promise<void>((_, reject) => {
+      onAbort = () => reject(new EvpubError(ErrorCode.CLIENT_CLOSED, 'stopped while connecting'));
+      if (this.stopped) onAbort();
+      else this.stopper.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    ready.catch(() => undefined);
+    stopped.catch(() => undefined);
+    try {
+      await Promise.race([ready, stopped]);
+    } finally {
+      this.stopper.signal.removeEventListener('abort', onAbort);
+    }
+    return { lost };
+  }
+
+  private get meta(): TableMeta {
+    return this.o.meta;
+  }
+
+  /** Arms the silence timer on every byte the binlog connection receives. */
+  private watchSilence(zongji: ZongJi, settleLost: (err: EvpubError) => void): void {
+    const socket = (zongji.connection as unknown as { stream?: NodeJS.EventEmitter } | null)?.stream;
+    const limit = this.o.settings.heartbeat * 3;
+    const arm = (): void => {
+      this.clearSilence();
+      if (this.paused || this.stopped) return;
+      this.silence = setTimeout(() => {
+        settleLost(
+          new EvpubError(
+            ErrorCode.DISCONNECTED,
+            `no data from the server for ${limit} ms (not even a heartbeat)`,
+            {
+              retriable: true,
+            },
+          ),
+        );
+      }, limit);
+    };
+    this.armSilence = arm;
+    socket?.on('data', arm);
+    arm();
+  }
+
+  private armSilence: () => void = () => undefined;
+
+  private clearSilence(): void {
+    if (this.silence) clearTimeout(this.silence);
+    this.silence = undefined;
+  }
+
+  private async closeZongji(): Promise<void> {
+    this.clearSilence();
+    const zongji = this.zongji;
+    this.zongji = undefined;
+    this.lost = undefined;
+    if (!zongji) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 3_000);
+      zongji.once('stopped', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      try {
+        zongji.stop();
+      } catch {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    zongji.removeAllListeners('binlog');
+    zongji.on('error', () => undefined);
+  }
+
+  private onEvent(zongji: ZongJi, event: AnyBinlogEvent): void {
+    if (zongji !== this.zongji || this.stopped) return;
+    switch (event.getEventName()) {
+      case 'writerows':
+        return this.onRows(zongji, event as WriteRowsEvent, 'create');
+      case 'updaterows':
+        return this.onRows(zongji, event as UpdateRowsEvent, 'update');
+      case 'deleterows':
+        return this.onRows(zongji, event as DeleteRowsEvent, 'delete');
+      case 'xid':
+        // A commit with every row pushed: the next connection may start after it.
+        if (this.pending.length === 0 && !this.waiting) {
+          this.point = streamPoint(zongji);
+          this.skip = undefined;
+        }
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onRows(
+    zongji: ZongJi,
+    event: WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent,
+    op: Operation,
+  ): void {
+    const table = event.tableMap[event.tableId];
+    if (!table || table.parentSchema !== this.meta.database || table.tableName !== this.meta.table) return;
+    const tx = event.gtid ?? `${zongji.options.filename ?? ''}:${zongji.options.position ?? 0}`;
+    if (tx !== this.currentTx) {
+      this.currentTx = tx;
+      this.txRow = 0;
+      this.txPoint = streamPoint(zongji);
+      if (this.skip && this.skip.tx !== tx) this.skip = undefined;
+    }
+    const sourceTime = new Date(event.timestamp || Date.now()).toISOString();
+    for (const raw of event.rows) {
+      this.txRow += 1;
+      if (this.skip && this.skip.tx === tx && this.txRow <= this.skip.row) continue;
+      let before: Record<string, unknown> | null = null;
+      let after: Record<string, unknown> | null = null;
+      if (op === 'update') {
+        const change = raw as { before: Record<string, unknown>; after: Record<string, unknown> };
+        before = decodeRow(this.meta, change.before);
+        after = decodeRow(this.meta, change.after);
+      } else if (op === 'create') after = decodeRow(this.meta, raw as Record<string, unknown>);
+      else before = decodeRow(this.meta, raw as Record<string, unknown>);
+      const position = encodePosition({ ...this.txPoint, tx, row: this.txRow });
+      this.pending.push({
+        point: this.txPoint,
+        tx,
+        row: this.txRow,
+        event: {
+          id: rowEventId(this.meta, tx, this.txRow),
+          datasource: this.o.datasource,
+          model: this.o.model,
+          op,
+          key: keyOf(this.meta, (after ?? before)!),
+          before,
+          after,
+          position,
+          sourceTime,
+          tx: { id: tx },
+          source: {
+            database: this.meta.database,
+            table: this.meta.table,
+            ...(event.gtid ? { gtid: event.gtid } : {}),
+            row: this.txRow,
+          },
+        },
+      });
+    }
+    this.pump();
+  }
+
+  /** Pushes pending rows in order; on a full sink pauses the connection until drain. */
+  private pump(): void {
+    if (this.waiting) return;
+    while (this.pending.length > 0) {
+      if (this.stopped) return;
+      const next = this.pending.shift()!;
+      this.point = next.point;
+      this.skip = { tx: next.tx, row: next.row };
+      this.o.onPushed(next.event.position!);
+      if (!this.o.sink.push(next.event)) {
+        this.pause();
+        return;
+      }
+    }
+    if (this.paused) this.resume();
+  }
+
+  private pause(): void {
+    this.waiting = true;
+    if (!this.paused) {
+      this.paused = true;
+      this.clearSilence();
+      this.zongji?.connection?.pause();
+    }
+    const zongji = this.zongji;
+    void this.drainOrStop().then(
+      () => {
+        this.waiting = false;
+        if (this.stopped || zongji !== this.zongji) return;
+        this.pump();
+      },
+      (err: unknown) => {
+        this.waiting = false;
+        this.o.logger.error({ err: toError(err).message }, 'sink.drain() failed');
+      },
+    );
+  }
+
+  private resume(): void {
+    this.paused = false;
+    this.armSilence();
+    this.zongji?.connection?.resume();
+  }
+
+  private drainOrStop(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onStop = (): void => resolve();
+      this.stopper.signal.addEventListener('abort', onStop, { once: true });
+      this.o.sink.drain().then(
+        () => {
+          this.stopper.signal.removeEventListener('abort', onStop);
+          resolve();
+        },
+        (err: unknown) => {
+          this.stopper.signal.removeEventListener('abort', onStop);
+          reject(toError(err));
+        },
+      );
+    });
+  }
+}
+
+/** Where a stream restarted now would begin: the executed GTID state, else file + offset. */
+function streamPoint(zongji: ZongJi): StreamPoint {
+  const gtid = zongji.gtidSet;
+  if (gtid !== undefined) return { gtid };
+  return { file: zongji.options.filename ?? '', pos: zongji.options.position ?? 4 };
+}

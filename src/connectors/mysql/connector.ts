@@ -1,0 +1,274 @@
+/**
+ * The MySQL / MariaDB event connector (built-in `mysql`, alias `mariadb`).
+ *
+ * `start()` checks the server once (binary log on, ROW format, replication privileges; see
+ * errors.ts), reads each model's table metadata, then per model:
+ * - `{ after }`: checks the server still has the binlog the position needs (a purged one is a
+ *   `sink.fail`, never a skip), then continues the snapshot if the position is inside one, else
+ *   streams from the position, skipping the rows of its transaction already pushed.
+ * - `'beginning'`: with `snapshot: 'initial'`, records the current binlog point, reads the
+ *   table (snapshot.ts), then streams from the point; otherwise streams the whole binlog the
+ *   server still has.
+ * - `'now'`: streams from the current binlog point.
+ * Each model has its own binlog connection (binlog.ts) with its own replica server id, so
+ * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
+ * connected (or its snapshot has begun); it rejects when one cannot begin.
+ */
+import type { RowDataPacket } from 'mysql2';
+import type { Connection } from 'mysql2/promise';
+import { ErrorCode, EvpubError } from '../../errors';
+import { defaultLogger, type Logger } from '../../logger';
+import { loadDriver } from '../../pubsub/driver';
+import type {
+  ChangeSink,
+  ConnectorHealth,
+  DataSourceLike,
+  EventConnector,
+  ModelFeed,
+  StartRequest,
+} from '../contract';
+import { BinlogStream } from './binlog';
+import { checkServer, translate, type ServerInfo } from './errors';
+import { checkAvailable, decodePosition, type SnapshotCursor, type StreamPoint } from './position';
+import {
+  connectionOptions,
+  parseMysqlSettings,
+  parseSnapshot,
+  tableOf,
+  type MysqlSettings,
+} from './settings';
+import { runSnapshot } from './snapshot';
+import { loadTableMeta, type TableMeta } from './values';
+
+type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
+type MysqlPromise = typeof import('mysql2/promise');
+
+interface ModelRun {
+  model: string;
+  meta: TableMeta;
+  lastPushed: string | null;
+  failed: boolean;
+  stream?: BinlogStream;
+  snapshot?: Promise<void>;
+}
+
+export class MysqlConnector implements EventConnector {
+  readonly name = 'mysql';
+  readonly resumable = true;
+  readonly settings: MysqlSettings;
+  private readonly logger: Logger;
+  private readonly runs = new Map<string, ModelRun>();
+  private readonly stopper = new AbortController();
+  private life: LifeState = 'idle';
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly dataSource: DataSourceLike) {
+    this.settings = parseMysqlSettings(dataSource.settings);
+    this.logger = (dataSource.logger ?? defaultLogger()).child({
+      component: 'mysql',
+      datasource: dataSource.name,
+    });
+  }
+
+  /** A query connection, session in UTC so TIMESTAMPs read as binlog rows do. */
+  async connect(): Promise<Connection> {
+    const mysql = await loadDriver<MysqlPromise>('mysql2/promise', 'mysql connector');
+    let conn: Connection;
+    try {
+      conn = await mysql.createConnection(connectionOptions(this.settings));
+    } catch (err) {
+      throw translate(err, this.settings, 'connecting');
+    }
+    conn.on('error', () => undefined); // a later loss fails the next query, which reports it
+    await conn.query("SET time_zone = '+00:00'");
+    return conn;
+  }
+
+  async start(request: StartRequest): Promise<void> {
+    if (this.life !== 'idle') {
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `mysql connector "${this.dataSource.name}" was already started`,
+      );
+    }
+    this.life = 'starting';
+    const refs = request.models.map((m) => ({ feed: m, ref: tableOf(m.name, m.settings, this.settings) }));
+    let conn: Connection | undefined;
+    try {
+      conn = await this.connect();
+      const info = await checkServer(conn, this.settings, this.logger).catch((err: unknown) => {
+        throw translate(err, this.settings, 'checking the server');
+      });
+      const opening: Promise<void>[] = [];
+      for (const [index, { feed, ref }] of refs.entries()) {
+        const meta = await loadTableMeta(conn, ref).catch((err: unknown) => {
+          throw translate(err, this.settings, `reading ${ref.database}.${ref.table}'s columns`);
+        });
+        const run: ModelRun = { model: feed.name, meta, lastPushed: null, failed: false };
+        this.runs.set(feed.name, run);
+        opening.push((await this.plan(conn, info, run, feed, request.sink, index)).opened);
+      }
+      await Promise.all(opening);
+    } catch (err) {
+      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
+      await this.stop();
+      if (stoppedMeanwhile) {
+        throw new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `mysql connector "${this.dataSource.name}" was stopped while starting`,
+          {
+            cause: err,
+          },
+        );
+      }
+      throw translate(err, this.settings, 'starting');
+    } finally {
+      await conn?.end().catch(() => undefined);
+    }
+    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+  }
+
+  /** Decides where the model starts; returns what start() awaits (the stream's first connection). */
+  private async plan(
+    conn: Connection,
+    info: ServerInfo,
+    run: ModelRun,
+    feed: ModelFeed,
+    sink: ChangeSink,
+    index: number,
+  ): Promise<{ opened: Promise<void> }> {
+    const { from } = feed;
+    let point: StreamPoint;
+    let skip: { tx: string; row: number } | undefined;
+    let snapshot: SnapshotCursor | undefined;
+    if (typeof from === 'object') {
+      const position = decodePosition(from.after);
+      point =
+        position.gtid !== undefined ? { gtid: position.gtid } : { file: position.file!, pos: position.pos! };
+      try {
+        await checkAvailable(conn, point, info.mariadb);
+      } catch (err) {
+        run.failed = true;
+        const error = translate(err, this.settings, 'checking the checkpoint');
+        this.logger.error({ model: feed.name, err: error.message }, 'cannot resume');
+        sink.fail(feed.name, error);
+        return { opened: Promise.resolve() };
+      }
+      if (position.snapshot) snapshot = position.snapshot;
+      else if (position.tx !== undefined) skip = { tx: position.tx, row: position.row ?? 0 };
+      run.lastPushed = from.after;
+    } else if (from === 'beginning') {
+      const mode = parseSnapshot(
+        feed.settings.snapshot,
+        `models.${feed.name}.snapshot`,
+        this.settings.snapshot,
+      );
+      if (mode === 'initial') {
+        point = await currentPoint(conn, info);
+        snapshot = { key: null, done: 0 };
+      } else point = await firstPoint(conn, info);
+    } else {
+      point = await currentPoint(conn, info);
+    }
+    const logger = this.logger.child({ model: feed.name, table: `${run.meta.database}.${run.meta.table}` });
+    const stream = new BinlogStream({
+      settings: this.settings,
+      datasource: this.dataSource.name,
+      model: feed.name,
+      meta: run.meta,
+      serverId: this.settings.serverId + index,
+      sink,
+      logger,
+      point,
+      ...(skip ? { skip } : {}),
+      onPushed: (position) => (run.lastPushed = position),
+    });
+    run.stream = stream;
+    if (!snapshot) return { opened: stream.open() };
+    const cursor = snapshot;
+    run.snapshot = (async () => {
+      const sconn = await this.connect();
+      try {
+        await runSnapshot({
+          conn: sconn,
+          meta: run.meta,
+          datasource: this.dataSource.name,
+          model: feed.name,
+          chunkSize: this.settings.snapshotChunkSize,
+          point,
+          cursor,
+          sink,
+          signal: this.stopper.signal,
+          onPushed: (position) => (run.lastPushed = position),
+        });
+      } finally {
+        await sconn.end().catch(() => undefined);
+      }
+      if (this.stopper.signal.aborted) return;
+      logger.info('snapshot done; streaming');
+      stream.openInBackground();
+    })().catch((err: unknown) => {
+      if (this.stopper.signal.aborted) return;
+      run.failed = true;
+      const error = translate(err, this.settings, 'reading the snapshot');
+      logger.error({ err: error.message }, 'snapshot failed');
+      sink.fail(feed.name, error);
+    });
+    return { opened: Promise.resolve() };
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.life = 'stopped';
+      this.stopper.abort();
+      const runs = [...this.runs.values()];
+      await Promise.all(runs.map((r) => r.snapshot ?? Promise.resolve()));
+      await Promise.all(runs.map((r) => (r.stream ? r.stream.stop() : Promise.resolve())));
+    })();
+    return this.stopping;
+  }
+
+  health(): ConnectorHealth {
+    const positions: Record<string, string | null> = {};
+    const failed: string[] = [];
+    let reconnecting = false;
+    for (const [model, run] of this.runs) {
+      positions[model] = run.lastPushed;
+      if (run.failed || run.stream?.state === 'failed') failed.push(model);
+      if (run.stream?.state === 'reconnecting') reconnecting = true;
+    }
+    let state: ConnectorHealth['state'];
+    if (this.life === 'idle' || this.life === 'starting') state = this.life;
+    else if (this.life === 'stopped') state = 'stopped';
+    else if (failed.length > 0) state = 'failed';
+    else if (reconnecting) state = 'reconnecting';
+    else state = 'streaming';
+    return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
+  }
+}
+
+/** The point after everything the server has written so far. */
+async function currentPoint(conn: Connection, info: ServerInfo): Promise<StreamPoint> {
+  if (info.mariadb) {
+    const [[row]] = await conn.query<RowDataPacket[]>('SELECT @@GLOBAL.gtid_binlog_pos AS pos');
+    return { gtid: String(row?.pos ?? '') };
+  }
+  const [[mode]] = await conn.query<RowDataPacket[]>('SELECT @@GLOBAL.gtid_mode AS mode');
+  if (String(mode?.mode).toUpperCase() === 'ON') {
+    const [[row]] = await conn.query<RowDataPacket[]>('SELECT @@GLOBAL.gtid_executed AS pos');
+    return { gtid: String(row?.pos ?? '').replace(/\s/g, '') };
+  }
+  const [[status]] = await conn.query<RowDataPacket[]>('SHOW MASTER STATUS');
+  if (!status)
+    throw new EvpubError(ErrorCode.SOURCE_FAILED, 'mysql: SHOW MASTER STATUS is empty: is log_bin on?');
+  return { file: String(status.File), pos: Number(status.Position) };
+}
+
+/** The start of the oldest binlog the server still has. */
+async function firstPoint(conn: Connection, info: ServerInfo): Promise<StreamPoint> {
+  if (info.mariadb) return { gtid: '' };
+  const [[mode]] = await conn.query<RowDataPacket[]>('SELECT @@GLOBAL.gtid_mode AS mode');
+  if (String(mode?.mode).toUpperCase() === 'ON') return { gtid: '' };
+  const [logs] = await conn.query<RowDataPacket[]>('SHOW BINARY LOGS');
+  return { file: String(logs[0]?.Log_name ?? ''), pos: 4 };
+}

@@ -1,0 +1,30 @@
+/**
+ * The MySQL / MariaDB connector module (built-in `mysql`, alias `mariadb`): row-based binlog
+ * change capture with GTID (or file + offset) positions and an optional initial snapshot.
+ *
+ * Files: settings.ts (datasource and model settings), connector.ts (the EventConnector: server
+ * checks and where each model starts), binlog.ts (one model's binlog stream: decoding,
+ * backpressure, reconnects), snapshot.ts (keyset-ordered initial load), values.ts (table
+ * metadata and JSON-safe values), position.ts (positions and the purged-binlog check),
+ * errors.ts (server checks and driver error translation).
+ */
+import type { ConnectorModule } from '../contract';
+import { MysqlConnector } from './connector';
+
+export { MysqlConnector } from './connector';
+export { MYSQL_SETTING_KEYS, parseMysqlSettings } from './settings';
+
+/** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
+export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
+  let error: Error | null = null;
+  try {
+    dataSource.connector = new MysqlConnector(dataSource);
+  } catch (err) {
+    error = err as Error;
+  }
+  if (callback) {
+    process.nextTick(() => callback(error));
+    return;
+  }
+  return error ? Promise.reject(error) : Promise.resolve();
+};
