@@ -167,6 +167,7 @@ export class PostgresConnector implements EventConnector {
       );
     }
     this.life = 'streaming';
+    this.markNow(request.models);
     this.loop = this.watch();
     if (this.settings.heartbeatInterval > 0) {
       this.timers.push(setInterval(() => void this.beat(), this.settings.heartbeatInterval));
@@ -174,6 +175,20 @@ export class PostgresConnector implements EventConnector {
     this.timers.push(setInterval(() => void this.reportLag(), this.settings.statusInterval));
     for (const model of this.models.values()) {
       if (model.snapshot) this.snapshots.push(this.runSnapshot(model));
+    }
+  }
+
+  /**
+   * A model started `'now'` without a checkpoint marks where 'now' is (when the sink takes
+   * marks), so that after a restart it resumes there even if it saw no change.
+   */
+  private markNow(feeds: ModelFeed[]): void {
+    const mark = (this.sink as { mark?: (model: string, position: Position) => void }).mark;
+    if (!mark) return;
+    for (const feed of feeds) {
+      const model = this.models.get(feed.name)!;
+      if (feed.from !== 'now' || model.snapshot) continue;
+      mark.call(this.sink, model.name, encodePosition({ stream: model.point }));
     }
   }
 
