@@ -88,6 +88,8 @@ export class BinlogStream {
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private lost: ((err: EvpubError) => void) | undefined;
+  private markedAt = 0;
+  private marked: string | undefined;
 
   constructor(private readonly o: BinlogStreamOptions) {
     this.point = o.point;
@@ -303,15 +305,30 @@ export class BinlogStream {
       case 'deleterows':
         return this.onRows(zongji, event as DeleteRowsEvent, 'delete');
       case 'xid':
-        // A commit with every row pushed: the next connection may start after it.
+      case 'heartbeat':
+        // A commit (or an idle stream) with every row pushed: the next connection may start
+        // after it, and (at most once a heartbeat period) the checkpoint may move there too, so
+        // an idle model does not keep an old binlog position the server may purge.
         if (this.pending.length === 0 && !this.waiting) {
           this.point = streamPoint(zongji);
           this.skip = undefined;
+          this.currentTx = undefined;
+          this.markIdle();
         }
         return;
       default:
         return;
     }
+  }
+
+  private markIdle(): void {
+    const now = Date.now();
+    if (now - this.markedAt < this.o.settings.heartbeat) return;
+    const position = encodePosition(this.point);
+    if (position === this.marked) return;
+    this.markedAt = now;
+    this.marked = position;
+    this.o.sink.mark(this.o.model, position);
   }
 
   private onRows(
@@ -377,6 +394,7 @@ export class BinlogStream {
       this.point = next.point;
       this.skip = { tx: next.tx, row: next.row };
       this.o.onPushed(next.event.position!);
+      this.markedAt = Date.now();
       if (!this.o.sink.push(next.event)) {
         this.pause();
         return;

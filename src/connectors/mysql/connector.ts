@@ -29,7 +29,13 @@ import type {
 } from '../contract';
 import { BinlogStream } from './binlog';
 import { checkServer, translate, type ServerInfo } from './errors';
-import { checkAvailable, decodePosition, type SnapshotCursor, type StreamPoint } from './position';
+import {
+  checkAvailable,
+  decodePosition,
+  encodePosition,
+  type SnapshotCursor,
+  type StreamPoint,
+} from './position';
 import {
   connectionOptions,
   parseMysqlSettings,
@@ -169,6 +175,8 @@ export class MysqlConnector implements EventConnector {
       } else point = await firstPoint(conn, info);
     } else {
       point = await currentPoint(conn, info);
+      // Committed like an event: a restart resumes here even if no change came meanwhile.
+      sink.mark(feed.name, encodePosition(point));
     }
     const logger = this.logger.child({ model: feed.name, table: `${run.meta.database}.${run.meta.table}` });
     const stream = new BinlogStream({
@@ -205,6 +213,8 @@ export class MysqlConnector implements EventConnector {
         await sconn.end().catch(() => undefined);
       }
       if (this.stopper.signal.aborted) return;
+      // The snapshot is done: a restart now streams from the point instead of reading again.
+      sink.mark(feed.name, encodePosition(point));
       logger.info('snapshot done; streaming');
       stream.openInBackground();
     })().catch((err: unknown) => {
