@@ -114,6 +114,11 @@ export function parseHttpModel(
 export class HttpSource implements PollSource<HttpCursor> {
   constructor(private readonly o: { datasource: string; model: string; settings: HttpModelSettings }) {}
 
+  positionOf(cursor: HttpCursor | undefined): Position {
+    const paged = this.o.settings.nextCursorPath !== undefined;
+    return JSON.stringify(cursor ?? (paged ? { c: null, n: 0 } : { c: null }));
+  }
+
   parsePosition(position: Position): HttpCursor {
     let c: unknown;
     try {
@@ -267,7 +272,7 @@ export class HttpSource implements PollSource<HttpCursor> {
     const op = this.opOf(item);
     const row =
       item !== null && typeof item === 'object' ? (item as Record<string, unknown>) : { value: item };
-    const position = JSON.stringify(at);
+    const position = this.positionOf(at);
     const senderId = s.idPath ? scalarString(getPath(item, s.idPath)) : undefined;
     return {
       id: createHash('sha256')

@@ -5,6 +5,7 @@
  * 1. `open()` runs the source's `open(from)` (connect, check the table or URL, fix the starting
  *    cursor: `'beginning'` → none, `'now'` → the source's current end, `{after}` → the
  *    position's cursor) and resolves; the loop then runs in the background until `stop()`.
+ *    A `'now'` start hands its cursor to `sink.mark()`, so it is committed without any change.
  * 2. Each round calls `source.next()`, which returns the changes after the cursor, oldest first,
  *    each with the cursor just past it. Every change is pushed in order, and the cursor moves
  *    to it once pushed: the event's position is that cursor, JSON-encoded. When `push` returns
@@ -43,8 +44,10 @@ export interface PollSource<C> {
   /** The changes after `cursor`, oldest first. */
   next(cursor: C | undefined, signal: AbortSignal): Promise<PollRound<C>>;
   close(): Promise<void>;
-  /** Parses a position back into a cursor; throws CONFIG_INVALID when it is not one. */
-  parsePosition(position: Position): C;
+  /** Parses a position back into a cursor (undefined: the start); throws CONFIG_INVALID when it is not one. */
+  parsePosition(position: Position): C | undefined;
+  /** The position of a cursor (undefined: the start), for `sink.mark`. */
+  positionOf(cursor: C | undefined): Position;
 }
 
 export type LoopState = 'starting' | 'streaming' | 'reconnecting' | 'stopped';
@@ -75,6 +78,8 @@ export class PollLoop<C> {
   async open(from: StartFrom): Promise<void> {
     const resumeAt = typeof from === 'object' ? this.o.source.parsePosition(from.after) : undefined;
     this.cursor = await this.o.source.open(from, resumeAt, this.stopper.signal);
+    // Where 'now' resolved is committed even if no change comes: a restart resumes there.
+    if (from === 'now') this.o.sink.mark(this.o.model, this.o.source.positionOf(this.cursor));
     this.state = 'streaming';
     this.o.sink.status({ type: 'connected', model: this.o.model });
     this.o.logger.info({ cursor: this.cursor }, 'polling');
@@ -111,7 +116,10 @@ export class PollLoop<C> {
           this.lastPushed = event.position;
           if (!this.o.sink.push(event)) await this.drainOrStop();
         }
-        if (round.changes.length === 0 && round.cursor !== undefined) this.cursor = round.cursor;
+        if (round.changes.length === 0 && round.cursor !== undefined && !this.stopped) {
+          this.cursor = round.cursor;
+          this.o.sink.mark(this.o.model, this.o.source.positionOf(round.cursor));
+        }
         more = round.more;
       } catch (err) {
         if (this.stopped) return;

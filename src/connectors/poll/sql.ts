@@ -17,7 +17,7 @@
  *   WHERE ts > :ts OR (ts = :ts AND key > :key) ORDER BY ts, key LIMIT :batch
  * so rows sharing a timestamp are read in key order across batches and polls, none skipped
  * and none twice. The position of an event is its row's cursor as JSON (`{"ts":..,"id":..}`),
- * with `ts` read exactly (see sql-dialects.ts).
+ * with `ts` read exactly (see sql-dialects.ts); `{}` is the start of a table that was empty.
  *
  * Operations: polling sees a row's latest state, not its history, so:
  * - `delete` when `deletedColumn` is set on the row (before = the row, after = null);
@@ -100,7 +100,12 @@ export class SqlSource implements PollSource<SqlCursor> {
     this.q = (identifier) => db.quote(identifier);
   }
 
-  parsePosition(position: Position): SqlCursor {
+  positionOf(cursor: SqlCursor | undefined): Position {
+    return JSON.stringify(cursor ?? {});
+  }
+
+  parsePosition(position: Position): SqlCursor | undefined {
+    if (position === '{}') return undefined; // the start of an empty table
     let cursor: unknown;
     try {
       cursor = JSON.parse(position);
@@ -208,7 +213,7 @@ export class SqlSource implements PollSource<SqlCursor> {
     }
     const op = this.opOf(row);
     const key = scalarString(jsonValue(row[s.keyColumn])) ?? JSON.stringify(jsonValue(row[s.keyColumn]));
-    const position = JSON.stringify(cursor);
+    const position = this.positionOf(cursor);
     const stamp = s.cursorColumn ? row[s.cursorColumn] : undefined;
     return {
       id: createHash('sha256')
