@@ -1,5 +1,6 @@
 import { requireService } from '../helpers/services';
 import { startRedisServer } from '../helpers/redis-server';
+import { expireTestStreams } from '../helpers/redis-cleanup';
 import { pubsubConformance } from './pubsub.suite';
 
 pubsubConformance({
@@ -7,4 +8,8 @@ pubsubConformance({
   url: () => requireService('redis'),
   options: { redis: { mode: 'streams' } },
   privateBroker: () => startRedisServer(),
+  // The suite's `evpub/test/*` streams would otherwise stay on the shared Redis.
+  teardown: async () => {
+    await expireTestStreams(await requireService('redis'));
+  },
 });

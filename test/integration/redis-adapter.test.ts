@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createClient, ErrorCode, isEvpubError, type Client } from '../../src/pubsub/index';
 import { collector, type PrivateBroker } from '../conformance/pubsub.suite';
+import { expireTestStreams } from '../helpers/redis-cleanup';
 import { startRedisServer } from '../helpers/redis-server';
 import { requireService, uniqueName } from '../helpers/services';
 import { deferred, waitFor } from '../helpers/wait';
@@ -29,6 +30,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.end()));
   await Promise.all(brokers.map((b) => b.close()));
+  await expireTestStreams(url); // the evpub/test/* streams left on the shared Redis
 });
 
 describe('redis adapter options', () => {
