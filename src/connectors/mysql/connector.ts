@@ -202,7 +202,7 @@ export class MysqlConnector implements EventConnector {
           meta: run.meta,
           datasource: this.dataSource.name,
           model: feed.name,
-          chunkSize: this.settings.snapshotChunkSize,
+          chunkSize: this.settings.snapshotChunk,
           point,
           cursor,
           sink,

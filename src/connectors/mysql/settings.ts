@@ -10,7 +10,7 @@
  *   [100000, 2^31), so several publishers never evict each other's streams.
  * - `snapshot`: `initial` (read the table's rows once, when there is no checkpoint) or `never`
  *   (default). Models may override it.
- * - `snapshotChunkSize`: rows per keyset-ordered snapshot query (default 1000).
+ * - `snapshotChunk`: rows per keyset-ordered snapshot query (default 1000).
  * - `connectTimeout`: ms to connect (default 10000).
  * - `heartbeat`: ms between the server's heartbeat events on an idle binlog stream (default
  *   10000); after 3 heartbeats of silence the stream is considered dead and reopened.
@@ -35,7 +35,7 @@ export interface MysqlSettings {
   display: string;
   serverId: number;
   snapshot: SnapshotMode;
-  snapshotChunkSize: number;
+  snapshotChunk: number;
   connectTimeout: number;
   heartbeat: number;
   reconnectDelay: number;
@@ -56,7 +56,7 @@ export const MYSQL_SETTING_KEYS = [
   'database',
   'serverId',
   'snapshot',
-  'snapshotChunkSize',
+  'snapshotChunk',
   'connectTimeout',
   'heartbeat',
   'reconnectDelay',
@@ -113,8 +113,16 @@ function fromUrl(value: string): Pick<MysqlSettings, 'host' | 'port' | 'user' | 
   };
 }
 
+/** Keys the application itself puts in a datasource's settings. */
+const APP_KEYS = ['connector', 'name'];
+
 /** Validates the datasource settings; throws CONFIG_INVALID naming the key. */
 export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>): MysqlSettings {
+  for (const key of Object.keys(settings)) {
+    if (!(MYSQL_SETTING_KEYS as readonly string[]).includes(key) && !APP_KEYS.includes(key)) {
+      throw invalid(key, `is unknown; the mysql connector's settings are ${MYSQL_SETTING_KEYS.join(', ')}`);
+    }
+  }
   const url = optionalString(settings, 'url');
   const base = url
     ? fromUrl(url)
@@ -138,7 +146,7 @@ export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>):
     display: `mysql://${base.user}@${base.host}:${base.port}/${base.database ?? ''}`,
     serverId,
     snapshot: parseSnapshot(settings.snapshot, 'snapshot', 'never'),
-    snapshotChunkSize: positiveInt(settings, 'snapshotChunkSize', 1_000),
+    snapshotChunk: positiveInt(settings, 'snapshotChunk', 1_000),
     connectTimeout: positiveInt(settings, 'connectTimeout', 10_000),
     heartbeat: positiveInt(settings, 'heartbeat', 10_000),
     reconnectDelay,

@@ -36,9 +36,10 @@ export interface SnapshotOptions {
   onPushed(position: string): void;
 }
 
-export function snapshotEventId(meta: TableMeta, point: string, key: string): string {
+/** A snapshot event's idempotency key: the same row content read again gets the same id. */
+export function snapshotEventId(meta: TableMeta, key: string, after: Record<string, unknown>): string {
   return createHash('sha256')
-    .update(`${meta.database}\u0000${meta.table}\u0000snapshot\u0000${point}\u0000${key}`)
+    .update(`${meta.database}\u0000${meta.table}\u0000snapshot\u0000${key}\u0000${JSON.stringify(after)}`)
     .digest('hex')
     .slice(0, 32);
 }
@@ -58,7 +59,6 @@ export async function runSnapshot(o: SnapshotOptions): Promise<void> {
   const pk = meta.primaryKey.map(quoteId).join(', ');
   const [[count]] = await conn.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM ${table}`);
   const total = Number(count?.n ?? 0);
-  const pointText = encodePosition(o.point);
   let cursor = o.cursor.key === null ? null : decodeKey(o.cursor.key);
   let done = o.cursor.done;
   o.sink.status({ type: 'snapshot', model: o.model, done, total });
@@ -78,7 +78,7 @@ export async function runSnapshot(o: SnapshotOptions): Promise<void> {
       const key = keyOf(meta, after);
       const position = encodePosition({ ...o.point, snapshot: { key: encodeKey(cursor), done } });
       const event: ChangeEvent = {
-        id: snapshotEventId(meta, pointText, key),
+        id: snapshotEventId(meta, key, after),
         datasource: o.datasource,
         model: o.model,
         op: 'snapshot',
