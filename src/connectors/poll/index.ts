@@ -158,12 +158,16 @@ export class PollConnector implements EventConnector {
   health(): ConnectorHealth {
     const positions: Record<string, string | null> = {};
     let reconnecting = false;
+    const failed: string[] = [];
     for (const [model, loop] of this.loops) {
       positions[model] = loop.lastPushed;
       if (loop.state === 'reconnecting') reconnecting = true;
+      if (loop.state === 'failed') failed.push(model);
     }
-    const state = this.life === 'streaming' && reconnecting ? 'reconnecting' : this.life;
-    return { state, positions };
+    let state: ConnectorHealth['state'] = this.life;
+    if (this.life === 'streaming' && failed.length > 0) state = 'failed';
+    else if (this.life === 'streaming' && reconnecting) state = 'reconnecting';
+    return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
   }
 }
 

@@ -14,12 +14,13 @@
  *    `interval` ms.
  * 3. A failed round (connection lost, HTTP 5xx...) is retried after a back-off doubling from
  *    `interval` to 30 s, from the same cursor, with `reconnecting` status; the next successful
- *    round reports `connected`. Nothing is skipped.
+ *    round reports `connected`. Nothing is skipped. An AUTH_FAILED error (HTTP 401/403) is not
+ *    retried: it goes to `sink.fail()`.
  * 4. `stop()` aborts the sleep or drain wait, lets the round in progress finish without pushing
  *    more, and closes the source.
  */
 import type { ChangeEvent, Position, StartFrom } from '../../events/change-event';
-import { ErrorCode, EvpubError, toError } from '../../errors';
+import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
 import type { ChangeSink } from '../contract';
 
@@ -50,7 +51,7 @@ export interface PollSource<C> {
   positionOf(cursor: C | undefined): Position;
 }
 
-export type LoopState = 'starting' | 'streaming' | 'reconnecting' | 'stopped';
+export type LoopState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
 const MAX_BACKOFF_MS = 30_000;
 
@@ -87,7 +88,7 @@ export class PollLoop<C> {
   }
 
   async stop(): Promise<void> {
-    this.state = 'stopped';
+    if (this.state !== 'failed') this.state = 'stopped';
     this.stopper.abort(new EvpubError(ErrorCode.CLIENT_CLOSED, 'connector stopped'));
     await this.loop;
     await this.o.source.close().catch((err: unknown) => {
@@ -123,8 +124,13 @@ export class PollLoop<C> {
         more = round.more;
       } catch (err) {
         if (this.stopped) return;
-        attempt += 1;
         const error = toError(err);
+        if (isEvpubError(error, ErrorCode.AUTH_FAILED)) {
+          this.state = 'failed';
+          this.o.sink.fail(this.o.model, error);
+          return;
+        }
+        attempt += 1;
         this.state = 'reconnecting';
         this.o.sink.status({ type: 'reconnecting', model: this.o.model, attempt, error: error.message });
         this.o.logger.warn({ attempt, err: error.message }, 'poll failed; retrying');
