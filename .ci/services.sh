@@ -40,10 +40,22 @@ ensure rabbitmq 5672 'rabbitmq-server -detached'
 ensure mosquitto 1883 'mosquitto -d -c /etc/mosquitto/mosquitto.conf'
 ensure nats 4222 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log'
 
-# PostgreSQL logical replication (the postgres connector and its tests).
-if [ "$(psql -h 127.0.0.1 -U postgres -d test -tAc 'show wal_level')" != logical ]; then
-  log "setting PostgreSQL wal_level=logical and restarting it"
+# PostgreSQL logical replication (the postgres connector and its tests, which run in parallel
+# and each hold a slot or two while they run).
+pg_setting() { psql -h 127.0.0.1 -U postgres -d test -tAc "show $1"; }
+pg_restart=0
+if [ "$(pg_setting wal_level)" != logical ]; then
   psql -h 127.0.0.1 -U postgres -d test -qc "ALTER SYSTEM SET wal_level = logical"
+  pg_restart=1
+fi
+for setting in max_replication_slots max_wal_senders; do
+  if [ "$(pg_setting $setting)" -lt 40 ]; then
+    psql -h 127.0.0.1 -U postgres -d test -qc "ALTER SYSTEM SET $setting = 40"
+    pg_restart=1
+  fi
+done
+if [ "$pg_restart" = 1 ]; then
+  log "applying PostgreSQL settings (wal_level=logical, 40 slots and senders): restarting it"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart
   wait_port 5432 postgresql
 fi
