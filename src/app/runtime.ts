@@ -3,9 +3,10 @@
  * distinct broker), the checkpoint store, a connector and a pipeline per datasource, a tracker
  * per feed. Built from a validated configuration; torn down in the reverse order.
  *
- * Start order: connect the brokers → open the checkpoint store → initialize the connectors →
- * load each feed's checkpoint → start each connector with its pipeline as the sink. Any failure
- * undoes what was done and rejects.
+ * Start order: initialize the connectors (LoopBack's `initialize` only builds the connector and
+ * checks its settings: a bad setting fails here, before anything connects) → connect the
+ * brokers → open the checkpoint store → load each feed's checkpoint → start each connector with
+ * its pipeline as the sink. Any failure undoes what was done and rejects.
  *
  * Stop order: stop the connectors (no more reading) → wait for in-flight publishes (up to
  * `stopTimeout`; what is left stays uncommitted and is read again next time) → save the
@@ -15,7 +16,7 @@ import type { CheckpointStore } from '../checkpoints/contract';
 import { createCheckpointStore } from '../checkpoints/index';
 import type { EventConnector, ModelFeed } from '../connectors/contract';
 import { initializeConnector, type ConnectorRegistry } from '../connectors/registry';
-import { redact, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import type { StartFrom } from '../events/change-event';
 import { createEnvelope } from '../events/envelopes/index';
 import type { Logger } from '../logger';
@@ -49,6 +50,28 @@ interface BrokerRun {
   name: string;
   url: string;
   client: Client;
+}
+
+/**
+ * A connector's CONFIG_INVALID error, prefixed with the configuration path it is about
+ * (`datasources.db.url: ...`): connectors name their setting (`context.setting`) but do not
+ * know where the configuration put it. Other errors are returned as they are.
+ */
+function atSettingPath(err: unknown, dataSource: string): unknown {
+  if (!isEvpubError(err) || err.code !== ErrorCode.CONFIG_INVALID) return err;
+  const setting = err.context.setting;
+  let at = `datasources.${dataSource}`;
+  if (typeof setting === 'string') at = setting.includes('.') ? setting : `${at}.${setting}`;
+  if (err.message.startsWith(`${at}:`)) return err;
+  return new EvpubError(ErrorCode.CONFIG_INVALID, `${at}: ${err.message}`, {
+    cause: err,
+    context: { ...err.context, path: at },
+  });
+}
+
+interface InitializedConnector {
+  connector: EventConnector;
+  modelNames: string[];
 }
 
 interface FeedRun {
@@ -106,9 +129,10 @@ export class Runtime {
 
   async start(): Promise<void> {
     try {
+      const connectors = await this.initializeConnectors();
       await this.connectBrokers();
       this.store = this.deps.store ?? createCheckpointStore(this.config.checkpoints, { cwd: this.deps.cwd });
-      await this.initializeConnectors();
+      await this.wireFeeds(connectors);
       for (const run of this.runs) {
         const models: ModelFeed[] = run.feeds.map((f) => ({
           name: f.model,
@@ -120,6 +144,7 @@ export class Runtime {
       }
     } catch (err) {
       await this.stop().catch((e: unknown) => this.logger.warn({ err: e }, 'cleanup after a failed start'));
+      for (const handle of this.deps.dataSources.values()) handle.connector = undefined;
       throw err;
     }
   }
@@ -147,7 +172,9 @@ export class Runtime {
     await Promise.all([...this.brokers.values()].map((b) => b.client.connect()));
   }
 
-  private async initializeConnectors(): Promise<void> {
+  /** Resolves and initializes each datasource's connector (no I/O), in configuration order. */
+  private async initializeConnectors(): Promise<Map<string, InitializedConnector>> {
+    const initialized = new Map<string, InitializedConnector>();
     const byDataSource = new Map<string, string[]>();
     for (const [name, model] of Object.entries(this.config.models)) {
       const list = byDataSource.get(model.dataSource) ?? [];
@@ -162,7 +189,13 @@ export class Runtime {
         this.deps.cwd,
       );
       const logger = this.logger.child({ component: 'connector', datasource: dsName });
-      const connector = await initializeConnector(module, { name: dsName, settings, logger }, modelNames);
+      const connector = await initializeConnector(
+        module,
+        { name: dsName, settings, logger },
+        modelNames,
+      ).catch((err: unknown) => {
+        throw atSettingPath(err, dsName);
+      });
       const handle = this.deps.dataSources.get(dsName);
       if (handle) handle.connector = connector;
       if (!connector.resumable) {
@@ -172,6 +205,14 @@ export class Runtime {
         this.logger.warn({ datasource: dsName }, message);
         this.deps.emit({ type: 'warning', message, datasource: dsName });
       }
+      initialized.set(dsName, { connector, modelNames });
+    }
+    return initialized;
+  }
+
+  /** Each datasource's feeds (checkpoint loaded) and its pipeline to the brokers. */
+  private async wireFeeds(connectors: Map<string, InitializedConnector>): Promise<void> {
+    for (const [dsName, { connector, modelNames }] of connectors) {
       const feeds: FeedRun[] = [];
       for (const model of modelNames) feeds.push(await this.feedRun(dsName, model, connector));
       const pipeline = new Pipeline({
