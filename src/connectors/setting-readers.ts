@@ -28,6 +28,19 @@ export class SettingReader {
     return `(got ${JSON.stringify(this.settings[key])})`;
   }
 
+  /** Throws for a key not in `allowed` (a typo must not silently fall back to a default). */
+  closed(allowed: readonly string[]): this {
+    for (const key of Object.keys(this.settings)) {
+      if (!allowed.includes(key)) {
+        throw this.invalid(
+          key,
+          `is unknown; the ${this.connector} connector's settings here are ${allowed.join(', ')}`,
+        );
+      }
+    }
+    return this;
+  }
+
   has(key: string): boolean {
     return this.settings[key] !== undefined && this.settings[key] !== null;
   }
@@ -105,6 +118,9 @@ export class SettingReader {
     return out;
   }
 }
+
+/** Datasource keys the app itself sets or reads. */
+export const APP_KEYS = ['connector', 'name'] as const;
 
 /** The operations a source may map to (not `snapshot`/`truncate`, which are connector-made). */
 const OPS = ['create', 'update', 'delete'] as const satisfies readonly Operation[];

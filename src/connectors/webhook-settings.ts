@@ -27,7 +27,7 @@
  */
 import type { Operation } from '../events/change-event';
 import { compilePath, type JsonPath } from './json-path';
-import { SettingReader, type Settings } from './setting-readers';
+import { APP_KEYS, SettingReader, type Settings } from './setting-readers';
 
 export interface SignatureSettings {
   header: string;
@@ -87,7 +87,7 @@ function normalisePath(path: string): string {
 }
 
 export function parseWebhookSettings(settings: Settings): WebhookSettings {
-  const r = new SettingReader('webhook', settings);
+  const r = new SettingReader('webhook', settings).closed([...WEBHOOK_SETTING_KEYS, ...APP_KEYS]);
   if (!r.has('port')) throw r.invalid('port', 'is required: the port to listen on (0 for a free one)');
   const port = r.int('port', 0, 0);
   if (port > 65535) throw r.invalid('port', 'must be at most 65535');
@@ -127,6 +127,7 @@ export function parseWebhookModel(
   dataSourceSettings: Settings,
   base: WebhookSettings,
 ): WebhookModelSettings {
+  new SettingReader('webhook', modelSettings, `models.${model}.`).closed(MODEL_KEYS);
   const merged: Record<string, unknown> = {};
   for (const key of MODEL_KEYS) {
     const value = modelSettings[key] ?? dataSourceSettings[key];

@@ -23,7 +23,7 @@ import type {
   ModelFeed,
   StartRequest,
 } from '../contract';
-import { SettingReader } from '../setting-readers';
+import { APP_KEYS, SettingReader } from '../setting-readers';
 import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
 import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
@@ -64,6 +64,13 @@ export class PollConnector implements EventConnector {
         `poll connector: setting "url" must be sqlite:path, postgres://, mysql:// or http(s):// (got ${redact(url)})`,
       );
     }
+    const modelKeys: readonly string[] = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
+    r.closed([
+      ...APP_KEYS,
+      'url',
+      ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []),
+      ...modelKeys,
+    ]);
     this.url = url;
     this.headers = r.stringMap('headers');
     this.requestTimeout = r.int('requestTimeout', 30_000);
@@ -75,8 +82,10 @@ export class PollConnector implements EventConnector {
 
   /** A model's settings with the datasource's as defaults. */
   private modelSettings(model: ModelFeed): Record<string, unknown> {
+    const keys = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
+    new SettingReader('poll', model.settings, `models.${model.name}.`).closed(keys);
     const merged: Record<string, unknown> = {};
-    for (const key of this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS) {
+    for (const key of keys) {
       const value = model.settings[key] ?? this.dataSource.settings[key];
       if (value !== undefined) merged[key] = value;
     }
