@@ -1,0 +1,127 @@
+/**
+ * The mysql connector against private mariadbd processes (own port and temp datadir), for what
+ * the shared server must never see: a server restart mid-stream, purged binlogs, binary
+ * logging off, a binlog format other than ROW.
+ */
+import type { RowDataPacket } from 'mysql2';
+import type { Connection } from 'mysql2/promise';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EventConnector } from '../../src/connectors/contract';
+import { ErrorCode, isEvpubError } from '../../src/errors';
+import { RecordingSink } from '../conformance/connector.suite';
+import { mysqlConnector, startPrivateMariaDb, type PrivateMariaDb } from '../helpers/mariadb';
+import { waitFor } from '../helpers/wait';
+
+describe('mysql connector (private mariadbd)', () => {
+  let server: PrivateMariaDb;
+  let conn: Connection;
+  const running: EventConnector[] = [];
+
+  beforeAll(async () => {
+    server = await startPrivateMariaDb();
+    conn = await server.connect();
+    await conn.query('USE test');
+  });
+
+  afterAll(async () => {
+    await Promise.all(running.map((c) => c.stop().catch(() => undefined)));
+    await conn?.end().catch(() => undefined);
+    await server?.close();
+  });
+
+  async function started(table: string, from: 'now' | { after: string }) {
+    const connector = await mysqlConnector({ url: server.url });
+    running.push(connector);
+    const sink = new RecordingSink();
+    await connector.start({ models: [{ name: 'm', settings: { table }, from }], sink });
+    return { connector, sink };
+  }
+
+  it('survives a server restart mid-stream: reconnects and loses nothing', async () => {
+    await conn.query('CREATE TABLE r (id INT PRIMARY KEY)');
+    const { connector, sink } = await started('r', 'now');
+    for (let i = 1; i <= 100; i++) await conn.query('INSERT INTO r VALUES (?)', [i]);
+    await waitFor(() => sink.events.length >= 50, 'rows before the restart');
+    await conn.end();
+    await server.stop();
+    await waitFor(() => sink.statuses.some((s) => s.type === 'reconnecting'), 'the connector to notice');
+    await server.start();
+    conn = await server.connect();
+    await conn.query('USE test');
+    for (let i = 101; i <= 200; i++) await conn.query('INSERT INTO r VALUES (?)', [i]);
+    await waitFor(() => sink.events.length >= 200, 'all 200 rows', 30_000);
+    expect(sink.keys()).toEqual(Array.from({ length: 200 }, (_, i) => String(i + 1)));
+    expect(connector.health().state).toBe('streaming');
+    await connector.stop();
+  });
+
+  it('a checkpoint whose binlog was purged: sink.fail with the fix, never a silent skip', async () => {
+    await conn.query('CREATE TABLE p (id INT PRIMARY KEY)');
+    const first = await started('p', 'now');
+    await conn.query('INSERT INTO p VALUES (1)');
+    await waitFor(() => first.sink.events.length === 1, 'the first row');
+    await first.connector.stop();
+    const checkpoint = first.sink.events[0]!.position!;
+    await conn.query('INSERT INTO p VALUES (2)');
+    // Purge until the oldest binlog starts after the checkpoint's transaction (MariaDB keeps a
+    // file while crash recovery may still need it, so one PURGE is not always enough).
+    const checkpointSeq = Number(/-(\d+)"/.exec(checkpoint)![1]);
+    let id = 10;
+    await waitFor(async () => {
+      await conn.query('INSERT INTO p VALUES (?)', [id++]);
+      await conn.query('FLUSH BINARY LOGS');
+      const [logs] = await conn.query<RowDataPacket[]>('SHOW BINARY LOGS');
+      await conn.query(`PURGE BINARY LOGS TO '${String(logs.at(-1)!.Log_name)}'`);
+      const [left] = await conn.query<RowDataPacket[]>('SHOW BINARY LOGS');
+      const [events] = await conn.query<RowDataPacket[]>(
+        `SHOW BINLOG EVENTS IN '${String(left[0]!.Log_name)}' LIMIT 3`,
+      );
+      const list = events.find((e) => e.Event_type === 'Gtid_list');
+      return Number(/-(\d+)\]/.exec(String(list?.Info))?.[1] ?? 0) > checkpointSeq;
+    }, "the checkpoint's binlog to be purged");
+    const second = await started('p', { after: checkpoint });
+    expect(second.sink.failures).toHaveLength(1);
+    const err = second.sink.failures[0]!.err;
+    expect(isEvpubError(err, ErrorCode.SOURCE_FAILED)).toBe(true);
+    expect(err.message).toContain('no longer on the server');
+    expect(err.message).toContain('binlog_expire_logs_seconds');
+    expect(second.sink.events).toEqual([]);
+    expect(second.connector.health().state).toBe('failed');
+  });
+
+  it('binlog_format other than ROW: start() rejects naming the setting', async () => {
+    await conn.query('CREATE TABLE f (id INT PRIMARY KEY)');
+    await conn.query("SET GLOBAL binlog_format = 'STATEMENT'");
+    try {
+      const connector = await mysqlConnector({ url: server.url });
+      running.push(connector);
+      const err = await connector
+        .start({ models: [{ name: 'm', settings: { table: 'f' }, from: 'now' }], sink: new RecordingSink() })
+        .catch((e: unknown) => e);
+      expect(isEvpubError(err, ErrorCode.SOURCE_FAILED)).toBe(true);
+      expect((err as Error).message).toContain('binlog_format is STATEMENT');
+      expect((err as Error).message).toContain('binlog_format=ROW');
+    } finally {
+      await conn.query("SET GLOBAL binlog_format = 'ROW'");
+    }
+  });
+
+  it('binary logging off: start() rejects naming log_bin', async () => {
+    const plain = await startPrivateMariaDb({ binlog: false });
+    try {
+      const c = await plain.connect();
+      await c.query('CREATE TABLE test.o (id INT PRIMARY KEY)');
+      await c.end();
+      const connector = await mysqlConnector({ url: plain.url });
+      running.push(connector);
+      const err = await connector
+        .start({ models: [{ name: 'm', settings: { table: 'o' }, from: 'now' }], sink: new RecordingSink() })
+        .catch((e: unknown) => e);
+      expect(isEvpubError(err, ErrorCode.SOURCE_FAILED)).toBe(true);
+      expect((err as Error).message).toContain('binary logging is off');
+      expect((err as Error).message).toContain('log_bin');
+    } finally {
+      await plain.close();
+    }
+  });
+});
