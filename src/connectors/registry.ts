@@ -157,6 +157,14 @@ export function builtinConnectors(): ConnectorRegistry {
     .register(
       'poll',
       lazy(() => import('./poll/index.js')),
+    )
+    .register(
+      'websocket',
+      lazy(() => import('./websocket.js')),
+    )
+    .register(
+      'bridge',
+      lazy(() => import('./bridge.js')),
     );
 }
 
