@@ -1,0 +1,197 @@
+/**
+ * Settings of the `websocket` connector, validated in `initialize()` (datasource) and `start()`
+ * (models). See docs/connectors/websocket.md.
+ *
+ * Datasource: `url` (ws:// or wss://, required), `headers`, `subscribe`, `resume`
+ * (`{ param, beginning? }`: the server resumes after a cursor given as `?<param>=<cursor>`),
+ * `connectTimeout`, `reconnectDelay`, `maxReconnectDelay`, `pingInterval`, `pingTimeout`,
+ * `maxPayload`, and default mapping settings for every model (json-mapping.ts, plus
+ * `cursorPath`). Model: `subscribe`, `cursorPath` and the mapping settings, which override the
+ * datasource's.
+ */
+import { redact } from '../errors';
+import {
+  invalidSetting,
+  MAPPING_KEYS,
+  parseMapping,
+  parsePath,
+  withModel,
+  type JsonPath,
+  type Mapping,
+} from './json-mapping';
+
+export interface WebSocketSettings {
+  /** The URL as configured (secrets included): only for connecting, never for logs. */
+  url: string;
+  /** The URL for logs and errors: no credentials, no query string. */
+  displayUrl: string;
+  headers: Record<string, string>;
+  resume: { param: string; beginning?: string } | undefined;
+  connectTimeout: number;
+  reconnectDelay: number;
+  maxReconnectDelay: number;
+  /** 0 disables pings. */
+  pingInterval: number;
+  pingTimeout: number;
+  maxPayload: number;
+  /** The raw settings, for the per-model defaults. */
+  defaults: Readonly<Record<string, unknown>>;
+}
+
+export interface WebSocketModelSettings {
+  mapping: Mapping;
+  cursorPath: JsonPath | undefined;
+  /** The messages sent after each connection, as text. */
+  subscribe: string[];
+}
+
+const MODEL_KEYS = ['subscribe', 'cursorPath', ...MAPPING_KEYS] as const;
+
+export const WEBSOCKET_SETTING_KEYS = [
+  'url',
+  'headers',
+  'resume',
+  'connectTimeout',
+  'reconnectDelay',
+  'maxReconnectDelay',
+  'pingInterval',
+  'pingTimeout',
+  'maxPayload',
+  ...MODEL_KEYS,
+] as const;
+
+/** Keys the app itself puts in a datasource's settings. */
+const APP_KEYS = ['connector', 'name'];
+
+const WHERE = 'websocket connector: setting';
+
+function int(settings: Readonly<Record<string, unknown>>, key: string, fallback: number, min = 1): number {
+  const value = settings[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw invalidSetting(WHERE, key, `must be an integer of at least ${min} (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+function checkKeys(
+  settings: Readonly<Record<string, unknown>>,
+  allowed: readonly string[],
+  where: string,
+): void {
+  for (const key of Object.keys(settings)) {
+    if (!allowed.includes(key)) {
+      throw invalidSetting(where, key, `is not a setting of this connector; allowed: ${allowed.join(', ')}`);
+    }
+  }
+}
+
+/** For logs: scheme, host and path only (no user info, no query string with tokens). */
+export function displayUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+export function parseWebSocketSettings(settings: Readonly<Record<string, unknown>>): WebSocketSettings {
+  checkKeys(settings, [...WEBSOCKET_SETTING_KEYS, ...APP_KEYS], WHERE);
+  const raw = settings.url;
+  if (typeof raw !== 'string' || raw === '') {
+    throw invalidSetting(WHERE, 'url', 'is required: the ws:// or wss:// URL of the event stream');
+  }
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw invalidSetting(WHERE, 'url', `must be a ws:// or wss:// URL (got ${redact(raw)})`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw invalidSetting(WHERE, 'url', `must be a ws:// or wss:// URL (got ${displayUrl(url)})`);
+  }
+  const headers = settings.headers ?? {};
+  if (
+    typeof headers !== 'object' ||
+    headers === null ||
+    Array.isArray(headers) ||
+    Object.values(headers).some((v) => typeof v !== 'string')
+  ) {
+    throw invalidSetting(WHERE, 'headers', 'must be an object of header names to string values');
+  }
+  let resume: WebSocketSettings['resume'];
+  if (settings.resume !== undefined && settings.resume !== null) {
+    const r = settings.resume as Record<string, unknown>;
+    if (typeof r !== 'object' || typeof r.param !== 'string' || r.param === '') {
+      throw invalidSetting(WHERE, 'resume', 'must be { param: "since", beginning?: "0" }');
+    }
+    if (r.beginning !== undefined && typeof r.beginning !== 'string') {
+      throw invalidSetting(
+        WHERE,
+        'resume.beginning',
+        'must be a string (the cursor that means "from the start")',
+      );
+    }
+    resume = { param: r.param, ...(typeof r.beginning === 'string' ? { beginning: r.beginning } : {}) };
+  }
+  const reconnectDelay = int(settings, 'reconnectDelay', 500);
+  const maxReconnectDelay = int(settings, 'maxReconnectDelay', 30_000);
+  if (maxReconnectDelay < reconnectDelay) {
+    throw invalidSetting(WHERE, 'maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
+  }
+  return {
+    url: raw,
+    displayUrl: displayUrl(url),
+    headers: headers as Record<string, string>,
+    resume,
+    connectTimeout: int(settings, 'connectTimeout', 10_000),
+    reconnectDelay,
+    maxReconnectDelay,
+    pingInterval: int(settings, 'pingInterval', 30_000, 0),
+    pingTimeout: int(settings, 'pingTimeout', 10_000),
+    maxPayload: int(settings, 'maxPayload', 100 * 1024 * 1024),
+    defaults: settings,
+  };
+}
+
+/** A model's settings over the datasource's defaults; throws CONFIG_INVALID naming the key. */
+export function parseWebSocketModel(
+  ds: WebSocketSettings,
+  model: string,
+  modelSettings: Readonly<Record<string, unknown>>,
+): WebSocketModelSettings {
+  const where = `models.${model}.settings`;
+  checkKeys(modelSettings, MODEL_KEYS, where);
+  const merged: Record<string, unknown> = {};
+  for (const key of MODEL_KEYS) {
+    const value = modelSettings[key] ?? ds.defaults[key];
+    if (value !== undefined) merged[key] = value;
+  }
+  const mapping = parseMapping(merged, where, model);
+  if (!mapping.keyPath) {
+    throw invalidSetting(
+      where,
+      'keyPath',
+      'is required (on the model or the datasource): the path of the record key, e.g. "data.id"',
+    );
+  }
+  const cursorPath =
+    merged.cursorPath === undefined ? undefined : parsePath(merged.cursorPath, where, 'cursorPath');
+  if (ds.resume && !cursorPath) {
+    throw invalidSetting(
+      where,
+      'cursorPath',
+      'is required when the datasource sets `resume`: the path of the message cursor',
+    );
+  }
+  const subscribe =
+    merged.subscribe === undefined
+      ? []
+      : Array.isArray(merged.subscribe)
+        ? merged.subscribe
+        : [merged.subscribe];
+  return {
+    mapping,
+    cursorPath,
+    subscribe: subscribe.map((m) => {
+      const value = withModel(m, model);
+      return typeof value === 'string' ? value : JSON.stringify(value);
+    }),
+  };
+}
