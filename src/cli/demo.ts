@@ -10,7 +10,7 @@
  * - an embedded CouchDB-compatible server (express-pouchdb, memory adapter) on a free port, with
  *   the database `accounts`;
  * - the publisher: an evpub app with the datasource `couch` (connector `couchdb`) and the model
- *   `accounts`, topic `demo/accounts/{op}/{key}`, checkpoints in memory;
+ *   `accounts`, topic `demo/accounts/{op}/{key}` (`--prefix` replaces `demo`), checkpoints in memory;
  * - the broker: `memory://demo` (in process), or the one `--broker` names;
  * - a tail: a subscriber to `demo/accounts/#` on that broker printing one line per event.
  *
@@ -35,12 +35,12 @@ interface DemoFlags {
   envelope: string;
   broker: string;
   interval: string;
+  prefix: string;
   option: string[];
 }
 
 const ENVELOPES: EnvelopeName[] = ['cloudevents', 'cloudevents-binary', 'legacy'];
 const DATABASE = 'accounts';
-const TOPIC = `demo/${DATABASE}/{op}/{key}`;
 const STEP_TIMEOUT_MS = 15_000;
 
 type Doc = Record<string, unknown> & { _id: string; _rev?: string };
@@ -52,8 +52,10 @@ interface Tailed {
   rev: string | undefined;
 }
 
+/** False once stdout is gone (`evpub demo | head`): the demo then stops as on Ctrl-C. */
+let stdoutOpen = true;
 const out = (line: string): void => {
-  process.stdout.write(`${line}\n`);
+  if (stdoutOpen) process.stdout.write(`${line}\n`);
 };
 
 /** The document fields worth showing: no `_id`/`_rev`, at most ~80 characters. */
@@ -235,19 +237,25 @@ async function nextChange(accounts: Accounts, n: number): Promise<Tailed> {
   return accounts.put({ ...agent, region: city });
 }
 
-/** Resolves on the first SIGINT or SIGTERM. */
-function signalled(): { promise: Promise<NodeJS.Signals>; dispose(): void } {
-  let handler!: (s: NodeJS.Signals) => void;
-  const promise = new Promise<NodeJS.Signals>((resolve) => {
+/** Resolves on the first SIGINT or SIGTERM, or when stdout is closed by its reader (EPIPE). */
+function signalled(): { promise: Promise<string>; dispose(): void } {
+  let handler!: (s: string) => void;
+  const onStdoutError = (err: NodeJS.ErrnoException): void => {
+    stdoutOpen = false;
+    handler(err.code ?? 'stdout error');
+  };
+  const promise = new Promise<string>((resolve) => {
     handler = resolve;
     process.once('SIGINT', handler);
     process.once('SIGTERM', handler);
+    process.stdout.on('error', onStdoutError);
   });
   return {
     promise,
     dispose: () => {
       process.removeListener('SIGINT', handler);
       process.removeListener('SIGTERM', handler);
+      // The stdout listener stays: a write after the reader went away must not crash the stop.
     },
   };
 }
@@ -259,6 +267,13 @@ async function runDemo(flags: DemoFlags): Promise<void> {
   }
   const interval = parsePositiveInt(flags.interval, '--interval');
   const clientOptions = parseClientOptions(flags.option);
+  if (!/^[\w-]+$/.test(flags.prefix)) {
+    throw new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      '--prefix: must be one topic level of letters, digits, _ and -',
+    );
+  }
+  const topic = `${flags.prefix}/${DATABASE}/{op}/{key}`;
   // Library logs (warnings and errors by default) go to stderr; stdout is the demo's own.
   const logger = createLogger({ level: process.env.EVPUB_LOG_LEVEL ?? 'warn' });
   const signal = signalled();
@@ -277,7 +292,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     cleanups.push(() => client.end());
     client.on('message', (topic, payload, meta) => tail.onMessage(topic, payload, meta.headers));
     client.on('error', (err) => logger.error({ err }, 'demo tail: broker error'));
-    await client.subscribe(`demo/${DATABASE}/#`);
+    await client.subscribe(`${flags.prefix}/${DATABASE}/#`);
 
     const app = evpub({
       logger,
@@ -285,18 +300,15 @@ async function runDemo(flags: DemoFlags): Promise<void> {
       checkpoints: { store: 'memory' },
     });
     app.dataSource('couch', { connector: 'couchdb', url: couchUrl });
-    app.model(
-      { name: DATABASE, base: 'Model' },
-      { dataSource: 'couch', topic: TOPIC, envelope, from: 'beginning' },
-    );
+    app.model({ name: DATABASE, base: 'Model' }, { dataSource: 'couch', topic, envelope, from: 'beginning' });
     await app.start();
     cleanups.push(() => app.stop());
 
     out(`evpub demo`);
     out(`  source:    embedded CouchDB at ${couchUrl}${DATABASE}`);
-    out(`  broker:    ${redact(flags.broker)}  (topic ${TOPIC})`);
+    out(`  broker:    ${redact(flags.broker)}  (topic ${topic})`);
     out(`  envelope:  ${envelope}`);
-    out(`  tail:      subscribed to demo/${DATABASE}/#`);
+    out(`  tail:      subscribed to ${flags.prefix}/${DATABASE}/#`);
     if (!flags.once) {
       out(`  try it:    curl -X PUT ${couchUrl}${DATABASE}/me -d '{"name":"you"}'   (Ctrl-C to stop)`);
     }
@@ -338,6 +350,7 @@ export function registerDemo(program: Command): void {
     .option('-e, --envelope <name>', `envelope: ${ENVELOPES.join(', ')}`, 'cloudevents')
     .option('-b, --broker <url>', 'publish to this broker instead of the in-process one', 'memory://demo')
     .option('-i, --interval <ms>', 'after the scenario, a change every <ms> milliseconds', '2000')
+    .option('-p, --prefix <level>', 'first topic level (topics are <prefix>/accounts/<op>/<id>)', 'demo')
     .option('-o, --option <k=v>', 'broker client option, e.g. nats.jetstream=true (repeatable)', collect, [])
     .action(async (flags: DemoFlags) => runDemo(flags));
 }

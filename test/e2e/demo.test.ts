@@ -4,13 +4,14 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { requireService, uniqueName } from '../helpers/services';
 import { BUILT_CLI, spawnCli } from './cli';
 
-function tailLines(stdout: string): string[] {
-  return stdout.split('\n').filter((l) => l.startsWith('  demo/accounts/'));
+function tailLines(stdout: string, prefix = 'demo'): string[] {
+  return stdout.split('\n').filter((l) => l.startsWith(`  ${prefix}/accounts/`));
 }
 
-describe('evpub demo --once', () => {
+describe('evpub demo', () => {
   it('tails the create, update and delete events of the scenario (CloudEvents) and exits 0', async () => {
     const demo = spawnCli(['demo', '--once']);
     expect(await demo.exited).toBe(0);
@@ -57,6 +58,28 @@ describe('evpub demo --once', () => {
     expect(await demo.exited).toBe(0);
     expect(demo.stderr()).toBe('');
     expect(tailLines(demo.stdout())).toHaveLength(6);
+  });
+
+  it('--broker publishes to a real broker (the shared Mosquitto, a topic prefix of its own)', async () => {
+    const mqtt = await requireService('mosquitto');
+    const prefix = uniqueName('demo');
+    const demo = spawnCli(['demo', '--once', '--broker', mqtt, '--prefix', prefix]);
+    expect(await demo.exited).toBe(0);
+    expect(demo.stderr()).toBe('');
+    expect(demo.stdout()).toContain(`broker:    ${mqtt}`);
+    const lines = tailLines(demo.stdout(), prefix);
+    expect(lines).toHaveLength(6);
+    expect(lines[5]).toContain(`${prefix}/accounts/delete/q  delete q`);
+  });
+
+  it('without --once keeps changing and tailing until SIGINT, then stops cleanly (exit 0)', async () => {
+    const demo = spawnCli(['demo', '--interval', '50']);
+    await demo.waitForOutput('create agent-');
+    demo.child.kill('SIGINT');
+    expect(await demo.exited).toBe(0);
+    expect(demo.stderr()).toBe('');
+    expect(tailLines(demo.stdout()).length).toBeGreaterThan(6);
+    expect(demo.stdout().trimEnd().endsWith('done')).toBe(true);
   });
 
   it('an unknown envelope exits 1 with the flag named', async () => {
