@@ -1,6 +1,7 @@
 /**
- * `evpub demo --once`: the embedded store, the in-process broker, the publisher and the tail,
- * as a user runs it; every step of the scenario is tailed and the process exits 0.
+ * `evpub demo`: the embedded store, the in-process broker (or `--broker`), the publisher and
+ * the tail, as a user runs it. With `--once` every step of the scenario is tailed and the
+ * process exits 0; without it, it keeps going until SIGINT and then stops cleanly.
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
