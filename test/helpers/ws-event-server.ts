@@ -78,7 +78,7 @@ export async function startWsEventServer(options: WsEventServerOptions = {}): Pr
       socket.on('close', () => clients.delete(client));
       socket.on('message', (data) => {
         try {
-          const m = JSON.parse(String(data)) as { type?: string; channel?: string };
+          const m = JSON.parse((data as Buffer).toString('utf8')) as { type?: string; channel?: string };
           if (m.type === 'subscribe') client.channel = m.channel;
         } catch {
           // ignored
