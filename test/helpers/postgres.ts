@@ -9,7 +9,7 @@ export const PG_URL = SERVICES.postgres.url;
 export async function sql<T extends Record<string, unknown> = Record<string, unknown>>(
   text: string,
   values: unknown[] = [],
-  url = PG_URL,
+  url: string = PG_URL,
 ): Promise<T[]> {
   const client = new Client({ connectionString: url });
   await client.connect();
@@ -28,7 +28,7 @@ export class PgFixture {
   readonly publication = uniqueName('pub');
   readonly tables: string[] = [];
 
-  constructor(readonly url = PG_URL) {}
+  constructor(readonly url: string = PG_URL) {}
 
   async table(columns = 'id text PRIMARY KEY, value int', prefix = 'tbl'): Promise<string> {
     const name = uniqueName(prefix);
@@ -80,7 +80,7 @@ export class PgFixture {
 }
 
 /** Drops a slot once no process reads it (waits up to 10 s). */
-export async function dropSlotWhenFree(slot: string, url = PG_URL): Promise<void> {
+export async function dropSlotWhenFree(slot: string, url: string = PG_URL): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const rows = await sql<{ active: boolean }>(
       'SELECT active FROM pg_replication_slots WHERE slot_name = $1',

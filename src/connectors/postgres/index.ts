@@ -41,7 +41,7 @@ import type {
   ModelFeed,
   StartRequest,
 } from '../contract';
-import { sourceError } from './errors';
+import { fixes, sourceError } from './errors';
 import {
   comparePoints,
   decodePosition,
@@ -71,7 +71,9 @@ import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
 
 export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
-export { listSlots, dropSlot } from './slot-admin';
+export { listSlots, dropSlot, connectAdmin, currentLsn, type SlotState } from './slot-admin';
+export { formatLsn, resnapshotPosition } from './position';
+export { defaultName } from './settings';
 
 type LifeState = 'idle' | 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -261,6 +263,18 @@ export class PostgresConnector implements EventConnector {
     );
     if (added.length > 0)
       this.logger.info({ publication: this.settings.publication, added }, 'publication updated');
+    // A checkpoint made with a slot that is gone: the changes in between are lost to evpub.
+    // Only a checkpoint that restarts its snapshot from the first row (`evpub snapshot`) may
+    // go on with a new slot.
+    const resuming = [...this.models.values()].filter(
+      (m) => m.committed !== null && m.snapshot?.cursor !== null,
+    );
+    if (resuming.length > 0 && !(await this.withAdmin('slot', (c) => slotState(c, this.settings.slot)))) {
+      throw fixes.slotLost(
+        this.settings.slot,
+        `does not exist, but the checkpoints of ${resuming.map((m) => m.name).join(', ')} were made with it`,
+      );
+    }
     const { created, state } = await this.withAdmin('slot', (c) => ensureSlot(c, this.settings.slot));
     if (created) this.logger.info('replication slot created');
     this.startFlush = state.confirmedFlush ?? 0n;

@@ -77,3 +77,13 @@ export function comparePoints(a: StreamPoint | null, b: StreamPoint | null): num
   if (a.lsn !== b.lsn) return a.lsn < b.lsn ? -1 : 1;
   return Math.sign(a.index - b.index);
 }
+
+/**
+ * The position `evpub snapshot <model>` saves as a model's checkpoint: the stream from `lsn`
+ * (the server's WAL position when the command ran) and the snapshot from its first row. The
+ * next start reads every row again, and a slot created meanwhile is fine: every change the
+ * new slot does not have happened before the snapshot reads the rows.
+ */
+export function resnapshotPosition(lsn: Lsn): string {
+  return encodePosition({ stream: { lsn, index: -1 }, snapshot: { cursor: null } });
+}

@@ -1,0 +1,245 @@
+/**
+ * The PostgreSQL connector against PRIVATE clusters (test/helpers/postgres-server.ts), for what
+ * the shared server must not go through: a server crash and restart mid-stream, `wal_level`
+ * other than logical, heartbeats measured on a server where nothing else emits them, and a
+ * slot that disappeared while evpub was not running.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from 'pg';
+import { RecordingSink } from '../conformance/connector.suite';
+import type { PostgresConnector } from '../../src/connectors/postgres/index';
+import type { ChangeEvent } from '../../src/events/change-event';
+import { PgFixture, sql } from '../helpers/postgres';
+import { privatePostgres, type PrivatePostgres } from '../helpers/postgres-server';
+import { waitFor } from '../helpers/wait';
+
+let pg: PrivatePostgres;
+const cleanup: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  pg = await privatePostgres();
+});
+afterAll(async () => {
+  await pg?.close();
+});
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+});
+
+function track(c: PostgresConnector): PostgresConnector {
+  cleanup.push(() => c.stop());
+  return c;
+}
+
+/** Commits the model's last event every 50 ms, as the publisher does once the broker confirmed. */
+function autoCommit(c: PostgresConnector, model: string, sink: RecordingSink): void {
+  let last: ChangeEvent | undefined;
+  const timer = setInterval(() => {
+    const e = sink.events.at(-1);
+    if (e && e !== last) {
+      last = e;
+      void c.commit(model, e.position!);
+    }
+  }, 50);
+  cleanup.push(async () => clearInterval(timer));
+}
+
+const lsn = (text: string): bigint => {
+  const [h, l] = text.split('/');
+  return (BigInt(`0x${h}`) << 32n) | BigInt(`0x${l}`);
+};
+
+async function confirmed(url: string, slot: string): Promise<bigint> {
+  const rows = await sql<{ l: string }>(
+    'SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+    url,
+  );
+  return lsn(rows[0]!.l);
+}
+
+async function walNow(url: string): Promise<bigint> {
+  return lsn((await sql<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l', [], url))[0]!.l);
+}
+
+describe('postgres connector on a private cluster', () => {
+  it('reconnects with back-off after a server crash mid-transaction, and loses nothing', async () => {
+    const f = new PgFixture(pg.url);
+    const t = await f.table('id int PRIMARY KEY, value int');
+    const c = track(await f.connector());
+    /** Pauses (window full) after `pauseAt` events, so the crash comes while a transaction is read. */
+    class PausingSink extends RecordingSink {
+      pauseAt = Infinity;
+      override push(event: ChangeEvent): boolean {
+        super.push(event);
+        if (this.events.length === this.pauseAt) this.full = true;
+        return !this.full;
+      }
+    }
+    const sink = new PausingSink();
+    await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink });
+    autoCommit(c, t, sink);
+
+    // Before: 5 transactions of 100 rows.
+    for (let i = 0; i < 5; i++)
+      await sql(
+        `INSERT INTO ${t} SELECT g, 0 FROM generate_series($1::int, $1 + 99) g`,
+        [i * 100 + 1],
+        pg.url,
+      );
+    await waitFor(() => sink.events.length >= 500, 'the first 500 rows');
+    // While reading: one 10,000-row transaction; the crash comes after 2,000 of its rows.
+    sink.pauseAt = 2500;
+    await sql(`INSERT INTO ${t} SELECT g, 0 FROM generate_series(1001, 11000) g`, [], pg.url);
+    await waitFor(() => sink.full, 'the connector in the middle of the big transaction');
+    await pg.stop(); // -m immediate: a crash
+    sink.release();
+    await waitFor(
+      () => sink.statuses.filter((s) => s.type === 'reconnecting').length >= 2,
+      'two reconnect attempts (back-off)',
+    );
+    await pg.start();
+    // After: inserts and updates of rows from before the crash.
+    for (let i = 0; i < 5; i++)
+      await sql(
+        `INSERT INTO ${t} SELECT g, 0 FROM generate_series($1::int, $1 + 99) g`,
+        [20_001 + i * 100],
+        pg.url,
+      );
+    await sql(`UPDATE ${t} SET value = 1 WHERE id <= 50`, [], pg.url);
+    await sql(`UPDATE ${t} SET value = 2 WHERE id <= 50`, [], pg.url);
+
+    const rows = await sql<{ id: number; value: number }>(`SELECT id, value FROM ${t}`, [], pg.url);
+    expect(rows.length).toBe(11_000);
+    await waitFor(
+      () => {
+        const last = sink.events.at(-1);
+        return last?.key === '50' && last.after?.value === 2;
+      },
+      'the last update',
+      20_000,
+    );
+    const got = new Set(sink.keys());
+    for (const r of rows) expect(got.has(String(r.id)), `row ${r.id}`).toBe(true);
+    // Per key, in order: create, then (for 1..50) value 1, then value 2.
+    const byKey = new Map<string, unknown[]>();
+    for (const e of sink.events) byKey.set(e.key, [...(byKey.get(e.key) ?? []), e.after?.value]);
+    for (let id = 1; id <= 50; id++) expect(byKey.get(String(id))!.slice(-2)).toEqual([1, 2]);
+    const reconnects = sink.statuses.filter((s) => s.type === 'reconnecting').length;
+    const duplicates = sink.events.length - new Set(sink.events.map((e) => e.id)).size;
+    expect(sink.failures).toEqual([]);
+    expect(c.health().state).toBe('streaming');
+    console.log(
+      `postgres crash: ${sink.events.length} events for 11,100 changes, ${duplicates} duplicates, ${reconnects} reconnect attempts`,
+    );
+    await c.stop();
+    await f.drop();
+  });
+
+  it('an idle captured table does not hold the slot back (heartbeats), and the lag is reported in bytes', async () => {
+    const other = 'evpub_other';
+    await sql(`DROP DATABASE IF EXISTS ${other}`, [], pg.url);
+    await sql(`CREATE DATABASE ${other}`, [], pg.url);
+    const writeWal = async (): Promise<void> => {
+      const client = new Client({ connectionString: pg.urlOf(other) });
+      await client.connect();
+      await client.query('CREATE TABLE IF NOT EXISTS w (x text)');
+      await client.query("INSERT INTO w SELECT repeat('x', 500) FROM generate_series(1, 2000)");
+      await client.end();
+    };
+
+    // With heartbeats: the slot follows the server's WAL though the captured table is idle.
+    const f = new PgFixture(pg.url);
+    const t = await f.table();
+    const c = track(await f.connector({ heartbeatInterval: 100, statusInterval: 100 }));
+    const sink = new RecordingSink();
+    await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink });
+    const start = await confirmed(pg.url, f.slot);
+    await writeWal();
+    const written = await walNow(pg.url);
+    expect(written - start).toBeGreaterThan(1_000_000n);
+    await waitFor(
+      async () => (await confirmed(pg.url, f.slot)) >= written,
+      'the slot to pass the other database',
+    );
+    expect(sink.events).toEqual([]);
+    await waitFor(() => sink.statuses.some((s) => s.type === 'lagging'), 'a lag report');
+    expect(sink.statuses.find((s) => s.type === 'lagging')).toEqual({
+      type: 'lagging',
+      bytes: expect.any(Number) as number,
+    });
+    await c.stop();
+    await f.drop();
+
+    // Without heartbeats (the control): the slot stays put and the lag grows by what was written.
+    const g = new PgFixture(pg.url);
+    const u = await g.table();
+    const d = track(await g.connector({ heartbeatInterval: 0, statusInterval: 100 }));
+    const sink2 = new RecordingSink();
+    await d.start({ models: [{ name: u, settings: {}, from: 'now' }], sink: sink2 });
+    const start2 = await confirmed(pg.url, g.slot);
+    await writeWal();
+    const written2 = await walNow(pg.url);
+    const lagged = await waitFor(
+      () =>
+        sink2.statuses.find(
+          (s) => s.type === 'lagging' && s.bytes !== undefined && BigInt(s.bytes) >= written2 - start2,
+        ),
+      'a lag report of at least the WAL written',
+    );
+    expect(await confirmed(pg.url, g.slot)).toBeLessThan(written2);
+    console.log(
+      `heartbeats: slot followed ${written - start} bytes of other WAL; without them lag ${JSON.stringify(lagged)}`,
+    );
+    await d.stop();
+    await g.drop();
+    await sql(`DROP DATABASE ${other}`, [], pg.url);
+  });
+
+  it('a slot dropped while evpub was stopped is an error at start, not a silent gap', async () => {
+    const f = new PgFixture(pg.url);
+    const t = await f.table();
+    const c = track(await f.connector());
+    const sink = new RecordingSink();
+    await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink });
+    await sql(`INSERT INTO ${t} VALUES ('a', 1)`, [], pg.url);
+    await waitFor(() => sink.events.length >= 1, 'a');
+    await c.stop();
+    await sql('SELECT pg_drop_replication_slot($1)', [f.slot], pg.url);
+    const err = await (
+      await f.connector()
+    )
+      .start({ models: [{ name: t, settings: {}, from: { after: sink.events[0]!.position! } }], sink })
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(
+      new RegExp(
+        `slot "${f.slot}" does not exist, but the checkpoints of ${t} were made with it.*evpub snapshot`,
+        's',
+      ),
+    );
+    const slots = await sql('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [f.slot], pg.url);
+    expect(slots).toEqual([]);
+    await f.drop();
+  });
+});
+
+describe('postgres connector on a cluster with wal_level=replica', () => {
+  let replica: PrivatePostgres | undefined;
+  afterAll(async () => {
+    await replica?.close();
+  });
+
+  it('fails to start with an error that names the fix', async () => {
+    replica = await privatePostgres({ settings: { wal_level: 'replica' } });
+    const f = new PgFixture(replica.url);
+    const t = await f.table();
+    const err = await (
+      await f.connector()
+    )
+      .start({ models: [{ name: t, settings: {}, from: 'now' }], sink: new RecordingSink() })
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(
+      /wal_level is "replica", logical replication needs "logical": run `ALTER SYSTEM SET wal_level = logical` as a superuser and restart PostgreSQL/,
+    );
+  });
+});
