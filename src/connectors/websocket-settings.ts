@@ -63,13 +63,17 @@ export const WEBSOCKET_SETTING_KEYS = [
 /** Keys the app itself puts in a datasource's settings. */
 const APP_KEYS = ['connector', 'name'];
 
-const WHERE = 'websocket connector: setting';
-
-function int(settings: Readonly<Record<string, unknown>>, key: string, fallback: number, min = 1): number {
+function int(
+  settings: Readonly<Record<string, unknown>>,
+  where: string,
+  key: string,
+  fallback: number,
+  min = 1,
+): number {
   const value = settings[key];
   if (value === undefined || value === null) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalidSetting(WHERE, key, `must be an integer of at least ${min} (got ${JSON.stringify(value)})`);
+    throw invalidSetting(where, key, `must be an integer of at least ${min} (got ${JSON.stringify(value)})`);
   }
   return value;
 }
@@ -91,7 +95,11 @@ export function displayUrl(url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}`;
 }
 
-export function parseWebSocketSettings(settings: Readonly<Record<string, unknown>>): WebSocketSettings {
+export function parseWebSocketSettings(
+  settings: Readonly<Record<string, unknown>>,
+  name = 'websocket',
+): WebSocketSettings {
+  const WHERE = `datasources.${name}`;
   checkKeys(settings, [...WEBSOCKET_SETTING_KEYS, ...APP_KEYS], WHERE);
   const raw = settings.url;
   if (typeof raw !== 'string' || raw === '') {
@@ -130,22 +138,25 @@ export function parseWebSocketSettings(settings: Readonly<Record<string, unknown
     }
     resume = { param: r.param, ...(typeof r.beginning === 'string' ? { beginning: r.beginning } : {}) };
   }
-  const reconnectDelay = int(settings, 'reconnectDelay', 500);
-  const maxReconnectDelay = int(settings, 'maxReconnectDelay', 30_000);
+  const reconnectDelay = int(settings, WHERE, 'reconnectDelay', 500);
+  const maxReconnectDelay = int(settings, WHERE, 'maxReconnectDelay', 30_000);
   if (maxReconnectDelay < reconnectDelay) {
     throw invalidSetting(WHERE, 'maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
   }
+  // The datasource's mapping defaults are checked now; each model's merge again at start.
+  const defaults = Object.fromEntries(MAPPING_KEYS.filter((k) => k in settings).map((k) => [k, settings[k]]));
+  parseMapping(defaults, WHERE, '{model}');
   return {
     url: raw,
     displayUrl: displayUrl(url),
     headers: headers as Record<string, string>,
     resume,
-    connectTimeout: int(settings, 'connectTimeout', 10_000),
+    connectTimeout: int(settings, WHERE, 'connectTimeout', 10_000),
     reconnectDelay,
     maxReconnectDelay,
-    pingInterval: int(settings, 'pingInterval', 30_000, 0),
-    pingTimeout: int(settings, 'pingTimeout', 10_000),
-    maxPayload: int(settings, 'maxPayload', 100 * 1024 * 1024),
+    pingInterval: int(settings, WHERE, 'pingInterval', 30_000, 0),
+    pingTimeout: int(settings, WHERE, 'pingTimeout', 10_000),
+    maxPayload: int(settings, WHERE, 'maxPayload', 100 * 1024 * 1024),
     defaults: settings,
   };
 }

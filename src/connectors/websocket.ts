@@ -36,7 +36,7 @@ export class WebSocketConnector implements EventConnector {
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseWebSocketSettings(dataSource.settings);
+    this.settings = parseWebSocketSettings(dataSource.settings, dataSource.name);
     this.resumable = this.settings.resume !== undefined;
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'websocket',
