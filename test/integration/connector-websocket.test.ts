@@ -12,7 +12,6 @@ import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
 import type { ModelFeed } from '../../src/connectors/contract';
 import { initialize, WebSocketConnector } from '../../src/connectors/websocket';
 import { ErrorCode, isEvpubError } from '../../src/errors';
-import type { StartFrom } from '../../src/events/change-event';
 import type { Logger } from '../../src/logger';
 import { RecordingSink } from '../conformance/connector.suite';
 import { quietLogger, subscriber } from '../helpers/publisher';
