@@ -10,6 +10,8 @@ import { registerDemo } from './demo';
 import { reportError } from './errors';
 import { registerInit } from './init';
 import { registerPub } from './pub';
+import { registerSlots } from './slots';
+import { registerSnapshot } from './snapshot';
 import { registerStart } from './start';
 import { registerSub } from './sub';
 
@@ -25,6 +27,8 @@ registerInit(program);
 registerPub(program);
 registerSub(program);
 registerDemo(program);
+registerSlots(program);
+registerSnapshot(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   reportError(err);

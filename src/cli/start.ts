@@ -13,9 +13,10 @@
  */
 import type { Command } from 'commander';
 import { evpub } from '../app/app';
-import { loadConfigFrom, redactConfig } from '../app/config';
+import { loadConfigFrom, redactConfig, type LoadedConfig } from '../app/config';
 import { createLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
+import { SnapshotMeter } from './progress';
 
 interface StartFlags {
   config?: string;
@@ -32,9 +33,15 @@ const WARN: PublisherStatus['type'][] = ['paused', 'retrying', 'dead-lettered', 
 const ERROR: PublisherStatus['type'][] = ['feed-failed', 'checkpoint-failed'];
 const DEBUG: PublisherStatus['type'][] = ['checkpoint', 'published', 'resumed'];
 
-function logStatus(logger: Logger, status: PublisherStatus): void {
+export function logStatus(logger: Logger, status: PublisherStatus, meter = new SnapshotMeter()): void {
   const { type } = status;
-  if (ERROR.includes(type)) logger.error({ status }, type);
+  if (type === 'connector' && status.status.type === 'snapshot') {
+    // Snapshot progress: rows done / total, rate, time left, as a human-friendly line.
+    const { model, done, total } = status.status;
+    const progress = meter.report({ datasource: status.datasource, model, done, total });
+    const { message, ...fields } = progress;
+    logger.info({ snapshot: fields }, message);
+  } else if (ERROR.includes(type)) logger.error({ status }, type);
   else if (WARN.includes(type)) logger.warn({ status }, type);
   else if (type === 'connector' && status.status.type === 'reconnecting') logger.warn({ status }, type);
   else if (DEBUG.includes(type)) logger.debug({ status }, type);
@@ -50,24 +57,30 @@ export function registerStart(program: Command): void {
     .option('-l, --log-level <level>', 'trace, debug, info, warn, error (default: EVPUB_LOG_LEVEL or info)')
     .action(async (flags: StartFlags) => {
       const loaded = loadConfigFrom({ file: flags.config, dir: flags.dir });
-      const logger = stdoutLogger(flags.logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info');
-      logger.info(
-        { files: loaded.files, layout: loaded.layout, config: redactConfig(loaded.config) },
-        'configuration loaded',
-      );
-      const app = evpub({ config: loaded.config, cwd: loaded.dir, logger });
-      // Sources like the memory connector hold no socket: keep the process alive until stopped.
-      const keepAlive = setInterval(() => undefined, 2 ** 30);
-      app.on('status', (status) => {
-        logStatus(logger, status);
-        if (status.type === 'stopped') clearInterval(keepAlive);
-      });
-      app.handleSignals();
-      try {
-        await app.start();
-      } catch (err) {
-        clearInterval(keepAlive);
-        throw err;
-      }
+      await runPublisher(loaded, flags.logLevel);
     });
+}
+
+/** Runs the publisher of a loaded configuration until a signal stops it (`evpub start`). */
+export async function runPublisher(loaded: LoadedConfig, logLevel?: string): Promise<void> {
+  const logger = stdoutLogger(logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info');
+  logger.info(
+    { files: loaded.files, layout: loaded.layout, config: redactConfig(loaded.config) },
+    'configuration loaded',
+  );
+  const app = evpub({ config: loaded.config, cwd: loaded.dir, logger });
+  // Sources like the memory connector hold no socket: keep the process alive until stopped.
+  const keepAlive = setInterval(() => undefined, 2 ** 30);
+  const meter = new SnapshotMeter();
+  app.on('status', (status) => {
+    logStatus(logger, status, meter);
+    if (status.type === 'stopped') clearInterval(keepAlive);
+  });
+  app.handleSignals();
+  try {
+    await app.start();
+  } catch (err) {
+    clearInterval(keepAlive);
+    throw err;
+  }
 }

@@ -147,6 +147,10 @@ export interface SlotState {
   database: string | null;
   active: boolean;
   activePid: number | null;
+  /** application_name of the process reading it (`evpub` for evpub), when active. */
+  application: string | null;
+  /** The oldest WAL the slot keeps. */
+  restartLsn: Lsn | null;
   confirmedFlush: Lsn | null;
   /** `reserved`, `extended`, `unreserved` or `lost` (the slot was invalidated). */
   walStatus: string | null;
@@ -164,13 +168,17 @@ export async function listSlots(client: Client, name?: string): Promise<SlotStat
     database: string | null;
     active: boolean;
     active_pid: number | null;
+    application: string | null;
+    restart: string | null;
     confirmed: string | null;
     wal_status: string | null;
     lag: string | null;
   }>(
-    `SELECT slot_name, plugin, database, active, active_pid, confirmed_flush_lsn::text AS confirmed, wal_status,
-            pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text AS lag
-       FROM pg_replication_slots WHERE slot_type = 'logical' AND ($1::text IS NULL OR slot_name = $1) ORDER BY slot_name`,
+    `SELECT s.slot_name, s.plugin, s.database, s.active, s.active_pid, a.application_name AS application,
+            s.restart_lsn::text AS restart, s.confirmed_flush_lsn::text AS confirmed, s.wal_status,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::text AS lag
+       FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+      WHERE s.slot_type = 'logical' AND ($1::text IS NULL OR s.slot_name = $1) ORDER BY s.slot_name`,
     [name ?? null],
   );
   return rows.map((r) => ({
@@ -179,6 +187,8 @@ export async function listSlots(client: Client, name?: string): Promise<SlotStat
     database: r.database,
     active: r.active,
     activePid: r.active_pid,
+    application: r.application,
+    restartLsn: r.restart ? parseLsn(r.restart) : null,
     confirmedFlush: r.confirmed ? parseLsn(r.confirmed) : null,
     walStatus: r.wal_status,
     lagBytes: r.lag === null ? null : Number(r.lag),
