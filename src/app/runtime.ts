@@ -280,7 +280,7 @@ export class Runtime {
       client: broker.client,
       envelope: createEnvelope(
         config.envelope ?? 'cloudevents',
-        { headers: features.headers, name: broker.name },
+        { headers: features.headers, name: broker.name, adapter: broker.client.adapter.name },
         this.logger,
       ),
       topic: compileTopic(feed.topic, `models.${feed.model}.topic`),

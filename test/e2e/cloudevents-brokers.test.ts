@@ -10,7 +10,7 @@
  */
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { CloudEvent, HTTP } from 'cloudevents';
+import { CloudEvent, HTTP, Kafka, type KafkaMessage } from 'cloudevents';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
 import type { EnvelopeName } from '../../src/app/config-types';
@@ -77,7 +77,13 @@ beforeAll(async () => {
       const got: Received[] = [];
       client.on('message', (topic, payload, meta) => {
         const text = payload.toString('utf8');
-        got.push({ topic, text, json: {}, ...(meta.headers ? { headers: meta.headers } : {}) });
+        got.push({
+          topic,
+          text,
+          json: {},
+          ...(meta.headers ? { headers: meta.headers } : {}),
+          ...(meta.key !== undefined ? { key: meta.key } : {}),
+        });
       });
       await client.subscribe(`${target.prefix}/accounts`, target.subscribe);
       target.client = client;
@@ -121,13 +127,19 @@ afterAll(async () => {
   }
 });
 
-/** The SDK's reading of a message: structured (one JSON) or binary (`ce-*` headers + data). */
+/**
+ * The SDK's reading of a message: structured (one JSON) or binary (attribute headers + data),
+ * with the protocol binding the broker has in the SDK (Kafka's `ce_*` headers; `ce-*` as HTTP
+ * for NATS).
+ */
 function toCloudEvent(target: Target, m: Received): CloudEvent<unknown> {
-  const headers =
-    target.envelope === 'cloudevents-binary'
-      ? { 'content-type': 'application/json', ...m.headers }
-      : { 'content-type': 'application/cloudevents+json' };
-  const event = HTTP.toEvent({ headers, body: m.text });
+  const binary = target.envelope === 'cloudevents-binary';
+  const headers = binary
+    ? { 'content-type': 'application/json', ...m.headers }
+    : { 'content-type': 'application/cloudevents+json' };
+  const event = target.url.startsWith('kafka:')
+    ? Kafka.toEvent({ headers, key: m.key ?? '', value: m.text, body: m.text } as KafkaMessage<string>)
+    : HTTP.toEvent({ headers, body: m.text });
   if (Array.isArray(event)) throw new Error('a batch was not expected');
   return event as CloudEvent<unknown>;
 }
@@ -189,7 +201,8 @@ describe('CloudEvents through every broker', () => {
           source: { database: 'accounts', rev: revs[i], seq: expect.any(String) },
         });
         if (target.envelope === 'cloudevents-binary') {
-          expect(m.headers?.['ce-id']).toBe(ce.id);
+          const idHeader = target.url.startsWith('kafka:') ? 'ce_id' : 'ce-id';
+          expect(m.headers?.[idHeader]).toBe(ce.id);
           expect(JSON.parse(m.text)).toEqual(ce.data); // the payload is the data alone
         } else {
           expect(m.headers?.['ce-id']).toBeUndefined();

@@ -19,6 +19,7 @@ export interface Received {
   text: string;
   json: Record<string, unknown>;
   headers?: Record<string, string>;
+  key?: string;
 }
 
 /** A subscriber on `url` collecting everything under `pattern`. */

@@ -127,3 +127,18 @@ describe('legacy envelope', () => {
     expect(encoded.payload.toString()).toBe('{"model":"accounts","message":{"_id":"x"}}');
   });
 });
+
+describe('cloudevents-binary: header names follow each broker binding', () => {
+  it('Kafka ce_*, AMQP cloudEvents_*, MQTT 5 bare user properties, NATS ce-*', () => {
+    const logger = createLogger({ level: 'silent' });
+    const idHeader = (adapter: string): string[] =>
+      Object.keys(
+        createEnvelope('cloudevents-binary', { headers: true, name: 'b', adapter }, logger).encode(event)
+          .headers!,
+      ).filter((h) => h.endsWith('id'));
+    expect(idHeader('kafka')).toEqual(['ce_id']);
+    expect(idHeader('amqp')).toEqual(['cloudEvents_id']);
+    expect(idHeader('mqtt')).toEqual(['id']);
+    expect(idHeader('nats')).toEqual(['ce-id']);
+  });
+});

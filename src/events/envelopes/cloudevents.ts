@@ -14,8 +14,10 @@
  *
  * Structured mode (`cloudevents`): the whole event is one JSON object, content type
  * `application/cloudevents+json`. Binary mode (`cloudevents-binary`): the payload is `data`
- * alone and the attributes travel as `ce-<name>` headers (values percent-encoded outside
- * printable ASCII, as the HTTP binding says) with `content-type: application/json`. Binary
+ * alone and the attributes travel as headers named as the broker's CloudEvents protocol binding
+ * says (`bindingPrefix`): `ce_<name>` on Kafka, `cloudEvents_<name>` on AMQP, the bare
+ * `<name>` as MQTT 5 user properties, `ce-<name>` on NATS and elsewhere (as HTTP); values are
+ * percent-encoded outside printable ASCII, with `content-type: application/json`. Binary
  * mode needs a broker that carries headers; elsewhere evpub falls back to structured mode and
  * says so once in the log.
  */
@@ -80,26 +82,51 @@ export function encodeHeaderValue(value: string): string {
   return value.replace(/[%"\u0000-\u001f\u007f-\uffff]+/g, (s) => encodeURIComponent(s).replace(/"/g, '%22'));
 }
 
-export const binaryEnvelope: Envelope = {
-  name: 'cloudevents-binary',
-  encode(event: ChangeEvent): EncodedEvent {
-    const attributes = ceAttributes(event);
-    const headers: Record<string, string> = { 'content-type': DATA_CONTENT_TYPE };
-    for (const [name, value] of Object.entries(attributes) as [string, string][]) {
-      if (name === 'datacontenttype') continue; // carried as content-type
-      headers[`ce-${name}`] = encodeHeaderValue(value);
-    }
-    const payload = Buffer.from(toJson(ceData(event), event), 'utf8');
-    return { payload, headers, contentType: DATA_CONTENT_TYPE };
-  },
-};
+/** The attribute header prefix of each broker's CloudEvents binding, by adapter name. */
+export function bindingPrefix(adapter: string): string {
+  switch (adapter) {
+    case 'kafka':
+      return 'ce_';
+    case 'amqp':
+      return 'cloudEvents_';
+    case 'mqtt':
+      return '';
+    default:
+      return 'ce-';
+  }
+}
+
+/** Binary mode with attribute headers named `<prefix><attribute>`. */
+export function binaryEnvelopeWith(prefix: string): Envelope {
+  return {
+    name: 'cloudevents-binary',
+    encode(event: ChangeEvent): EncodedEvent {
+      const attributes = ceAttributes(event);
+      const headers: Record<string, string> = { 'content-type': DATA_CONTENT_TYPE };
+      for (const [name, value] of Object.entries(attributes) as [string, string][]) {
+        if (name === 'datacontenttype') continue; // carried as content-type
+        headers[prefix + name] = encodeHeaderValue(value);
+      }
+      const payload = Buffer.from(toJson(ceData(event), event), 'utf8');
+      return { payload, headers, contentType: DATA_CONTENT_TYPE };
+    },
+  };
+}
+
+/** Binary mode with `ce-` headers (HTTP, NATS). */
+export const binaryEnvelope: Envelope = binaryEnvelopeWith('ce-');
 
 /**
  * Binary mode where the broker carries headers, structured mode elsewhere (logged once per
  * envelope made here, i.e. once per feed).
  */
-export function binaryOrStructured(brokerHasHeaders: boolean, logger: Logger, broker: string): Envelope {
-  if (brokerHasHeaders) return binaryEnvelope;
+export function binaryOrStructured(
+  brokerHasHeaders: boolean,
+  logger: Logger,
+  broker: string,
+  adapter = '',
+): Envelope {
+  if (brokerHasHeaders) return binaryEnvelopeWith(bindingPrefix(adapter));
   let warned = false;
   return {
     name: 'cloudevents',
