@@ -263,7 +263,43 @@ describe('mysql connector (shared MariaDB)', () => {
     expect(connector.health().state).toBe('streaming');
   });
 
+  it('two models on one connector; snapshot also when a model starts "now" without a checkpoint', async () => {
+    const a = await table('id INT PRIMARY KEY, v INT');
+    const b = await table('k VARCHAR(8), n INT'); // no primary key: the whole row is the key
+    await conn.query(`INSERT INTO \`${a}\` VALUES (1, 1), (2, 2)`);
+    const connector = await mysqlConnector({ url: SHARED_URL });
+    running.push(connector);
+    const sink = new RecordingSink();
+    await connector.start({
+      models: [
+        { name: 'a', settings: { table: `test.${a}`, snapshot: 'initial' }, from: 'now' },
+        { name: 'b', settings: { table: b }, from: 'now' },
+      ],
+      sink,
+    });
+    await waitFor(
+      () => sink.marks.some((m) => m.model === 'a' && !m.position.includes('"s"')),
+      'a snapshot done',
+    );
+    await conn.query(`INSERT INTO \`${b}\` VALUES ('x', 1)`);
+    await conn.query(`UPDATE \`${a}\` SET v = 3 WHERE id = 2`);
+    await waitFor(() => sink.events.length >= 4, '4 events');
+    expect(sink.events.map((e) => [e.model, e.op, e.key])).toEqual([
+      ['a', 'snapshot', '1'],
+      ['a', 'snapshot', '2'],
+      ['b', 'create', '{"k":"x","n":1}'],
+      ['a', 'update', '2'],
+    ]);
+  });
+
   describe('errors', () => {
+    it('a snapshot of a table without a primary key: start() rejects with CONFIG_INVALID', async () => {
+      const name = await table('k INT');
+      const err = await start(name, 'beginning', { model: { snapshot: 'initial' } }).catch((e: unknown) => e);
+      expect(isEvpubError(err, ErrorCode.CONFIG_INVALID)).toBe(true);
+      expect((err as Error).message).toContain('needs a primary key');
+    });
+
     it('a table that does not exist: start() rejects naming it', async () => {
       const connector = await mysqlConnector({ url: SHARED_URL });
       running.push(connector);

@@ -6,10 +6,10 @@
  * - `{ after }`: checks the server still has the binlog the position needs (a purged one is a
  *   `sink.fail`, never a skip), then continues the snapshot if the position is inside one, else
  *   streams from the position, skipping the rows of its transaction already pushed.
- * - `'beginning'`: with `snapshot: 'initial'`, records the current binlog point, reads the
- *   table (snapshot.ts), then streams from the point; otherwise streams the whole binlog the
- *   server still has.
- * - `'now'`: streams from the current binlog point.
+ * - no checkpoint and `snapshot: 'initial'` (either `from`): records the current binlog point,
+ *   reads the table (snapshot.ts), marks the point, then streams from it.
+ * - `'beginning'` without snapshot: streams the whole binlog the server still has.
+ * - `'now'` without snapshot: marks the current binlog point and streams from it.
  * Each model has its own binlog connection (binlog.ts) with its own replica server id, so
  * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
  * connected (or its snapshot has begun); it rejects when one cannot begin.
@@ -163,20 +163,29 @@ export class MysqlConnector implements EventConnector {
       if (position.snapshot) snapshot = position.snapshot;
       else if (position.tx !== undefined) skip = { tx: position.tx, row: position.row ?? 0 };
       run.lastPushed = from.after;
-    } else if (from === 'beginning') {
+    } else {
       const mode = parseSnapshot(
         feed.settings.snapshot,
         `models.${feed.name}.snapshot`,
         this.settings.snapshot,
       );
       if (mode === 'initial') {
+        // No checkpoint: read the table, then stream from the point recorded before reading.
+        if (run.meta.primaryKey.length === 0) {
+          throw new EvpubError(
+            ErrorCode.CONFIG_INVALID,
+            `mysql connector: models.${feed.name}: a snapshot needs a primary key on ${run.meta.database}.${run.meta.table}`,
+          );
+        }
         point = await currentPoint(conn, info);
         snapshot = { key: null, done: 0 };
-      } else point = await firstPoint(conn, info);
-    } else {
-      point = await currentPoint(conn, info);
-      // Committed like an event: a restart resumes here even if no change came meanwhile.
-      sink.mark(feed.name, encodePosition(point));
+      } else if (from === 'beginning') {
+        point = await firstPoint(conn, info);
+      } else {
+        point = await currentPoint(conn, info);
+        // Committed like an event: a restart resumes here even if no change came meanwhile.
+        sink.mark(feed.name, encodePosition(point));
+      }
     }
     const logger = this.logger.child({ model: feed.name, table: `${run.meta.database}.${run.meta.table}` });
     const stream = new BinlogStream({
