@@ -166,7 +166,7 @@ export class MysqlConnector implements EventConnector {
     } else {
       const mode = parseSnapshot(
         feed.settings.snapshot,
-        `models.${feed.name}.snapshot`,
+        `models.${feed.name}.settings.snapshot`,
         this.settings.snapshot,
       );
       if (mode === 'initial') {

@@ -17,7 +17,7 @@
  * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection, doubling from the
  *   first to the second (default 1000 / 30000 ms).
  *
- * Model settings (`models.<name>`): `table` (`table` or `database.table`; default the model's
+ * Model settings (`models.<name>.settings`): `table` (`table` or `database.table`; default the model's
  * name), `database` (default the datasource's), `snapshot` (overrides the datasource's).
  */
 import { randomInt } from 'node:crypto';
@@ -162,13 +162,16 @@ export function tableOf(
 ): TableRef {
   const table = modelSettings.table ?? model;
   if (typeof table !== 'string' || table === '') {
-    throw invalid(`models.${model}.table`, `must be a non-empty string (got ${JSON.stringify(table)})`);
+    throw invalid(
+      `models.${model}.settings.table`,
+      `must be a non-empty string (got ${JSON.stringify(table)})`,
+    );
   }
   const dot = table.indexOf('.');
   const database = dot >= 0 ? table.slice(0, dot) : (modelSettings.database ?? settings.database);
   if (typeof database !== 'string' || database === '') {
     throw invalid(
-      `models.${model}.table`,
+      `models.${model}.settings.table`,
       'names no database: write "database.table", or set the datasource\'s database',
     );
   }
