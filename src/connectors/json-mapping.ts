@@ -228,6 +228,8 @@ export interface MapContext {
   /** An id the transport gives (a CloudEvents id...), used when `idPath` is not set. */
   fallbackId?: string;
   fallbackTime?: string;
+  /** The record when `recordPath` is not set (default: the message itself). */
+  record?: unknown;
 }
 
 /**
@@ -259,7 +261,13 @@ export function mapMessage(mapping: Mapping, message: unknown, context: MapConte
       : context.fallbackId !== undefined
         ? hashId(context.model, 'id', context.fallbackId)
         : hashId(context.model, 'bytes', context.raw);
-  const record = asRow(mapping.recordPath ? readPath(message, mapping.recordPath) : message);
+  const record = asRow(
+    mapping.recordPath
+      ? readPath(message, mapping.recordPath)
+      : 'record' in context
+        ? context.record
+        : message,
+  );
   const sourceTime =
     (mapping.timePath ? timeOf(readPath(message, mapping.timePath)) : undefined) ??
     context.fallbackTime ??

@@ -1,0 +1,256 @@
+/**
+ * The bridge connector between real brokers: a private Mosquitto to the shared Redis, the shared
+ * Redis (streams, durable consumer group) to the shared NATS, and a bridge process killed before
+ * it acknowledged anything, whose messages the Redis consumer group redelivers to the next one.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { evpub } from '../../src/app/app';
+import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
+import type { ModelFeed } from '../../src/connectors/contract';
+import { initialize, type BridgeConnector } from '../../src/connectors/bridge';
+import { ErrorCode } from '../../src/errors';
+import { createClient } from '../../src/pubsub/registry';
+import { RecordingSink } from '../conformance/connector.suite';
+import { startMosquitto } from '../helpers/mosquitto';
+import { quietLogger, subscriber } from '../helpers/publisher';
+import { requireService, uniqueName } from '../helpers/services';
+import { startTcpProxy } from '../helpers/tcp-proxy';
+import { waitFor } from '../helpers/wait';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+const STREAMS = { redis: { mode: 'streams' } };
+
+/** Entries of the group not acknowledged yet (XPENDING summary). */
+async function pending(redisUrl: string, stream: string, group: string): Promise<number> {
+  const redis = new Redis(redisUrl);
+  try {
+    const reply = (await redis.xpending(stream, group)) as [number, ...unknown[]];
+    return Number(reply[0]);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+describe('bridge connector', () => {
+  it('bridges a private Mosquitto to the shared Redis, with the model topic template', async () => {
+    const mosquitto = await startMosquitto();
+    cleanups.push(() => mosquitto.close());
+    const redisUrl = await requireService('redis');
+    const root = uniqueName('br');
+    const sub = await subscriber(redisUrl, `${root}/#`);
+    cleanups.push(() => sub.client.end());
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: redisUrl },
+      checkpoints: new MemoryCheckpointStore(),
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('mqtt', { connector: 'bridge', url: mosquitto.url });
+    app.model('orders', {
+      dataSource: 'mqtt',
+      topic: `${root}/{model}/{op}/{key}`,
+      settings: {
+        topics: ['shop/+/orders'],
+        keyPath: 'id',
+        opPath: 'event',
+        opMap: { created: 'create', cancelled: 'delete' },
+      },
+    });
+    await app.start();
+    expect(app.status().datasources.mqtt).toMatchObject({ connector: 'bridge', resumable: false });
+    const producer = createClient(mosquitto.url, { logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    const n = 30;
+    for (let i = 0; i < n; i++) {
+      const event = i % 10 === 9 ? 'cancelled' : 'created';
+      await producer.publish(`shop/s${i % 3}/orders`, JSON.stringify({ id: `o${i}`, event, total: i }));
+      if (i === 5) await producer.publish('shop/s1/orders', '{"not json'); // skipped, counted
+      if (i === 6) await producer.publish('shop/s1/other', JSON.stringify({ id: 'x' })); // not subscribed
+    }
+    await waitFor(() => sub.got.length === n, `${n} messages on Redis`);
+    expect(sub.got.map((m) => m.topic)).toEqual(
+      Array.from({ length: n }, (_, i) => `${root}/orders/${i % 10 === 9 ? 'delete' : 'create'}/o${i}`),
+    );
+    const first = sub.got[0]!.json as { type: string; subject: string; data: { after: unknown } };
+    expect(first).toMatchObject({ type: 'evpub.orders.create', subject: 'o0' });
+    expect(first.data.after).toEqual({ id: 'o0', event: 'created', total: 0 });
+    expect(app.status().datasources.mqtt!.health.detail).toBe('orders: 1 malformed');
+  });
+
+  it('bridges Redis streams (durable group, CloudEvents in) to NATS, and acks only what was published', async () => {
+    const redisUrl = await requireService('redis');
+    const natsUrl = await requireService('nats');
+    const root = uniqueName('br');
+    const stream = `${root}/in`;
+    const durable = uniqueName('g');
+    const sub = await subscriber(natsUrl, `${root}/#`);
+    cleanups.push(() => sub.client.end());
+    const producer = createClient(redisUrl, { ...STREAMS, logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    const cloudEvent = (i: number) =>
+      JSON.stringify({
+        specversion: '1.0',
+        id: `ce-${i}`,
+        source: '/shop',
+        type: 'order.created',
+        subject: `o${i}`,
+        time: '2026-01-01T00:00:00Z',
+        data: { total: i },
+      });
+    for (let i = 0; i < 20; i++) await producer.publish(stream, cloudEvent(i)); // before the bridge runs
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: natsUrl },
+      checkpoints: new MemoryCheckpointStore(),
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('redis', { connector: 'bridge', url: redisUrl, options: STREAMS, format: 'cloudevents' });
+    app.model('orders', {
+      dataSource: 'redis',
+      topic: `${root}/{model}/{key}`,
+      envelope: 'legacy',
+      settings: { topics: stream, durable, groupStart: 'earliest', defaultOp: 'create' },
+    });
+    await app.start();
+    for (let i = 20; i < 40; i++) await producer.publish(stream, cloudEvent(i));
+    await waitFor(() => sub.got.length === 40, '40 messages on NATS');
+    expect(sub.got.map((m) => m.topic)).toEqual(Array.from({ length: 40 }, (_, i) => `${root}/orders/o${i}`));
+    expect(sub.got[7]!.json).toEqual({ model: 'orders', message: { total: 7 } });
+    await waitFor(async () => (await pending(redisUrl, stream, durable)) === 0, 'every entry acked');
+    await app.stop();
+    await new Redis(redisUrl).del(stream).catch(() => undefined);
+  });
+
+  it('a bridge killed before it acked: the durable source redelivers everything to the next one', async () => {
+    const redisUrl = await requireService('redis');
+    const natsUrl = await requireService('nats');
+    const nats = new URL(natsUrl);
+    const proxy = await startTcpProxy({ host: nats.hostname, port: Number(nats.port) });
+    cleanups.push(() => proxy.close());
+    const root = uniqueName('br');
+    const stream = `${root}/in`;
+    const durable = uniqueName('g');
+    cleanups.push(() => new Redis(redisUrl).del(stream));
+    const sub = await subscriber(natsUrl, `${root}/#`);
+    cleanups.push(() => sub.client.end());
+
+    // The first bridge runs in a child process and publishes to NATS through the proxy.
+    const repo = path.resolve(__dirname, '../..');
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(repo, 'test/helpers/bridge-app.ts'),
+        redisUrl,
+        stream,
+        durable,
+        `nats://127.0.0.1:${proxy.port}`,
+        root,
+      ],
+      { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    cleanups.push(async () => void child.kill('SIGKILL'));
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor(() => out.includes('ready\n'), 'the bridge process to start');
+    await proxy.stop(); // NATS is unreachable for the child: nothing it reads can be published
+    const producer = createClient(redisUrl, { ...STREAMS, logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    for (let i = 0; i < 10; i++) await producer.publish(stream, JSON.stringify({ id: `k${i}`, i }));
+    await waitFor(() => /pushed \w+\.10\n/.test(out), 'the child to read all 10');
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    expect(await pending(redisUrl, stream, durable)).toBe(10); // read, never acked
+    expect(sub.got).toEqual([]);
+
+    // The next bridge (same durable name, another consumer) gets them again, publishes, acks.
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: natsUrl },
+      checkpoints: new MemoryCheckpointStore(),
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('src', {
+      connector: 'bridge',
+      url: redisUrl,
+      options: { redis: { mode: 'streams', claimIdleMs: 200 } },
+    });
+    app.model('orders', {
+      dataSource: 'src',
+      topic: `${root}/{model}/{key}`,
+      settings: { topics: stream, durable, groupStart: 'earliest', keyPath: 'id' },
+    });
+    await app.start();
+    await waitFor(() => sub.got.length >= 10, 'the redelivered messages on NATS');
+    expect(sub.got.map((m) => m.topic).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `${root}/orders/k${i}`).sort(),
+    );
+    await waitFor(async () => (await pending(redisUrl, stream, durable)) === 0, 'every entry acked');
+  });
+
+  it('plain pub/sub cannot be paused: past maxBuffered the feed fails loudly, never dropping silently', async () => {
+    const mosquitto = await startMosquitto();
+    cleanups.push(() => mosquitto.close());
+    const dataSource = {
+      name: 'mqtt',
+      settings: { url: mosquitto.url, maxBuffered: 20, stopTimeout: 100 },
+      logger: quietLogger(),
+      connector: undefined as unknown,
+    };
+    await initialize(dataSource);
+    const connector = dataSource.connector as BridgeConnector;
+    cleanups.push(() => connector.stop());
+    const sink = new RecordingSink();
+    sink.full = true;
+    const feed: ModelFeed = { name: 'orders', settings: { topics: 'in/#', keyPath: 'id' }, from: 'now' };
+    await connector.start({ models: [feed], sink });
+    const producer = createClient(mosquitto.url, { logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    for (let i = 0; i < 30; i++) await producer.publish('in/x', JSON.stringify({ id: `k${i}` }));
+    await waitFor(() => sink.failures.length === 1, 'the feed to fail');
+    expect(sink.failures[0]!.err).toMatchObject({
+      code: ErrorCode.SOURCE_FAILED,
+      message: expect.stringContaining('maxBuffered (20)') as string,
+    });
+    expect(sink.events.length).toBe(1);
+    expect(connector.health()).toMatchObject({ state: 'failed', detail: 'orders: failed' });
+  });
+
+  it('rejects bad settings with CONFIG_INVALID naming the key', async () => {
+    const bad = (settings: Record<string, unknown>) =>
+      Promise.resolve(initialize({ name: 'b', settings, logger: quietLogger() })).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+    expect(await bad({})).toMatchObject({
+      code: ErrorCode.CONFIG_INVALID,
+      message: expect.stringContaining('datasources.b.url') as string,
+    });
+    expect(await bad({ url: 'mqtt://x', format: 'xml' })).toMatchObject({ code: ErrorCode.CONFIG_INVALID });
+    const dataSource = {
+      name: 'b',
+      settings: { url: 'mqtt://127.0.0.1:1' },
+      logger: quietLogger(),
+      connector: undefined as unknown,
+    };
+    await initialize(dataSource);
+    const connector = dataSource.connector as BridgeConnector;
+    await expect(
+      connector.start({
+        models: [{ name: 'm', settings: { keyPath: 'id' }, from: 'now' }],
+        sink: new RecordingSink(),
+      }),
+    ).rejects.toMatchObject({
+      code: ErrorCode.CONFIG_INVALID,
+      message: expect.stringContaining('models.m.settings.topics') as string,
+    });
+  });
+});
