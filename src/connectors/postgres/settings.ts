@@ -2,8 +2,11 @@
  * Settings of the PostgreSQL connector, validated once in `initialize()`.
  *
  * Datasource settings (`datasources.<name>`):
- * - `url` (required): `postgres://user:pass@host:port/db`. The user needs the `REPLICATION`
- *   attribute (or superuser) and must own the tables (to create the publication). Never logged.
+ * - `url`: `postgres://user:pass@host:port/db`; or LoopBack's separate keys `host` (default
+ *   127.0.0.1), `port` (5432), `user` (postgres), `password`, `database` (required then). The
+ *   user needs the `REPLICATION` attribute (or superuser) and must own the tables (to create
+ *   the publication). Never logged.
+ * - Any other key is an error (a typo must not fall back to a default).
  * - `slot`: the replication slot (default `evpub_<datasource>`). One datasource = one slot =
  *   one replication connection, shared by all its models.
  * - `publication`: the publication (default `evpub_<datasource>`). Created for the models'
@@ -99,11 +102,57 @@ export function defaultName(datasource: string): string {
   return `evpub_${datasource.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`.slice(0, 63);
 }
 
-export function parsePostgresSettings(datasource: string, settings: Settings): PostgresSettings {
-  const url = settings.url;
-  if (typeof url !== 'string' || !/^postgres(ql)?:\/\//.test(url)) {
-    throw invalid('url', 'is required: postgres://user:password@host:5432/database');
+/** LoopBack's separate connection keys, used when there is no `url`. */
+const PART_KEYS = ['host', 'port', 'user', 'password', 'database'];
+/** Keys the application itself puts in a datasource's settings. */
+const APP_KEYS = ['connector', 'name'];
+
+function urlOf(settings: Settings): string {
+  if (settings.url !== undefined) {
+    const url = settings.url;
+    if (typeof url !== 'string' || !/^postgres(ql)?:\/\//.test(url)) {
+      throw invalid('url', 'must be a URL: postgres://user:password@host:5432/database');
+    }
+    const parts = PART_KEYS.filter((k) => settings[k] !== undefined);
+    if (parts.length > 0) throw invalid(parts[0]!, 'cannot be given with "url": put it in the URL');
+    return url;
   }
+  const text = (key: string, fallback?: string): string | undefined => {
+    const value = settings[key] ?? fallback;
+    if (value !== undefined && (typeof value !== 'string' || value === '')) {
+      throw invalid(
+        key,
+        key === 'password'
+          ? 'must be a non-empty string'
+          : `must be a non-empty string (got ${JSON.stringify(value)})`,
+      );
+    }
+    return value;
+  };
+  const database = text('database');
+  if (database === undefined) {
+    throw invalid(
+      'url',
+      'is required: postgres://user:password@host:5432/database (or host, port, user, password, database)',
+    );
+  }
+  const port = int(settings, 'port', 5432, 1);
+  const password = text('password');
+  const auth = `${encodeURIComponent(text('user', 'postgres')!)}${password === undefined ? '' : `:${encodeURIComponent(password)}`}`;
+  return `postgres://${auth}@${text('host', '127.0.0.1')!}:${port}/${encodeURIComponent(database)}`;
+}
+
+export function parsePostgresSettings(datasource: string, settings: Settings): PostgresSettings {
+  const known: string[] = [...POSTGRES_SETTING_KEYS, ...PART_KEYS, ...APP_KEYS];
+  for (const key of Object.keys(settings)) {
+    if (!known.includes(key)) {
+      throw invalid(
+        key,
+        `is unknown; the postgres connector's settings are ${[...POSTGRES_SETTING_KEYS, ...PART_KEYS].join(', ')}`,
+      );
+    }
+  }
+  const url = urlOf(settings);
   const reconnectDelay = int(settings, 'reconnectDelay', 1_000, 1);
   const maxReconnectDelay = int(settings, 'maxReconnectDelay', 30_000, 1);
   if (maxReconnectDelay < reconnectDelay) {
