@@ -152,6 +152,7 @@ export class BridgeFeed {
       this.duplicates += 1; // redelivered while still held: the held one is acked in its turn
       return;
     }
+    if (this.durable && meta.messageId !== undefined) this.heldIds.add(meta.messageId);
     this.queue.push({ topic, payload, meta });
     if (this.queue.length > this.o.settings.maxBuffered) {
       this.failWith(
@@ -187,7 +188,6 @@ export class BridgeFeed {
     const { meta } = incoming;
     if (this.durable) {
       this.held.push({ seq, messageId: meta.messageId, ack: () => meta.ack() });
-      if (meta.messageId !== undefined) this.heldIds.add(meta.messageId);
     }
     const { mapping } = this.o.model;
     const decoded = this.decode(incoming);

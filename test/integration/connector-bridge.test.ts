@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import amqplib from 'amqplib';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
@@ -222,6 +223,90 @@ describe('bridge connector', () => {
     });
     expect(sink.events.length).toBe(1);
     expect(connector.health()).toMatchObject({ state: 'failed', detail: 'orders: failed' });
+  });
+
+  async function bridge(
+    settings: Record<string, unknown>,
+    model: Record<string, unknown>,
+    sink: RecordingSink,
+  ) {
+    const dataSource = { name: 'src', settings, logger: quietLogger(), connector: undefined as unknown };
+    await initialize(dataSource);
+    const connector = dataSource.connector as BridgeConnector;
+    cleanups.push(() => connector.stop());
+    await connector.start({ models: [{ name: 'orders', settings: model, from: 'now' }], sink });
+    return connector;
+  }
+
+  it('durable AMQP with a prefetch window: the broker stops sending while nothing is committed', async () => {
+    const amqpUrl = await requireService('rabbitmq');
+    const durable = uniqueName('g');
+    const topic = `${uniqueName('br')}/orders`;
+    cleanups.push(async () => {
+      const conn = await amqplib.connect(amqpUrl);
+      const channel = await conn.createChannel();
+      await channel.deleteQueue(`evpub.${durable}`);
+      await conn.close();
+    });
+    const sink = new RecordingSink();
+    sink.full = true;
+    const connector = await bridge(
+      { url: amqpUrl, options: { amqp: { prefetch: 5 } }, maxBuffered: 10, stopTimeout: 100 },
+      { topics: topic, durable, keyPath: 'id' },
+      sink,
+    );
+    const producer = createClient(amqpUrl, { logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    for (let i = 0; i < 40; i++) await producer.publish(topic, JSON.stringify({ id: `k${i}` }));
+    await waitFor(() => sink.drains >= 1, 'the feed to wait for drain');
+    // Only the prefetch window (5) arrives: the buffer bound (10) is never reached.
+    const witness = await subscriber(amqpUrl, topic);
+    cleanups.push(() => witness.client.end());
+    await producer.publish(topic, JSON.stringify({ id: 'witness' }));
+    await waitFor(() => witness.got.length === 1, 'a message through a second subscriber');
+    expect(sink.failures).toEqual([]);
+    expect(sink.events.length).toBe(1);
+    sink.release();
+    await waitFor(() => sink.events.length === 5, 'the prefetched five');
+    expect(sink.events.length).toBe(5); // no ack yet, so no more
+    // Committing acks them; the broker sends the next ones, and so on.
+    const commitAll = async () => {
+      const last = sink.events.at(-1)!.position!;
+      await connector.commit('orders', last);
+    };
+    while (sink.events.length < 41) {
+      const before = sink.events.length;
+      await commitAll();
+      await waitFor(() => sink.events.length > before, 'more after a commit');
+    }
+    expect(sink.keys()).toEqual([...Array.from({ length: 40 }, (_, i) => `k${i}`), 'witness']);
+    expect(sink.failures).toEqual([]);
+  });
+
+  it('a redelivery of a message still held (the claim timer ran out) is dropped, not published twice', async () => {
+    const redisUrl = await requireService('redis');
+    const stream = `${uniqueName('br')}/in`;
+    const durable = uniqueName('g');
+    cleanups.push(() => new Redis(redisUrl).del(stream));
+    const sink = new RecordingSink();
+    sink.full = true;
+    const connector = await bridge(
+      { url: redisUrl, options: { redis: { mode: 'streams', claimIdleMs: 100 } }, stopTimeout: 100 },
+      { topics: stream, durable, keyPath: 'id' },
+      sink,
+    );
+    const producer = createClient(redisUrl, { ...STREAMS, logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    for (let i = 0; i < 3; i++) await producer.publish(stream, JSON.stringify({ id: `k${i}` }));
+    await waitFor(
+      () => /redeliveries of held messages dropped/.test(connector.health().detail ?? ''),
+      'a claimed redelivery',
+    );
+    sink.release();
+    await waitFor(() => sink.events.length === 3, 'the three');
+    await connector.commit('orders', sink.events[2]!.position!);
+    await waitFor(async () => (await pending(redisUrl, stream, durable)) === 0, 'every entry acked');
+    expect(sink.keys()).toEqual(['k0', 'k1', 'k2']);
   });
 
   it('rejects bad settings with CONFIG_INVALID naming the key', async () => {
