@@ -23,7 +23,13 @@
  */
 import { createHash } from 'node:crypto';
 import type ZongJi from '@vlasky/zongji' with { 'resolution-mode': 'import' };
-import type { AnyBinlogEvent, DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent } from '@vlasky/zongji' with {
+import type {
+  AnyBinlogEvent,
+  DeleteRowsEvent,
+  QueryEvent,
+  UpdateRowsEvent,
+  WriteRowsEvent,
+} from '@vlasky/zongji' with {
   'resolution-mode': 'import',
 };
 import type { ChangeEvent, Operation } from '../../events/change-event';
@@ -34,7 +40,7 @@ import type { ChangeSink } from '../contract';
 import { isFatal, translate } from './errors';
 import { encodePosition, type StreamPoint } from './position';
 import { connectionOptions, type MysqlSettings } from './settings';
-import { decodeRow, keyOf, type TableMeta } from './values';
+import { decodeRow, keyOf, loadTableMeta, type TableMeta } from './values';
 
 export type StreamState = 'idle' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -63,7 +69,29 @@ interface Pending {
   row: number;
 }
 
-const INCLUDE_EVENTS = ['tablemap', 'writerows', 'updaterows', 'deleterows', 'xid', 'heartbeat'];
+const INCLUDE_EVENTS = ['tablemap', 'writerows', 'updaterows', 'deleterows', 'xid', 'heartbeat', 'query'];
+
+/** `TRUNCATE [TABLE] name` / `ALTER TABLE name`, name optionally `db.`-qualified and quoted. */
+const DDL =
+  /^\s*(TRUNCATE|ALTER)\s+(?:ONLINE\s+|IGNORE\s+)*(?:TABLE\s+)?(?:IF\s+EXISTS\s+)?((?:`(?:[^`]|``)+`|[\w$]+)(?:\s*\.\s*(?:`(?:[^`]|``)+`|[\w$]+))?)/i;
+
+function unquote(name: string): string {
+  const n = name.trim();
+  return n.startsWith('`') ? n.slice(1, -1).replace(/``/g, '`') : n;
+}
+
+/** The statement's verb and table when it truncates or alters a table. */
+export function ddlTarget(
+  statement: string,
+  schema: string,
+): { verb: 'TRUNCATE' | 'ALTER'; database: string; table: string } | undefined {
+  const m = DDL.exec(statement);
+  if (!m) return undefined;
+  const parts = m[2]!.match(/`(?:[^`]|``)+`|[\w$]+/g) ?? [];
+  const [database, table] =
+    parts.length === 2 ? [unquote(parts[0]), unquote(parts[1]!)] : [schema, unquote(parts[0]!)];
+  return { verb: m[1]!.toUpperCase() as 'TRUNCATE' | 'ALTER', database, table };
+}
 
 /** The idempotency key of a row change: its table, transaction and row number. */
 export function rowEventId(meta: TableMeta, tx: string, row: number): string {
@@ -88,12 +116,15 @@ export class BinlogStream {
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private lost: ((err: EvpubError) => void) | undefined;
+  private meta: TableMeta;
+  private reloading = false;
   private markedAt = 0;
   private marked: string | undefined;
 
   constructor(private readonly o: BinlogStreamOptions) {
     this.point = o.point;
     this.skip = o.skip;
+    this.meta = o.meta;
   }
 
   private get stopped(): boolean {
@@ -206,6 +237,7 @@ export class BinlogStream {
     });
     zongji.on('binlog', (event: AnyBinlogEvent) => this.onEvent(zongji, event));
     const { point, meta } = this;
+    this.reloading = false;
     zongji.start({
       serverId: this.o.serverId,
       ...(point.gtid !== undefined
@@ -235,10 +267,6 @@ export class BinlogStream {
       this.stopper.signal.removeEventListener('abort', onAbort);
     }
     return { lost };
-  }
-
-  private get meta(): TableMeta {
-    return this.o.meta;
   }
 
   /** Arms the silence timer on every byte the binlog connection receives. */
@@ -304,6 +332,8 @@ export class BinlogStream {
         return this.onRows(zongji, event as UpdateRowsEvent, 'update');
       case 'deleterows':
         return this.onRows(zongji, event as DeleteRowsEvent, 'delete');
+      case 'query':
+        return this.onQuery(zongji, event as QueryEvent);
       case 'xid':
       case 'heartbeat':
         // A commit (or an idle stream) with every row pushed: the next connection may start
@@ -319,6 +349,69 @@ export class BinlogStream {
       default:
         return;
     }
+  }
+
+  /**
+   * DDL of the model's table: `TRUNCATE` becomes one `truncate` event (numbered as row 1 of its
+   * event group, like a row); `ALTER TABLE` pauses the stream while the column metadata is
+   * read again, so the rows after it decode with the new column types.
+   */
+  private onQuery(zongji: ZongJi, event: QueryEvent): void {
+    const target = ddlTarget(event.query, event.schema);
+    if (!target || target.database !== this.meta.database || target.table !== this.meta.table) return;
+    if (target.verb === 'ALTER') return this.reloadMeta(zongji);
+    const tx = event.gtid ?? `${zongji.options.filename ?? ''}:${zongji.options.position ?? 0}`;
+    this.currentTx = tx;
+    this.txRow = 1;
+    this.txPoint = streamPoint(zongji);
+    if (this.skip && this.skip.tx === tx) return;
+    this.skip = undefined;
+    this.pending.push({
+      point: this.txPoint,
+      tx,
+      row: 1,
+      event: {
+        id: rowEventId(this.meta, tx, 1),
+        datasource: this.o.datasource,
+        model: this.o.model,
+        op: 'truncate',
+        key: '',
+        before: null,
+        after: null,
+        position: encodePosition({ ...this.txPoint, tx, row: 1 }),
+        sourceTime: new Date(event.timestamp || Date.now()).toISOString(),
+        tx: { id: tx },
+        source: {
+          database: this.meta.database,
+          table: this.meta.table,
+          ...(event.gtid ? { gtid: event.gtid } : {}),
+        },
+      },
+    });
+    this.pump();
+  }
+
+  private reloadMeta(zongji: ZongJi): void {
+    const ctrl = zongji.ctrlConnection;
+    if (!ctrl) return;
+    this.reloading = true;
+    this.hold();
+    loadTableMeta(ctrl.promise(), this.meta)
+      .then((meta) => {
+        if (zongji === this.zongji) this.meta = meta;
+        this.o.logger.info({ columns: meta.columns.length }, 'table altered: column metadata read again');
+      })
+      .catch((err: unknown) => {
+        this.o.logger.warn(
+          { err: toError(err).message },
+          "could not read the altered table's columns; keeping the old ones",
+        );
+      })
+      .finally(() => {
+        if (zongji !== this.zongji) return;
+        this.reloading = false;
+        if (!this.waiting && this.pending.length === 0) this.resume();
+      });
   }
 
   private markIdle(): void {
@@ -400,16 +493,20 @@ export class BinlogStream {
         return;
       }
     }
-    if (this.paused) this.resume();
+    if (this.paused && !this.reloading) this.resume();
+  }
+
+  /** Stops reading the binlog connection (mysql2 holds the packets already read). */
+  private hold(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.clearSilence();
+    this.zongji?.connection?.pause();
   }
 
   private pause(): void {
     this.waiting = true;
-    if (!this.paused) {
-      this.paused = true;
-      this.clearSilence();
-      this.zongji?.connection?.pause();
-    }
+    this.hold();
     const zongji = this.zongji;
     void this.drainOrStop().then(
       () => {

@@ -89,7 +89,7 @@ interface ColumnRow extends RowDataPacket {
 }
 
 /** Reads the table's columns, primary key and JSON columns; SOURCE_FAILED when it does not exist. */
-export async function loadTableMeta(conn: Connection, ref: TableRef): Promise<TableMeta> {
+export async function loadTableMeta(conn: Pick<Connection, 'query'>, ref: TableRef): Promise<TableMeta> {
   const [columns] = await conn.query<ColumnRow[]>(
     'SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
     [ref.database, ref.table],
