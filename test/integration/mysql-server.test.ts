@@ -83,7 +83,7 @@ describe('mysql connector (private mariadbd)', () => {
     expect(second.sink.failures).toHaveLength(1);
     const err = second.sink.failures[0]!.err;
     expect(isEvpubError(err, ErrorCode.SOURCE_FAILED)).toBe(true);
-    expect(err.message).toContain('no longer on the server');
+    expect(err.message).toContain('no longer has (or never had) the binlog');
     expect(err.message).toContain('binlog_expire_logs_seconds');
     expect(second.sink.events).toEqual([]);
     expect(second.connector.health().state).toBe('failed');

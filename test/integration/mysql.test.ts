@@ -363,11 +363,20 @@ describe('mysql connector (shared MariaDB)', () => {
         after: JSON.stringify({ f: 'mysql-bin.000000', p: 4 }),
       });
       expect(sink.failures).toHaveLength(1);
-      expect(sink.failures[0]!.err.message).toContain('no longer on the server');
+      expect(sink.failures[0]!.err.message).toContain('no longer has (or never had) the binlog');
       expect(sink.failures[0]!.err.message).toContain('re-snapshot');
       await conn.query(`INSERT INTO \`${name}\` VALUES (1)`);
       expect(connector.health().state).toBe('failed');
       expect(sink.events).toEqual([] as ChangeEvent[]);
+    });
+
+    it('a GTID checkpoint the server refuses (not in its binlog): sink.fail with the server message', async () => {
+      const name = await table('id INT PRIMARY KEY');
+      const { connector, sink } = await start(name, { after: JSON.stringify({ g: '0-1-999999999' }) });
+      await waitFor(() => sink.failures.length === 1, 'the failure');
+      expect(sink.failures[0]!.err.message).toContain('no longer has (or never had) the binlog');
+      expect(sink.failures[0]!.err.message).toContain('0-1-999999999');
+      expect(connector.health().state).toBe('failed');
     });
 
     it('a checkpoint of another connector: CHECKPOINT_FAILED', async () => {

@@ -28,8 +28,8 @@ const CONNECT_CODES = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTU
 export function purgedError(what: string, cause?: unknown): EvpubError {
   return new EvpubError(
     ErrorCode.SOURCE_FAILED,
-    `mysql: the checkpoint's binlog is no longer on the server (${what}); the changes made since are lost ` +
-      'to this feed: re-snapshot the model (delete its checkpoint and start with snapshot: "initial"), ' +
+    `mysql: the server no longer has (or never had) the binlog the checkpoint needs (${what}); the changes ` +
+      'made since are lost to this feed: re-snapshot the model (delete its checkpoint and start with snapshot: "initial"), ' +
       'and keep binlogs longer (binlog_expire_logs_seconds) than the publisher may be down',
     { cause, context: { reason: 'binlog-purged' } },
   );
