@@ -17,7 +17,7 @@
  * - A replayed change carries the same CloudEvents id (`<commit LSN>:<index>`).
  * Run 1's entries are the first XLEN entries of the stream once its process is gone.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Redis from 'ioredis';
@@ -121,11 +121,27 @@ describe('kill -9 of the publisher reading PostgreSQL', () => {
       const writer = writeChanges().finally(() => (writing = false));
       writer.catch(() => undefined);
 
-      await waitFor(() => seen.length >= KILL_AFTER, `${KILL_AFTER} events before the kill`);
+      // Kill once some events arrived and a checkpoint past the first transaction was saved
+      // (so the restart resumes mid-stream, not from the start).
+      const checkpointFile = path.join(dir, 'checkpoints', `${encodeURIComponent('pg/rows')}.json`);
+      const checkpoint = (): string | undefined => {
+        try {
+          return (JSON.parse(readFileSync(checkpointFile, 'utf8')) as { position: string }).position;
+        } catch {
+          return undefined; // not saved yet (or being replaced)
+        }
+      };
+      let firstSaved: string | undefined;
+      await waitFor(() => {
+        const saved = checkpoint();
+        firstSaved ??= saved;
+        return seen.length >= KILL_AFTER && saved !== undefined && saved !== firstSaved;
+      }, `${KILL_AFTER} events and a checkpoint past the first before the kill`);
       first.child.kill('SIGKILL');
       expect(await first.exited).toBe('SIGKILL');
       const writingAtKill = writing;
       const run1 = await redis.xlen(topic);
+      const resumeFrom = checkpoint();
 
       const second = start();
       await second.waitForOutput('evpub started');
@@ -164,7 +180,8 @@ describe('kill -9 of the publisher reading PostgreSQL', () => {
       }
       console.log(
         `postgres kill -9: 3000 changes -> ${seen.length} events (${run1} before the kill, ${total - run1} after; ` +
-          `${seen.length - idOf.size} duplicates); writes still running at the kill: ${writingAtKill}`,
+          `${seen.length - idOf.size} duplicates); writes still running at the kill: ${writingAtKill}; ` +
+          `resumed after ${resumeFrom}`,
       );
     } finally {
       await consumer.end();
