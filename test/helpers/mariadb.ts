@@ -106,7 +106,8 @@ export async function startPrivateMariaDb(options: PrivateMariaDbOptions = {}): 
         if (child === proc) child = undefined;
       });
       await waitFor(async () => {
-        if (proc.exitCode !== null) throw new Error(`mariadbd exited (${proc.exitCode}); see ${dir}/error.log`);
+        if (proc.exitCode !== null)
+          throw new Error(`mariadbd exited (${proc.exitCode}); see ${dir}/error.log`);
         try {
           const c = await connect();
           await c.end();
@@ -138,6 +139,8 @@ function run(command: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const proc = spawn(command, args, { stdio: 'ignore' });
     proc.once('error', reject);
-    proc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} exited with ${code}`))));
+    proc.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${command} exited with ${code}`)),
+    );
   });
 }
