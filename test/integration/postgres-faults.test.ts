@@ -221,6 +221,50 @@ describe('postgres connector on a private cluster', () => {
     expect(slots).toEqual([]);
     await f.drop();
   });
+
+  it('a slot invalidated by max_slot_wal_keep_size is an error that names the way on', async () => {
+    const f = new PgFixture(pg.url);
+    const t = await f.table();
+    const c = track(await f.connector());
+    const sink = new RecordingSink();
+    await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink });
+    await sql(`INSERT INTO ${t} VALUES ('a', 1)`, [], pg.url);
+    await waitFor(() => sink.events.length >= 1, 'a');
+    await c.stop();
+    await sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'", [], pg.url);
+    cleanup.push(async () => {
+      await sql('ALTER SYSTEM RESET max_slot_wal_keep_size', [], pg.url);
+      await sql('SELECT pg_reload_conf()', [], pg.url);
+    });
+    await sql('SELECT pg_reload_conf()', [], pg.url);
+    // More WAL than the slot may keep, then checkpoints until the server gives the slot up.
+    await sql('CREATE TABLE filler (x text)', [], pg.url);
+    await waitFor(async () => {
+      await sql(
+        'INSERT INTO filler SELECT repeat(md5(g::text), 30) FROM generate_series(1, 20000) g',
+        [],
+        pg.url,
+      );
+      await sql('SELECT pg_switch_wal()', [], pg.url);
+      await sql('CHECKPOINT', [], pg.url);
+      const rows = await sql<{ s: string }>(
+        'SELECT wal_status AS s FROM pg_replication_slots WHERE slot_name = $1',
+        [f.slot],
+        pg.url,
+      );
+      return rows[0]?.s === 'lost';
+    }, 'the slot to be invalidated');
+    const err = await (
+      await f.connector()
+    )
+      .start({ models: [{ name: t, settings: {}, from: { after: sink.events[0]!.position! } }], sink })
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(
+      /was invalidated \(max_slot_wal_keep_size\).*Re-snapshot.*evpub snapshot/s,
+    );
+    await sql('DROP TABLE filler', [], pg.url);
+    await f.drop();
+  });
 });
 
 describe('postgres connector on a cluster with wal_level=replica', () => {
