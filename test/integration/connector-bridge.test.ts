@@ -7,6 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import amqplib from 'amqplib';
 import { Redis } from 'ioredis';
+import { connect as natsConnect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
@@ -127,6 +129,47 @@ describe('bridge connector', () => {
     await waitFor(async () => (await pending(redisUrl, stream, durable)) === 0, 'every entry acked');
     await app.stop();
     await new Redis(redisUrl).del(stream).catch(() => undefined);
+  });
+
+  it('bridges a JetStream durable consumer to Redis; the consumer has nothing left unacked', async () => {
+    const natsUrl = await requireService('nats');
+    const redisUrl = await requireService('redis');
+    const root = uniqueName('br');
+    const streamName = uniqueName('EVPUB');
+    const js = { nats: { jetstream: true, stream: streamName } };
+    const nc = await natsConnect({ servers: new URL(natsUrl).host });
+    cleanups.push(async () => {
+      await (await jetstreamManager(nc)).streams.delete(streamName).catch(() => undefined);
+      await nc.close();
+    });
+    const sub = await subscriber(redisUrl, `${root}/out/#`);
+    cleanups.push(() => sub.client.end());
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: redisUrl },
+      checkpoints: new MemoryCheckpointStore(),
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('js', { connector: 'bridge', url: natsUrl, options: js });
+    app.model('orders', {
+      dataSource: 'js',
+      topic: `${root}/out/{key}`,
+      settings: { topics: `${root}/in/#`, durable: uniqueName('d'), keyPath: 'id' },
+    });
+    await app.start();
+    const producer = createClient(natsUrl, { ...js, logger: quietLogger() });
+    cleanups.push(() => producer.end());
+    for (let i = 0; i < 20; i++)
+      await producer.publish(`${root}/in/${i % 2}`, JSON.stringify({ id: `k${i}` }));
+    await waitFor(() => sub.got.length === 20, '20 messages on Redis');
+    expect(sub.got.map((m) => m.topic).sort()).toEqual(
+      Array.from({ length: 20 }, (_, i) => `${root}/out/k${i}`).sort(),
+    );
+    const jsm = await jetstreamManager(nc);
+    await waitFor(async () => {
+      const consumers = await jsm.consumers.list(streamName).next();
+      return consumers.length === 2 && consumers.every((c) => c.num_ack_pending === 0 && c.num_pending === 0);
+    }, 'both consumers delivered and acked everything');
   });
 
   it('a bridge killed before it acked: the durable source redelivers everything to the next one', async () => {
