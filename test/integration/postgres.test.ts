@@ -167,6 +167,27 @@ describe('postgres connector', () => {
     expect(sink2.keys()).toEqual(['b2']);
   });
 
+  it('a partitioned table is one model: changes in every partition arrive under its name', async () => {
+    const f = fixture();
+    const table = await f.table(
+      'id int, region text, value int, PRIMARY KEY (id, region)) PARTITION BY LIST (region',
+      'part',
+    );
+    await sql(`CREATE TABLE ${table}_eu PARTITION OF ${table} FOR VALUES IN ('eu')`);
+    await sql(`CREATE TABLE ${table}_us PARTITION OF ${table} FOR VALUES IN ('us')`);
+    const c = track(await f.connector());
+    const sink = new RecordingSink();
+    await c.start({ models: [{ name: table, settings: {}, from: 'beginning' }], sink });
+    await sql(`INSERT INTO ${table} VALUES (1, 'eu', 1), (2, 'us', 2)`);
+    await sql(`UPDATE ${table} SET value = 3 WHERE id = 2`);
+    await waitFor(() => sink.events.length >= 3, 'the changes of both partitions');
+    expect(sink.events.map((e) => [e.model, e.op, e.after?.region])).toEqual([
+      [table, 'create', 'eu'],
+      [table, 'create', 'us'],
+      [table, 'update', 'us'],
+    ]);
+  });
+
   it('resumes inside a partially published transaction', async () => {
     const f = fixture();
     const t = await f.table();

@@ -119,13 +119,33 @@ export class ArrayTypes {
 /**
  * Creates the publication for the tables, or adds the missing tables to an existing one.
  * Returns the tables added.
+ *
+ * Publications are made with `publish_via_partition_root`, so that the changes of a
+ * partitioned table arrive under the table's own name (the model's), not each partition's. An
+ * existing publication without it that covers a partitioned model table is switched on, since
+ * otherwise those changes would match no model.
  */
 export async function ensurePublication(client: Client, name: string, tables: TableRef[]): Promise<string[]> {
-  const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+  const exists = await client.query<{ pubviaroot: boolean }>(
+    'SELECT pubviaroot FROM pg_publication WHERE pubname = $1',
+    [name],
+  );
   const list = tables.map(qualified).join(', ');
   if (exists.rowCount === 0) {
-    await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}`);
+    await client.query(
+      `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`,
+    );
     return tables.map((t) => `${t.schema}.${t.table}`);
+  }
+  if (!exists.rows[0]!.pubviaroot) {
+    const partitioned = await client.query(
+      `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'p' AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [tables.map((t) => t.schema), tables.map((t) => t.table)],
+    );
+    if ((partitioned.rowCount ?? 0) > 0) {
+      await client.query(`ALTER PUBLICATION ${quoteIdent(name)} SET (publish_via_partition_root = true)`);
+    }
   }
   const { rows } = await client.query<{ schemaname: string; tablename: string }>(
     'SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1',
