@@ -44,12 +44,34 @@ export type Callback<T = void> = (err: Error | null, result?: T) => void;
 
 export type Payload = Buffer | Uint8Array | string;
 
-interface PendingPublish {
-  deadline: number;
-  settled: boolean;
-  topic: string;
-  reject: (err: Error) => void;
+/**
+ * A publish the Client has not settled yet. Publishes to one topic in the same millisecond that
+ * wait on the same adapter promise (NATS core confirms a whole tick with one round trip) share
+ * one entry: same deadline, same outcome, one promise and one `then` instead of one per message.
+ */
+class PendingPublish {
+  settled = false;
+  readonly promise: Promise<void>;
+  resolve!: () => void;
+  reject!: (err: Error) => void;
+
+  constructor(
+    readonly deadline: number,
+    readonly topic: string,
+    readonly work: Promise<void>,
+  ) {
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
 }
+
+/** What a publish without options passes to the adapter; adapters only read it. */
+const NO_OPTIONS: PublishOptions = Object.freeze({});
+
+/** Topics already validated; a client publishes to few topics, many times each. */
+const TOPIC_CACHE_LIMIT = 1024;
 
 const DEFAULTS = { connectTimeout: 10_000, publishTimeout: 30_000, initialDelay: 100, maxDelay: 5_000 };
 
@@ -130,9 +152,12 @@ export class Client extends EventEmitter<ClientEventMap> {
   /** Resolves when the connection is back; exists only while offline. */
   private online: { promise: Promise<void>; resolve: () => void } | undefined;
   private readonly subscriptions = new Map<string, SubscribeOptions>();
-  /** Publishes not yet settled, oldest first (see `bounded`). */
-  private pending: PendingPublish[] = [];
+  /** Publishes not yet settled, oldest first (see `bounded`); settled ones before `pendingHead`. */
+  private pending: (PendingPublish | undefined)[] = [];
   private pendingHead = 0;
+  /** The newest entry, which the next publish may share (see PendingPublish). */
+  private lastPending: PendingPublish | undefined;
+  private readonly validTopics = new Set<string>();
   private sweeper: NodeJS.Timeout | undefined;
   /** How often the sweep runs: a tenth of the timeout, between 10 ms and 1 s. */
   private readonly sweepEvery: number;
@@ -254,14 +279,18 @@ export class Client extends EventEmitter<ClientEventMap> {
     optionsOrCb?: PublishOptions | Callback,
     cb?: Callback,
   ): Promise<void> {
-    const options = typeof optionsOrCb === 'function' ? {} : (optionsOrCb ?? {});
+    const options = typeof optionsOrCb === 'function' ? NO_OPTIONS : (optionsOrCb ?? NO_OPTIONS);
     const callback = typeof optionsOrCb === 'function' ? optionsOrCb : cb;
     return withCallback(this.doPublish(topic, payload, options), callback);
   }
 
   private doPublish(topic: string, payload: Payload, options: PublishOptions): Promise<void> {
     try {
-      assertTopic(topic);
+      if (!this.validTopics.has(topic)) {
+        assertTopic(topic);
+        if (this.validTopics.size >= TOPIC_CACHE_LIMIT) this.validTopics.clear();
+        this.validTopics.add(topic);
+      }
       const body = toBuffer(payload);
       if (this._state === 'connected') return this.bounded(this.adapter.publish(topic, body, options), topic);
       return this.bounded(
@@ -286,28 +315,34 @@ export class Client extends EventEmitter<ClientEventMap> {
    * walks a FIFO of pending publishes instead of a timer per publish on the hot path.
    */
   private bounded(work: Promise<void>, topic: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const entry: PendingPublish = {
-        deadline: Date.now() + this.options.publishTimeout,
-        settled: false,
-        topic,
-        reject,
-      };
-      this.pending.push(entry);
-      this.sweeper ??= setInterval(() => this.sweep(), this.sweepEvery).unref();
-      work.then(
-        () => {
-          if (entry.settled) return;
-          entry.settled = true;
-          resolve();
-        },
-        (err: unknown) => {
-          if (entry.settled) return;
-          entry.settled = true;
-          reject(toError(err));
-        },
-      );
-    });
+    const deadline = Date.now() + this.options.publishTimeout;
+    const last = this.lastPending;
+    if (last && !last.settled && last.work === work && last.deadline === deadline && last.topic === topic) {
+      return last.promise;
+    }
+    const entry = new PendingPublish(deadline, topic, work);
+    this.lastPending = entry;
+    this.pending.push(entry);
+    this.sweeper ??= setInterval(() => this.sweep(), this.sweepEvery).unref();
+    work.then(
+      () => this.settle(entry, undefined),
+      (err: unknown) => this.settle(entry, toError(err)),
+    );
+    return entry.promise;
+  }
+
+  private settle(entry: PendingPublish, err: Error | undefined): void {
+    if (entry.settled) return;
+    entry.settled = true;
+    if (err) entry.reject(err);
+    else entry.resolve();
+    // Brokers confirm in publish order, so this is usually the head: let settled entries go
+    // at once rather than at the next sweep (held for a second, they would reach the old GC
+    // generation by the hundred thousand).
+    const queue = this.pending;
+    let head = this.pendingHead;
+    while (head < queue.length && queue[head]!.settled) queue[head++] = undefined;
+    this.pendingHead = head;
   }
 
   private sweep(): void {
@@ -321,11 +356,12 @@ export class Client extends EventEmitter<ClientEventMap> {
         entry.settled = true;
         entry.reject(this.timeoutError(entry.topic));
       }
-      head++;
+      queue[head++] = undefined;
     }
     if (head === queue.length) {
       this.pending = [];
       this.pendingHead = 0;
+      this.lastPending = undefined;
       clearInterval(this.sweeper);
       this.sweeper = undefined;
     } else if (head > 4096 && head * 2 > queue.length) {
