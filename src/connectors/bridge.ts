@@ -24,6 +24,7 @@ import type {
   EventConnector,
   StartRequest,
 } from './contract';
+import { connectorInitializer } from './initialize';
 
 export { parseBridgeSettings, BRIDGE_SETTING_KEYS } from './bridge-settings';
 
@@ -125,16 +126,6 @@ export class BridgeConnector implements EventConnector {
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new BridgeConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new BridgeConnector(dataSource),
+);

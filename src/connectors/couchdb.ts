@@ -25,6 +25,7 @@ import type {
 } from './contract';
 import { CouchFeed } from './couchdb-feed';
 import { databaseOf, parseCouchDbSettings, type CouchDbSettings } from './couchdb-settings';
+import { connectorInitializer } from './initialize';
 
 export { parseCouchDbSettings, COUCHDB_SETTING_KEYS } from './couchdb-settings';
 
@@ -118,16 +119,6 @@ export class CouchDbConnector implements EventConnector {
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new CouchDbConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new CouchDbConnector(dataSource),
+);

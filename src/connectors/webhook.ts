@@ -44,6 +44,7 @@ import {
   type WebhookModelSettings,
   type WebhookSettings,
 } from './webhook-settings';
+import { connectorInitializer } from './initialize';
 
 export { WEBHOOK_SETTING_KEYS } from './webhook-settings';
 
@@ -295,16 +296,6 @@ export class WebhookConnector implements EventConnector {
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new WebhookConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new WebhookConnector(dataSource),
+);

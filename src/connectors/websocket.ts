@@ -21,6 +21,7 @@ import type {
 } from './contract';
 import { WsFeed } from './websocket-feed';
 import { parseWebSocketModel, parseWebSocketSettings, type WebSocketSettings } from './websocket-settings';
+import { connectorInitializer } from './initialize';
 
 export { parseWebSocketSettings, WEBSOCKET_SETTING_KEYS } from './websocket-settings';
 
@@ -111,16 +112,6 @@ export class WebSocketConnector implements EventConnector {
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new WebSocketConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new WebSocketConnector(dataSource),
+);

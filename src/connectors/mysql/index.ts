@@ -10,21 +10,12 @@
  */
 import type { ConnectorModule } from '../contract';
 import { MysqlConnector } from './connector';
+import { connectorInitializer } from '../initialize';
 
 export { MysqlConnector } from './connector';
 export { MYSQL_SETTING_KEYS, parseMysqlSettings } from './settings';
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new MysqlConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new MysqlConnector(dataSource),
+);

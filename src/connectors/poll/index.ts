@@ -28,6 +28,7 @@ import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
 import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
 import { dialectOf, openSqlDb, type SqlDb } from './sql-dialects';
+import { connectorInitializer } from '../initialize';
 
 export const POLL_SETTING_KEYS = [
   'url',
@@ -181,16 +182,6 @@ export class PollConnector implements EventConnector {
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new PollConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new PollConnector(dataSource),
+);

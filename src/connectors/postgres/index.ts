@@ -69,6 +69,7 @@ import {
 import { countRows, readChunk, snapshotId } from './snapshot';
 import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
+import { connectorInitializer } from '../initialize';
 
 export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
 export { listSlots, dropSlot, connectAdmin, currentLsn, type SlotState } from './slot-admin';
@@ -729,16 +730,6 @@ function keyOf(row: Row, columns: string[]): string {
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */
-export const initialize: ConnectorModule['initialize'] = (dataSource, callback) => {
-  let error: Error | null = null;
-  try {
-    dataSource.connector = new PostgresConnector(dataSource);
-  } catch (err) {
-    error = err as Error;
-  }
-  if (callback) {
-    process.nextTick(() => callback(error));
-    return;
-  }
-  return error ? Promise.reject(error) : Promise.resolve();
-};
+export const initialize: ConnectorModule['initialize'] = connectorInitializer(
+  (dataSource) => new PostgresConnector(dataSource),
+);

@@ -1,0 +1,26 @@
+/**
+ * The LoopBack `initialize(dataSource, callback?)` entry point shared by the built-in event
+ * connectors. `make(dataSource)` builds the connector (validating its settings); the result is
+ * set as `dataSource.connector`. A construction error is reported, never thrown: through the
+ * callback on the next tick when one is given, otherwise as the returned promise's rejection.
+ */
+import type { ConnectorModule, DataSourceLike, EventConnector } from './contract';
+
+export function connectorInitializer(
+  make: (dataSource: DataSourceLike) => EventConnector,
+): ConnectorModule['initialize'] {
+  // Two declared parameters: the registry reads `initialize.length` to tell callback style.
+  return (dataSource, callback) => {
+    let error: Error | null = null;
+    try {
+      dataSource.connector = make(dataSource);
+    } catch (err) {
+      error = err as Error;
+    }
+    if (callback) {
+      process.nextTick(() => callback(error));
+      return;
+    }
+    return error ? Promise.reject(error) : Promise.resolve();
+  };
+}
