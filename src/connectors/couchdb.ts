@@ -13,7 +13,6 @@
  * handed over. A body reader gives both directly (no read → TCP backpressure; the seq of every
  * change is ours); changesReader emits batches and keeps its own `since`.
  */
-import { ErrorCode, EvpubError } from '../errors';
 import { defaultLogger, type Logger } from '../logger';
 import type {
   ConnectorHealth,
@@ -26,19 +25,16 @@ import type {
 import { CouchFeed } from './couchdb-feed';
 import { databaseOf, parseCouchDbSettings, type CouchDbSettings } from './couchdb-settings';
 import { connectorInitializer } from './initialize';
+import { FeedSet } from './feed-set';
 
 export { parseCouchDbSettings, COUCHDB_SETTING_KEYS } from './couchdb-settings';
-
-type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
 
 export class CouchDbConnector implements EventConnector {
   readonly name = 'couchdb';
   readonly resumable = true;
   readonly settings: CouchDbSettings;
   private readonly logger: Logger;
-  private readonly feeds = new Map<string, CouchFeed>();
-  private life: LifeState = 'idle';
-  private stopping: Promise<void> | undefined;
+  private readonly feeds: FeedSet<CouchFeed>;
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.settings = parseCouchDbSettings(dataSource.settings);
@@ -46,36 +42,11 @@ export class CouchDbConnector implements EventConnector {
       component: 'couchdb',
       datasource: dataSource.name,
     });
+    this.feeds = new FeedSet(this.name, dataSource.name);
   }
 
-  async start(request: StartRequest): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `couchdb connector "${this.dataSource.name}" was already started`,
-      );
-    }
-    const feeds = request.models.map((model) => this.feed(model, request));
-    this.life = 'starting';
-    for (const feed of feeds) this.feeds.set(feed.model, feed);
-    const opened = await Promise.allSettled(feeds.map((f) => f.open()));
-    const failure = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure) {
-      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
-      this.life = 'stopped';
-      await Promise.all(feeds.map((f) => f.stop()));
-      if (stoppedMeanwhile) {
-        throw new EvpubError(
-          ErrorCode.INVALID_STATE,
-          `couchdb connector "${this.dataSource.name}" was stopped while starting`,
-          {
-            cause: failure.reason,
-          },
-        );
-      }
-      throw failure.reason;
-    }
-    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+  start(request: StartRequest): Promise<void> {
+    return this.feeds.start(() => request.models.map((model) => [model.name, this.feed(model, request)]));
   }
 
   private feed(model: ModelFeed, request: StartRequest): CouchFeed {
@@ -92,29 +63,12 @@ export class CouchDbConnector implements EventConnector {
   }
 
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.life = 'stopped';
-      await Promise.all([...this.feeds.values()].map((f) => f.stop()));
-    })();
-    return this.stopping;
+    return this.feeds.stop();
   }
 
   health(): ConnectorHealth {
-    const positions: Record<string, string | null> = {};
-    const states = new Set<string>();
-    for (const [model, feed] of this.feeds) {
-      positions[model] = feed.lastPushed;
-      states.add(feed.state);
-    }
-    const failed = [...this.feeds].filter(([, f]) => f.state === 'failed').map(([m]) => m);
-    let state: ConnectorHealth['state'];
-    if (this.life === 'idle' || this.life === 'starting') state = this.life;
-    else if (this.life === 'stopped') state = 'stopped';
-    else if (failed.length > 0) state = 'failed';
-    else if (states.has('reconnecting')) state = 'reconnecting';
-    else state = 'streaming';
-    const detail = failed.length > 0 ? `failed: ${failed.join(', ')}` : undefined;
-    return { state, positions, ...(detail ? { detail } : {}) };
+    const failed = this.feeds.failed();
+    return this.feeds.health(failed.length > 0 ? `failed: ${failed.join(', ')}` : undefined);
   }
 }
 
