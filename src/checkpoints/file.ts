@@ -6,7 +6,9 @@
  * `{"feed":"db/accounts","position":"...","savedAt":"..."}`. A save writes a temporary file
  * next to it, fsyncs it, renames it over the old one and fsyncs the directory: rename is atomic
  * on POSIX file systems, so after a crash at any moment the file holds the old or the new
- * position, never a torn one. Leftover temporary files of a crashed save are ignored.
+ * position, never a torn one. Leftover temporary files of a crashed save are ignored. Saves
+ * run in a writer thread (file-writer.ts): on a busy event loop the eight calls of a save, one
+ * turn each, made the saved checkpoint lag far behind what the broker had accepted.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -14,6 +16,7 @@ import path from 'node:path';
 import { ErrorCode, EvpubError } from '../errors';
 import type { Position } from '../events/change-event';
 import type { CheckpointStore } from './contract';
+import { FileWriter } from './file-writer';
 
 export const DEFAULT_CHECKPOINT_DIR = '.evpub/checkpoints';
 
@@ -35,7 +38,8 @@ function failed(message: string, cause: unknown, feedId: string): EvpubError {
 export class FileCheckpointStore implements CheckpointStore {
   readonly name = 'file';
   readonly dir: string;
-  private ready: Promise<void> | undefined;
+  /** Runs the saves off the main thread (see file-writer.ts). */
+  private readonly writer = new FileWriter();
 
   constructor(options: { path?: string; cwd?: string } = {}) {
     this.dir = path.resolve(options.cwd ?? process.cwd(), options.path ?? DEFAULT_CHECKPOINT_DIR);
@@ -45,18 +49,8 @@ export class FileCheckpointStore implements CheckpointStore {
     return path.join(this.dir, `${encodeURIComponent(feedId)}.json`);
   }
 
-  private ensureDir(): Promise<void> {
-    this.ready ??= fs.mkdir(this.dir, { recursive: true }).then(
-      () => undefined,
-      (err: unknown) => {
-        this.ready = undefined;
-        throw err;
-      },
-    );
-    return this.ready;
-  }
-
   async load(feedId: string): Promise<Position | undefined> {
+    this.writer.warm(); // saves follow a load: start the writer thread meanwhile
     let text: string;
     try {
       text = await fs.readFile(this.fileOf(feedId), 'utf8');
@@ -82,33 +76,9 @@ export class FileCheckpointStore implements CheckpointStore {
     const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     const body: CheckpointFile = { feed: feedId, position, savedAt: new Date().toISOString() };
     try {
-      await this.ensureDir();
-      const handle = await fs.open(tmp, 'w');
-      try {
-        await handle.writeFile(JSON.stringify(body) + '\n', 'utf8');
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await fs.rename(tmp, target);
-      await this.syncDir();
+      await this.writer.write({ dir: this.dir, target, tmp, text: JSON.stringify(body) + '\n' });
     } catch (err) {
-      await fs.rm(tmp, { force: true }).catch(() => undefined);
       throw failed(`cannot save the checkpoint of ${feedId} in ${this.dir}`, err, feedId);
-    }
-  }
-
-  /** Makes the rename durable. Some platforms cannot open a directory; there rename is all we have. */
-  private async syncDir(): Promise<void> {
-    let dir: fs.FileHandle | undefined;
-    try {
-      dir = await fs.open(this.dir, 'r');
-      await dir.sync();
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL') throw err;
-    } finally {
-      await dir?.close();
     }
   }
 
@@ -120,5 +90,7 @@ export class FileCheckpointStore implements CheckpointStore {
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.writer.close();
+  }
 }

@@ -11,10 +11,14 @@
  *   connectors) advance the sequence but never produce a checkpoint.
  * - Saving is coalesced: at most one `store.save` is in flight for the feed; when it resolves
  *   and the committed position moved meanwhile, the latest position is saved next (intermediate
- *   ones are skipped). After each save, `connector.commit(model, position)` is called if given.
+ *   ones are skipped).
+ * - After a save, `connector.commit(model, position)` is called if given, with the same
+ *   coalescing: one commit in flight, then the latest saved position (never one not saved
+ *   yet). Commits run beside the saves: a slow commit (a broker acknowledging a bridged
+ *   message) does not hold the next save back, so the checkpoint keeps up with the acks.
  * - A failed save is reported through `onError` and retried with back-off; the next ack also
- *   retries it. `flush()` resolves once the latest committed position is saved (or rejects
- *   with the save's error).
+ *   retries it. `flush()` resolves once the latest committed position is saved and its commit
+ *   has run (or rejects with the save's error).
  */
 import { ErrorCode, EvpubError, toError } from '../errors';
 import type { Position } from '../events/change-event';
@@ -42,6 +46,9 @@ export class CheckpointTracker {
   private latest: Position | undefined;
   private saved: Position | undefined;
   private saving: Promise<void> | undefined;
+  /** The commit chain: the one in flight, and the saved position it commits next. */
+  private committing: Promise<void> | undefined;
+  private toCommit: Position | undefined;
   private lastError: Error | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelay: number;
@@ -119,8 +126,19 @@ export class CheckpointTracker {
     this.saved = position;
     this.options.onSaved?.(position);
     if (this.options.commit) {
+      this.toCommit = position;
+      // `.finally` runs after this assignment even when every commit settles synchronously.
+      this.committing ??= this.commitLoop(model).finally(() => (this.committing = undefined));
+    }
+  }
+
+  /** Commits the latest saved position until none is waiting; one commit at a time, in order. */
+  private async commitLoop(model: string): Promise<void> {
+    while (this.toCommit !== undefined) {
+      const position = this.toCommit;
+      this.toCommit = undefined;
       try {
-        await this.options.commit(model, position);
+        await this.options.commit!(model, position);
       } catch (err) {
         this.options.onError?.(toError(err), 'commit');
       }
@@ -150,11 +168,15 @@ export class CheckpointTracker {
       this.lastError = undefined;
     }
     while (this.saving) await this.saving;
-    if (this.latest === undefined || this.latest === this.saved) return;
+    if (this.latest === undefined || this.latest === this.saved) {
+      while (this.committing) await this.committing;
+      return;
+    }
     this.lastError = undefined;
     const position = this.latest;
     this.saving = this.saveOnce(position).finally(() => (this.saving = undefined));
     await this.saving;
+    while (this.committing) await this.committing;
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;

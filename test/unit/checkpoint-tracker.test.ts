@@ -73,6 +73,42 @@ describe('CheckpointTracker', () => {
     expect(t.savedPosition).toBe('5');
   });
 
+  it('a slow commit does not hold the next save back; commits follow saves, in order', async () => {
+    const { store, saves } = gatedStore();
+    const commits: { position: string; done: ReturnType<typeof deferred<void>> }[] = [];
+    const t = new CheckpointTracker({
+      feedId: 'd/m',
+      model: 'm',
+      store,
+      commit: async (_m, p) => {
+        expect(t.savedPosition).toBe(p); // never a position that is not saved
+        const done = deferred<void>();
+        commits.push({ position: p, done });
+        await done.promise;
+      },
+    });
+    t.ack(t.push('1'));
+    saves[0]!.done.resolve(undefined);
+    await waitFor(() => commits.length === 1, 'the first commit');
+    // commit('1') hangs; acks go on and are saved meanwhile.
+    t.ack(t.push('2'));
+    await waitFor(() => saves.length === 2, 'the second save while the commit is pending');
+    saves[1]!.done.resolve(undefined);
+    t.ack(t.push('3'));
+    await waitFor(() => saves.length === 3, 'the third save while the commit is pending');
+    saves[2]!.done.resolve(undefined);
+    await waitFor(() => t.savedPosition === '3', 'three saves');
+    expect(commits.map((c) => c.position)).toEqual(['1']); // one commit in flight
+    let flushed = false;
+    const flush = t.flush().then(() => (flushed = true));
+    commits[0]!.done.resolve(undefined);
+    await waitFor(() => commits.length === 2, 'the latest saved position committed next');
+    expect(commits[1]!.position).toBe('3'); // '2' was coalesced away
+    expect(flushed).toBe(false); // flush waits for the commit of what it saved
+    commits[1]!.done.resolve(undefined);
+    await flush;
+  });
+
   it('a failed save is reported and retried; flush saves the latest', async () => {
     let fail = true;
     const errors: string[] = [];
