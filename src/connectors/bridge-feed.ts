@@ -38,6 +38,7 @@ import {
   type MapContext,
   type Mapped,
 } from './json-mapping';
+import { drainUnlessStopped } from './waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -339,18 +340,10 @@ export class BridgeFeed {
     this.client.end().catch(() => undefined);
   }
 
+  /** Waits for room or stop; a failed drain is logged and reading goes on. */
   private drainOrStop(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-      this.o.sink.drain().then(done, (err: unknown) => {
-        this.o.logger.warn({ err: toError(err) }, 'drain failed');
-        done();
-      });
+    return drainUnlessStopped(this.o.sink, this.stopper.signal).catch((err: Error) => {
+      this.o.logger.warn({ err }, 'drain failed');
     });
   }
 

@@ -25,6 +25,7 @@ import type { ChangeSink } from './contract';
 import { databaseInfo, open, seqToPosition, type Request } from './couchdb-http';
 import { ReplayFilter } from './couchdb-revs';
 import type { CouchDbSettings } from './couchdb-settings';
+import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from './waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -170,16 +171,7 @@ export class CouchFeed {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.o.settings;
-    const delay = Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay);
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, delay);
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
   }
 
   /** Aborts the request when the server says nothing for requestTimeout ms. */
@@ -311,21 +303,7 @@ export class CouchFeed {
   }
 
   private drainOrStop(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onStop = (): void => resolve();
-      this.stopper.signal.addEventListener('abort', onStop, { once: true });
-      this.o.sink.drain().then(
-        () => {
-          this.stopper.signal.removeEventListener('abort', onStop);
-          resolve();
-        },
-        (err: unknown) => {
-          this.stopper.signal.removeEventListener('abort', onStop);
-          reject(toError(err));
-        },
-      );
-    });
+    return drainUnlessStopped(this.o.sink, this.stopper.signal);
   }
 }
 

@@ -37,6 +37,7 @@ import {
   type Mapped,
 } from './json-mapping';
 import type { WebSocketModelSettings, WebSocketSettings } from './websocket-settings';
+import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from './waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -240,7 +241,7 @@ export class WsFeed {
         { attempt, err: error, resumeFrom: this.cursor ?? null },
         'websocket lost; reconnecting',
       );
-      await this.sleep(Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay));
+      await this.sleep(backOffDelay(attempt, reconnectDelay, maxReconnectDelay));
       if (this.stopped) return;
       try {
         this.attach(await this.connectOnce(this.o.settings.connectTimeout));
@@ -393,29 +394,13 @@ export class WsFeed {
   // Waiting and stopping
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(ms, this.stopper.signal);
   }
 
+  /** Waits for room or stop; a failed drain is logged and reading goes on. */
   private drainOrStop(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-      this.o.sink.drain().then(done, (err: unknown) => {
-        this.o.logger.warn({ err: toError(err) }, 'drain failed');
-        done();
-      });
+    return drainUnlessStopped(this.o.sink, this.stopper.signal).catch((err: Error) => {
+      this.o.logger.warn({ err }, 'drain failed');
     });
   }
 

@@ -41,6 +41,7 @@ import { isFatal, translate } from './errors';
 import { encodePosition, type StreamPoint } from './position';
 import { connectionOptions, type MysqlSettings } from './settings';
 import { decodeRow, keyOf, loadTableMeta, type TableMeta } from './values';
+import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
 
 export type StreamState = 'idle' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -197,16 +198,7 @@ export class BinlogStream {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.o.settings;
-    const delay = Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay);
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, delay);
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
   }
 
   /**
@@ -528,21 +520,7 @@ export class BinlogStream {
   }
 
   private drainOrStop(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onStop = (): void => resolve();
-      this.stopper.signal.addEventListener('abort', onStop, { once: true });
-      this.o.sink.drain().then(
-        () => {
-          this.stopper.signal.removeEventListener('abort', onStop);
-          resolve();
-        },
-        (err: unknown) => {
-          this.stopper.signal.removeEventListener('abort', onStop);
-          reject(toError(err));
-        },
-      );
-    });
+    return drainUnlessStopped(this.o.sink, this.stopper.signal);
   }
 }
 

@@ -23,6 +23,7 @@ import type { ChangeEvent, Position, StartFrom } from '../../events/change-event
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
 import type { ChangeSink } from '../contract';
+import { drainUnlessStopped, sleepUnlessStopped } from '../waits';
 
 export interface Polled<C> {
   event: ChangeEvent;
@@ -142,27 +143,11 @@ export class PollLoop<C> {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.stopped) return resolve();
-      const done = (): void => {
-        clearTimeout(timer);
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(ms, this.stopper.signal);
   }
 
+  /** Waits for room or stop; a failed drain just ends the wait. */
   private drainOrStop(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-      this.o.sink.drain().then(done, done);
-    });
+    return drainUnlessStopped(this.o.sink, this.stopper.signal).catch(() => undefined);
   }
 }

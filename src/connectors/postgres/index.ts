@@ -70,6 +70,7 @@ import { countRows, readChunk, snapshotId } from './snapshot';
 import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
 import { connectorInitializer } from '../initialize';
+import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
 
 export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
 export { listSlots, dropSlot, connectAdmin, currentLsn, type SlotState } from './slot-admin';
@@ -389,16 +390,7 @@ export class PostgresConnector implements EventConnector {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.settings;
-    const delay = Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay);
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.stopper.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, delay);
-      this.stopper.signal.addEventListener('abort', done, { once: true });
-    });
+    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
   }
 
   stop(): Promise<void> {
@@ -608,21 +600,7 @@ export class PostgresConnector implements EventConnector {
   }
 
   private drainOrStop(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onStop = (): void => resolve();
-      this.stopper.signal.addEventListener('abort', onStop, { once: true });
-      this.sink!.drain().then(
-        () => {
-          this.stopper.signal.removeEventListener('abort', onStop);
-          resolve();
-        },
-        (err: unknown) => {
-          this.stopper.signal.removeEventListener('abort', onStop);
-          reject(toError(err));
-        },
-      );
-    });
+    return drainUnlessStopped(this.sink!, this.stopper.signal);
   }
 
   // -------------------------------------------------------------------------------------------
