@@ -13,6 +13,9 @@
  * (bench/receiver.ts, the same for both) counts the messages.
  *   publish/s   = messages / time until the last publish was confirmed by the broker
  *   end-to-end/s = messages / time from the first publish to the last message received
+ *   CPU µs/msg  = this (publishing) process's CPU time per message while publishing: on a busy
+ *                 or shared machine the steadier figure, since other processes stretch wall
+ *                 time, not the CPU time the publishing code itself takes
  * Prints a table with footnotes on what each raw baseline does, and writes
  * bench/results/pubsub-<date>.json. bench/publish-inprocess.ts measures the publish path alone.
  */
@@ -215,6 +218,7 @@ function spawnReceiver(
 interface Measure {
   publishPerSec: number;
   e2ePerSec: number;
+  cpuMicrosPerMsg: number;
   received: number;
 }
 
@@ -226,13 +230,16 @@ async function measure(
   const topic = `bench/${target.name.replace(/[^a-z0-9]/gi, '_')}/${label}_${Date.now()}`;
   const receiver = spawnReceiver(target, topic);
   await receiver.ready;
+  const cpu0 = process.cpuUsage();
   const t0 = now();
   await publishAll(topic);
   const published = now();
+  const cpu = process.cpuUsage(cpu0);
   const { count, lastAt } = await receiver.result;
   return {
     publishPerSec: Math.round(N / ((published - t0) / 1000)),
     e2ePerSec: count === N ? Math.round(N / ((lastAt - t0) / 1000)) : 0,
+    cpuMicrosPerMsg: (cpu.user + cpu.system) / N,
     received: count,
   };
 }
@@ -243,6 +250,7 @@ function best(a: Measure | undefined, b: Measure): Measure {
   return {
     publishPerSec: Math.max(a.publishPerSec, b.publishPerSec),
     e2ePerSec: Math.max(a.e2ePerSec, b.e2ePerSec),
+    cpuMicrosPerMsg: Math.min(a.cpuMicrosPerMsg, b.cpuMicrosPerMsg),
     received: Math.min(a.received, b.received),
   };
 }
@@ -331,6 +339,8 @@ async function main(): Promise<void> {
           'raw end-to-end/s': raw.e2ePerSec,
           'evpub end-to-end/s': evpub.e2ePerSec,
           'end-to-end ratio': raw.e2ePerSec ? +(evpub.e2ePerSec / raw.e2ePerSec).toFixed(2) : 0,
+          'raw CPU µs/msg': +raw.cpuMicrosPerMsg.toFixed(2),
+          'evpub CPU µs/msg': +evpub.cpuMicrosPerMsg.toFixed(2),
         });
       } catch (err) {
         rows.push({ broker: target.name, error: (err as Error).message });
