@@ -9,6 +9,7 @@
  */
 import { redact } from '../errors';
 import { invalidSetting, MAPPING_KEYS, parseMapping, type Mapping } from './json-mapping';
+import { APP_KEYS, checkSettingKeys } from './setting-readers';
 
 export type PayloadFormat = 'json' | 'cloudevents' | 'raw';
 
@@ -34,21 +35,6 @@ const MODEL_KEYS = ['topics', 'durable', 'groupStart', 'format', ...MAPPING_KEYS
 const DEFAULT_KEYS = ['format', ...MAPPING_KEYS] as const;
 
 export const BRIDGE_SETTING_KEYS = ['url', 'options', 'maxBuffered', 'stopTimeout', ...DEFAULT_KEYS] as const;
-
-/** Keys the app itself puts in a datasource's settings. */
-const APP_KEYS = ['connector', 'name'];
-
-function checkKeys(
-  settings: Readonly<Record<string, unknown>>,
-  allowed: readonly string[],
-  where: string,
-): void {
-  for (const key of Object.keys(settings)) {
-    if (!allowed.includes(key)) {
-      throw invalidSetting(where, key, `is not a setting of this connector; allowed: ${allowed.join(', ')}`);
-    }
-  }
-}
 
 function int(
   settings: Readonly<Record<string, unknown>>,
@@ -81,7 +67,7 @@ export function parseBridgeSettings(
   name = 'bridge',
 ): BridgeSettings {
   const where = `datasources.${name}`;
-  checkKeys(settings, [...BRIDGE_SETTING_KEYS, ...APP_KEYS], where);
+  checkSettingKeys(settings, [...BRIDGE_SETTING_KEYS, ...APP_KEYS], where);
   const url = settings.url;
   if (typeof url !== 'string' || url === '') {
     throw invalidSetting(
@@ -113,7 +99,7 @@ export function parseBridgeModel(
   modelSettings: Readonly<Record<string, unknown>>,
 ): BridgeModelSettings {
   const where = `models.${model}.settings`;
-  checkKeys(modelSettings, MODEL_KEYS, where);
+  checkSettingKeys(modelSettings, MODEL_KEYS, where);
   const merged: Record<string, unknown> = { ...ds.defaults };
   for (const key of MODEL_KEYS) if (modelSettings[key] !== undefined) merged[key] = modelSettings[key];
   const topics = typeof merged.topics === 'string' ? [merged.topics] : merged.topics;

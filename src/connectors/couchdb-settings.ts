@@ -18,7 +18,8 @@
  *
  * Model settings (`models.<name>`): `database` (default: the model's name).
  */
-import { ErrorCode, EvpubError, redact } from '../errors';
+import { redact, type EvpubError } from '../errors';
+import { SettingReader, settingError } from './setting-readers';
 
 export interface CouchDbSettings {
   /** The server URL without credentials, ending in `/`. */
@@ -55,25 +56,7 @@ export const COUCHDB_SETTING_KEYS = [
 ] as const;
 
 function invalid(key: string, rule: string): EvpubError {
-  return new EvpubError(ErrorCode.CONFIG_INVALID, `couchdb connector: setting "${key}" ${rule}`, {
-    context: { setting: key },
-  });
-}
-
-function positiveInt(settings: Readonly<Record<string, unknown>>, key: string, fallback: number): number {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw invalid(key, `must be a positive integer (got ${JSON.stringify(value)})`);
-  }
-  return value;
-}
-
-function bool(settings: Readonly<Record<string, unknown>>, key: string, fallback: boolean): boolean {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== 'boolean') throw invalid(key, `must be true or false (got ${JSON.stringify(value)})`);
-  return value;
+  return settingError('couchdb', key, rule);
 }
 
 function parseUrl(value: unknown): Pick<CouchDbSettings, 'baseUrl' | 'displayUrl' | 'authorization'> {
@@ -106,18 +89,19 @@ function parseUrl(value: unknown): Pick<CouchDbSettings, 'baseUrl' | 'displayUrl
 
 /** Validates the datasource settings; throws CONFIG_INVALID naming the key. */
 export function parseCouchDbSettings(settings: Readonly<Record<string, unknown>>): CouchDbSettings {
+  const r = new SettingReader('couchdb', settings);
   const url = parseUrl(settings.url);
   const feed = settings.feed ?? 'continuous';
   if (feed !== 'continuous' && feed !== 'longpoll') {
     throw invalid('feed', `must be "continuous" or "longpoll" (got ${JSON.stringify(feed)})`);
   }
-  const heartbeat = positiveInt(settings, 'heartbeat', 10_000);
-  const reconnectDelay = positiveInt(settings, 'reconnectDelay', 1_000);
-  const maxReconnectDelay = positiveInt(settings, 'maxReconnectDelay', 30_000);
+  const heartbeat = r.positiveInt('heartbeat', 10_000);
+  const reconnectDelay = r.positiveInt('reconnectDelay', 1_000);
+  const maxReconnectDelay = r.positiveInt('maxReconnectDelay', 30_000);
   if (maxReconnectDelay < reconnectDelay) {
     throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
   }
-  const requestTimeout = positiveInt(settings, 'requestTimeout', Math.max(3 * heartbeat, 30_000));
+  const requestTimeout = r.positiveInt('requestTimeout', Math.max(3 * heartbeat, 30_000));
   if (requestTimeout <= heartbeat) {
     throw invalid('requestTimeout', `must be longer than heartbeat (${heartbeat} ms)`);
   }
@@ -125,14 +109,14 @@ export function parseCouchDbSettings(settings: Readonly<Record<string, unknown>>
     ...url,
     feed,
     heartbeat,
-    includeDocs: bool(settings, 'includeDocs', true),
-    includeDesignDocs: bool(settings, 'includeDesignDocs', false),
-    batchLimit: positiveInt(settings, 'batchLimit', 1_000),
-    connectTimeout: positiveInt(settings, 'connectTimeout', 10_000),
+    includeDocs: r.bool('includeDocs', true),
+    includeDesignDocs: r.bool('includeDesignDocs', false),
+    batchLimit: r.positiveInt('batchLimit', 1_000),
+    connectTimeout: r.positiveInt('connectTimeout', 10_000),
     requestTimeout,
     reconnectDelay,
     maxReconnectDelay,
-    dedupCacheSize: positiveInt(settings, 'dedupCacheSize', 10_000),
+    dedupCacheSize: r.positiveInt('dedupCacheSize', 10_000),
   };
 }
 

@@ -1,13 +1,25 @@
 /**
- * Small typed readers for connector settings, shared by the webhook and poll connectors. Each
- * reader returns the value or the fallback when absent, and throws CONFIG_INVALID naming the
- * setting's path otherwise (`webhook connector: setting "models.orders.path" must be ...`).
- * Values are quoted in messages except for secrets, which are never echoed.
+ * Small typed readers for connector settings, shared by the webhook, poll, couchdb, mysql and
+ * postgres connectors. Each reader returns the value or the fallback when absent (undefined or
+ * null), and throws CONFIG_INVALID naming the setting's path otherwise
+ * (`webhook connector: setting "models.orders.path" must be ...`). Values are quoted in
+ * messages except for secrets, which are never echoed.
+ *
+ * `checkSettingKeys` is for the connectors whose messages name the full path instead
+ * (`datasources.<name>.<key> ...`, json-mapping.ts's `invalidSetting`: websocket, bridge).
  */
 import { ErrorCode, EvpubError } from '../errors';
 import type { Operation } from '../events/change-event';
+import { invalidSetting } from './json-mapping';
 
 export type Settings = Readonly<Record<string, unknown>>;
+
+/** CONFIG_INVALID for setting `key` (a path): `<connector> connector: setting "<key>" <rule>`. */
+export function settingError(connector: string, key: string, rule: string): EvpubError {
+  return new EvpubError(ErrorCode.CONFIG_INVALID, `${connector} connector: setting "${key}" ${rule}`, {
+    context: { setting: key },
+  });
+}
 
 export class SettingReader {
   constructor(
@@ -18,10 +30,7 @@ export class SettingReader {
   ) {}
 
   invalid(key: string, rule: string): EvpubError {
-    const at = `${this.prefix}${key}`;
-    return new EvpubError(ErrorCode.CONFIG_INVALID, `${this.connector} connector: setting "${at}" ${rule}`, {
-      context: { setting: at },
-    });
+    return settingError(this.connector, `${this.prefix}${key}`, rule);
   }
 
   private got(key: string): string {
@@ -51,6 +60,23 @@ export class SettingReader {
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
       throw this.invalid(key, `must be an integer of at least ${min} ${this.got(key)}`);
     }
+    return value;
+  }
+
+  /** An integer of at least 1 ("must be a positive integer"). */
+  positiveInt(key: string, fallback: number): number {
+    if (!this.has(key)) return fallback;
+    const value = this.settings[key];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+      throw this.invalid(key, `must be a positive integer ${this.got(key)}`);
+    }
+    return value;
+  }
+
+  bool(key: string, fallback: boolean): boolean {
+    if (!this.has(key)) return fallback;
+    const value = this.settings[key];
+    if (typeof value !== 'boolean') throw this.invalid(key, `must be true or false ${this.got(key)}`);
     return value;
   }
 
@@ -116,6 +142,18 @@ export class SettingReader {
       out[k] = v;
     }
     return out;
+  }
+}
+
+/**
+ * Throws for a key of `settings` not in `allowed`, naming it under `where` (e.g.
+ * `datasources.feed`): a typo must not silently fall back to a default.
+ */
+export function checkSettingKeys(settings: Settings, allowed: readonly string[], where: string): void {
+  for (const key of Object.keys(settings)) {
+    if (!allowed.includes(key)) {
+      throw invalidSetting(where, key, `is not a setting of this connector; allowed: ${allowed.join(', ')}`);
+    }
   }
 }
 

@@ -19,6 +19,7 @@ import {
   type JsonPath,
   type Mapping,
 } from './json-mapping';
+import { APP_KEYS, checkSettingKeys } from './setting-readers';
 
 export interface WebSocketSettings {
   /** The URL as configured (secrets included): only for connecting, never for logs. */
@@ -60,9 +61,6 @@ export const WEBSOCKET_SETTING_KEYS = [
   ...MODEL_KEYS,
 ] as const;
 
-/** Keys the app itself puts in a datasource's settings. */
-const APP_KEYS = ['connector', 'name'];
-
 function int(
   settings: Readonly<Record<string, unknown>>,
   where: string,
@@ -78,18 +76,6 @@ function int(
   return value;
 }
 
-function checkKeys(
-  settings: Readonly<Record<string, unknown>>,
-  allowed: readonly string[],
-  where: string,
-): void {
-  for (const key of Object.keys(settings)) {
-    if (!allowed.includes(key)) {
-      throw invalidSetting(where, key, `is not a setting of this connector; allowed: ${allowed.join(', ')}`);
-    }
-  }
-}
-
 /** For logs: scheme, host and path only (no user info, no query string with tokens). */
 export function displayUrl(url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}`;
@@ -100,7 +86,7 @@ export function parseWebSocketSettings(
   name = 'websocket',
 ): WebSocketSettings {
   const WHERE = `datasources.${name}`;
-  checkKeys(settings, [...WEBSOCKET_SETTING_KEYS, ...APP_KEYS], WHERE);
+  checkSettingKeys(settings, [...WEBSOCKET_SETTING_KEYS, ...APP_KEYS], WHERE);
   const raw = settings.url;
   if (typeof raw !== 'string' || raw === '') {
     throw invalidSetting(WHERE, 'url', 'is required: the ws:// or wss:// URL of the event stream');
@@ -168,7 +154,7 @@ export function parseWebSocketModel(
   modelSettings: Readonly<Record<string, unknown>>,
 ): WebSocketModelSettings {
   const where = `models.${model}.settings`;
-  checkKeys(modelSettings, MODEL_KEYS, where);
+  checkSettingKeys(modelSettings, MODEL_KEYS, where);
   const merged: Record<string, unknown> = {};
   for (const key of MODEL_KEYS) {
     const value = modelSettings[key] ?? ds.defaults[key];

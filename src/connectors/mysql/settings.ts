@@ -21,7 +21,8 @@
  * name), `database` (default the datasource's), `snapshot` (overrides the datasource's).
  */
 import { randomInt } from 'node:crypto';
-import { ErrorCode, EvpubError, redact } from '../../errors';
+import { redact, type EvpubError } from '../../errors';
+import { APP_KEYS, SettingReader, settingError } from '../setting-readers';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -64,18 +65,7 @@ export const MYSQL_SETTING_KEYS = [
 ] as const;
 
 function invalid(key: string, rule: string): EvpubError {
-  return new EvpubError(ErrorCode.CONFIG_INVALID, `mysql connector: setting "${key}" ${rule}`, {
-    context: { setting: key },
-  });
-}
-
-function positiveInt(settings: Readonly<Record<string, unknown>>, key: string, fallback: number): number {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw invalid(key, `must be a positive integer (got ${JSON.stringify(value)})`);
-  }
-  return value;
+  return settingError('mysql', key, rule);
 }
 
 function optionalString(settings: Readonly<Record<string, unknown>>, key: string): string | undefined {
@@ -113,42 +103,43 @@ function fromUrl(value: string): Pick<MysqlSettings, 'host' | 'port' | 'user' | 
   };
 }
 
-/** Keys the application itself puts in a datasource's settings. */
-const APP_KEYS = ['connector', 'name'];
-
 /** Validates the datasource settings; throws CONFIG_INVALID naming the key. */
 export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>): MysqlSettings {
   for (const key of Object.keys(settings)) {
-    if (!(MYSQL_SETTING_KEYS as readonly string[]).includes(key) && !APP_KEYS.includes(key)) {
+    if (
+      !(MYSQL_SETTING_KEYS as readonly string[]).includes(key) &&
+      !(APP_KEYS as readonly string[]).includes(key)
+    ) {
       throw invalid(key, `is unknown; the mysql connector's settings are ${MYSQL_SETTING_KEYS.join(', ')}`);
     }
   }
+  const r = new SettingReader('mysql', settings);
   const url = optionalString(settings, 'url');
   const base = url
     ? fromUrl(url)
     : {
         host: optionalString(settings, 'host') ?? '127.0.0.1',
-        port: positiveInt(settings, 'port', 3306),
+        port: r.positiveInt('port', 3306),
         user: optionalString(settings, 'user') ?? 'root',
         password: optionalString(settings, 'password'),
         database: optionalString(settings, 'database'),
       };
   if (url && settings.database !== undefined) base.database = optionalString(settings, 'database');
-  const reconnectDelay = positiveInt(settings, 'reconnectDelay', 1_000);
-  const maxReconnectDelay = positiveInt(settings, 'maxReconnectDelay', 30_000);
+  const reconnectDelay = r.positiveInt('reconnectDelay', 1_000);
+  const maxReconnectDelay = r.positiveInt('maxReconnectDelay', 30_000);
   if (maxReconnectDelay < reconnectDelay) {
     throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
   }
-  const serverId = positiveInt(settings, 'serverId', randomInt(100_000, 2 ** 31 - 1_000));
+  const serverId = r.positiveInt('serverId', randomInt(100_000, 2 ** 31 - 1_000));
   if (serverId >= 2 ** 32 - 1_000) throw invalid('serverId', 'must be below 2^32 - 1000');
   return {
     ...base,
     display: `mysql://${base.user}@${base.host}:${base.port}/${base.database ?? ''}`,
     serverId,
     snapshot: parseSnapshot(settings.snapshot, 'snapshot', 'never'),
-    snapshotChunk: positiveInt(settings, 'snapshotChunk', 1_000),
-    connectTimeout: positiveInt(settings, 'connectTimeout', 10_000),
-    heartbeat: positiveInt(settings, 'heartbeat', 10_000),
+    snapshotChunk: r.positiveInt('snapshotChunk', 1_000),
+    connectTimeout: r.positiveInt('connectTimeout', 10_000),
+    heartbeat: r.positiveInt('heartbeat', 10_000),
     reconnectDelay,
     maxReconnectDelay,
   };

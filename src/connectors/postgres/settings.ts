@@ -23,7 +23,8 @@
  * Model settings (`models.<name>.settings`): `table` (`schema.table` or `table`, default the
  * model's name in `public`), `snapshot` (`initial` / `never`).
  */
-import { ErrorCode, EvpubError, redact } from '../../errors';
+import { redact, type EvpubError } from '../../errors';
+import { APP_KEYS, SettingReader, settingError, type Settings } from '../setting-readers';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -59,21 +60,12 @@ export const POSTGRES_SETTING_KEYS = [
   'connectTimeout',
 ] as const;
 
-type Settings = Readonly<Record<string, unknown>>;
-
 export function invalid(key: string, rule: string): EvpubError {
-  return new EvpubError(ErrorCode.CONFIG_INVALID, `postgres connector: setting "${key}" ${rule}`, {
-    context: { setting: key },
-  });
+  return settingError('postgres', key, rule);
 }
 
 function int(settings: Settings, key: string, fallback: number, min: number): number {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalid(key, `must be an integer of at least ${min} (got ${JSON.stringify(value)})`);
-  }
-  return value;
+  return new SettingReader('postgres', settings).int(key, fallback, min);
 }
 
 const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
@@ -104,8 +96,6 @@ export function defaultName(datasource: string): string {
 
 /** LoopBack's separate connection keys, used when there is no `url`. */
 const PART_KEYS = ['host', 'port', 'user', 'password', 'database'];
-/** Keys the application itself puts in a datasource's settings. */
-const APP_KEYS = ['connector', 'name'];
 
 function urlOf(settings: Settings): string {
   if (settings.url !== undefined) {
