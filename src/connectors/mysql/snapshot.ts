@@ -21,6 +21,7 @@ import { ErrorCode, EvpubError } from '../../errors';
 import type { ChangeSink } from '../contract';
 import { decodeKey, encodeKey, encodePosition, type SnapshotCursor, type StreamPoint } from './position';
 import { decodeRow, keyOf, quoteId, quoteTable, type TableMeta } from './values';
+import { drainUnlessStopped } from '../waits';
 
 export interface SnapshotOptions {
   conn: Connection;
@@ -90,27 +91,9 @@ export async function runSnapshot(o: SnapshotOptions): Promise<void> {
         source: { database: meta.database, table: meta.table, snapshot: true },
       };
       o.onPushed(position);
-      if (!o.sink.push(event)) await drainOrAbort(o.sink, o.signal);
+      if (!o.sink.push(event)) await drainUnlessStopped(o.sink, o.signal);
     }
     o.sink.status({ type: 'snapshot', model: o.model, done, total: Math.max(total, done) });
     if (rows.length < o.chunkSize) return;
   }
-}
-
-function drainOrAbort(sink: ChangeSink, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => resolve();
-    signal.addEventListener('abort', onAbort, { once: true });
-    sink.drain().then(
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
 }
