@@ -206,8 +206,12 @@ export class JetStreamPublisher {
 
   publish(m: Outgoing, msgID: string | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      // Fields listed, not spread from `m`: `{ ...m, more }` left V8 an object with slow
+      // properties, and reading them in send/settle cost about 10 µs per message.
       const entry: JsEntry = {
-        ...m,
+        subject: m.subject,
+        data: m.data,
+        headers: m.headers,
         seq: this.seq++,
         msgID,
         attempt: 0,
