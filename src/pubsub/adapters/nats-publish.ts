@@ -206,8 +206,8 @@ export class JetStreamPublisher {
 
   publish(m: Outgoing, msgID: string | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      // Fields listed, not spread from `m`: `{ ...m, more }` left V8 an object with slow
-      // properties, and reading them in send/settle cost about 10 µs per message.
+      // Fields listed, not spread from `m`: with `{ ...m, more }` V8 made and read these entries
+      // slowly (CPU profile: about 10 µs per message in this function, send and settle).
       const entry: JsEntry = {
         subject: m.subject,
         data: m.data,
