@@ -17,8 +17,7 @@
  *    not the one the position came from (deleted and recreated, restored): the feed rewinds to 0,
  *    warns, and the replay filter drops what it already published.
  */
-import { createHash } from 'node:crypto';
-import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
+import { eventId, type ChangeEvent, type Position, type StartFrom } from '../events/change-event';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
 import type { Logger } from '../logger';
 import type { ChangeSink } from './contract';
@@ -51,11 +50,6 @@ export interface FeedOptions {
 }
 
 const INTEGER = /^\d+$/;
-
-/** The idempotency key: the same revision of the same document always gets the same id. */
-export function eventId(database: string, docId: string, rev: string): string {
-  return createHash('sha256').update(`${database}\u0000${docId}\u0000${rev}`).digest('hex').slice(0, 32);
-}
 
 export class CouchFeed {
   state: FeedState = 'starting';

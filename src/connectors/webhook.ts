@@ -21,11 +21,11 @@
  * at 1), and nothing is lost by a restart that the sender does not retry. The checkpoint
  * store is used only as the pipeline's path to `commit()`.
  */
-import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ErrorCode, EvpubError, toError } from '../errors';
-import type { ChangeEvent, Operation, Position } from '../events/change-event';
+import { eventId, type ChangeEvent, type Operation, type Position } from '../events/change-event';
 import { defaultLogger, type Logger } from '../logger';
 import { loadDriver } from '../pubsub/driver';
 import type {
@@ -184,13 +184,7 @@ export class WebhookConnector implements EventConnector {
     const senderKey = scalarString(Array.isArray(senderId) ? senderId[0] : senderId);
     const position = endpoint.next++;
     const event: ChangeEvent = {
-      id:
-        senderKey === undefined
-          ? randomUUID()
-          : createHash('sha256')
-              .update(`${this.dataSource.name}\u0000${endpoint.model}\u0000${senderKey}`)
-              .digest('hex')
-              .slice(0, 32),
+      id: senderKey === undefined ? randomUUID() : eventId(this.dataSource.name, endpoint.model, senderKey),
       datasource: this.dataSource.name,
       model: endpoint.model,
       op,

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The change event: what an event connector produces for every change it captures.
  *
@@ -41,4 +43,13 @@ export interface ChangeEvent {
   tx?: { id: string; commitPosition?: string; commitTime?: string };
   /** Connector-specific facts (a CouchDB revision, a table name, ...), carried into envelopes. */
   source?: Record<string, unknown>;
+}
+
+/**
+ * An idempotency key from the parts that identify a change (datasource, table, position...):
+ * the first 32 hex digits of the SHA-256 of the parts joined with NUL. The same parts give the
+ * same id, so a change read again (a replay after a restart) keeps its id.
+ */
+export function eventId(...parts: (string | number)[]): string {
+  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 32);
 }

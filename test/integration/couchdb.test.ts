@@ -5,7 +5,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelFeed } from '../../src/connectors/contract';
 import { CouchDbConnector, initialize } from '../../src/connectors/couchdb';
-import { eventId } from '../../src/connectors/couchdb-feed';
+import { eventId } from '../../src/events/change-event';
 import type { StartFrom } from '../../src/events/change-event';
 import { ErrorCode, EvpubError, isEvpubError } from '../../src/errors';
 import { createLogger } from '../../src/logger';

@@ -21,7 +21,6 @@
  *    pushed (or the last commit seen with nothing pending). Fatal errors (binlog purged,
  *    privileges) go to `sink.fail()`.
  */
-import { createHash } from 'node:crypto';
 import type ZongJi from '@vlasky/zongji' with { 'resolution-mode': 'import' };
 import type {
   AnyBinlogEvent,
@@ -32,7 +31,7 @@ import type {
 } from '@vlasky/zongji' with {
   'resolution-mode': 'import',
 };
-import type { ChangeEvent, Operation } from '../../events/change-event';
+import { eventId, type ChangeEvent, type Operation } from '../../events/change-event';
 import { ErrorCode, EvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
 import { loadDriver } from '../../pubsub/driver';
@@ -96,10 +95,7 @@ export function ddlTarget(
 
 /** The idempotency key of a row change: its table, transaction and row number. */
 export function rowEventId(meta: TableMeta, tx: string, row: number): string {
-  return createHash('sha256')
-    .update(`${meta.database}\u0000${meta.table}\u0000${tx}\u0000${row}`)
-    .digest('hex')
-    .slice(0, 32);
+  return eventId(meta.database, meta.table, tx, row);
 }
 
 export class BinlogStream {

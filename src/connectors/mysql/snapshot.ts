@@ -13,10 +13,9 @@
  * point. Progress goes to `sink.status({ type: 'snapshot', model, done, total })` after each
  * chunk (total is COUNT(*) at the start).
  */
-import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
-import type { ChangeEvent } from '../../events/change-event';
+import { eventId, type ChangeEvent } from '../../events/change-event';
 import { ErrorCode, EvpubError } from '../../errors';
 import type { ChangeSink } from '../contract';
 import { decodeKey, encodeKey, encodePosition, type SnapshotCursor, type StreamPoint } from './position';
@@ -39,10 +38,7 @@ export interface SnapshotOptions {
 
 /** A snapshot event's idempotency key: the same row content read again gets the same id. */
 export function snapshotEventId(meta: TableMeta, key: string, after: Record<string, unknown>): string {
-  return createHash('sha256')
-    .update(`${meta.database}\u0000${meta.table}\u0000snapshot\u0000${key}\u0000${JSON.stringify(after)}`)
-    .digest('hex')
-    .slice(0, 32);
+  return eventId(meta.database, meta.table, 'snapshot', key, JSON.stringify(after));
 }
 
 /** Resolves when every row was pushed (or the signal aborted). */

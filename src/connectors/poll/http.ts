@@ -26,8 +26,13 @@
  *   This needs an API whose page for a cursor keeps its items in the same order (items are
  *   only appended to the last page).
  */
-import { createHash } from 'node:crypto';
-import type { ChangeEvent, Operation, Position, StartFrom } from '../../events/change-event';
+import {
+  eventId,
+  type ChangeEvent,
+  type Operation,
+  type Position,
+  type StartFrom,
+} from '../../events/change-event';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
 import { compilePath, getPath, scalarString, type JsonPath } from '../json-path';
 import { SettingReader, type Settings } from '../setting-readers';
@@ -275,10 +280,10 @@ export class HttpSource implements PollSource<HttpCursor> {
     const position = this.positionOf(at);
     const senderId = s.idPath ? scalarString(getPath(item, s.idPath)) : undefined;
     return {
-      id: createHash('sha256')
-        .update(`${this.o.datasource}\u0000${this.o.model}\u0000${senderId ?? `${key}\u0000${position}`}`)
-        .digest('hex')
-        .slice(0, 32),
+      id:
+        senderId === undefined
+          ? eventId(this.o.datasource, this.o.model, key, position)
+          : eventId(this.o.datasource, this.o.model, senderId),
       datasource: this.o.datasource,
       model: this.o.model,
       op,

@@ -28,8 +28,13 @@
  * - else `defaultOp`.
  * Hard deletes are not seen.
  */
-import { createHash } from 'node:crypto';
-import type { ChangeEvent, Operation, Position, StartFrom } from '../../events/change-event';
+import {
+  eventId,
+  type ChangeEvent,
+  type Operation,
+  type Position,
+  type StartFrom,
+} from '../../events/change-event';
 import { ErrorCode, EvpubError } from '../../errors';
 import { scalarString } from '../json-path';
 import { SettingReader, type Settings } from '../setting-readers';
@@ -216,10 +221,7 @@ export class SqlSource implements PollSource<SqlCursor> {
     const position = this.positionOf(cursor);
     const stamp = s.cursorColumn ? row[s.cursorColumn] : undefined;
     return {
-      id: createHash('sha256')
-        .update(`${this.o.datasource}\u0000${s.table}\u0000${position}\u0000${op}`)
-        .digest('hex')
-        .slice(0, 32),
+      id: eventId(this.o.datasource, s.table, position, op),
       datasource: this.o.datasource,
       model: this.o.model,
       op,
