@@ -1,0 +1,433 @@
+/**
+ * The end-to-end CDC benchmark: PostgreSQL → evpub → broker → a subscriber process, beside two
+ * baselines measured in the same run on the same table:
+ *   ceiling: the raw client library publishing pre-built messages of evpub's message size;
+ *   relay:   a minimal hand-written relay (bench/cdc/relay.ts): pg-logical-replication → the raw
+ *            client, 1,000 in flight, slot acknowledged only after the broker confirmed.
+ *
+ *   npm run bench                          # every broker (about 3 minutes each)
+ *   npm run bench -- mqtt redis            # some of them
+ *   npm run bench -- outage                # only the broker-outage scenario
+ *   BENCH_ROWS=20000 BENCH_STEADY_SECONDS=10 npm run bench -- mqtt    # a quick run
+ *   BENCH_PROFILE=1 npm run bench -- mqtt  # also writes evpub's CPU profile (bench/results/profiles)
+ *
+ * Scenarios, per broker, for the relay and for evpub (each in its own process, started fresh):
+ *   burst:  BENCH_ROWS (100,000) rows inserted in transactions of 1,000; throughput = rows /
+ *           (last event received − first insert).
+ *   steady: 1,000 and 5,000 rows/s for BENCH_STEADY_SECONDS (30) each; latency = arrival −
+ *           the row's updated_at (clock_timestamp() at insert), p50/p95/p99/max.
+ *   mixed:  100 transactions of 100 changes: 34 inserts, 33 updates, 33 deletes.
+ *   RSS:    the process's peak resident memory during each scenario (sampled every 50 ms).
+ * Then, for MQTT only, evpub's burst with the broker stopped for 30 s in the middle of it:
+ * RSS must stay bounded (the source is paused, not buffered).
+ *
+ * Prints a table, writes bench/results/cdc-<date>.json and a chart, cdc-<date>.svg.
+ * evpub runs from dist/ (npm run bench builds first) with its defaults: CloudEvents envelope,
+ * file checkpoints, 1,000 in flight, log level info.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMosquitto, type PrivateMosquitto } from '../test/helpers/mosquitto';
+import { startKafkaMock } from '../test/helpers/kafka-mock';
+import { openRawPublisher, type BrokerName } from './cdc/raw-publishers';
+import { LineProcess, RssSampler, Subscriber, cpuMs } from './cdc/processes';
+import type { Latency, PhaseResult } from './cdc/stats';
+import { PG_URL, Workload } from './cdc/workload';
+import { renderChart } from './cdc/chart';
+import { windowed } from './windowed';
+
+const ROWS = Number(process.env.BENCH_ROWS ?? 100_000);
+const STEADY_SECONDS = Number(process.env.BENCH_STEADY_SECONDS ?? 30);
+const RATES = (process.env.BENCH_RATES ?? '1000,5000').split(',').map(Number);
+const MIXED_TXS = 100;
+const OUTAGE_SECONDS = Number(process.env.BENCH_OUTAGE_SECONDS ?? 30);
+const PROFILE = process.env.BENCH_PROFILE === '1';
+const WINDOW = 1000;
+const RESULTS = join(__dirname, 'results');
+const now = (): number => performance.timeOrigin + performance.now();
+const MB = (bytes: number): number => Math.round(bytes / 2 ** 20);
+const log = (msg: string): void => void process.stderr.write(`[bench] ${msg}\n`);
+
+interface Target {
+  broker: BrokerName;
+  url: string;
+  /** evpub's client options for this broker (publisher side). */
+  options: Record<string, unknown>;
+}
+
+interface ScenarioResult {
+  rows: number;
+  received: number;
+  complete: boolean;
+  perSec: number;
+  latency: Latency;
+  peakRssMb: number;
+  cpuMsPerKRows: number;
+  ops?: Record<string, number>;
+}
+
+interface SystemResult {
+  burst: ScenarioResult;
+  steady: Record<string, ScenarioResult>;
+  mixed: ScenarioResult;
+  messageBytes: number;
+  peakRssMb: number;
+}
+
+type System = 'relay' | 'evpub';
+
+/** Runs one scenario: starts a subscriber phase, writes, waits for the events. */
+async function scenario(
+  sub: Subscriber,
+  proc: LineProcess,
+  sampler: RssSampler,
+  expected: number,
+  write: () => Promise<unknown>,
+  timeoutMs: number,
+): Promise<ScenarioResult & { bytes: number }> {
+  const result = await sub.expect(expected, timeoutMs);
+  sampler.reset();
+  const cpu0 = cpuMs(proc.pid);
+  const t0 = now();
+  await write();
+  const r: PhaseResult & { complete: boolean } = await result();
+  return {
+    rows: expected,
+    received: r.count,
+    complete: r.complete,
+    perSec: r.count > 0 ? Math.round(r.count / ((r.lastAt - t0) / 1000)) : 0,
+    latency: r.latency,
+    peakRssMb: MB(sampler.peak()),
+    cpuMsPerKRows: +(((cpuMs(proc.pid) - cpu0) / Math.max(1, r.count)) * 1000).toFixed(1),
+    ops: r.ops,
+    bytes: r.count > 0 ? r.bytes / r.count : 0,
+  };
+}
+
+/** Starts the system measured: the relay, or `evpub start` with a generated configuration. */
+async function startSystem(
+  system: System,
+  target: Target,
+  wl: Workload,
+  names: { slot: string; publication: string; topic: string },
+  dir: string,
+): Promise<LineProcess> {
+  const profile = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles')}`] : [];
+  if (system === 'relay') {
+    await wl.createSlot(names.slot, names.publication);
+    const p = new LineProcess('relay', process.execPath, [
+      ...profile,
+      '--import',
+      'tsx',
+      join(__dirname, 'cdc', 'relay.ts'),
+      PG_URL,
+      names.slot,
+      names.publication,
+      target.broker,
+      target.url,
+      names.topic,
+    ]);
+    await p.line((l) => l === 'ready', 30_000, 'ready');
+    return p;
+  }
+  const config = {
+    brokers: { default: { url: target.url, options: target.options } },
+    datasources: {
+      db: { connector: 'postgres', url: PG_URL, slot: names.slot, publication: names.publication },
+    },
+    models: { [wl.table]: { dataSource: 'db', topic: names.topic } },
+    checkpoints: { store: 'file', path: join(dir, 'checkpoints') },
+  };
+  const file = join(dir, 'evpub.config.json');
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  const p = new LineProcess(
+    'evpub',
+    process.execPath,
+    [...profile, join(__dirname, '..', 'dist', 'cli', 'index.js'), 'start', '--config', file],
+    { EVPUB_LOG_LEVEL: 'info' },
+  );
+  await p.line((l) => l.includes('"msg":"started"'), 30_000, 'started');
+  return p;
+}
+
+async function runSystem(system: System, target: Target, wl: Workload, run: string): Promise<SystemResult> {
+  const names = {
+    slot: `bench_${system}_${run}`,
+    publication: `bench_${system}_${run}`,
+    topic: `bench/${system}_${run}`,
+  };
+  const dir = mkdtempSync(join(tmpdir(), `evpub-bench-${system}-`));
+  const sub = await Subscriber.start(target.url, names.topic, subscriberOptions(target));
+  let proc: LineProcess | undefined;
+  let sampler: RssSampler | undefined;
+  try {
+    proc = await startSystem(system, target, wl, names, dir);
+    sampler = new RssSampler(proc.pid);
+    log(`${target.broker} ${system}: burst of ${ROWS}`);
+    const burst = await scenario(sub, proc, sampler, ROWS, () => wl.burst(ROWS, 1000), 300_000);
+    const steady: Record<string, ScenarioResult> = {};
+    for (const rate of RATES) {
+      log(`${target.broker} ${system}: steady ${rate} rows/s for ${STEADY_SECONDS} s`);
+      const rows = Math.round((STEADY_SECONDS * 1000) / 10) * Math.max(1, Math.round(rate / 100));
+      steady[rate] = await scenario(
+        sub,
+        proc,
+        sampler,
+        rows,
+        () => wl.steady(rate, STEADY_SECONDS),
+        120_000 + STEADY_SECONDS * 1000,
+      );
+    }
+    log(`${target.broker} ${system}: mixed`);
+    const mixed = await scenario(sub, proc, sampler, MIXED_TXS * 100, () => wl.mixed(MIXED_TXS), 120_000);
+    const peakRssMb = Math.max(
+      burst.peakRssMb,
+      mixed.peakRssMb,
+      ...Object.values(steady).map((s) => s.peakRssMb),
+    );
+    return { burst, steady, mixed, messageBytes: Math.round(burst.bytes), peakRssMb };
+  } finally {
+    sampler?.stop();
+    await proc?.stop();
+    await sub.end();
+    await wl.dropSlot(names.slot, names.publication);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The broker ceiling: the raw client publishing `ROWS` pre-built messages of `bytes` bytes. */
+async function runCeiling(target: Target, bytes: number, run: string): Promise<ScenarioResult> {
+  const topic = `bench/ceiling_${run}`;
+  const payload = Buffer.from(JSON.stringify({ ceiling: 'x'.repeat(Math.max(0, bytes - 16)) }));
+  const sub = await Subscriber.start(target.url, topic, subscriberOptions(target));
+  const raw = await openRawPublisher(target.broker, target.url, topic);
+  try {
+    const result = await sub.expect(ROWS, 300_000);
+    const t0 = now();
+    await windowed(ROWS, WINDOW, () => raw.publish(payload));
+    const r = await result();
+    return {
+      rows: ROWS,
+      received: r.count,
+      complete: r.complete,
+      perSec: r.count > 0 ? Math.round(r.count / ((r.lastAt - t0) / 1000)) : 0,
+      latency: r.latency,
+      peakRssMb: 0,
+      cpuMsPerKRows: 0,
+    };
+  } finally {
+    await raw.end();
+    await sub.end();
+  }
+}
+
+/**
+ * evpub's burst with the (private) MQTT broker stopped for OUTAGE_SECONDS once a quarter of the
+ * rows arrived. Reports RSS over time: the source must be paused, not buffered in memory.
+ */
+async function runOutage(
+  broker: PrivateMosquitto,
+  wl: Workload,
+  run: string,
+): Promise<Record<string, unknown>> {
+  const target: Target = { broker: 'mqtt', url: broker.url, options: {} };
+  const names = {
+    slot: `bench_outage_${run}`,
+    publication: `bench_outage_${run}`,
+    topic: `bench/outage_${run}`,
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'evpub-bench-outage-'));
+  const sub = await Subscriber.start(target.url, names.topic, {});
+  const proc = await startSystem('evpub', target, wl, names, dir);
+  const sampler = new RssSampler(proc.pid);
+  try {
+    const result = await sub.expect(ROWS, 600_000);
+    sampler.reset();
+    const t0 = Date.now();
+    const writing = wl.burst(ROWS, 1000);
+    while ((await sub.peek()) < ROWS / 4) await new Promise((r) => setTimeout(r, 20));
+    log(`mqtt outage: stopping the broker for ${OUTAGE_SECONDS} s`);
+    const stoppedAt = Date.now() - t0;
+    await broker.stop();
+    await new Promise((r) => setTimeout(r, OUTAGE_SECONDS * 1000));
+    await broker.start();
+    const startedAt = Date.now() - t0;
+    await writing;
+    const r = await result();
+    const series = sampler.series(t0);
+    const during = series.filter(([at]) => at >= stoppedAt && at <= startedAt).map(([, mb]) => mb);
+    const firstHalf = during.slice(0, Math.ceil(during.length / 2));
+    const secondHalf = during.slice(Math.ceil(during.length / 2));
+    return {
+      rows: ROWS,
+      received: r.count,
+      complete: r.complete,
+      outageSeconds: OUTAGE_SECONDS,
+      peakRssMb: MB(sampler.peak()),
+      rssDuringOutageFirstHalfMaxMb: Math.max(0, ...firstHalf),
+      rssDuringOutageSecondHalfMaxMb: Math.max(0, ...secondHalf),
+      series: series.filter((_, i) => i % 10 === 0),
+      note: 'the subscriber (clean MQTT session) loses what the broker held when it stopped: received may be below rows',
+    };
+  } finally {
+    sampler.stop();
+    await proc.stop();
+    await sub.end();
+    await wl.dropSlot(names.slot, names.publication);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The subscriber reads plain subscriptions everywhere (JetStream subjects are core subjects too). */
+function subscriberOptions(_target: Target): Record<string, unknown> {
+  return {};
+}
+
+const ratio = (a: number, b: number): number => (b > 0 ? +(a / b).toFixed(2) : 0);
+
+async function main(): Promise<void> {
+  const only = process.argv.slice(2);
+  const run = Date.now().toString(36);
+  const mosquitto = await startMosquitto();
+  const kafka = await startKafkaMock();
+  const all: Target[] = [
+    { broker: 'mqtt', url: mosquitto.url, options: {} },
+    { broker: 'redis', url: 'redis://127.0.0.1:6379', options: {} },
+    { broker: 'amqp', url: 'amqp://guest:guest@127.0.0.1:5672', options: {} },
+    { broker: 'nats', url: 'nats://127.0.0.1:4222', options: {} },
+    {
+      broker: 'jetstream',
+      url: 'nats://127.0.0.1:4222',
+      options: { nats: { jetstream: true, stream: `BENCH_CDC_${run.toUpperCase()}` } },
+    },
+    { broker: 'kafka', url: kafka.url, options: {} },
+  ];
+  const targets = all.filter((t) => only.length === 0 || only.includes(t.broker));
+  const results: Record<string, unknown>[] = [];
+  const started = new Date();
+  let outage: Record<string, unknown> | undefined;
+  try {
+    for (const [i, target] of targets.entries()) {
+      const wl = await Workload.create(`bench_cdc_${run}`);
+      try {
+        // Alternate which system runs first, so that neither always has the warmer machine.
+        const order: System[] = i % 2 === 0 ? ['relay', 'evpub'] : ['evpub', 'relay'];
+        const sys: Partial<Record<System, SystemResult>> = {};
+        for (const system of order) sys[system] = await runSystem(system, target, wl, run);
+        log(`${target.broker}: ceiling`);
+        const ceiling = await runCeiling(target, sys.evpub!.messageBytes, run);
+        results.push({ broker: target.broker, ceiling, relay: sys.relay, evpub: sys.evpub });
+      } catch (err) {
+        log(`${target.broker}: ${(err as Error).message}`);
+        results.push({ broker: target.broker, error: (err as Error).message });
+      } finally {
+        await wl.close();
+      }
+    }
+    if (only.length === 0 || only.includes('outage')) {
+      const wl = await Workload.create(`bench_cdc_outage_${run}`);
+      try {
+        outage = await runOutage(mosquitto, wl, run);
+      } catch (err) {
+        outage = { error: (err as Error).message };
+      } finally {
+        await wl.close();
+      }
+    }
+  } finally {
+    await mosquitto.close();
+    await kafka.close();
+  }
+  print(results, outage);
+  const machine = {
+    cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
+    memoryGb: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    note: 'PostgreSQL, the broker, evpub (or the relay) and the subscriber share these cores',
+  };
+  const report = {
+    date: started.toISOString(),
+    machine,
+    settings: {
+      rows: ROWS,
+      steadySeconds: STEADY_SECONDS,
+      rates: RATES,
+      mixedTxs: MIXED_TXS,
+      window: WINDOW,
+    },
+    results,
+    outage,
+  };
+  mkdirSync(RESULTS, { recursive: true });
+  const stem = join(RESULTS, `cdc-${started.toISOString().slice(0, 10)}`);
+  writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(`${stem}.svg`, renderChart(report));
+  console.log(`results: ${stem}.json, chart: ${stem}.svg`);
+}
+
+function print(results: Record<string, unknown>[], outage: Record<string, unknown> | undefined): void {
+  const rows = results.map((r) => {
+    if (r.error) return { broker: r.broker, error: r.error };
+    const { ceiling, relay, evpub } = r as {
+      ceiling: ScenarioResult;
+      relay: SystemResult;
+      evpub: SystemResult;
+    };
+    const row: Record<string, unknown> = {
+      broker: r.broker,
+      'ceiling/s': ceiling.perSec,
+      'relay burst/s': relay.burst.perSec,
+      'evpub burst/s': evpub.burst.perSec,
+      'evpub/relay': ratio(evpub.burst.perSec, relay.burst.perSec),
+      'evpub/ceiling': ratio(evpub.burst.perSec, ceiling.perSec),
+    };
+    for (const rate of RATES) {
+      row[`p99 @${rate / 1000}k relay`] = relay.steady[rate]?.latency.p99;
+      row[`p99 @${rate / 1000}k evpub`] = evpub.steady[rate]?.latency.p99;
+    }
+    row['mixed/s relay'] = relay.mixed.perSec;
+    row['mixed/s evpub'] = evpub.mixed.perSec;
+    row['RSS MB relay'] = relay.peakRssMb;
+    row['RSS MB evpub'] = evpub.peakRssMb;
+    const incomplete = [
+      relay.burst,
+      evpub.burst,
+      relay.mixed,
+      evpub.mixed,
+      ...Object.values(relay.steady),
+      ...Object.values(evpub.steady),
+    ].some((s) => !s.complete);
+    if (incomplete) row.note = 'some events missing: see the JSON';
+    return row;
+  });
+  console.table(rows);
+  const latency = results
+    .filter((r) => !r.error)
+    .flatMap((r) =>
+      (['relay', 'evpub'] as const).flatMap((system) =>
+        RATES.map((rate) => {
+          const s = (r[system] as SystemResult).steady[rate]!;
+          return {
+            broker: r.broker,
+            system,
+            'rows/s': rate,
+            ...s.latency,
+            'CPU ms/1k rows': s.cpuMsPerKRows,
+          };
+        }),
+      ),
+    );
+  console.log('steady-state latency (ms, arrival − updated_at):');
+  console.table(latency);
+  if (outage) {
+    const { series: _series, ...summary } = outage;
+    console.log('evpub burst with the MQTT broker stopped mid-way:');
+    console.table([summary]);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
