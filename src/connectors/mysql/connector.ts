@@ -8,7 +8,8 @@
  *   streams from the position, skipping the rows of its transaction already pushed.
  * - no checkpoint and `snapshot: 'initial'` (either `from`): records the current binlog point,
  *   reads the table (snapshot.ts), marks the point, then streams from it.
- * - `'beginning'` without snapshot: streams the whole binlog the server still has.
+ * - `'beginning'` without snapshot: streams the whole binlog the server still has (from the
+ *   oldest binlog's own start state, which stays valid after older binlogs were purged).
  * - `'now'` without snapshot: marks the current binlog point and streams from it.
  * Each model has its own binlog connection (binlog.ts) with its own replica server id, so
  * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
@@ -33,6 +34,7 @@ import {
   checkAvailable,
   decodePosition,
   encodePosition,
+  oldestPoint,
   type SnapshotCursor,
   type StreamPoint,
 } from './position';
@@ -283,11 +285,18 @@ async function currentPoint(conn: Connection, info: ServerInfo): Promise<StreamP
   return { file: String(status.File), pos: Number(status.Position) };
 }
 
-/** The start of the oldest binlog the server still has. */
+/**
+ * The start of the oldest binlog the server still has ('beginning'). Never the empty GTID state
+ * once binlogs were purged: both servers refuse it then (error 1236), as a replica that needs
+ * transactions they no longer have. MariaDB: the state at the head of the oldest binlog
+ * (position.ts oldestPoint). MySQL with GTIDs: `gtid_purged`, what the server no longer has.
+ */
 async function firstPoint(conn: Connection, info: ServerInfo): Promise<StreamPoint> {
-  if (info.mariadb) return { gtid: '' };
+  if (info.mariadb) return oldestPoint(conn, true);
   const [[mode]] = await conn.query<RowDataPacket[]>('SELECT @@GLOBAL.gtid_mode AS mode');
-  if (String(mode?.mode).toUpperCase() === 'ON') return { gtid: '' };
-  const [logs] = await conn.query<RowDataPacket[]>('SHOW BINARY LOGS');
-  return { file: String(logs[0]?.Log_name ?? ''), pos: 4 };
+  if (String(mode?.mode).toUpperCase() === 'ON') {
+    const [[row]] = await conn.query<RowDataPacket[]>('SELECT @@GLOBAL.gtid_purged AS purged');
+    return { gtid: String(row?.purged ?? '').replace(/\s/g, '') };
+  }
+  return oldestPoint(conn, false);
 }

@@ -123,15 +123,64 @@ function domains(list: string): Map<string, bigint> {
   return out;
 }
 
+/** The binlog files the server still has, oldest first. */
+async function binaryLogs(conn: Connection): Promise<string[]> {
+  const [logs] = await conn.query<RowDataPacket[]>('SHOW BINARY LOGS');
+  return logs.map((l) => String(l.Log_name));
+}
+
+/**
+ * MariaDB: the GTID state a binlog file starts after, from the Gtid_list event at its head
+ * (`[0-1-5,0-2-7]`: the last GTID of each domain and server id written before the file; the
+ * server writes a domain's most recent one last). Returned as a connect state, one
+ * `domain-server-seq` per domain (its last entry); `''` when nothing was ever written before the
+ * file; undefined when the file has no Gtid_list event.
+ */
+export async function gtidListOf(conn: Connection, file: string): Promise<string | undefined> {
+  const [events] = await conn.query<RowDataPacket[]>(
+    `SHOW BINLOG EVENTS IN '${file.replace(/['\\]/g, '')}' LIMIT 5`,
+  );
+  const list = events.find((e) => String(e.Event_type) === 'Gtid_list');
+  if (!list) return undefined;
+  const last = new Map<string, string>();
+  for (const item of String(list.Info).replace(/[[\]]/g, '').split(',')) {
+    const m = /^\s*(\d+)-(\d+)-(\d+)\s*$/.exec(item);
+    if (m) last.set(m[1]!, `${m[1]}-${m[2]}-${m[3]}`);
+  }
+  return [...last.values()].join(',');
+}
+
+/**
+ * Where the oldest binlog the server still has begins. MariaDB: the GTID state at its head,
+ * NOT the empty state: the server answers an empty connect state by searching back for a binlog
+ * whose Gtid_list is empty, which exists only while no binlog was ever purged (expired or
+ * `PURGE BINARY LOGS`); after that it refuses with error 1236 ("Could not find GTID state
+ * requested by slave in any binlog files"). MySQL (or a MariaDB binlog without Gtid_list):
+ * the oldest file at offset 4.
+ */
+export async function oldestPoint(conn: Connection, mariadb: boolean): Promise<StreamPoint> {
+  const names = await binaryLogs(conn);
+  const oldest = names[0];
+  if (oldest === undefined) {
+    throw new EvpubError(ErrorCode.SOURCE_FAILED, 'mysql: the server lists no binary logs: is log_bin on?');
+  }
+  if (mariadb) {
+    const state = await gtidListOf(conn, oldest);
+    if (state !== undefined) return { gtid: state };
+  }
+  return { file: oldest, pos: 4 };
+}
+
 /**
  * Rejects with the "binlog purged" error when the server no longer has the binlog that
  * streaming from `point` needs: its file is not listed by SHOW BINARY LOGS, or (MariaDB GTID) the
- * oldest binlog starts after the point's transaction in some domain. The server's own refusal
- * (error 1236) is translated the same way, for what this check cannot see.
+ * oldest binlog starts after the point's transaction in some domain, or has a domain the point
+ * lacks (the server would have to send that domain from its first transaction: also the empty
+ * point `''` once a binlog was purged). The server's own refusal (error 1236) is translated the
+ * same way, for what this check cannot see.
  */
 export async function checkAvailable(conn: Connection, point: StreamPoint, mariadb: boolean): Promise<void> {
-  const [logs] = await conn.query<RowDataPacket[]>('SHOW BINARY LOGS');
-  const names = logs.map((l) => String(l.Log_name));
+  const names = await binaryLogs(conn);
   if (names.length === 0) throw purgedError('the server lists no binary logs');
   if (point.file !== undefined) {
     if (!names.includes(point.file)) {
@@ -139,18 +188,20 @@ export async function checkAvailable(conn: Connection, point: StreamPoint, maria
     }
     return;
   }
-  if (point.gtid === undefined || point.gtid === '' || !mariadb) return;
+  if (point.gtid === undefined || !mariadb) return;
   const oldest = names[0]!;
-  const [events] = await conn.query<RowDataPacket[]>(
-    `SHOW BINLOG EVENTS IN '${oldest.replace(/['\\]/g, '')}' LIMIT 5`,
-  );
-  const list = events.find((e) => String(e.Event_type) === 'Gtid_list');
-  if (!list) return;
-  const before = domains(String(list.Info).replace(/[[\]]/g, ''));
+  const list = await gtidListOf(conn, oldest);
+  if (list === undefined) return;
+  const before = domains(list);
   const ours = domains(point.gtid);
-  for (const [domain, seq] of ours) {
-    const first = before.get(domain);
-    if (first !== undefined && seq < first) {
+  for (const [domain, first] of before) {
+    const seq = ours.get(domain);
+    if (seq === undefined) {
+      throw purgedError(
+        `it needs GTID domain ${domain} from its first transaction, and the oldest binlog ${oldest} starts after ${domain}-*-${first}`,
+      );
+    }
+    if (seq < first) {
       throw purgedError(
         `it needs the transactions after GTID ${domain}-*-${seq}, and the oldest binlog ${oldest} starts after ${domain}-*-${first}`,
       );
