@@ -91,6 +91,62 @@ export class RecordingSink implements ChangeSink {
   }
 }
 
+/** A started connector and the sink it writes to. */
+export interface Feed {
+  connector: EventConnector;
+  sink: RecordingSink;
+}
+
+/**
+ * What went wrong on a feed, or undefined: the errors the connector passed to `sink.fail()` and
+ * a 'failed' health. Either is final (contract.ts), so a wait on that feed can stop at once.
+ */
+export function feedTrouble({ connector, sink }: Feed): string | undefined {
+  const problems = sink.failures.map((f) => `sink.fail(${f.model}): ${f.err.message}`);
+  const health = connector.health();
+  if (health.state === 'failed')
+    problems.push(`health() is 'failed'${health.detail ? ` (${health.detail})` : ''}`);
+  return problems.length > 0 ? problems.join('; ') : undefined;
+}
+
+/** How a feed stands, for a timeout message: what reached the sink, the last statuses, health. */
+export function feedSummary({ connector, sink }: Feed): string {
+  const health = connector.health();
+  const statuses = sink.statuses
+    .slice(-3)
+    .map((s) => ('error' in s && s.error ? `${s.type} (${s.error})` : s.type))
+    .join(', ');
+  return (
+    `${sink.events.length} events, ${sink.marks.length} marks, ${sink.drains} drain() calls, ` +
+    `statuses [${statuses}], health ${health.state}${health.detail ? ` (${health.detail})` : ''}`
+  );
+}
+
+/**
+ * waitFor on feeds: gives up at once, naming the failure, when a feed's connector failed (an
+ * event that will never come otherwise costs the whole timeout, and says nothing of why), and
+ * a timeout says how each feed stood.
+ */
+export async function waitOnFeeds(feeds: Feed | Feed[], check: () => boolean, what: string): Promise<void> {
+  const list = Array.isArray(feeds) ? feeds : [feeds];
+  let failed: string | undefined;
+  try {
+    await waitFor(() => {
+      if (check()) return true;
+      failed = list
+        .map(feedTrouble)
+        .filter((t) => t !== undefined)
+        .join('; ');
+      if (failed) throw new Error(`gave up waiting for ${what}: the connector failed: ${failed}`);
+      return false;
+    }, what);
+  } catch (err) {
+    if (failed) throw err;
+    const states = list.map((f, i) => (list.length > 1 ? `feed ${i + 1}: ` : '') + feedSummary(f)).join('; ');
+    throw new Error(`${(err as Error).message} (${states})`, { cause: err });
+  }
+}
+
 export function connectorConformance(fixture: ConnectorFixture): void {
   const features: ConnectorFeatures = {
     positions: true,
@@ -123,14 +179,15 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       const model = await fixture.model();
       const { connector, sink } = await started(model, 'beginning');
       const settle = async (n: number): Promise<void> => {
-        if (features.coalesces) await waitFor(() => sink.events.length >= n, `event ${n}`);
+        if (features.coalesces)
+          await waitOnFeeds({ connector, sink }, () => sink.events.length >= n, `event ${n}`);
       };
       await model.create('a', 1);
       await model.create('b', 2);
       await settle(2);
       await model.update('a', 3);
       await model.remove('b');
-      await waitFor(() => sink.events.length >= 4, '4 events');
+      await waitOnFeeds({ connector, sink }, () => sink.events.length >= 4, '4 events');
       const events = sink.events;
       expect(events.map((e) => [e.op, e.key])).toEqual([
         ['create', 'a'],
@@ -154,14 +211,14 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       const model = await fixture.model();
       const first = await started(model, 'beginning');
       for (const k of ['r1', 'r2', 'r3']) await model.create(k, 1);
-      await waitFor(() => first.sink.events.length >= 3, '3 events');
+      await waitOnFeeds(first, () => first.sink.events.length >= 3, '3 events');
       const last = first.sink.events[2]!.position!;
       expect(first.connector.health().positions?.[model.name]).toBe(last);
       await first.connector.stop();
       for (const k of ['r4', 'r5']) await model.create(k, 2);
       const second = await started(model, { after: last });
       await model.create('r6', 3);
-      await waitFor(() => second.sink.keys().includes('r6'), 'the change made after the restart');
+      await waitOnFeeds(second, () => second.sink.keys().includes('r6'), 'the change made after the restart');
       expect(second.sink.keys()).toEqual(['r4', 'r5', 'r6']);
       await second.connector.stop();
     });
@@ -171,9 +228,9 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       await model.create('i1', 1);
       await model.update('i1', 2);
       const one = await started(model, 'beginning');
-      await waitFor(() => one.sink.events.length >= 1, 'the first read');
+      await waitOnFeeds(one, () => one.sink.events.length >= 1, 'the first read');
       const two = await started(model, 'beginning');
-      await waitFor(() => two.sink.events.length >= 1, 'the second read');
+      await waitOnFeeds(two, () => two.sink.events.length >= 1, 'the second read');
       expect(two.sink.events.map((e) => e.id)).toEqual(one.sink.events.map((e) => e.id));
       await Promise.all([one.connector.stop(), two.connector.stop()]);
     });
@@ -184,7 +241,7 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       await model.create('old2', 1);
       const { connector, sink } = await started(model, 'now');
       await model.create('new1', 2);
-      await waitFor(() => sink.events.length >= 1, 'the new change');
+      await waitOnFeeds({ connector, sink }, () => sink.events.length >= 1, 'the new change');
       expect(sink.keys()).toEqual(['new1']);
       await connector.stop();
     });
@@ -195,12 +252,12 @@ export function connectorConformance(fixture: ConnectorFixture): void {
         const model = await fixture.model();
         await model.create('old', 1);
         const first = await started(model, 'now');
-        await waitFor(() => first.sink.marks.length >= 1, "the mark of 'now'");
+        await waitOnFeeds(first, () => first.sink.marks.length >= 1, "the mark of 'now'");
         await first.connector.stop();
         expect(first.sink.events).toEqual([]);
         await model.create('while-down', 2);
         const second = await started(model, { after: first.sink.marks[0]!.position });
-        await waitFor(() => second.sink.events.length >= 1, 'the change made while stopped');
+        await waitOnFeeds(second, () => second.sink.events.length >= 1, 'the change made while stopped');
         expect(second.sink.keys()).toEqual(['while-down']);
         await second.connector.stop();
       },
@@ -216,7 +273,7 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       expect(connector.health().state).toBe('streaming');
       expect(sink.statuses.some((s) => s.type === 'connected')).toBe(true);
       await model.create('h1', 1);
-      await waitFor(() => sink.events.length === 1, 'one event');
+      await waitOnFeeds({ connector, sink }, () => sink.events.length === 1, 'one event');
       if (features.positions)
         expect(connector.health().positions?.[model.name]).toBe(sink.events[0]!.position);
       await Promise.all([connector.stop(), connector.stop()]);
@@ -225,7 +282,7 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       await model.create('h2', 1);
       // A witness connector sees h2: had the stopped one still been reading, it would have too.
       const witness = await started(model, 'beginning');
-      await waitFor(() => witness.sink.keys().includes('h2'), 'h2 through a second connector');
+      await waitOnFeeds(witness, () => witness.sink.keys().includes('h2'), 'h2 through a second connector');
       expect(sink.keys()).toEqual(['h1']);
       await witness.connector.stop();
     });
@@ -238,11 +295,15 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       for (let i = 0; i < 5; i++) await model.create(`p${i}`, i);
       // Once a second, unthrottled connector has all five, the first had them offered too.
       const witness = await started(model, 'beginning');
-      await waitFor(() => witness.sink.events.length >= 5, 'all five through a second connector');
-      await waitFor(() => sink.drains >= 1, 'the connector to await drain()');
+      await waitOnFeeds(
+        [{ connector, sink }, witness],
+        () => witness.sink.events.length >= 5,
+        'all five through a second connector',
+      );
+      await waitOnFeeds({ connector, sink }, () => sink.drains >= 1, 'the connector to await drain()');
       expect(sink.events.length).toBe(1);
       sink.release();
-      await waitFor(() => sink.events.length >= 5, 'the rest after drain');
+      await waitOnFeeds({ connector, sink }, () => sink.events.length >= 5, 'the rest after drain');
       expect(sink.keys()).toEqual(['p0', 'p1', 'p2', 'p3', 'p4']);
       await Promise.all([connector.stop(), witness.connector.stop()]);
     });
@@ -254,7 +315,7 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       const { connector } = await started(model, 'beginning', sink);
       await model.create('s1', 1);
       await model.create('s2', 1);
-      await waitFor(() => sink.drains >= 1, 'the connector to await drain()');
+      await waitOnFeeds({ connector, sink }, () => sink.drains >= 1, 'the connector to await drain()');
       await connector.stop();
       expect(connector.health().state).toBe('stopped');
       expect(sink.events.length).toBe(1);
