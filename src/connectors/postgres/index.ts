@@ -97,6 +97,8 @@ interface ModelState {
 interface Tx {
   xid: number;
   commitLsn: Lsn;
+  /** commitLsn as text, made once per transaction. */
+  commitLsnText: string;
   commitTime: string;
   index: number;
   /** Per model, the index of its last change in this transaction. */
@@ -116,6 +118,8 @@ export class PostgresConnector implements EventConnector {
   private readonly models = new Map<string, ModelState>();
   private readonly byTable = new Map<string, ModelState[]>();
   private readonly arrays = new ArrayTypes();
+  /** Relations (as the decoder keeps them until the next Relation message) whose types are known. */
+  private readonly typedRelations = new WeakSet<Pgoutput.MessageRelation>();
   private sink: ChangeSink | undefined;
   private life: LifeState = 'idle';
   private adminClient: Client | undefined;
@@ -452,17 +456,25 @@ export class PostgresConnector implements EventConnector {
   // -------------------------------------------------------------------------------------------
   // The stream
 
-  private async handle(msg: Pgoutput.Message): Promise<void> {
+  /**
+   * Handles one decoded message. Synchronous on the hot path: it returns a promise only when
+   * the stream must wait before the next message (the sink is full, a type lookup, a
+   * truncate), so that a steady stream costs no await per change (see stream.ts).
+   */
+  private handle(msg: Pgoutput.Message): Promise<void> | undefined {
     switch (msg.tag) {
-      case 'begin':
+      case 'begin': {
+        const commitLsn = parseLsn(msg.commitLsn ?? '0/0');
         this.tx = {
           xid: msg.xid,
-          commitLsn: parseLsn(msg.commitLsn ?? '0/0'),
+          commitLsn,
+          commitLsnText: formatLsn(commitLsn),
           commitTime: isoMicros(msg.commitTime as bigint),
           index: 0,
           last: new Map(),
         };
         return;
+      }
       case 'commit': {
         const tx = this.tx;
         if (tx && msg.commitEndLsn) {
@@ -486,8 +498,9 @@ export class PostgresConnector implements EventConnector {
       case 'delete':
         return this.row(msg.relation, 'delete', msg.old ?? undefined, null, msg.key);
       case 'truncate':
-        for (const relation of msg.relations) await this.truncate(relation);
-        return;
+        return (async () => {
+          for (const relation of msg.relations) await this.truncate(relation);
+        })();
       default:
         return;
     }
@@ -512,24 +525,45 @@ export class PostgresConnector implements EventConnector {
     return { row, unchanged };
   }
 
-  private async row(
+  private row(
     relation: Pgoutput.MessageRelation,
     op: 'create' | 'update' | 'delete',
     old: Record<string, unknown> | undefined,
     next: Record<string, unknown> | null,
     keyTuple: Record<string, unknown> | null,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const tx = this.tx;
     if (!tx) return;
     const index = tx.index++;
     const models = this.byTable.get(`${relation.schema}.${relation.name}`);
     if (!models) return;
-    const unknownTypes = relation.columns
-      .map((c) => c.typeOid)
-      .filter((oid) => this.arrays.elemOf(oid) === 0);
-    if (unknownTypes.length > 0)
-      await this.withAdmin('type lookup', (c) => this.arrays.learn(c, unknownTypes));
-    for (const model of models) {
+    if (!this.typedRelations.has(relation)) {
+      const unknownTypes = relation.columns.map((c) => c.typeOid).filter((oid) => !this.arrays.knows(oid));
+      if (unknownTypes.length > 0) {
+        return this.withAdmin('type lookup', (c) => this.arrays.learn(c, unknownTypes)).then(() => {
+          this.typedRelations.add(relation);
+          return this.emitRow(tx, index, models, 0, relation, op, old, next, keyTuple);
+        });
+      }
+      this.typedRelations.add(relation);
+    }
+    return this.emitRow(tx, index, models, 0, relation, op, old, next, keyTuple);
+  }
+
+  /** Pushes the change to each model of its table from `from` on; waits (returns a promise) when the sink is full. */
+  private emitRow(
+    tx: Tx,
+    index: number,
+    models: ModelState[],
+    from: number,
+    relation: Pgoutput.MessageRelation,
+    op: 'create' | 'update' | 'delete',
+    old: Record<string, unknown> | undefined,
+    next: Record<string, unknown> | null,
+    keyTuple: Record<string, unknown> | null,
+  ): Promise<void> | undefined {
+    for (let i = from; i < models.length; i++) {
+      const model = models[i]!;
       const point = { lsn: tx.commitLsn, index };
       if (model.failed || comparePoints(point, model.skip) <= 0) continue;
       const after = next ? this.decodeRow(relation, next) : undefined;
@@ -538,8 +572,9 @@ export class PostgresConnector implements EventConnector {
       else if (keyTuple) before = this.decodeRow(relation, keyTuple, relation.keyColumns).row;
       else if (op === 'update' && after) before = pick(after.row, model.key);
       const keyRow = after?.row ?? before ?? {};
+      const lsn = tx.commitLsnText;
       const event: ChangeEvent = {
-        id: `${formatLsn(tx.commitLsn)}:${index}`,
+        id: `${lsn}:${index}`,
         datasource: this.dataSource.name,
         model: model.name,
         op,
@@ -548,19 +583,22 @@ export class PostgresConnector implements EventConnector {
         after: after?.row ?? null,
         position: null,
         sourceTime: tx.commitTime,
-        tx: { id: String(tx.xid), commitPosition: formatLsn(tx.commitLsn), commitTime: tx.commitTime },
+        tx: { id: String(tx.xid), commitPosition: lsn, commitTime: tx.commitTime },
         source: {
           schema: relation.schema,
           table: relation.name,
-          lsn: formatLsn(tx.commitLsn),
+          lsn,
           index,
           ...(after && after.unchanged.length > 0 ? { unchanged: after.unchanged } : {}),
         },
       };
       tx.last.set(model.name, index);
       model.point = point;
-      await this.push(model, event);
+      const full = this.push(model, event);
+      if (full)
+        return full.then(() => this.emitRow(tx, index, models, i + 1, relation, op, old, next, keyTuple));
     }
+    return undefined;
   }
 
   private async truncate(relation: Pgoutput.MessageRelation): Promise<void> {
@@ -588,15 +626,24 @@ export class PostgresConnector implements EventConnector {
     }
   }
 
-  /** Stamps the model's position on the event and pushes it; waits for drain when full. */
-  private async push(model: ModelState, event: ChangeEvent): Promise<void> {
-    const position = encodePosition({
-      stream: model.point,
-      ...(model.snapshot ? { snapshot: { cursor: model.snapshot.cursor } } : {}),
-    });
+  /**
+   * Stamps the model's position on the event and pushes it; when the sink is full, returns a
+   * promise of its drain (undefined otherwise: no await on the hot path).
+   */
+  private push(model: ModelState, event: ChangeEvent): Promise<void> | undefined {
+    // A streamed change outside a snapshot: model.point is (its commit LSN, its index), and the
+    // event carries that LSN as text already: the position is encodePosition's, without the
+    // BigInt formatting per change.
+    const position =
+      !model.snapshot && model.point && event.tx
+        ? `${event.tx.commitPosition}#${model.point.index}`
+        : encodePosition({
+            stream: model.point,
+            ...(model.snapshot ? { snapshot: { cursor: model.snapshot.cursor } } : {}),
+          });
     event.position = position;
     model.lastPushed = position;
-    if (!this.sink!.push(event)) await this.drainOrStop();
+    return this.sink!.push(event) ? undefined : this.drainOrStop();
   }
 
   private drainOrStop(): Promise<void> {

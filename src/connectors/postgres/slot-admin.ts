@@ -105,6 +105,11 @@ export class ArrayTypes {
 
   elemOf = (oid: number): number => this.elems.get(oid) ?? 0;
 
+  /** Whether the type's element type (0 for a scalar) is known. */
+  knows(oid: number): boolean {
+    return this.elems.has(oid);
+  }
+
   async learn(client: Client, oids: Iterable<number>): Promise<void> {
     const unknown = [...new Set(oids)].filter((o) => !this.elems.has(o));
     if (unknown.length === 0) return;

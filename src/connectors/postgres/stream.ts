@@ -7,9 +7,11 @@
  *   acknowledgement): the only standby status updates are `ack()` calls, which report
  *   `flush()` (the connector's safe LSN, see index.ts), and the answers to keepalives that ask
  *   for one, which report the same.
- * - Flow control is on: each message's handler is awaited before the next, and the socket is
- *   paused while handlers run. A handler that waits for `sink.drain()` thus stops reading from
- *   PostgreSQL (TCP holds the walsender back) without buffering.
+ * - Flow control is ours, not the library's (its `flowControl` awaits every message: a third of
+ *   the throughput). `onMessage` runs synchronously and returns a promise only when the stream
+ *   must wait (the sink is full). Then the socket is paused (TCP holds the walsender back), the
+ *   messages already read from the current chunk are queued (at most one socket read's worth),
+ *   and once the promise resolves the queue is handled, in order, before the socket resumes.
  * - Column values arrive as text: the library's per-type parsers are replaced by the identity,
  *   so types.ts decodes them. An unchanged TOAST column arrives as `undefined` in a new tuple
  *   (when there is no old tuple to take it from).
@@ -37,7 +39,8 @@ export interface StreamOptions {
   settings: PostgresSettings;
   protoVersion: 1 | 2;
   logger: Logger;
-  onMessage(msg: Pgoutput.Message): Promise<void>;
+  /** Handles one message; returns a promise only when the next message must wait for it. */
+  onMessage(msg: Pgoutput.Message): Promise<void> | undefined;
   /** The LSN that may be reported as flushed now. */
   flush(): Lsn;
 }
@@ -48,6 +51,9 @@ export class ReplicationStream {
   private closing = false;
   private sent: Lsn = 0n;
   private timer: NodeJS.Timeout | undefined;
+  /** Set while a handler's promise is pending: messages wait in `queue`, the socket is paused. */
+  private waiting = false;
+  private queue: Pgoutput.Message[] = [];
   /** Resolves when this connection has ended: with the reason, or undefined after close(). */
   readonly ended: Promise<Error | undefined>;
   private end!: (err: Error | undefined) => void;
@@ -61,19 +67,15 @@ export class ReplicationStream {
         connectionTimeoutMillis: o.settings.connectTimeout,
         application_name: 'evpub',
       },
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
     this.service.on('error', (err: Error) => {
       this.o.logger.debug({ err: err.message }, 'replication connection error');
     });
-    this.service.on('data', async (_lsn: string, msg: Pgoutput.Message) => {
+    this.service.on('data', (_lsn: string, msg: Pgoutput.Message) => {
       if (this.broken || this.closing) return;
-      try {
-        await this.o.onMessage(msg);
-      } catch (err) {
-        this.broken = toError(err);
-        void this.service.stop();
-      }
+      if (this.waiting) this.queue.push(msg);
+      else this.run(msg);
     });
     this.service.on('heartbeat', (_lsn: string, _time: number, shouldRespond: boolean) => {
       if (shouldRespond) this.ack();
@@ -109,6 +111,47 @@ export class ReplicationStream {
         this.finish(this.broken ?? (this.closing ? undefined : new Error('replication connection closed'))),
       (err: unknown) => this.finish(this.broken ?? translate(slot, toError(err), this.o.settings.displayUrl)),
     );
+  }
+
+  /** Handles a message; when its handler must be waited for, pauses until it and the queue are done. */
+  private run(msg: Pgoutput.Message): void {
+    let pending: Promise<void> | undefined;
+    try {
+      pending = this.o.onMessage(msg);
+    } catch (err) {
+      return this.break(err);
+    }
+    if (pending) void this.wait(pending);
+  }
+
+  private async wait(pending: Promise<void>): Promise<void> {
+    this.waiting = true;
+    this.socket()?.pause();
+    try {
+      await pending;
+      // Handled in order; a handler that must wait again is awaited in turn.
+      for (let i = 0; i < this.queue.length && !this.broken && !this.closing; i++) {
+        const next = this.o.onMessage(this.queue[i]!);
+        if (next) await next;
+      }
+    } catch (err) {
+      this.break(err);
+    }
+    this.queue = [];
+    this.waiting = false;
+    if (!this.broken && !this.closing) this.socket()?.resume();
+  }
+
+  /** A handler failed: the connection ends (the message is not skipped; see the protocol). */
+  private break(err: unknown): void {
+    this.broken ??= toError(err);
+    void this.service.stop();
+  }
+
+  /** The replication connection's socket (the library keeps it as `_connection.stream`). */
+  private socket(): { pause(): void; resume(): void } | undefined {
+    return (this.service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })
+      ._connection?.stream;
   }
 
   private finish(err: Error | undefined): void {
