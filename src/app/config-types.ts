@@ -60,6 +60,11 @@ export interface PublisherConfig {
   deadLetterTopic?: string;
   /** Largest encoded event in bytes before it is dead-lettered (default: the broker's max payload). */
   maxEventBytes?: number;
+  /**
+   * Least ms between two checkpoint saves of a feed (default 200; 0 saves after every advance).
+   * A crash publishes again at most this long's worth of confirmed events, plus those in flight.
+   */
+  checkpointInterval?: number;
 }
 
 export interface EvpubConfig {

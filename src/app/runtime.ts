@@ -32,6 +32,8 @@ import type { EvpubConfig, ModelConfig } from './config-types';
 import type { DataSource } from './datasource';
 
 export const DEFAULT_MAX_IN_FLIGHT = 1000;
+/** Least ms between two checkpoint saves of a feed (publisher.checkpointInterval). */
+export const DEFAULT_CHECKPOINT_INTERVAL = 200;
 
 export interface RuntimeDeps {
   logger: Logger;
@@ -249,6 +251,7 @@ export class Runtime {
         model,
         store,
         commit: connector.commit ? (m, p) => connector.commit!(m, p) : undefined,
+        interval: this.config.publisher.checkpointInterval ?? DEFAULT_CHECKPOINT_INTERVAL,
         onSaved: (position) => this.deps.emit({ type: 'checkpoint', feed: feedId, position }),
         onError: (err, during) => {
           this.logger.warn({ err, feed: feedId, during }, 'checkpoint failed; retrying');

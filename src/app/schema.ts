@@ -106,6 +106,7 @@ const publisher = {
     maxInFlight: { type: 'integer', minimum: 1 },
     deadLetterTopic: name,
     maxEventBytes: { type: 'integer', minimum: 1 },
+    checkpointInterval: { type: 'integer', minimum: 0 },
   },
 } as const;
 

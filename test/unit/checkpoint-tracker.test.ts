@@ -41,6 +41,30 @@ describe('CheckpointTracker', () => {
     expect(await store.load('d/m')).toBe('40');
   });
 
+  it('starts saves at least `interval` ms apart, saving the latest; flush saves at once', async () => {
+    const { store, saves } = gatedStore();
+    const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store, interval: 1000 });
+    t.ack(t.push('1'));
+    expect(saves.map((s) => s.position)).toEqual(['1']); // the first advance is saved at once
+    saves[0]!.done.resolve();
+    await waitFor(() => t.savedPosition === '1', 'the first save');
+    t.ack(t.push('2'));
+    t.ack(t.push('3'));
+    await new Promise((r) => setImmediate(r));
+    expect(saves).toHaveLength(1); // held back by the interval
+    await waitFor(() => saves.length === 2, 'the next save, after the interval');
+    expect(saves[1]!.position).toBe('3'); // the latest, '2' skipped
+    saves[1]!.done.resolve();
+    await waitFor(() => t.savedPosition === '3', 'the second save');
+    t.ack(t.push('4'));
+    const flushed = t.flush();
+    await waitFor(() => saves.length === 3, 'the flush to save without waiting');
+    expect(saves[2]!.position).toBe('4');
+    saves[2]!.done.resolve();
+    await flushed;
+    expect(t.savedPosition).toBe('4');
+  });
+
   it('skips null positions but still advances past them', async () => {
     const store = new MemoryCheckpointStore();
     const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store });
