@@ -39,7 +39,10 @@ import { windowed } from './windowed';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 100_000);
 const STEADY_SECONDS = Number(process.env.BENCH_STEADY_SECONDS ?? 30);
-const RATES = (process.env.BENCH_RATES ?? '1000,5000').split(',').map(Number);
+const RATES = (process.env.BENCH_RATES ?? '1000,5000')
+  .split(',')
+  .map(Number)
+  .filter((r) => r > 0);
 const MIXED_TXS = 100;
 const OUTAGE_SECONDS = Number(process.env.BENCH_OUTAGE_SECONDS ?? 30);
 const PROFILE = process.env.BENCH_PROFILE === '1';
@@ -137,7 +140,11 @@ async function startSystem(
       db: { connector: 'postgres', url: PG_URL, slot: names.slot, publication: names.publication },
     },
     models: { [wl.table]: { dataSource: 'db', topic: names.topic } },
-    checkpoints: { store: 'file', path: join(dir, 'checkpoints') },
+    // BENCH_CHECKPOINTS=memory: an experiment to see what durable checkpoints cost.
+    checkpoints:
+      process.env.BENCH_CHECKPOINTS === 'memory'
+        ? { store: 'memory' }
+        : { store: 'file', path: join(dir, 'checkpoints') },
   };
   const file = join(dir, 'evpub.config.json');
   writeFileSync(file, JSON.stringify(config, null, 2));

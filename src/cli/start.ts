@@ -42,7 +42,11 @@ export function logStatus(logger: Logger, status: PublisherStatus, meter = new S
     const { message, ...fields } = progress;
     logger.info({ snapshot: fields }, message);
   } else if (ERROR.includes(type)) logger.error({ status }, type);
-  else if (WARN.includes(type)) logger.warn({ status }, type);
+  else if (type === 'paused' && status.reason === 'window-full') {
+    // Backpressure, the normal state of a burst (the broker confirms slower than the source
+    // reads): not worth a warning per window.
+    logger.debug({ status }, type);
+  } else if (WARN.includes(type)) logger.warn({ status }, type);
   else if (type === 'connector' && status.status.type === 'reconnecting') logger.warn({ status }, type);
   else if (DEBUG.includes(type)) logger.debug({ status }, type);
   else logger.info({ status }, type);
