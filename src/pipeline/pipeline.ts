@@ -79,8 +79,12 @@ interface Feed {
   spec: FeedSpec;
   ops: Set<Operation> | undefined;
   project: (e: ChangeEvent) => ChangeEvent;
-  /** Entries from the oldest not-yet-acked one on, in push order. */
-  queue: Entry[];
+  /**
+   * Entries in push order from `head` on (the oldest not yet acked); slots before `head` are
+   * cleared, so an acked entry (its event and payload) is garbage at once, not when the queue
+   * is next compacted: held longer, it outlives young-generation collections and is promoted.
+   */
+  queue: (Entry | undefined)[];
   head: number;
   mode: Mode;
   generation: number;
@@ -95,6 +99,7 @@ interface Feed {
 }
 
 const COUNTS_INTERVAL_MS = 1000;
+const EMPTY = Buffer.alloc(0);
 
 /** Codes that mean "this event can never be published as it is". */
 const DEAD_LETTER_CODES = new Set<string>([ErrorCode.INVALID_TOPIC, ErrorCode.PAYLOAD_TOO_LARGE]);
@@ -205,12 +210,20 @@ export class Pipeline implements ChangeSink {
 
   private prepare(feed: Feed, seq: number, event: ChangeEvent): Entry {
     const { spec } = feed;
+    // Only what the broker carries: others would drop it (and warn about it). The event id goes
+    // as the transport message id where the broker de-duplicates on it, or where the envelope
+    // does not carry it; elsewhere it would be a second copy (MQTT 5 user properties cost as
+    // much CPU as the rest of the publish).
+    const features = spec.client.adapter.features;
+    const options: PublishOptions = {};
+    if (features.orderingKey) options.key = event.key;
+    if (features.deduplicates || !spec.envelope.carriesId) options.messageId = event.id;
     const entry: Entry = {
       seq,
       event,
       topic: '',
-      payload: Buffer.alloc(0),
-      options: { key: event.key, messageId: event.id },
+      payload: EMPTY,
+      options,
       deadLetter: false,
       acked: false,
       generation: feed.generation,
@@ -233,13 +246,10 @@ export class Pipeline implements ChangeSink {
       return entry;
     }
     entry.payload = encoded.payload;
-    // Only what the broker carries: others would drop it (and warn about it).
-    const features = spec.client.adapter.features;
     if (features.headers) {
-      entry.options.contentType = encoded.contentType;
-      if (encoded.headers) entry.options.headers = encoded.headers;
+      options.contentType = encoded.contentType;
+      if (encoded.headers) options.headers = encoded.headers;
     }
-    if (!features.orderingKey) delete entry.options.key;
     return entry;
   }
 
@@ -375,7 +385,8 @@ export class Pipeline implements ChangeSink {
   }
 
   private popAcked(feed: Feed): void {
-    while (feed.head < feed.queue.length && feed.queue[feed.head]!.acked) feed.head++;
+    const queue = feed.queue;
+    while (feed.head < queue.length && queue[feed.head]!.acked) queue[feed.head++] = undefined;
     if (feed.head === feed.queue.length) {
       feed.queue = [];
       feed.head = 0;

@@ -39,6 +39,8 @@ export interface AdapterFeatures {
   durable: boolean;
   /** The publish `key` orders (or partitions) messages. */
   orderingKey: boolean;
+  /** A publish's `messageId` makes the broker drop a repeat of it (JetStream). */
+  deduplicates: boolean;
   /** Largest payload, in bytes, the broker accepts with its default configuration. */
   maxPayload: number;
 }

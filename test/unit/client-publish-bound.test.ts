@@ -36,6 +36,7 @@ class TickAdapter implements BrokerAdapter {
     headers: false,
     confirms: true,
     durable: false,
+    deduplicates: false,
     orderingKey: false,
     maxPayload: 1024,
   };

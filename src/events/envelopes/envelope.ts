@@ -18,5 +18,10 @@ export interface EncodedEvent {
 
 export interface Envelope {
   readonly name: EnvelopeName;
+  /**
+   * The encoded message carries the event's id (in the payload or its headers), so consumers
+   * can de-duplicate on it; when false the publisher also sends it as the transport message id.
+   */
+  readonly carriesId: boolean;
   encode(event: ChangeEvent): EncodedEvent;
 }

@@ -11,6 +11,7 @@ import { toJson } from './json';
 
 export const legacyEnvelope: Envelope = {
   name: 'legacy',
+  carriesId: false,
   encode(event: ChangeEvent): EncodedEvent {
     const message = event.after ?? event.before ?? null;
     const body = { model: event.model, message };

@@ -129,6 +129,7 @@ export class AmqpAdapter implements BrokerAdapter {
       confirms: true,
       durable: true,
       orderingKey: false,
+      deduplicates: false,
       maxPayload: this.settings.maxPayload,
     };
   }

@@ -209,6 +209,7 @@ export class KafkaAdapter implements BrokerAdapter {
       confirms: true,
       durable: true,
       orderingKey: true,
+      deduplicates: false,
       maxPayload: maxPayloadFor(this.maxMessageBytes),
     };
   }

@@ -66,6 +66,7 @@ export class MemoryAdapter implements BrokerAdapter {
     confirms: true,
     durable: false,
     orderingKey: true,
+    deduplicates: false,
     maxPayload: 256 * 1024 * 1024,
   };
   private readonly broker: MemoryBroker;

@@ -99,6 +99,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
       confirms: true,
       durable: this.nats.jetstream,
       orderingKey: false,
+      deduplicates: this.nats.jetstream,
       maxPayload: DEFAULT_MAX_PAYLOAD,
     };
   }

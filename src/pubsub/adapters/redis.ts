@@ -145,6 +145,7 @@ export class RedisAdapter implements BrokerAdapter {
       confirms: true,
       durable: streams,
       orderingKey: streams, // one stream is one ordered log
+      deduplicates: false,
       maxPayload: MAX_BULK,
     };
     this.consumer = options.clientId ?? `evpub-${randomUUID()}`;
