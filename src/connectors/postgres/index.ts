@@ -100,6 +100,8 @@ interface Tx {
   /** commitLsn as text, made once per transaction. */
   commitLsnText: string;
   commitTime: string;
+  /** The events' `tx`, one object shared by the transaction's events (read-only). */
+  info: { id: string; commitPosition: string; commitTime: string };
   index: number;
   /** Per model, the index of its last change in this transaction. */
   last: Map<string, number>;
@@ -465,11 +467,14 @@ export class PostgresConnector implements EventConnector {
     switch (msg.tag) {
       case 'begin': {
         const commitLsn = parseLsn(msg.commitLsn ?? '0/0');
+        const commitLsnText = formatLsn(commitLsn);
+        const commitTime = isoMicros(msg.commitTime as bigint);
         this.tx = {
           xid: msg.xid,
           commitLsn,
-          commitLsnText: formatLsn(commitLsn),
-          commitTime: isoMicros(msg.commitTime as bigint),
+          commitLsnText,
+          commitTime,
+          info: { id: String(msg.xid), commitPosition: commitLsnText, commitTime },
           index: 0,
           last: new Map(),
         };
@@ -583,7 +588,7 @@ export class PostgresConnector implements EventConnector {
         after: after?.row ?? null,
         position: null,
         sourceTime: tx.commitTime,
-        tx: { id: String(tx.xid), commitPosition: lsn, commitTime: tx.commitTime },
+        tx: tx.info,
         source: {
           schema: relation.schema,
           table: relation.name,
@@ -620,7 +625,7 @@ export class PostgresConnector implements EventConnector {
         after: null,
         position: null,
         sourceTime: tx.commitTime,
-        tx: { id: String(tx.xid), commitPosition: formatLsn(tx.commitLsn), commitTime: tx.commitTime },
+        tx: tx.info,
         source: { schema: relation.schema, table: relation.name, lsn: formatLsn(tx.commitLsn), index },
       });
     }

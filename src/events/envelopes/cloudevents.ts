@@ -39,8 +39,17 @@ export interface CloudEventAttributes {
   datacontenttype: string;
 }
 
+const sources = new Map<string, string>();
+
 export function ceSource(event: ChangeEvent): string {
-  return `/evpub/${encodeURIComponent(event.datasource)}/${encodeURIComponent(event.model)}`;
+  const id = `${event.datasource}\u0000${event.model}`;
+  let source = sources.get(id);
+  if (source === undefined) {
+    source = `/evpub/${encodeURIComponent(event.datasource)}/${encodeURIComponent(event.model)}`;
+    if (sources.size >= 10_000) sources.clear(); // models are few; never grow without bound
+    sources.set(id, source);
+  }
+  return source;
 }
 
 export function ceAttributes(event: ChangeEvent): CloudEventAttributes {
@@ -70,8 +79,19 @@ export function ceData(event: ChangeEvent): Record<string, unknown> {
 
 export const structuredEnvelope: Envelope = {
   name: 'cloudevents',
+  carriesId: true,
   encode(event: ChangeEvent): EncodedEvent {
-    const body = { ...ceAttributes(event), data: ceData(event) };
+    // Built in one literal (not a spread of ceAttributes): one object shape for every event.
+    const body = {
+      specversion: '1.0',
+      id: event.id,
+      source: ceSource(event),
+      type: `evpub.${event.model}.${event.op}`,
+      subject: event.key,
+      time: event.sourceTime,
+      datacontenttype: DATA_CONTENT_TYPE,
+      data: ceData(event),
+    };
     return { payload: Buffer.from(toJson(body, event), 'utf8'), contentType: STRUCTURED_CONTENT_TYPE };
   },
 };
@@ -100,6 +120,7 @@ export function bindingPrefix(adapter: string): string {
 export function binaryEnvelopeWith(prefix: string): Envelope {
   return {
     name: 'cloudevents-binary',
+    carriesId: true,
     encode(event: ChangeEvent): EncodedEvent {
       const attributes = ceAttributes(event);
       const headers: Record<string, string> = { 'content-type': DATA_CONTENT_TYPE };
@@ -130,6 +151,7 @@ export function binaryOrStructured(
   let warned = false;
   return {
     name: 'cloudevents',
+    carriesId: true,
     encode(event) {
       if (!warned) {
         warned = true;

@@ -134,6 +134,8 @@ interface Subscription {
   qos: 0 | 1 | 2;
 }
 
+const noLog = (): void => undefined;
+
 export class MqttAdapter implements BrokerAdapter {
   static readonly adapterName = 'mqtt';
   static readonly defaultPort = 1883;
@@ -174,6 +176,7 @@ export class MqttAdapter implements BrokerAdapter {
       confirms: true,
       durable: false,
       orderingKey: false,
+      deduplicates: false,
       maxPayload: MQTT_MAX_REMAINING,
     };
     const url = options.url ?? `mqtt://localhost:${MqttAdapter.defaultPort}`;
@@ -203,6 +206,10 @@ export class MqttAdapter implements BrokerAdapter {
       // A CONNACK refusal after the first connection is retried like any outage.
       reconnectOnConnackError: true,
     };
+    // mqtt.js logs about ten lines per publish through `debug`, whose rest parameter allocates
+    // an array per call even when disabled: a seventh of all that a publisher allocated. Its
+    // lines stay available the usual way, DEBUG=mqttjs*.
+    if (!/mqttjs/.test(process.env.DEBUG ?? '')) opts.log = noLog;
     if (o.username !== undefined) opts.username = o.username;
     if (o.password !== undefined) opts.password = o.password;
     if (s.protocolVersion === 5 && !s.clean) opts.properties = { sessionExpiryInterval: s.sessionExpiry };
