@@ -151,7 +151,15 @@ async function startSystem(
   const p = new LineProcess(
     'evpub',
     process.execPath,
-    [...profile, join(__dirname, '..', 'dist', 'cli', 'index.js'), 'start', '--config', file],
+    [
+      ...profile,
+      // BENCH_EVPUB_FLAGS: node flags for evpub alone (an experiment, e.g. GC settings).
+      ...(process.env.BENCH_EVPUB_FLAGS ?? '').split(' ').filter(Boolean),
+      join(__dirname, '..', 'dist', 'cli', 'index.js'),
+      'start',
+      '--config',
+      file,
+    ],
     { EVPUB_LOG_LEVEL: 'info' },
   );
   await p.line((l) => l.includes('"msg":"started"'), 30_000, 'started');

@@ -4,7 +4,8 @@
  * Lines on a child's stdout are its protocol; RSS and CPU time are read from /proc.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { PhaseResult } from './stats';
 
@@ -28,6 +29,12 @@ export class LineProcess {
       this.tail.push(line);
       if (this.tail.length > 20) this.tail.shift();
     };
+    // BENCH_LOG_DIR: keep each child's whole output there (to read a run's logs or --trace-gc).
+    if (process.env.BENCH_LOG_DIR) {
+      const file = createWriteStream(join(process.env.BENCH_LOG_DIR, `${name}-${this.child.pid}.log`));
+      this.child.stdout!.pipe(file);
+      this.child.stderr!.pipe(file);
+    }
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       keep(line);
       const i = this.waiters.findIndex((w) => w.match(line));
