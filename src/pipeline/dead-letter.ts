@@ -18,8 +18,20 @@ import type { EncodedEvent } from '../events/envelopes/envelope';
 
 export const DEFAULT_DEAD_LETTER_TOPIC = 'evpub/dead-letter';
 
+/** What a dead letter says of its event (all a publisher keeps of an event once encoded). */
+export type DeadLetterEvent = Pick<
+  ChangeEvent,
+  'id' | 'datasource' | 'model' | 'op' | 'key' | 'position' | 'sourceTime'
+>;
+
+/** The event's fields a dead letter names, without its values. */
+export function deadLetterEvent(event: ChangeEvent): DeadLetterEvent {
+  const { id, datasource, model, op, key, position, sourceTime } = event;
+  return { id, datasource, model, op, key, position, sourceTime };
+}
+
 export function deadLetterPayload(
-  event: ChangeEvent,
+  event: DeadLetterEvent,
   failure: { code: string; reason: string; topic?: string; envelope: string },
   encoded: EncodedEvent | undefined,
   limit: number,

@@ -31,7 +31,7 @@ import type { PublishOptions } from '../pubsub/adapter';
 import type { Client } from '../pubsub/client';
 import { assertTopic } from '../pubsub/topics';
 import type { CheckpointTracker } from './checkpoint-tracker';
-import { deadLetterPayload } from './dead-letter';
+import { deadLetterEvent, deadLetterPayload, type DeadLetterEvent } from './dead-letter';
 import { fieldProjector, type FieldFilter } from './fields';
 import type { PublisherStatus } from './status';
 import { statusError } from './status';
@@ -63,7 +63,11 @@ export interface PipelineOptions {
 
 interface Entry {
   seq: number;
-  event: ChangeEvent;
+  /**
+   * The event's identity, for a dead letter: not the event itself, whose values are garbage once
+   * encoded (kept until the broker confirmed, they would outlive young-generation collections).
+   */
+  event: DeadLetterEvent;
   topic: string;
   payload: Buffer;
   options: PublishOptions;
@@ -246,6 +250,7 @@ export class Pipeline implements ChangeSink {
       return entry;
     }
     entry.payload = encoded.payload;
+    entry.event = deadLetterEvent(event);
     if (features.headers) {
       options.contentType = encoded.contentType;
       if (encoded.headers) options.headers = encoded.headers;
