@@ -422,7 +422,8 @@ async function main(): Promise<void> {
 
 function print(results: Record<string, unknown>[], outage: Record<string, unknown> | undefined): void {
   const rows = results.map((r) => {
-    if (r.error) return { broker: r.broker, error: r.error };
+    if (typeof r.error === 'string')
+      return { broker: r.broker, error: r.error.split('\n')[0]!.slice(0, 120) };
     const { ceiling, relay, evpub } = r as {
       ceiling: ScenarioResult;
       relay: SystemResult;
