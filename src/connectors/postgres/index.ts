@@ -515,14 +515,14 @@ export class PostgresConnector implements EventConnector {
     relation: Pgoutput.MessageRelation,
     tuple: Record<string, unknown>,
     only?: string[],
-  ): { row: Row; unchanged: string[] } {
+  ): { row: Row; unchanged: string[] | undefined } {
     const row: Row = {};
-    const unchanged: string[] = [];
+    let unchanged: string[] | undefined; // made only when a TOAST value is unchanged (rare)
     for (const column of relation.columns) {
       if (only && !only.includes(column.name)) continue;
       const raw = tuple[column.name];
       if (raw === undefined) {
-        unchanged.push(column.name);
+        (unchanged ??= []).push(column.name);
         continue;
       }
       row[column.name] = decodeValue(column.typeOid, raw as string | null, this.arrays.elemOf);
@@ -589,14 +589,9 @@ export class PostgresConnector implements EventConnector {
         position: null,
         sourceTime: tx.commitTime,
         tx: tx.info,
-        source: {
-          schema: relation.schema,
-          table: relation.name,
-          lsn,
-          index,
-          ...(after && after.unchanged.length > 0 ? { unchanged: after.unchanged } : {}),
-        },
+        source: { schema: relation.schema, table: relation.name, lsn, index },
       };
+      if (after?.unchanged) event.source!.unchanged = after.unchanged;
       tx.last.set(model.name, index);
       model.point = point;
       const full = this.push(model, event);
@@ -751,12 +746,11 @@ function pick(row: Row, columns: string[]): Row {
 
 /** The event key: the key column's value as text, or a JSON array for composite keys. */
 function keyOf(row: Row, columns: string[]): string {
-  const values = columns.map((c) => row[c]);
-  if (values.length === 1) {
-    const v = values[0];
+  if (columns.length === 1) {
+    const v = row[columns[0]!];
     return typeof v === 'string' ? v : JSON.stringify(v ?? null);
   }
-  return JSON.stringify(values);
+  return JSON.stringify(columns.map((c) => row[c]));
 }
 
 /** LoopBack's connector entry point: validates the settings and sets `dataSource.connector`. */

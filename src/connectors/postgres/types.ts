@@ -70,7 +70,8 @@ function isoTimestamp(text: string, zoned: boolean): string {
   const t = text.replace(' ', 'T');
   if (!zoned) return t;
   // In UTC the server writes `+00` (or `+00:MM` for odd historical offsets): normalise `+00` to `Z`.
-  return t.replace(/\+00$/, 'Z').replace(/([+-]\d\d)$/, '$1:00');
+  if (t.endsWith('+00')) return `${t.slice(0, -3)}Z`;
+  return t.replace(/([+-]\d\d)$/, '$1:00');
 }
 
 function number(text: string): number | string {
