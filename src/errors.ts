@@ -41,6 +41,9 @@ export const ErrorCode = {
   CHECKPOINT_FAILED: 'EVPUB_CHECKPOINT_FAILED',
   /** An operation not valid in the current lifecycle state (start twice, ...). */
   INVALID_STATE: 'EVPUB_INVALID_STATE',
+  /** A subscription resumed past messages it never delivered (Kafka: its offset fell out of the
+   * broker's retention and the consumer was reset); the message names where and how many. */
+  MESSAGES_SKIPPED: 'EVPUB_MESSAGES_SKIPPED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

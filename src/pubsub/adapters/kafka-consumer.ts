@@ -16,6 +16,15 @@
  *   every `refreshMs`; new matching topics are read from their beginning (they were created
  *   after the subscription) and the consumer is restarted with the longer list.
  * - A consumer that crashes without kafkajs restarting it is restarted here, with back-off.
+ * - Offset out of range: when a partition's next offset is no longer on the broker (retention
+ *   deleted it while the subscriber lagged or was away), kafkajs resets the group to its default
+ *   offset (the partition's end, or its start for `from: 'earliest'`) and goes on; the messages
+ *   in between are never delivered. kafkajs has no event for this, only an ERROR log entry
+ *   (`KAFKAJS_OFFSET_RESET_LOG`), which the adapter routes to `offsetOutOfRange()`. That holds
+ *   the partition (pause), reads its range, seeks to that same default itself (so the offset it
+ *   reports is where delivery resumes), emits `EVPUB_MESSAGES_SKIPPED` naming the partition, the
+ *   offset it wanted, where it resumed and how many offsets were skipped, and resumes the
+ *   partition: the error comes before the first message after the gap.
  */
 import type * as KafkaJS from 'kafkajs';
 import { randomUUID } from 'node:crypto';
@@ -27,6 +36,13 @@ import { fromKafka, hasWildcards, matches, patternToKafkaRegExp, toKafka } from 
 /** Header names that carry evpub's own publish options. */
 export const CONTENT_TYPE_HEADER = 'content-type';
 export const MESSAGE_ID_HEADER = 'evpub-message-id';
+
+/** The message of kafkajs's log entry (namespace `ConsumerGroup`, level ERROR, fields `topic`,
+ * `partition`, `groupId`) when a fetch got OFFSET_OUT_OF_RANGE and kafkajs reset the partition to
+ * its default offset (ConsumerGroup.recoverFromOffsetOutOfRange in kafkajs 2.x). It is the only
+ * signal kafkajs gives; test/integration/kafka-offset-reset.test.ts fails if a kafkajs upgrade
+ * rewords it. */
+export const KAFKAJS_OFFSET_RESET_LOG = 'Offset out of range, resetting to default offset';
 
 export interface SubscriptionDeps {
   kafka: KafkaJS.Kafka;
@@ -63,6 +79,11 @@ export class KafkaSubscription {
   private readonly seekOnJoin = new Map<string, string>();
   /** Plain mode: the offset after the last delivered message, per partition. */
   private readonly nextOffset = new Map<string, string>();
+  /** The offset kafkajs fetches next on a partition, as far as this subscription knows: the
+   * position sought at join, the group's commit, or after the last delivered batch. */
+  private readonly position = new Map<string, bigint>();
+  /** Durable mode: the group's committed offsets, as last read or written here. */
+  private readonly committed = new Map<string, bigint>();
   private readonly acks = new Map<string, AckState>();
   private readonly toCommit = new Map<string, { topic: string; partition: number; offset: string }>();
   private committing: Promise<void> | undefined;
@@ -132,7 +153,11 @@ export class KafkaSubscription {
     if (this.durable) {
       const committed = await this.deps.admin.fetchOffsets({ groupId: this.groupId, topics });
       for (const t of committed) {
-        for (const p of t.partitions) if (Number(p.offset) < 0) uncommitted.add(tp(t.topic, p.partition));
+        for (const p of t.partitions) {
+          const key = tp(t.topic, p.partition);
+          if (Number(p.offset) < 0) uncommitted.add(key);
+          else this.committed.set(key, BigInt(p.offset));
+        }
       }
     }
     for (const topic of topics) {
@@ -170,6 +195,9 @@ export class KafkaSubscription {
           const offset = this.seekOnJoin.get(key) ?? (this.durable ? undefined : this.nextOffset.get(key));
           this.seekOnJoin.delete(key);
           if (offset !== undefined) consumer.seek({ topic, partition, offset });
+          const from = offset === undefined ? this.committed.get(key) : BigInt(offset);
+          if (from === undefined) this.position.delete(key);
+          else this.position.set(key, from);
         }
       }
       joined();
@@ -201,6 +229,7 @@ export class KafkaSubscription {
   private deliver(consumer: KafkaJS.Consumer, batch: KafkaJS.Batch): void {
     const topic = fromKafka(batch.topic);
     const key = tp(batch.topic, batch.partition);
+    if (this.consumer === consumer) this.position.set(key, BigInt(batch.lastOffset()) + 1n);
     for (const message of batch.messages) {
       if (this.stopped || this.consumer !== consumer) return;
       const offset = BigInt(message.offset);
@@ -272,6 +301,7 @@ export class KafkaSubscription {
         this.toCommit.clear();
         try {
           await consumer.commitOffsets(offsets);
+          for (const o of offsets) this.committed.set(tp(o.topic, o.partition), BigInt(o.offset));
         } catch (err) {
           // After a rebalance the messages are redelivered: at-least-once, not an error to raise.
           this.deps.logger.warn({ err, groupId: this.groupId }, 'kafka offset commit failed');
@@ -279,6 +309,83 @@ export class KafkaSubscription {
       }
     })().finally(() => (this.committing = undefined));
     return this.committing;
+  }
+
+  /**
+   * kafkajs got OFFSET_OUT_OF_RANGE for `topic`/`partition` of group `groupId` and is resetting
+   * it to its default offset. Called synchronously from kafkajs's log entry, before its next
+   * fetch: the partition is paused at once, its range read (ListOffsets), the consumer sought to
+   * kafkajs's default (the end, or the start with `from: 'earliest'`) so the resume offset is the
+   * one reported, EVPUB_MESSAGES_SKIPPED emitted, and the partition resumed. So the error comes
+   * before the first message after the gap. Without a range (ListOffsets failed) kafkajs's own
+   * reset stands and the error says less.
+   */
+  offsetOutOfRange(groupId: string, topic: string, partition: number): void {
+    const consumer = this.consumer;
+    if (this.stopped || !consumer || groupId !== this.groupId || !this.topics.has(topic)) return;
+    const key = tp(topic, partition);
+    const requested = this.position.get(key);
+    this.position.delete(key);
+    this.committed.delete(key); // kafkajs commits its default offset for the group
+    const held = [{ topic, partitions: [partition] }];
+    try {
+      consumer.pause(held);
+    } catch (err) {
+      this.deps.logger.debug({ err, topic, partition }, 'could not hold a reset partition');
+    }
+    void this.resumeAfterReset(consumer, topic, partition, requested)
+      .catch((err: unknown) => this.deps.logger.warn({ err, topic, partition }, 'offset reset report failed'))
+      .finally(() => {
+        try {
+          if (this.consumer === consumer) consumer.resume(held);
+        } catch (err) {
+          this.deps.logger.debug({ err, topic, partition }, 'could not resume a reset partition');
+        }
+      });
+  }
+
+  private async resumeAfterReset(
+    consumer: KafkaJS.Consumer,
+    topic: string,
+    partition: number,
+    requested: bigint | undefined,
+  ): Promise<void> {
+    const toEnd = this.options.from !== 'earliest';
+    let range: { low: bigint; high: bigint } | undefined;
+    try {
+      const p = (await this.deps.admin.fetchTopicOffsets(topic)).find((o) => o.partition === partition);
+      if (p) range = { low: BigInt(p.low), high: BigInt(p.high) };
+    } catch (err) {
+      this.deps.logger.debug({ err, topic, partition }, 'ListOffsets after an offset reset failed');
+    }
+    if (this.stopped) return;
+    let resumed: bigint | undefined;
+    if (range && this.consumer === consumer) {
+      resumed = toEnd ? range.high : range.low;
+      try {
+        consumer.seek({ topic, partition, offset: String(resumed) });
+        const key = tp(topic, partition);
+        this.position.set(key, resumed);
+        if (!this.durable) this.nextOffset.set(key, String(resumed));
+      } catch (err) {
+        this.deps.logger.debug({ err, topic, partition }, 'seek after an offset reset failed');
+        resumed = undefined;
+      }
+    }
+    this.deps.events.error(
+      skippedError({
+        pattern: this.pattern,
+        groupId: this.groupId,
+        durable: this.durable,
+        topic,
+        partition,
+        requested,
+        toEnd,
+        resumed,
+        low: range?.low,
+        high: range?.high,
+      }),
+    );
   }
 
   private async refresh(): Promise<void> {
@@ -322,6 +429,60 @@ export class KafkaSubscription {
     })().finally(() => (this.restarting = undefined));
     return this.restarting;
   }
+}
+
+/** EVPUB_MESSAGES_SKIPPED for a partition kafkajs reset to its start (`low`) or end (`high`). */
+function skippedError(r: {
+  pattern: string;
+  groupId: string;
+  durable: boolean;
+  topic: string;
+  partition: number;
+  requested: bigint | undefined;
+  toEnd: boolean;
+  resumed: bigint | undefined;
+  low: bigint | undefined;
+  high: bigint | undefined;
+}): EvpubError {
+  const resumed = r.resumed;
+  const skipped =
+    r.requested !== undefined && resumed !== undefined && resumed > r.requested
+      ? Number(resumed - r.requested)
+      : undefined;
+  const who = r.durable ? `durable subscription ${JSON.stringify(r.groupId)}` : 'subscription';
+  const where = `Kafka topic ${JSON.stringify(r.topic)} partition ${r.partition}`;
+  const wanted = r.requested === undefined ? 'its next offset' : `offset ${r.requested}`;
+  let text = `${who} to ${JSON.stringify(r.pattern)} skipped messages on ${where}: ${wanted} is no longer on the broker`;
+  if (r.low !== undefined && r.high !== undefined) {
+    text +=
+      r.high > r.low
+        ? ` (it keeps offsets ${r.low} to ${r.high - 1n})`
+        : ` (it keeps no message; the next is offset ${r.high})`;
+  }
+  text += `, so kafkajs reset it to the partition's ${r.toEnd ? 'end' : 'start'}`;
+  if (resumed !== undefined) text += ` and it resumed at offset ${resumed}`;
+  if (skipped !== undefined) {
+    text += `; ${skipped} message${skipped === 1 ? ' was' : 's were'} never delivered (offsets ${r.requested} to ${resumed! - 1n})`;
+  }
+  if (r.toEnd && r.low !== undefined && resumed !== undefined && resumed > r.low) {
+    text += `; offsets ${r.low} to ${resumed - 1n} are still on the broker for a new subscription with from: 'earliest'`;
+  }
+  text +=
+    '. Fix: a durable subscription that keeps up (acknowledge promptly, do not stay away longer than the ' +
+    "topic's retention), or a longer retention (retention.ms / retention.bytes) on the topic.";
+  return new EvpubError(ErrorCode.MESSAGES_SKIPPED, text, {
+    context: {
+      pattern: r.pattern,
+      groupId: r.groupId,
+      topic: r.topic,
+      partition: r.partition,
+      requestedOffset: r.requested?.toString(),
+      resumedOffset: resumed?.toString(),
+      skipped,
+      lowWatermark: r.low?.toString(),
+      highWatermark: r.high?.toString(),
+    },
+  });
 }
 
 function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {

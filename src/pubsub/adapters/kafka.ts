@@ -15,7 +15,10 @@
  * `meta`; `qos` and `retain` have no Kafka meaning and are ignored. See kafka-producer.ts.
  *
  * Subscribe: one consumer per pattern; see kafka-consumer.ts for positions, durability and
- * wildcards.
+ * wildcards. A subscriber whose next offset the broker no longer keeps (it lagged or was away
+ * longer than the topic's retention) is reset by kafkajs to the partition's end (its start with
+ * `from: 'earliest'`) and goes on; the client emits `error` with EVPUB_MESSAGES_SKIPPED naming
+ * the partition, the offsets and the count skipped (kafkajs only logs it; `log()` catches it).
  *
  * Connection state: kafkajs connects on demand and has no "connection lost" event, so the
  * adapter watches the sockets kafkajs opens. When one is closed by the other side (or a
@@ -37,7 +40,12 @@ import type {
 import { ErrorCode, EvpubError, isEvpubError } from '../../errors';
 import { loadDriver } from '../driver';
 import { toKafka } from '../topics';
-import { CONTENT_TYPE_HEADER, KafkaSubscription, MESSAGE_ID_HEADER } from './kafka-consumer';
+import {
+  CONTENT_TYPE_HEADER,
+  KAFKAJS_OFFSET_RESET_LOG,
+  KafkaSubscription,
+  MESSAGE_ID_HEADER,
+} from './kafka-consumer';
 import {
   KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
   ProduceBatcher,
@@ -263,9 +271,17 @@ export class KafkaAdapter implements BrokerAdapter {
     const { message, timestamp: _ts, logger: _lg, ...rest } = entry.log as Record<string, unknown>;
     const fields = { kafkajs: entry.namespace, ...rest };
     const text = typeof message === 'string' ? message : 'kafkajs';
+    if (text === KAFKAJS_OFFSET_RESET_LOG) this.offsetReset(rest);
     if (entry.level <= kafkajs.logLevel.WARN) this.logger.warn(fields, text);
     else if (entry.level === kafkajs.logLevel.INFO) this.logger.debug(fields, text);
     else this.logger.trace(fields, text);
+  }
+
+  /** kafkajs reset a consumer's partition after OFFSET_OUT_OF_RANGE: tell its subscription. */
+  private offsetReset(fields: Record<string, unknown>): void {
+    const { groupId, topic, partition } = fields;
+    if (typeof groupId !== 'string' || typeof topic !== 'string' || typeof partition !== 'number') return;
+    for (const sub of this.subs.values()) sub.offsetOutOfRange(groupId, topic, partition);
   }
 
   /** Opens a broker connection like kafkajs does, through `brokerAddressMap`, watched for loss. */
