@@ -7,8 +7,8 @@
  *   acknowledgement): the only standby status updates are `ack()` calls, which report
  *   `flush()` (the connector's safe LSN, see index.ts), and the answers to keepalives that ask
  *   for one, which report the same.
- * - Flow control is ours, not the library's (its `flowControl` awaits every message: a third of
- *   the throughput). `onMessage` runs synchronously and returns a promise only when the stream
+ * - Flow control is ours, not the library's (its `flowControl` awaits every message's handler:
+ *   an await per change on the hot path). `onMessage` runs synchronously and returns a promise only when the stream
  *   must wait (the sink is full). Then the socket is paused (TCP holds the walsender back), the
  *   messages already read from the current chunk are queued (at most one socket read's worth),
  *   and once the promise resolves the queue is handled, in order, before the socket resumes.
