@@ -81,17 +81,10 @@ export const structuredEnvelope: Envelope = {
   name: 'cloudevents',
   carriesId: true,
   encode(event: ChangeEvent): EncodedEvent {
-    // Built in one literal (not a spread of ceAttributes): one object shape for every event.
-    const body = {
-      specversion: '1.0',
-      id: event.id,
-      source: ceSource(event),
-      type: `evpub.${event.model}.${event.op}`,
-      subject: event.key,
-      time: event.sourceTime,
-      datacontenttype: DATA_CONTENT_TYPE,
-      data: ceData(event),
-    };
+    // The attributes object plus `data` (not a spread into a new object): one object and one
+    // shape for every event.
+    const body: CloudEventAttributes & { data?: Record<string, unknown> } = ceAttributes(event);
+    body.data = ceData(event);
     return { payload: Buffer.from(toJson(body, event), 'utf8'), contentType: STRUCTURED_CONTENT_TYPE };
   },
 };
