@@ -12,7 +12,10 @@
  *   call order) and their promises are tracked, not awaited one by one.
  * - Window: each feed (model) holds at most `maxInFlight` events between push and commit.
  *   `push` returns false when the event's feed is full or retrying; `drain()` resolves when
- *   every feed has room again. The connector pauses meanwhile.
+ *   every feed has room again. The connector pauses meanwhile. A full feed has room again once
+ *   a quarter of its window is committed (at most `maxInFlight` × 3/4 in flight), not after each
+ *   single ack: resumed one event at a time, a connector would pay an await, a status and
+ *   (on NATS) a socket write per event.
  * - A failed publish that may pass later (timeout, broker down, refused) is never skipped: the
  *   feed stops issuing, waits (exponential back-off), then re-publishes every event it holds
  *   that is not yet committed, in order, the failed one included, even those the broker already
@@ -127,8 +130,11 @@ export class Pipeline implements ChangeSink {
   private readonly unknownModels = new Set<string>();
   private accepting = true;
   private closed = false;
+  /** A paused feed resumes at this many in flight (the low-water mark). */
+  private readonly resumeAt: number;
 
   constructor(private readonly options: PipelineOptions) {
+    this.resumeAt = options.maxInFlight - Math.max(1, Math.floor(options.maxInFlight / 4));
     for (const spec of options.feeds) {
       this.feeds.set(spec.model, {
         spec,
@@ -406,7 +412,10 @@ export class Pipeline implements ChangeSink {
 
   private feedHasRoom(feed: Feed): boolean {
     if (feed.failed) return true;
-    return feed.mode === 'open' && feed.queue.length - feed.head < this.options.maxInFlight;
+    const inFlight = feed.queue.length - feed.head;
+    return (
+      feed.mode === 'open' && (feed.paused ? inFlight <= this.resumeAt : inFlight < this.options.maxInFlight)
+    );
   }
 
   private hasRoom(): boolean {
