@@ -107,6 +107,17 @@ interface Tx {
   last: Map<string, number>;
 }
 
+/** One row change of a pgoutput insert, update or delete message. */
+interface RowChange {
+  relation: Pgoutput.MessageRelation;
+  op: 'create' | 'update' | 'delete';
+  /** The old row (REPLICA IDENTITY FULL), if sent. */
+  old: Record<string, unknown> | undefined;
+  next: Record<string, unknown> | null;
+  /** The old key columns (default replica identity), if sent. */
+  keyTuple: Record<string, unknown> | null;
+}
+
 function isoMicros(micros: bigint): string {
   const ms = new Date(Number(micros / 1000n)).toISOString();
   return `${ms.slice(0, -1)}${(micros % 1000n).toString().padStart(3, '0')}Z`;
@@ -497,11 +508,29 @@ export class PostgresConnector implements EventConnector {
         }
         return;
       case 'insert':
-        return this.row(msg.relation, 'create', undefined, msg.new, null);
+        return this.row({
+          relation: msg.relation,
+          op: 'create',
+          old: undefined,
+          next: msg.new,
+          keyTuple: null,
+        });
       case 'update':
-        return this.row(msg.relation, 'update', msg.old ?? undefined, msg.new, msg.key);
+        return this.row({
+          relation: msg.relation,
+          op: 'update',
+          old: msg.old ?? undefined,
+          next: msg.new,
+          keyTuple: msg.key,
+        });
       case 'delete':
-        return this.row(msg.relation, 'delete', msg.old ?? undefined, null, msg.key);
+        return this.row({
+          relation: msg.relation,
+          op: 'delete',
+          old: msg.old ?? undefined,
+          next: null,
+          keyTuple: msg.key,
+        });
       case 'truncate':
         return (async () => {
           for (const relation of msg.relations) await this.truncate(relation);
@@ -530,13 +559,8 @@ export class PostgresConnector implements EventConnector {
     return { row, unchanged };
   }
 
-  private row(
-    relation: Pgoutput.MessageRelation,
-    op: 'create' | 'update' | 'delete',
-    old: Record<string, unknown> | undefined,
-    next: Record<string, unknown> | null,
-    keyTuple: Record<string, unknown> | null,
-  ): Promise<void> | undefined {
+  private row(change: RowChange): Promise<void> | undefined {
+    const { relation } = change;
     const tx = this.tx;
     if (!tx) return;
     const index = tx.index++;
@@ -547,12 +571,12 @@ export class PostgresConnector implements EventConnector {
       if (unknownTypes.length > 0) {
         return this.withAdmin('type lookup', (c) => this.arrays.learn(c, unknownTypes)).then(() => {
           this.typedRelations.add(relation);
-          return this.emitRow(tx, index, models, 0, relation, op, old, next, keyTuple);
+          return this.emitRow(tx, index, models, 0, change);
         });
       }
       this.typedRelations.add(relation);
     }
-    return this.emitRow(tx, index, models, 0, relation, op, old, next, keyTuple);
+    return this.emitRow(tx, index, models, 0, change);
   }
 
   /** Pushes the change to each model of its table from `from` on; waits (returns a promise) when the sink is full. */
@@ -561,12 +585,9 @@ export class PostgresConnector implements EventConnector {
     index: number,
     models: ModelState[],
     from: number,
-    relation: Pgoutput.MessageRelation,
-    op: 'create' | 'update' | 'delete',
-    old: Record<string, unknown> | undefined,
-    next: Record<string, unknown> | null,
-    keyTuple: Record<string, unknown> | null,
+    change: RowChange,
   ): Promise<void> | undefined {
+    const { relation, op, old, next, keyTuple } = change;
     for (let i = from; i < models.length; i++) {
       const model = models[i]!;
       const point = { lsn: tx.commitLsn, index };
@@ -595,8 +616,7 @@ export class PostgresConnector implements EventConnector {
       tx.last.set(model.name, index);
       model.point = point;
       const full = this.push(model, event);
-      if (full)
-        return full.then(() => this.emitRow(tx, index, models, i + 1, relation, op, old, next, keyTuple));
+      if (full) return full.then(() => this.emitRow(tx, index, models, i + 1, change));
     }
     return undefined;
   }
