@@ -201,11 +201,17 @@ export class Runtime {
       const handle = this.deps.dataSources.get(dsName);
       if (handle) handle.connector = connector;
       if (!connector.resumable) {
-        const message =
-          `datasource ${dsName}: connector "${connector.name}" gives no positions, so its feeds start "now" ` +
-          'and changes made while evpub is not running are lost';
-        this.logger.warn({ datasource: dsName }, message);
-        this.deps.emit({ type: 'warning', message, datasource: dsName });
+        const kept = connector.whileStopped?.(
+          modelNames.map((name) => ({ name, settings: this.config.models[name]!.settings ?? {} })),
+        );
+        const prefix = `datasource ${dsName}: connector "${connector.name}" gives no positions, so its feeds start "now"`;
+        if (kept?.lossless) {
+          this.logger.info({ datasource: dsName }, `${prefix}; ${kept.text}`);
+        } else {
+          const message = `${prefix}; ${kept?.text ?? 'changes made while evpub is not running are lost'}`;
+          this.logger.warn({ datasource: dsName }, message);
+          this.deps.emit({ type: 'warning', message, datasource: dsName });
+        }
       }
       initialized.set(dsName, { connector, modelNames });
     }

@@ -44,6 +44,33 @@ export class BridgeConnector implements EventConnector {
     this.feeds = new FeedSet(this.name, dataSource.name);
   }
 
+  /** A durable subscription keeps, on the source broker, what is published while evpub is stopped. */
+  whileStopped(
+    models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
+  ): { text: string; lossless: boolean } | undefined {
+    let plain: string[];
+    try {
+      plain = models
+        .filter((m) => parseBridgeModel(this.settings, m.name, m.settings).durable === undefined)
+        .map((m) => m.name);
+    } catch {
+      return undefined; // start() reports the bad settings
+    }
+    if (plain.length === 0) {
+      return {
+        lossless: true,
+        text: 'the source broker keeps what is published meanwhile for their durable subscriptions, and evpub reads it on restart',
+      };
+    }
+    if (plain.length === models.length) return undefined;
+    return {
+      lossless: false,
+      text:
+        `the source broker keeps what is published meanwhile for the durable subscriptions, but ` +
+        `${plain.length === 1 ? 'model' : 'models'} ${plain.join(', ')} ${plain.length === 1 ? 'has' : 'have'} none (set durable): what is published to them while evpub is not running is lost`,
+    };
+  }
+
   start(request: StartRequest): Promise<void> {
     return this.feeds.start(() => {
       // Every model's settings are checked before any feed is built.

@@ -86,6 +86,15 @@ export interface EventConnector {
   readonly name: string;
   /** True when events carry positions, so feeds can resume after a restart. */
   readonly resumable: boolean;
+  /**
+   * For a connector that is not resumable: what becomes of the changes made while evpub is
+   * stopped, for these models, when it is not simply "they are lost" (e.g. a source that keeps
+   * them for a durable subscription): one sentence (no secrets), and whether none is lost.
+   * Called before start; undefined means they are lost.
+   */
+  whileStopped?(
+    models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
+  ): { text: string; lossless: boolean } | undefined;
   start(request: StartRequest): Promise<void>;
   stop(): Promise<void>;
   commit?(model: string, position: Position): Promise<void>;

@@ -121,7 +121,10 @@ describe('bridge connector', () => {
       envelope: 'legacy',
       settings: { topics: stream, durable, groupStart: 'earliest', defaultOp: 'create' },
     });
+    const warnings: string[] = [];
+    app.on('status', (s) => void (s.type === 'warning' && warnings.push(s.message)));
     await app.start();
+    expect(warnings).toEqual([]); // a durable source loses nothing while evpub is stopped: no warning
     for (let i = 20; i < 40; i++) await producer.publish(stream, cloudEvent(i));
     await waitFor(() => sub.got.length === 40, '40 messages on NATS');
     expect(sub.got.map((m) => m.topic)).toEqual(Array.from({ length: 40 }, (_, i) => `${root}/orders/o${i}`));
