@@ -44,6 +44,9 @@ export const ErrorCode = {
   /** A subscription resumed past messages it never delivered (Kafka: its offset fell out of the
    * broker's retention and the consumer was reset); the message names where and how many. */
   MESSAGES_SKIPPED: 'EVPUB_MESSAGES_SKIPPED',
+  /** A connector received input it cannot turn into an event (not JSON, no key, does not
+   * decode); it goes to the dead-letter topic (`ChangeSink.deadLetter`). */
+  MALFORMED_INPUT: 'EVPUB_MALFORMED_INPUT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

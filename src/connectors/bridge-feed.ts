@@ -6,8 +6,9 @@
  * 1. `open()` connects the client and subscribes (durable subscriptions with `ack: 'manual'`).
  * 2. Each message is queued and handled in arrival order: it gets the next sequence number of
  *    this process (position `<run>.<seq>`), is decoded by `format`, mapped, and pushed. A
- *    malformed message follows `onMalformed`; when skipped its position is `sink.mark()`ed so
- *    that it is acknowledged in turn.
+ *    malformed message follows `onMalformed`; when skipped (the default) it goes to
+ *    `sink.deadLetter()` with its reason and position, so it reaches the publisher's
+ *    dead-letter topic and is acknowledged in turn, once that is committed, like an event.
  * 3. Acks (durable only): a message's `meta.ack()` is called only when `commit(position)`
  *    covers it, i.e. the publisher has published (and checkpointed) everything up to it. What
  *    was not acked when the process dies is redelivered by the source broker.
@@ -227,12 +228,25 @@ export class BridgeFeed {
             err: error,
             malformed: this.malformed.count,
           },
-          mapping.onMalformed === 'raw' ? 'malformed message published as raw' : 'malformed message skipped',
+          mapping.onMalformed === 'raw'
+            ? 'malformed message published as raw'
+            : 'malformed message skipped (dead-lettered)',
         );
       }
       if (mapping.onMalformed === 'skip') {
-        this.o.sink.mark(this.o.name, position);
-        return true;
+        this.lastPushed = position;
+        return this.o.sink.deadLetter(this.o.name, {
+          payload: incoming.payload,
+          reason: `malformed message: ${error}`,
+          code: ErrorCode.MALFORMED_INPUT,
+          position,
+          ...(meta.headers ? { headers: meta.headers } : {}),
+          source: {
+            topic: incoming.topic,
+            ...(meta.messageId !== undefined ? { messageId: meta.messageId } : {}),
+            ...(meta.redelivered ? { redelivered: true } : {}),
+          },
+        });
       }
       mapped = rawMapped(mapping, decoded.context);
     }

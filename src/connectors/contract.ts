@@ -20,18 +20,25 @@
  *    returns false when the publisher's window is full: the connector stops reading from the
  *    source (pauses its socket or stops polling) and awaits `sink.drain()` before pushing again.
  *    It never buffers without bound.
- * 3. Lost connections are the connector's to repair: it reconnects with back-off and resumes
+ * 3. Input the connector receives but cannot turn into an event at all (a message that is not
+ *    JSON, does not decode with its format, or whose key/operation mapping fails) is not
+ *    skipped silently: it goes to `sink.deadLetter(model, raw)` with its reason. A dead letter
+ *    is handed over like an event: in source order with the model's events, it counts in the
+ *    window and returns false when the window is full (pause and await `drain()`, as for
+ *    `push`). Its position, if any, is committed like an event's once the broker confirmed the
+ *    dead letter: the stream goes on, and a restart does not re-read it.
+ * 4. Lost connections are the connector's to repair: it reconnects with back-off and resumes
  *    from the last position it pushed (never skipping), reporting `sink.status(...)`. An error
  *    it cannot recover from (slot dropped, binlog purged) goes to `sink.fail(model, err)`,
  *    which stops that model's feed and surfaces the error; it is never silently skipped.
- * 4. `commit(model, position)` (optional) is called when every event of the model up to and
+ * 5. `commit(model, position)` (optional) is called when every event of the model up to and
  *    including `position` was accepted by the broker and checkpointed: the connector may now
  *    let the source discard its log up to there (e.g. acknowledge a replication slot). A
  *    connector never commits on its own.
- * 5. `stop()` stops reading and resolves when the connections are closed. Events pushed before
+ * 6. `stop()` stops reading and resolves when the connections are closed. Events pushed before
  *    `stop()` resolves are still published (drained) by the publisher. Calling `stop()` twice
  *    is harmless.
- * 6. `health()` answers synchronously with what the connector knows now.
+ * 7. `health()` answers synchronously with what the connector knows now.
  */
 import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
 import type { Logger } from '../logger';
@@ -50,9 +57,32 @@ export type ConnectorStatus =
   | { type: 'lagging'; model?: string; seconds?: number; bytes?: number }
   | { type: 'snapshot'; model: string; done: number; total?: number };
 
+/** Raw input a connector could not turn into an event (see `ChangeSink.deadLetter`). */
+export interface RawDeadLetter {
+  /** The input as received: bytes, or text. Published as UTF-8 text, or base64 when not UTF-8. */
+  payload: Buffer | string;
+  /** Why it is not an event (`not JSON: ...`, `no key at "id"`...). No secrets. */
+  reason: string;
+  /** An `ErrorCode`; defaults to `EVPUB_MALFORMED_INPUT`. */
+  code?: string;
+  /** Where the input was read (committed once the dead letter is confirmed); null or absent: none. */
+  position?: Position | null;
+  /** The input's transport headers, if any. */
+  headers?: Readonly<Record<string, string>>;
+  /** Where it came from, for the reader of the dead letter (`{ topic, messageId }`, `{ url }`). No secrets. */
+  source?: Readonly<Record<string, unknown>>;
+}
+
 export interface ChangeSink {
   /** Hands over one event; false means "window full: pause and await drain()". */
   push(event: ChangeEvent): boolean;
+  /**
+   * Hands over raw input that gives no event, to be published to the dead-letter topic with its
+   * reason. Like `push`: in order with the model's events, counted in the window, false means
+   * "window full: pause and await drain()", and its position (if any) is committed like an
+   * event's once the broker confirmed the dead letter.
+   */
+  deadLetter(model: string, raw: RawDeadLetter): boolean;
   /** Resolves when there is room again. */
   drain(): Promise<void>;
   /**

@@ -19,7 +19,8 @@
  *   hash of model + the message's bytes (identical messages get identical ids).
  * - `timePath`: the source time (ISO string, or milliseconds since the epoch); default: now.
  * - `onMalformed`: what to do with a message that is not JSON or has no key: `skip` (default:
- *   logged and counted), `raw` (published as `{ raw: <base64> }` with the default operation),
+ *   logged, counted, and handed to `sink.deadLetter()`: published to the dead-letter topic with
+ *   its reason), `raw` (published as `{ raw: <base64> }` with the default operation),
  *   or `fail` (the model's feed stops with the error).
  */
 import { createHash } from 'node:crypto';

@@ -16,9 +16,12 @@
  *    in resume mode from the cursor of the last message handled (pushed, or skipped as not the
  *    model's); without resume, messages sent while disconnected are lost unless the server
  *    replays them. 401/403 on a reconnect is fatal: `sink.fail()`.
- * 5. A message that is not JSON or has no key follows `onMalformed` (skip, raw, fail).
+ * 5. A message that is not JSON or has no key follows `onMalformed`: `skip` (the default) hands
+ *    it to `sink.deadLetter()` with its reason and its cursor as position (in resume mode), so
+ *    it reaches the dead-letter topic and is committed in turn; `raw` pushes it as an event;
+ *    `fail` stops the feed.
  * 6. In resume mode a message that gives no event but has a cursor (another model's, a server
- *    hello or heartbeat, a skipped one) is `sink.mark()`ed: a feed started `'now'` is committed
+ *    hello or heartbeat) is `sink.mark()`ed: a feed started `'now'` is committed
  *    at the first cursor the server sends, even before any event of its own.
  */
 import WebSocket, { type RawData } from 'ws';
@@ -360,13 +363,23 @@ export class WsFeed {
     if (this.malformed.shouldLog()) {
       this.o.logger.warn(
         { bytes: raw.length, err: why, malformed: this.malformed.count, onMalformed: mapping.onMalformed },
-        mapping.onMalformed === 'raw' ? 'malformed message published as raw' : 'malformed message skipped',
+        mapping.onMalformed === 'raw'
+          ? 'malformed message published as raw'
+          : 'malformed message skipped (dead-lettered)',
       );
     }
     if (mapping.onMalformed === 'raw')
       return this.pushMapped(rawMapped(mapping, { model: this.o.name, raw }), cursor);
-    this.passed(cursor);
-    return true;
+    const position = this.o.settings.resume ? (cursor ?? null) : null;
+    if (cursor !== undefined) this.cursor = cursor;
+    if (position !== null) this.lastPushed = position;
+    return this.o.sink.deadLetter(this.o.name, {
+      payload: raw,
+      reason: `malformed message: ${why}`,
+      code: ErrorCode.MALFORMED_INPUT,
+      position,
+      source: { url: this.o.settings.displayUrl, ...(cursor !== undefined ? { cursor } : {}) },
+    });
   }
 
   /** A message with a cursor that gave no event: resume after it, and let it be committed. */

@@ -12,8 +12,21 @@
  *     "original": "<encoded event>"  // only when the dead letter still fits the limit
  *     "headers": { ... }             // the original's headers, with the original
  *   }
+ *
+ * Raw input a connector could not turn into an event at all (`ChangeSink.deadLetter`: not
+ * JSON, does not decode, no key) is dead-lettered the same way, with no event fields:
+ *
+ *   {
+ *     "reason": "not JSON: ...", "code": "EVPUB_MALFORMED_INPUT", "time": "<ISO 8601>",
+ *     "input": { "datasource", "model", "position", "source": { ... } },
+ *     "originalBytes": 12,
+ *     "original": "<the input as UTF-8 text, or base64>",  // only when it fits the limit
+ *     "originalEncoding": "base64",  // only when the input is not valid UTF-8
+ *     "headers": { ... }             // the input's headers, with the original
+ *   }
  */
-import type { ChangeEvent } from '../events/change-event';
+import { isUtf8 } from 'node:buffer';
+import type { ChangeEvent, Position } from '../events/change-event';
 import type { EncodedEvent } from '../events/envelopes/envelope';
 
 export const DEFAULT_DEAD_LETTER_TOPIC = 'evpub/dead-letter';
@@ -59,5 +72,43 @@ export function deadLetterPayload(
     const full = Buffer.from(JSON.stringify(withOriginal), 'utf8');
     if (full.length <= limit) return full;
   }
+  return Buffer.from(JSON.stringify(letter), 'utf8');
+}
+
+/** The dead letter of raw input that gave no event (shape in the module comment). */
+export function rawDeadLetterPayload(
+  input: {
+    datasource: string;
+    model: string;
+    position: Position | null;
+    source?: Readonly<Record<string, unknown>>;
+  },
+  failure: { code: string; reason: string },
+  original: { payload: Buffer | string; headers?: Readonly<Record<string, string>> },
+  limit: number,
+): Buffer {
+  const letter: Record<string, unknown> = {
+    reason: failure.reason,
+    code: failure.code,
+    time: new Date().toISOString(),
+    input: {
+      datasource: input.datasource,
+      model: input.model,
+      position: input.position,
+      ...(input.source ? { source: input.source } : {}),
+    },
+  };
+  const bytes =
+    typeof original.payload === 'string' ? Buffer.from(original.payload, 'utf8') : original.payload;
+  letter.originalBytes = bytes.length;
+  const withOriginal: Record<string, unknown> = { ...letter };
+  if (isUtf8(bytes)) withOriginal.original = bytes.toString('utf8');
+  else {
+    withOriginal.original = bytes.toString('base64');
+    withOriginal.originalEncoding = 'base64';
+  }
+  if (original.headers) withOriginal.headers = original.headers;
+  const full = Buffer.from(JSON.stringify(withOriginal), 'utf8');
+  if (full.length <= limit) return full;
   return Buffer.from(JSON.stringify(letter), 'utf8');
 }

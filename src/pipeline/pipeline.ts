@@ -23,9 +23,13 @@
  *   events arrives in order. The checkpoint stays before the failed event.
  * - An event that can never be published (encode error, larger than the limit, INVALID_TOPIC)
  *   goes to the dead-letter topic and counts as acked once that is confirmed.
+ * - `deadLetter(model, raw)` (input the connector could not turn into an event) goes straight to
+ *   the dead-letter topic as an entry of the feed's queue: in order, in the window, retried like
+ *   an event, its position committed once the broker confirmed it.
  * - `fail(model, err)` stops one feed: its later events are ignored, the rest go on.
  */
-import type { ChangeSink, ConnectorStatus } from '../connectors/contract';
+import { randomUUID } from 'node:crypto';
+import type { ChangeSink, ConnectorStatus, RawDeadLetter } from '../connectors/contract';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
 import type { ChangeEvent, Operation, Position } from '../events/change-event';
 import type { EncodedEvent, Envelope } from '../events/envelopes/envelope';
@@ -34,7 +38,12 @@ import type { PublishOptions } from '../pubsub/adapter';
 import type { Client } from '../pubsub/client';
 import { assertTopic } from '../pubsub/topics';
 import type { CheckpointTracker } from './checkpoint-tracker';
-import { deadLetterEvent, deadLetterPayload, type DeadLetterEvent } from './dead-letter';
+import {
+  deadLetterEvent,
+  deadLetterPayload,
+  rawDeadLetterPayload,
+  type DeadLetterEvent,
+} from './dead-letter';
 import { fieldProjector, type FieldFilter } from './fields';
 import type { PublisherStatus } from './status';
 import { statusError } from './status';
@@ -69,8 +78,9 @@ interface Entry {
   /**
    * The event's identity, for a dead letter: not the event itself, whose values are garbage once
    * encoded (kept until the broker confirmed, they would outlive young-generation collections).
+   * Undefined for raw input dead-lettered by the connector (`deadLetter` is true from the start).
    */
-  event: DeadLetterEvent;
+  event: DeadLetterEvent | undefined;
   topic: string;
   payload: Buffer;
   options: PublishOptions;
@@ -194,6 +204,59 @@ export class Pipeline implements ChangeSink {
     tracker.ack(tracker.push(position));
   }
 
+  deadLetter(model: string, raw: RawDeadLetter): boolean {
+    const feed = this.feeds.get(model);
+    if (!feed || !this.accepting || feed.failed) {
+      // As for push: unknown models are ignored; after stop nothing is committed past here.
+      return this.hasRoom();
+    }
+    feed.stats.received++;
+    const position = raw.position ?? null;
+    const code = raw.code ?? ErrorCode.MALFORMED_INPUT;
+    const { spec } = feed;
+    const features = spec.client.adapter.features;
+    const id = randomUUID();
+    const entry: Entry = {
+      seq: spec.tracker.push(position),
+      event: undefined,
+      topic: this.options.deadLetterTopic,
+      payload: rawDeadLetterPayload(
+        {
+          datasource: this.options.datasource,
+          model,
+          position,
+          ...(raw.source ? { source: raw.source } : {}),
+        },
+        { code, reason: raw.reason },
+        { payload: raw.payload, ...(raw.headers ? { headers: raw.headers } : {}) },
+        spec.maxEventBytes,
+      ),
+      options: { messageId: `${id}:dead-letter` },
+      deadLetter: true,
+      acked: false,
+      generation: feed.generation,
+    };
+    if (features.headers) entry.options.contentType = 'application/json';
+    // Debug only: the connector logs malformed input itself, throttled (a flood is one line in
+    // a thousand); the `dead-lettered` status and the counters say it too.
+    this.options.logger.debug(
+      { feed: spec.feedId, position, code, reason: raw.reason },
+      'input the connector could not turn into an event dead-lettered',
+    );
+    this.options.emit({
+      type: 'dead-lettered',
+      feed: spec.feedId,
+      eventId: id,
+      key: '',
+      position,
+      topic: this.options.deadLetterTopic,
+      error: { code, message: raw.reason },
+    });
+    feed.queue.push(entry);
+    if (feed.mode !== 'backoff') this.issue(feed, entry);
+    return this.roomAfterPush(feed);
+  }
+
   drain(): Promise<void> {
     if (this.hasRoom()) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push(resolve));
@@ -271,7 +334,8 @@ export class Pipeline implements ChangeSink {
     reason: string,
     encoded: EncodedEvent | undefined,
   ): void {
-    const { event } = entry;
+    const event = entry.event;
+    if (!event) return; // raw input: already a dead letter
     const intended = entry.topic === '' ? undefined : entry.topic;
     entry.payload = deadLetterPayload(
       event,

@@ -5,7 +5,13 @@
  * `features`, never hidden.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChangeSink, ConnectorStatus, EventConnector, ModelFeed } from '../../src/connectors/contract';
+import type {
+  ChangeSink,
+  ConnectorStatus,
+  EventConnector,
+  ModelFeed,
+  RawDeadLetter,
+} from '../../src/connectors/contract';
 import type { ChangeEvent, Position, StartFrom } from '../../src/events/change-event';
 import { deferred, waitFor } from '../helpers/wait';
 
@@ -53,6 +59,8 @@ export class RecordingSink implements ChangeSink {
   readonly failures: { model: string; err: Error }[] = [];
   /** Positions marked through `mark()`, per model, in order. */
   readonly marks: { model: string; position: Position }[] = [];
+  /** Raw input handed to `deadLetter()`, in order. */
+  readonly deadLetters: { model: string; raw: RawDeadLetter }[] = [];
   full = false;
   drains = 0;
   private room = deferred();
@@ -73,6 +81,11 @@ export class RecordingSink implements ChangeSink {
 
   mark(model: string, position: Position): void {
     this.marks.push({ model, position });
+  }
+
+  deadLetter(model: string, raw: RawDeadLetter): boolean {
+    this.deadLetters.push({ model, raw });
+    return !this.full;
   }
 
   status(status: ConnectorStatus): void {

@@ -53,6 +53,7 @@ describe('bridge connector', () => {
       logger: quietLogger(),
       brokers: { default: redisUrl },
       checkpoints: new MemoryCheckpointStore(),
+      publisher: { deadLetterTopic: `${root}/dead-letter` },
     });
     cleanups.push(() => app.stop());
     app.dataSource('mqtt', { connector: 'bridge', url: mosquitto.url });
@@ -74,13 +75,22 @@ describe('bridge connector', () => {
     for (let i = 0; i < n; i++) {
       const event = i % 10 === 9 ? 'cancelled' : 'created';
       await producer.publish(`shop/s${i % 3}/orders`, JSON.stringify({ id: `o${i}`, event, total: i }));
-      if (i === 5) await producer.publish('shop/s1/orders', '{"not json'); // skipped, counted
+      if (i === 5) await producer.publish('shop/s1/orders', '{"not json'); // dead-lettered, counted
       if (i === 6) await producer.publish('shop/s1/other', JSON.stringify({ id: 'x' })); // not subscribed
     }
-    await waitFor(() => sub.got.length === n, `${n} messages on Redis`);
-    expect(sub.got.map((m) => m.topic)).toEqual(
-      Array.from({ length: n }, (_, i) => `${root}/orders/${i % 10 === 9 ? 'delete' : 'create'}/o${i}`),
+    await waitFor(() => sub.got.length === n + 1, `${n} messages and a dead letter on Redis`);
+    const topics = Array.from(
+      { length: n },
+      (_, i) => `${root}/orders/${i % 10 === 9 ? 'delete' : 'create'}/o${i}`,
     );
+    topics.splice(6, 0, `${root}/dead-letter`);
+    expect(sub.got.map((m) => m.topic)).toEqual(topics);
+    expect(sub.got[6]!.json).toMatchObject({
+      code: ErrorCode.MALFORMED_INPUT,
+      reason: expect.stringMatching(/^malformed message: not JSON/) as string,
+      input: { datasource: 'mqtt', model: 'orders', source: { topic: 'shop/s1/orders' } },
+      original: '{"not json',
+    });
     const first = sub.got[0]!.json as { type: string; subject: string; data: { after: unknown } };
     expect(first).toMatchObject({ type: 'evpub.orders.create', subject: 'o0' });
     expect(first.data.after).toEqual({ id: 'o0', event: 'created', total: 0 });
@@ -107,11 +117,15 @@ describe('bridge connector', () => {
         time: '2026-01-01T00:00:00Z',
         data: { total: i },
       });
-    for (let i = 0; i < 20; i++) await producer.publish(stream, cloudEvent(i)); // before the bridge runs
+    for (let i = 0; i < 20; i++) {
+      await producer.publish(stream, cloudEvent(i)); // before the bridge runs
+      if (i === 3) await producer.publish(stream, '{"not a cloud event": true}'); // dead-lettered, acked
+    }
     const app = evpub({
       logger: quietLogger(),
       brokers: { default: natsUrl },
       checkpoints: new MemoryCheckpointStore(),
+      publisher: { deadLetterTopic: `${root}/dead-letter` },
     });
     cleanups.push(() => app.stop());
     app.dataSource('redis', { connector: 'bridge', url: redisUrl, options: STREAMS, format: 'cloudevents' });
@@ -126,8 +140,17 @@ describe('bridge connector', () => {
     await app.start();
     expect(warnings).toEqual([]); // a durable source loses nothing while evpub is stopped: no warning
     for (let i = 20; i < 40; i++) await producer.publish(stream, cloudEvent(i));
-    await waitFor(() => sub.got.length === 40, '40 messages on NATS');
-    expect(sub.got.map((m) => m.topic)).toEqual(Array.from({ length: 40 }, (_, i) => `${root}/orders/o${i}`));
+    await waitFor(() => sub.got.length === 41, '40 messages and a dead letter on NATS');
+    const topics = Array.from({ length: 40 }, (_, i) => `${root}/orders/o${i}`);
+    topics.splice(4, 0, `${root}/dead-letter`);
+    expect(sub.got.map((m) => m.topic)).toEqual(topics);
+    expect(sub.got[4]!.json).toMatchObject({
+      code: ErrorCode.MALFORMED_INPUT,
+      reason: expect.stringContaining('not a CloudEvent') as string,
+      input: { model: 'orders', source: { topic: stream } },
+      original: '{"not a cloud event": true}',
+    });
+    sub.got.splice(4, 1);
     expect(sub.got[7]!.json).toEqual({ model: 'orders', message: { total: 7 } });
     await waitFor(async () => (await pending(redisUrl, stream, durable)) === 0, 'every entry acked');
     await app.stop();

@@ -206,7 +206,7 @@ describe('websocket connector', () => {
     expect(sink.events[0]!.source).toMatchObject({ cursor: '2' });
   });
 
-  it('malformed messages do not stop the stream: skipped and counted, or raw, or fail the feed', async () => {
+  it('malformed messages do not stop the stream: dead-lettered and counted, or raw, or fail the feed', async () => {
     const srv = await server();
     const skip = await started({ ...ORDERS, url: srv.url }, { name: 'orders' });
     srv.sendRaw('{"not json');
@@ -214,6 +214,12 @@ describe('websocket connector', () => {
     srv.send({ channel: 'orders', op: 'create', id: 'ok' });
     await waitFor(() => skip.sink.events.length === 1, 'the good event');
     expect(skip.sink.keys()).toEqual(['ok']);
+    expect(skip.sink.deadLetters.map((d) => [d.model, d.raw.code, d.raw.position])).toEqual([
+      ['orders', ErrorCode.MALFORMED_INPUT, null],
+      ['orders', ErrorCode.MALFORMED_INPUT, null],
+    ]);
+    expect(skip.sink.deadLetters[0]!.raw.reason).toMatch(/^malformed message: not JSON/);
+    expect(skip.sink.deadLetters[0]!.raw.payload).toEqual(Buffer.from('{"not json'));
     expect(skip.connector.health()).toMatchObject({ state: 'streaming', detail: 'orders: 2 malformed' });
 
     const raw = await started({ ...ORDERS, url: srv.url, onMalformed: 'raw' });
@@ -321,5 +327,47 @@ describe('websocket connector', () => {
     expect(sub.got[0]!.topic).toBe('feeds/orders/create');
     expect(sub.got[0]!.json).toMatchObject({ model: 'orders', message: { id: 'o1', total: 3 } });
     expect(app.status().datasources.stream).toMatchObject({ connector: 'websocket', resumable: false });
+  });
+
+  it('inside an app, a malformed message goes to the dead-letter topic with its reason; the next one is published', async () => {
+    const srv = await server();
+    const broker = `memory://${uniqueName('b')}`;
+    const root = uniqueName('ws');
+    const sub = await subscriber(broker, `${root}/#`);
+    cleanups.push(() => sub.client.end());
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: broker },
+      checkpoints: new MemoryCheckpointStore(),
+      publisher: { deadLetterTopic: `${root}/dead-letter` },
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('stream', { connector: 'websocket', url: srv.url, ...ORDERS });
+    app.model('orders', { dataSource: 'stream', topic: `${root}/{model}/{op}`, envelope: 'legacy' });
+    await app.start();
+    srv.sendRaw('{"not json');
+    srv.send({ channel: 'orders', op: 'create' }); // no key
+    srv.send({ channel: 'orders', op: 'create', id: 'o2' });
+    await waitFor(() => sub.got.length === 3, 'two dead letters and the event');
+    expect(sub.got.map((m) => m.topic)).toEqual([
+      `${root}/dead-letter`,
+      `${root}/dead-letter`,
+      `${root}/orders/create`,
+    ]);
+    expect(sub.got[0]!.json).toMatchObject({
+      code: ErrorCode.MALFORMED_INPUT,
+      reason: expect.stringMatching(/^malformed message: not JSON/) as string,
+      input: { datasource: 'stream', model: 'orders', position: null, source: { url: srv.url } },
+      originalBytes: 10,
+      original: '{"not json',
+    });
+    expect(sub.got[1]!.json).toMatchObject({
+      code: ErrorCode.MALFORMED_INPUT,
+      reason: expect.stringMatching(/^malformed message: /) as string,
+      original: expect.stringContaining('"channel":"orders","op":"create"') as string,
+    });
+    expect(sub.got[1]!.json).not.toHaveProperty('originalEncoding');
+    expect(sub.got[2]!.json).toMatchObject({ model: 'orders', message: { id: 'o2' } });
+    await waitFor(() => app.status().feeds['stream/orders']?.deadLettered === 2, 'the dead letters counted');
   });
 });

@@ -61,6 +61,10 @@ class TestSink implements ChangeSink {
   mark(): void {
     // seed-style connectors have no positions to mark
   }
+  deadLetter(): boolean {
+    // seed-style connectors hand over events only
+    return this.inFlight < this.room;
+  }
 }
 
 let redisUrl: string;
