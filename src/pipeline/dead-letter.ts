@@ -65,13 +65,21 @@ export function deadLetterPayload(
     envelope: failure.envelope,
   };
   if (failure.topic !== undefined) letter.topic = failure.topic;
-  if (encoded) {
-    letter.originalBytes = encoded.payload.length;
-    const withOriginal = { ...letter, original: encoded.payload.toString('utf8') } as Record<string, unknown>;
-    if (encoded.headers) withOriginal.headers = encoded.headers;
-    const full = Buffer.from(JSON.stringify(withOriginal), 'utf8');
-    if (full.length <= limit) return full;
-  }
+  if (!encoded) return Buffer.from(JSON.stringify(letter), 'utf8');
+  letter.originalBytes = encoded.payload.length;
+  const original: Record<string, unknown> = { original: encoded.payload.toString('utf8') };
+  if (encoded.headers) original.headers = encoded.headers;
+  return withOriginalIfItFits(letter, original, limit);
+}
+
+/** The letter with the original's fields when that fits in `limit` bytes, else the letter alone. */
+function withOriginalIfItFits(
+  letter: Record<string, unknown>,
+  original: Record<string, unknown>,
+  limit: number,
+): Buffer {
+  const full = Buffer.from(JSON.stringify({ ...letter, ...original }), 'utf8');
+  if (full.length <= limit) return full;
   return Buffer.from(JSON.stringify(letter), 'utf8');
 }
 
@@ -101,14 +109,9 @@ export function rawDeadLetterPayload(
   const bytes =
     typeof original.payload === 'string' ? Buffer.from(original.payload, 'utf8') : original.payload;
   letter.originalBytes = bytes.length;
-  const withOriginal: Record<string, unknown> = { ...letter };
-  if (isUtf8(bytes)) withOriginal.original = bytes.toString('utf8');
-  else {
-    withOriginal.original = bytes.toString('base64');
-    withOriginal.originalEncoding = 'base64';
-  }
-  if (original.headers) withOriginal.headers = original.headers;
-  const full = Buffer.from(JSON.stringify(withOriginal), 'utf8');
-  if (full.length <= limit) return full;
-  return Buffer.from(JSON.stringify(letter), 'utf8');
+  const fields: Record<string, unknown> = isUtf8(bytes)
+    ? { original: bytes.toString('utf8') }
+    : { original: bytes.toString('base64'), originalEncoding: 'base64' };
+  if (original.headers) fields.headers = original.headers;
+  return withOriginalIfItFits(letter, fields, limit);
 }
