@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { CheckpointTracker } from '../../src/pipeline/checkpoint-tracker';
 import type { CheckpointStore } from '../../src/checkpoints/contract';
 import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
@@ -42,27 +42,34 @@ describe('CheckpointTracker', () => {
   });
 
   it('starts saves at least `interval` ms apart, saving the latest; flush saves at once', async () => {
-    const { store, saves } = gatedStore();
-    const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store, interval: 1000 });
-    t.ack(t.push('1'));
-    expect(saves.map((s) => s.position)).toEqual(['1']); // the first advance is saved at once
-    saves[0]!.done.resolve();
-    await waitFor(() => t.savedPosition === '1', 'the first save');
-    t.ack(t.push('2'));
-    t.ack(t.push('3'));
-    await new Promise((r) => setImmediate(r));
-    expect(saves).toHaveLength(1); // held back by the interval
-    await waitFor(() => saves.length === 2, 'the next save, after the interval');
-    expect(saves[1]!.position).toBe('3'); // the latest, '2' skipped
-    saves[1]!.done.resolve();
-    await waitFor(() => t.savedPosition === '3', 'the second save');
-    t.ack(t.push('4'));
-    const flushed = t.flush();
-    await waitFor(() => saves.length === 3, 'the flush to save without waiting');
-    expect(saves[2]!.position).toBe('4');
-    saves[2]!.done.resolve();
-    await flushed;
-    expect(t.savedPosition).toBe('4');
+    vi.useFakeTimers(); // the interval is the behaviour under test: time moves only when told
+    try {
+      const { store, saves } = gatedStore();
+      const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store, interval: 1000 });
+      t.ack(t.push('1'));
+      expect(saves.map((s) => s.position)).toEqual(['1']); // the first advance is saved at once
+      saves[0]!.done.resolve();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(t.savedPosition).toBe('1');
+      t.ack(t.push('2'));
+      t.ack(t.push('3'));
+      await vi.advanceTimersByTimeAsync(999);
+      expect(saves).toHaveLength(1); // held back by the interval
+      await vi.advanceTimersByTimeAsync(1);
+      expect(saves.map((s) => s.position)).toEqual(['1', '3']); // the latest, '2' skipped
+      saves[1]!.done.resolve();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(t.savedPosition).toBe('3');
+      t.ack(t.push('4'));
+      const flushed = t.flush(); // does not wait for the interval
+      await vi.advanceTimersByTimeAsync(0);
+      expect(saves[2]!.position).toBe('4');
+      saves[2]!.done.resolve();
+      await flushed;
+      expect(t.savedPosition).toBe('4');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('skips null positions but still advances past them', async () => {
