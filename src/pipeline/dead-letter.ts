@@ -50,9 +50,7 @@ export function deadLetterPayload(
   limit: number,
 ): Buffer {
   const letter: Record<string, unknown> = {
-    reason: failure.reason,
-    code: failure.code,
-    time: new Date().toISOString(),
+    ...letterHead(failure),
     event: {
       id: event.id,
       datasource: event.datasource,
@@ -70,6 +68,11 @@ export function deadLetterPayload(
   const original: Record<string, unknown> = { original: encoded.payload.toString('utf8') };
   if (encoded.headers) original.headers = encoded.headers;
   return withOriginalIfItFits(letter, original, limit);
+}
+
+/** The fields every dead letter starts with. */
+function letterHead(failure: { code: string; reason: string }): Record<string, unknown> {
+  return { reason: failure.reason, code: failure.code, time: new Date().toISOString() };
 }
 
 /** The letter with the original's fields when that fits in `limit` bytes, else the letter alone. */
@@ -96,9 +99,7 @@ export function rawDeadLetterPayload(
   limit: number,
 ): Buffer {
   const letter: Record<string, unknown> = {
-    reason: failure.reason,
-    code: failure.code,
-    time: new Date().toISOString(),
+    ...letterHead(failure),
     input: {
       datasource: input.datasource,
       model: input.model,
