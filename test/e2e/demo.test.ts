@@ -75,7 +75,8 @@ describe('evpub demo', () => {
 
   it('without --once keeps changing and tailing until SIGINT, then stops cleanly (exit 0)', async () => {
     const demo = spawnCli(['demo', '--interval', '50']);
-    await demo.waitForOutput('create agent-');
+    // The tailed event, not the "> create agent-..." line that announces the change before it.
+    await demo.waitForOutput('demo/accounts/create/agent-');
     demo.child.kill('SIGINT');
     expect(await demo.exited).toBe(0);
     expect(demo.stderr()).toBe('');
