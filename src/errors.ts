@@ -21,8 +21,16 @@ export const ErrorCode = {
   DISCONNECTED: 'EVPUB_DISCONNECTED',
   /** A publish was not confirmed by the broker within the publish timeout. */
   PUBLISH_TIMEOUT: 'EVPUB_PUBLISH_TIMEOUT',
-  /** The broker refused a publish (no route, quota, nack, ...). */
+  /** The broker refused a publish (quota, nack, a reason it gave, ...); `retriable` says
+   * whether it is transient or permanent for this message. */
   PUBLISH_FAILED: 'EVPUB_PUBLISH_FAILED',
+  /** The broker refused this publish for lack of permission on its topic (MQTT 0x87, AMQP 403,
+   * a NATS permissions violation, Kafka TOPIC_AUTHORIZATION_FAILED, Redis NOPERM): permanent
+   * for this message. */
+  NOT_AUTHORIZED: 'EVPUB_NOT_AUTHORIZED',
+  /** Nothing at the broker takes this topic (JetStream: no stream for the subject; AMQP: 404
+   * no exchange; Kafka: unknown topic where topics are not created): permanent for this message. */
+  NO_DESTINATION: 'EVPUB_NO_DESTINATION',
   /** A subscribe or unsubscribe failed at the broker. */
   SUBSCRIBE_FAILED: 'EVPUB_SUBSCRIBE_FAILED',
   /** A topic or pattern that this broker cannot carry; the message names the rule. */
@@ -54,7 +62,11 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export interface EvpubErrorOptions {
   cause?: unknown;
   retriable?: boolean;
-  /** Structured, non-secret context (topic, adapter, datasource, ...). */
+  /**
+   * Structured, non-secret context (topic, adapter, datasource, ...). A broker's refusal
+   * carries the broker's own words as `brokerReason` (and `brokerCode` where it has one: an
+   * MQTT reason code, an AMQP reply code, a Kafka error type).
+   */
   context?: Record<string, unknown>;
 }
 

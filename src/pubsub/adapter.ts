@@ -14,8 +14,16 @@
  * 4. `publish()` resolves only when the broker has accepted the message, where the broker can
  *    say so (`features.confirms`): MQTT PUBACK/PUBCOMP for QoS 1/2, AMQP publisher confirm,
  *    JetStream ack, Kafka acks=-1. It rejects with an `EvpubError` (INVALID_TOPIC,
- *    PAYLOAD_TOO_LARGE, PUBLISH_FAILED, ...). The Client bounds its time with `publishTimeout`.
- *    Publishes are handed to the broker in call order; adapters must not reorder them.
+ *    PAYLOAD_TOO_LARGE, NOT_AUTHORIZED, NO_DESTINATION, PUBLISH_FAILED, ...). The Client bounds
+ *    its time with `publishTimeout`. Publishes are handed to the broker in call order; adapters
+ *    must not reorder them.
+ *    Every rejection is classified, because the publisher acts on it: `retriable: false` means
+ *    the broker refused *this message* and will refuse it again as it is (not authorized for the
+ *    topic, no stream for it, too large, invalid topic or payload): the publisher dead-letters it
+ *    and goes on. `retriable: true` means the same publish may pass later (connection lost, a
+ *    timeout, a broker nack, a quota, a leader election): the publisher retries it in order.
+ *    The broker's own reason goes in `context.brokerReason` (and `context.brokerCode`). An error
+ *    that is not an `EvpubError` is treated as transient.
  * 5. `subscribe(pattern)` resolves once the broker will deliver matching messages; each message
  *    goes to `events.message(topic, payload, meta)` with `topic` in evpub's syntax. Subscribing
  *    twice to one pattern is one subscription. `unsubscribe(pattern)` undoes it.
