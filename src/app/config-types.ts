@@ -56,10 +56,31 @@ export interface PublisherConfig {
    * one) before the source is paused (default 1000).
    */
   maxInFlight?: number;
-  /** Where malformed or oversized events go, with their reason (default `evpub/dead-letter`). */
+  /**
+   * Bytes of encoded events one feed holds between read and commit before the source is paused
+   * (default 16 MiB; one event larger than this still goes, alone).
+   */
+  maxInFlightBytes?: number;
+  /** The dead-letter topic (default `evpub/dead-letter`); older name of `deadLetter.topic`. */
   deadLetterTopic?: string;
+  /**
+   * Where events that cannot be published go, with their reason: `topic` (default
+   * `evpub/dead-letter`) on `broker` (a name in `brokers` or a URL; default: each event's own
+   * broker, so a broker that refuses everything can still take the dead letters elsewhere).
+   */
+  deadLetter?: { broker?: string; topic?: string };
   /** Largest encoded event in bytes before it is dead-lettered (default: the broker's max payload). */
   maxEventBytes?: number;
+  /**
+   * Times the broker may refuse one event (transiently: a nack, a quota) before it goes to the
+   * dead-letter topic (default: retried without end). Failures to reach the broker never count.
+   */
+  maxAttempts?: number;
+  /**
+   * Dead letters in a row with one code (no event published between them) after which the feed
+   * fails instead of sending every event to the dead-letter topic (default 100; 0: no limit).
+   */
+  deadLetterLimit?: number;
   /**
    * Least ms between two checkpoint saves of a feed (default 200; 0 saves after every advance).
    * A crash publishes again at most this long's worth of confirmed events, plus those in flight.

@@ -303,10 +303,6 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
 
   const datasourceNames = isObject(config.datasources) ? Object.keys(config.datasources) : [];
   const brokerNames = isObject(config.brokers) ? Object.keys(config.brokers) : [];
-  const schemes = adapters
-    .schemes()
-    .map((s) => `${s}://`)
-    .join(', ');
   for (const [name, model] of entries(config.models)) {
     const base = ['models', name];
     const dataSource = str(model.dataSource);
@@ -320,37 +316,69 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
             : 'no datasources are defined'),
       });
     }
-    const broker = model.broker;
-    if (broker === undefined) {
-      if (!brokerNames.includes('default')) {
-        problems.push({
-          path: joinPath([...base, 'broker']),
-          message:
-            'missing, and there is no broker named "default"; set it to a broker name or URL, or define brokers.default',
-        });
-      }
-    } else if (typeof broker === 'string' && broker.includes('://')) {
-      checkBrokerUrl(broker, joinPath([...base, 'broker']), adapters, problems);
-    } else if (typeof broker === 'string' && broker !== '' && !brokerNames.includes(broker)) {
-      problems.push({
-        path: joinPath([...base, 'broker']),
-        message:
-          `unknown broker "${broker}"${didYouMean(broker, brokerNames)}; ` +
-          (brokerNames.length ? `brokers are: ${brokerNames.join(', ')}` : 'no brokers are defined') +
-          `, or give a URL (${schemes})`,
-      });
-    }
+    checkBrokerRef(model.broker, joinPath([...base, 'broker']), brokerNames, adapters, problems);
     const topic = str(model.topic);
     if (topic) checkTopicTemplate(topic, joinPath([...base, 'topic']), problems);
   }
 
-  const dlq = isObject(config.publisher) ? str(config.publisher.deadLetterTopic) : undefined;
-  if (dlq) {
+  const publisher = isObject(config.publisher) ? config.publisher : {};
+  const deadLetter = isObject(publisher.deadLetter) ? publisher.deadLetter : undefined;
+  for (const [at, topic] of [
+    ['publisher.deadLetterTopic', str(publisher.deadLetterTopic)],
+    ['publisher.deadLetter.topic', str(deadLetter?.topic)],
+  ] as const) {
+    if (!topic) continue;
     try {
-      assertTopic(dlq);
+      assertTopic(topic);
     } catch (err) {
-      problems.push({ path: 'publisher.deadLetterTopic', message: toError(err).message });
+      problems.push({ path: at, message: toError(err).message });
     }
+  }
+  if (str(publisher.deadLetterTopic) && str(deadLetter?.topic)) {
+    problems.push({
+      path: 'publisher.deadLetterTopic',
+      message:
+        'give the dead-letter topic once: publisher.deadLetter.topic (deadLetterTopic is its older name)',
+    });
+  }
+  if (deadLetter && deadLetter.broker !== undefined) {
+    checkBrokerRef(deadLetter.broker, 'publisher.deadLetter.broker', brokerNames, adapters, problems);
+  }
+}
+
+/**
+ * A broker reference (a model's `broker`, `publisher.deadLetter.broker`): a name in `brokers`
+ * or a URL; absent means `default`, which must then exist.
+ */
+function checkBrokerRef(
+  broker: unknown,
+  at: string,
+  brokerNames: string[],
+  adapters: AdapterRegistry,
+  problems: Problem[],
+): void {
+  if (broker === undefined) {
+    if (!brokerNames.includes('default')) {
+      problems.push({
+        path: at,
+        message:
+          'missing, and there is no broker named "default"; set it to a broker name or URL, or define brokers.default',
+      });
+    }
+  } else if (typeof broker === 'string' && broker.includes('://')) {
+    checkBrokerUrl(broker, at, adapters, problems);
+  } else if (typeof broker === 'string' && broker !== '' && !brokerNames.includes(broker)) {
+    const schemes = adapters
+      .schemes()
+      .map((s) => `${s}://`)
+      .join(', ');
+    problems.push({
+      path: at,
+      message:
+        `unknown broker "${broker}"${didYouMean(broker, brokerNames)}; ` +
+        (brokerNames.length ? `brokers are: ${brokerNames.join(', ')}` : 'no brokers are defined') +
+        `, or give a URL (${schemes})`,
+    });
   }
 }
 

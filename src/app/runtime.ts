@@ -157,15 +157,28 @@ export class Runtime {
 
   // -------------------------------------------------------------------------------------------
 
-  private brokerOf(model: ModelConfig): { name: string; url: string; options: Record<string, unknown> } {
+  private brokerOf(model: Pick<ModelConfig, 'broker'>): {
+    name: string;
+    url: string;
+    options: Record<string, unknown>;
+  } {
     const ref = model.broker ?? 'default';
     const named = this.config.brokers[ref];
     if (named) return { name: ref, url: named.url, options: named.options ?? {} };
     return { name: redact(ref), url: ref, options: {} }; // a URL (validation checked it)
   }
 
+  /** The broker of `publisher.deadLetter`, when the dead letters do not go to each feed's own. */
+  private deadLetterBroker(): BrokerRun | undefined {
+    const broker = this.config.publisher.deadLetter?.broker;
+    return broker === undefined ? undefined : this.brokers.get(this.brokerOf({ broker }).name);
+  }
+
   private async connectBrokers(): Promise<void> {
-    for (const model of Object.values(this.config.models)) {
+    const refs: Pick<ModelConfig, 'broker'>[] = Object.values(this.config.models);
+    const deadLetterBroker = this.config.publisher.deadLetter?.broker;
+    if (deadLetterBroker !== undefined) refs.push({ broker: deadLetterBroker });
+    for (const model of refs) {
       const { name, url, options } = this.brokerOf(model);
       if (this.brokers.has(name)) continue;
       const client = createClient(url, { ...options, logger: this.logger }, this.deps.adapters);
@@ -223,11 +236,26 @@ export class Runtime {
     for (const [dsName, { connector, modelNames }] of connectors) {
       const feeds: FeedRun[] = [];
       for (const model of modelNames) feeds.push(await this.feedRun(dsName, model, connector));
+      const publisher = this.config.publisher;
+      const deadLetter = this.deadLetterBroker();
       const pipeline = new Pipeline({
         datasource: dsName,
         feeds: feeds.map((f) => this.feedSpec(f)),
-        maxInFlight: this.config.publisher.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
-        deadLetterTopic: this.config.publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
+        maxInFlight: publisher.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+        maxInFlightBytes: publisher.maxInFlightBytes,
+        deadLetterTopic:
+          publisher.deadLetter?.topic ?? publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
+        ...(deadLetter
+          ? {
+              deadLetterClient: deadLetter.client,
+              deadLetterMaxBytes: Math.min(
+                publisher.maxEventBytes ?? Infinity,
+                deadLetter.client.adapter.features.maxPayload,
+              ),
+            }
+          : {}),
+        maxAttempts: publisher.maxAttempts,
+        deadLetterLimit: publisher.deadLetterLimit,
         logger: this.logger.child({ component: 'pipeline', datasource: dsName }),
         emit: (s) => this.deps.emit(s),
         retry: this.deps.retry,

@@ -104,8 +104,16 @@ const publisher = {
   additionalProperties: false,
   properties: {
     maxInFlight: { type: 'integer', minimum: 1 },
+    maxInFlightBytes: { type: 'integer', minimum: 1 },
     deadLetterTopic: name,
+    deadLetter: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { broker: name, topic: name },
+    },
     maxEventBytes: { type: 'integer', minimum: 1 },
+    maxAttempts: { type: 'integer', minimum: 1 },
+    deadLetterLimit: { type: 'integer', minimum: 0 },
     checkpointInterval: { type: 'integer', minimum: 0 },
   },
 } as const;

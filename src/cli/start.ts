@@ -9,7 +9,9 @@
  * problem and its path). Logs are structured JSON (pino) on stdout, level from `--log-level`
  * or EVPUB_LOG_LEVEL (default info), never with secrets. SIGTERM/SIGINT stop reading, drain what
  * is in flight, save checkpoints, close, and exit 0 (1 when stopping failed); a second signal
- * during that exits at once.
+ * during that exits at once. When every feed has failed (each has a `feed-failed` status: an
+ * unrecoverable source error, `publisher.deadLetterLimit` reached, a dead letter refused), it
+ * stops the same way and exits 3, so a supervisor sees it and restarts or alerts.
  */
 import type { Command } from 'commander';
 import { evpub } from '../app/app';
@@ -23,6 +25,9 @@ interface StartFlags {
   dir?: string;
   logLevel?: string;
 }
+
+/** `evpub start`'s exit code when every feed failed. */
+export const EXIT_ALL_FEEDS_FAILED = 3;
 
 /** The CLI's logger: pino on stdout, credentials censored like the library's default logger. */
 export function stdoutLogger(level: string): Logger {
@@ -76,9 +81,21 @@ export async function runPublisher(loaded: LoadedConfig, logLevel?: string): Pro
   // Sources like the memory connector hold no socket: keep the process alive until stopped.
   const keepAlive = setInterval(() => undefined, 2 ** 30);
   const meter = new SnapshotMeter();
+  let feeds: string[] = [];
+  const failed = new Set<string>();
+  let stopping = false;
   app.on('status', (status) => {
     logStatus(logger, status, meter);
     if (status.type === 'stopped') clearInterval(keepAlive);
+    if (status.type === 'started') feeds = status.feeds;
+    else if (status.type === 'feed-failed') failed.add(status.feed);
+    else return;
+    if (!stopping && feeds.length > 0 && feeds.every((f) => failed.has(f))) {
+      stopping = true;
+      logger.error({ feeds }, `every feed failed; stopping (exit code ${EXIT_ALL_FEEDS_FAILED})`);
+      const exit = (): never => process.exit(EXIT_ALL_FEEDS_FAILED);
+      app.stop().then(exit, exit);
+    }
   });
   app.handleSignals();
   try {

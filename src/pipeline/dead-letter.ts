@@ -1,11 +1,15 @@
 /**
  * Dead letters: events that cannot be published as they are (the envelope cannot encode them,
- * they are larger than the broker or `publisher.maxEventBytes` allows, their topic is invalid
- * on the broker) are published instead to the dead-letter topic (default `evpub/dead-letter`)
- * as one JSON object, and then count as done: the stream goes on and nothing vanishes.
+ * they are larger than the broker or `publisher.maxEventBytes` allows, the broker refused them
+ * for good: not authorized for the topic, no stream for it, an invalid topic or payload; or
+ * they failed `publisher.maxAttempts` times) are published instead to the dead-letter topic
+ * (default `evpub/dead-letter`, possibly on another broker) as one JSON object, and then count
+ * as done: the stream goes on and nothing vanishes.
  *
  *   {
  *     "reason": "...", "code": "EVPUB_PAYLOAD_TOO_LARGE", "time": "<ISO 8601>",
+ *     "brokerReason": "Not authorized", "brokerCode": 135,  // when the broker refused it
+ *     "attempts": 5,                 // when it was given up after publisher.maxAttempts
  *     "event": { "id", "datasource", "model", "op", "key", "position", "sourceTime" },
  *     "topic": "<the topic it was meant for>", "envelope": "cloudevents",
  *     "originalBytes": 123,          // size of the encoded event, when it was encoded
@@ -43,9 +47,20 @@ export function deadLetterEvent(event: ChangeEvent): DeadLetterEvent {
   return { id, datasource, model, op, key, position, sourceTime };
 }
 
+/** Why an event is a dead letter. */
+export interface DeadLetterFailure {
+  code: string;
+  reason: string;
+  /** The broker's own words and code, when the broker refused the event. */
+  brokerReason?: string;
+  brokerCode?: string | number;
+  /** Attempts made, when the event was given up after `publisher.maxAttempts`. */
+  attempts?: number;
+}
+
 export function deadLetterPayload(
   event: DeadLetterEvent,
-  failure: { code: string; reason: string; topic?: string; envelope: string },
+  failure: DeadLetterFailure & { topic?: string; envelope: string },
   encoded: EncodedEvent | undefined,
   limit: number,
 ): Buffer {
@@ -71,8 +86,16 @@ export function deadLetterPayload(
 }
 
 /** The fields every dead letter starts with. */
-function letterHead(failure: { code: string; reason: string }): Record<string, unknown> {
-  return { reason: failure.reason, code: failure.code, time: new Date().toISOString() };
+function letterHead(failure: DeadLetterFailure): Record<string, unknown> {
+  const head: Record<string, unknown> = {
+    reason: failure.reason,
+    code: failure.code,
+    time: new Date().toISOString(),
+  };
+  if (failure.brokerReason !== undefined) head.brokerReason = failure.brokerReason;
+  if (failure.brokerCode !== undefined) head.brokerCode = failure.brokerCode;
+  if (failure.attempts !== undefined) head.attempts = failure.attempts;
+  return head;
 }
 
 /** The letter with the original's fields when that fits in `limit` bytes, else the letter alone. */
@@ -94,7 +117,7 @@ export function rawDeadLetterPayload(
     position: Position | null;
     source?: Readonly<Record<string, unknown>>;
   },
-  failure: { code: string; reason: string },
+  failure: DeadLetterFailure,
   original: { payload: Buffer | string; headers?: Readonly<Record<string, string>> },
   limit: number,
 ): Buffer {

@@ -10,19 +10,29 @@
  * Protocol and guarantees:
  * - `push` is synchronous and never awaits: publishes are issued in source order (adapters keep
  *   call order) and their promises are tracked, not awaited one by one.
- * - Window: each feed (model) holds at most `maxInFlight` events between push and commit.
- *   `push` returns false when the event's feed is full or retrying; `drain()` resolves when
- *   every feed has room again. The connector pauses meanwhile. A full feed has room again once
- *   a quarter of its window is committed (at most `maxInFlight` × 3/4 in flight), not after each
- *   single ack: resumed one event at a time, a connector would pay an await, a status and
- *   (on NATS) a socket write per event.
- * - A failed publish that may pass later (timeout, broker down, refused) is never skipped: the
- *   feed stops issuing, waits (exponential back-off), then re-publishes every event it holds
- *   that is not yet committed, in order, the failed one included, even those the broker already
- *   confirmed. Consumers may see duplicates (at-least-once) but the last copy of each key's
- *   events arrives in order. The checkpoint stays before the failed event.
- * - An event that can never be published (encode error, larger than the limit, INVALID_TOPIC)
- *   goes to the dead-letter topic and counts as acked once that is confirmed.
+ * - Window: each feed (model) holds at most `maxInFlight` events, and at most
+ *   `maxInFlightBytes` bytes of encoded events (one event alone may be larger), between push
+ *   and commit. `push` returns false when the event's feed is full or retrying; `drain()`
+ *   resolves when every feed has room again. The connector pauses meanwhile. A full feed has
+ *   room again once a quarter of its window is committed (at most 3/4 of either limit in
+ *   flight), not after each single ack: resumed one event at a time, a connector would pay an
+ *   await, a status and (on NATS) a socket write per event.
+ * - A failed publish that may pass later (the adapter says `retriable`: timeout, broker down,
+ *   a nack, a quota) is never skipped: the feed stops issuing, waits (exponential back-off),
+ *   then re-publishes every event it holds that is not yet committed, in order, the failed one
+ *   included, even those the broker already confirmed. Consumers may see duplicates
+ *   (at-least-once) but the last copy of each key's events arrives in order. The checkpoint
+ *   stays before the failed event. With `maxAttempts`, an event the broker refused that many
+ *   times goes to the dead-letter topic instead (failures to reach the broker at all do not
+ *   count: an outage never dead-letters events).
+ * - An event that can never be published (encode error, larger than the limit, or a refusal
+ *   the adapter says is permanent for this message: not authorized, no stream, invalid topic
+ *   or payload; see `isRefusal`) goes to the dead-letter topic at once, with the broker's
+ *   reason, and counts as acked once that is confirmed: the feed goes on.
+ * - A refusal that hits every event must not flood the dead-letter topic: more than
+ *   `deadLetterLimit` dead letters in a row with the same code (no event published between
+ *   them) fail the feed. Nothing is committed past the last event published or dead-lettered.
+ *   A dead letter the broker refuses for good fails the feed too: nothing is dropped silently.
  * - `deadLetter(model, raw)` (input the connector could not turn into an event) goes straight to
  *   the dead-letter topic as an entry of the feed's queue: in order, in the window, retried like
  *   an event, its position committed once the broker confirmed it.
@@ -43,6 +53,7 @@ import {
   deadLetterPayload,
   rawDeadLetterPayload,
   type DeadLetterEvent,
+  type DeadLetterFailure,
 } from './dead-letter';
 import { fieldProjector, type FieldFilter } from './fields';
 import type { PublisherStatus } from './status';
@@ -66,7 +77,17 @@ export interface PipelineOptions {
   datasource: string;
   feeds: FeedSpec[];
   maxInFlight: number;
+  /** Bytes of encoded events a feed holds between push and commit (one event may exceed it). */
+  maxInFlightBytes?: number;
   deadLetterTopic: string;
+  /** Where dead letters go when not on each feed's own broker (`publisher.deadLetter.broker`). */
+  deadLetterClient?: Client;
+  /** Largest dead letter that still carries the original event (default: the feed's limit). */
+  deadLetterMaxBytes?: number;
+  /** Refusals of one event before it is dead-lettered (default: retried without end). */
+  maxAttempts?: number;
+  /** Dead letters in a row with one code before the feed fails (0: no limit; default 100). */
+  deadLetterLimit?: number;
   logger: Logger;
   emit(status: PublisherStatus): void;
   /** Re-publish back-off in ms (defaults 100 .. 10000). */
@@ -83,9 +104,13 @@ interface Entry {
   event: DeadLetterEvent | undefined;
   topic: string;
   payload: Buffer;
+  /** Bytes counted in the feed's window for this entry (its payload when queued). */
+  size: number;
   options: PublishOptions;
   deadLetter: boolean;
   acked: boolean;
+  /** Times the broker refused it (transiently); read against `maxAttempts`. */
+  attempts: number;
   /** The feed generation the entry was last issued in; older settlements are stale. */
   generation: number;
 }
@@ -103,6 +128,8 @@ interface Feed {
    */
   queue: (Entry | undefined)[];
   head: number;
+  /** Sum of `size` of the queued entries (from `head` on). */
+  bytes: number;
   mode: Mode;
   generation: number;
   attempt: number;
@@ -110,6 +137,11 @@ interface Feed {
   timer: NodeJS.Timeout | undefined;
   paused: boolean;
   failed: Error | undefined;
+  /**
+   * Dead letters in a row with one code, in source order: `lastSeq` is the last one's sequence
+   * number; an event after it that is published (or still in flight) breaks the streak.
+   */
+  streak: { code: string; count: number; lastSeq: number };
   stats: { received: number; published: number; deadLettered: number; filtered: number; retries: number };
   /** When the last `published` status was emitted (they are at most one a second per feed). */
   countsAt: number;
@@ -117,12 +149,54 @@ interface Feed {
 
 const COUNTS_INTERVAL_MS = 1000;
 const EMPTY = Buffer.alloc(0);
+export const DEFAULT_MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_DEAD_LETTER_LIMIT = 100;
 
-/** Codes that mean "this event can never be published as it is". */
-const DEAD_LETTER_CODES = new Set<string>([ErrorCode.INVALID_TOPIC, ErrorCode.PAYLOAD_TOO_LARGE]);
+/** The codes of a broker's refusal of one message (`src/pubsub/adapter.ts`, point 4). */
+const REFUSAL_CODES = new Set<string>([
+  ErrorCode.INVALID_TOPIC,
+  ErrorCode.PAYLOAD_TOO_LARGE,
+  ErrorCode.NOT_AUTHORIZED,
+  ErrorCode.NO_DESTINATION,
+  ErrorCode.PUBLISH_FAILED,
+]);
+
+/** Codes of failing to reach the broker at all: not an attempt the broker answered. */
+const OUTAGE_CODES = new Set<string>([
+  ErrorCode.PUBLISH_TIMEOUT,
+  ErrorCode.DISCONNECTED,
+  ErrorCode.CONNECT_FAILED,
+  ErrorCode.CLIENT_CLOSED,
+]);
+
+/** True when the publish never reached a broker that could answer (an outage, not a refusal). */
+function isOutage(err: Error): boolean {
+  return isEvpubError(err) && OUTAGE_CODES.has(err.code);
+}
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
+function isKnownCode(code: string): code is ErrorCode {
+  return KNOWN_CODES.has(code);
+}
+
+/** True when the broker refused this message for good: it would refuse it again as it is. */
+export function isRefusal(err: unknown): err is EvpubError {
+  return isEvpubError(err) && !err.retriable && REFUSAL_CODES.has(err.code);
+}
+
+/** The broker's own reason and code of a refusal, from the adapter's error context. */
+function brokerWords(err: Error): { brokerReason?: string; brokerCode?: string | number } {
+  if (!isEvpubError(err)) return {};
+  const { brokerReason, brokerCode } = err.context;
+  return {
+    ...(typeof brokerReason === 'string' ? { brokerReason } : {}),
+    ...(typeof brokerCode === 'string' || typeof brokerCode === 'number' ? { brokerCode } : {}),
+  };
+}
 
 export interface FeedSnapshot {
   inFlight: number;
+  inFlightBytes: number;
   mode: Mode;
   paused: boolean;
   failed?: string;
@@ -142,9 +216,15 @@ export class Pipeline implements ChangeSink {
   private closed = false;
   /** A paused feed resumes at this many in flight (the low-water mark). */
   private readonly resumeAt: number;
+  private readonly maxBytes: number;
+  private readonly resumeAtBytes: number;
+  private readonly deadLetterLimit: number;
 
   constructor(private readonly options: PipelineOptions) {
     this.resumeAt = options.maxInFlight - Math.max(1, Math.floor(options.maxInFlight / 4));
+    this.maxBytes = options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_BYTES;
+    this.resumeAtBytes = Math.floor((this.maxBytes * 3) / 4);
+    this.deadLetterLimit = options.deadLetterLimit ?? DEFAULT_DEAD_LETTER_LIMIT;
     for (const spec of options.feeds) {
       this.feeds.set(spec.model, {
         spec,
@@ -152,6 +232,7 @@ export class Pipeline implements ChangeSink {
         project: fieldProjector(spec),
         queue: [],
         head: 0,
+        bytes: 0,
         mode: 'open',
         generation: 0,
         attempt: 0,
@@ -159,6 +240,7 @@ export class Pipeline implements ChangeSink {
         timer: undefined,
         paused: false,
         failed: undefined,
+        streak: { code: '', count: 0, lastSeq: -1 },
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
         countsAt: Date.now(),
       });
@@ -192,9 +274,17 @@ export class Pipeline implements ChangeSink {
       return this.roomAfterPush(feed);
     }
     const entry = this.prepare(feed, seq, event);
+    if (feed.failed) return this.hasRoom(); // its dead letter went over deadLetterLimit
+    this.enqueue(feed, entry);
+    return this.roomAfterPush(feed);
+  }
+
+  /** Queues an entry at the feed's tail and issues it unless the feed is backing off. */
+  private enqueue(feed: Feed, entry: Entry): void {
+    entry.size = entry.payload.length;
+    feed.bytes += entry.size;
     feed.queue.push(entry);
     if (feed.mode !== 'backoff') this.issue(feed, entry);
-    return this.roomAfterPush(feed);
   }
 
   mark(model: string, position: Position): void {
@@ -214,10 +304,12 @@ export class Pipeline implements ChangeSink {
     const position = raw.position ?? null;
     const code = raw.code ?? ErrorCode.MALFORMED_INPUT;
     const { spec } = feed;
-    const features = spec.client.adapter.features;
+    const seq = spec.tracker.push(position);
+    if (!this.countDeadLetter(feed, seq, code, raw.reason)) return this.hasRoom();
+    const features = this.deadLetterClient(feed).adapter.features;
     const id = randomUUID();
     const entry: Entry = {
-      seq: spec.tracker.push(position),
+      seq,
       event: undefined,
       topic: this.options.deadLetterTopic,
       payload: rawDeadLetterPayload(
@@ -229,11 +321,13 @@ export class Pipeline implements ChangeSink {
         },
         { code, reason: raw.reason },
         { payload: raw.payload, ...(raw.headers ? { headers: raw.headers } : {}) },
-        spec.maxEventBytes,
+        this.deadLetterBytes(feed),
       ),
+      size: 0,
       options: { messageId: `${id}:dead-letter` },
       deadLetter: true,
       acked: false,
+      attempts: 0,
       generation: feed.generation,
     };
     if (features.headers) entry.options.contentType = 'application/json';
@@ -252,8 +346,7 @@ export class Pipeline implements ChangeSink {
       topic: this.options.deadLetterTopic,
       error: { code, message: raw.reason },
     });
-    feed.queue.push(entry);
-    if (feed.mode !== 'backoff') this.issue(feed, entry);
+    this.enqueue(feed, entry);
     return this.roomAfterPush(feed);
   }
 
@@ -266,6 +359,8 @@ export class Pipeline implements ChangeSink {
     const feed = this.feeds.get(model);
     if (!feed || feed.failed) return;
     feed.failed = err;
+    if (feed.timer) clearTimeout(feed.timer);
+    feed.timer = undefined;
     this.options.logger.error(
       { err, feed: feed.spec.feedId },
       'feed failed; its events are no longer published',
@@ -296,9 +391,11 @@ export class Pipeline implements ChangeSink {
       event,
       topic: '',
       payload: EMPTY,
+      size: 0,
       options,
       deadLetter: false,
       acked: false,
+      attempts: 0,
       generation: feed.generation,
     };
     let encoded: EncodedEvent | undefined;
@@ -315,7 +412,8 @@ export class Pipeline implements ChangeSink {
     } catch (err) {
       const reason = isEvpubError(err) ? err : toError(err);
       const code = isEvpubError(err) ? err.code : ErrorCode.PUBLISH_FAILED;
-      this.toDeadLetter(feed, entry, code, reason.message, encoded);
+      entry.event = deadLetterEvent(event);
+      this.toDeadLetter(feed, entry, { code, reason: reason.message }, encoded);
       return entry;
     }
     entry.payload = encoded.payload;
@@ -327,30 +425,36 @@ export class Pipeline implements ChangeSink {
     return entry;
   }
 
+  /**
+   * Turns an event's entry into its dead letter (published to the dead-letter topic in its
+   * place). False, with the feed failed, when that would be one dead letter too many in a row.
+   */
   private toDeadLetter(
     feed: Feed,
     entry: Entry,
-    code: string,
-    reason: string,
+    failure: DeadLetterFailure,
     encoded: EncodedEvent | undefined,
-  ): void {
+  ): boolean {
     const event = entry.event;
-    if (!event) return; // raw input: already a dead letter
+    if (!event) return true; // raw input: already a dead letter
+    const { code, reason } = failure;
+    if (!this.countDeadLetter(feed, entry.seq, code, reason)) return false;
     const intended = entry.topic === '' ? undefined : entry.topic;
     entry.payload = deadLetterPayload(
       event,
-      { code, reason, topic: intended, envelope: feed.spec.envelope.name },
+      { ...failure, topic: intended, envelope: feed.spec.envelope.name },
       encoded,
-      feed.spec.maxEventBytes,
+      this.deadLetterBytes(feed),
     );
     entry.topic = this.options.deadLetterTopic;
-    const features = feed.spec.client.adapter.features;
+    const features = this.deadLetterClient(feed).adapter.features;
     entry.options = { messageId: `${event.id}:dead-letter` };
     if (features.orderingKey) entry.options.key = event.key;
     if (features.headers) entry.options.contentType = 'application/json';
     entry.deadLetter = true;
+    const { brokerReason, attempts } = failure;
     this.options.logger.warn(
-      { feed: feed.spec.feedId, eventId: event.id, key: event.key, code, reason },
+      { feed: feed.spec.feedId, eventId: event.id, key: event.key, code, reason, brokerReason, attempts },
       'event dead-lettered',
     );
     this.options.emit({
@@ -362,6 +466,58 @@ export class Pipeline implements ChangeSink {
       topic: this.options.deadLetterTopic,
       error: { code, message: reason },
     });
+    return true;
+  }
+
+  /**
+   * Counts a dead letter in the feed's streak (dead letters in a row with one code). Past
+   * `deadLetterLimit` the feed fails instead: a refusal of every event (the connection is not
+   * authorized, the stream does not exist) must not empty the source into the dead-letter topic.
+   */
+  private countDeadLetter(feed: Feed, seq: number, code: string, reason: string): boolean {
+    const streak = feed.streak;
+    if (streak.code === code && streak.count > 0 && !this.eventInFlightBetween(feed, streak.lastSeq, seq)) {
+      streak.count++;
+      streak.lastSeq = seq;
+    } else {
+      feed.streak = { code, count: 1, lastSeq: seq };
+    }
+    const limit = this.deadLetterLimit;
+    if (limit === 0 || feed.streak.count <= limit) return true;
+    this.fail(
+      feed.spec.model,
+      new EvpubError(
+        isKnownCode(code) ? code : ErrorCode.PUBLISH_FAILED,
+        `${limit} events in a row went to the dead-letter topic with ${code} (the last: ${reason}); ` +
+          `the feed is stopped rather than sending every event there. Fix the cause (the broker's ` +
+          `permissions, a missing stream, ...) and start again: nothing after the last published ` +
+          `event is committed. Raise publisher.deadLetterLimit (0: no limit) if this many is expected`,
+        { context: { feed: feed.spec.feedId, code, deadLetterLimit: limit } },
+      ),
+    );
+    return false;
+  }
+
+  /**
+   * True when an event between sequence numbers `after` and `before` is still in flight to its
+   * topic: it may yet be published, so dead letters on either side of it are not in a row. (An
+   * event there already published reset the streak when it was confirmed.)
+   */
+  private eventInFlightBetween(feed: Feed, after: number, before: number): boolean {
+    for (let i = feed.head; i < feed.queue.length; i++) {
+      const entry = feed.queue[i]!;
+      if (entry.seq >= before) break;
+      if (entry.seq > after && !entry.acked && !entry.deadLetter) return true;
+    }
+    return false;
+  }
+
+  private deadLetterClient(feed: Feed): Client {
+    return this.options.deadLetterClient ?? feed.spec.client;
+  }
+
+  private deadLetterBytes(feed: Feed): number {
+    return this.options.deadLetterMaxBytes ?? feed.spec.maxEventBytes;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -370,7 +526,8 @@ export class Pipeline implements ChangeSink {
   private issue(feed: Feed, entry: Entry): void {
     const generation = feed.generation;
     entry.generation = generation;
-    feed.spec.client.publish(entry.topic, entry.payload, entry.options).then(
+    const client = entry.deadLetter ? this.deadLetterClient(feed) : feed.spec.client;
+    client.publish(entry.topic, entry.payload, entry.options).then(
       () => this.onConfirmed(feed, entry, generation),
       (err: unknown) => this.onFailed(feed, entry, generation, toError(err)),
     );
@@ -380,7 +537,10 @@ export class Pipeline implements ChangeSink {
     if (!entry.acked) {
       entry.acked = true;
       if (entry.deadLetter) feed.stats.deadLettered++;
-      else feed.stats.published++;
+      else {
+        feed.stats.published++;
+        if (entry.seq > feed.streak.lastSeq) feed.streak.count = 0;
+      }
       feed.spec.tracker.ack(entry.seq);
       this.popAcked(feed);
       if (Date.now() - feed.countsAt >= COUNTS_INTERVAL_MS) this.emitCounts(feed);
@@ -396,23 +556,42 @@ export class Pipeline implements ChangeSink {
   }
 
   private onFailed(feed: Feed, entry: Entry, generation: number, err: Error): void {
-    if (generation !== feed.generation || this.closed) return; // stale: a retry re-publishes it
-    const code = isEvpubError(err) ? err.code : undefined;
-    if (code !== undefined && DEAD_LETTER_CODES.has(code) && !entry.deadLetter) {
-      this.toDeadLetter(feed, entry, code, err.message, {
-        payload: entry.payload,
-        contentType: entry.options.contentType ?? 'application/octet-stream',
-        ...(entry.options.headers ? { headers: entry.options.headers } : {}),
-      });
-      this.issue(feed, entry);
-      return;
+    // Stale (a retry re-publishes it), stopped, or the feed failed: nothing more to do.
+    if (generation !== feed.generation || this.closed || feed.failed) return;
+    if (entry.deadLetter) {
+      if (!isRefusal(err)) return this.scheduleRetry(feed, err);
+      // Even the dead letter is refused (a dead-letter topic this broker will not take).
+      return this.fail(
+        feed.spec.model,
+        new EvpubError(
+          err.code,
+          `the dead letter could not be published to ${JSON.stringify(entry.topic)}: ${err.message}; ` +
+            `the feed is stopped rather than dropping the event (check publisher.deadLetter)`,
+          { cause: err, context: { ...err.context, feed: feed.spec.feedId } },
+        ),
+      );
     }
-    if (code !== undefined && DEAD_LETTER_CODES.has(code) && entry.deadLetter) {
-      // Even the dead letter cannot be published (a dead-letter topic this broker refuses).
-      this.fail(feed.spec.model, err);
-      return;
+    let failure: DeadLetterFailure | undefined;
+    if (isRefusal(err)) {
+      failure = { code: err.code, reason: err.message, ...brokerWords(err) };
+    } else if (this.options.maxAttempts !== undefined && !isOutage(err)) {
+      entry.attempts++;
+      if (entry.attempts >= this.options.maxAttempts) {
+        failure = {
+          code: isEvpubError(err) ? err.code : ErrorCode.PUBLISH_FAILED,
+          reason: `given up after ${entry.attempts} attempts (publisher.maxAttempts): ${err.message}`,
+          attempts: entry.attempts,
+          ...brokerWords(err),
+        };
+      }
     }
-    this.scheduleRetry(feed, err);
+    if (!failure) return this.scheduleRetry(feed, err);
+    const original = {
+      payload: entry.payload,
+      contentType: entry.options.contentType ?? 'application/octet-stream',
+      ...(entry.options.headers ? { headers: entry.options.headers } : {}),
+    };
+    if (this.toDeadLetter(feed, entry, failure, original)) this.issue(feed, entry);
   }
 
   private scheduleRetry(feed: Feed, err: Error): void {
@@ -444,7 +623,7 @@ export class Pipeline implements ChangeSink {
   }
 
   private republish(feed: Feed): void {
-    if (this.closed) return;
+    if (this.closed || feed.failed) return;
     feed.mode = 'recovering';
     feed.recovering = new Set();
     for (let i = feed.head; i < feed.queue.length; i++) {
@@ -461,7 +640,10 @@ export class Pipeline implements ChangeSink {
 
   private popAcked(feed: Feed): void {
     const queue = feed.queue;
-    while (feed.head < queue.length && queue[feed.head]!.acked) queue[feed.head++] = undefined;
+    while (feed.head < queue.length && queue[feed.head]!.acked) {
+      feed.bytes -= queue[feed.head]!.size;
+      queue[feed.head++] = undefined;
+    }
     if (feed.head === feed.queue.length) {
       feed.queue = [];
       feed.head = 0;
@@ -476,10 +658,10 @@ export class Pipeline implements ChangeSink {
 
   private feedHasRoom(feed: Feed): boolean {
     if (feed.failed) return true;
+    if (feed.mode !== 'open') return false;
     const inFlight = feed.queue.length - feed.head;
-    return (
-      feed.mode === 'open' && (feed.paused ? inFlight <= this.resumeAt : inFlight < this.options.maxInFlight)
-    );
+    if (feed.paused) return inFlight <= this.resumeAt && feed.bytes <= this.resumeAtBytes;
+    return inFlight < this.options.maxInFlight && feed.bytes < this.maxBytes;
   }
 
   private hasRoom(): boolean {
@@ -544,8 +726,11 @@ export class Pipeline implements ChangeSink {
   // -------------------------------------------------------------------------------------------
   // Shutdown and inspection
 
+  /** Every feed has nothing in flight, or failed (what it holds is left uncommitted). */
   private isIdle(): boolean {
-    for (const feed of this.feeds.values()) if (feed.queue.length - feed.head > 0) return false;
+    for (const feed of this.feeds.values()) {
+      if (!feed.failed && feed.queue.length - feed.head > 0) return false;
+    }
     return true;
   }
 
@@ -587,6 +772,7 @@ export class Pipeline implements ChangeSink {
     if (!feed) return undefined;
     const out: FeedSnapshot = {
       inFlight: feed.queue.length - feed.head,
+      inFlightBytes: feed.bytes,
       mode: feed.mode,
       paused: feed.paused,
       ...feed.stats,

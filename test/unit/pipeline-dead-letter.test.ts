@@ -22,7 +22,14 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(options: { maxInFlight?: number; maxEventBytes?: number } = {}) {
+async function setup(
+  options: {
+    maxInFlight?: number;
+    maxEventBytes?: number;
+    maxInFlightBytes?: number;
+    deadLetterLimit?: number;
+  } = {},
+) {
   const broker = `memory://${uniqueName('b')}`;
   const root = uniqueName('dl');
   const sub = await subscriber(broker, `${root}/#`);
@@ -51,6 +58,8 @@ async function setup(options: { maxInFlight?: number; maxEventBytes?: number } =
       },
     ],
     maxInFlight: options.maxInFlight ?? 100,
+    maxInFlightBytes: options.maxInFlightBytes,
+    deadLetterLimit: options.deadLetterLimit,
     deadLetterTopic: `${root}/dead-letter`,
     logger: quietLogger(),
     emit: (s) => void statuses.push(s),
@@ -59,14 +68,14 @@ async function setup(options: { maxInFlight?: number; maxEventBytes?: number } =
   return { root, sub, pipeline, tracker, commits, statuses };
 }
 
-function event(key: string, position: Position): ChangeEvent {
+function event(key: string, position: Position, after: Record<string, unknown> = { id: key }): ChangeEvent {
   return {
     id: uniqueName('e'),
     datasource: 'ds',
     model: 'orders',
     op: 'create',
     key,
-    after: { id: key },
+    after,
     position,
     sourceTime: new Date().toISOString(),
   };
@@ -147,5 +156,62 @@ describe('Pipeline.deadLetter', () => {
     expect(pipeline.deadLetter('orders', { payload: 'a', reason: 'bad', position: '2' })).toBe(true);
     expect(pipeline.snapshot('orders')).toMatchObject({ received: 0, inFlight: 0 });
     expect(commits).toEqual([]);
+  });
+});
+
+describe('Pipeline: the window in bytes (maxInFlightBytes)', () => {
+  const big = (key: string, position: string) => event(key, position, { id: key, blob: 'x'.repeat(4000) });
+
+  it('is full once the encoded events in flight reach the byte limit, whatever their count', async () => {
+    const { sub, pipeline } = await setup({ maxInFlight: 1000, maxInFlightBytes: 10_000 });
+    // Pushed in one turn: nothing is confirmed between them.
+    expect(pipeline.push(big('k1', '1'))).toBe(true);
+    expect(pipeline.push(big('k2', '2'))).toBe(true);
+    expect(pipeline.push(big('k3', '3'))).toBe(false);
+    expect(pipeline.snapshot('orders')!.inFlightBytes).toBeGreaterThan(10_000);
+    await pipeline.drain();
+    await waitFor(() => sub.got.length === 3, 'the three events');
+    expect(pipeline.snapshot('orders')).toMatchObject({ inFlight: 0, inFlightBytes: 0 });
+  });
+
+  it('lets one event larger than the limit go alone, never stalling', async () => {
+    const { sub, pipeline } = await setup({ maxInFlightBytes: 1000 });
+    expect(pipeline.push(big('k1', '1'))).toBe(false);
+    await pipeline.drain();
+    expect(pipeline.push(big('k2', '2'))).toBe(false);
+    await pipeline.drain();
+    await waitFor(() => sub.got.length === 2, 'both events');
+  });
+});
+
+describe('Pipeline: deadLetterLimit', () => {
+  it('fails the feed at one dead letter too many in a row with one code; a published event resets the count', async () => {
+    const { sub, pipeline, commits, statuses } = await setup({ deadLetterLimit: 2 });
+    const bad = (position: string) => ({ payload: 'x', reason: 'not JSON', position });
+    pipeline.deadLetter('orders', bad('1'));
+    pipeline.deadLetter('orders', bad('2'));
+    pipeline.push(event('k1', '3')); // resets the streak
+    pipeline.deadLetter('orders', bad('4'));
+    pipeline.deadLetter('orders', bad('5'));
+    await waitFor(() => commits.at(-1) === '5', 'five committed');
+    expect(statuses.some((s) => s.type === 'feed-failed')).toBe(false);
+    pipeline.deadLetter('orders', bad('6')); // the third in a row
+    expect(statuses.filter((s) => s.type === 'feed-failed')).toEqual([
+      expect.objectContaining({
+        feed: 'ds/orders',
+        error: expect.objectContaining({ code: ErrorCode.MALFORMED_INPUT }) as unknown,
+      }),
+    ]);
+    pipeline.push(event('k2', '7')); // ignored: the feed failed
+    await new Promise((r) => setTimeout(r, 50));
+    expect(sub.got.map((m) => m.topic.split('/').at(-1))).toEqual([
+      'dead-letter',
+      'dead-letter',
+      'k1',
+      'dead-letter',
+      'dead-letter',
+    ]);
+    expect(commits.at(-1)).toBe('5'); // nothing past the last dead letter published
+    expect(pipeline.snapshot('orders')!.failed).toMatch(/2 events in a row/);
   });
 });

@@ -1,0 +1,138 @@
+/**
+ * The poison event, on one broker: PostgreSQL → evpub → a broker set up to refuse one topic.
+ * Fifty rows, then the row with key `vip` (whose topic the broker refuses), then fifty more.
+ *
+ * What a user relies on, asserted for each broker that can refuse one message:
+ * - the hundred other rows all arrive on their topics: one refused event never stalls the feed;
+ * - the refused one is on the dead-letter topic with evpub's code, the broker's own reason, the
+ *   event's identity and the original event;
+ * - the feed's checkpoint passes the refused row (it is done: dead-lettered, not retried).
+ *
+ * Each broker's file (poison-<broker>.test.ts) gives the refusing broker: a private server with
+ * an ACL, a stream that takes every subject but one, ... (see `PoisonBroker`).
+ */
+import { expect } from 'vitest';
+import { evpub, type App } from '../../src/index';
+import { PgFixture, sql } from '../helpers/postgres';
+import { quietLogger, subscriber, type Received } from '../helpers/publisher';
+import { uniqueName } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+import { countDelivery, reportRow } from './matrix';
+
+export interface PoisonBroker {
+  /** The row's broker column (`mqtt 5`, `nats`, ...). */
+  label: string;
+  /** Broker URL and client options for evpub and the test's subscriber. */
+  url: string;
+  options?: Record<string, unknown>;
+  /** The subscriber's URL and options, when they differ (an account that may read everything). */
+  subscriberUrl?: string;
+  subscriberOptions?: Record<string, unknown>;
+  /** The code the refused event's dead letter must carry. */
+  code: string;
+}
+
+export interface PoisonRun {
+  app: App;
+  dead: Received[];
+  events: Received[];
+  fixture: PgFixture;
+  table: string;
+}
+
+const ROWS_BEFORE = 50;
+const ROWS_AFTER = 50;
+
+/** A key for row i: `k001` ... (the refused one is `vip`). */
+const key = (i: number): string => `k${String(i).padStart(3, '0')}`;
+
+/**
+ * Runs the case. `root` is the topic root the broker was set up for: evpub publishes to
+ * `<root>/orders/<key>`, the broker refuses `<root>/orders/vip`, dead letters go to
+ * `<root>/dead-letter`.
+ */
+export async function poisonCase(root: string, broker: PoisonBroker): Promise<void> {
+  const started = Date.now();
+  const fixture = new PgFixture();
+  const table = await fixture.table('id text PRIMARY KEY, n int, note text');
+  const subUrl = broker.subscriberUrl ?? broker.url;
+  const subOptions = broker.subscriberOptions ?? broker.options ?? {};
+  const events = await subscriber(subUrl, `${root}/orders/+`, subOptions);
+  const dead = await subscriber(subUrl, `${root}/dead-letter`, subOptions);
+  const app = evpub({
+    logger: quietLogger(),
+    brokers: { default: { url: broker.url, ...(broker.options ? { options: broker.options } : {}) } },
+    checkpoints: { store: 'memory' },
+    publisher: { deadLetter: { topic: `${root}/dead-letter` }, maxInFlight: 20 },
+  });
+  app.dataSource('pg', {
+    connector: 'postgres',
+    url: fixture.url,
+    slot: fixture.slot,
+    publication: fixture.publication,
+    statusInterval: 200,
+  });
+  app.model(
+    { name: 'orders' },
+    { dataSource: 'pg', topic: `${root}/orders/{key}`, from: 'now', settings: { table } },
+  );
+  try {
+    await app.start();
+    for (let i = 1; i <= ROWS_BEFORE; i++)
+      await sql(`INSERT INTO ${table} VALUES ($1, $2, 'before')`, [key(i), i]);
+    await sql(`INSERT INTO ${table} VALUES ('vip', 0, 'refused by the broker')`);
+    for (let i = ROWS_BEFORE + 1; i <= ROWS_BEFORE + ROWS_AFTER; i++) {
+      await sql(`INSERT INTO ${table} VALUES ($1, $2, 'after')`, [key(i), i]);
+    }
+    const total = ROWS_BEFORE + ROWS_AFTER;
+    await waitFor(
+      () => events.got.length >= total && dead.got.length >= 1,
+      `${total} events and 1 dead letter (have ${events.got.length} and ${dead.got.length})`,
+      30_000,
+    );
+    // Its checkpoint passed the refused row: the feed went on past it.
+    await waitFor(() => {
+      const feed = app.status().feeds['pg/orders'];
+      return feed?.published === total && feed.deadLettered === 1 && feed.inFlight === 0;
+    }, 'every event confirmed and the dead letter counted');
+
+    const keys = events.got.map((m) => m.topic.slice(`${root}/orders/`.length));
+    const sent = Array.from({ length: total }, (_, i) => key(i + 1));
+    const counted = countDelivery(sent, keys);
+    expect(keys).not.toContain('vip');
+    expect(counted.lost).toBe(0);
+    // In order: the feed never re-published the rows after the refused one out of turn.
+    expect(keys.filter((k, i) => keys.indexOf(k) === i)).toEqual(sent);
+
+    const letter = dead.got[0]!.json as {
+      code: string;
+      reason: string;
+      brokerReason?: string;
+      topic: string;
+      event: { key: string; model: string };
+      original?: string;
+    };
+    expect(letter.code).toBe(broker.code);
+    expect(letter.event).toMatchObject({ key: 'vip', model: 'orders' });
+    expect(letter.topic).toBe(`${root}/orders/vip`);
+    expect(letter.original).toContain('refused by the broker');
+    expect(typeof letter.brokerReason === 'string' || letter.reason.length > 0).toBe(true);
+    reportRow({
+      fault: 'poison event (the broker refuses one topic)',
+      source: 'postgres',
+      broker: broker.label,
+      ...counted,
+      deadLettered: dead.got.length,
+      seconds: (Date.now() - started) / 1000,
+      note: letter.code,
+    });
+  } finally {
+    await app.stop().catch(() => undefined);
+    await events.client.end();
+    await dead.client.end();
+    await fixture.drop();
+  }
+}
+
+/** A unique topic root for a poison case (letters and digits: valid on every broker). */
+export const poisonRoot = (): string => uniqueName('poison').replace(/[^A-Za-z0-9]/g, '');
