@@ -30,6 +30,8 @@ export interface PoisonBroker {
   subscriberOptions?: Record<string, unknown>;
   /** The code the refused event's dead letter must carry. */
   code: string;
+  /** Dead letters to another broker (`publisher.deadLetter.broker`), when given. */
+  deadLetter?: { label: string; url: string; options?: Record<string, unknown> };
 }
 
 export interface PoisonRun {
@@ -58,12 +60,21 @@ export async function poisonCase(root: string, broker: PoisonBroker): Promise<vo
   const subUrl = broker.subscriberUrl ?? broker.url;
   const subOptions = broker.subscriberOptions ?? broker.options ?? {};
   const events = await subscriber(subUrl, `${root}/orders/+`, subOptions);
-  const dead = await subscriber(subUrl, `${root}/dead-letter`, subOptions);
+  const dlq = broker.deadLetter;
+  const dead = dlq
+    ? await subscriber(dlq.url, `${root}/dead-letter`, dlq.options ?? {})
+    : await subscriber(subUrl, `${root}/dead-letter`, subOptions);
   const app = evpub({
     logger: quietLogger(),
-    brokers: { default: { url: broker.url, ...(broker.options ? { options: broker.options } : {}) } },
+    brokers: {
+      default: { url: broker.url, ...(broker.options ? { options: broker.options } : {}) },
+      ...(dlq ? { dlq: { url: dlq.url, ...(dlq.options ? { options: dlq.options } : {}) } } : {}),
+    },
     checkpoints: { store: 'memory' },
-    publisher: { deadLetter: { topic: `${root}/dead-letter` }, maxInFlight: 20 },
+    publisher: {
+      deadLetter: { topic: `${root}/dead-letter`, ...(dlq ? { broker: 'dlq' } : {}) },
+      maxInFlight: 20,
+    },
   });
   app.dataSource('pg', {
     connector: 'postgres',
@@ -120,7 +131,7 @@ export async function poisonCase(root: string, broker: PoisonBroker): Promise<vo
     reportRow({
       fault: 'poison event (the broker refuses one topic)',
       source: 'postgres',
-      broker: broker.label,
+      broker: dlq ? `${broker.label}, dead letters on ${dlq.label}` : broker.label,
       ...counted,
       deadLettered: dead.got.length,
       seconds: (Date.now() - started) / 1000,
