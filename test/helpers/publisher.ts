@@ -25,7 +25,7 @@ export interface Received {
 /** A subscriber on `url` collecting everything under `pattern`. */
 export async function subscriber(
   url: string,
-  pattern = '#',
+  pattern: string | string[] = '#',
   options: Record<string, unknown> = {},
 ): Promise<{ client: Client; got: Received[] }> {
   const client = createClient(url, { logger: quietLogger(), ...options });
