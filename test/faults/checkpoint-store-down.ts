@@ -11,7 +11,7 @@
  * 2. The proxy stops. 2,000 more rows. What evpub does while its saves fail is observed and
  *    printed (the tracker retries the save with back-off; the window counts events the broker
  *    has not confirmed, so publishing goes on); the outage lasts until those rows arrived (or
- *    30 s passed) and 100 more samples of the slot were taken (10 s or more: the save's
+ *    60 s passed) and 100 more samples of the slot were taken (10 s or more: the save's
  *    back-off has grown to seconds when the store comes back).
  * 3. The proxy starts again: the checkpoint reaches the last row and the slot follows.
  * 4. 4,000 more rows; after 1,000 of them arrived the publisher is killed (SIGKILL) and started
@@ -242,7 +242,7 @@ export function checkpointStoreDownCase(kind: 'redis' | 'postgres'): void {
       const downAt = Date.now();
       const savedWhileDown = await store!.saved();
       await write(PHASE_A + 1, PHASE_B);
-      const publishedWhileDown = await waitFor(() => arrived(PHASE_A + PHASE_B), 'rows of the outage', 30_000)
+      const publishedWhileDown = await waitFor(() => arrived(PHASE_A + PHASE_B), 'rows of the outage', 60_000)
         .then(() => true)
         .catch(() => false);
       const downSamplesFrom = samples.length;
