@@ -2,8 +2,8 @@
  * The publisher of the fault cases that measure memory: `evpub start --config <dir>/evpub.config.json`
  * from the built CLI (`dist/`, what `npm start` and the installed bin run), so the RSS measured
  * is evpub's and not tsx's compiler and loader thread (idle with a memory datasource: 65 MB built,
- * 121 MB through tsx). A build older
- * than the sources fails the case with the command to run (`npm test` builds first).
+ * 121 MB through tsx). A build older than the sources fails the case with the command to run
+ * (`npm test` builds first).
  *
  *   const dir = tempDir();  const pub = await startEvpub(dir, config);  ... ;  await killCli(pub);
  *
