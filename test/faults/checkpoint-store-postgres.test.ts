@@ -1,0 +1,4 @@
+/** The PostgreSQL checkpoint store unreachable mid-stream: see checkpoint-store-down.ts. */
+import { checkpointStoreDownCase } from './checkpoint-store-down';
+
+checkpointStoreDownCase('postgres');
