@@ -6,4 +6,6 @@ pubsubConformance({
   name: 'nats',
   url: () => requireService('nats'),
   privateBroker: () => privateNatsServer(),
+  unawaitedSubscribeMisses:
+    "nats-server reads each connection on its own goroutine: a SUB written just before another connection's PUB may be registered after it (4 of 30 tries missed here)",
 });

@@ -121,6 +121,9 @@ export class RedisAdapter implements BrokerAdapter {
   readonly name = 'redis';
   readonly features: AdapterFeatures;
   readonly settings: RedisSettings;
+  /** Pub/sub mode: SUBSCRIBE goes out on its own connection while the commands one gets ready. */
+  readonly subscribesWhileConnecting: boolean;
+  private opening: Promise<RedisConnections> | undefined;
   private connections: RedisConnections | undefined;
   private cmd: Redis | undefined;
   // pubsub mode
@@ -149,13 +152,30 @@ export class RedisAdapter implements BrokerAdapter {
       maxPayload: MAX_BULK,
     };
     this.consumer = options.clientId ?? `evpub-${randomUUID()}`;
+    this.subscribesWhileConnecting = !streams;
   }
 
   async connect(): Promise<void> {
     const startedAt = Date.now();
-    const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
-    this.connections = new RedisConnections(driver, this.options, this.events);
-    this.cmd = await this.connections.first('commands', {}, startedAt);
+    // Set before the first await: a subscribe() issued meanwhile opens its connection as soon
+    // as the driver is loaded, not after the commands connection is ready.
+    const opening = (async () => {
+      const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
+      this.connections = new RedisConnections(driver, this.options, this.events);
+      return this.connections;
+    })();
+    this.opening = opening;
+    const connections = await opening;
+    try {
+      this.cmd = await connections.first('commands', {}, startedAt);
+    } catch (err) {
+      // A subscriber connection opened meanwhile must not keep trying; a later connect() starts over.
+      this.subscriber = undefined;
+      this.exact.clear();
+      this.globs.clear();
+      await connections.closeAll([]);
+      throw err;
+    }
   }
 
   publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void> {
@@ -241,6 +261,7 @@ export class RedisAdapter implements BrokerAdapter {
     await Promise.all(readers.map((r) => r.reader.done));
     this.cmd = undefined;
     this.subscriber = undefined;
+    this.opening = undefined;
     this.events.close();
   }
 
@@ -248,12 +269,16 @@ export class RedisAdapter implements BrokerAdapter {
   // pub/sub mode
 
   private subscriberConnection(): Promise<Redis> {
-    const connections = this.connections;
-    if (!connections)
-      return Promise.reject(new EvpubError(ErrorCode.INVALID_STATE, 'subscribe before connect'));
+    const opening = this.opening;
+    if (!opening) return Promise.reject(new EvpubError(ErrorCode.INVALID_STATE, 'subscribe before connect'));
     this.subscriber ??= (async () => {
+      const connections = await opening;
+      // No ready check (INFO) on this connection: SUBSCRIBE is the first command written, one
+      // round trip earlier (Redis takes SUBSCRIBE while it loads its data set). A SUBSCRIBE
+      // issued now waits in ioredis's queue for the socket, so a subscribe() not awaited before
+      // another client's publish() gets there first, as with strong-pubsub.
       // ioredis resubscribes before `ready` is emitted; the PING's reply proves it went through.
-      const sub = connections.open('subscriber', { onReady: (c) => c.ping() });
+      const sub = connections.open('subscriber', { onReady: (c) => c.ping(), readyCheck: false });
       sub.on('messageBuffer', (channel: Buffer, message: Buffer | undefined) =>
         this.onMessage(channel, message),
       );
