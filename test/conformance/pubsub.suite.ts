@@ -50,6 +50,8 @@ export interface PubSubFixture {
    * covered by unit tests of the adapter's mapping function instead).
    */
   refusalsNotProduced?: string[];
+  /** Transient refusals the broker here can produce. */
+  transients?: TransientCase[];
 }
 
 /**
@@ -82,6 +84,27 @@ export interface RefusalSetup {
   brokerReason: RegExp;
   /** `context.brokerCode`, where the broker has one. */
   brokerCode?: unknown;
+  cleanup?(): Promise<void>;
+}
+
+/**
+ * A transient refusal the broker here can be made to produce: the publish rejects with
+ * `retriable: true` and the broker's reason, and once `lift()` removed the cause the same
+ * publish passes (what the publisher's retry does).
+ */
+export interface TransientCase {
+  what: string;
+  code: ErrorCode;
+  setup(): Promise<TransientSetup>;
+}
+
+export interface TransientSetup {
+  url?: string;
+  options?: ClientOptions;
+  topic: string;
+  brokerReason: RegExp;
+  /** Removes the cause of the refusal. */
+  lift(): Promise<void>;
   cleanup?(): Promise<void>;
 }
 
@@ -217,6 +240,24 @@ export function pubsubConformance(fixture: PubSubFixture): void {
           await pub.publish(s.allowed, 'a4');
           await waitFor(() => got.length >= 4, 'the four allowed messages');
           expect(got.map((m) => m.payload.toString())).toEqual(['a1', 'a2', 'a3', 'a4']);
+        } finally {
+          await s.cleanup?.();
+        }
+      });
+    }
+    for (const t of fixture.transients ?? []) {
+      it(`a transient refusal (${t.what}) rejects with ${t.code}, retriable: true, with the broker's reason; the same publish passes once lifted`, async () => {
+        const s = await t.setup();
+        try {
+          const c = createClient(s.url ?? url, { ...fixture.options, ...s.options });
+          clients.push(c);
+          const err: unknown = await c.publish(s.topic, 'm').catch((e: unknown) => e);
+          expect(isEvpubError(err), `an EvpubError (got ${String(err)})`).toBe(true);
+          const e = err as EvpubError;
+          expect({ code: e.code, retriable: e.retriable }).toEqual({ code: t.code, retriable: true });
+          expect(String(e.context.brokerReason)).toMatch(s.brokerReason);
+          await s.lift();
+          await c.publish(s.topic, 'm');
         } finally {
           await s.cleanup?.();
         }

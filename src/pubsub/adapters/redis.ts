@@ -106,12 +106,41 @@ export function parseRedisSettings(raw: unknown): RedisSettings {
 
 const noAck = (): Promise<void> => Promise.resolve();
 
-function publishFailed(topic: string, err: unknown): EvpubError {
+/**
+ * Redis error replies that refuse this message for good: the same command is refused again.
+ * - WRONGTYPE: the stream's key holds a value of another type.
+ * - NOPERM: the ACL user may not write that key (streams) or publish to that channel.
+ * - NOSCRIPT, and an error raised by a script or function: a refusal the server was programmed
+ *   to make.
+ * Everything else is transient: a lost connection, LOADING (a restart reading its data), BUSY (a
+ * long script), OOM (over maxmemory, until memory is freed or evicted), READONLY and MASTERDOWN
+ * (a replica during a failover), MISCONF (a failing snapshot), TRYAGAIN / CLUSTERDOWN.
+ */
+const PERMANENT_REPLY: ReadonlyMap<string, ErrorCode> = new Map([
+  ['WRONGTYPE', ErrorCode.PUBLISH_FAILED],
+  ['NOPERM', ErrorCode.NOT_AUTHORIZED],
+  ['NOSCRIPT', ErrorCode.PUBLISH_FAILED],
+]);
+const SCRIPT_ERROR = /^ERR .*\b(user_script|user_function|Error running script)\b/;
+
+/** What a failed PUBLISH or XADD becomes; `err` is ioredis's (a ReplyError for a Redis error reply). */
+export function redisPublishError(topic: string, err: unknown): EvpubError {
   const cause = toError(err);
+  const reply = cause.name === 'ReplyError';
+  const prefix = reply ? /^[A-Z]+/.exec(cause.message)?.[0] : undefined;
+  const permanent =
+    prefix === undefined
+      ? undefined
+      : (PERMANENT_REPLY.get(prefix) ??
+        (SCRIPT_ERROR.test(cause.message) ? ErrorCode.PUBLISH_FAILED : undefined));
   return new EvpubError(
-    ErrorCode.PUBLISH_FAILED,
+    permanent ?? ErrorCode.PUBLISH_FAILED,
     `Redis refused the publish to ${JSON.stringify(topic)}: ${cause.message}`,
-    { cause, retriable: /closed|ECONN|reset/i.test(cause.message), context: { topic } },
+    {
+      cause,
+      retriable: permanent === undefined,
+      context: reply ? { topic, brokerCode: prefix, brokerReason: cause.message } : { topic },
+    },
   );
 }
 
@@ -193,7 +222,7 @@ export class RedisAdapter implements BrokerAdapter {
     if (this.settings.mode === 'streams') {
       return cmd.xadd(topic, ...entryArgs(payload, options, this.settings.maxLen)).then(
         () => undefined,
-        (err: unknown) => Promise.reject(publishFailed(topic, err)),
+        (err: unknown) => Promise.reject(redisPublishError(topic, err)),
       );
     }
     if (
@@ -207,7 +236,7 @@ export class RedisAdapter implements BrokerAdapter {
     }
     return cmd.publish(topic, payload).then(
       () => undefined,
-      (err: unknown) => Promise.reject(publishFailed(topic, err)),
+      (err: unknown) => Promise.reject(redisPublishError(topic, err)),
     );
   }
 
