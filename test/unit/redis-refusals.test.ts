@@ -9,6 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors';
 import { redisPublishError } from '../../src/pubsub/adapters/redis';
 
+/** ioredis's error for a Redis error reply (its type is `any`). */
+const Reply = ReplyError as unknown as new (message: string) => Error;
+
 describe('redisPublishError', () => {
   it.each([
     [
@@ -24,7 +27,7 @@ describe('redisPublishError', () => {
     ['NOSCRIPT No matching script. Please use EVAL.', ErrorCode.PUBLISH_FAILED, 'NOSCRIPT'],
     ['ERR user_script:1: refused script: 872b3f, on @user_script:1.', ErrorCode.PUBLISH_FAILED, 'ERR'],
   ])('%s: permanent %s', (message, code, brokerCode) => {
-    const err = redisPublishError('a/b', new ReplyError(message));
+    const err = redisPublishError('a/b', new Reply(message));
     expect(err).toMatchObject({ code, retriable: false });
     expect(err.context).toEqual({ topic: 'a/b', brokerCode, brokerReason: message });
   });
@@ -39,7 +42,7 @@ describe('redisPublishError', () => {
     'TRYAGAIN Multiple keys request during rehashing of slot',
     'ERR max number of clients reached',
   ])('%s: transient', (message) => {
-    const err = redisPublishError('a/b', new ReplyError(message));
+    const err = redisPublishError('a/b', new Reply(message));
     expect(err).toMatchObject({ code: ErrorCode.PUBLISH_FAILED, retriable: true });
     expect(err.context.brokerReason).toBe(message);
   });
