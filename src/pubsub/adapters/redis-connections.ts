@@ -190,6 +190,8 @@ export class RedisConnections {
       autoResendUnfulfilledCommands: open.resendUnanswered ?? true,
       enableReadyCheck: open.readyCheck ?? true,
       retryStrategy: (times: number) => {
+        // Closed by us: a socket that was closing when shut() ran must not schedule a reconnect.
+        if (!this.watched.has(client)) return null;
         const delay = Math.min(initialDelay * 2 ** Math.min(times - 1, 30), maxDelay);
         if (!state.everReady && Date.now() + delay >= state.deadline) return null;
         return delay;
