@@ -27,6 +27,11 @@
  * 5. `subscribe(pattern)` resolves once the broker will deliver matching messages; each message
  *    goes to `events.message(topic, payload, meta)` with `topic` in evpub's syntax. Subscribing
  *    twice to one pattern is one subscription. `unsubscribe(pattern)` undoes it.
+ *    An adapter with `subscribesWhileConnecting` also takes `subscribe()` while `connect()` is
+ *    still pending: the Client then issues a subscribe that started the connection at once, so
+ *    that the subscription is on the wire no later than a publish another client starts at the
+ *    same time (strong-pubsub code relies on that). Such an adapter waits for what it needs of
+ *    its connection itself, and its subscribe fails when `connect()` fails.
  * 6. In durable modes (`options.durable` on subscribe) a message is acknowledged to the broker
  *    only when `meta.ack()` is called; the Client calls it after the `message` listeners ran
  *    (or leaves it to the listener with `ack: 'manual'`). Unacknowledged messages are redelivered.
@@ -136,6 +141,8 @@ export interface ResolvedClientOptions extends ClientOptions {
 export interface BrokerAdapter {
   readonly name: string;
   readonly features: AdapterFeatures;
+  /** `subscribe()` may be called before `connect()` resolved (point 5). */
+  readonly subscribesWhileConnecting?: boolean;
   connect(): Promise<void>;
   publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void>;
   subscribe(pattern: string, options: SubscribeOptions): Promise<void>;

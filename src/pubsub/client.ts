@@ -394,22 +394,36 @@ export class Client extends EventEmitter<ClientEventMap> {
     const list = Array.isArray(patterns) ? patterns : [patterns];
     const work = (async () => {
       list.forEach((p) => assertPattern(p));
-      await this.ensureConnected();
-      for (const pattern of list) {
-        this.subscriptions.set(pattern, options);
-        try {
-          await this.adapter.subscribe(pattern, options);
-        } catch (err) {
-          this.subscriptions.delete(pattern);
-          throw isEvpubError(err)
-            ? err
-            : new EvpubError(ErrorCode.SUBSCRIBE_FAILED, `subscribe to ${JSON.stringify(pattern)} failed`, {
-                cause: err,
-              });
-        }
+      const connected = this.ensureConnected();
+      if (this._state === 'connecting' && this.adapter.subscribesWhileConnecting === true) {
+        // On the wire before the connection is reported up (adapter contract, point 5); a
+        // failed connect is the error the caller sees.
+        const early = this.subscribeEach(list, options);
+        early.catch(() => undefined);
+        await connected;
+        await early;
+        return;
       }
+      await connected;
+      await this.subscribeEach(list, options);
     })();
     return withCallback(work, callback);
+  }
+
+  private async subscribeEach(list: string[], options: SubscribeOptions): Promise<void> {
+    for (const pattern of list) {
+      this.subscriptions.set(pattern, options);
+      try {
+        await this.adapter.subscribe(pattern, options);
+      } catch (err) {
+        this.subscriptions.delete(pattern);
+        throw isEvpubError(err)
+          ? err
+          : new EvpubError(ErrorCode.SUBSCRIBE_FAILED, `subscribe to ${JSON.stringify(pattern)} failed`, {
+              cause: err,
+            });
+      }
+    }
   }
 
   unsubscribe(patterns: string | string[], cb?: Callback): Promise<void> {

@@ -27,6 +27,14 @@ pubsubConformance({
   // The mock keeps a group "joining" for a session timeout after its last member left (a real
   // broker rebalances an empty group at once), so a short one keeps the durable tests quick.
   options: { kafka: { brokerAddressMap, sessionTimeout: 6_000 } },
+  refusalsNotProduced: [
+    "a topic the ACL denies (TOPIC_AUTHORIZATION_FAILED): librdkafka's mock has no ACLs",
+    'a record over the broker\'s message.max.bytes (MESSAGE_TOO_LARGE): evpub refuses it before sending (see "Kafka adapter specifics")',
+    'an invalid topic (INVALID_TOPIC_EXCEPTION): evpub refuses it before sending (see "Kafka adapter specifics")',
+    'a corrupt record (CORRUPT_MESSAGE): kafkajs writes valid batches; the mock cannot be told to refuse one',
+  ],
+  unawaitedSubscribeMisses:
+    'a plain subscriber starts at the partition end it finds once its consumer has joined (seconds); a record produced before is history',
   teardown: async () => {
     await cluster?.close();
   },
@@ -109,6 +117,15 @@ describe('Kafka adapter specifics', () => {
     const err: unknown = await c
       .publish(`evpub/kafka/${uniqueName()}`, Buffer.alloc(max - 10), { headers: { big: 'x'.repeat(100) } })
       .catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: ErrorCode.PAYLOAD_TOO_LARGE });
+    expect(err).toMatchObject({ code: ErrorCode.PAYLOAD_TOO_LARGE, retriable: false });
+  });
+
+  it('refuses a topic Kafka cannot name before sending, for good, and publishes on', async () => {
+    // The broker's own INVALID_TOPIC_EXCEPTION cannot happen: evpub checks Kafka's rule first.
+    const c = client();
+    const base = `evpub/kafka/${uniqueName()}`;
+    const err: unknown = await c.publish(`${base}/a.b`, 'x').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCode.INVALID_TOPIC, retriable: false });
+    await c.publish(`${base}/ok`, 'y');
   });
 });

@@ -4,7 +4,9 @@
  */
 import { afterAll, beforeAll } from 'vitest';
 import { startMosquitto, type PrivateMosquitto } from '../helpers/mosquitto';
-import { pubsubConformance } from './pubsub.suite';
+import { ErrorCode } from '../../src/pubsub/index';
+import { pubsubConformance, type RefusalCase } from './pubsub.suite';
+import { uniqueName } from '../helpers/services';
 
 let broker: PrivateMosquitto | undefined;
 let starting: Promise<PrivateMosquitto> | undefined;
@@ -17,14 +19,42 @@ afterAll(async () => {
   await broker?.close();
 });
 
-for (const [name, options] of [
-  ['mqtt', {}],
-  ['mqtt 3.1.1', { mqtt: { protocolVersion: 4 } }],
+/** A private mosquitto whose ACL denies `evpub/test/<id>/vip` to everyone, as in issue 11. */
+const denied: RefusalCase = {
+  what: 'a topic the ACL denies (PUBACK 0x87)',
+  code: ErrorCode.NOT_AUTHORIZED,
+  retriable: false,
+  async setup() {
+    const base = `evpub/test/${uniqueName()}`;
+    const b = await startMosquitto({ acl: ['topic readwrite #', `topic deny ${base}/vip`] });
+    return {
+      url: b.url,
+      refused: `${base}/vip`,
+      allowed: `${base}/orders`,
+      brokerReason: /^Not authorized$/,
+      brokerCode: '0x87',
+      cleanup: () => b.close(),
+    };
+  },
+};
+
+for (const [name, options, refusals, refusalsNotProduced] of [
+  ['mqtt', {}, [denied], []],
+  [
+    'mqtt 3.1.1',
+    { mqtt: { protocolVersion: 4 } },
+    [],
+    [
+      'a topic the ACL denies: MQTT 3.1.1 has no refusal in PUBACK, mosquitto acknowledges the publish and drops it',
+    ],
+  ],
 ] as const) {
   pubsubConformance({
     name,
     url: async () => (await shared()).url,
     options,
     privateBroker: () => startMosquitto(),
+    refusals: [...refusals],
+    refusalsNotProduced: [...refusalsNotProduced],
   });
 }

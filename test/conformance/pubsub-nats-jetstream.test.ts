@@ -8,6 +8,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createClient } from '../../src/pubsub/index';
 import { pubsubConformance, collector } from './pubsub.suite';
+import { noStream, permissionDenied, streamMessageTooLarge } from './nats-refusals';
 import { privateNatsServer } from '../helpers/nats-server';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -33,6 +34,11 @@ pubsubConformance({
   options,
   privateBroker: () => privateNatsServer(),
   teardown: async () => deleteStream(await requireService('nats'), stream),
+  refusals: [
+    permissionDenied,
+    noStream(() => requireService('nats')),
+    streamMessageTooLarge(() => requireService('nats')),
+  ],
 });
 
 describe('nats JetStream specifics', () => {

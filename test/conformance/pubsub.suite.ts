@@ -5,7 +5,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, createClient, isEvpubError, ErrorCode } from '../../src/pubsub/index';
-import type { AdapterFeatures, ClientOptions, MessageMeta, SubscribeOptions } from '../../src/pubsub/index';
+import type {
+  AdapterFeatures,
+  ClientOptions,
+  EvpubError,
+  MessageMeta,
+  SubscribeOptions,
+} from '../../src/pubsub/index';
 import { matches } from '../../src/pubsub/topics';
 import { freePort, uniqueName } from '../helpers/services';
 import { deferred, waitFor } from '../helpers/wait';
@@ -32,6 +38,74 @@ export interface PubSubFixture {
   networked?: boolean;
   /** Starts a private broker for the restart test. */
   privateBroker?(): Promise<PrivateBroker>;
+  /**
+   * Why this adapter cannot promise that a subscription issued (not yet awaited) before another
+   * client publishes gets the message; absent: it must (strong-pubsub code relies on it).
+   */
+  unawaitedSubscribeMisses?: string;
+  /** Refusals the broker here can produce. */
+  refusals?: RefusalCase[];
+  /**
+   * Refusals the adapter classifies that cannot be produced here, each with why (they are
+   * covered by unit tests of the adapter's mapping function instead).
+   */
+  refusalsNotProduced?: string[];
+  /** Transient refusals the broker here can produce. */
+  transients?: TransientCase[];
+}
+
+/**
+ * A refusal the broker here can be made to produce (an ACL, a missing destination, a key of
+ * another type...). The suite checks that the publish rejects with `code` and `retriable` as
+ * the adapter contract (point 4) says, with the broker's own reason in `context.brokerReason`,
+ * and that the publishes after it on the same client still succeed.
+ */
+export interface RefusalCase {
+  /** What is refused, for the test name: "a topic the ACL denies". */
+  what: string;
+  code: ErrorCode;
+  /** false: the broker refuses this message for good; true: it may pass later. */
+  retriable: boolean;
+  /** Prepares the broker; called in the test. */
+  setup(): Promise<RefusalSetup>;
+}
+
+export interface RefusalSetup {
+  /** Broker for the clients (default: the suite's URL). */
+  url?: string;
+  /** Client options beyond the fixture's. */
+  options?: ClientOptions;
+  /** The topic the broker refuses, and the payload (default a few bytes). */
+  refused: string;
+  payload?: Buffer;
+  /** A topic the same client may publish to, and subscribe to. */
+  allowed: string;
+  /** The broker's words: `context.brokerReason` must match. */
+  brokerReason: RegExp;
+  /** `context.brokerCode`, where the broker has one. */
+  brokerCode?: unknown;
+  cleanup?(): Promise<void>;
+}
+
+/**
+ * A transient refusal the broker here can be made to produce: the publish rejects with
+ * `retriable: true` and the broker's reason, and once `lift()` removed the cause the same
+ * publish passes (what the publisher's retry does).
+ */
+export interface TransientCase {
+  what: string;
+  code: ErrorCode;
+  setup(): Promise<TransientSetup>;
+}
+
+export interface TransientSetup {
+  url?: string;
+  options?: ClientOptions;
+  topic: string;
+  brokerReason: RegExp;
+  /** Removes the cause of the refusal. */
+  lift(): Promise<void>;
+  cleanup?(): Promise<void>;
 }
 
 interface Received {
@@ -109,6 +183,90 @@ export function pubsubConformance(fixture: PubSubFixture): void {
       await new Promise<void>((res, rej) => void pub.publish(topic, 'x', (err) => (err ? rej(err) : res())));
       await waitFor(() => got.length === 1, 'the message');
     });
+
+    const unawaited = 'subscribe() not awaited, then another client publishes: the message is delivered';
+    if (fixture.unawaitedSubscribeMisses !== undefined) {
+      it.skip(`${unawaited} (not for this adapter: ${fixture.unawaitedSubscribeMisses})`, () => undefined);
+    } else {
+      it(unawaited, async () => {
+        // Each try a fresh pair of clients, as strong-pubsub code does: the subscriber's first call
+        // is subscribe(), the publisher's is publish(), started in the same tick.
+        for (let i = 0; i < 5; i++) {
+          const topic = `${root()}/early`;
+          const sub = client();
+          const got = collector(sub);
+          const subscribed = sub.subscribe(topic);
+          const pub = client();
+          await pub.publish(topic, `try ${i}`);
+          await subscribed;
+          await waitFor(() => got.length === 1, `the message of try ${i}`, 5_000);
+          expect(got[0]!.payload.toString()).toBe(`try ${i}`);
+        }
+      });
+    }
+
+    for (const r of fixture.refusals ?? []) {
+      it(`a refused publish (${r.what}) rejects with ${r.code}, retriable: ${r.retriable}, with the broker's reason; the publishes after it succeed`, async () => {
+        const s = await r.setup();
+        try {
+          const at = s.url ?? url;
+          const mk = (): Client => {
+            const c = createClient(at, { ...fixture.options, ...s.options });
+            clients.push(c);
+            return c;
+          };
+          const sub = mk();
+          const got = collector(sub);
+          await sub.subscribe(s.allowed);
+          const pub = mk();
+          await pub.connect();
+          // The refused publish and three after it, issued together as the publisher does.
+          const refused = pub.publish(s.refused, s.payload ?? 'refused').then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          const after = ['a1', 'a2', 'a3'].map((p) => pub.publish(s.allowed, p));
+          const err = await refused;
+          expect(
+            isEvpubError(err),
+            `the refused publish rejects with an EvpubError (got ${String(err)})`,
+          ).toBe(true);
+          const e = err as EvpubError;
+          expect({ code: e.code, retriable: e.retriable }).toEqual({ code: r.code, retriable: r.retriable });
+          expect(String(e.context.brokerReason)).toMatch(s.brokerReason);
+          if (s.brokerCode !== undefined) expect(e.context.brokerCode).toBe(s.brokerCode);
+          await Promise.all(after);
+          // The same client goes on publishing.
+          await pub.publish(s.allowed, 'a4');
+          await waitFor(() => got.length >= 4, 'the four allowed messages');
+          expect(got.map((m) => m.payload.toString())).toEqual(['a1', 'a2', 'a3', 'a4']);
+        } finally {
+          await s.cleanup?.();
+        }
+      });
+    }
+    for (const t of fixture.transients ?? []) {
+      it(`a transient refusal (${t.what}) rejects with ${t.code}, retriable: true, with the broker's reason; the same publish passes once lifted`, async () => {
+        const s = await t.setup();
+        try {
+          const c = createClient(s.url ?? url, { ...fixture.options, ...s.options });
+          clients.push(c);
+          const err: unknown = await c.publish(s.topic, 'm').catch((e: unknown) => e);
+          expect(isEvpubError(err), `an EvpubError (got ${String(err)})`).toBe(true);
+          const e = err as EvpubError;
+          expect({ code: e.code, retriable: e.retriable }).toEqual({ code: t.code, retriable: true });
+          expect(String(e.context.brokerReason)).toMatch(s.brokerReason);
+          await s.lift();
+          await c.publish(s.topic, 'm');
+        } finally {
+          await s.cleanup?.();
+        }
+      });
+    }
+    for (const what of fixture.refusalsNotProduced ?? []) {
+      it.skip(`a refused publish (${what}): not produced here, see the adapter's unit tests`, () =>
+        undefined);
+    }
 
     it('"+" and "#" wildcards match like MQTT (or are refused with a typed error)', async () => {
       const base = root();

@@ -4,6 +4,7 @@
  *
  *   const broker = await startMosquitto();            // free port on 127.0.0.1, anonymous
  *   const broker = await startMosquitto({ users: { alice: 'secret' } });   // password file
+ *   const broker = await startMosquitto({ acl: ['topic readwrite #', 'topic deny a/vip'] });
  *   await broker.stop();  await broker.start();       // same port, same config
  *   await broker.close();                              // kill it, remove its temp dir
  *
@@ -26,6 +27,8 @@ export interface MosquittoOptions {
   users?: Record<string, string>;
   /** More mosquitto.conf lines (e.g. `message_size_limit 1024`, `max_inflight_messages 1`). */
   extraConfig?: string[];
+  /** Lines of an `acl_file` (lines before any `user` line apply to anonymous clients). */
+  acl?: string[];
 }
 
 export interface PrivateMosquitto extends PrivateBroker {
@@ -66,6 +69,11 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Pr
     lines.push('allow_anonymous false', `password_file ${pwFile}`);
   } else {
     lines.push('allow_anonymous true');
+  }
+  if (options.acl) {
+    const aclFile = join(dir, 'acl');
+    writeFileSync(aclFile, options.acl.join('\n') + '\n');
+    lines.push(`acl_file ${aclFile}`);
   }
   lines.push(...(options.extraConfig ?? []));
   const conf = join(dir, 'mosquitto.conf');

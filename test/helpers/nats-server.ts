@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PrivateBroker } from '../conformance/pubsub.suite';
@@ -20,6 +20,8 @@ export const NATS_SERVER =
 export interface PrivateNatsOptions {
   /** Extra server arguments, e.g. `['--user', 'u', '--pass', 'p']`. */
   args?: string[];
+  /** A configuration file's text (`authorization { ... }`), passed with `-c`. */
+  config?: string;
 }
 
 export async function privateNatsServer(options: PrivateNatsOptions = {}): Promise<PrivateBroker> {
@@ -27,11 +29,27 @@ export async function privateNatsServer(options: PrivateNatsOptions = {}): Promi
   const dir = await mkdtemp(join(tmpdir(), 'evpub-nats-'));
   let proc: ChildProcess | undefined;
   let output = '';
+  const config: string[] = [];
+  if (options.config !== undefined) {
+    const file = join(dir, 'nats.conf');
+    await writeFile(file, options.config);
+    config.push('-c', file);
+  }
 
   const start = async (): Promise<void> => {
     if (proc) return;
     output = '';
-    const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(options.args ?? [])];
+    const args = [
+      '-a',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-js',
+      '-sd',
+      dir,
+      ...config,
+      ...(options.args ?? []),
+    ];
     const child = spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = child;
     let ready = false;

@@ -97,3 +97,40 @@ export async function startPrivateRabbitMq(): Promise<PrivateBroker> {
     },
   };
 }
+
+export interface RabbitMqUser {
+  /** The broker URL with this user's credentials. */
+  url: string;
+  /** Deletes the user. */
+  remove(): Promise<void>;
+}
+
+/**
+ * A user of the shared RabbitMQ (vhost `/`, full configure/write/read permissions) whose topic
+ * permissions on `exchange` allow publishing only with routing keys matching `writeKeys` (a
+ * regular expression): publishing with another key is refused with 403 ACCESS_REFUSED.
+ * `remove()` deletes it; call it in a `finally`.
+ */
+export async function rabbitMqUserWithTopicWrite(
+  baseUrl: string,
+  exchange: string,
+  writeKeys: string,
+): Promise<RabbitMqUser> {
+  const user = uniqueName('evpub');
+  const password = uniqueName('pw');
+  await run('rabbitmqctl', ['add_user', user, password]);
+  const remove = async (): Promise<void> => {
+    await run('rabbitmqctl', ['delete_user', user]).catch(() => undefined);
+  };
+  try {
+    await run('rabbitmqctl', ['set_permissions', '-p', '/', user, '.*', '.*', '.*']);
+    await run('rabbitmqctl', ['set_topic_permissions', '-p', '/', user, exchange, writeKeys, '.*']);
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  const url = new URL(baseUrl);
+  url.username = user;
+  url.password = password;
+  return { url: url.toString(), remove };
+}

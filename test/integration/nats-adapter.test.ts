@@ -171,7 +171,7 @@ describe('NATS adapter: JetStream', () => {
     const { c, stream } = jsClient({ subjects: [`${prefix}.>`] });
     await c.publish(`${base}/in`, 'kept');
     const err: unknown = await c.publish(`${root()}/out`, 'x').catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: ErrorCode.PUBLISH_FAILED });
+    expect(err).toMatchObject({ code: ErrorCode.NO_DESTINATION, retriable: false });
     expect((err as Error).message).toContain(`${prefix}.>`);
     const info = await withJsm((jsm) => jsm.streams.info(stream));
     expect(info.config.subjects).toEqual([`${prefix}.>`]);

@@ -181,4 +181,26 @@ describe('AMQP adapter', () => {
       await broker.close();
     }
   });
+
+  it('an exchange deleted under the client (404): the publishing channel is opened again, the exchange declared again, and the publishes are confirmed, without going offline', async () => {
+    const exchange = uniqueName('evpub');
+    const topic = `evpub/test/${uniqueName()}/orders`;
+    const c = client({ amqp: { exchange } });
+    const offline: string[] = [];
+    c.on('offline', () => offline.push('offline'));
+    await c.publish(topic, 'before');
+    const ch = await raw.createChannel();
+    await ch.deleteExchange(exchange);
+    // The first is refused by the broker (404, channel closed) and re-published on the new channel.
+    await Promise.all([c.publish(topic, 'during 1'), c.publish(topic, 'during 2')]);
+    await ch.checkExchange(exchange); // declared again by the adapter
+    const { queue } = await ch.assertQueue('', { exclusive: true });
+    await ch.bindQueue(queue, exchange, topic.split('/').join('.'));
+    await c.publish(topic, 'after');
+    await waitFor(async () => (await ch.checkQueue(queue)).messageCount === 1, 'the message after, routed');
+    expect(offline).toEqual([]);
+    expect(c.state).toBe('connected');
+    await ch.deleteExchange(exchange);
+    await ch.close();
+  });
 });

@@ -3,13 +3,16 @@
  * stream trimming, and durable delivery of unacknowledged entries (after a client restart and
  * after a broker restart), against the shared Redis or a private redis-server.
  */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createClient, ErrorCode, isEvpubError, type Client } from '../../src/pubsub/index';
 import { collector, type PrivateBroker } from '../conformance/pubsub.suite';
 import { expireTestStreams } from '../helpers/redis-cleanup';
 import { startRedisServer } from '../helpers/redis-server';
-import { requireService, uniqueName } from '../helpers/services';
+import { freePort, requireService, uniqueName } from '../helpers/services';
 import { deferred, waitFor } from '../helpers/wait';
 
 let url: string;
@@ -196,5 +199,25 @@ describe('redis streams durability', () => {
     await pub.publish(topic, 'after');
     await waitFor(() => got.length === 2, 'the message after the restart');
     expect(got.map((m) => m.payload.toString())).toEqual(['before', 'after']);
+  });
+});
+
+describe('redis pub/sub subscribe before the connection is up', () => {
+  it('a subscribe() that connects where nothing listens fails with CONNECT_FAILED, and leaves no socket or timer behind', async () => {
+    // The SUBSCRIBE goes out on its own connection while the command connection is made: a failed
+    // connect must stop that one too (else it would retry forever and keep the process alive).
+    const port = await freePort();
+    const script = `
+      const { createClient } = require(${JSON.stringify(join(__dirname, '../../src/pubsub/index.ts'))});
+      createClient('redis://127.0.0.1:${port}', { connectTimeout: 500 }).subscribe('a/b').catch((e) => {
+        process.stdout.write(e.code + ' ' + e.message);
+      });`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '-e', script], {
+      timeout: 15_000,
+      killSignal: 'SIGKILL',
+      cwd: join(__dirname, '../..'),
+    });
+    expect(stdout).toContain(ErrorCode.CONNECT_FAILED);
+    expect(stdout).toContain(`127.0.0.1:${port}`);
   });
 });

@@ -7,7 +7,13 @@
  *   (`channel.publish()` returned true); once it returns false, later publishes wait in
  *   `backlog`, in order, until the channel's `drain` event. No per-message await otherwise.
  * - A written message is `inflight` until the broker's basic.ack (resolve) or basic.nack
- *   (reject, PUBLISH_FAILED, retriable).
+ *   (reject, PUBLISH_FAILED, retriable: the broker could not take it now, e.g. a queue full
+ *   with `x-overflow: reject-publish`).
+ * - The broker refuses a publish by closing the channel (`amqpPublishRefusal()`): 403 access
+ *   refused (the user may not write to the exchange, or to that routing key with topic
+ *   permissions) and 406 message over max_message_size are permanent for the message concerned,
+ *   which `detach(refusal)` rejects (NOT_AUTHORIZED, PAYLOAD_TOO_LARGE); everything else that was
+ *   unconfirmed on that channel is kept for the next channel, as when a connection dies.
  * - When the channel dies (`detach()`), what is in flight was maybe received, maybe not: it goes
  *   back to the front of the backlog, oldest first, and is re-published on the next channel
  *   (`attach()`): at-least-once, never a silent drop. Order is kept: re-published messages go
@@ -34,6 +40,68 @@ const NACKED = 'message nacked';
  * and is still far more than a broker round trip needs.
  */
 const MAX_INFLIGHT = 2_000;
+
+/** A channel closed by the broker because of a basic.publish it refused. */
+export interface PublishRefusal {
+  /** AMQP reply code: 403, 404, 406, ... */
+  replyCode: number;
+  /** The broker's reply text, e.g. `ACCESS_REFUSED - access to topic 'a.b' in exchange ...`. */
+  reason: string;
+  /** The routing key the refusal names (topic permissions), if it names one. */
+  routingKey?: string;
+  /** The size limit a 406 names (max_message_size), if it names one. */
+  maxSize?: number;
+}
+
+/** amqplib's error for a channel the broker closed: `code` is the reply code. */
+const BASIC_PUBLISH = { classId: 60, methodId: 40 };
+
+/**
+ * The refusal in a channel error, when the broker closed the channel over a basic.publish;
+ * undefined for anything else (the connection going, another method's error).
+ */
+export function amqpPublishRefusal(err: unknown): PublishRefusal | undefined {
+  const e = err as { code?: unknown; classId?: unknown; methodId?: unknown; message?: unknown };
+  if (typeof e.code !== 'number' || typeof e.message !== 'string') return undefined;
+  if (e.classId !== BASIC_PUBLISH.classId || e.methodId !== BASIC_PUBLISH.methodId) return undefined;
+  const reason = /with message "(.*)"$/s.exec(e.message)?.[1] ?? e.message;
+  const refusal: PublishRefusal = { replyCode: e.code, reason };
+  const key = /access to topic '(.*?)' in exchange '/.exec(reason)?.[1];
+  if (key !== undefined) refusal.routingKey = key;
+  const max = /larger than configured max size (\d+)/.exec(reason)?.[1];
+  if (max !== undefined) refusal.maxSize = Number(max);
+  return refusal;
+}
+
+/**
+ * What a refusal makes of the message it is about: permanent for 403 (NOT_AUTHORIZED) and for
+ * a 406 naming the size limit (PAYLOAD_TOO_LARGE); undefined when the refusal is not final for
+ * a message (404 no exchange: the adapter declares its exchange again and re-publishes).
+ */
+export function refusalError(refusal: PublishRefusal, routingKey: string): EvpubError | undefined {
+  const context = { routingKey, brokerCode: refusal.replyCode, brokerReason: refusal.reason };
+  if (refusal.replyCode === 403) {
+    return new EvpubError(
+      ErrorCode.NOT_AUTHORIZED,
+      `the AMQP broker refused the publish: ${refusal.reason}`,
+      {
+        retriable: false,
+        context,
+      },
+    );
+  }
+  if (refusal.replyCode === 406 && refusal.maxSize !== undefined) {
+    return new EvpubError(
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      `the AMQP broker refused the publish: ${refusal.reason}`,
+      {
+        retriable: false,
+        context,
+      },
+    );
+  }
+  return undefined;
+}
 
 /** A FIFO with O(1) shift, and put-back at the front for re-publishing. */
 class Fifo<T> {
@@ -107,18 +175,31 @@ export class PublishWindow {
     this.flush();
   }
 
-  /** The channel is gone: what it did not confirm will be re-published on the next one.
-   * Returns how many that is. */
-  detach(): number {
+  /**
+   * The channel is gone: what it did not confirm will be re-published on the next one, except
+   * the message a `refusal` is final for (the first unconfirmed one it can be about), which is
+   * rejected. Returns how many will be re-published.
+   */
+  detach(refusal?: PublishRefusal): number {
     this.channel = undefined;
     this.draining = false;
-    const unconfirmed = this.inflight.size;
-    if (unconfirmed > 0) {
-      this.backlog.putBack([...this.inflight]);
-      this.inflight.clear();
+    let left = [...this.inflight];
+    this.inflight.clear();
+    if (refusal) {
+      const refused = left.find(
+        (out) =>
+          (refusal.routingKey === undefined || out.routingKey === refusal.routingKey) &&
+          (refusal.maxSize === undefined || out.content.length > refusal.maxSize),
+      );
+      const err = refused && refusalError(refusal, refused.routingKey);
+      if (refused && err) {
+        left = left.filter((out) => out !== refused);
+        refused.reject(err);
+      }
     }
+    if (left.length > 0) this.backlog.putBack(left);
     this.checkIdle();
-    return unconfirmed;
+    return left.length;
   }
 
   /** Resolves when nothing is pending, or when the channel is gone. */
@@ -176,6 +257,7 @@ export class PublishWindow {
         new EvpubError(ErrorCode.PUBLISH_FAILED, 'the AMQP broker refused the message (basic.nack)', {
           retriable: true,
           cause: err,
+          context: { routingKey: out.routingKey, brokerReason: 'basic.nack' },
         }),
       );
     } else {

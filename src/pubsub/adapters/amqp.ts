@@ -23,6 +23,15 @@
  *   the exchange, restores queues, bindings and consumers, re-publishes, then reports
  *   `reconnect`. A channel the broker closes on its own (a channel error) closes the
  *   connection, so the same path rebuilds everything.
+ * - Except a refused publish: the broker closes the publishing channel over a basic.publish it
+ *   refuses (403 not allowed to write there, 404 no exchange, 406 over max_message_size). The
+ *   message the refusal is final for rejects (see amqp-publish.ts: NOT_AUTHORIZED or
+ *   PAYLOAD_TOO_LARGE, permanent); the adapter opens a new confirm channel on the same
+ *   connection, declares the exchange again (so a 404 heals: the exchange deleted under us is
+ *   made again) and re-publishes, in order, what the old channel left unconfirmed. No offline
+ *   or reconnect event: the connection stayed up.
+ * - Publishes are not mandatory: a message no queue is bound for is dropped by the broker, which
+ *   is pub/sub without a subscriber yet, not a refusal (no basic.return is asked for).
  */
 import type {
   Channel,
@@ -46,7 +55,7 @@ import type { Logger } from '../../logger';
 import { loadDriver } from '../driver';
 import { fromDotted, matches, patternToDotted, toDotted } from '../topics';
 import { amqpSettings, type AmqpSettings } from './amqp-config';
-import { PublishWindow } from './amqp-publish';
+import { PublishWindow, amqpPublishRefusal, type PublishRefusal } from './amqp-publish';
 
 type Amqplib = typeof import('amqplib');
 
@@ -215,12 +224,9 @@ export class AmqpAdapter implements BrokerAdapter {
     const sub = await model.createChannel();
     const s: Session = { model, pub, sub, lost: false };
     model.on('close', () => this.lost(s));
-    for (const ch of [pub, sub]) {
-      ch.on('error', (err: Error) =>
-        this.log.warn({ err: err.message }, 'AMQP channel closed by the broker'),
-      );
-      ch.on('close', () => this.lost(s));
-    }
+    this.watchPublishChannel(s, pub);
+    sub.on('error', (err: Error) => this.log.warn({ err: err.message }, 'AMQP channel closed by the broker'));
+    sub.on('close', () => this.lost(s));
     await pub.assertExchange(this.settings.exchange, 'topic', { durable: true });
     await sub.prefetch(this.settings.prefetch);
     await this.serial(async () => {
@@ -236,6 +242,40 @@ export class AmqpAdapter implements BrokerAdapter {
       this.events.reconnect();
     }
     this.connectedOnce = true;
+  }
+
+  /** The publishing channel's end: a refused publish reopens it, anything else loses the session. */
+  private watchPublishChannel(s: Session, pub: ConfirmChannel): void {
+    let refusal: PublishRefusal | undefined;
+    pub.on('error', (err: Error) => {
+      refusal = amqpPublishRefusal(err);
+      if (refusal) this.log.debug({ refusal }, 'AMQP broker refused a publish');
+      else this.log.warn({ err: err.message }, 'AMQP channel closed by the broker');
+    });
+    pub.on('close', () => {
+      if (!refusal || s.lost || this.session !== s || s.pub !== pub || this.ending) this.lost(s);
+      else void this.reopenPublishChannel(s, refusal);
+    });
+  }
+
+  private async reopenPublishChannel(s: Session, refusal: PublishRefusal): Promise<void> {
+    const kept = this.window.detach(refusal);
+    this.log.debug({ kept }, 'AMQP publishing channel closed by a refusal; opening another');
+    try {
+      const pub = await s.model.createConfirmChannel();
+      if (s.lost || this.session !== s || this.ending) {
+        await pub.close().catch(() => undefined);
+        return;
+      }
+      s.pub = pub;
+      this.watchPublishChannel(s, pub); // from here its errors are handled, its close too
+      await pub.assertExchange(this.settings.exchange, 'topic', { durable: true });
+      if (s.pub === pub && !s.lost) this.window.attach(pub);
+    } catch (err) {
+      // The connection is going too, or the exchange cannot be declared: rebuild it all.
+      this.log.warn({ err }, 'AMQP publishing channel could not be opened again');
+      this.lost(s);
+    }
   }
 
   /** A channel or the connection closed: go offline; recovery brings a new session. */

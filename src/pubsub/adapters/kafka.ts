@@ -51,6 +51,7 @@ import {
   ProduceBatcher,
   assertFits,
   evpubPartitioner,
+  kafkaPublishError,
   maxPayloadFor,
 } from './kafka-producer';
 
@@ -167,10 +168,6 @@ function brokersFromUrl(url: string): string[] {
 
 function errorName(err: unknown): string {
   return err instanceof Error ? err.name : '';
-}
-
-function errorType(err: unknown): string {
-  return (err as { type?: unknown }).type === undefined ? '' : String((err as { type?: unknown }).type);
 }
 
 function messageOf(err: unknown): string {
@@ -357,7 +354,7 @@ export class KafkaAdapter implements BrokerAdapter {
       producer,
       ensureTopic: (t) => this.ensureTopic(t),
       maxMessageBytes: this.maxMessageBytes,
-      translate: (err, topics) => this.publishError(err, topics),
+      translate: (err, topics, messages) => this.publishError(err, topics, messages),
     });
     this.state = 'up';
   }
@@ -496,24 +493,9 @@ export class KafkaAdapter implements BrokerAdapter {
     return this.batcher.send(name, message, size);
   }
 
-  private publishError(err: unknown, topics: string[]): Error {
+  private publishError(err: unknown, topics: string[], messages: number): Error {
     if (isEvpubError(err)) return err;
-    const list = topics.map((t) => JSON.stringify(t)).join(', ');
-    const cause = (err as { cause?: unknown }).cause;
-    if (errorType(err) === 'MESSAGE_TOO_LARGE' || errorType(cause) === 'MESSAGE_TOO_LARGE') {
-      return new EvpubError(ErrorCode.PAYLOAD_TOO_LARGE, `Kafka refused a message to ${list} as too large`, {
-        cause: err,
-      });
-    }
-    return new EvpubError(
-      ErrorCode.PUBLISH_FAILED,
-      `publish to Kafka topic ${list} failed: ${messageOf(err)}`,
-      {
-        cause: err,
-        retriable: (err as { retriable?: unknown }).retriable === true,
-        context: { topics },
-      },
-    );
+    return kafkaPublishError(err, topics, messages);
   }
 
   async subscribe(pattern: string, options: SubscribeOptions): Promise<void> {

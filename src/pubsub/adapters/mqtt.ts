@@ -5,8 +5,14 @@
  * evpub patterns are MQTT filters (`+`, `#`).
  *
  * Publish: QoS 1 by default, resolved on PUBACK (QoS 2: on PUBCOMP); a PUBACK/PUBREC reason code
- * of 0x80 or more rejects with PUBLISH_FAILED. QoS 0 resolves once the packet is written to the
- * socket: the broker never confirms it. On MQTT 5, `headers` become user properties,
+ * of 0x80 or more (MQTT 5) rejects, classified by `mqttPublishError()`: refusals of this message
+ * (not authorized, invalid topic, packet too large, payload format) are permanent, the others
+ * (quota, unspecified, implementation specific, packet id in use) transient. mosquitto 2.0.11
+ * also closes the connection after a publish its ACL denies (both protocol versions): the
+ * adapter goes offline and reconnects, and mqtt.js re-sends the QoS 1/2 publishes that were in
+ * flight, so the publishes after the refused one are still confirmed. MQTT 3.1.1 has no
+ * refusal: mosquitto acknowledges a denied publish and drops it, which cannot be detected.
+ * QoS 0 resolves once the packet is written to the socket: the broker never confirms it. On MQTT 5, `headers` become user properties,
  * `contentType` the Content Type property, `key` and `messageId` the user properties
  * `evpub-key` and `evpub-message-id`; `retain` is the retain flag. MQTT 3.1.1 has no properties:
  * headers, contentType, key and messageId are not sent (logged once at debug level).
@@ -63,6 +69,63 @@ const SIZE_MARGIN = 4 * 1024 * 1024;
 
 export const KEY_PROPERTY = 'evpub-key';
 export const MESSAGE_ID_PROPERTY = 'evpub-message-id';
+
+/**
+ * MQTT 5 PUBACK/PUBREC reason codes that refuse this message for good (MQTT 5 §3.4.2.1): the
+ * same publish is refused again. Every other code of 0x80 or more is taken as transient:
+ * 0x97 quota exceeded passes once the quota frees; 0x80 unspecified and 0x83 implementation
+ * specific say nothing of the message (brokers use them for overload and plugin failures), and
+ * dead-lettering a good event is worse than retrying one; 0x91 packet identifier in use is
+ * session state, and the retry goes with a new packet identifier.
+ */
+const PERMANENT_PUBACK: ReadonlyMap<number, ErrorCode> = new Map([
+  [0x87, ErrorCode.NOT_AUTHORIZED],
+  [0x90, ErrorCode.INVALID_TOPIC],
+  [0x95, ErrorCode.PAYLOAD_TOO_LARGE], // not a PUBACK code in MQTT 5; mosquitto sends it anyway
+  [0x99, ErrorCode.PUBLISH_FAILED],
+]);
+
+const REASONS: Record<number, string> = {
+  0x80: 'Unspecified error',
+  0x83: 'Implementation specific error',
+  0x87: 'Not authorized',
+  0x90: 'Topic Name invalid',
+  0x91: 'Packet Identifier in use',
+  0x95: 'Packet too large',
+  0x97: 'Quota exceeded',
+  0x99: 'Payload format invalid',
+};
+
+/**
+ * What a failed MQTT publish becomes. `err` is mqtt.js's callback error: an error whose numeric
+ * `code` is the PUBACK/PUBREC reason code (the broker refused), or a connection error (transient).
+ */
+export function mqttPublishError(topic: string, err: Error): EvpubError {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'number') {
+    return new EvpubError(
+      ErrorCode.PUBLISH_FAILED,
+      `MQTT publish to ${JSON.stringify(topic)} failed: ${err.message}`,
+      {
+        cause: err,
+        retriable: true,
+        context: { topic },
+      },
+    );
+  }
+  const permanent = PERMANENT_PUBACK.get(code);
+  const hex = `0x${code.toString(16).padStart(2, '0')}`;
+  const reason = REASONS[code] ?? err.message.replace(/^Publish error: /, '');
+  return new EvpubError(
+    permanent ?? ErrorCode.PUBLISH_FAILED,
+    `the MQTT broker refused the publish to ${JSON.stringify(topic)}: ${reason} (reason code ${hex})`,
+    {
+      cause: err,
+      retriable: permanent === undefined,
+      context: { topic, reasonCode: code, brokerCode: hex, brokerReason: reason },
+    },
+  );
+}
 
 /** CONNACK codes that mean "who you are is not accepted", per protocol version. */
 const AUTH_CODES: Record<4 | 5, readonly number[]> = { 4: [4, 5], 5: [0x86, 0x87, 0x8c] };
@@ -534,12 +597,7 @@ export class MqttAdapter implements BrokerAdapter {
 
   private publishError(topic: string, err: Error): EvpubError {
     if (this.ending || /disconnecting/i.test(err.message)) return this.closedError(err);
-    const code = (err as { code?: unknown }).code;
-    return new EvpubError(
-      ErrorCode.PUBLISH_FAILED,
-      `MQTT publish to ${JSON.stringify(topic)} failed: ${err.message}`,
-      { cause: err, retriable: typeof code !== 'number', context: { topic, reasonCode: code } },
-    );
+    return mqttPublishError(topic, err);
   }
 
   private closedError(cause?: Error): EvpubError {

@@ -3,7 +3,13 @@
  *
  * Core (`CorePublisher`): messages are written to the connection at once. Everything published
  * in the same tick is one batch confirmed by one PING/PONG round trip (`flush()`): when the PONG
- * comes back the server has read the batch. While the connection is down, messages wait in a
+ * comes back the server has read the batch. A PUB the user may not make is answered, before that
+ * PONG, with `-ERR 'Permissions Violation for Publish to "subject"'` (the connection stays up);
+ * the adapter passes it to `denied()`, which charges it to the oldest unconfirmed message to that
+ * subject: when the batch is confirmed, its publishes to that subject reject with NOT_AUTHORIZED
+ * (permanent), the others of the batch resolve. nats.js reports the -ERR through its status
+ * iterator, a few microtasks after it parsed it, so a batch is settled one macrotask after its
+ * PONG, when every -ERR read before the PONG has been charged. While the connection is down, messages wait in a
  * batch of their own (nats.js would drop them: it clears its outbound buffer on each dial).
  * When the connection drops before a batch's PONG, nats.js rejects the flush; the batch stays
  * unconfirmed, and on reconnect every unconfirmed batch is written again in order (the server
@@ -15,6 +21,8 @@
  * the order on the wire is the publish order. Publishes in flight when the connection drops,
  * and those answered "no responders" (JetStream not ready after a restart, stream gone), are
  * sent again, in order, with the same `Nats-Msg-Id` (the stream drops a copy it already has).
+ * A publish the user may not make (a permissions violation, see above) rejects with
+ * NOT_AUTHORIZED at once; the stream's own refusals are classified by `jetStreamPublishError()`.
  *
  * Both give up on a message after `publishTimeout` (the Client has given up by then too).
  */
@@ -49,14 +57,32 @@ function expired(publishTimeout: number): EvpubError {
   );
 }
 
-interface Batch {
-  msgs: Outgoing[];
-  /** Connection generation the batch was last written on; -1: not written yet. */
-  gen: number;
-  deadline: number;
+/** The publishes of one batch to one subject: they share a promise and an outcome. */
+interface Part {
+  count: number;
+  /** Permissions violations charged to this part (at most `count`); the -ERR text of the first. */
+  denied: number;
+  reason: string;
   promise: Promise<void>;
   resolve(): void;
   reject(err: Error): void;
+}
+
+interface Batch {
+  msgs: Outgoing[];
+  parts: Map<string, Part>;
+  /** Connection generation the batch was last written on; -1: not written yet. */
+  gen: number;
+  deadline: number;
+}
+
+/** What a publish the server's permissions refuse becomes. */
+export function natsPermissionError(subject: string, reason: string): EvpubError {
+  return new EvpubError(
+    ErrorCode.NOT_AUTHORIZED,
+    `the NATS server refused the publish to subject "${subject}": ${reason}`,
+    { retriable: false, context: { subject, brokerReason: reason } },
+  );
 }
 
 export class CorePublisher {
@@ -78,13 +104,34 @@ export class CorePublisher {
       if (this.link.up) queueMicrotask(() => this.closeBatch());
     }
     batch.msgs.push(m);
+    let part = batch.parts.get(m.subject);
+    if (!part) {
+      part = newPart();
+      batch.parts.set(m.subject, part);
+    }
+    part.count++;
     if (this.link.up) {
       batch.gen = this.link.gen;
       this.write(m);
     } else {
       this.sweepLater();
     }
-    return batch.promise;
+    return part.promise;
+  }
+
+  /**
+   * The server refused a PUB to `subject` (a permissions violation): charged to the oldest
+   * unconfirmed message to that subject written on the current connection.
+   */
+  denied(subject: string, reason: string): void {
+    for (const batch of this.unconfirmed) {
+      if (batch.gen !== this.link.gen) continue;
+      const part = batch.parts.get(subject);
+      if (part && part.denied < part.count) {
+        if (part.denied++ === 0) part.reason = reason;
+        return;
+      }
+    }
   }
 
   /** After a reconnect: writes every unconfirmed batch again, oldest first. */
@@ -97,6 +144,7 @@ export class CorePublisher {
         continue;
       }
       batch.gen = this.link.gen;
+      for (const part of batch.parts.values()) part.denied = 0; // charged again on this connection
       for (const m of batch.msgs) this.write(m);
       if (batch !== this.open) this.confirm(batch);
     }
@@ -106,19 +154,11 @@ export class CorePublisher {
   failAll(err: Error): void {
     clearTimeout(this.sweepTimer);
     this.open = undefined;
-    for (const batch of this.unconfirmed.splice(0)) batch.reject(err);
+    for (const batch of this.unconfirmed.splice(0)) rejectBatch(batch, err);
   }
 
   private newBatch(): Batch {
-    let resolve!: () => void;
-    let reject!: (err: Error) => void;
-    const promise = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    // The Client may have given up on the publish already: never an unhandled rejection.
-    promise.catch(() => undefined);
-    return { msgs: [], gen: -1, deadline: Date.now() + this.publishTimeout, promise, resolve, reject };
+    return { msgs: [], parts: new Map(), gen: -1, deadline: Date.now() + this.publishTimeout };
   }
 
   private write(m: Outgoing): void {
@@ -132,12 +172,19 @@ export class CorePublisher {
   }
 
   private confirm(batch: Batch): void {
+    const gen = batch.gen;
     this.link.nc.flush().then(
-      () => {
-        const i = this.unconfirmed.indexOf(batch);
-        if (i >= 0) this.unconfirmed.splice(i, 1);
-        batch.resolve();
-      },
+      // The -ERRs read before the PONG reach denied() within this turn of the event loop.
+      () =>
+        setImmediate(() => {
+          const i = this.unconfirmed.indexOf(batch);
+          if (i < 0 || batch.gen !== gen) return; // settled meanwhile, or written again since
+          this.unconfirmed.splice(i, 1);
+          for (const [subject, part] of batch.parts) {
+            if (part.denied > 0) part.reject(natsPermissionError(subject, part.reason));
+            else part.resolve();
+          }
+        }),
       // The connection dropped: the batch stays unconfirmed and is written again on reconnect.
       () => undefined,
     );
@@ -147,7 +194,7 @@ export class CorePublisher {
     const i = this.unconfirmed.indexOf(batch);
     if (i >= 0) this.unconfirmed.splice(i, 1);
     if (this.open === batch) this.open = undefined;
-    batch.reject(err);
+    rejectBatch(batch, err);
   }
 
   /** While the connection is down, rejects batches past their deadline. */
@@ -164,6 +211,22 @@ export class CorePublisher {
     }, SWEEP_MS);
     this.sweepTimer.unref();
   }
+}
+
+function newPart(): Part {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // The Client may have given up on the publish already: never an unhandled rejection.
+  promise.catch(() => undefined);
+  return { count: 0, denied: 0, reason: '', promise, resolve, reject };
+}
+
+function rejectBatch(batch: Batch, err: Error): void {
+  for (const part of batch.parts.values()) part.reject(err);
 }
 
 interface JsEntry extends Outgoing {
@@ -186,6 +249,41 @@ const RETRIABLE = new Set([
   'RequestError',
   'ClosedConnectionError',
 ]);
+
+/** JetStream API error codes that refuse this message for good. */
+const PERMANENT_API: ReadonlyMap<number, ErrorCode> = new Map([
+  [10054, ErrorCode.PAYLOAD_TOO_LARGE], // message size exceeds maximum allowed (the stream's max_msg_size)
+]);
+
+/**
+ * What a JetStream publish that failed for good becomes (after the adapter's own retries of
+ * what may pass: `RETRIABLE`). Permanent: a message over the server's max_payload or the
+ * stream's max_msg_size. Every other error is transient, the stream's limits included
+ * (maximum messages or bytes with discard new, insufficient resources: they free up), and so
+ * is "no responders" (JetStream restarting, a leader election: the adapter has made sure a
+ * stream captures the subject before sending).
+ */
+export function jetStreamPublishError(subject: string, err: Error): EvpubError {
+  if (err.name === 'InvalidArgumentError' && /max_payload/.test(err.message)) {
+    return new EvpubError(ErrorCode.PAYLOAD_TOO_LARGE, err.message, {
+      cause: err,
+      retriable: false,
+      context: { subject, brokerReason: err.message },
+    });
+  }
+  const apiCode = (err as { code?: unknown }).code;
+  const isApi = err.name === 'JetStreamApiError' && typeof apiCode === 'number';
+  const permanent = isApi ? PERMANENT_API.get(apiCode) : undefined;
+  return new EvpubError(
+    permanent ?? ErrorCode.PUBLISH_FAILED,
+    `JetStream did not take the publish to subject "${subject}": ${err.message}`,
+    {
+      cause: err,
+      retriable: permanent === undefined,
+      context: isApi ? { subject, brokerCode: apiCode, brokerReason: err.message } : { subject },
+    },
+  );
+}
 
 export class JetStreamPublisher {
   private seq = 0;
@@ -270,6 +368,19 @@ export class JetStreamPublisher {
     })();
   }
 
+  /**
+   * The server refused a PUB to `subject` (a permissions violation): the oldest publish to that
+   * subject sent on this connection and not answered rejects at once (no answer would come).
+   */
+  denied(subject: string, reason: string): void {
+    for (const entry of this.inflight.values()) {
+      if (entry.subject === subject && entry.gen === this.link.gen) {
+        this.settle(entry, natsPermissionError(subject, reason));
+        return;
+      }
+    }
+  }
+
   failAll(err: Error): void {
     this.ended = true;
     clearTimeout(this.retryTimer);
@@ -302,20 +413,8 @@ export class JetStreamPublisher {
   }
 
   private failed(entry: JsEntry, err: Error): void {
-    if (err.name === 'InvalidArgumentError' && /max_payload/.test(err.message)) {
-      this.settle(entry, new EvpubError(ErrorCode.PAYLOAD_TOO_LARGE, err.message, { cause: err }));
-      return;
-    }
-    const retriable = RETRIABLE.has(err.name);
-    if (!retriable || this.ended || Date.now() > entry.deadline) {
-      this.settle(
-        entry,
-        new EvpubError(
-          ErrorCode.PUBLISH_FAILED,
-          `JetStream did not take the publish to subject "${entry.subject}": ${err.message}`,
-          { cause: err, retriable, context: { subject: entry.subject } },
-        ),
-      );
+    if (!RETRIABLE.has(err.name) || this.ended || Date.now() > entry.deadline) {
+      this.settle(entry, jetStreamPublishError(entry.subject, err));
       return;
     }
     this.inflight.delete(entry.seq);

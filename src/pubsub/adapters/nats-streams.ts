@@ -5,9 +5,12 @@
  * consumer lives on a stream. Two ways to say which stream:
  *
  * - Configured: `{ nats: { jetstream: true, stream: 'ORDERS', subjects: ['orders.>'] } }`. The
- *   stream is created with exactly these subjects if it does not exist (an existing stream is
- *   used as it is). A publish or durable subscription outside these subjects is refused with an
- *   error naming them, before anything is sent.
+ *   stream is created with exactly these subjects if it does not exist (also when it was deleted
+ *   while evpub ran; an existing stream is used as it is). A publish or durable subscription
+ *   outside these subjects is refused with an error naming them, before anything is sent. A
+ *   publish to a subject that no stream on the server captures (the existing stream has other
+ *   subjects than the option says) is refused too. Both refusals are NO_DESTINATION for a
+ *   publish (permanent), SUBSCRIBE_FAILED for a subscription.
  * - Automatic (no `subjects`): the stream `stream` (default `EVPUB`) is created on first need and
  *   grows by the subjects evpub uses: a published subject that no stream on the server captures
  *   yet is added as it is (exact subject, so topic `/v1/subutest` adds `%.v1.subutest`); the
@@ -78,20 +81,23 @@ export class StreamKeeper {
   }
 
   private async find(subject: string, kind: 'publish' | 'filter'): Promise<string> {
-    const code = kind === 'publish' ? ErrorCode.PUBLISH_FAILED : ErrorCode.SUBSCRIBE_FAILED;
+    const code = kind === 'publish' ? ErrorCode.NO_DESTINATION : ErrorCode.SUBSCRIBE_FAILED;
     if (this.subjects) {
       if (!this.subjects.some((s) => covers(s, subject))) {
         throw new EvpubError(
           code,
           `no JetStream stream captures subject "${subject}": stream ${this.stream} captures ` +
             `${JSON.stringify(this.subjects)} (the nats.subjects option)`,
-          { context: { subject, stream: this.stream } },
+          { retriable: false, context: { subject, stream: this.stream } },
         );
       }
-      this.known.set(subject, this.stream);
-      return this.stream;
+      if (kind === 'filter') {
+        this.known.set(subject, this.stream);
+        return this.stream;
+      }
     }
     try {
+      if (this.subjects) return await this.findConfigured(subject);
       for (let attempt = 0; ; attempt++) {
         const names = await this.jsm.streams.names(subject).next();
         // Prefer our stream; a literal subject is captured by any stream that matches it.
@@ -117,11 +123,33 @@ export class StreamKeeper {
     } catch (err) {
       if (err instanceof EvpubError) throw err;
       throw new EvpubError(
-        code,
+        kind === 'publish' ? ErrorCode.PUBLISH_FAILED : ErrorCode.SUBSCRIBE_FAILED,
         `could not make JetStream stream ${this.stream} capture subject "${subject}": ${(err as Error).message}`,
         { cause: err, retriable: true, context: { subject, stream: this.stream } },
       );
     }
+  }
+
+  /** Configured mode, a publish: the server says which stream captures `subject`. */
+  private async findConfigured(subject: string): Promise<string> {
+    const names = await this.jsm.streams.names(subject).next();
+    const stream = names.includes(this.stream) ? this.stream : names[0];
+    if (stream !== undefined) {
+      this.known.set(subject, stream);
+      return stream;
+    }
+    const info = await this.info();
+    if (!info) {
+      await this.prepare(); // deleted while we ran: made again, as at connect
+      this.known.set(subject, this.stream);
+      return this.stream;
+    }
+    const reason = `no stream captures subject "${subject}" (stream ${this.stream} captures ${JSON.stringify(info.config.subjects ?? [])})`;
+    throw new EvpubError(
+      ErrorCode.NO_DESTINATION,
+      `JetStream refused the publish to subject "${subject}": ${reason}; the nats.subjects option says ${JSON.stringify(this.subjects)}`,
+      { retriable: false, context: { subject, stream: this.stream, brokerReason: reason } },
+    );
   }
 
   private async ownCovers(subject: string): Promise<boolean> {

@@ -232,8 +232,20 @@ export class NatsAdapter implements BrokerAdapter, Link {
           this.downSince ??= Date.now();
           this.events.offline();
         } else if (s.type === 'reconnect') {
-          await this.onReconnect(nc);
+          // Not awaited: the -ERRs that follow must reach the publishers at once (see denied()).
+          void this.onReconnect(nc);
         } else if (s.type === 'error') {
+          const err = s.error as Error & { operation?: unknown; subject?: unknown };
+          if (
+            err.name === 'PermissionViolationError' &&
+            err.operation === 'publish' &&
+            typeof err.subject === 'string'
+          ) {
+            this.core?.denied(err.subject, err.message);
+            this.jetstream?.denied(err.subject, err.message);
+            this.logger.debug({ err }, 'NATS server refused a publish');
+            continue;
+          }
           this.logger.warn({ err: s.error }, 'NATS server error');
         } else if (s.type === 'ldm') {
           this.logger.info({ server: s.server }, 'NATS server entering lame duck mode');

@@ -30,6 +30,8 @@ export interface OpenOptions {
   onReady?: (client: Redis) => Promise<unknown>;
   /** Resend commands left unanswered by a lost connection (default true; false for readers). */
   resendUnanswered?: boolean;
+  /** Wait for Redis to have loaded its data (INFO) before the first command (default true). */
+  readyCheck?: boolean;
 }
 
 const AUTH_ERROR = /^(WRONGPASS|NOAUTH|NOPERM)|invalid password|invalid username-password/i;
@@ -186,7 +188,10 @@ export class RedisConnections {
     const client = new this.driver.Redis({
       ...this.base,
       autoResendUnfulfilledCommands: open.resendUnanswered ?? true,
+      enableReadyCheck: open.readyCheck ?? true,
       retryStrategy: (times: number) => {
+        // Closed by us: a socket that was closing when shut() ran must not schedule a reconnect.
+        if (!this.watched.has(client)) return null;
         const delay = Math.min(initialDelay * 2 ** Math.min(times - 1, 30), maxDelay);
         if (!state.everReady && Date.now() + delay >= state.deadline) return null;
         return delay;

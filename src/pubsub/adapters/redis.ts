@@ -106,12 +106,41 @@ export function parseRedisSettings(raw: unknown): RedisSettings {
 
 const noAck = (): Promise<void> => Promise.resolve();
 
-function publishFailed(topic: string, err: unknown): EvpubError {
+/**
+ * Redis error replies that refuse this message for good: the same command is refused again.
+ * - WRONGTYPE: the stream's key holds a value of another type.
+ * - NOPERM: the ACL user may not write that key (streams) or publish to that channel.
+ * - NOSCRIPT, and an error raised by a script or function: a refusal the server was programmed
+ *   to make.
+ * Everything else is transient: a lost connection, LOADING (a restart reading its data), BUSY (a
+ * long script), OOM (over maxmemory, until memory is freed or evicted), READONLY and MASTERDOWN
+ * (a replica during a failover), MISCONF (a failing snapshot), TRYAGAIN / CLUSTERDOWN.
+ */
+const PERMANENT_REPLY: ReadonlyMap<string, ErrorCode> = new Map([
+  ['WRONGTYPE', ErrorCode.PUBLISH_FAILED],
+  ['NOPERM', ErrorCode.NOT_AUTHORIZED],
+  ['NOSCRIPT', ErrorCode.PUBLISH_FAILED],
+]);
+const SCRIPT_ERROR = /^ERR .*\b(user_script|user_function|Error running script)\b/;
+
+/** What a failed PUBLISH or XADD becomes; `err` is ioredis's (a ReplyError for a Redis error reply). */
+export function redisPublishError(topic: string, err: unknown): EvpubError {
   const cause = toError(err);
+  const reply = cause.name === 'ReplyError';
+  const prefix = reply ? /^[A-Z]+/.exec(cause.message)?.[0] : undefined;
+  const permanent =
+    prefix === undefined
+      ? undefined
+      : (PERMANENT_REPLY.get(prefix) ??
+        (SCRIPT_ERROR.test(cause.message) ? ErrorCode.PUBLISH_FAILED : undefined));
   return new EvpubError(
-    ErrorCode.PUBLISH_FAILED,
+    permanent ?? ErrorCode.PUBLISH_FAILED,
     `Redis refused the publish to ${JSON.stringify(topic)}: ${cause.message}`,
-    { cause, retriable: /closed|ECONN|reset/i.test(cause.message), context: { topic } },
+    {
+      cause,
+      retriable: permanent === undefined,
+      context: reply ? { topic, brokerCode: prefix, brokerReason: cause.message } : { topic },
+    },
   );
 }
 
@@ -121,6 +150,9 @@ export class RedisAdapter implements BrokerAdapter {
   readonly name = 'redis';
   readonly features: AdapterFeatures;
   readonly settings: RedisSettings;
+  /** Pub/sub mode: SUBSCRIBE goes out on its own connection while the commands one gets ready. */
+  readonly subscribesWhileConnecting: boolean;
+  private opening: Promise<RedisConnections> | undefined;
   private connections: RedisConnections | undefined;
   private cmd: Redis | undefined;
   // pubsub mode
@@ -149,13 +181,30 @@ export class RedisAdapter implements BrokerAdapter {
       maxPayload: MAX_BULK,
     };
     this.consumer = options.clientId ?? `evpub-${randomUUID()}`;
+    this.subscribesWhileConnecting = !streams;
   }
 
   async connect(): Promise<void> {
     const startedAt = Date.now();
-    const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
-    this.connections = new RedisConnections(driver, this.options, this.events);
-    this.cmd = await this.connections.first('commands', {}, startedAt);
+    // Set before the first await: a subscribe() issued meanwhile opens its connection as soon
+    // as the driver is loaded, not after the commands connection is ready.
+    const opening = (async () => {
+      const driver = await loadDriver<RedisModule>('ioredis', 'Redis adapter');
+      this.connections = new RedisConnections(driver, this.options, this.events);
+      return this.connections;
+    })();
+    this.opening = opening;
+    const connections = await opening;
+    try {
+      this.cmd = await connections.first('commands', {}, startedAt);
+    } catch (err) {
+      // A subscriber connection opened meanwhile must not keep trying; a later connect() starts over.
+      this.subscriber = undefined;
+      this.exact.clear();
+      this.globs.clear();
+      await connections.closeAll([]);
+      throw err;
+    }
   }
 
   publish(topic: string, payload: Buffer, options: PublishOptions): Promise<void> {
@@ -173,7 +222,7 @@ export class RedisAdapter implements BrokerAdapter {
     if (this.settings.mode === 'streams') {
       return cmd.xadd(topic, ...entryArgs(payload, options, this.settings.maxLen)).then(
         () => undefined,
-        (err: unknown) => Promise.reject(publishFailed(topic, err)),
+        (err: unknown) => Promise.reject(redisPublishError(topic, err)),
       );
     }
     if (
@@ -187,7 +236,7 @@ export class RedisAdapter implements BrokerAdapter {
     }
     return cmd.publish(topic, payload).then(
       () => undefined,
-      (err: unknown) => Promise.reject(publishFailed(topic, err)),
+      (err: unknown) => Promise.reject(redisPublishError(topic, err)),
     );
   }
 
@@ -241,6 +290,7 @@ export class RedisAdapter implements BrokerAdapter {
     await Promise.all(readers.map((r) => r.reader.done));
     this.cmd = undefined;
     this.subscriber = undefined;
+    this.opening = undefined;
     this.events.close();
   }
 
@@ -248,12 +298,16 @@ export class RedisAdapter implements BrokerAdapter {
   // pub/sub mode
 
   private subscriberConnection(): Promise<Redis> {
-    const connections = this.connections;
-    if (!connections)
-      return Promise.reject(new EvpubError(ErrorCode.INVALID_STATE, 'subscribe before connect'));
+    const opening = this.opening;
+    if (!opening) return Promise.reject(new EvpubError(ErrorCode.INVALID_STATE, 'subscribe before connect'));
     this.subscriber ??= (async () => {
+      const connections = await opening;
+      // No ready check (INFO) on this connection: SUBSCRIBE is the first command written, one
+      // round trip earlier (Redis takes SUBSCRIBE while it loads its data set). A SUBSCRIBE
+      // issued now waits in ioredis's queue for the socket, so a subscribe() not awaited before
+      // another client's publish() gets there first, as with strong-pubsub.
       // ioredis resubscribes before `ready` is emitted; the PING's reply proves it went through.
-      const sub = connections.open('subscriber', { onReady: (c) => c.ping() });
+      const sub = connections.open('subscriber', { onReady: (c) => c.ping(), readyCheck: false });
       sub.on('messageBuffer', (channel: Buffer, message: Buffer | undefined) =>
         this.onMessage(channel, message),
       );
