@@ -4,10 +4,11 @@
  * `start()` checks the server once (binary log on, ROW format, replication privileges; see
  * errors.ts), reads each model's table metadata, then per model:
  * - `{ after }`: checks the server still has the binlog the position needs (a purged one is a
- *   `sink.fail`, never a skip), then continues the snapshot if the position is inside one, else
- *   streams from the position, skipping the rows of its transaction already pushed.
- * - no checkpoint and `snapshot: 'initial'` (either `from`): records the current binlog point,
- *   reads the table (snapshot.ts), marks the point, then streams from it.
+ *   `sink.fail`, never a skip), then streams from the position, skipping the rows of its
+ *   transaction already pushed, and continues the snapshot after its cursor if the position is
+ *   inside one.
+ * - no checkpoint and `snapshot: 'initial'` (either `from`): streams from the current binlog
+ *   point and reads the table meanwhile, chunk by chunk between watermarks (snapshot.ts).
  * - `'beginning'` without snapshot: streams the whole binlog the server still has (from the
  *   oldest binlog's own start state, which stays valid after older binlogs were purged).
  * - `'now'` without snapshot: marks the current binlog point and streams from it.
@@ -42,10 +43,12 @@ import {
   connectionOptions,
   parseMysqlSettings,
   parseSnapshot,
+  signalTableOf,
   tableOf,
   type MysqlSettings,
+  type TableRef,
 } from './settings';
-import { runSnapshot } from './snapshot';
+import { ChunkedSnapshot, checkSignalTable } from './snapshot';
 import { loadTableMeta, type TableMeta } from './values';
 
 type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
@@ -190,52 +193,66 @@ export class MysqlConnector implements EventConnector {
       }
     }
     const logger = this.logger.child({ model: feed.name, table: `${run.meta.database}.${run.meta.table}` });
+    const serverId = this.settings.serverId + index;
+    let chunks: { window: ChunkedSnapshot; signalTable: TableRef; cursor: SnapshotCursor } | undefined;
+    if (snapshot) {
+      const signalTable = signalTableOf(this.settings);
+      const signalId = `${this.dataSource.name}/${feed.name}@${serverId}`;
+      const window = new ChunkedSnapshot({
+        meta: run.meta,
+        signalTable,
+        signalId,
+        user: this.settings.user,
+        datasource: this.dataSource.name,
+        model: feed.name,
+        chunkSize: this.settings.snapshotChunk,
+        cursor: snapshot,
+        sink,
+        logger,
+        signal: this.stopper.signal,
+      });
+      await checkSignalTable(conn, { signalTable, signalId }, this.settings.user);
+      chunks = { window, signalTable, cursor: snapshot };
+    }
     const stream = new BinlogStream({
       settings: this.settings,
       datasource: this.dataSource.name,
       model: feed.name,
       meta: run.meta,
-      serverId: this.settings.serverId + index,
+      serverId,
       sink,
       logger,
       point,
       ...(skip ? { skip } : {}),
+      ...(chunks ? { snapshot: chunks } : {}),
       onPushed: (position) => (run.lastPushed = position),
     });
     run.stream = stream;
-    if (!snapshot) return { opened: stream.open() };
-    const cursor = snapshot;
-    run.snapshot = (async () => {
-      const sconn = await this.connect();
-      try {
-        await runSnapshot({
-          conn: sconn,
-          meta: run.meta,
-          datasource: this.dataSource.name,
-          model: feed.name,
-          chunkSize: this.settings.snapshotChunk,
-          point,
-          cursor,
-          sink,
-          signal: this.stopper.signal,
-          onPushed: (position) => (run.lastPushed = position),
-        });
-      } finally {
-        await sconn.end().catch(() => undefined);
-      }
-      if (this.stopper.signal.aborted) return;
-      // The snapshot is done: a restart now streams from the point instead of reading again.
-      sink.mark(feed.name, encodePosition(point));
-      logger.info('snapshot done; streaming');
-      stream.openInBackground();
-    })().catch((err: unknown) => {
-      if (this.stopper.signal.aborted) return;
-      run.failed = true;
-      const error = translate(err, this.settings, 'reading the snapshot');
-      logger.error({ err: error.message }, 'snapshot failed');
-      sink.fail(feed.name, error);
-    });
-    return { opened: Promise.resolve() };
+    const opened = stream.open();
+    if (!chunks) return { opened };
+    const { window } = chunks;
+    // The snapshot reads once the stream runs (start() fails if the stream cannot begin).
+    run.snapshot = opened
+      .then(
+        async () => {
+          const sconn = await this.connect();
+          try {
+            await window.run(sconn);
+          } finally {
+            await sconn.end().catch(() => undefined);
+          }
+        },
+        () => undefined,
+      )
+      .catch(async (err: unknown) => {
+        if (this.stopper.signal.aborted) return;
+        run.failed = true;
+        const error = translate(err, this.settings, 'reading the snapshot');
+        logger.error({ err: error.message }, 'snapshot failed');
+        sink.fail(feed.name, error);
+        await stream.stop();
+      });
+    return { opened };
   }
 
   stop(): Promise<void> {

@@ -1,95 +1,303 @@
 /**
- * The initial snapshot of one table: its rows as `snapshot` events, in primary key order, read
- * in keyset chunks (`WHERE (pk) > (cursor) ORDER BY pk LIMIT n`), each chunk its own short query.
+ * A model's snapshot: its table's rows as `snapshot` events, read in primary key order in keyset
+ * chunks (`WHERE (pk) > (cursor) ORDER BY pk LIMIT n`) while the model's binlog stream runs.
  *
- * Consistency: the binlog point (GTID state, or file + offset) is recorded *before* the first
- * chunk is read, and the stream starts from that point once the snapshot is done. A row read by
- * a chunk shows its state at some moment after the point; every change after the point comes
- * again from the stream, in order. So every row present when the snapshot ends is published at
- * least once, and applying the events in order per key ends at the table's state; a change made
- * during the snapshot may arrive twice (in its row's snapshot event and from the stream). This
- * holds across chunks read at different times, and across a crash: the cursor is in each
- * event's position, a restart continues after the last row published, the stream from the same
- * point. Progress goes to `sink.status({ type: 'snapshot', model, done, total })` after each
- * chunk (total is COUNT(*) at the start).
+ * Chunks are merged into the stream with watermarks (the approach of Netflix's DBLog):
+ * 1. The snapshot writes a *low* watermark, a fresh random value, to the signal table (one row
+ *    per model stream, `INSERT ... ON DUPLICATE KEY UPDATE`): its own transaction, so it lands
+ *    in the binlog between the changes committed before it and those committed after.
+ * 2. It SELECTs the next chunk and keeps its rows in memory.
+ * 3. It writes a *high* watermark the same way, then waits for the stream to reach it.
+ * The stream (binlog.ts) decodes the signal table's rows next to the model's. From the low
+ * watermark to the high one, every key it sees change (insert, update (old and new key),
+ * delete; a TRUNCATE: every key) is dropped from the chunk: the stream itself publishes that
+ * row's newer state. At the high watermark the rows left are pushed, as `snapshot` events, in
+ * the stream's order, before anything the binlog has after it; then the next chunk begins.
+ *
+ * Why no stale row follows a newer change: the chunk is read after the low watermark committed
+ * and before the high one. A row left in the chunk had no change between the two, so the value
+ * read is its value at the low watermark, i.e. its last change before it, which the stream has
+ * already published (or it was never changed since the stream's start). Every later change of
+ * it comes after the high watermark, hence after the snapshot event. A row deleted before its
+ * chunk is read is not read, and its delete is streamed. So for every key, the last event is
+ * the row's latest state, and every row present is read once; only a restart or reconnect
+ * repeats events (at-least-once, event ids stable).
+ *
+ * Progress: every position the model's stream produces while the snapshot runs carries the
+ * cursor (position.ts `s`): the primary key of the last row pushed of the last chunk, and the
+ * rows done. A restart from such a checkpoint streams from its binlog point and reads the
+ * next chunk after the cursor: at most the chunk in progress is read again, and the changes
+ * after the checkpoint come again from the stream. Rows pushed of a chunk carry their own key as
+ * the cursor; the chunk's end is marked (`sink.mark`) after them, with the chunk's last key even
+ * when the stream dropped that row. The last chunk (fewer rows than the chunk size) marks a
+ * position without a cursor: a restart then only streams.
+ *
+ * The signal table (settings `signalTable`) is made by the operator, not by evpub:
+ * `CREATE TABLE evpub_signal (id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)`,
+ * and the connector's user needs INSERT and UPDATE on it. It must be written to the binlog (not
+ * excluded by `binlog_ignore_db` / replication filters), or no chunk ever completes.
  */
+import { randomUUID } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
-import { eventId, type ChangeEvent } from '../../events/change-event';
+import { eventId, type ChangeEvent, type Row } from '../../events/change-event';
 import { ErrorCode, EvpubError } from '../../errors';
+import type { Logger } from '../../logger';
 import type { ChangeSink } from '../contract';
-import { decodeKey, encodeKey, encodePosition, type SnapshotCursor, type StreamPoint } from './position';
+import { decodeKey, encodeKey, type SnapshotCursor } from './position';
+import type { TableRef } from './settings';
 import { decodeRow, keyOf, quoteId, quoteTable, type TableMeta } from './values';
-import { drainUnlessStopped } from '../waits';
 
-export interface SnapshotOptions {
-  conn: Connection;
-  meta: TableMeta;
-  datasource: string;
-  model: string;
-  chunkSize: number;
-  /** Where the stream starts after the snapshot; recorded before the first chunk. */
-  point: StreamPoint;
-  cursor: SnapshotCursor;
-  sink: ChangeSink;
-  signal: AbortSignal;
-  onPushed(position: string): void;
-}
+/** The columns of the signal table, for messages. */
+export const SIGNAL_DDL = '(id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)';
 
 /** A snapshot event's idempotency key: the same row content read again gets the same id. */
 export function snapshotEventId(meta: TableMeta, key: string, after: Record<string, unknown>): string {
   return eventId(meta.database, meta.table, 'snapshot', key, JSON.stringify(after));
 }
 
-/** Resolves when every row was pushed (or the signal aborted). */
-export async function runSnapshot(o: SnapshotOptions): Promise<void> {
-  const { meta, conn } = o;
-  if (meta.primaryKey.length === 0) {
-    throw new EvpubError(
-      ErrorCode.SOURCE_FAILED,
-      `mysql: snapshot of ${meta.database}.${meta.table} needs a primary key to read it in order: ` +
-        'add one, or set the model\'s snapshot: "never"',
-      { context: { table: `${meta.database}.${meta.table}` } },
-    );
+/** What the stream pushes at a chunk's high watermark. */
+export interface ChunkRelease {
+  /** The chunk's rows nobody changed during its window, each with the cursor after it. */
+  rows: { event: Omit<ChangeEvent, 'position'>; cursor: SnapshotCursor }[];
+  /** The cursor after the whole chunk; null when it was the last one (the snapshot is done). */
+  next: SnapshotCursor | null;
+  /** Call once the rows and the chunk's end are pushed: the snapshot goes on. */
+  pushed: () => void;
+}
+
+/** The stream's side of a running snapshot (binlog.ts calls these in binlog order). */
+export interface SnapshotWindow {
+  /** A row of the model's table changed (key as `keyOf` gives it). */
+  changed(key: string): void;
+  /** The model's table was truncated. */
+  truncated(): void;
+  /** A watermark value read from the signal table; at the chunk's high watermark, its rows. */
+  watermark(value: string): ChunkRelease | undefined;
+}
+
+export interface SnapshotOptions {
+  meta: TableMeta;
+  signalTable: TableRef;
+  /** The signal table row this model's stream writes (one per stream). */
+  signalId: string;
+  /** The connector's user, for the GRANT in messages. */
+  user: string;
+  datasource: string;
+  model: string;
+  chunkSize: number;
+  /** Where the snapshot resumes (key null: from the first row). */
+  cursor: SnapshotCursor;
+  sink: ChangeSink;
+  logger: Logger;
+  signal: AbortSignal;
+}
+
+interface Chunk {
+  low: string;
+  high: string;
+  open: boolean;
+  truncated: boolean;
+  changed: Set<string>;
+  rows?: { key: string; after: Row; cursor: unknown[] }[];
+  readAt?: string;
+  /** Rows done before this chunk. */
+  done: number;
+  last: boolean;
+  /** Rows done after this chunk, once released. */
+  doneAfter?: number;
+  released: () => void;
+}
+
+/** Server errors meaning the signal table is missing, misshapen or not writable by this user. */
+const SIGNAL_ERRORS = new Set([1146, 1049, 1054, 1142, 1143, 1044, 1364, 1406]);
+
+/**
+ * The error for a missing or unwritable signal table, naming the setting and the fix; any other
+ * error (a lost connection) as it is.
+ */
+export function signalTableError(signal: TableRef, user: string, cause: unknown): unknown {
+  const errno = (cause as { errno?: number }).errno;
+  if (errno === undefined || !SIGNAL_ERRORS.has(errno)) return cause;
+  const table = quoteTable(signal);
+  const problem =
+    errno === 1146 || errno === 1049
+      ? `the snapshot signal table ${table} does not exist`
+      : `cannot write the snapshot signal table ${table} (${(cause as Error).message})`;
+  return new EvpubError(
+    ErrorCode.CONFIG_INVALID,
+    `mysql: ${problem} (setting signalTable): a snapshot writes its watermarks there; create it with ` +
+      `\`CREATE TABLE ${table} ${SIGNAL_DDL}\` and \`GRANT INSERT, UPDATE ON ${table} TO '${user}'\`, ` +
+      'or set signalTable to "database.table" of one that exists',
+    { cause, context: { setting: 'signalTable', table: `${signal.database}.${signal.table}` } },
+  );
+}
+
+/** Writes `value` as the model's watermark: rejects with the driver's error. */
+async function writeWatermark(
+  conn: Connection,
+  o: Pick<SnapshotOptions, 'signalTable' | 'signalId'>,
+  value: string,
+) {
+  await conn.query(
+    `INSERT INTO ${quoteTable(o.signalTable)} (id, watermark) VALUES (?, ?) ON DUPLICATE KEY UPDATE watermark = VALUES(watermark)`,
+    [o.signalId, value],
+  );
+}
+
+/**
+ * Checks at start that the signal table exists and this user may write it (one watermark
+ * write, which the stream ignores). Throws signalTableError.
+ */
+export async function checkSignalTable(
+  conn: Connection,
+  o: Pick<SnapshotOptions, 'signalTable' | 'signalId'>,
+  user: string,
+): Promise<void> {
+  try {
+    await writeWatermark(conn, o, `check:${randomUUID()}`);
+  } catch (err) {
+    throw signalTableError(o.signalTable, user, err);
   }
-  const table = quoteTable(meta);
-  const pk = meta.primaryKey.map(quoteId).join(', ');
-  const [[count]] = await conn.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM ${table}`);
-  const total = Number(count?.n ?? 0);
-  let cursor = o.cursor.key === null ? null : decodeKey(o.cursor.key);
-  let done = o.cursor.done;
-  o.sink.status({ type: 'snapshot', model: o.model, done, total });
-  for (;;) {
-    if (o.signal.aborted) return;
-    const where = cursor === null ? '' : `WHERE (${pk}) > (${meta.primaryKey.map(() => '?').join(', ')}) `;
-    const [rows] = await conn.query<RowDataPacket[]>(
-      `SELECT * FROM ${table} ${where}ORDER BY ${pk} LIMIT ${Math.floor(o.chunkSize)}`,
-      cursor ?? [],
-    );
-    const readAt = new Date().toISOString();
-    for (const raw of rows) {
-      if (o.signal.aborted) return;
-      cursor = meta.primaryKey.map((k) => raw[k] as unknown);
-      done += 1;
-      const after = decodeRow(meta, raw);
-      const key = keyOf(meta, after);
-      const position = encodePosition({ ...o.point, snapshot: { key: encodeKey(cursor), done } });
-      const event: ChangeEvent = {
-        id: snapshotEventId(meta, key, after),
-        datasource: o.datasource,
-        model: o.model,
-        op: 'snapshot',
-        key,
-        before: null,
-        after,
-        position,
-        sourceTime: readAt,
-        source: { database: meta.database, table: meta.table, snapshot: true },
-      };
-      o.onPushed(position);
-      if (!o.sink.push(event)) await drainUnlessStopped(o.sink, o.signal);
+}
+
+/**
+ * Runs one model's snapshot against its stream: the object is the stream's window (binlog.ts),
+ * `run(conn)` reads the chunks on a query connection of its own and resolves when the last chunk was pushed (or the signal aborted), rejects on a query
+ * error.
+ */
+export class ChunkedSnapshot implements SnapshotWindow {
+  private chunk: Chunk | undefined;
+
+  constructor(private readonly o: SnapshotOptions) {
+    if (o.meta.primaryKey.length === 0) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `mysql: snapshot of ${o.meta.database}.${o.meta.table} needs a primary key to read it in order: ` +
+          'add one, or set the model\'s snapshot: "never"',
+        { context: { table: `${o.meta.database}.${o.meta.table}` } },
+      );
     }
-    o.sink.status({ type: 'snapshot', model: o.model, done, total: Math.max(total, done) });
-    if (rows.length < o.chunkSize) return;
   }
+
+  changed(key: string): void {
+    if (this.chunk?.open) this.chunk.changed.add(key);
+  }
+
+  truncated(): void {
+    if (this.chunk?.open) this.chunk.truncated = true;
+  }
+
+  watermark(value: string): ChunkRelease | undefined {
+    const chunk = this.chunk;
+    if (!chunk) return undefined;
+    if (value === chunk.low) chunk.open = true;
+    if (value !== chunk.high || !chunk.rows) return undefined;
+    // A reconnect may read the high watermark again before its rows were pushed: the same
+    // release again (events already pushed repeat, with the same ids).
+    const { meta } = this.o;
+    let done = chunk.done;
+    const rows: ChunkRelease['rows'] = [];
+    for (const row of chunk.truncated ? [] : chunk.rows) {
+      if (chunk.changed.has(row.key)) continue;
+      done += 1;
+      rows.push({
+        cursor: { key: row.cursor, done },
+        event: {
+          id: snapshotEventId(meta, row.key, row.after),
+          datasource: this.o.datasource,
+          model: this.o.model,
+          op: 'snapshot',
+          key: row.key,
+          before: null,
+          after: row.after,
+          sourceTime: chunk.readAt!,
+          source: { database: meta.database, table: meta.table, snapshot: true },
+        },
+      });
+    }
+    chunk.doneAfter = done;
+    const lastRow = chunk.rows.at(-1);
+    const next: SnapshotCursor | null = chunk.last ? null : { key: lastRow ? lastRow.cursor : null, done };
+    return { rows, next, pushed: chunk.released };
+  }
+
+  private async write(conn: Connection, value: string): Promise<void> {
+    try {
+      await writeWatermark(conn, this.o, value);
+    } catch (err) {
+      throw signalTableError(this.o.signalTable, this.o.user, err);
+    }
+  }
+
+  async run(conn: Connection): Promise<void> {
+    const { o } = this;
+    const { meta } = o;
+    const table = quoteTable(meta);
+    const pk = meta.primaryKey.map(quoteId).join(', ');
+    const [[count]] = await conn.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM ${table}`);
+    const total = Number(count?.n ?? 0);
+    let cursor = o.cursor.key === null ? null : decodeKey(o.cursor.key);
+    let done = o.cursor.done;
+    o.sink.status({ type: 'snapshot', model: o.model, done, total });
+    for (;;) {
+      if (o.signal.aborted) return;
+      const id = randomUUID();
+      let released!: () => void;
+      const pushed = new Promise<void>((resolve) => (released = resolve));
+      const chunk: Chunk = {
+        low: `low:${id}`,
+        high: `high:${id}`,
+        open: false,
+        truncated: false,
+        changed: new Set(),
+        done,
+        last: false,
+        released,
+      };
+      this.chunk = chunk;
+      await this.write(conn, chunk.low);
+      const where = cursor === null ? '' : `WHERE (${pk}) > (${meta.primaryKey.map(() => '?').join(', ')}) `;
+      const [raws] = await conn.query<RowDataPacket[]>(
+        `SELECT * FROM ${table} ${where}ORDER BY ${pk} LIMIT ${Math.floor(o.chunkSize)}`,
+        cursor ?? [],
+      );
+      chunk.readAt = new Date().toISOString();
+      chunk.last = raws.length < o.chunkSize;
+      chunk.rows = raws.map((raw) => {
+        const after = decodeRow(meta, raw);
+        return {
+          key: keyOf(meta, after),
+          after,
+          cursor: encodeKey(meta.primaryKey.map((k): unknown => raw[k])),
+        };
+      });
+      await this.write(conn, chunk.high);
+      // The stream pushes the chunk when it reaches the high watermark (it may be paused by a
+      // full publisher window, or reconnecting: the chunk waits for it, in memory).
+      if (!(await untilPushed(pushed, o.signal))) return;
+      const lastRow = raws.at(-1);
+      if (lastRow) cursor = meta.primaryKey.map((k) => lastRow[k] as unknown);
+      done = chunk.doneAfter ?? done;
+      o.sink.status({ type: 'snapshot', model: o.model, done, total: Math.max(total, done) });
+      if (chunk.last) {
+        this.chunk = undefined;
+        o.logger.info({ rows: done }, 'snapshot done');
+        return;
+      }
+    }
+  }
+}
+
+/** True once `pushed` resolves; false as soon as `stop` is aborted. */
+function untilPushed(pushed: Promise<void>, stop: AbortSignal): Promise<boolean> {
+  if (stop.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onStop = (): void => resolve(false);
+    stop.addEventListener('abort', onStop, { once: true });
+    void pushed.then(() => {
+      stop.removeEventListener('abort', onStop);
+      resolve(true);
+    });
+  });
 }
