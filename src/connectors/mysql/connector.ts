@@ -21,6 +21,7 @@ import type { Connection } from 'mysql2/promise';
 import { ErrorCode, EvpubError } from '../../errors';
 import { defaultLogger, type Logger } from '../../logger';
 import { loadDriver } from '../../pubsub/driver';
+import { backOffDelay, sleepUnlessStopped } from '../waits';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -234,14 +235,7 @@ export class MysqlConnector implements EventConnector {
     // The snapshot reads once the stream runs (start() fails if the stream cannot begin).
     run.snapshot = opened
       .then(
-        async () => {
-          const sconn = await this.connect();
-          try {
-            await window.run(sconn);
-          } finally {
-            await sconn.end().catch(() => undefined);
-          }
-        },
+        () => this.readSnapshot(window, logger),
         () => undefined,
       )
       .catch(async (err: unknown) => {
@@ -253,6 +247,32 @@ export class MysqlConnector implements EventConnector {
         await stream.stop();
       });
     return { opened };
+  }
+
+  /**
+   * Runs the snapshot on a query connection of its own; a lost connection (or any retriable
+   * error) is retried with back-off on a new one, going on from the last chunk pushed.
+   * Rejects with what cannot be retried (a missing signal table).
+   */
+  private async readSnapshot(window: ChunkedSnapshot, logger: Logger): Promise<void> {
+    let attempt = 0;
+    while (!this.stopper.signal.aborted) {
+      let sconn: Connection | undefined;
+      try {
+        sconn = await this.connect();
+        await window.run(sconn);
+        return;
+      } catch (err) {
+        const error = translate(err, this.settings, 'reading the snapshot');
+        if (this.stopper.signal.aborted || !error.retriable) throw error;
+        attempt += 1;
+        const delay = backOffDelay(attempt, this.settings.reconnectDelay, this.settings.maxReconnectDelay);
+        logger.warn({ err: error.message, attempt, delay }, 'snapshot query failed; retrying');
+        await sleepUnlessStopped(delay, this.stopper.signal);
+      } finally {
+        await sconn?.end().catch(() => undefined);
+      }
+    }
   }
 
   stop(): Promise<void> {

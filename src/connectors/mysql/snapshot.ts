@@ -162,14 +162,22 @@ export async function checkSignalTable(
 }
 
 /**
- * Runs one model's snapshot against its stream: the object is the stream's window (binlog.ts),
- * `run(conn)` reads the chunks on a query connection of its own and resolves when the last chunk was pushed (or the signal aborted), rejects on a query
- * error.
+ * Runs one model's snapshot against its stream: the object is the stream's window (binlog.ts);
+ * `run(conn)` reads the chunks on a query connection and resolves when the last chunk was
+ * pushed (or the signal aborted). It rejects on a query error; called again (with a new
+ * connection) it goes on from the last chunk pushed: a chunk whose watermarks were written
+ * before the error is forgotten, and its watermarks are then ignored by the stream.
  */
 export class ChunkedSnapshot implements SnapshotWindow {
   private chunk: Chunk | undefined;
+  /** After the last chunk pushed: its last key (raw values), the rows done. */
+  private cursor: unknown[] | null;
+  private done: number;
+  private total: number | undefined;
 
   constructor(private readonly o: SnapshotOptions) {
+    this.cursor = o.cursor.key === null ? null : decodeKey(o.cursor.key);
+    this.done = o.cursor.done;
     if (o.meta.primaryKey.length === 0) {
       throw new EvpubError(
         ErrorCode.CONFIG_INVALID,
@@ -193,6 +201,7 @@ export class ChunkedSnapshot implements SnapshotWindow {
     if (!chunk) return undefined;
     if (value === chunk.low) chunk.open = true;
     if (value !== chunk.high || !chunk.rows) return undefined;
+    chunk.open = false;
     // A reconnect may read the high watermark again before its rows were pushed: the same
     // release again (events already pushed repeat, with the same ids).
     const { meta } = this.o;
@@ -235,13 +244,14 @@ export class ChunkedSnapshot implements SnapshotWindow {
     const { meta } = o;
     const table = quoteTable(meta);
     const pk = meta.primaryKey.map(quoteId).join(', ');
-    const [[count]] = await conn.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM ${table}`);
-    const total = Number(count?.n ?? 0);
-    let cursor = o.cursor.key === null ? null : decodeKey(o.cursor.key);
-    let done = o.cursor.done;
-    o.sink.status({ type: 'snapshot', model: o.model, done, total });
+    if (this.total === undefined) {
+      const [[count]] = await conn.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM ${table}`);
+      this.total = Number(count?.n ?? 0);
+      o.sink.status({ type: 'snapshot', model: o.model, done: this.done, total: this.total });
+    }
     for (;;) {
       if (o.signal.aborted) return;
+      const { cursor, done } = this;
       const id = randomUUID();
       let released!: () => void;
       const pushed = new Promise<void>((resolve) => (released = resolve));
@@ -277,12 +287,17 @@ export class ChunkedSnapshot implements SnapshotWindow {
       // full publisher window, or reconnecting: the chunk waits for it, in memory).
       if (!(await untilPushed(pushed, o.signal))) return;
       const lastRow = raws.at(-1);
-      if (lastRow) cursor = meta.primaryKey.map((k) => lastRow[k] as unknown);
-      done = chunk.doneAfter ?? done;
-      o.sink.status({ type: 'snapshot', model: o.model, done, total: Math.max(total, done) });
+      if (lastRow) this.cursor = meta.primaryKey.map((k) => lastRow[k] as unknown);
+      this.done = chunk.doneAfter ?? done;
+      o.sink.status({
+        type: 'snapshot',
+        model: o.model,
+        done: this.done,
+        total: Math.max(this.total, this.done),
+      });
       if (chunk.last) {
         this.chunk = undefined;
-        o.logger.info({ rows: done }, 'snapshot done');
+        o.logger.info({ rows: this.done }, 'snapshot done');
         return;
       }
     }
