@@ -161,11 +161,6 @@ export class BinlogStream {
     this.loop = this.run(lost);
   }
 
-  /** Like open(), but the first connection is retried with back-off too (after a snapshot). */
-  openInBackground(): void {
-    this.loop = this.run(undefined);
-  }
-
   private connected(): void {
     this.state = 'streaming';
     this.o.sink.status({ type: 'connected', model: this.o.model });
@@ -472,6 +467,8 @@ export class BinlogStream {
     const sourceTime = new Date(event.timestamp || Date.now()).toISOString();
     for (const raw of event.rows) {
       this.txRow += 1;
+      const skipped = this.skip !== undefined && this.skip.tx === tx && this.txRow <= this.skip.row;
+      if (skipped && !window) continue;
       let before: Record<string, unknown> | null = null;
       let after: Record<string, unknown> | null = null;
       if (op === 'update') {
@@ -481,12 +478,12 @@ export class BinlogStream {
       } else if (op === 'create') after = decodeRow(this.meta, raw as Record<string, unknown>);
       else before = decodeRow(this.meta, raw as Record<string, unknown>);
       if (window) {
-        // Before the skip below: a key changed in a chunk's window even when this row was
-        // pushed before a reconnect.
+        // Skipped or not: a key changed in a chunk's window even when this row was pushed
+        // before a reconnect.
         if (before) window.changed(keyOf(this.meta, before));
         if (after) window.changed(keyOf(this.meta, after));
       }
-      if (this.skip && this.skip.tx === tx && this.txRow <= this.skip.row) continue;
+      if (skipped) continue;
       const position = this.positionAt(this.txPoint, tx, this.txRow);
       this.pending.push({
         point: this.txPoint,
