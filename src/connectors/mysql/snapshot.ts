@@ -1,6 +1,7 @@
 /**
  * A model's snapshot: its table's rows as `snapshot` events, read in primary key order in keyset
- * chunks (`WHERE (pk) > (cursor) ORDER BY pk LIMIT n`) while the model's binlog stream runs.
+ * chunks (`WHERE pk > cursor ORDER BY pk LIMIT n`, see keysetAfter) while the model's binlog
+ * stream runs.
  *
  * Chunks are merged into the stream with watermarks (the approach of Netflix's DBLog):
  * 1. The snapshot writes a *low* watermark, a fresh random value, to the signal table (one row
@@ -267,10 +268,10 @@ export class ChunkedSnapshot implements SnapshotWindow {
       };
       this.chunk = chunk;
       await this.write(conn, chunk.low);
-      const where = cursor === null ? '' : `WHERE (${pk}) > (${meta.primaryKey.map(() => '?').join(', ')}) `;
+      const after = cursor === null ? undefined : keysetAfter(meta.primaryKey, cursor);
       const [raws] = await conn.query<RowDataPacket[]>(
-        `SELECT * FROM ${table} ${where}ORDER BY ${pk} LIMIT ${Math.floor(o.chunkSize)}`,
-        cursor ?? [],
+        `SELECT * FROM ${table} ${after ? `WHERE ${after.sql} ` : ''}ORDER BY ${pk} LIMIT ${Math.floor(o.chunkSize)}`,
+        after?.params ?? [],
       );
       chunk.readAt = new Date().toISOString();
       chunk.last = raws.length < o.chunkSize;
@@ -302,6 +303,22 @@ export class ChunkedSnapshot implements SnapshotWindow {
       }
     }
   }
+}
+
+/**
+ * `(k1, k2) > (c1, c2)` spelt out (`k1 > ? OR (k1 = ? AND k2 > ?)`): MariaDB plans a row
+ * comparison as a scan of the whole index from its start, the expanded form as a range, so
+ * each chunk of a composite key costs its own rows, not the rows before it too.
+ */
+export function keysetAfter(keys: string[], cursor: unknown[]): { sql: string; params: unknown[] } {
+  const terms: string[] = [];
+  const params: unknown[] = [];
+  keys.forEach((key, i) => {
+    const equal = keys.slice(0, i).map((k) => `${quoteId(k)} = ?`);
+    terms.push([...equal, `${quoteId(key)} > ?`].join(' AND '));
+    params.push(...cursor.slice(0, i), cursor[i]);
+  });
+  return { sql: terms.length === 1 ? terms[0]! : terms.map((t) => `(${t})`).join(' OR '), params };
 }
 
 /** True once `pushed` resolves; false as soon as `stop` is aborted. */
