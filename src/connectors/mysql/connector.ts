@@ -16,6 +16,7 @@
  * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
  * connected (or its snapshot has begun); it rejects when one cannot begin.
  */
+import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
 import { ErrorCode, EvpubError } from '../../errors';
@@ -198,7 +199,7 @@ export class MysqlConnector implements EventConnector {
     let chunks: { window: ChunkedSnapshot; signalTable: TableRef; cursor: SnapshotCursor } | undefined;
     if (snapshot) {
       const signalTable = signalTableOf(this.settings);
-      const signalId = `${this.dataSource.name}/${feed.name}@${serverId}`;
+      const signalId = signalRowId(`${this.dataSource.name}/${feed.name}@${serverId}`);
       const window = new ChunkedSnapshot({
         meta: run.meta,
         signalTable,
@@ -303,6 +304,11 @@ export class MysqlConnector implements EventConnector {
     else state = 'streaming';
     return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
   }
+}
+
+/** The model stream's row in the signal table: its name, or a digest when too long for the column. */
+function signalRowId(name: string): string {
+  return name.length <= 255 ? name : `sha256:${createHash('sha256').update(name).digest('hex')}`;
 }
 
 /** The point after everything the server has written so far. */
