@@ -8,12 +8,13 @@
  *    per model stream, `INSERT ... ON DUPLICATE KEY UPDATE`): its own transaction, so it lands
  *    in the binlog between the changes committed before it and those committed after.
  * 2. It SELECTs the next chunk and keeps its rows in memory.
- * 3. It writes a *high* watermark the same way, then waits for the stream to reach it.
+ * 3. It writes a *high* watermark the same way: it is also the next chunk's low watermark.
  * The stream (binlog.ts) decodes the signal table's rows next to the model's. From the low
  * watermark to the high one, every key it sees change (insert, update (old and new key),
  * delete; a TRUNCATE: every key) is dropped from the chunk: the stream itself publishes that
  * row's newer state. At the high watermark the rows left are pushed, as `snapshot` events, in
- * the stream's order, before anything the binlog has after it; then the next chunk begins.
+ * the stream's order, before anything the binlog has after it. The next chunk is read while the
+ * stream makes its way to that watermark, so at most two chunks wait in memory.
  *
  * Why no stale row follows a newer change: the chunk is read after the low watermark committed
  * and before the high one. A row left in the chunk had no change between the two, so the value
@@ -95,6 +96,7 @@ export interface SnapshotOptions {
 }
 
 interface Chunk {
+  /** The watermark that opens its window (the previous chunk's high one, but for the first). */
   low: string;
   high: string;
   open: boolean;
@@ -102,12 +104,14 @@ interface Chunk {
   changed: Set<string>;
   rows?: { key: string; after: Row; cursor: unknown[] }[];
   readAt?: string;
-  /** Rows done before this chunk. */
-  done: number;
   last: boolean;
-  /** Rows done after this chunk, once released. */
+  /** Rows done before it and after it, set when the stream reaches its high watermark. */
+  doneBefore?: number;
   doneAfter?: number;
-  released: () => void;
+  /** Resolves once its rows and its end are pushed. */
+  pushed: Promise<void>;
+  /** Called by the stream once they are. */
+  release: () => void;
 }
 
 /** Server errors meaning the signal table is missing, misshapen or not writable by this user. */
@@ -166,19 +170,27 @@ export async function checkSignalTable(
  * Runs one model's snapshot against its stream: the object is the stream's window (binlog.ts);
  * `run(conn)` reads the chunks on a query connection and resolves when the last chunk was
  * pushed (or the signal aborted). It rejects on a query error; called again (with a new
- * connection) it goes on from the last chunk pushed: a chunk whose watermarks were written
- * before the error is forgotten, and its watermarks are then ignored by the stream.
+ * connection) it goes on after the last chunk pushed: the chunks not pushed yet are forgotten,
+ * and the stream then ignores their watermarks.
+ *
+ * Pipelined, with one watermark write per chunk: a chunk's high watermark is the next chunk's
+ * low one, and the next chunk is read while the stream is still on its way to that
+ * watermark. At most two chunks are in memory: the one the stream is to push, and the one
+ * being read (before reading, the loop waits until the chunk before the previous one is pushed).
  */
 export class ChunkedSnapshot implements SnapshotWindow {
-  private chunk: Chunk | undefined;
+  /** The chunks whose watermarks are written and that are not pushed yet, oldest first. */
+  private chunks: Chunk[] = [];
   /** After the last chunk pushed: its last key (raw values), the rows done. */
   private cursor: unknown[] | null;
   private done: number;
   private total: number | undefined;
+  /** Rows done as of the last chunk the stream released (binlog order). */
+  private released: number;
 
   constructor(private readonly o: SnapshotOptions) {
     this.cursor = o.cursor.key === null ? null : decodeKey(o.cursor.key);
-    this.done = o.cursor.done;
+    this.done = this.released = o.cursor.done;
     if (o.meta.primaryKey.length === 0) {
       throw new EvpubError(
         ErrorCode.CONFIG_INVALID,
@@ -190,25 +202,36 @@ export class ChunkedSnapshot implements SnapshotWindow {
   }
 
   changed(key: string): void {
-    if (this.chunk?.open) this.chunk.changed.add(key);
+    for (const chunk of this.chunks) if (chunk.open) chunk.changed.add(key);
   }
 
   truncated(): void {
-    if (this.chunk?.open) this.chunk.truncated = true;
+    for (const chunk of this.chunks) if (chunk.open) chunk.truncated = true;
   }
 
   watermark(value: string): ChunkRelease | undefined {
-    const chunk = this.chunk;
-    if (!chunk) return undefined;
-    if (value === chunk.low) chunk.open = true;
-    if (value !== chunk.high || !chunk.rows) return undefined;
-    chunk.open = false;
-    // A reconnect may read the high watermark again before its rows were pushed: the same
-    // release again (events already pushed repeat, with the same ids).
+    let release: ChunkRelease | undefined;
+    for (const chunk of this.chunks) {
+      // High first: the same value closes one chunk's window and opens the next one's.
+      if (value === chunk.high && chunk.rows) {
+        chunk.open = false;
+        release = this.releaseOf(chunk);
+      } else if (value === chunk.low) chunk.open = true;
+    }
+    return release;
+  }
+
+  /**
+   * The rows of a chunk the stream reached the high watermark of. A reconnect may read that
+   * watermark again before they were all pushed: the same rows again (those already pushed
+   * repeat, with the same ids).
+   */
+  private releaseOf(chunk: Chunk): ChunkRelease {
     const { meta } = this.o;
-    let done = chunk.done;
+    chunk.doneBefore ??= this.released;
+    let done = chunk.doneBefore;
     const rows: ChunkRelease['rows'] = [];
-    for (const row of chunk.truncated ? [] : chunk.rows) {
+    for (const row of chunk.truncated ? [] : chunk.rows!) {
       if (chunk.changed.has(row.key)) continue;
       done += 1;
       rows.push({
@@ -226,10 +249,40 @@ export class ChunkedSnapshot implements SnapshotWindow {
         },
       });
     }
-    chunk.doneAfter = done;
-    const lastRow = chunk.rows.at(-1);
+    chunk.doneAfter = this.released = done;
+    const lastRow = chunk.rows!.at(-1);
     const next: SnapshotCursor | null = chunk.last ? null : { key: lastRow ? lastRow.cursor : null, done };
-    return { rows, next, pushed: chunk.released };
+    return { rows, next, pushed: chunk.release };
+  }
+
+  /** A chunk whose window opens at `low`, known to the stream from now on. */
+  private open(low: string): Chunk {
+    let release!: () => void;
+    const pushed = new Promise<void>((resolve) => (release = resolve));
+    const chunk: Chunk = {
+      low,
+      high: `wm:${randomUUID()}`,
+      open: false,
+      truncated: false,
+      changed: new Set(),
+      last: false,
+      pushed,
+      release: () => {
+        // Called in the stream's order, once per push of the chunk's end.
+        const at = this.chunks.indexOf(chunk);
+        if (at >= 0) {
+          this.chunks.splice(at, 1);
+          const lastRow = chunk.rows!.at(-1);
+          if (lastRow) this.cursor = decodeKey(lastRow.cursor);
+          this.done = chunk.doneAfter ?? this.done;
+          const total = Math.max(this.total ?? 0, this.done);
+          this.o.sink.status({ type: 'snapshot', model: this.o.model, done: this.done, total });
+        }
+        release();
+      },
+    };
+    this.chunks.push(chunk);
+    return chunk;
   }
 
   private async write(conn: Connection, value: string): Promise<void> {
@@ -250,24 +303,13 @@ export class ChunkedSnapshot implements SnapshotWindow {
       this.total = Number(count?.n ?? 0);
       o.sink.status({ type: 'snapshot', model: o.model, done: this.done, total: this.total });
     }
+    this.chunks = [];
+    this.released = this.done;
+    let cursor = this.cursor;
+    let chunk = this.open(`wm:${randomUUID()}`);
+    await this.write(conn, chunk.low);
     for (;;) {
       if (o.signal.aborted) return;
-      const { cursor, done } = this;
-      const id = randomUUID();
-      let released!: () => void;
-      const pushed = new Promise<void>((resolve) => (released = resolve));
-      const chunk: Chunk = {
-        low: `low:${id}`,
-        high: `high:${id}`,
-        open: false,
-        truncated: false,
-        changed: new Set(),
-        done,
-        last: false,
-        released,
-      };
-      this.chunk = chunk;
-      await this.write(conn, chunk.low);
       const after = cursor === null ? undefined : keysetAfter(meta.primaryKey, cursor);
       const [raws] = await conn.query<RowDataPacket[]>(
         `SELECT * FROM ${table} ${after ? `WHERE ${after.sql} ` : ''}ORDER BY ${pk} LIMIT ${Math.floor(o.chunkSize)}`,
@@ -276,31 +318,29 @@ export class ChunkedSnapshot implements SnapshotWindow {
       chunk.readAt = new Date().toISOString();
       chunk.last = raws.length < o.chunkSize;
       chunk.rows = raws.map((raw) => {
-        const after = decodeRow(meta, raw);
+        const row = decodeRow(meta, raw);
         return {
-          key: keyOf(meta, after),
-          after,
+          key: keyOf(meta, row),
+          after: row,
           cursor: encodeKey(meta.primaryKey.map((k): unknown => raw[k])),
         };
       });
-      await this.write(conn, chunk.high);
-      // The stream pushes the chunk when it reaches the high watermark (it may be paused by a
-      // full publisher window, or reconnecting: the chunk waits for it, in memory).
-      if (!(await untilPushed(pushed, o.signal))) return;
       const lastRow = raws.at(-1);
-      if (lastRow) this.cursor = meta.primaryKey.map((k) => lastRow[k] as unknown);
-      this.done = chunk.doneAfter ?? done;
-      o.sink.status({
-        type: 'snapshot',
-        model: o.model,
-        done: this.done,
-        total: Math.max(this.total, this.done),
-      });
-      if (chunk.last) {
-        this.chunk = undefined;
+      if (lastRow) cursor = meta.primaryKey.map((k): unknown => lastRow[k]);
+      // The next chunk's window opens at this chunk's high watermark: known before it is written.
+      const next = chunk.last ? undefined : this.open(chunk.high);
+      await this.write(conn, chunk.high);
+      if (!next) {
+        if (!(await untilPushed(chunk.pushed, o.signal))) return;
         o.logger.info({ rows: this.done }, 'snapshot done');
         return;
       }
+      // The stream pushes this chunk when it reaches its high watermark (later if it is paused
+      // by a full publisher window, or reconnecting). The next one is read meanwhile, once the
+      // chunk before this one is pushed: two chunks in memory at most.
+      const before = this.chunks[this.chunks.indexOf(chunk) - 1];
+      if (before && !(await untilPushed(before.pushed, o.signal))) return;
+      chunk = next;
     }
   }
 }
