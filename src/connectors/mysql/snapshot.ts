@@ -37,7 +37,7 @@
  * The signal table (settings `signalTable`) is made by the operator, not by evpub:
  * `CREATE TABLE evpub_signal (id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)`,
  * and the connector's user needs INSERT and UPDATE on it. It must be written to the binlog (not
- * excluded by `binlog_ignore_db` / replication filters), or no chunk ever completes.
+ * excluded by `binlog_ignore_db` / `binlog_do_db`: checkSignalTable), or no chunk ever completes.
  */
 import { randomUUID } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
@@ -151,8 +151,9 @@ async function writeWatermark(
 }
 
 /**
- * Checks at start that the signal table exists and this user may write it (one watermark
- * write, which the stream ignores). Throws signalTableError.
+ * Checks at start that the signal table exists, this user may write it (one watermark write,
+ * which the stream ignores), and the server's binlog filters (`binlog_do_db`,
+ * `binlog_ignore_db`) let its rows into the binlog. Throws CONFIG_INVALID naming signalTable.
  */
 export async function checkSignalTable(
   conn: Connection,
@@ -163,6 +164,29 @@ export async function checkSignalTable(
     await writeWatermark(conn, o, `check:${randomUUID()}`);
   } catch (err) {
     throw signalTableError(o.signalTable, user, err);
+  }
+  let filters: RowDataPacket | undefined;
+  try {
+    [[filters]] = await conn.query<RowDataPacket[]>('SHOW MASTER STATUS');
+  } catch {
+    return; // MySQL 8.4 names it SHOW BINARY LOG STATUS; the filters are rare: not checked there
+  }
+  const list = (value: unknown): string[] =>
+    (typeof value === 'string' ? value : '')
+      .split(',')
+      .map((d) => d.trim())
+      .filter((d) => d !== '');
+  const only = list(filters?.Binlog_Do_DB);
+  const ignored = list(filters?.Binlog_Ignore_DB);
+  const db = o.signalTable.database;
+  if (ignored.includes(db) || (only.length > 0 && !only.includes(db))) {
+    throw new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `mysql: the snapshot signal table ${quoteTable(o.signalTable)} (setting signalTable) is in a database the ` +
+        `server keeps out of its binlog (binlog_do_db: ${only.join(',') || '-'}, binlog_ignore_db: ` +
+        `${ignored.join(',') || '-'}), so the stream would never see a watermark: put it in a logged database`,
+      { context: { setting: 'signalTable' } },
+    );
   }
 }
 
