@@ -199,7 +199,10 @@ export class MysqlConnector implements EventConnector {
     let chunks: { window: ChunkedSnapshot; signalTable: TableRef; cursor: SnapshotCursor } | undefined;
     if (snapshot) {
       const signalTable = signalTableOf(this.settings);
-      const signalId = signalRowId(`${this.dataSource.name}/${feed.name}@${serverId}`);
+      // One row per datasource and model, whatever the (default random) server id, so restarts
+      // do not add rows; two publishers of the same names share it, each ignoring the other's
+      // watermarks.
+      const signalId = signalRowId(`${this.dataSource.name}/${feed.name}`);
       const window = new ChunkedSnapshot({
         meta: run.meta,
         signalTable,

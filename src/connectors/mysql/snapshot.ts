@@ -4,9 +4,9 @@
  * stream runs.
  *
  * Chunks are merged into the stream with watermarks (the approach of Netflix's DBLog):
- * 1. The snapshot writes a *low* watermark, a fresh random value, to the signal table (one row
- *    per model stream, `INSERT ... ON DUPLICATE KEY UPDATE`): its own transaction, so it lands
- *    in the binlog between the changes committed before it and those committed after.
+ * 1. The snapshot writes a *low* watermark, a fresh random value, to the signal table (one
+ *    row per datasource and model, `INSERT ... ON DUPLICATE KEY UPDATE`): its own transaction,
+ *    so it lands in the binlog between the changes committed before it and those after.
  * 2. It SELECTs the next chunk and keeps its rows in memory.
  * 3. It writes a *high* watermark the same way: it is also the next chunk's low watermark.
  * The stream (binlog.ts) decodes the signal table's rows next to the model's. From the low
@@ -81,7 +81,7 @@ export interface SnapshotWindow {
 export interface SnapshotOptions {
   meta: TableMeta;
   signalTable: TableRef;
-  /** The signal table row this model's stream writes (one per stream). */
+  /** The signal table row this model's snapshot writes (`datasource/model`). */
   signalId: string;
   /** The connector's user, for the GRANT in messages. */
   user: string;
