@@ -23,6 +23,17 @@ export async function sharedConnection(): Promise<Connection> {
   return mysql.createConnection({ host: '127.0.0.1', port: 3306, user: 'root', database: 'test' });
 }
 
+/**
+ * Creates the snapshot signal table (default name `evpub_signal`) in the shared server's `test`
+ * database if it is missing. It is shared by concurrent tests (each writes its own row) and
+ * never dropped.
+ */
+export async function ensureSignalTable(conn: Connection, table = 'evpub_signal'): Promise<void> {
+  await conn.query(
+    `CREATE TABLE IF NOT EXISTS test.\`${table}\` (id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)`,
+  );
+}
+
 /** A new, not started mysql connector for the datasource settings given. */
 export async function mysqlConnector(settings: Record<string, unknown>): Promise<EventConnector> {
   const dataSource = {

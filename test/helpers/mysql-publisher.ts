@@ -3,13 +3,15 @@
  * changes to Redis Streams, with file checkpoints. Prints "ready" once started, then runs
  * until it is killed.
  *
- *   node --import tsx test/helpers/mysql-publisher.ts <redis url> <topic> <table> <checkpoint dir>
+ *   node --import tsx test/helpers/mysql-publisher.ts <redis url> <topic> <table> <checkpoint dir> [settings]
+ *
+ * `settings`: optional JSON of more datasource settings (e.g. `{"snapshot":"initial"}`).
  */
 import { evpub } from '../../src/app/app';
 import { createLogger } from '../../src/logger';
 
 async function main(): Promise<void> {
-  const [redis, topic, table, dir] = process.argv.slice(2);
+  const [redis, topic, table, dir, more] = process.argv.slice(2);
   if (!redis || !topic || !table || !dir)
     throw new Error('usage: mysql-publisher <redis> <topic> <table> <dir>');
   const app = evpub({
@@ -23,6 +25,7 @@ async function main(): Promise<void> {
     url: 'mysql://root@127.0.0.1:3306/test',
     reconnectDelay: 100,
     heartbeat: 1000,
+    ...(more ? (JSON.parse(more) as Record<string, unknown>) : {}),
   });
   app.model('m', { dataSource: ds, topic, from: 'now', settings: { table } });
   await app.start();

@@ -1,7 +1,7 @@
 /**
  * The mysql connector against private mariadbd processes (own port and temp datadir), for what
  * the shared server must never see: a server restart mid-stream, purged binlogs, binary
- * logging off, a binlog format other than ROW.
+ * logging off, a binlog format other than ROW, binlog filters.
  */
 import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
@@ -122,6 +122,31 @@ describe('mysql connector (private mariadbd)', () => {
       expect((err as Error).message).toContain('log_bin');
     } finally {
       await plain.close();
+    }
+  });
+
+  it('a snapshot signal table the server keeps out of its binlog: start() rejects naming signalTable', async () => {
+    const filtered = await startPrivateMariaDb({ args: ['--binlog-ignore-db=ops'] });
+    try {
+      const c = await filtered.connect();
+      await c.query('CREATE DATABASE ops');
+      await c.query('CREATE TABLE test.o (id INT PRIMARY KEY)');
+      await c.query('CREATE TABLE ops.sig (id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)');
+      await c.end();
+      const connector = await mysqlConnector({
+        url: filtered.url,
+        snapshot: 'initial',
+        signalTable: 'ops.sig',
+      });
+      running.push(connector);
+      const err = await connector
+        .start({ models: [{ name: 'm', settings: { table: 'o' }, from: 'now' }], sink: new RecordingSink() })
+        .catch((e: unknown) => e);
+      expect(isEvpubError(err, ErrorCode.CONFIG_INVALID)).toBe(true);
+      expect((err as Error).message).toContain('signalTable');
+      expect((err as Error).message).toContain('binlog_ignore_db: ops');
+    } finally {
+      await filtered.close();
     }
   });
 });

@@ -20,6 +20,12 @@
  *    server restart or that silence reopens the stream after a back-off from the last row
  *    pushed (or the last commit seen with nothing pending). Fatal errors (binlog purged,
  *    privileges) go to `sink.fail()`.
+ * 5. While the model's snapshot runs (`snapshot` option, see snapshot.ts), the stream also
+ *    decodes the signal table's rows: it hands each watermark to the snapshot, and each key of
+ *    the model's table it sees change, and pushes the rows a chunk's high watermark releases
+ *    right there, in binlog order, then a mark with the cursor after the chunk. Every position
+ *    it makes meanwhile carries the cursor of the last chunk pushed (rolled back with `point`
+ *    on a reconnect, since the rows not yet pushed are read again).
  */
 import type ZongJi from '@vlasky/zongji' with { 'resolution-mode': 'import' };
 import type {
@@ -37,8 +43,9 @@ import type { Logger } from '../../logger';
 import { loadDriver } from '../../pubsub/driver';
 import type { ChangeSink } from '../contract';
 import { isFatal, translate } from './errors';
-import { encodePosition, type StreamPoint } from './position';
-import { connectionOptions, type MysqlSettings } from './settings';
+import { encodePosition, type SnapshotCursor, type StreamPoint } from './position';
+import { connectionOptions, type MysqlSettings, type TableRef } from './settings';
+import type { SnapshotWindow } from './snapshot';
 import { decodeRow, keyOf, loadTableMeta, type TableMeta } from './values';
 import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
 
@@ -60,14 +67,20 @@ export interface BinlogStreamOptions {
   skip?: { tx: string; row: number };
   /** Called with each pushed event's position. */
   onPushed(position: string): void;
+  /** The model's snapshot running alongside: its window, its signal table, where it resumes. */
+  snapshot?: { window: SnapshotWindow; signalTable: TableRef; cursor: SnapshotCursor };
 }
 
-interface Pending {
-  event: ChangeEvent;
+/** An event to push, or (`mark`) a position to mark, in binlog order. */
+type Pending = {
   point: StreamPoint;
   tx: string;
   row: number;
-}
+  /** The snapshot's cursor once this is pushed (null: no snapshot running). */
+  cursor: SnapshotCursor | null;
+  /** Called once it is handed to the sink. */
+  then?: () => void;
+} & ({ event: ChangeEvent; mark?: undefined } | { mark: string; event?: undefined });
 
 const INCLUDE_EVENTS = ['tablemap', 'writerows', 'updaterows', 'deleterows', 'xid', 'heartbeat', 'query'];
 
@@ -117,11 +130,24 @@ export class BinlogStream {
   private reloading = false;
   private markedAt = 0;
   private marked: string | undefined;
+  /** The snapshot cursor as of the last row decoded, and as of the last one pushed. */
+  private cursor: SnapshotCursor | null;
+  private pushedCursor: SnapshotCursor | null;
 
   constructor(private readonly o: BinlogStreamOptions) {
     this.point = o.point;
     this.skip = o.skip;
     this.meta = o.meta;
+    this.cursor = this.pushedCursor = o.snapshot?.cursor ?? null;
+  }
+
+  /** A position in the current transaction (or at `point`), with the snapshot cursor if one runs. */
+  private positionAt(point: StreamPoint, tx?: string, row?: number, cursor = this.cursor): string {
+    return encodePosition({
+      ...point,
+      ...(tx !== undefined ? { tx, row: row ?? 0 } : {}),
+      ...(cursor ? { snapshot: cursor } : {}),
+    });
   }
 
   private get stopped(): boolean {
@@ -133,11 +159,6 @@ export class BinlogStream {
     const { lost } = await this.connect();
     this.connected();
     this.loop = this.run(lost);
-  }
-
-  /** Like open(), but the first connection is retried with back-off too (after a snapshot). */
-  openInBackground(): void {
-    this.loop = this.run(undefined);
   }
 
   private connected(): void {
@@ -206,6 +227,7 @@ export class BinlogStream {
     // Rows read on the old connection but not pushed are read again from `point`.
     this.pending.length = 0;
     this.currentTx = undefined;
+    this.cursor = this.pushedCursor;
     this.paused = false;
     const zongji = new ZongJiCtor(connectionOptions(this.o.settings));
     this.zongji = zongji;
@@ -232,7 +254,7 @@ export class BinlogStream {
         ? { gtidSet: point.gtid }
         : { filename: point.file ?? '', position: point.pos ?? 4 }),
       includeEvents: INCLUDE_EVENTS,
-      includeSchema: { [meta.database]: [meta.table] },
+      includeSchema: this.schemas(meta),
     });
     // The first command on the binlog connection: heartbeats on an idle stream (nanoseconds).
     zongji.connection?.query(
@@ -255,6 +277,14 @@ export class BinlogStream {
       this.stopper.signal.removeEventListener('abort', onAbort);
     }
     return { lost };
+  }
+
+  /** The tables to decode: the model's, and the signal table while a snapshot may run. */
+  private schemas(meta: TableMeta): Record<string, string[]> {
+    const out: Record<string, string[]> = { [meta.database]: [meta.table] };
+    const signal = this.o.snapshot?.signalTable;
+    if (signal) out[signal.database] = [...(out[signal.database] ?? []), signal.table];
+    return out;
   }
 
   /** Arms the silence timer on every byte the binlog connection receives. */
@@ -352,12 +382,14 @@ export class BinlogStream {
     this.currentTx = tx;
     this.txRow = 1;
     this.txPoint = streamPoint(zongji);
+    this.o.snapshot?.window.truncated();
     if (this.skip && this.skip.tx === tx) return;
     this.skip = undefined;
     this.pending.push({
       point: this.txPoint,
       tx,
       row: 1,
+      cursor: this.cursor,
       event: {
         id: rowEventId(this.meta, tx, 1),
         datasource: this.o.datasource,
@@ -366,7 +398,7 @@ export class BinlogStream {
         key: '',
         before: null,
         after: null,
-        position: encodePosition({ ...this.txPoint, tx, row: 1 }),
+        position: this.positionAt(this.txPoint, tx, 1),
         sourceTime: new Date(event.timestamp || Date.now()).toISOString(),
         tx: { id: tx },
         source: {
@@ -405,7 +437,7 @@ export class BinlogStream {
   private markIdle(): void {
     const now = Date.now();
     if (now - this.markedAt < this.o.settings.heartbeat) return;
-    const position = encodePosition(this.point);
+    const position = this.positionAt(this.point);
     if (position === this.marked) return;
     this.markedAt = now;
     this.marked = position;
@@ -418,7 +450,11 @@ export class BinlogStream {
     op: Operation,
   ): void {
     const table = event.tableMap[event.tableId];
-    if (!table || table.parentSchema !== this.meta.database || table.tableName !== this.meta.table) return;
+    if (!table) return;
+    const ours = table.parentSchema === this.meta.database && table.tableName === this.meta.table;
+    const signal = this.o.snapshot?.signalTable;
+    const signalled = signal && table.parentSchema === signal.database && table.tableName === signal.table;
+    if (!ours && !signalled) return;
     const tx = event.gtid ?? `${zongji.options.filename ?? ''}:${zongji.options.position ?? 0}`;
     if (tx !== this.currentTx) {
       this.currentTx = tx;
@@ -426,10 +462,13 @@ export class BinlogStream {
       this.txPoint = streamPoint(zongji);
       if (this.skip && this.skip.tx !== tx) this.skip = undefined;
     }
+    if (!ours) return this.onSignal(event, op, tx);
+    const window = this.o.snapshot?.window;
     const sourceTime = new Date(event.timestamp || Date.now()).toISOString();
     for (const raw of event.rows) {
       this.txRow += 1;
-      if (this.skip && this.skip.tx === tx && this.txRow <= this.skip.row) continue;
+      const skipped = this.skip !== undefined && this.skip.tx === tx && this.txRow <= this.skip.row;
+      if (skipped && !window) continue;
       let before: Record<string, unknown> | null = null;
       let after: Record<string, unknown> | null = null;
       if (op === 'update') {
@@ -438,11 +477,19 @@ export class BinlogStream {
         after = decodeRow(this.meta, change.after);
       } else if (op === 'create') after = decodeRow(this.meta, raw as Record<string, unknown>);
       else before = decodeRow(this.meta, raw as Record<string, unknown>);
-      const position = encodePosition({ ...this.txPoint, tx, row: this.txRow });
+      if (window) {
+        // Skipped or not: a key changed in a chunk's window even when this row was pushed
+        // before a reconnect.
+        if (before) window.changed(keyOf(this.meta, before));
+        if (after) window.changed(keyOf(this.meta, after));
+      }
+      if (skipped) continue;
+      const position = this.positionAt(this.txPoint, tx, this.txRow);
       this.pending.push({
         point: this.txPoint,
         tx,
         row: this.txRow,
+        cursor: this.cursor,
         event: {
           id: rowEventId(this.meta, tx, this.txRow),
           datasource: this.o.datasource,
@@ -466,6 +513,43 @@ export class BinlogStream {
     this.pump();
   }
 
+  /**
+   * A signal table row: its watermark goes to the snapshot; at a chunk's high watermark, the
+   * chunk's rows are queued here, in the stream's order, then the mark of the chunk's end.
+   */
+  private onSignal(
+    event: WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent,
+    op: Operation,
+    tx: string,
+  ): void {
+    const window = this.o.snapshot?.window;
+    if (!window || op === 'delete') return;
+    for (const raw of event.rows) {
+      const row = (op === 'update' ? (raw as { after: Record<string, unknown> }).after : raw) as Record<
+        string,
+        unknown
+      >;
+      const release = window.watermark(String(row.watermark));
+      if (!release) continue;
+      const at = { point: this.txPoint, tx, row: this.txRow };
+      for (const { event: e, cursor } of release.rows) {
+        this.pending.push({
+          ...at,
+          cursor,
+          event: { ...e, position: this.positionAt(at.point, tx, at.row, cursor) },
+        });
+      }
+      this.cursor = release.next;
+      this.pending.push({
+        ...at,
+        cursor: this.cursor,
+        mark: this.positionAt(at.point, tx, at.row),
+        then: release.pushed,
+      });
+    }
+    this.pump();
+  }
+
   /** Pushes pending rows in order; on a full sink pauses the connection until drain. */
   private pump(): void {
     if (this.waiting) return;
@@ -474,8 +558,17 @@ export class BinlogStream {
       const next = this.pending.shift()!;
       this.point = next.point;
       this.skip = { tx: next.tx, row: next.row };
-      this.o.onPushed(next.event.position!);
+      this.pushedCursor = next.cursor;
       this.markedAt = Date.now();
+      if (next.mark !== undefined) {
+        this.o.onPushed(next.mark);
+        this.marked = next.mark;
+        this.o.sink.mark(this.o.model, next.mark);
+        next.then?.();
+        continue;
+      }
+      this.o.onPushed(next.event.position!);
+      next.then?.();
       if (!this.o.sink.push(next.event)) {
         this.pause();
         return;

@@ -4,10 +4,11 @@
  * `start()` checks the server once (binary log on, ROW format, replication privileges; see
  * errors.ts), reads each model's table metadata, then per model:
  * - `{ after }`: checks the server still has the binlog the position needs (a purged one is a
- *   `sink.fail`, never a skip), then continues the snapshot if the position is inside one, else
- *   streams from the position, skipping the rows of its transaction already pushed.
- * - no checkpoint and `snapshot: 'initial'` (either `from`): records the current binlog point,
- *   reads the table (snapshot.ts), marks the point, then streams from it.
+ *   `sink.fail`, never a skip), then streams from the position, skipping the rows of its
+ *   transaction already pushed, and continues the snapshot after its cursor if the position is
+ *   inside one.
+ * - no checkpoint and `snapshot: 'initial'` (either `from`): streams from the current binlog
+ *   point and reads the table meanwhile, chunk by chunk between watermarks (snapshot.ts).
  * - `'beginning'` without snapshot: streams the whole binlog the server still has (from the
  *   oldest binlog's own start state, which stays valid after older binlogs were purged).
  * - `'now'` without snapshot: marks the current binlog point and streams from it.
@@ -15,11 +16,13 @@
  * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
  * connected (or its snapshot has begun); it rejects when one cannot begin.
  */
+import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
 import { ErrorCode, EvpubError } from '../../errors';
 import { defaultLogger, type Logger } from '../../logger';
 import { loadDriver } from '../../pubsub/driver';
+import { backOffDelay, sleepUnlessStopped } from '../waits';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -42,10 +45,12 @@ import {
   connectionOptions,
   parseMysqlSettings,
   parseSnapshot,
+  signalTableOf,
   tableOf,
   type MysqlSettings,
+  type TableRef,
 } from './settings';
-import { runSnapshot } from './snapshot';
+import { ChunkedSnapshot, checkSignalTable } from './snapshot';
 import { loadTableMeta, type TableMeta } from './values';
 
 type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
@@ -190,52 +195,88 @@ export class MysqlConnector implements EventConnector {
       }
     }
     const logger = this.logger.child({ model: feed.name, table: `${run.meta.database}.${run.meta.table}` });
+    const serverId = this.settings.serverId + index;
+    let chunks: { window: ChunkedSnapshot; signalTable: TableRef; cursor: SnapshotCursor } | undefined;
+    if (snapshot) {
+      const signalTable = signalTableOf(this.settings);
+      // One row per datasource and model, whatever the (default random) server id, so restarts
+      // do not add rows; two publishers of the same names share it, each ignoring the other's
+      // watermarks.
+      const signalId = signalRowId(`${this.dataSource.name}/${feed.name}`);
+      const window = new ChunkedSnapshot({
+        meta: run.meta,
+        signalTable,
+        signalId,
+        user: this.settings.user,
+        datasource: this.dataSource.name,
+        model: feed.name,
+        chunkSize: this.settings.snapshotChunk,
+        cursor: snapshot,
+        sink,
+        logger,
+        signal: this.stopper.signal,
+      });
+      await checkSignalTable(conn, { signalTable, signalId }, this.settings.user);
+      chunks = { window, signalTable, cursor: snapshot };
+    }
     const stream = new BinlogStream({
       settings: this.settings,
       datasource: this.dataSource.name,
       model: feed.name,
       meta: run.meta,
-      serverId: this.settings.serverId + index,
+      serverId,
       sink,
       logger,
       point,
       ...(skip ? { skip } : {}),
+      ...(chunks ? { snapshot: chunks } : {}),
       onPushed: (position) => (run.lastPushed = position),
     });
     run.stream = stream;
-    if (!snapshot) return { opened: stream.open() };
-    const cursor = snapshot;
-    run.snapshot = (async () => {
-      const sconn = await this.connect();
+    const opened = stream.open();
+    if (!chunks) return { opened };
+    const { window } = chunks;
+    // The snapshot reads once the stream runs (start() fails if the stream cannot begin).
+    run.snapshot = opened
+      .then(
+        () => this.readSnapshot(window, logger),
+        () => undefined,
+      )
+      .catch(async (err: unknown) => {
+        if (this.stopper.signal.aborted) return;
+        run.failed = true;
+        const error = translate(err, this.settings, 'reading the snapshot');
+        logger.error({ err: error.message }, 'snapshot failed');
+        sink.fail(feed.name, error);
+        await stream.stop();
+      });
+    return { opened };
+  }
+
+  /**
+   * Runs the snapshot on a query connection of its own; a lost connection (or any retriable
+   * error) is retried with back-off on a new one, going on from the last chunk pushed.
+   * Rejects with what cannot be retried (a missing signal table).
+   */
+  private async readSnapshot(window: ChunkedSnapshot, logger: Logger): Promise<void> {
+    let attempt = 0;
+    while (!this.stopper.signal.aborted) {
+      let sconn: Connection | undefined;
       try {
-        await runSnapshot({
-          conn: sconn,
-          meta: run.meta,
-          datasource: this.dataSource.name,
-          model: feed.name,
-          chunkSize: this.settings.snapshotChunk,
-          point,
-          cursor,
-          sink,
-          signal: this.stopper.signal,
-          onPushed: (position) => (run.lastPushed = position),
-        });
+        sconn = await this.connect();
+        await window.run(sconn);
+        return;
+      } catch (err) {
+        const error = translate(err, this.settings, 'reading the snapshot');
+        if (this.stopper.signal.aborted || !error.retriable) throw error;
+        attempt += 1;
+        const delay = backOffDelay(attempt, this.settings.reconnectDelay, this.settings.maxReconnectDelay);
+        logger.warn({ err: error.message, attempt, delay }, 'snapshot query failed; retrying');
+        await sleepUnlessStopped(delay, this.stopper.signal);
       } finally {
-        await sconn.end().catch(() => undefined);
+        await sconn?.end().catch(() => undefined);
       }
-      if (this.stopper.signal.aborted) return;
-      // The snapshot is done: a restart now streams from the point instead of reading again.
-      sink.mark(feed.name, encodePosition(point));
-      logger.info('snapshot done; streaming');
-      stream.openInBackground();
-    })().catch((err: unknown) => {
-      if (this.stopper.signal.aborted) return;
-      run.failed = true;
-      const error = translate(err, this.settings, 'reading the snapshot');
-      logger.error({ err: error.message }, 'snapshot failed');
-      sink.fail(feed.name, error);
-    });
-    return { opened: Promise.resolve() };
+    }
   }
 
   stop(): Promise<void> {
@@ -266,6 +307,11 @@ export class MysqlConnector implements EventConnector {
     else state = 'streaming';
     return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
   }
+}
+
+/** The model stream's row in the signal table: its name, or a digest when too long for the column. */
+function signalRowId(name: string): string {
+  return name.length <= 255 ? name : `sha256:${createHash('sha256').update(name).digest('hex')}`;
 }
 
 /** The point after everything the server has written so far. */

@@ -4,9 +4,9 @@
  *
  * Files: settings.ts (datasource and model settings), connector.ts (the EventConnector: server
  * checks and where each model starts), binlog.ts (one model's binlog stream: decoding,
- * backpressure, reconnects), snapshot.ts (keyset-ordered initial load), values.ts (table
- * metadata and JSON-safe values), position.ts (positions and the purged-binlog check),
- * errors.ts (server checks and driver error translation).
+ * backpressure, reconnects), snapshot.ts (keyset chunks merged into the stream between
+ * watermarks), values.ts (table metadata and JSON-safe values), position.ts (positions and the
+ * purged-binlog check), errors.ts (server checks and driver error translation).
  */
 import type { ConnectorModule } from '../contract';
 import { MysqlConnector } from './connector';

@@ -10,9 +10,10 @@
  *   among the model's table rows in that transaction. Resuming *after* a position replays the
  *   transaction and skips its rows up to `r`: nothing lost, nothing repeated, even when the
  *   publisher stopped in the middle of a 10,000-row transaction.
- * - `s`: set while the initial snapshot runs: `k` the last primary key read (keyset cursor,
- *   raw values) and `n` the rows done. The stream then starts at `g`/`f`+`p`, recorded before
- *   the snapshot's first read (see snapshot.ts for why nothing is lost).
+ * - `s`: set on every position of a model while its snapshot runs alongside the stream: `k`
+ *   the primary key (raw values) of the last snapshot row pushed, or of the end of the last
+ *   chunk pushed, `null` before the first; `n` the rows done. A restart streams from
+ *   `g`/`f`+`p` as usual and reads the next chunk after `k` (see snapshot.ts).
  */
 import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';

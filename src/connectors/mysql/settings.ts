@@ -11,6 +11,8 @@
  * - `snapshot`: `initial` (read the table's rows once, when there is no checkpoint) or `never`
  *   (default). Models may override it.
  * - `snapshotChunk`: rows per keyset-ordered snapshot query (default 1000).
+ * - `signalTable`: the table a snapshot writes its watermarks to (`table` in the datasource's
+ *   database, or `database.table`; default `evpub_signal`). See snapshot.ts.
  * - `connectTimeout`: ms to connect (default 10000).
  * - `heartbeat`: ms between the server's heartbeat events on an idle binlog stream (default
  *   10000); after 3 heartbeats of silence the stream is considered dead and reopened.
@@ -37,6 +39,8 @@ export interface MysqlSettings {
   serverId: number;
   snapshot: SnapshotMode;
   snapshotChunk: number;
+  /** `table` or `database.table`, as given. */
+  signalTable: string;
   connectTimeout: number;
   heartbeat: number;
   reconnectDelay: number;
@@ -58,6 +62,7 @@ export const MYSQL_SETTING_KEYS = [
   'serverId',
   'snapshot',
   'snapshotChunk',
+  'signalTable',
   'connectTimeout',
   'heartbeat',
   'reconnectDelay',
@@ -110,7 +115,10 @@ export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>):
       !(MYSQL_SETTING_KEYS as readonly string[]).includes(key) &&
       !(APP_KEYS as readonly string[]).includes(key)
     ) {
-      throw invalid(key, `is unknown; the mysql connector's settings are ${MYSQL_SETTING_KEYS.join(', ')}`);
+      throw invalid(
+        key,
+        `is unknown${nearest(key, MYSQL_SETTING_KEYS)}; the mysql connector's settings are ${MYSQL_SETTING_KEYS.join(', ')}`,
+      );
     }
   }
   const r = new SettingReader('mysql', settings);
@@ -138,11 +146,65 @@ export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>):
     serverId,
     snapshot: parseSnapshot(settings.snapshot, 'snapshot', 'never'),
     snapshotChunk: r.positiveInt('snapshotChunk', 1_000),
+    signalTable: signalSetting(optionalString(settings, 'signalTable')),
     connectTimeout: r.positiveInt('connectTimeout', 10_000),
     heartbeat: r.positiveInt('heartbeat', 10_000),
     reconnectDelay,
     maxReconnectDelay,
   };
+}
+
+function signalSetting(value: string | undefined): string {
+  if (value === undefined) return 'evpub_signal';
+  if (!/^[^.]+(\.[^.]+)?$/.test(value)) {
+    throw invalid('signalTable', `must be "table" or "database.table" (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+/** The snapshot signal table (`signalTable`); CONFIG_INVALID when it names no database. */
+export function signalTableOf(settings: MysqlSettings): TableRef {
+  const dot = settings.signalTable.indexOf('.');
+  if (dot >= 0)
+    return { database: settings.signalTable.slice(0, dot), table: settings.signalTable.slice(dot + 1) };
+  if (settings.database === undefined) {
+    throw invalid(
+      'signalTable',
+      `names no database (${JSON.stringify(settings.signalTable)}) and the datasource has none: write "database.table"`,
+    );
+  }
+  return { database: settings.database, table: settings.signalTable };
+}
+
+/** ` (did you mean "x"?)` for the known key nearest to a misspelt one, when one is close. */
+function nearest(key: string, known: readonly string[]): string {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(key.length / 3)) + 1;
+  for (const candidate of known) {
+    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best === undefined ? '' : ` (did you mean "${best}"?)`;
+}
+
+/** Levenshtein distance, one row at a time. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        previous[j]! + 1,
+        current[j - 1]! + 1,
+        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
 }
 
 /** The model's table: `table` (`t` or `db.t`) and `database` settings, else the model's name. */
