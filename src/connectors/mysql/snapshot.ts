@@ -34,10 +34,11 @@
  * when the stream dropped that row. The last chunk (fewer rows than the chunk size) marks a
  * position without a cursor: a restart then only streams.
  *
- * The signal table (settings `signalTable`) is made by the operator, not by evpub:
- * `CREATE TABLE evpub_signal (id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)`,
- * and the connector's user needs INSERT and UPDATE on it. It must be written to the binlog (not
- * excluded by `binlog_ignore_db` / `binlog_do_db`: checkSignalTable), or no chunk ever completes.
+ * The signal table (settings `signalTable`,
+ * `(id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL)`) is created by evpub when it is
+ * missing and the connector's user may create it; otherwise the operator makes it, and the user
+ * needs INSERT and UPDATE on it. It must be written to the binlog (not excluded by
+ * `binlog_ignore_db` / `binlog_do_db`: checkSignalTable), or no chunk ever completes.
  */
 import { randomUUID } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
@@ -114,6 +115,10 @@ interface Chunk {
   release: () => void;
 }
 
+const ER_NO_SUCH_TABLE = 1146;
+/** CREATE command denied (table or database level). */
+const isDenied = (err: unknown): boolean => [1142, 1044].includes((err as { errno?: number }).errno ?? 0);
+
 /** Server errors meaning the signal table is missing, misshapen or not writable by this user. */
 const SIGNAL_ERRORS = new Set([1146, 1049, 1054, 1142, 1143, 1044, 1364, 1406]);
 
@@ -151,9 +156,10 @@ async function writeWatermark(
 }
 
 /**
- * Checks at start that the signal table exists, this user may write it (one watermark write,
- * which the stream ignores), and the server's binlog filters (`binlog_do_db`,
- * `binlog_ignore_db`) let its rows into the binlog. Throws CONFIG_INVALID naming signalTable.
+ * Checks at start that the signal table exists (creating it when it does not and this user
+ * may), this user may write it (one watermark write, which the stream ignores), and the server's
+ * binlog filters (`binlog_do_db`, `binlog_ignore_db`) let its rows into the binlog. Throws
+ * CONFIG_INVALID naming signalTable.
  */
 export async function checkSignalTable(
   conn: Connection,
@@ -163,7 +169,15 @@ export async function checkSignalTable(
   try {
     await writeWatermark(conn, o, `check:${randomUUID()}`);
   } catch (err) {
-    throw signalTableError(o.signalTable, user, err);
+    if ((err as { errno?: number }).errno !== ER_NO_SUCH_TABLE)
+      throw signalTableError(o.signalTable, user, err);
+    try {
+      await conn.query(`CREATE TABLE IF NOT EXISTS ${quoteTable(o.signalTable)} ${SIGNAL_DDL}`);
+      await writeWatermark(conn, o, `check:${randomUUID()}`);
+    } catch (createErr) {
+      // Not allowed to create it (or its database is missing): the operator makes it.
+      throw signalTableError(o.signalTable, user, isDenied(createErr) ? err : createErr);
+    }
   }
   let filters: RowDataPacket | undefined;
   try {
