@@ -15,6 +15,7 @@ import { evpub } from '../../src/app/app';
 import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
 import { memoryStore } from '../../src/connectors/memory';
 import type { SubscribeOptions } from '../../src/pubsub/adapter';
+import { expireTestStreams } from '../helpers/redis-cleanup';
 import { kafkaCluster, type KafkaCluster } from '../helpers/kafka-mock';
 import { quietLogger, subscriber } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
@@ -61,6 +62,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await kafka?.close();
+  await expireTestStreams(await requireService('redis'));
   const nc = await connect({ servers: new URL(await requireService('nats')).host });
   try {
     const jsm = await jetstreamManager(nc);
@@ -75,7 +77,8 @@ describe('dead letters on every broker', () => {
     '$name: a too large event is dead-lettered with its identity; the others arrive in order',
     async (target) => {
       const url = await target.url();
-      const prefix = uniqueName('dl');
+      // Under evpub/test/: the Redis streams left behind are expired in afterAll.
+      const prefix = `evpub/test/${uniqueName('dl')}`;
       const rowsTopic = `${prefix}/rows`;
       const deadLetterTopic = `${prefix}/dead-letter`;
       // Exact topics, one subscription each (a Kafka subscription is a group to join).
