@@ -6,10 +6,15 @@ import { connect } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import amqplib from 'amqplib';
 import { afterAll, describe, expect, it } from 'vitest';
+import { structuredEnvelope } from '../../src/events/envelopes/index';
+import { deadLetterPayload } from '../../src/pipeline/dead-letter';
+import { createClient } from '../../src/pubsub/registry';
 import { consumerName } from '../../src/pubsub/adapters/nats-durable';
 import { toDotted } from '../../src/pubsub/topics';
 import { expireTestStreams } from '../helpers/redis-cleanup';
+import { quietLogger, subscriber } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
 import { spawnCli } from './cli';
 import { replaySuite } from './dead-letters-replay.suite';
 
@@ -105,5 +110,55 @@ describe('evpub dead-letters replay on brokers that store nothing', () => {
     expect(await proc.exited).toBe(1);
     expect(proc.stderr()).toMatch(says);
     expect(proc.stdout()).toBe('');
+  });
+});
+
+describe('evpub dead-letters replay --to another broker, --limit', () => {
+  it('letters kept on Redis Streams are replayed to MQTT, two per run with --limit 2', async () => {
+    const [redis, mqtt] = await Promise.all([requireService('redis'), requireService('mosquitto')]);
+    const prefix = `evpub/test/${uniqueName('dl')}`;
+    const deadLetterTopic = `${prefix}/dead-letter`;
+    const topic = `${prefix}/orders`;
+    const group = uniqueName('g');
+    const sub = await subscriber(mqtt, topic);
+    const producer = createClient(redis, { logger: quietLogger(), redis: { mode: 'streams' } });
+    try {
+      const events = ['o1', 'o2', 'o3'].map((key) => ({
+        id: uniqueName('ev'),
+        datasource: 'db',
+        model: 'orders',
+        op: 'create' as const,
+        key,
+        after: { key },
+        position: key,
+        sourceTime: new Date().toISOString(),
+      }));
+      const encoded = events.map((e) => structuredEnvelope.encode(e));
+      for (const [i, e] of events.entries()) {
+        const letter = deadLetterPayload(
+          e,
+          { code: 'EVPUB_NOT_AUTHORIZED', reason: 'not allowed', topic, envelope: 'cloudevents' },
+          encoded[i],
+          1_000_000,
+        );
+        await producer.publish(deadLetterTopic, letter);
+      }
+      const args = ['dead-letters', 'replay', redis, '-o', 'redis.mode=streams', '-t', deadLetterTopic];
+      const first = spawnCli([...args, '-g', group, '--to', mqtt, '--limit', '2']);
+      expect(await first.exited, first.stderr()).toBe(0);
+      expect(first.stdout().trim().split('\n')).toEqual([
+        `replayed id=${events[0]!.id} code=EVPUB_NOT_AUTHORIZED topic=${topic}`,
+        `replayed id=${events[1]!.id} code=EVPUB_NOT_AUTHORIZED topic=${topic}`,
+        '2 dead letters: 2 replayed, 0 skipped, 0 failed',
+      ]);
+      const second = spawnCli([...args, '-g', group, '--to', mqtt, '--limit', '2', '--idle-ms', '1000']);
+      expect(await second.exited, second.stderr()).toBe(0);
+      expect(second.stdout()).toContain(`replayed id=${events[2]!.id} `);
+      expect(second.stdout()).toContain('1 dead letter: 1 replayed, 0 skipped, 0 failed');
+      await waitFor(() => sub.got.length >= 3, 'three originals on MQTT');
+      expect(sub.got.map((m) => m.text)).toEqual(encoded.map((e) => e.payload.toString()));
+    } finally {
+      await Promise.all([sub.client.end(), producer.end()]);
+    }
   });
 });
