@@ -7,6 +7,9 @@
  * the dead-letter topic with its reason, code, the event's identity and the topic it was meant
  * for (no `original`: a letter holding an event too large for the limit would not fit it
  * either), the events after it arrive too (the feed goes on), and the checkpoint passes it.
+ *
+ * On AMQP and Kafka, which refuse some topics evpub accepts (routing keys over 255 bytes, topic
+ * names over 249 characters), the refused event is dead-lettered with its `original` and headers.
  */
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -160,6 +163,54 @@ describe('dead letters on every broker', () => {
       // The checkpoint passes the dead-lettered event: a restart does not publish it again.
       await app.stop();
       expect(await checkpoints.load('db/rows')).toBe(String(memoryStore(storeName).head));
+    },
+  );
+});
+
+/** Brokers that refuse a topic evpub accepts: the refusal is dead-lettered with the original. */
+const LONG_TOPIC_REFUSERS = TARGETS.filter((t) => t.name === 'AMQP' || t.name === 'Kafka');
+
+describe('a topic the broker refuses', () => {
+  it.each(LONG_TOPIC_REFUSERS)(
+    '$name: the event is dead-lettered with its original and headers; the feed goes on',
+    async (target) => {
+      const url = await target.url();
+      const prefix = `evpub/test/${uniqueName('dl')}`;
+      const deadLetterTopic = `${prefix}/dead-letter`;
+      const letters = await subscriber(url, deadLetterTopic, { ...target.options });
+      cleanups.push(() => letters.client.end());
+      const rows = await subscriber(url, `${prefix}/short`, { ...target.options });
+      cleanups.push(() => rows.client.end());
+      const app = evpub({
+        logger: quietLogger(),
+        brokers: { default: { url, ...(target.options ? { options: target.options } : {}) } },
+        checkpoints: { store: 'memory' },
+        publisher: { deadLetterTopic },
+      });
+      cleanups.push(() => app.stop());
+      const ds = app.dataSource('db', { connector: 'memory', store: uniqueName('s') });
+      // An AMQP routing key is at most 255 bytes, a Kafka topic name 249 characters.
+      app.model('rows', { dataSource: ds, topic: `${prefix}/{key}`, envelope: 'cloudevents-binary' });
+      await app.start();
+      const longKey = 'k'.repeat(300);
+      const refused = ds.connector!.create('rows', longKey, { v: 1 });
+      ds.connector!.create('rows', 'short', { v: 2 });
+      await waitFor(
+        () => letters.got.length >= 1 && rows.got.length >= 1,
+        `a dead letter and the next event (${target.name})`,
+      );
+      const letter = letters.got[0]!.json;
+      expect(letter).toMatchObject({
+        code: 'EVPUB_INVALID_TOPIC',
+        event: { id: refused.id, key: longKey, position: refused.position },
+        topic: `${prefix}/${longKey}`,
+        envelope: 'cloudevents-binary',
+      });
+      // Binary mode: the original is the data, its attributes are the headers.
+      expect(JSON.parse(letter.original as string)).toMatchObject({ key: longKey, after: { v: 1 } });
+      expect(letter.originalBytes).toBe(Buffer.byteLength(letter.original as string));
+      expect(Object.values(letter.headers as Record<string, string>)).toContain(refused.id);
+      expect(rows.got).toHaveLength(1);
     },
   );
 });
