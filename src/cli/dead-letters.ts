@@ -25,7 +25,8 @@
  * - A letter delivered again within one run (a broker redelivers what is left unacknowledged)
  *   is recognised by its bytes: it is not reported twice, and a copy of a replayed letter is
  *   acknowledged without a second publish.
- * - It stops when no new letter arrived for `--idle-ms` (default 2000) or after `--limit` letters.
+ * - It stops when no new letter arrived for `--idle-ms` (default 2000), after `--limit` letters,
+ *   or on SIGINT/SIGTERM once the letter in hand is done.
  * - Output: one line per letter on stdout (`replayed|would replay|skipped|failed id=... code=...
  *   topic=...: why`), or one JSON object per letter with `--json`; then a summary line. Exit 0
  *   when every selected letter was replayed, 2 when some were not (reported), 1 on an error.
@@ -283,14 +284,30 @@ export async function replayDeadLetters(
       }
       if (outcome === 'replayed') {
         // Acknowledged only once the broker confirmed the publish.
-        await meta.ack();
-        report({ outcome, ...base });
+        try {
+          await meta.ack();
+          report({ outcome, ...base });
+        } catch (e) {
+          report({
+            outcome,
+            ...base,
+            why: `but the acknowledgement failed (${toError(e).message}): a later run replays it again`,
+          });
+        }
       }
     }
     seen.set(digest, outcome);
     return true;
   };
 
+  // Ctrl-C: stop after the letter in hand (its publish and acknowledgement), then summarise.
+  let interrupted = false;
+  const interrupt = (): void => {
+    interrupted = true;
+    wake?.();
+  };
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
   try {
     await reader.subscribe(flags.topic, subscribeOptions(flags.group));
     err.write(
@@ -301,7 +318,7 @@ export async function replayDeadLetters(
     lastActivity = Date.now();
     for (;;) {
       if (failure) throw failure;
-      if (seen.size >= limit) break;
+      if (seen.size >= limit || interrupted) break;
       const next = inbox.shift();
       if (next) {
         // Only a new letter keeps the run going: the broker redelivers what is left
@@ -321,6 +338,8 @@ export async function replayDeadLetters(
       wake = undefined;
     }
   } finally {
+    process.removeListener('SIGINT', interrupt);
+    process.removeListener('SIGTERM', interrupt);
     await reader.end();
     if (target !== reader) await target.end();
   }
