@@ -53,6 +53,9 @@ const TARGETS: Target[] = [
 ];
 
 const LIMIT = 1000;
+
+/** The publisher setting naming the dead-letter topic (on the feed's own broker). */
+const deadLetterTo = (topic: string) => ({ deadLetterTopic: topic });
 const cleanups: (() => Promise<unknown>)[] = [];
 
 beforeAll(async () => {
@@ -103,7 +106,7 @@ describe('dead letters on every broker', () => {
         logger: quietLogger(),
         brokers: { default: { url, ...(target.options ? { options: target.options } : {}) } },
         checkpoints,
-        publisher: { maxEventBytes: LIMIT, deadLetterTopic },
+        publisher: { maxEventBytes: LIMIT, ...deadLetterTo(deadLetterTopic) },
       });
       cleanups.push(() => app.stop());
       const ds = app.dataSource('db', { connector: 'memory', store: storeName });
@@ -185,7 +188,7 @@ describe('a topic the broker refuses', () => {
         logger: quietLogger(),
         brokers: { default: { url, ...(target.options ? { options: target.options } : {}) } },
         checkpoints: { store: 'memory' },
-        publisher: { deadLetterTopic },
+        publisher: deadLetterTo(deadLetterTopic),
       });
       cleanups.push(() => app.stop());
       const ds = app.dataSource('db', { connector: 'memory', store: uniqueName('s') });
