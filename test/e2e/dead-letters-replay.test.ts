@@ -114,7 +114,7 @@ describe('evpub dead-letters replay on brokers that store nothing', () => {
 });
 
 describe('evpub dead-letters replay --to another broker, --limit', () => {
-  it('letters kept on Redis Streams are replayed to MQTT, two per run with --limit 2', async () => {
+  it('letters kept on Redis Streams are replayed to MQTT, two per run with --limit 2 (--json output)', async () => {
     const [redis, mqtt] = await Promise.all([requireService('redis'), requireService('mosquitto')]);
     const prefix = `evpub/test/${uniqueName('dl')}`;
     const deadLetterTopic = `${prefix}/dead-letter`;
@@ -151,10 +151,29 @@ describe('evpub dead-letters replay --to another broker, --limit', () => {
         `replayed id=${events[1]!.id} code=EVPUB_NOT_AUTHORIZED topic=${topic}`,
         '2 dead letters: 2 replayed, 0 skipped, 0 failed',
       ]);
-      const second = spawnCli([...args, '-g', group, '--to', mqtt, '--limit', '2', '--idle-ms', '1000']);
+      const second = spawnCli([
+        ...args,
+        '-g',
+        group,
+        '--to',
+        mqtt,
+        '--limit',
+        '2',
+        '--idle-ms',
+        '1000',
+        '--json',
+      ]);
       expect(await second.exited, second.stderr()).toBe(0);
-      expect(second.stdout()).toContain(`replayed id=${events[2]!.id} `);
-      expect(second.stdout()).toContain('1 dead letter: 1 replayed, 0 skipped, 0 failed');
+      expect(
+        second
+          .stdout()
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as unknown),
+      ).toEqual([
+        { outcome: 'replayed', id: events[2]!.id, code: 'EVPUB_NOT_AUTHORIZED', topic },
+        { summary: '1 dead letter: 1 replayed, 0 skipped, 0 failed', notReplayed: 0 },
+      ]);
       await waitFor(() => sub.got.length >= 3, 'three originals on MQTT');
       expect(sub.got.map((m) => m.text)).toEqual(encoded.map((e) => e.payload.toString()));
     } finally {
