@@ -38,6 +38,7 @@
 import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
 import { ErrorCode, EvpubError, redact, toError } from '../errors';
+import { DATA_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE } from '../events/envelopes/cloudevents';
 import { DEFAULT_DEAD_LETTER_TOPIC } from '../pipeline/dead-letter';
 import type { MessageMeta, PublishOptions, SubscribeOptions } from '../pubsub/adapter';
 import type { Client } from '../pubsub/client';
@@ -49,8 +50,8 @@ const DEFAULT_IDLE_MS = 2000;
 
 /** The MIME type each envelope gives its payload, for letters that do not name one. */
 const ENVELOPE_CONTENT_TYPES: Record<string, string> = {
-  cloudevents: 'application/cloudevents+json',
-  'cloudevents-binary': 'application/json',
+  cloudevents: STRUCTURED_CONTENT_TYPE,
+  'cloudevents-binary': DATA_CONTENT_TYPE,
   legacy: 'application/json',
 };
 
