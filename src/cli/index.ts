@@ -6,6 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
+import { registerDeadLetters } from './dead-letters';
 import { registerDemo } from './demo';
 import { reportError } from './errors';
 import { registerInit } from './init';
@@ -29,6 +30,7 @@ registerSub(program);
 registerDemo(program);
 registerSlots(program);
 registerSnapshot(program);
+registerDeadLetters(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   reportError(err);
