@@ -28,17 +28,21 @@ afterAll(async () => {
 });
 
 describe('fault matrix: broker restarted mid-stream (mqtt)', () => {
-  it('a persistent session gets every change through a restart, in order per key', async () => {
-    await runBrokerFault({
-      fault: 'broker restarted',
-      broker: 'mqtt 5 (mosquitto)',
-      note: 'persistent session, broker persistence on',
-      publishUrl: broker.url,
-      subscribeUrl: broker.url,
-      subscriberOptions: { clientId: uniqueName('sub'), mqtt: { clean: false } },
-      subscribe: { qos: 1 },
-      down: () => broker.stop('SIGTERM'),
-      up: () => broker.start(),
-    });
-  });
+  it(
+    'a persistent session gets every change through a restart, in order per key',
+    { timeout: 120_000 },
+    async () => {
+      await runBrokerFault({
+        fault: 'broker restarted',
+        broker: 'mqtt 5 (mosquitto)',
+        note: 'persistent session, broker persistence on',
+        publishUrl: broker.url,
+        subscribeUrl: broker.url,
+        subscriberOptions: { clientId: uniqueName('sub'), mqtt: { clean: false } },
+        subscribe: { qos: 1 },
+        down: () => broker.stop('SIGTERM'),
+        up: () => broker.start(),
+      });
+    },
+  );
 });

@@ -19,17 +19,21 @@ afterAll(async () => {
 });
 
 describe('fault matrix: broker restarted mid-stream (redis)', () => {
-  it('bounds the window while the broker is down, retries in order, and loses nothing', async () => {
-    await runBrokerFault({
-      fault: 'broker restarted',
-      broker: 'redis streams',
-      note: 'durable consumer group',
-      publishUrl: server.url,
-      subscribeUrl: server.url,
-      options: { redis: { mode: 'streams' } },
-      subscribe: { durable: uniqueName('g'), from: 'earliest' },
-      down: () => server.stop(),
-      up: () => server.start(),
-    });
-  });
+  it(
+    'bounds the window while the broker is down, retries in order, and loses nothing',
+    { timeout: 120_000 },
+    async () => {
+      await runBrokerFault({
+        fault: 'broker restarted',
+        broker: 'redis streams',
+        note: 'durable consumer group',
+        publishUrl: server.url,
+        subscribeUrl: server.url,
+        options: { redis: { mode: 'streams' } },
+        subscribe: { durable: uniqueName('g'), from: 'earliest' },
+        down: () => server.stop(),
+        up: () => server.start(),
+      });
+    },
+  );
 });
