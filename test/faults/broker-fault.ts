@@ -57,6 +57,8 @@ export interface BrokerFaultCase {
   keys?: number;
   rounds?: number;
   maxInFlight?: number;
+  /** Removes what the case left on a shared broker (its stream, queue), after the case. */
+  cleanup?(topic: string): Promise<void>;
   /** How long everything may take to arrive after `up()` (default 30 s). */
   settleMs?: number;
 }
@@ -75,6 +77,7 @@ export async function runBrokerFault(c: BrokerFaultCase): Promise<FaultRow> {
   const reconnect = { initialDelay: 50, maxDelay: 300 };
   const topic = `${c.topicRoot ?? 'evpub/test'}/${uniqueName('fault')}/accounts`;
   const cleanups: (() => Promise<unknown>)[] = [];
+  if (c.cleanup) cleanups.push(() => c.cleanup!(topic));
   try {
     const sub = createClient(c.subscribeUrl, {
       logger: quietLogger(),
