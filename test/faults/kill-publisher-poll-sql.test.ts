@@ -4,8 +4,9 @@
  *
  * The publisher is `evpub start --config <tmp>/evpub.config.json` in a child process: file
  * checkpoints in the tmp dir, Redis in streams mode (the test's durable consumer group cannot
- * miss an entry). 3,000 rows are inserted one by one while the publisher runs (each with a
- * later timestamp than the one before, from one connection, so commit order is cursor order).
+ * miss an entry). 3,000 rows are inserted 20 per statement while the publisher runs (each row
+ * with a later timestamp than the one before, one statement after the other, so commit order
+ * is cursor order).
  * After 1,000 events and a saved checkpoint the test SIGKILLs the publisher and starts it again.
  *
  * What is asserted, and why it holds:
@@ -22,7 +23,7 @@ import path from 'node:path';
 import Redis from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient } from '../../src/pubsub/registry';
-import { createPollTable, openTestDb, type PollTable, type TestDb } from '../helpers/poll-tables';
+import { createPollTable, openTestDb, tick, type PollTable, type TestDb } from '../helpers/poll-tables';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -30,6 +31,7 @@ import { killCli, spawnCli, type CliProcess } from '../e2e/cli';
 import { countDelivery, reportRow, RssSampler } from './matrix';
 
 const ROWS = 3000;
+const PER_INSERT = 20; // rows per INSERT statement (one transaction)
 const KILL_AFTER = 1000; // events received
 
 interface Seen {
@@ -102,7 +104,16 @@ describe('fault matrix: kill -9 of the publisher (sql poll)', () => {
       await first.waitForOutput('evpub started');
       let writing = true;
       const writer = (async () => {
-        for (let i = 0; i < ROWS; i++) await table.insert(keyOf(i), i);
+        for (let i = 0; i < ROWS; i += PER_INSERT) {
+          const rows = Array.from({ length: PER_INSERT }, (_, j) => {
+            const at = tick();
+            return [keyOf(i + j), i + j, at, at];
+          });
+          await db.exec(
+            `INSERT INTO ${table.name} (id, value, created_at, updated_at) VALUES ${rows.map(() => '(?, ?, ?, ?)').join(', ')}`,
+            rows.flat(),
+          );
+        }
       })().finally(() => (writing = false));
       writer.catch(() => undefined);
 
