@@ -53,6 +53,8 @@ export interface BrokerFaultCase {
   down(): Promise<void>;
   /** Makes it reachable again. */
   up(): Promise<void>;
+  /** Failed retries of the feed to wait for before `up()` (default 2): how long the outage is. */
+  retriesWhileDown?: number;
   /** Keys, rounds of changes and the publisher window (defaults 100, 20, 100). */
   keys?: number;
   rounds?: number;
@@ -141,7 +143,12 @@ export async function runBrokerFault(c: BrokerFaultCase): Promise<FaultRow> {
     const committedWhileDown = Number(feed().committed);
     expect(pushed() - committedWhileDown).toBeLessThanOrEqual(maxInFlight);
     expect(feed().inFlight).toBeLessThanOrEqual(maxInFlight);
-    await waitFor(() => log.events.filter((e) => e.type === 'retrying').length >= 2, 'a second retry');
+    const retries = c.retriesWhileDown ?? 2;
+    await waitFor(
+      () => log.events.filter((e) => e.type === 'retrying').length >= retries,
+      `${retries} retries`,
+      30_000 + retries * 2_000,
+    );
     expect(pushed() - committedWhileDown).toBeLessThanOrEqual(maxInFlight);
     expect(Number(feed().committed)).toBe(committedWhileDown);
 
