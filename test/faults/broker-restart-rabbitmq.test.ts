@@ -26,7 +26,9 @@ describe('fault matrix: broker restarted mid-stream (rabbitmq)', () => {
       await runBrokerFault({
         fault: 'broker restarted',
         broker: 'amqp (rabbitmq)',
-        note: 'durable queue',
+        // The node takes seconds to stop and start, so the feed retries several times meanwhile:
+        // the duplicates show the known bug of outage-duplicates.test.ts.
+        note: 'durable queue; duplicates grow with the outage, known bug',
         publishUrl: broker.url,
         subscribeUrl: broker.url,
         subscribe: { durable: uniqueName('q') },
