@@ -1,6 +1,7 @@
 /**
  * The CouchDB connector against a CouchDB-compatible server (express-pouchdb) that the tests
- * start in a child process, so they can kill -9 it, freeze it and start it again.
+ * start in a child process. (Killing, freezing and restarting that server are cases of the
+ * fault matrix: test/faults/source-restart-couchdb.test.ts.)
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelFeed } from '../../src/connectors/contract';
@@ -10,7 +11,7 @@ import type { StartFrom } from '../../src/events/change-event';
 import { ErrorCode, EvpubError, isEvpubError } from '../../src/errors';
 import { createLogger } from '../../src/logger';
 import { RecordingSink } from '../conformance/connector.suite';
-import { startTestCouchServer, type Doc, type TestCouchServer } from '../helpers/couchdb-server';
+import { startTestCouchServer, type TestCouchServer } from '../helpers/couchdb-server';
 import { uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
@@ -205,94 +206,5 @@ describe('couchdb connector', () => {
     sink.release();
     await waitFor(() => sink.events.length === 5, 'the rest');
     expect(sink.keys()).toEqual(['d0', 'd1', 'd2', 'd3', 'd4']);
-  });
-});
-
-describe('couchdb connector: faults', () => {
-  let couch: TestCouchServer;
-
-  beforeAll(async () => {
-    couch = await startTestCouchServer();
-  });
-
-  afterAll(async () => {
-    await couch?.close();
-  });
-
-  it('reconnects after kill -9 and a restart, and drops what a restored database replays', async () => {
-    const db = 'faults';
-    await couch.createDb(db);
-    const c = await connector({ url: couch.url, heartbeat: 500, reconnectDelay: 50, maxReconnectDelay: 400 });
-    const sink = new RecordingSink();
-    await c.start({ models: [{ name: db, settings: {}, from: 'beginning' }], sink });
-    try {
-      let count = 0;
-      for (const id of ['a', 'b', 'c']) {
-        let rev: string | undefined;
-        for (const n of [1, 2, 3]) {
-          rev = await couch.put(db, { _id: id, ...(rev ? { _rev: rev } : {}), n });
-          count += 1;
-          await waitFor(() => sink.events.length === count, `event ${count}`); // no coalescing
-        }
-      }
-      expect(sink.events.length).toBe(9);
-      const latest = [2, 5, 8].map((i) => sink.events[i]!.after as Doc); // a, b, c at n: 3
-
-      await couch.stop(); // kill -9: the feed breaks
-      await waitFor(() => c.health().state === 'reconnecting', 'the connector to notice');
-      const connectedBefore = sink.statuses.filter((s) => s.type === 'connected').length;
-      await couch.start(); // empty: the database is gone until restored
-      await waitFor(
-        () => sink.statuses.some((s) => s.type === 'reconnecting' && s.error.includes('does not exist')),
-        'a reconnect attempt to find the database missing',
-      );
-      await couch.createDb(db);
-      await couch.restore(db, latest); // the same documents at the same revisions, new seqs 1..3
-      await waitFor(
-        () => sink.statuses.filter((s) => s.type === 'connected').length > connectedBefore,
-        'the connector to reconnect',
-      );
-      await couch.put(db, { _id: 'd', n: 1 });
-      await waitFor(() => sink.keys().includes('d'), 'the change made after the restart');
-      expect(sink.keys()).toEqual(['a', 'a', 'a', 'b', 'b', 'b', 'c', 'c', 'c', 'd']);
-      expect(c.health().state).toBe('streaming');
-      expect(sink.statuses.filter((s) => s.type === 'reconnecting').length).toBeGreaterThan(0);
-      expect(sink.failures).toEqual([]);
-    } finally {
-      await c.stop();
-    }
-  });
-
-  it('reopens a feed that goes silent (no heartbeat) and misses nothing', async () => {
-    const db = uniqueName('db');
-    await couch.createDb(db);
-    const c = await connector({
-      url: couch.url,
-      heartbeat: 200,
-      requestTimeout: 1000,
-      connectTimeout: 500,
-      reconnectDelay: 50,
-      maxReconnectDelay: 200,
-    });
-    const sink = new RecordingSink();
-    await c.start({ models: [{ name: db, settings: {}, from: 'beginning' }], sink });
-    try {
-      await couch.put(db, { _id: 'before' });
-      await waitFor(() => sink.events.length === 1, 'the first event');
-      couch.freeze();
-      try {
-        await waitFor(
-          () => sink.statuses.some((s) => s.type === 'reconnecting' && s.error.includes('heartbeat')),
-          'the silence to be noticed',
-        );
-      } finally {
-        couch.thaw();
-      }
-      await couch.put(db, { _id: 'after' });
-      await waitFor(() => sink.events.length === 2, 'the event after the thaw');
-      expect(sink.keys()).toEqual(['before', 'after']);
-    } finally {
-      await c.stop();
-    }
   });
 });

@@ -1,9 +1,10 @@
 /**
  * The mysql connector against the shared MariaDB (binlog ROW, GTIDs): exact JSON of every type,
  * ordering and before/after, a 10,000-row transaction resumed in its middle, the snapshot with
- * concurrent writes and its resume, a connection cut through a TCP proxy, and the errors that
- * the shared server can show without changing its settings (see mysql-server.test.ts for the
- * others, on a private mariadbd). Every test uses its own tables and drops them.
+ * concurrent writes and its resume, and the errors that the shared server can show without
+ * changing its settings (see mysql-server.test.ts for the others, on a private mariadbd). Every
+ * test uses its own tables and drops them. (A connection cut through a TCP proxy is a case of
+ * the fault matrix: test/faults/source-cut-mariadb.test.ts.)
  */
 import type { Connection } from 'mysql2/promise';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -19,7 +20,6 @@ import {
   uniqueTable,
 } from '../helpers/mariadb';
 import { uniqueName } from '../helpers/services';
-import { startTcpProxy } from '../helpers/tcp-proxy';
 import { waitFor } from '../helpers/wait';
 
 let conn: Connection;
@@ -262,31 +262,6 @@ describe('mysql connector (shared MariaDB)', () => {
       Array.from({ length: 1000 - Number(last.key) }, (_, i) => i + 1 + Number(last.key)),
     );
     expect(second.sink.events.filter((e) => e.op === 'update').map((e) => e.key)).toEqual(['1']);
-  });
-
-  it('reconnects after a connection cut and resumes from the last row pushed: nothing lost, nothing repeated', async () => {
-    const name = await table('id INT PRIMARY KEY');
-    const proxy = await startTcpProxy({ host: '127.0.0.1', port: 3306 });
-    cleanups.push(() => proxy.close());
-    const connector = await mysqlConnector({ url: `mysql://root@127.0.0.1:${proxy.port}/test` });
-    running.push(connector);
-    const sink = new RecordingSink();
-    await connector.start({ models: [{ name: 'm', settings: { table: name }, from: 'now' }], sink });
-    let next = 1;
-    const write = async (n: number): Promise<void> => {
-      for (let i = 0; i < n; i++) await conn.query(`INSERT INTO \`${name}\` VALUES (?)`, [next++]);
-    };
-    await write(50);
-    await waitFor(() => sink.events.length >= 20, 'the first rows');
-    await proxy.stop();
-    await write(50);
-    await waitFor(() => sink.statuses.some((s) => s.type === 'reconnecting'), 'a reconnect attempt');
-    expect(connector.health().state).toBe('reconnecting');
-    await proxy.start();
-    await write(50);
-    await waitFor(() => sink.events.length >= 150, 'all 150 rows', 30_000);
-    expect(sink.keys()).toEqual(Array.from({ length: 150 }, (_, i) => String(i + 1)));
-    expect(connector.health().state).toBe('streaming');
   });
 
   it('two models on one connector; snapshot also when a model starts "now" without a checkpoint', async () => {

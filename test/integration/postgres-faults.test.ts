@@ -1,14 +1,14 @@
 /**
  * The PostgreSQL connector against PRIVATE clusters (test/helpers/postgres-server.ts), for what
- * the shared server must not go through: a server crash and restart mid-stream, `wal_level`
- * other than logical, heartbeats measured on a server where nothing else emits them, and a
- * slot that disappeared while evpub was not running.
+ * the shared server must not go through: `wal_level` other than logical, heartbeats measured on
+ * a server where nothing else emits them, and a slot that disappeared while evpub was not
+ * running. (A server crash and restart mid-stream is a case of the fault matrix:
+ * test/faults/source-restart-postgres.test.ts.)
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from 'pg';
 import { RecordingSink } from '../conformance/connector.suite';
 import type { PostgresConnector } from '../../src/connectors/postgres/index';
-import type { ChangeEvent } from '../../src/events/change-event';
 import { PgFixture, sql } from '../helpers/postgres';
 import { privatePostgres, type PrivatePostgres } from '../helpers/postgres-server';
 import { waitFor } from '../helpers/wait';
@@ -31,19 +31,6 @@ function track(c: PostgresConnector): PostgresConnector {
   return c;
 }
 
-/** Commits the model's last event every 50 ms, as the publisher does once the broker confirmed. */
-function autoCommit(c: PostgresConnector, model: string, sink: RecordingSink): void {
-  let last: ChangeEvent | undefined;
-  const timer = setInterval(() => {
-    const e = sink.events.at(-1);
-    if (e && e !== last) {
-      last = e;
-      void c.commit(model, e.position!);
-    }
-  }, 50);
-  cleanup.push(async () => clearInterval(timer));
-}
-
 const lsn = (text: string): bigint => {
   const [h, l] = text.split('/');
   return (BigInt(`0x${h}`) << 32n) | BigInt(`0x${l}`);
@@ -63,79 +50,6 @@ async function walNow(url: string): Promise<bigint> {
 }
 
 describe('postgres connector on a private cluster', () => {
-  it('reconnects with back-off after a server crash mid-transaction, and loses nothing', async () => {
-    const f = new PgFixture(pg.url);
-    const t = await f.table('id int PRIMARY KEY, value int');
-    const c = track(await f.connector());
-    /** Pauses (window full) after `pauseAt` events, so the crash comes while a transaction is read. */
-    class PausingSink extends RecordingSink {
-      pauseAt = Infinity;
-      override push(event: ChangeEvent): boolean {
-        super.push(event);
-        if (this.events.length === this.pauseAt) this.full = true;
-        return !this.full;
-      }
-    }
-    const sink = new PausingSink();
-    await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink });
-    autoCommit(c, t, sink);
-
-    // Before: 5 transactions of 100 rows.
-    for (let i = 0; i < 5; i++)
-      await sql(
-        `INSERT INTO ${t} SELECT g, 0 FROM generate_series($1::int, $1 + 99) g`,
-        [i * 100 + 1],
-        pg.url,
-      );
-    await waitFor(() => sink.events.length >= 500, 'the first 500 rows');
-    // While reading: one 10,000-row transaction; the crash comes after 2,000 of its rows.
-    sink.pauseAt = 2500;
-    await sql(`INSERT INTO ${t} SELECT g, 0 FROM generate_series(1001, 11000) g`, [], pg.url);
-    await waitFor(() => sink.full, 'the connector in the middle of the big transaction');
-    await pg.stop(); // -m immediate: a crash
-    sink.release();
-    await waitFor(
-      () => sink.statuses.filter((s) => s.type === 'reconnecting').length >= 2,
-      'two reconnect attempts (back-off)',
-    );
-    await pg.start();
-    // After: inserts and updates of rows from before the crash.
-    for (let i = 0; i < 5; i++)
-      await sql(
-        `INSERT INTO ${t} SELECT g, 0 FROM generate_series($1::int, $1 + 99) g`,
-        [20_001 + i * 100],
-        pg.url,
-      );
-    await sql(`UPDATE ${t} SET value = 1 WHERE id <= 50`, [], pg.url);
-    await sql(`UPDATE ${t} SET value = 2 WHERE id <= 50`, [], pg.url);
-
-    const rows = await sql<{ id: number; value: number }>(`SELECT id, value FROM ${t}`, [], pg.url);
-    expect(rows.length).toBe(11_000);
-    await waitFor(
-      () => {
-        const last = sink.events.at(-1);
-        return last?.key === '50' && last.after?.value === 2;
-      },
-      'the last update',
-      20_000,
-    );
-    const got = new Set(sink.keys());
-    for (const r of rows) expect(got.has(String(r.id)), `row ${r.id}`).toBe(true);
-    // Per key, in order: create, then (for 1..50) value 1, then value 2.
-    const byKey = new Map<string, unknown[]>();
-    for (const e of sink.events) byKey.set(e.key, [...(byKey.get(e.key) ?? []), e.after?.value]);
-    for (let id = 1; id <= 50; id++) expect(byKey.get(String(id))!.slice(-2)).toEqual([1, 2]);
-    const reconnects = sink.statuses.filter((s) => s.type === 'reconnecting').length;
-    const duplicates = sink.events.length - new Set(sink.events.map((e) => e.id)).size;
-    expect(sink.failures).toEqual([]);
-    expect(c.health().state).toBe('streaming');
-    console.log(
-      `postgres crash: ${sink.events.length} events for 11,100 changes, ${duplicates} duplicates, ${reconnects} reconnect attempts`,
-    );
-    await c.stop();
-    await f.drop();
-  });
-
   it('an idle captured table does not hold the slot back (heartbeats), and the lag is reported in bytes', async () => {
     const other = 'evpub_other';
     await sql(`DROP DATABASE IF EXISTS ${other}`, [], pg.url);

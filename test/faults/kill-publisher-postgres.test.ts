@@ -1,5 +1,6 @@
 /**
- * kill -9 of `evpub start` reading PostgreSQL mid-stream, then a restart: nothing is lost.
+ * Fault matrix: kill -9 of `evpub start` reading PostgreSQL mid-stream (→ Redis Streams), then
+ * a restart: nothing is lost.
  *
  * The publisher is `evpub start --config <tmp>/evpub.config.json` in a child process: the
  * postgres connector on the shared server (its own table, slot and publication, dropped after),
@@ -27,7 +28,8 @@ import { dropSlotWhenFree, PG_URL, sql } from '../helpers/postgres';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
-import { killCli, spawnCli, type CliProcess } from './cli';
+import { killCli, spawnCli, type CliProcess } from '../e2e/cli';
+import { countDelivery, reportRow, RssSampler } from './matrix';
 
 const ROWS = 500;
 const VERSIONS = 6;
@@ -75,7 +77,7 @@ async function writeChanges(): Promise<void> {
   }
 }
 
-describe('kill -9 of the publisher reading PostgreSQL', () => {
+describe('fault matrix: kill -9 of the publisher (postgres)', () => {
   it('after a restart every change arrived, in order per row within a run', async () => {
     const topic = `evpub/test/${uniqueName('pgkill')}`;
     const config = path.join(dir, 'evpub.config.json');
@@ -98,11 +100,14 @@ describe('kill -9 of the publisher reading PostgreSQL', () => {
         models: { rows: { dataSource: 'pg', topic, from: 'beginning', settings: { table } } },
       }),
     );
+    const samplers: RssSampler[] = [];
     const start = (): CliProcess => {
       const p = spawnCli(['start', '--config', config], { cwd: dir, env: { EVPUB_LOG_LEVEL: 'info' } });
       processes.push(p);
+      samplers.push(new RssSampler(p.pid));
       return p;
     };
+    const began = Date.now();
 
     const consumer = createClient(redisUrl, { logger: quietLogger(), redis: { mode: 'streams' } });
     const seen: Seen[] = [];
@@ -177,6 +182,20 @@ describe('kill -9 of the publisher reading PostgreSQL', () => {
         expect(idOf.get(k) ?? s.id).toBe(s.id);
         idOf.set(k, s.id);
       }
+      const sent: string[] = [];
+      for (let id = 1; id <= ROWS; id++) for (let v = 0; v < VERSIONS; v++) sent.push(`${id}@${v}`);
+      const row = reportRow({
+        fault: 'kill -9 of the publisher, restart',
+        source: 'postgres',
+        broker: 'redis streams',
+        ...countDelivery(
+          sent,
+          seen.map((s) => `${s.key}@${s.v}`),
+        ),
+        maxRssMb: Math.max(...samplers.map((r) => r.stop())),
+        seconds: (Date.now() - began) / 1000,
+      });
+      expect(row.lost).toBe(0);
       console.log(
         `postgres kill -9: 3000 changes -> ${seen.length} events (${run1} before the kill, ${total - run1} after; ` +
           `${seen.length - idOf.size} duplicates); writes still running at the kill: ${writingAtKill}; ` +

@@ -1,5 +1,6 @@
 /**
- * kill -9 of the publisher mid-stream, then a restart: nothing is lost.
+ * Fault matrix: kill -9 of the publisher mid-stream (CouchDB → Redis Streams), then a restart:
+ * nothing is lost.
  *
  * The publisher is `evpub start --config <tmp>/evpub.config.json` in a child process: the
  * couchdb connector on the CouchDB test server, file checkpoints in the tmp dir, Redis in
@@ -24,6 +25,9 @@
  *
  * Run 1's events are told from run 2's by the stream itself: after run 1's process is gone its
  * entries are exactly the first XLEN entries of the stream, and the consumer reads in order.
+ *
+ * The row counts each document's final revision as a change that must arrive (what `_changes`
+ * guarantees); `duplicates` are events that repeat a (document, revision) already received.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,7 +39,8 @@ import { startTestCouchServer, type TestCouchServer } from '../helpers/couchdb-s
 import { quietLogger } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
-import { killCli, spawnCli, type CliProcess } from './cli';
+import { killCli, spawnCli, type CliProcess } from '../e2e/cli';
+import { countDelivery, reportRow, RssSampler } from './matrix';
 
 const DOCS = 100;
 const CHANGES_PER_DOC = 10;
@@ -93,7 +98,7 @@ async function writeChanges(finalRevs: Map<string, string>): Promise<void> {
   }
 }
 
-describe('kill -9 of the publisher', () => {
+describe('fault matrix: kill -9 of the publisher (couchdb)', () => {
   it('after a restart every document reaches its final revision, in order, nothing lost', async () => {
     await couch.createDb('accounts');
     const topic = `${uniqueName('kill')}/accounts`;
@@ -108,11 +113,14 @@ describe('kill -9 of the publisher', () => {
         models: { accounts: { dataSource: 'couch', topic, from: 'beginning' } },
       }),
     );
+    const samplers: RssSampler[] = [];
     const start = (): CliProcess => {
       const p = spawnCli(['start', '--config', config], { cwd: dir, env: { EVPUB_LOG_LEVEL: 'info' } });
       processes.push(p);
+      samplers.push(new RssSampler(p.pid));
       return p;
     };
+    const began = Date.now();
 
     // The test's consumer: a durable group on the stream, from its first entry.
     const consumer = createClient(redisUrl, { logger: quietLogger(), redis: { mode: 'streams' } });
@@ -197,6 +205,20 @@ describe('kill -9 of the publisher', () => {
         idOf.set(k, s.id);
       }
       const duplicates = seen.length - idOf.size;
+      const row = reportRow({
+        fault: 'kill -9 of the publisher, restart',
+        source: 'couchdb',
+        broker: 'redis streams',
+        ...countDelivery(
+          [...finalRevs].map(([id, rev]) => `${id} ${rev}`),
+          seen.map((s) => `${s.key} ${s.rev}`),
+        ),
+        duplicates,
+        maxRssMb: Math.max(...samplers.map((r) => r.stop())),
+        seconds: (Date.now() - began) / 1000,
+        note: '1,000 writes to 100 documents; sent = final revisions',
+      });
+      expect(row.lost).toBe(0);
       console.log(
         `kill -9: 1000 writes -> ${seen.length} events (${run1} before the kill, ${total - run1} after; ` +
           `${duplicates} duplicates); writes still running at the kill: ${writingAtKill}; ` +

@@ -1,5 +1,5 @@
 /**
- * kill -9 of a publisher process mid-stream (MariaDB → evpub → Redis Streams, file
+ * Fault matrix: kill -9 of a publisher process mid-stream (MariaDB → evpub → Redis Streams, file
  * checkpoints), then a new process from the checkpoint: every change reaches a durable
  * subscriber, at least once, in order per key after dropping earlier duplicates.
  */
@@ -11,6 +11,7 @@ import { sharedConnection, uniqueTable } from '../helpers/mariadb';
 import { subscriber, tempDir } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
+import { countDelivery, reportRow, RssSampler } from './matrix';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -18,6 +19,7 @@ afterEach(async () => {
 });
 
 const root = path.resolve(__dirname, '../..');
+const samplers: RssSampler[] = [];
 
 async function publisher(args: string[]): Promise<ChildProcess> {
   const child = spawn(
@@ -28,6 +30,7 @@ async function publisher(args: string[]): Promise<ChildProcess> {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  samplers.push(new RssSampler(child.pid!));
   cleanups.push(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -42,8 +45,9 @@ async function publisher(args: string[]): Promise<ChildProcess> {
   return child;
 }
 
-describe('mysql connector: kill -9 of the publisher', () => {
+describe('fault matrix: kill -9 of the publisher (mariadb)', () => {
   it('a new process resumes from the checkpoint: nothing lost', async () => {
+    const began = Date.now();
     const redis = await requireService('redis');
     const conn: Connection = await sharedConnection();
     const table = uniqueTable();
@@ -99,6 +103,23 @@ describe('mysql connector: kill -9 of the publisher', () => {
     });
     expect(perKey.size).toBe(3000);
     for (const values of perKey.values()) expect(values).toEqual([0, 1]);
+    const sent: string[] = [];
+    for (let id = 1; id <= 3000; id++) sent.push(`${id}@0`, `${id}@1`);
+    const row = reportRow({
+      fault: 'kill -9 of the publisher, restart',
+      source: 'mariadb',
+      broker: 'redis streams',
+      ...countDelivery(
+        sent,
+        sub.got.map((m) => {
+          const d = m.json.data as { key: string; after: { n: number } };
+          return `${d.key}@${d.after.n}`;
+        }),
+      ),
+      maxRssMb: Math.max(...samplers.splice(0).map((r) => r.stop())),
+      seconds: (Date.now() - began) / 1000,
+    });
+    expect(row.lost).toBe(0);
     process.stdout.write(
       `mysql kill -9: ${atKill} received before the kill, ${sub.got.length - 6000} duplicates after the restart\n`,
     );
