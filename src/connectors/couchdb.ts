@@ -37,7 +37,7 @@ export class CouchDbConnector implements EventConnector {
   private readonly feeds: FeedSet<CouchFeed>;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseCouchDbSettings(dataSource.settings);
+    this.settings = parseCouchDbSettings(dataSource.settings, dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'couchdb',
       datasource: dataSource.name,

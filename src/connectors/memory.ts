@@ -24,6 +24,10 @@ import type {
   ModelFeed,
   StartRequest,
 } from './contract';
+import { SettingsReader } from './kit/settings';
+
+/** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
+export const MEMORY_SETTING_KEYS = ['store'] as const;
 
 interface LogEntry {
   position: number;
@@ -230,13 +234,13 @@ export class MemoryConnector implements EventConnector {
 
 /** The connector module, LoopBack style: `initialize(dataSource, cb?)` sets `dataSource.connector`. */
 export function initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
-  const store = dataSource.settings.store ?? dataSource.name;
-  if (typeof store !== 'string' || store === '') {
-    const err = new EvpubError(
-      ErrorCode.CONFIG_INVALID,
-      `datasources.${dataSource.name}.store: must be a non-empty string`,
-    );
-    if (callback) return process.nextTick(() => callback(err));
+  let store: string;
+  try {
+    store = SettingsReader.forDataSource(dataSource.name, dataSource.settings)
+      .closed(MEMORY_SETTING_KEYS)
+      .string('store', dataSource.name);
+  } catch (err) {
+    if (callback) return process.nextTick(() => callback(err as Error));
     throw err;
   }
   dataSource.connector = new MemoryConnector(dataSource.name, store);

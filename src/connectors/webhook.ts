@@ -88,7 +88,7 @@ export class WebhookConnector implements EventConnector {
   private address: string | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseWebhookSettings(dataSource.settings);
+    this.settings = parseWebhookSettings(dataSource.settings, dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'webhook',
       datasource: dataSource.name,

@@ -71,7 +71,7 @@ export class MysqlConnector implements EventConnector {
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseMysqlSettings(dataSource.settings);
+    this.settings = parseMysqlSettings(dataSource.settings, dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'mysql',
       datasource: dataSource.name,

@@ -23,7 +23,7 @@ import type {
   ModelFeed,
   StartRequest,
 } from '../contract';
-import { APP_KEYS, SettingReader } from '../setting-readers';
+import { SettingsReader } from '../kit/settings';
 import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
 import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
@@ -54,7 +54,7 @@ export class PollConnector implements EventConnector {
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    const r = new SettingReader('poll', dataSource.settings);
+    const r = SettingsReader.forDataSource(dataSource.name, dataSource.settings);
     const url = r.secret('url');
     if (!url) throw r.invalid('url', 'is required: sqlite:path, postgres://, mysql:// or http(s)://');
     if (dialectOf(url)) this.kind = 'sql';
@@ -62,16 +62,12 @@ export class PollConnector implements EventConnector {
     else {
       throw new EvpubError(
         ErrorCode.UNKNOWN_SCHEME,
-        `poll connector: setting "url" must be sqlite:path, postgres://, mysql:// or http(s):// (got ${redact(url)})`,
+        `${r.path('url')}: must be sqlite:path, postgres://, mysql:// or http(s):// (got ${redact(url)})`,
+        { context: { setting: r.path('url') } },
       );
     }
     const modelKeys: readonly string[] = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
-    r.closed([
-      ...APP_KEYS,
-      'url',
-      ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []),
-      ...modelKeys,
-    ]);
+    r.closed(['url', ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []), ...modelKeys]);
     this.url = url;
     this.headers = r.stringMap('headers');
     this.requestTimeout = r.int('requestTimeout', 30_000);
@@ -84,7 +80,7 @@ export class PollConnector implements EventConnector {
   /** A model's settings with the datasource's as defaults. */
   private modelSettings(model: ModelFeed): Record<string, unknown> {
     const keys = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
-    new SettingReader('poll', model.settings, `models.${model.name}.`).closed(keys);
+    SettingsReader.forModel(model.name, model.settings).closed(keys);
     const merged: Record<string, unknown> = {};
     for (const key of keys) {
       const value = model.settings[key] ?? this.dataSource.settings[key];

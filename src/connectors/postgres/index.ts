@@ -51,6 +51,7 @@ import {
   type Lsn,
   type StreamPoint,
 } from './position';
+import { SettingsReader } from '../kit/settings';
 import { parsePostgresSettings, snapshotMode, tableOf, type PostgresSettings } from './settings';
 import {
   ArrayTypes,
@@ -313,11 +314,7 @@ export class PostgresConnector implements EventConnector {
       failed: false,
     };
     const wantsSnapshot =
-      snapshotMode(
-        feed.settings.snapshot,
-        `models.${feed.name}.settings.snapshot`,
-        this.settings.snapshot,
-      ) === 'initial';
+      snapshotMode(SettingsReader.forModel(feed.name, feed.settings), this.settings.snapshot) === 'initial';
     if (typeof feed.from === 'object') {
       const p = decodePosition(feed.from.after);
       model.skip = p.stream;
