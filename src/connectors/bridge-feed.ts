@@ -39,7 +39,7 @@ import {
   type MapContext,
   type Mapped,
 } from './json-mapping';
-import { drainUnlessStopped } from './waits';
+import { drainUnlessStopped } from './kit/waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 

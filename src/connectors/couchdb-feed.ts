@@ -24,7 +24,8 @@ import type { ChangeSink } from './contract';
 import { databaseInfo, open, seqToPosition, type Request } from './couchdb-http';
 import { ReplayFilter } from './couchdb-revs';
 import type { CouchDbSettings } from './couchdb-settings';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from './waits';
+import { backoffDelay, sleepUnlessStopped } from '../util/retry';
+import { drainUnlessStopped } from './kit/waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -165,7 +166,10 @@ export class CouchFeed {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.o.settings;
-    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
+    return sleepUnlessStopped(
+      backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }),
+      this.stopper.signal,
+    );
   }
 
   /** Aborts the request when the server says nothing for requestTimeout ms. */

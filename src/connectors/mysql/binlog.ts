@@ -40,7 +40,8 @@ import { isFatal, translate } from './errors';
 import { encodePosition, type StreamPoint } from './position';
 import { connectionOptions, type MysqlSettings } from './settings';
 import { decodeRow, keyOf, loadTableMeta, type TableMeta } from './values';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export type StreamState = 'idle' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -194,7 +195,10 @@ export class BinlogStream {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.o.settings;
-    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
+    return sleepUnlessStopped(
+      backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }),
+      this.stopper.signal,
+    );
   }
 
   /**

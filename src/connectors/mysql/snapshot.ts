@@ -20,7 +20,7 @@ import { ErrorCode, EvpubError } from '../../errors';
 import type { ChangeSink } from '../contract';
 import { decodeKey, encodeKey, encodePosition, type SnapshotCursor, type StreamPoint } from './position';
 import { decodeRow, keyOf, quoteId, quoteTable, type TableMeta } from './values';
-import { drainUnlessStopped } from '../waits';
+import { drainUnlessStopped } from '../kit/waits';
 
 export interface SnapshotOptions {
   conn: Connection;

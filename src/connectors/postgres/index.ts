@@ -71,7 +71,8 @@ import { countRows, readChunk, snapshotId } from './snapshot';
 import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
 import { connectorInitializer } from '../initialize';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
 export { listSlots, dropSlot, connectAdmin, currentLsn, type SlotState } from './slot-admin';
@@ -404,7 +405,10 @@ export class PostgresConnector implements EventConnector {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.settings;
-    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
+    return sleepUnlessStopped(
+      backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }),
+      this.stopper.signal,
+    );
   }
 
   stop(): Promise<void> {
