@@ -23,6 +23,7 @@ import type {
   ModelFeed,
   StartRequest,
 } from '../contract';
+import { Lifecycle } from '../kit/lifecycle';
 import { SettingsReader } from '../kit/settings';
 import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
 import { PollLoop, type PollSource } from './loop';
@@ -38,7 +39,6 @@ export const POLL_SETTING_KEYS = [
 ] as const;
 
 type Kind = 'sql' | 'http';
-type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
 
 export class PollConnector implements EventConnector {
   readonly name = 'poll';
@@ -50,10 +50,10 @@ export class PollConnector implements EventConnector {
   private readonly logger: Logger;
   private readonly loops = new Map<string, PollLoop<unknown>>();
   private db: SqlDb | undefined;
-  private life: LifeState = 'idle';
-  private stopping: Promise<void> | undefined;
+  private readonly life: Lifecycle;
 
   constructor(private readonly dataSource: DataSourceLike) {
+    this.life = new Lifecycle('poll', dataSource.name);
     const r = SettingsReader.forDataSource(dataSource.name, dataSource.settings);
     const url = r.secret('url');
     if (!url) throw r.invalid('url', 'is required: sqlite:path, postgres://, mysql:// or http(s)://');
@@ -90,13 +90,7 @@ export class PollConnector implements EventConnector {
   }
 
   async start(request: StartRequest): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `poll connector "${this.dataSource.name}" was already started`,
-      );
-    }
-    this.life = 'starting';
+    this.life.begin();
     try {
       const sources: { model: ModelFeed; source: PollSource<unknown>; interval: number }[] = [];
       for (const model of request.models) {
@@ -132,24 +126,14 @@ export class PollConnector implements EventConnector {
       }
       await Promise.all(sources.map(({ model }) => this.loops.get(model.name)!.open(model.from)));
     } catch (err) {
-      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
+      const error = this.life.startFailed(err);
       await this.close();
-      if (stoppedMeanwhile) {
-        throw new EvpubError(
-          ErrorCode.INVALID_STATE,
-          `poll connector "${this.dataSource.name}" was stopped while starting`,
-          {
-            cause: err,
-          },
-        );
-      }
-      throw err;
+      throw error;
     }
-    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+    this.life.started();
   }
 
   private async close(): Promise<void> {
-    this.life = 'stopped';
     await Promise.all([...this.loops.values()].map((l) => l.stop()));
     const db = this.db;
     this.db = undefined;
@@ -157,8 +141,7 @@ export class PollConnector implements EventConnector {
   }
 
   stop(): Promise<void> {
-    this.stopping ??= this.close();
-    return this.stopping;
+    return this.life.stop(() => this.close());
   }
 
   health(): ConnectorHealth {
@@ -170,9 +153,9 @@ export class PollConnector implements EventConnector {
       if (loop.state === 'reconnecting') reconnecting = true;
       if (loop.state === 'failed') failed.push(model);
     }
-    let state: ConnectorHealth['state'] = this.life;
-    if (this.life === 'streaming' && failed.length > 0) state = 'failed';
-    else if (this.life === 'streaming' && reconnecting) state = 'reconnecting';
+    let state: ConnectorHealth['state'] = this.life.state;
+    if (state === 'streaming' && failed.length > 0) state = 'failed';
+    else if (state === 'streaming' && reconnecting) state = 'reconnecting';
     return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
   }
 }
