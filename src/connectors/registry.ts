@@ -131,12 +131,12 @@ function lazy(load: () => Promise<Namespace>): () => Promise<ConnectorModule> {
 
 /** A new registry holding evpub's own connectors, registered explicitly and loaded lazily. */
 export function builtinConnectors(): ConnectorRegistry {
-  const couchdb = lazy(() => import('./couchdb.js'));
+  const couchdb = lazy(() => import('./couchdb/index.js'));
   const postgres = lazy(() => import('./postgres/index.js'));
   return new ConnectorRegistry()
     .register(
       'memory',
-      lazy(() => import('./memory.js')),
+      lazy(() => import('./memory/index.js')),
     )
     .register('couchdb', couchdb)
     .register('cloudant', couchdb)
@@ -152,7 +152,7 @@ export function builtinConnectors(): ConnectorRegistry {
     )
     .register(
       'webhook',
-      lazy(() => import('./webhook.js')),
+      lazy(() => import('./webhook/index.js')),
     )
     .register(
       'poll',
@@ -160,11 +160,11 @@ export function builtinConnectors(): ConnectorRegistry {
     )
     .register(
       'websocket',
-      lazy(() => import('./websocket.js')),
+      lazy(() => import('./websocket/index.js')),
     )
     .register(
       'bridge',
-      lazy(() => import('./bridge.js')),
+      lazy(() => import('./bridge/index.js')),
     );
 }
 

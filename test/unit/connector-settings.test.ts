@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { SettingsReader, nearest } from '../../src/connectors/kit/settings';
 import { builtinConnectors } from '../../src/connectors/registry';
-import { databaseOf } from '../../src/connectors/couchdb-settings';
+import { databaseOf } from '../../src/connectors/couchdb/settings';
 import { tableOf as mysqlTableOf, parseMysqlSettings } from '../../src/connectors/mysql/settings';
 import { tableOf as postgresTableOf } from '../../src/connectors/postgres/settings';
 import { ErrorCode, isEvpubError } from '../../src/errors';

@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { initialize as initPoll, type PollConnector } from '../../src/connectors/poll/index';
 import { signatureMatches } from '../../src/connectors/webhook';
-import { parseWebhookModel, parseWebhookSettings } from '../../src/connectors/webhook-settings';
+import { parseWebhookModel, parseWebhookSettings } from '../../src/connectors/webhook/settings';
 import { createLogger } from '../../src/logger';
 import { RecordingSink } from '../conformance/connector.suite';
 import { openTestDb } from '../helpers/poll-tables';

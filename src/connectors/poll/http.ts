@@ -34,7 +34,7 @@ import {
   type StartFrom,
 } from '../../events/change-event';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
-import { compilePath, getPath, scalarString, type JsonPath } from '../json-path';
+import { compilePath, getPath, scalarString, type JsonPath } from '../kit/json-path';
 import { SettingsReader, type Settings } from '../kit/settings';
 import type { Polled, PollRound, PollSource } from './loop';
 

@@ -29,7 +29,7 @@ import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
 import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
 import { dialectOf, openSqlDb, type SqlDb } from './sql-dialects';
-import { connectorInitializer } from '../initialize';
+import { connectorInitializer } from '../kit/initialize';
 
 export const POLL_SETTING_KEYS = [
   'url',

@@ -36,7 +36,7 @@ import {
   type StartFrom,
 } from '../../events/change-event';
 import { ErrorCode, EvpubError } from '../../errors';
-import { scalarString } from '../json-path';
+import { scalarString } from '../kit/json-path';
 import { SettingsReader, type Settings } from '../kit/settings';
 import type { PollRound, PollSource } from './loop';
 import { jsonValue, type Row, type SqlDb } from './sql-dialects';

@@ -71,7 +71,7 @@ import {
 import { countRows, readChunk, snapshotId } from './snapshot';
 import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
-import { connectorInitializer } from '../initialize';
+import { connectorInitializer } from '../kit/initialize';
 import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
 import { drainUnlessStopped } from '../kit/waits';
 

@@ -25,9 +25,9 @@
  *   (e.g. 'sha256='), encoding: 'hex' | 'base64' (default hex) }`: the body's HMAC, compared in
  *   constant time; missing or wrong → 401. The secret is never logged nor echoed in errors.
  */
-import type { Operation } from '../events/change-event';
-import { compilePath, type JsonPath } from './json-path';
-import { SettingsReader, type Settings } from './kit/settings';
+import type { Operation } from '../../events/change-event';
+import { compilePath, type JsonPath } from '../kit/json-path';
+import { SettingsReader, type Settings } from '../kit/settings';
 
 export interface SignatureSettings {
   header: string;

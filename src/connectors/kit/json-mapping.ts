@@ -25,9 +25,9 @@
  */
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { ErrorCode, EvpubError } from '../errors';
-import { OPERATIONS, type Operation, type Row } from '../events/change-event';
-import { invalidSetting } from './kit/settings';
+import { ErrorCode, EvpubError } from '../../errors';
+import { OPERATIONS, type Operation, type Row } from '../../events/change-event';
+import { invalidSetting } from './settings';
 
 export type JsonPath = readonly (string | number)[];
 

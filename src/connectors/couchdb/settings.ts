@@ -20,8 +20,8 @@
  *
  * Any other key is an error naming the nearest valid one (kit/settings.ts).
  */
-import { redact } from '../errors';
-import { SettingsReader, type Settings } from './kit/settings';
+import { redact } from '../../errors';
+import { SettingsReader, type Settings } from '../kit/settings';
 
 export interface CouchDbSettings {
   /** The server URL without credentials, ending in `/`. */

@@ -1,6 +1,6 @@
 /**
  * The webhook connector (built-in `webhook`): an HTTP endpoint per model that third-party
- * systems POST events to (settings: webhook-settings.ts).
+ * systems POST events to (settings: settings.ts).
  *
  * Protocol of one request (POST {basePath}{path}):
  * 1. The body is read as bytes up to `bodyLimit` (larger: 413). With `signature`, the HMAC of
@@ -24,10 +24,10 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ErrorCode, EvpubError, toError } from '../errors';
-import { eventId, type ChangeEvent, type Operation, type Position } from '../events/change-event';
-import { defaultLogger, type Logger } from '../logger';
-import { loadDriver } from '../pubsub/driver';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import { eventId, type ChangeEvent, type Operation, type Position } from '../../events/change-event';
+import { defaultLogger, type Logger } from '../../logger';
+import { loadDriver } from '../../pubsub/driver';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -35,19 +35,19 @@ import type {
   DataSourceLike,
   EventConnector,
   StartRequest,
-} from './contract';
-import { getPath, scalarString } from './json-path';
+} from '../contract';
+import { getPath, scalarString } from '../kit/json-path';
 import {
   parseWebhookModel,
   parseWebhookSettings,
   type SignatureSettings,
   type WebhookModelSettings,
   type WebhookSettings,
-} from './webhook-settings';
-import { connectorInitializer } from './initialize';
-import { Lifecycle } from './kit/lifecycle';
+} from './settings';
+import { connectorInitializer } from '../kit/initialize';
+import { Lifecycle } from '../kit/lifecycle';
 
-export { WEBHOOK_SETTING_KEYS } from './webhook-settings';
+export { WEBHOOK_SETTING_KEYS } from './settings';
 
 interface Waiting {
   position: number;

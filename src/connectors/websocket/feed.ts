@@ -26,10 +26,10 @@
  */
 import WebSocket, { type RawData } from 'ws';
 import type { IncomingMessage } from 'node:http';
-import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
-import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
-import type { Logger } from '../logger';
-import type { ChangeSink } from './contract';
+import type { ChangeEvent, Position, StartFrom } from '../../events/change-event';
+import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
+import type { ChangeSink } from '../contract';
 import {
   keyText,
   MalformedCounter,
@@ -38,10 +38,10 @@ import {
   rawMapped,
   readPath,
   type Mapped,
-} from './json-mapping';
-import type { WebSocketModelSettings, WebSocketSettings } from './websocket-settings';
-import { backoffDelay, retry, sleepUnlessStopped } from '../util/retry';
-import { drainUnlessStopped } from './kit/waits';
+} from '../kit/json-mapping';
+import type { WebSocketModelSettings, WebSocketSettings } from './settings';
+import { backoffDelay, retry, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 

@@ -13,8 +13,8 @@
  * nothing survives the process. Reading honours backpressure: when `sink.push` returns false,
  * the reader awaits `sink.drain()`.
  */
-import { ErrorCode, EvpubError } from '../errors';
-import type { ChangeEvent, Operation, Position, Row } from '../events/change-event';
+import { ErrorCode, EvpubError } from '../../errors';
+import type { ChangeEvent, Operation, Position, Row } from '../../events/change-event';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -23,8 +23,8 @@ import type {
   EventConnector,
   ModelFeed,
   StartRequest,
-} from './contract';
-import { SettingsReader } from './kit/settings';
+} from '../contract';
+import { SettingsReader } from '../kit/settings';
 
 /** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
 export const MEMORY_SETTING_KEYS = ['store'] as const;

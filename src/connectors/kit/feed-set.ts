@@ -13,9 +13,9 @@
  *   feed failed, else `reconnecting` if any reconnects, else `streaming`; with every feed's
  *   last pushed position. The wording of `detail` is the connector's (see `notes()`).
  */
-import type { Position } from '../events/change-event';
-import type { ConnectorHealth } from './contract';
-import { Lifecycle } from './kit/lifecycle';
+import type { Position } from '../../events/change-event';
+import type { ConnectorHealth } from '../contract';
+import { Lifecycle } from './lifecycle';
 
 /** What a connector's per-model feed offers the set. */
 export interface ModelFeedHandle {

@@ -4,12 +4,12 @@
  *
  * Datasource: `url` (the source broker, any scheme the pub/sub client knows; required),
  * `options` (client options, as for `brokers.<name>.options`), `maxBuffered`, `stopTimeout`,
- * and defaults for every model: `format` and the mapping settings (json-mapping.ts).
+ * and defaults for every model: `format` and the mapping settings (kit/json-mapping.ts).
  * Model: `topics` (required), `durable`, `groupStart`, `format` and the mapping settings.
  */
-import { redact } from '../errors';
-import { MAPPING_KEYS, parseMapping, type Mapping } from './json-mapping';
-import { invalidSetting, SettingsReader, type Settings } from './kit/settings';
+import { redact } from '../../errors';
+import { MAPPING_KEYS, parseMapping, type Mapping } from '../kit/json-mapping';
+import { invalidSetting, SettingsReader, type Settings } from '../kit/settings';
 
 export type PayloadFormat = 'json' | 'cloudevents' | 'raw';
 

@@ -5,11 +5,11 @@
  * Datasource: `url` (ws:// or wss://, required), `headers`, `subscribe`, `resume`
  * (`{ param, beginning? }`: the server resumes after a cursor given as `?<param>=<cursor>`),
  * `connectTimeout`, `reconnectDelay`, `maxReconnectDelay`, `pingInterval`, `pingTimeout`,
- * `maxPayload`, and default mapping settings for every model (json-mapping.ts, plus
+ * `maxPayload`, and default mapping settings for every model (kit/json-mapping.ts, plus
  * `cursorPath`). Model: `subscribe`, `cursorPath` and the mapping settings, which override the
  * datasource's.
  */
-import { redact } from '../errors';
+import { redact } from '../../errors';
 import {
   MAPPING_KEYS,
   parseMapping,
@@ -17,8 +17,8 @@ import {
   withModel,
   type JsonPath,
   type Mapping,
-} from './json-mapping';
-import { invalidSetting, SettingsReader, type Settings } from './kit/settings';
+} from '../kit/json-mapping';
+import { invalidSetting, SettingsReader, type Settings } from '../kit/settings';
 
 export interface WebSocketSettings {
   /** The URL as configured (secrets included): only for connecting, never for logs. */
