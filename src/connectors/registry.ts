@@ -10,9 +10,9 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ErrorCode, EvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, redactText, toError } from '../errors';
 import type { ConnectorModule, DataSourceLike, EventConnector } from './contract';
-import { LegacyDaoConnector, redactText, type LegacyDao } from './legacy-dao';
+import { LegacyDaoConnector, type LegacyDao } from './legacy-dao';
 
 export type ConnectorLoader = ConnectorModule | (() => Promise<ConnectorModule>);
 

@@ -13,7 +13,7 @@ import { createServer, type IncomingMessage, type RequestListener, type ServerRe
 import type { AddressInfo } from 'node:net';
 import { extname, join } from 'node:path';
 import { ErrorCode, EvpubError } from '../../errors';
-import { loadDriver } from '../../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 import { continuousFeedDb, serveContinuousFeed, type PouchClass } from './couchdb-changes';
 
 export interface CouchServerOptions {

@@ -34,7 +34,7 @@ import type {
 import { eventId, type ChangeEvent, type Operation } from '../../events/change-event';
 import { ErrorCode, EvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
-import { loadDriver } from '../../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 import type { ChangeSink } from '../contract';
 import { isFatal, translate } from './errors';
 import { encodePosition, type StreamPoint } from './position';

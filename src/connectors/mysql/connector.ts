@@ -19,7 +19,7 @@ import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
 import { ErrorCode, EvpubError } from '../../errors';
 import { defaultLogger, type Logger } from '../../logger';
-import { loadDriver } from '../../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 import type {
   ChangeSink,
   ConnectorHealth,

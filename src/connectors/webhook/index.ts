@@ -27,7 +27,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ErrorCode, EvpubError, toError } from '../../errors';
 import { eventId, type ChangeEvent, type Operation, type Position } from '../../events/change-event';
 import { defaultLogger, type Logger } from '../../logger';
-import { loadDriver } from '../../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 import type {
   ChangeSink,
   ConnectorHealth,
