@@ -10,7 +10,9 @@ import { builtinConnectors } from '../../src/connectors/registry';
 import { databaseOf } from '../../src/connectors/couchdb/settings';
 import { tableOf as mysqlTableOf, parseMysqlSettings } from '../../src/connectors/mysql/settings';
 import { tableOf as postgresTableOf } from '../../src/connectors/postgres/settings';
+import type { EventConnector } from '../../src/connectors/contract';
 import { ErrorCode, isEvpubError } from '../../src/errors';
+import { RecordingSink } from '../conformance/connector.suite';
 import { quietLogger } from '../helpers/publisher';
 
 async function initError(connector: string, settings: Record<string, unknown>): Promise<unknown> {
@@ -57,7 +59,18 @@ describe('connector settings: a misspelt key names the nearest valid key', () =>
     expect(await initError('couchdb', { url: 'http://127.0.0.1:5984', name: 'shop' })).toBeUndefined();
   });
 
-  it('model settings too (couchdb, postgres, mysql)', () => {
+  it('model settings too (couchdb, postgres, mysql, memory)', async () => {
+    const module = await builtinConnectors().resolve('memory', 'datasources.shop.connector');
+    const dataSource = { name: 'shop', settings: {}, logger: quietLogger(), connector: undefined as unknown };
+    await module.initialize(dataSource);
+    const memory = dataSource.connector as EventConnector;
+    await expect(
+      memory.start({
+        models: [{ name: 'orders', settings: { table: 'x' }, from: 'now' }],
+        sink: new RecordingSink(),
+      }),
+    ).rejects.toThrow('models.orders.settings.table: unknown setting; this connector takes none here');
+    expect(memory.health().state).toBe('idle');
     expect(() => databaseOf('orders', { databse: 'x' })).toThrow(
       'models.orders.settings.databse: unknown setting; did you mean database?',
     );

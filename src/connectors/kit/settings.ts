@@ -124,7 +124,9 @@ export class SettingsReader {
         key,
         near !== undefined
           ? `unknown setting; did you mean ${near}?`
-          : `unknown setting; the settings here are ${allowed.join(', ')}`,
+          : allowed.length > 0
+            ? `unknown setting; the settings here are ${allowed.join(', ')}`
+            : 'unknown setting; this connector takes none here',
       );
     }
     return this;

@@ -162,6 +162,8 @@ export class MemoryConnector implements EventConnector {
     if (this.state !== 'idle') {
       throw new EvpubError(ErrorCode.INVALID_STATE, 'memory connector: start() was already called');
     }
+    // Models of the memory connector have no settings: one given is a mistake, not ignored.
+    for (const m of models) SettingsReader.forModel(m.name, m.settings).closed([]);
     for (const m of models) {
       const after = this.startAfter(m);
       this.after.set(m.name, after);
