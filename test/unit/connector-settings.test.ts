@@ -6,7 +6,10 @@
 import { describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { SettingsReader, nearest } from '../../src/connectors/kit/settings';
+import { parseBridgeModel, parseBridgeSettings } from '../../src/connectors/bridge/settings';
 import { builtinConnectors } from '../../src/connectors/registry';
+import { parseWebhookModel, parseWebhookSettings } from '../../src/connectors/webhook/settings';
+import { parseWebSocketModel, parseWebSocketSettings } from '../../src/connectors/websocket/settings';
 import { databaseOf } from '../../src/connectors/couchdb/settings';
 import { tableOf as mysqlTableOf, parseMysqlSettings } from '../../src/connectors/mysql/settings';
 import { tableOf as postgresTableOf } from '../../src/connectors/postgres/settings';
@@ -80,6 +83,35 @@ describe('connector settings: a misspelt key names the nearest valid key', () =>
     const mysql = parseMysqlSettings({ url: 'mysql://root@127.0.0.1/test' }, 'shop');
     expect(() => mysqlTableOf('orders', { snapshots: 'initial' }, mysql)).toThrow(
       'models.orders.settings.snapshots: unknown setting; did you mean snapshot?',
+    );
+  });
+
+  it('model settings too (poll, websocket, bridge, webhook)', async () => {
+    const poll = await builtinConnectors().resolve('poll', 'datasources.shop.connector');
+    const dataSource = {
+      name: 'shop',
+      settings: { url: 'sqlite:/tmp/evpub-none.db' },
+      logger: quietLogger(),
+      connector: undefined as unknown,
+    };
+    await poll.initialize(dataSource);
+    await expect(
+      (dataSource.connector as EventConnector).start({
+        models: [{ name: 'orders', settings: { keyColum: 'id' }, from: 'now' }],
+        sink: new RecordingSink(),
+      }),
+    ).rejects.toThrow('models.orders.settings.keyColum: unknown setting; did you mean keyColumn?');
+    const ws = parseWebSocketSettings({ url: 'ws://127.0.0.1:1/feed' }, 'shop');
+    expect(() => parseWebSocketModel(ws, 'orders', { keyPat: 'id' })).toThrow(
+      'models.orders.settings.keyPat: unknown setting; did you mean keyPath?',
+    );
+    const bridge = parseBridgeSettings({ url: 'mqtt://127.0.0.1:1' }, 'shop');
+    expect(() => parseBridgeModel(bridge, 'orders', { topic: 'a/b' })).toThrow(
+      'models.orders.settings.topic: unknown setting; did you mean topics?',
+    );
+    const webhook = parseWebhookSettings({ port: 0 }, 'shop');
+    expect(() => parseWebhookModel('orders', { dataPth: 'x' }, {}, webhook)).toThrow(
+      'models.orders.settings.dataPth: unknown setting; did you mean dataPath?',
     );
   });
 

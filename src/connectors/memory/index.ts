@@ -24,6 +24,7 @@ import type {
   ModelFeed,
   StartRequest,
 } from '../contract';
+import { Lifecycle } from '../kit/lifecycle';
 import { SettingsReader } from '../kit/settings';
 
 /** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
@@ -120,7 +121,7 @@ export class MemoryConnector implements EventConnector {
   readonly name = 'memory';
   readonly resumable = true;
   readonly store: MemoryStore;
-  private state: ConnectorHealth['state'] = 'idle';
+  private readonly life: Lifecycle<'failed'>;
   /** Per model, the position after which it reads. */
   private readonly after = new Map<string, number>();
   private readonly pushed = new Map<string, Position | null>();
@@ -128,7 +129,6 @@ export class MemoryConnector implements EventConnector {
   private cursor = 0;
   private wakeUp: (() => void) | undefined;
   private stopping: (() => void) | undefined;
-  private stopped: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private detach: (() => void) | undefined;
 
@@ -137,6 +137,7 @@ export class MemoryConnector implements EventConnector {
     storeName: string,
   ) {
     this.store = memoryStore(storeName);
+    this.life = new Lifecycle('memory', datasource);
   }
 
   /** Creates `key` in `model` (an error if it exists) and logs a `create`. */
@@ -159,9 +160,8 @@ export class MemoryConnector implements EventConnector {
   }
 
   async start({ models, sink }: StartRequest): Promise<void> {
-    if (this.state !== 'idle') {
-      throw new EvpubError(ErrorCode.INVALID_STATE, 'memory connector: start() was already called');
-    }
+    // Nothing to wait for: a bad setting or checkpoint leaves the connector idle.
+    this.life.assertIdle();
     // Models of the memory connector have no settings: one given is a mistake, not ignored.
     for (const m of models) SettingsReader.forModel(m.name, m.settings).closed([]);
     for (const m of models) {
@@ -171,12 +171,13 @@ export class MemoryConnector implements EventConnector {
       if (m.from === 'now') sink.mark(m.name, String(after));
     }
     this.cursor = Math.min(...this.after.values(), this.store.head);
-    this.state = 'streaming';
+    this.life.begin();
+    this.life.started();
     sink.status({ type: 'connected' });
     this.detach = this.store.onAppend(() => this.wakeUp?.());
     const stopSignal = new Promise<void>((resolve) => (this.stopping = resolve));
     this.loop = this.read(sink, stopSignal).catch((err: unknown) => {
-      this.state = 'failed';
+      this.life.state = 'failed';
       const error = err instanceof Error ? err : new Error(String(err));
       for (const model of this.after.keys()) sink.fail(model, error);
     });
@@ -190,7 +191,7 @@ export class MemoryConnector implements EventConnector {
 
   /** Reads the log in order and pushes each event of a started model; waits when caught up. */
   private async read(sink: ChangeSink, stopSignal: Promise<void>): Promise<void> {
-    while (this.state === 'streaming') {
+    while (this.life.state === 'streaming') {
       const entry = this.store.entryAt(this.cursor + 1);
       if (!entry) {
         await Promise.race([new Promise<void>((resolve) => (this.wakeUp = resolve)), stopSignal]);
@@ -220,17 +221,15 @@ export class MemoryConnector implements EventConnector {
   }
 
   stop(): Promise<void> {
-    this.stopped ??= (async () => {
-      this.state = 'stopped';
+    return this.life.stop(async () => {
       this.detach?.();
       this.stopping?.();
       await this.loop;
-    })();
-    return this.stopped;
+    });
   }
 
   health(): ConnectorHealth {
-    return { state: this.state, positions: Object.fromEntries(this.pushed) };
+    return { state: this.life.state, positions: Object.fromEntries(this.pushed) };
   }
 }
 
