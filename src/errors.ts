@@ -107,3 +107,8 @@ export function redact(url: string): string {
     return url.replace(/\/\/([^:/@]+):[^@/]*@/, '//$1:***@');
   }
 }
+
+/** Masks credentials in URLs that appear inside a message (driver errors often carry them). */
+export function redactText(text: string): string {
+  return text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi, (url) => redact(url));
+}

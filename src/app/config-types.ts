@@ -4,9 +4,11 @@
  * programmatic API (`app.dataSource()`, `app.model()`) all produce this one shape; it is
  * validated once, against a closed schema, then frozen.
  */
+import type { CheckpointConfig } from '../checkpoints/config';
 import type { Operation } from '../events/change-event';
+import type { EnvelopeName } from '../events/envelopes/config';
 
-export type EnvelopeName = 'cloudevents' | 'cloudevents-binary' | 'legacy';
+export type { CheckpointConfig, EnvelopeName };
 
 export interface BrokerConfig {
   /** Broker URL: mqtt://, redis://, amqp://, nats://, kafka://, memory:// (secrets allowed, never logged). */
@@ -14,12 +16,6 @@ export interface BrokerConfig {
   /** Client options (see evpub/pubsub ClientOptions), e.g. `{ nats: { jetstream: true } }`. */
   options?: Record<string, unknown>;
 }
-
-export type CheckpointConfig =
-  | { store: 'file'; path?: string }
-  | { store: 'redis'; url: string; prefix?: string }
-  | { store: 'postgres'; url: string; table?: string }
-  | { store: 'memory' };
 
 export interface DataSourceConfig {
   /** A built-in connector name (`couchdb`, `memory`, ...) or an npm module name. */

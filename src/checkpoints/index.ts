@@ -1,5 +1,5 @@
 /** Checkpoint stores by configuration. */
-import type { CheckpointConfig } from '../app/config-types';
+import type { CheckpointConfig } from './config';
 import { ErrorCode, EvpubError } from '../errors';
 import type { CheckpointStore } from './contract';
 import { FileCheckpointStore } from './file';

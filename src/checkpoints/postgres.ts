@@ -11,7 +11,7 @@
 import type { Pool } from 'pg';
 import { ErrorCode, EvpubError, redact } from '../errors';
 import type { Position } from '../events/change-event';
-import { loadDriver } from '../pubsub/driver';
+import { loadDriver } from '../util/driver';
 import type { CheckpointStore } from './contract';
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';

@@ -7,7 +7,7 @@
 import type { Redis as RedisClient } from 'ioredis';
 import { ErrorCode, EvpubError, redact } from '../errors';
 import type { Position } from '../events/change-event';
-import { loadDriver } from '../pubsub/driver';
+import { loadDriver } from '../util/driver';
 import type { CheckpointStore } from './contract';
 
 export const DEFAULT_REDIS_PREFIX = 'evpub:checkpoint:';

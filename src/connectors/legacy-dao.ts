@@ -28,7 +28,7 @@
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { ErrorCode, EvpubError, redact, toError } from '../errors';
+import { ErrorCode, EvpubError, redactText, toError } from '../errors';
 import type { ChangeEvent, Operation, Row } from '../events/change-event';
 import type { Logger } from '../logger';
 import type {
@@ -78,11 +78,6 @@ interface Feed {
   warnAt: number;
   failed: boolean;
   lastPushed: boolean;
-}
-
-/** Masks credentials in URLs that appear inside a message (driver errors often carry them). */
-export function redactText(text: string): string {
-  return text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi, (url) => redact(url));
 }
 
 function sha(text: string): string {

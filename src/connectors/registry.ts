@@ -10,9 +10,9 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ErrorCode, EvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, redactText, toError } from '../errors';
 import type { ConnectorModule, DataSourceLike, EventConnector } from './contract';
-import { LegacyDaoConnector, redactText, type LegacyDao } from './legacy-dao';
+import { LegacyDaoConnector, type LegacyDao } from './legacy-dao';
 
 export type ConnectorLoader = ConnectorModule | (() => Promise<ConnectorModule>);
 
@@ -131,12 +131,12 @@ function lazy(load: () => Promise<Namespace>): () => Promise<ConnectorModule> {
 
 /** A new registry holding evpub's own connectors, registered explicitly and loaded lazily. */
 export function builtinConnectors(): ConnectorRegistry {
-  const couchdb = lazy(() => import('./couchdb.js'));
+  const couchdb = lazy(() => import('./couchdb/index.js'));
   const postgres = lazy(() => import('./postgres/index.js'));
   return new ConnectorRegistry()
     .register(
       'memory',
-      lazy(() => import('./memory.js')),
+      lazy(() => import('./memory/index.js')),
     )
     .register('couchdb', couchdb)
     .register('cloudant', couchdb)
@@ -152,7 +152,7 @@ export function builtinConnectors(): ConnectorRegistry {
     )
     .register(
       'webhook',
-      lazy(() => import('./webhook.js')),
+      lazy(() => import('./webhook/index.js')),
     )
     .register(
       'poll',
@@ -160,11 +160,11 @@ export function builtinConnectors(): ConnectorRegistry {
     )
     .register(
       'websocket',
-      lazy(() => import('./websocket.js')),
+      lazy(() => import('./websocket/index.js')),
     )
     .register(
       'bridge',
-      lazy(() => import('./bridge.js')),
+      lazy(() => import('./bridge/index.js')),
     );
 }
 

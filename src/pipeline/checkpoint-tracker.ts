@@ -23,6 +23,7 @@
  *   has run (or rejects with the save's error).
  */
 import { ErrorCode, EvpubError, toError } from '../errors';
+import { backoffDelay } from '../util/retry';
 import type { Position } from '../events/change-event';
 import type { CheckpointStore } from '../checkpoints/contract';
 
@@ -58,7 +59,8 @@ export class CheckpointTracker {
   /** When the last save started (ms), and the timer of a save held back by the interval. */
   private lastSaveAt = -Infinity;
   private intervalTimer: NodeJS.Timeout | undefined;
-  private retryDelay: number;
+  /** Failed saves in a row (the back-off's attempt). */
+  private failures = 0;
   private closed = false;
 
   constructor(
@@ -68,7 +70,6 @@ export class CheckpointTracker {
   ) {
     this.latest = resumedFrom;
     this.saved = resumedFrom;
-    this.retryDelay = options.retry?.initialDelay ?? 200;
   }
 
   push(position: Position | null): number {
@@ -139,7 +140,7 @@ export class CheckpointTracker {
       return;
     }
     this.lastError = undefined;
-    this.retryDelay = this.options.retry?.initialDelay ?? 200;
+    this.failures = 0;
     this.saved = position;
     this.options.onSaved?.(position);
     if (this.options.commit) {
@@ -164,8 +165,11 @@ export class CheckpointTracker {
 
   private scheduleRetry(): void {
     if (this.closed || this.retryTimer) return;
-    const delay = this.retryDelay;
-    this.retryDelay = Math.min(delay * 2, this.options.retry?.maxDelay ?? 10_000);
+    this.failures += 1;
+    const delay = backoffDelay(this.failures, {
+      initialDelay: this.options.retry?.initialDelay ?? 200,
+      maxDelay: this.options.retry?.maxDelay ?? 10_000,
+    });
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.lastError = undefined;

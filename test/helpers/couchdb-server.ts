@@ -4,7 +4,7 @@
  * the same port. The memory adapter keeps nothing: after `start()` the databases are gone and
  * seqs begin at 0 again (the test recreates what it needs).
  */
-import { startCouchServer, type CouchServer } from '../../src/connectors/couchdb-embedded';
+import { startCouchServer, type CouchServer } from '../../src/cli/demo/couchdb-server';
 import { freePort } from './services';
 import { waitFor } from './wait';
 

@@ -170,17 +170,22 @@ describe('couchdb connector', () => {
       expect(isEvpubError(err, ErrorCode.CONFIG_INVALID)).toBe(true);
       return err as EvpubError;
     };
-    expect((await bad({})).message).toContain('"url"');
+    expect((await bad({})).message).toContain('datasources.couch.url: is required');
     expect((await bad({ url: 'ftp://u:pw@h' })).message).not.toContain('pw');
-    expect((await bad({ url: couch.url, feed: 'normal' })).message).toContain('"feed"');
-    expect((await bad({ url: couch.url, heartbeat: -1 })).message).toContain('"heartbeat"');
-    expect((await bad({ url: couch.url, includeDocs: 'yes' })).message).toContain('"includeDocs"');
+    expect((await bad({ url: couch.url, feed: 'normal' })).message).toContain('datasources.couch.feed:');
+    expect((await bad({ url: couch.url, heartbeat: -1 })).message).toContain('datasources.couch.heartbeat:');
+    expect((await bad({ url: couch.url, includeDocs: 'yes' })).message).toContain(
+      'datasources.couch.includeDocs:',
+    );
     // initialize's callback form gets the same error
     const ds = { name: 'x', settings: { url: couch.url, batchLimit: 0 }, logger };
     const viaCallback = await new Promise<Error | null | undefined>((resolve) => {
       void initialize(ds, (e) => resolve(e));
     });
-    expect(viaCallback?.message).toContain('"batchLimit"');
+    expect(viaCallback?.message).toContain('datasources.x.batchLimit:');
+    expect((await bad({ url: couch.url, heartbeet: 5000 })).message).toBe(
+      'datasources.couch.heartbeet: unknown setting; did you mean heartbeat?',
+    );
   });
 
   it('rereads from 0 when the position is past the database (recreated database)', async () => {

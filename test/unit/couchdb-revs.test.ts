@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compareRevs, parseRev, ReplayFilter } from '../../src/connectors/couchdb-revs';
+import { compareRevs, parseRev, ReplayFilter } from '../../src/connectors/couchdb/revs';
 
 describe('couchdb revisions', () => {
   it('compares generations first, then hashes', () => {

@@ -16,40 +16,42 @@ function error(fn: () => unknown): Error {
 
 describe('mysql settings', () => {
   it('signalTable: evpub_signal in the datasource database by default, or database.table', () => {
-    expect(signalTableOf(parseMysqlSettings({ url: 'mysql://u@h/shop' }))).toEqual({
+    expect(signalTableOf(parseMysqlSettings({ url: 'mysql://u@h/shop' }, 'my'), 'my')).toEqual({
       database: 'shop',
       table: 'evpub_signal',
     });
-    expect(signalTableOf(parseMysqlSettings({ url: 'mysql://u@h/shop', signalTable: 'ops.sig' }))).toEqual({
+    expect(
+      signalTableOf(parseMysqlSettings({ url: 'mysql://u@h/shop', signalTable: 'ops.sig' }, 'my'), 'my'),
+    ).toEqual({
       database: 'ops',
       table: 'sig',
     });
-    expect(signalTableOf(parseMysqlSettings({ database: 'shop', signalTable: 'sig' }))).toEqual({
+    expect(signalTableOf(parseMysqlSettings({ database: 'shop', signalTable: 'sig' }, 'my'), 'my')).toEqual({
       database: 'shop',
       table: 'sig',
     });
   });
 
   it('signalTable: a bad value, or no database to put it in, names the setting', () => {
-    expect(error(() => parseMysqlSettings({ signalTable: 'a.b.c' })).message).toContain('signalTable');
-    expect(error(() => parseMysqlSettings({ signalTable: 3 })).message).toContain('signalTable');
-    const settings = parseMysqlSettings({ host: 'h' });
-    expect(error(() => signalTableOf(settings)).message).toMatch(/signalTable.*database\.table/);
+    expect(error(() => parseMysqlSettings({ signalTable: 'a.b.c' }, 'my')).message).toContain('signalTable');
+    expect(error(() => parseMysqlSettings({ signalTable: 3 }, 'my')).message).toContain('signalTable');
+    const settings = parseMysqlSettings({ host: 'h' }, 'my');
+    expect(error(() => signalTableOf(settings, 'my')).message).toMatch(/signalTable.*database\.table/);
   });
 
   it('an unknown key names the nearest valid one', () => {
-    expect(error(() => parseMysqlSettings({ signalTabel: 'x' })).message).toContain(
-      'did you mean "signalTable"',
+    expect(error(() => parseMysqlSettings({ signalTabel: 'x' }, 'my')).message).toContain(
+      'did you mean signalTable?',
     );
-    expect(error(() => parseMysqlSettings({ snapshotchunk: 5 })).message).toContain(
-      'did you mean "snapshotChunk"',
+    expect(error(() => parseMysqlSettings({ snapshotchunk: 5 }, 'my')).message).toContain(
+      'did you mean snapshotChunk?',
     );
-    expect(error(() => parseMysqlSettings({ zzzzzzzz: 1 })).message).not.toContain('did you mean');
+    expect(error(() => parseMysqlSettings({ zzzzzzzz: 1 }, 'my')).message).not.toContain('did you mean');
   });
 
   it('snapshotChunk must be a positive integer', () => {
-    expect(error(() => parseMysqlSettings({ snapshotChunk: 0 })).message).toContain('snapshotChunk');
-    expect(parseMysqlSettings({}).snapshotChunk).toBe(1000);
+    expect(error(() => parseMysqlSettings({ snapshotChunk: 0 }, 'my')).message).toContain('snapshotChunk');
+    expect(parseMysqlSettings({}, 'my').snapshotChunk).toBe(1000);
   });
 });
 

@@ -26,14 +26,14 @@ describe('postgres settings', () => {
 
   it('names a typo, a missing database and a URL given twice', () => {
     expect(() => parsePostgresSettings('db', { url: 'postgres://h/app', heartbeatIntervall: 5 })).toThrow(
-      /setting "heartbeatIntervall" is unknown; the postgres connector's settings are url, slot/,
+      'datasources.db.heartbeatIntervall: unknown setting; did you mean heartbeatInterval?',
     );
-    expect(() => parsePostgresSettings('db', { host: 'h' })).toThrow(/setting "url" is required/);
+    expect(() => parsePostgresSettings('db', { host: 'h' })).toThrow(/datasources\.db\.url: is required/);
     expect(() => parsePostgresSettings('db', { url: 'postgres://h/app', host: 'h' })).toThrow(
-      /setting "host" cannot be given with "url"/,
+      /datasources\.db\.host: cannot be given with "url"/,
     );
     expect(() => parsePostgresSettings('db', { url: 'mysql://h/app' })).toThrow(
-      /setting "url" must be a URL/,
+      /datasources\.db\.url: must be a URL/,
     );
   });
 

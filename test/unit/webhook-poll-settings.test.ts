@@ -3,20 +3,22 @@ import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { initialize as initPoll, type PollConnector } from '../../src/connectors/poll/index';
 import { signatureMatches } from '../../src/connectors/webhook';
-import { parseWebhookModel, parseWebhookSettings } from '../../src/connectors/webhook-settings';
+import { parseWebhookModel, parseWebhookSettings } from '../../src/connectors/webhook/settings';
 import { createLogger } from '../../src/logger';
 import { RecordingSink } from '../conformance/connector.suite';
 import { openTestDb } from '../helpers/poll-tables';
 
-const base = parseWebhookSettings({ port: 0, basePath: '/hooks/' });
+const base = parseWebhookSettings({ port: 0, basePath: '/hooks/' }, 'w');
 
 describe('webhook settings', () => {
   it('requires a port and reads defaults', () => {
-    expect(() => parseWebhookSettings({})).toThrow(/"port" is required/);
-    expect(() => parseWebhookSettings({ port: 70000 })).toThrow(/at most 65535/);
-    expect(() => parseWebhookSettings({ port: 1, prot: 2 })).toThrow(/setting "prot" is unknown/);
+    expect(() => parseWebhookSettings({}, 'w')).toThrow(/datasources\.w\.port: is required/);
+    expect(() => parseWebhookSettings({ port: 70000 }, 'w')).toThrow(/at most 65535/);
+    expect(() => parseWebhookSettings({ port: 1, prot: 2 }, 'w')).toThrow(
+      'datasources.w.prot: unknown setting; did you mean port?',
+    );
     expect(() => parseWebhookModel('o', { keypath: 'x' }, {}, base)).toThrow(
-      /"models\.o\.keypath" is unknown/,
+      'models.o.settings.keypath: unknown setting; did you mean keyPath?',
     );
     expect(base).toEqual({
       port: 0,
@@ -34,14 +36,16 @@ describe('webhook settings', () => {
   it('takes model settings over datasource defaults, and never echoes the secret', () => {
     const m = parseWebhookModel('o', { path: 'in/{model}' }, { keyPath: 'data.id', bodyLimit: 10 }, base);
     expect(m).toMatchObject({ route: '/hooks/in/o', keyPath: ['data', 'id'], bodyLimit: 10 });
-    expect(() => parseWebhookModel('o', { opMap: { x: 'upsert' } }, {}, base)).toThrow(/models\.o\.opMap\.x/);
+    expect(() => parseWebhookModel('o', { opMap: { x: 'upsert' } }, {}, base)).toThrow(
+      /models\.o\.settings\.opMap\.x/,
+    );
     let message = '';
     try {
       parseWebhookModel('o', { signature: { secret: 'hunter2-secret' } }, {}, base);
     } catch (err) {
       message = (err as Error).message;
     }
-    expect(message).toMatch(/models\.o\.signature\.header/);
+    expect(message).toMatch(/models\.o\.settings\.signature\.header/);
     expect(message).not.toContain('hunter2');
   });
 
@@ -78,8 +82,10 @@ describe('poll settings', () => {
   it('picks the source by the url scheme; refuses others without echoing credentials', async () => {
     expect((await make({ url: 'sqlite:/tmp/x.db' })).kind).toBe('sql');
     expect((await make({ url: 'https://api.example.com' })).kind).toBe('http');
-    await expect(make({})).rejects.toThrow(/"url" is required/);
-    await expect(make({ url: 'sqlite:/tmp/x.db', headers: {} })).rejects.toThrow(/"headers" is unknown/);
+    await expect(make({})).rejects.toThrow(/datasources\.p\.url: is required/);
+    await expect(make({ url: 'sqlite:/tmp/x.db', headers: {} })).rejects.toThrow(
+      /datasources\.p\.headers: unknown setting; the settings here are url, table/,
+    );
     await expect(make({ url: 'ftp://u:pw123@h/x' })).rejects.toThrow(/ftp:\/\/u:\*\*\*@h/);
   });
 

@@ -40,14 +40,15 @@ import type {
 import { eventId, type ChangeEvent, type Operation } from '../../events/change-event';
 import { ErrorCode, EvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
-import { loadDriver } from '../../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 import type { ChangeSink } from '../contract';
 import { isFatal, translate } from './errors';
 import { encodePosition, type SnapshotCursor, type StreamPoint } from './position';
 import { connectionOptions, type MysqlSettings, type TableRef } from './settings';
 import type { SnapshotWindow } from './snapshot';
 import { decodeRow, keyOf, loadTableMeta, type TableMeta } from './values';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export type StreamState = 'idle' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -215,7 +216,10 @@ export class BinlogStream {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.o.settings;
-    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
+    return sleepUnlessStopped(
+      backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }),
+      this.stopper.signal,
+    );
   }
 
   /**

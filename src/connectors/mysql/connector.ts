@@ -21,8 +21,9 @@ import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
 import { ErrorCode, EvpubError } from '../../errors';
 import { defaultLogger, type Logger } from '../../logger';
-import { loadDriver } from '../../pubsub/driver';
-import { backOffDelay, sleepUnlessStopped } from '../waits';
+import { loadDriver } from '../../util/driver';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { Lifecycle } from '../kit/lifecycle';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -53,7 +54,6 @@ import {
 import { ChunkedSnapshot, checkSignalTable } from './snapshot';
 import { loadTableMeta, type TableMeta } from './values';
 
-type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
 type MysqlPromise = typeof import('mysql2/promise');
 
 interface ModelRun {
@@ -72,11 +72,11 @@ export class MysqlConnector implements EventConnector {
   private readonly logger: Logger;
   private readonly runs = new Map<string, ModelRun>();
   private readonly stopper = new AbortController();
-  private life: LifeState = 'idle';
-  private stopping: Promise<void> | undefined;
+  private readonly life: Lifecycle;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseMysqlSettings(dataSource.settings);
+    this.settings = parseMysqlSettings(dataSource.settings, dataSource.name);
+    this.life = new Lifecycle('mysql', dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'mysql',
       datasource: dataSource.name,
@@ -98,13 +98,7 @@ export class MysqlConnector implements EventConnector {
   }
 
   async start(request: StartRequest): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `mysql connector "${this.dataSource.name}" was already started`,
-      );
-    }
-    this.life = 'starting';
+    this.life.begin();
     const refs = request.models.map((m) => ({ feed: m, ref: tableOf(m.name, m.settings, this.settings) }));
     let conn: Connection | undefined;
     try {
@@ -123,22 +117,13 @@ export class MysqlConnector implements EventConnector {
       }
       await Promise.all(opening);
     } catch (err) {
-      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
+      const error = this.life.startFailed(err, (e) => translate(e, this.settings, 'starting'));
       await this.stop();
-      if (stoppedMeanwhile) {
-        throw new EvpubError(
-          ErrorCode.INVALID_STATE,
-          `mysql connector "${this.dataSource.name}" was stopped while starting`,
-          {
-            cause: err,
-          },
-        );
-      }
-      throw translate(err, this.settings, 'starting');
+      throw error;
     } finally {
       await conn?.end().catch(() => undefined);
     }
-    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+    this.life.started();
   }
 
   /** Decides where the model starts; returns what start() awaits (the stream's first connection). */
@@ -198,7 +183,7 @@ export class MysqlConnector implements EventConnector {
     const serverId = this.settings.serverId + index;
     let chunks: { window: ChunkedSnapshot; signalTable: TableRef; cursor: SnapshotCursor } | undefined;
     if (snapshot) {
-      const signalTable = signalTableOf(this.settings);
+      const signalTable = signalTableOf(this.settings, this.dataSource.name);
       // One row per datasource and model, whatever the (default random) server id, so restarts
       // do not add rows; two publishers of the same names share it, each ignoring the other's
       // watermarks.
@@ -270,7 +255,10 @@ export class MysqlConnector implements EventConnector {
         const error = translate(err, this.settings, 'reading the snapshot');
         if (this.stopper.signal.aborted || !error.retriable) throw error;
         attempt += 1;
-        const delay = backOffDelay(attempt, this.settings.reconnectDelay, this.settings.maxReconnectDelay);
+        const delay = backoffDelay(attempt, {
+          initialDelay: this.settings.reconnectDelay,
+          maxDelay: this.settings.maxReconnectDelay,
+        });
         logger.warn({ err: error.message, attempt, delay }, 'snapshot query failed; retrying');
         await sleepUnlessStopped(delay, this.stopper.signal);
       } finally {
@@ -280,14 +268,12 @@ export class MysqlConnector implements EventConnector {
   }
 
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.life = 'stopped';
+    return this.life.stop(async () => {
       this.stopper.abort();
       const runs = [...this.runs.values()];
       await Promise.all(runs.map((r) => r.snapshot ?? Promise.resolve()));
       await Promise.all(runs.map((r) => (r.stream ? r.stream.stop() : Promise.resolve())));
-    })();
-    return this.stopping;
+    });
   }
 
   health(): ConnectorHealth {
@@ -300,8 +286,9 @@ export class MysqlConnector implements EventConnector {
       if (run.stream?.state === 'reconnecting') reconnecting = true;
     }
     let state: ConnectorHealth['state'];
-    if (this.life === 'idle' || this.life === 'starting') state = this.life;
-    else if (this.life === 'stopped') state = 'stopped';
+    const life = this.life.state;
+    if (life === 'idle' || life === 'starting') state = life;
+    else if (life === 'stopped') state = 'stopped';
     else if (failed.length > 0) state = 'failed';
     else if (reconnecting) state = 'reconnecting';
     else state = 'streaming';

@@ -10,7 +10,7 @@
  */
 import type { ConnectorModule } from '../contract';
 import { MysqlConnector } from './connector';
-import { connectorInitializer } from '../initialize';
+import { connectorInitializer } from '../kit/initialize';
 
 export { MysqlConnector } from './connector';
 export { MYSQL_SETTING_KEYS, parseMysqlSettings } from './settings';

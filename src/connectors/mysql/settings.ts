@@ -23,8 +23,8 @@
  * name), `database` (default the datasource's), `snapshot` (overrides the datasource's).
  */
 import { randomInt } from 'node:crypto';
-import { redact, type EvpubError } from '../../errors';
-import { APP_KEYS, SettingReader, settingError } from '../setting-readers';
+import { redact } from '../../errors';
+import { SettingsReader, settingsError, type Settings } from '../kit/settings';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -69,34 +69,30 @@ export const MYSQL_SETTING_KEYS = [
   'maxReconnectDelay',
 ] as const;
 
-function invalid(key: string, rule: string): EvpubError {
-  return settingError('mysql', key, rule);
-}
+/** The model keys this connector reads. */
+export const MYSQL_MODEL_KEYS = ['table', 'database', 'snapshot'] as const;
 
-function optionalString(settings: Readonly<Record<string, unknown>>, key: string): string | undefined {
-  const value = settings[key];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string') throw invalid(key, 'must be a string');
-  return value;
-}
-
-export function parseSnapshot(value: unknown, key: string, fallback: SnapshotMode): SnapshotMode {
+/** A `snapshot` setting at `path` (`models.m.settings.snapshot`): `initial` or `never`. */
+export function parseSnapshot(value: unknown, path: string, fallback: SnapshotMode): SnapshotMode {
   if (value === undefined || value === null) return fallback;
   if (value !== 'initial' && value !== 'never') {
-    throw invalid(key, `must be "initial" or "never" (got ${JSON.stringify(value)})`);
+    throw settingsError(path, `must be "initial" or "never" (got ${JSON.stringify(value)})`);
   }
   return value;
 }
 
-function fromUrl(value: string): Pick<MysqlSettings, 'host' | 'port' | 'user' | 'password' | 'database'> {
+function fromUrl(
+  r: SettingsReader,
+  value: string,
+): Pick<MysqlSettings, 'host' | 'port' | 'user' | 'password' | 'database'> {
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    throw invalid('url', `must be a mysql:// URL (got ${redact(value)})`);
+    throw r.invalid('url', `must be a mysql:// URL (got ${redact(value)})`);
   }
   if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') {
-    throw invalid('url', `must be a mysql:// or mariadb:// URL (got ${redact(value)})`);
+    throw r.invalid('url', `must be a mysql:// or mariadb:// URL (got ${redact(value)})`);
   }
   const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
   return {
@@ -108,45 +104,42 @@ function fromUrl(value: string): Pick<MysqlSettings, 'host' | 'port' | 'user' | 
   };
 }
 
-/** Validates the datasource settings; throws CONFIG_INVALID naming the key. */
-export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>): MysqlSettings {
-  for (const key of Object.keys(settings)) {
-    if (
-      !(MYSQL_SETTING_KEYS as readonly string[]).includes(key) &&
-      !(APP_KEYS as readonly string[]).includes(key)
-    ) {
-      throw invalid(
-        key,
-        `is unknown${nearest(key, MYSQL_SETTING_KEYS)}; the mysql connector's settings are ${MYSQL_SETTING_KEYS.join(', ')}`,
-      );
-    }
-  }
-  const r = new SettingReader('mysql', settings);
-  const url = optionalString(settings, 'url');
+/**
+ * Validates datasource `datasource`'s settings; throws CONFIG_INVALID naming the key (an
+ * unknown key with the nearest valid one).
+ */
+export function parseMysqlSettings(settings: Settings, datasource: string): MysqlSettings {
+  const r = SettingsReader.forDataSource(datasource, settings).closed(MYSQL_SETTING_KEYS);
+  // A string that may be empty (a password, a user...); never echoed.
+  const optionalString = (key: string): string | undefined => {
+    const value = r.raw(key);
+    if (value !== undefined && typeof value !== 'string') throw r.invalid(key, 'must be a string');
+    return value;
+  };
+  const url = optionalString('url');
   const base = url
-    ? fromUrl(url)
+    ? fromUrl(r, url)
     : {
-        host: optionalString(settings, 'host') ?? '127.0.0.1',
+        host: optionalString('host') ?? '127.0.0.1',
         port: r.positiveInt('port', 3306),
-        user: optionalString(settings, 'user') ?? 'root',
-        password: optionalString(settings, 'password'),
-        database: optionalString(settings, 'database'),
+        user: optionalString('user') ?? 'root',
+        password: optionalString('password'),
+        database: optionalString('database'),
       };
-  if (url && settings.database !== undefined) base.database = optionalString(settings, 'database');
-  const reconnectDelay = r.positiveInt('reconnectDelay', 1_000);
-  const maxReconnectDelay = r.positiveInt('maxReconnectDelay', 30_000);
-  if (maxReconnectDelay < reconnectDelay) {
-    throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
-  }
+  if (url && r.has('database')) base.database = optionalString('database');
+  const { reconnectDelay, maxReconnectDelay } = r.reconnect({
+    reconnectDelay: 1_000,
+    maxReconnectDelay: 30_000,
+  });
   const serverId = r.positiveInt('serverId', randomInt(100_000, 2 ** 31 - 1_000));
-  if (serverId >= 2 ** 32 - 1_000) throw invalid('serverId', 'must be below 2^32 - 1000');
+  if (serverId >= 2 ** 32 - 1_000) throw r.invalid('serverId', 'must be below 2^32 - 1000');
   return {
     ...base,
     display: `mysql://${base.user}@${base.host}:${base.port}/${base.database ?? ''}`,
     serverId,
-    snapshot: parseSnapshot(settings.snapshot, 'snapshot', 'never'),
+    snapshot: parseSnapshot(r.raw('snapshot'), r.path('snapshot'), 'never'),
     snapshotChunk: r.positiveInt('snapshotChunk', 1_000),
-    signalTable: signalSetting(optionalString(settings, 'signalTable')),
+    signalTable: signalSetting(r, optionalString('signalTable')),
     connectTimeout: r.positiveInt('connectTimeout', 10_000),
     heartbeat: r.positiveInt('heartbeat', 10_000),
     reconnectDelay,
@@ -154,79 +147,36 @@ export function parseMysqlSettings(settings: Readonly<Record<string, unknown>>):
   };
 }
 
-function signalSetting(value: string | undefined): string {
+function signalSetting(r: SettingsReader, value: string | undefined): string {
   if (value === undefined) return 'evpub_signal';
   if (!/^[^.]+(\.[^.]+)?$/.test(value)) {
-    throw invalid('signalTable', `must be "table" or "database.table" (got ${JSON.stringify(value)})`);
+    throw r.invalid('signalTable', `must be "table" or "database.table" (got ${JSON.stringify(value)})`);
   }
   return value;
 }
 
 /** The snapshot signal table (`signalTable`); CONFIG_INVALID when it names no database. */
-export function signalTableOf(settings: MysqlSettings): TableRef {
+export function signalTableOf(settings: MysqlSettings, datasource: string): TableRef {
   const dot = settings.signalTable.indexOf('.');
   if (dot >= 0)
     return { database: settings.signalTable.slice(0, dot), table: settings.signalTable.slice(dot + 1) };
   if (settings.database === undefined) {
-    throw invalid(
-      'signalTable',
+    throw settingsError(
+      `datasources.${datasource}.signalTable`,
       `names no database (${JSON.stringify(settings.signalTable)}) and the datasource has none: write "database.table"`,
     );
   }
   return { database: settings.database, table: settings.signalTable };
 }
 
-/** ` (did you mean "x"?)` for the known key nearest to a misspelt one, when one is close. */
-function nearest(key: string, known: readonly string[]): string {
-  let best: string | undefined;
-  let bestDistance = Math.max(2, Math.floor(key.length / 3)) + 1;
-  for (const candidate of known) {
-    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
-    if (d < bestDistance) {
-      best = candidate;
-      bestDistance = d;
-    }
-  }
-  return best === undefined ? '' : ` (did you mean "${best}"?)`;
-}
-
-/** Levenshtein distance, one row at a time. */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(
-        previous[j]! + 1,
-        current[j - 1]! + 1,
-        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    previous = current;
-  }
-  return previous[b.length]!;
-}
-
 /** The model's table: `table` (`t` or `db.t`) and `database` settings, else the model's name. */
-export function tableOf(
-  model: string,
-  modelSettings: Readonly<Record<string, unknown>>,
-  settings: MysqlSettings,
-): TableRef {
-  const table = modelSettings.table ?? model;
-  if (typeof table !== 'string' || table === '') {
-    throw invalid(
-      `models.${model}.settings.table`,
-      `must be a non-empty string (got ${JSON.stringify(table)})`,
-    );
-  }
+export function tableOf(model: string, modelSettings: Settings, settings: MysqlSettings): TableRef {
+  const r = SettingsReader.forModel(model, modelSettings).closed(MYSQL_MODEL_KEYS);
+  const table = r.string('table', model);
   const dot = table.indexOf('.');
-  const database = dot >= 0 ? table.slice(0, dot) : (modelSettings.database ?? settings.database);
-  if (typeof database !== 'string' || database === '') {
-    throw invalid(
-      `models.${model}.settings.table`,
-      'names no database: write "database.table", or set the datasource\'s database',
-    );
+  const database = dot >= 0 ? table.slice(0, dot) : r.string('database', settings.database ?? '');
+  if (database === '') {
+    throw r.invalid('table', 'names no database: write "database.table", or set the datasource\'s database');
   }
   return { database, table: dot >= 0 ? table.slice(dot + 1) : table };
 }

@@ -34,8 +34,8 @@ import {
   type StartFrom,
 } from '../../events/change-event';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
-import { compilePath, getPath, scalarString, type JsonPath } from '../json-path';
-import { SettingReader, type Settings } from '../setting-readers';
+import { compilePath, getPath, scalarString, type JsonPath } from '../kit/json-path';
+import { SettingsReader, type Settings } from '../kit/settings';
 import type { Polled, PollRound, PollSource } from './loop';
 
 export interface HttpCursor {
@@ -84,7 +84,7 @@ export function parseHttpModel(
   settings: Settings,
   dataSource: { url: string; headers: Record<string, string>; requestTimeout: number },
 ): HttpModelSettings {
-  const r = new SettingReader('poll', settings, `models.${model}.`);
+  const r = SettingsReader.forModel(model, settings);
   const next = r.string('nextCursorPath');
   const field = r.string('cursorField');
   if ((next === undefined) === (field === undefined)) {

@@ -23,12 +23,13 @@ import type {
   ModelFeed,
   StartRequest,
 } from '../contract';
-import { APP_KEYS, SettingReader } from '../setting-readers';
+import { Lifecycle } from '../kit/lifecycle';
+import { SettingsReader } from '../kit/settings';
 import { HTTP_MODEL_KEYS, HttpSource, parseHttpModel } from './http';
 import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
 import { dialectOf, openSqlDb, type SqlDb } from './sql-dialects';
-import { connectorInitializer } from '../initialize';
+import { connectorInitializer } from '../kit/initialize';
 
 export const POLL_SETTING_KEYS = [
   'url',
@@ -38,7 +39,6 @@ export const POLL_SETTING_KEYS = [
 ] as const;
 
 type Kind = 'sql' | 'http';
-type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
 
 export class PollConnector implements EventConnector {
   readonly name = 'poll';
@@ -50,11 +50,11 @@ export class PollConnector implements EventConnector {
   private readonly logger: Logger;
   private readonly loops = new Map<string, PollLoop<unknown>>();
   private db: SqlDb | undefined;
-  private life: LifeState = 'idle';
-  private stopping: Promise<void> | undefined;
+  private readonly life: Lifecycle;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    const r = new SettingReader('poll', dataSource.settings);
+    this.life = new Lifecycle('poll', dataSource.name);
+    const r = SettingsReader.forDataSource(dataSource.name, dataSource.settings);
     const url = r.secret('url');
     if (!url) throw r.invalid('url', 'is required: sqlite:path, postgres://, mysql:// or http(s)://');
     if (dialectOf(url)) this.kind = 'sql';
@@ -62,16 +62,12 @@ export class PollConnector implements EventConnector {
     else {
       throw new EvpubError(
         ErrorCode.UNKNOWN_SCHEME,
-        `poll connector: setting "url" must be sqlite:path, postgres://, mysql:// or http(s):// (got ${redact(url)})`,
+        `${r.path('url')}: must be sqlite:path, postgres://, mysql:// or http(s):// (got ${redact(url)})`,
+        { context: { setting: r.path('url') } },
       );
     }
     const modelKeys: readonly string[] = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
-    r.closed([
-      ...APP_KEYS,
-      'url',
-      ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []),
-      ...modelKeys,
-    ]);
+    r.closed(['url', ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []), ...modelKeys]);
     this.url = url;
     this.headers = r.stringMap('headers');
     this.requestTimeout = r.int('requestTimeout', 30_000);
@@ -84,7 +80,7 @@ export class PollConnector implements EventConnector {
   /** A model's settings with the datasource's as defaults. */
   private modelSettings(model: ModelFeed): Record<string, unknown> {
     const keys = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
-    new SettingReader('poll', model.settings, `models.${model.name}.`).closed(keys);
+    SettingsReader.forModel(model.name, model.settings).closed(keys);
     const merged: Record<string, unknown> = {};
     for (const key of keys) {
       const value = model.settings[key] ?? this.dataSource.settings[key];
@@ -94,13 +90,7 @@ export class PollConnector implements EventConnector {
   }
 
   async start(request: StartRequest): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `poll connector "${this.dataSource.name}" was already started`,
-      );
-    }
-    this.life = 'starting';
+    this.life.begin();
     try {
       const sources: { model: ModelFeed; source: PollSource<unknown>; interval: number }[] = [];
       for (const model of request.models) {
@@ -136,24 +126,14 @@ export class PollConnector implements EventConnector {
       }
       await Promise.all(sources.map(({ model }) => this.loops.get(model.name)!.open(model.from)));
     } catch (err) {
-      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
+      const error = this.life.startFailed(err);
       await this.close();
-      if (stoppedMeanwhile) {
-        throw new EvpubError(
-          ErrorCode.INVALID_STATE,
-          `poll connector "${this.dataSource.name}" was stopped while starting`,
-          {
-            cause: err,
-          },
-        );
-      }
-      throw err;
+      throw error;
     }
-    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+    this.life.started();
   }
 
   private async close(): Promise<void> {
-    this.life = 'stopped';
     await Promise.all([...this.loops.values()].map((l) => l.stop()));
     const db = this.db;
     this.db = undefined;
@@ -161,8 +141,7 @@ export class PollConnector implements EventConnector {
   }
 
   stop(): Promise<void> {
-    this.stopping ??= this.close();
-    return this.stopping;
+    return this.life.stop(() => this.close());
   }
 
   health(): ConnectorHealth {
@@ -174,9 +153,9 @@ export class PollConnector implements EventConnector {
       if (loop.state === 'reconnecting') reconnecting = true;
       if (loop.state === 'failed') failed.push(model);
     }
-    let state: ConnectorHealth['state'] = this.life;
-    if (this.life === 'streaming' && failed.length > 0) state = 'failed';
-    else if (this.life === 'streaming' && reconnecting) state = 'reconnecting';
+    let state: ConnectorHealth['state'] = this.life.state;
+    if (state === 'streaming' && failed.length > 0) state = 'failed';
+    else if (state === 'streaming' && reconnecting) state = 'reconnecting';
     return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
   }
 }

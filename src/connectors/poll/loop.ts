@@ -23,7 +23,8 @@ import type { ChangeEvent, Position, StartFrom } from '../../events/change-event
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
 import type { ChangeSink } from '../contract';
-import { drainUnlessStopped, sleepUnlessStopped } from '../waits';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export interface Polled<C> {
   event: ChangeEvent;
@@ -135,7 +136,10 @@ export class PollLoop<C> {
         this.state = 'reconnecting';
         this.o.sink.status({ type: 'reconnecting', model: this.o.model, attempt, error: error.message });
         this.o.logger.warn({ attempt, err: error.message }, 'poll failed; retrying');
-        await this.sleep(Math.min(this.o.interval * 2 ** Math.min(attempt, 20), MAX_BACKOFF_MS));
+        // Two intervals after the first failure, doubling up to 30 s.
+        await this.sleep(
+          backoffDelay(attempt, { initialDelay: 2 * this.o.interval, maxDelay: MAX_BACKOFF_MS }),
+        );
         continue;
       }
       if (!more) await this.sleep(this.o.interval);

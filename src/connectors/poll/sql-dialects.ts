@@ -8,7 +8,7 @@
  * parameters that the server converts to the column's type.
  */
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
-import { loadDriver } from '../../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 
 export type Row = Record<string, unknown>;
 export type DialectName = 'sqlite' | 'postgres' | 'mysql';

@@ -36,8 +36,8 @@ import {
   type StartFrom,
 } from '../../events/change-event';
 import { ErrorCode, EvpubError } from '../../errors';
-import { scalarString } from '../json-path';
-import { SettingReader, type Settings } from '../setting-readers';
+import { scalarString } from '../kit/json-path';
+import { SettingsReader, type Settings } from '../kit/settings';
 import type { PollRound, PollSource } from './loop';
 import { jsonValue, type Row, type SqlDb } from './sql-dialects';
 
@@ -73,7 +73,7 @@ const ID = '__evpub_id';
 const NEW = '__evpub_new';
 
 export function parseSqlModel(model: string, settings: Settings): SqlModelSettings {
-  const r = new SettingReader('poll', settings, `models.${model}.`);
+  const r = SettingsReader.forModel(model, settings);
   const createdColumn = r.string('createdColumn');
   const cursorColumn = r.string('cursorColumn');
   if (createdColumn && !cursorColumn) {

@@ -51,6 +51,8 @@ import {
   type Lsn,
   type StreamPoint,
 } from './position';
+import { Lifecycle } from '../kit/lifecycle';
+import { SettingsReader } from '../kit/settings';
 import { parsePostgresSettings, snapshotMode, tableOf, type PostgresSettings } from './settings';
 import {
   ArrayTypes,
@@ -69,15 +71,14 @@ import {
 import { countRows, readChunk, snapshotId } from './snapshot';
 import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
-import { connectorInitializer } from '../initialize';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from '../waits';
+import { connectorInitializer } from '../kit/initialize';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
 export { listSlots, dropSlot, connectAdmin, currentLsn, type SlotState } from './slot-admin';
 export { formatLsn, resnapshotPosition } from './position';
 export { defaultName } from './settings';
-
-type LifeState = 'idle' | 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
 interface ModelState {
   name: string;
@@ -134,7 +135,7 @@ export class PostgresConnector implements EventConnector {
   /** Relations (as the decoder keeps them until the next Relation message) whose types are known. */
   private readonly typedRelations = new WeakSet<Pgoutput.MessageRelation>();
   private sink: ChangeSink | undefined;
-  private life: LifeState = 'idle';
+  private readonly life: Lifecycle<'reconnecting' | 'failed'>;
   private adminClient: Client | undefined;
   private stream: ReplicationStream | undefined;
   private protoVersion: 1 | 2 = 1;
@@ -149,10 +150,10 @@ export class PostgresConnector implements EventConnector {
   private loop: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly snapshots: Promise<void>[] = [];
-  private stopping: Promise<void> | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.settings = parsePostgresSettings(dataSource.name, dataSource.settings);
+    this.life = new Lifecycle('postgres', dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'postgres',
       datasource: dataSource.name,
@@ -164,21 +165,15 @@ export class PostgresConnector implements EventConnector {
   // Lifecycle
 
   async start(request: StartRequest): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `postgres connector "${this.dataSource.name}" was already started`,
-      );
-    }
-    this.life = 'starting';
+    this.life.begin();
     this.sink = request.sink;
     try {
       await this.prepare(request.models);
       await this.connect();
     } catch (err) {
-      this.life = 'stopped';
+      const error = this.life.startFailed(err);
       await this.teardown();
-      throw err;
+      throw error;
     }
     if (this.stopped) {
       await this.teardown();
@@ -187,7 +182,7 @@ export class PostgresConnector implements EventConnector {
         `postgres connector "${this.dataSource.name}" was stopped while starting`,
       );
     }
-    this.life = 'streaming';
+    this.life.started();
     this.markNow(request.models);
     this.loop = this.watch();
     if (this.settings.heartbeatInterval > 0) {
@@ -313,11 +308,7 @@ export class PostgresConnector implements EventConnector {
       failed: false,
     };
     const wantsSnapshot =
-      snapshotMode(
-        feed.settings.snapshot,
-        `models.${feed.name}.settings.snapshot`,
-        this.settings.snapshot,
-      ) === 'initial';
+      snapshotMode(SettingsReader.forModel(feed.name, feed.settings), this.settings.snapshot) === 'initial';
     if (typeof feed.from === 'object') {
       const p = decodePosition(feed.from.after);
       model.skip = p.stream;
@@ -369,7 +360,7 @@ export class PostgresConnector implements EventConnector {
       }
       for (;;) {
         attempt += 1;
-        this.life = 'reconnecting';
+        this.life.state = 'reconnecting';
         const message = reason?.message ?? 'replication connection closed';
         this.sink!.status({ type: 'reconnecting', attempt, error: message });
         this.logger.warn({ attempt, err: message }, 'replication connection lost; reconnecting');
@@ -383,7 +374,7 @@ export class PostgresConnector implements EventConnector {
           for (const model of this.models.values()) model.skip = model.point;
           await this.connect();
           attempt = 0;
-          this.life = 'streaming';
+          this.life.state = 'streaming';
           break;
         } catch (err) {
           const e = toError(err);
@@ -398,7 +389,7 @@ export class PostgresConnector implements EventConnector {
   }
 
   private failAll(err: EvpubError): void {
-    this.life = 'failed';
+    this.life.state = 'failed';
     for (const model of this.models.values()) {
       model.failed = true;
       this.sink!.fail(model.name, err);
@@ -407,17 +398,17 @@ export class PostgresConnector implements EventConnector {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.settings;
-    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
+    return sleepUnlessStopped(
+      backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }),
+      this.stopper.signal,
+    );
   }
 
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      if (this.life !== 'failed') this.life = 'stopped';
+    return this.life.stop(async () => {
       this.stopper.abort();
       await this.teardown();
-      if (this.life !== 'failed') this.life = 'stopped';
-    })();
-    return this.stopping;
+    });
   }
 
   private async teardown(): Promise<void> {
@@ -723,14 +714,14 @@ export class PostgresConnector implements EventConnector {
   }
 
   private async beat(): Promise<void> {
-    if (this.life !== 'streaming') return;
+    if (this.life.state !== 'streaming') return;
     await this.withAdmin('heartbeat', heartbeat).catch((err: unknown) => {
       this.logger.debug({ err: toError(err).message }, 'heartbeat failed');
     });
   }
 
   private async reportLag(): Promise<void> {
-    if (this.life !== 'streaming') return;
+    if (this.life.state !== 'streaming') return;
     try {
       const state = await this.withAdmin('slot lag', (c) => slotState(c, this.settings.slot));
       if (!state || state.walStatus === 'lost') {
@@ -751,7 +742,7 @@ export class PostgresConnector implements EventConnector {
     for (const [name, model] of this.models) positions[name] = model.lastPushed;
     const failed = [...this.models.values()].filter((m) => m.failed).map((m) => m.name);
     return {
-      state: this.life,
+      state: this.life.state,
       positions,
       ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}),
     };

@@ -6,7 +6,8 @@
  *   127.0.0.1), `port` (5432), `user` (postgres), `password`, `database` (required then). The
  *   user needs the `REPLICATION` attribute (or superuser) and must own the tables (to create
  *   the publication). Never logged.
- * - Any other key is an error (a typo must not fall back to a default).
+ * - Any other key is an error naming the nearest valid one (a typo must not fall back to a
+ *   default).
  * - `slot`: the replication slot (default `evpub_<datasource>`). One datasource = one slot =
  *   one replication connection, shared by all its models.
  * - `publication`: the publication (default `evpub_<datasource>`). Created for the models'
@@ -23,8 +24,8 @@
  * Model settings (`models.<name>.settings`): `table` (`schema.table` or `table`, default the
  * model's name in `public`), `snapshot` (`initial` / `never`).
  */
-import { redact, type EvpubError } from '../../errors';
-import { APP_KEYS, SettingReader, settingError, type Settings } from '../setting-readers';
+import { redact } from '../../errors';
+import { SettingsReader, type Settings } from '../kit/settings';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -60,20 +61,12 @@ export const POSTGRES_SETTING_KEYS = [
   'connectTimeout',
 ] as const;
 
-export function invalid(key: string, rule: string): EvpubError {
-  return settingError('postgres', key, rule);
-}
-
-function int(settings: Settings, key: string, fallback: number, min: number): number {
-  return new SettingReader('postgres', settings).int(key, fallback, min);
-}
-
 const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
 
-function ident(settings: Settings, key: string, fallback: string): string {
-  const value = settings[key] ?? fallback;
+function ident(r: SettingsReader, key: string, fallback: string): string {
+  const value = r.raw(key) ?? fallback;
   if (typeof value !== 'string' || !IDENT.test(value)) {
-    throw invalid(
+    throw r.invalid(
       key,
       `must be a lower-case identifier of at most 63 characters (got ${JSON.stringify(value)})`,
     );
@@ -81,12 +74,9 @@ function ident(settings: Settings, key: string, fallback: string): string {
   return value;
 }
 
-export function snapshotMode(value: unknown, key: string, fallback: SnapshotMode): SnapshotMode {
-  if (value === undefined || value === null) return fallback;
-  if (value !== 'initial' && value !== 'never') {
-    throw invalid(key, `must be "initial" or "never" (got ${JSON.stringify(value)})`);
-  }
-  return value;
+/** The `snapshot` setting of `r` (the datasource's or a model's). */
+export function snapshotMode(r: SettingsReader, fallback: SnapshotMode): SnapshotMode {
+  return r.oneOf('snapshot', ['initial', 'never'] as const, fallback);
 }
 
 /** The default slot/publication name for a datasource: `evpub_<name>`, lower-cased and safe. */
@@ -97,80 +87,67 @@ export function defaultName(datasource: string): string {
 /** LoopBack's separate connection keys, used when there is no `url`. */
 const PART_KEYS = ['host', 'port', 'user', 'password', 'database'];
 
-function urlOf(settings: Settings): string {
-  if (settings.url !== undefined) {
-    const url = settings.url;
+function urlOf(r: SettingsReader): string {
+  if (r.has('url')) {
+    const url = r.raw('url');
     if (typeof url !== 'string' || !/^postgres(ql)?:\/\//.test(url)) {
-      throw invalid('url', 'must be a URL: postgres://user:password@host:5432/database');
+      throw r.invalid('url', 'must be a URL: postgres://user:password@host:5432/database');
     }
-    const parts = PART_KEYS.filter((k) => settings[k] !== undefined);
-    if (parts.length > 0) throw invalid(parts[0]!, 'cannot be given with "url": put it in the URL');
+    const parts = PART_KEYS.filter((k) => r.has(k));
+    if (parts.length > 0) throw r.invalid(parts[0]!, 'cannot be given with "url": put it in the URL');
     return url;
   }
-  const text = (key: string, fallback?: string): string | undefined => {
-    const value = settings[key] ?? fallback;
-    if (value !== undefined && (typeof value !== 'string' || value === '')) {
-      throw invalid(
-        key,
-        key === 'password'
-          ? 'must be a non-empty string'
-          : `must be a non-empty string (got ${JSON.stringify(value)})`,
-      );
-    }
-    return value;
-  };
-  const database = text('database');
+  const database = r.string('database');
   if (database === undefined) {
-    throw invalid(
+    throw r.invalid(
       'url',
       'is required: postgres://user:password@host:5432/database (or host, port, user, password, database)',
     );
   }
-  const port = int(settings, 'port', 5432, 1);
-  const password = text('password');
-  const auth = `${encodeURIComponent(text('user', 'postgres')!)}${password === undefined ? '' : `:${encodeURIComponent(password)}`}`;
-  return `postgres://${auth}@${text('host', '127.0.0.1')!}:${port}/${encodeURIComponent(database)}`;
+  const port = r.int('port', 5432, 1);
+  const password = r.secret('password');
+  const auth = `${encodeURIComponent(r.string('user', 'postgres'))}${password === undefined ? '' : `:${encodeURIComponent(password)}`}`;
+  return `postgres://${auth}@${r.string('host', '127.0.0.1')}:${port}/${encodeURIComponent(database)}`;
 }
 
+/**
+ * Validates datasource `datasource`'s settings; throws CONFIG_INVALID naming the key (an
+ * unknown key with the nearest valid one).
+ */
 export function parsePostgresSettings(datasource: string, settings: Settings): PostgresSettings {
-  const known: string[] = [...POSTGRES_SETTING_KEYS, ...PART_KEYS, ...APP_KEYS];
-  for (const key of Object.keys(settings)) {
-    if (!known.includes(key)) {
-      throw invalid(
-        key,
-        `is unknown; the postgres connector's settings are ${[...POSTGRES_SETTING_KEYS, ...PART_KEYS].join(', ')}`,
-      );
-    }
-  }
-  const url = urlOf(settings);
-  const reconnectDelay = int(settings, 'reconnectDelay', 1_000, 1);
-  const maxReconnectDelay = int(settings, 'maxReconnectDelay', 30_000, 1);
-  if (maxReconnectDelay < reconnectDelay) {
-    throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
-  }
+  const r = SettingsReader.forDataSource(datasource, settings).closed([
+    ...POSTGRES_SETTING_KEYS,
+    ...PART_KEYS,
+  ]);
+  const url = urlOf(r);
+  const { reconnectDelay, maxReconnectDelay } = r.reconnect({
+    reconnectDelay: 1_000,
+    maxReconnectDelay: 30_000,
+  });
   return {
     url,
     displayUrl: redact(url),
-    slot: ident(settings, 'slot', defaultName(datasource)),
-    publication: ident(settings, 'publication', defaultName(datasource)),
-    snapshot: snapshotMode(settings.snapshot, 'snapshot', 'never'),
-    snapshotChunk: int(settings, 'snapshotChunk', 1_000, 1),
-    heartbeatInterval: int(settings, 'heartbeatInterval', 10_000, 0),
-    statusInterval: int(settings, 'statusInterval', 10_000, 100),
+    slot: ident(r, 'slot', defaultName(datasource)),
+    publication: ident(r, 'publication', defaultName(datasource)),
+    snapshot: snapshotMode(r, 'never'),
+    snapshotChunk: r.int('snapshotChunk', 1_000, 1),
+    heartbeatInterval: r.int('heartbeatInterval', 10_000, 0),
+    statusInterval: r.int('statusInterval', 10_000, 100),
     reconnectDelay,
     maxReconnectDelay,
-    connectTimeout: int(settings, 'connectTimeout', 10_000, 1),
+    connectTimeout: r.int('connectTimeout', 10_000, 1),
   };
 }
 
+/** The model keys this connector reads. */
+export const POSTGRES_MODEL_KEYS = ['table', 'snapshot'] as const;
+
 /** The model's table: `settings.table` (`schema.table` or `table`), else the model's name in `public`. */
 export function tableOf(model: string, settings: Settings): TableRef {
-  const value = settings.table ?? model;
+  const r = SettingsReader.forModel(model, settings).closed(POSTGRES_MODEL_KEYS);
+  const value = r.raw('table') ?? model;
   if (typeof value !== 'string' || value === '') {
-    throw invalid(
-      `models.${model}.settings.table`,
-      `must be "schema.table" or "table" (got ${JSON.stringify(value)})`,
-    );
+    throw r.invalid('table', `must be "schema.table" or "table" (got ${JSON.stringify(value)})`);
   }
   const dot = value.indexOf('.');
   return dot < 0

@@ -6,7 +6,7 @@
  * event cannot be encoded (e.g. a value JSON cannot carry); the publisher dead-letters that event
  * and goes on. Field include/exclude is applied by the publisher before `encode` is called.
  */
-import type { EnvelopeName } from '../../app/config-types';
+import type { EnvelopeName } from './config';
 import type { ChangeEvent } from '../change-event';
 
 export interface EncodedEvent {

@@ -1,5 +1,5 @@
 /** The envelopes by name. */
-import type { EnvelopeName } from '../../app/config-types';
+import type { EnvelopeName } from './config';
 import { ErrorCode, EvpubError } from '../../errors';
 import type { Logger } from '../../logger';
 import { binaryOrStructured, structuredEnvelope } from './cloudevents';

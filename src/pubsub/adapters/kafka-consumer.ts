@@ -31,6 +31,7 @@ import { randomUUID } from 'node:crypto';
 import type { AdapterEvents, MessageMeta, SubscribeOptions } from '../adapter';
 import type { Logger } from '../../logger';
 import { ErrorCode, EvpubError } from '../../errors';
+import { backoffDelay } from '../../util/retry';
 import { fromKafka, hasWildcards, matches, patternToKafkaRegExp, toKafka } from '../topics';
 
 /** Header names that carry evpub's own publish options. */
@@ -208,7 +209,7 @@ export class KafkaSubscription {
       failed(payload.error);
       this.deps.onTrouble();
       // kafkajs restarts it itself when `restart` is true; otherwise we do.
-      if (!payload.restart) this.scheduleRestart(this.deps.backoff.initialDelay);
+      if (!payload.restart) this.scheduleRestart(1);
     });
     try {
       await consumer.connect();
@@ -399,18 +400,22 @@ export class KafkaSubscription {
       await this.restart();
     } catch (err) {
       this.deps.logger.warn({ err, pattern: this.pattern }, 'kafka wildcard refresh failed');
-      if (!this.consumer) this.scheduleRestart(this.deps.backoff.initialDelay);
+      if (!this.consumer) this.scheduleRestart(1);
     }
   }
 
-  private scheduleRestart(delay: number): void {
+  /** Restarts the consumer after the back-off of restart `attempt` (1, 2, ...). */
+  private scheduleRestart(attempt: number): void {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => {
-      this.restart().catch(() => {
-        this.scheduleRestart(Math.min(delay * 2, this.deps.backoff.maxDelay));
-      });
-    }, delay);
+    this.retryTimer = setTimeout(
+      () => {
+        this.restart().catch(() => {
+          this.scheduleRestart(attempt + 1);
+        });
+      },
+      backoffDelay(attempt, this.deps.backoff),
+    );
   }
 
   /** Replaces the consumer by a new one over the current topic list. */

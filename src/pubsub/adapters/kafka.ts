@@ -39,6 +39,7 @@ import type {
 } from '../adapter';
 import { ErrorCode, EvpubError, isEvpubError } from '../../errors';
 import { loadDriver } from '../driver';
+import { backoffDelay } from '../../util/retry';
 import { toKafka } from '../topics';
 import {
   CONTENT_TYPE_HEADER,
@@ -361,7 +362,8 @@ export class KafkaAdapter implements BrokerAdapter {
 
   /** Probes until the cluster answers or `deadline`; CONNECT_FAILED (or AUTH_FAILED) then. */
   private async reach(deadline: number): Promise<void> {
-    let delay = this.options.reconnect.initialDelay;
+    let attempt = 1;
+    let delay = backoffDelay(attempt, this.options.reconnect);
     for (;;) {
       try {
         await this.probe(deadline - Date.now());
@@ -373,7 +375,7 @@ export class KafkaAdapter implements BrokerAdapter {
       }
       await this.sleep(delay);
       if (this.state === 'ended') throw new EvpubError(ErrorCode.CLIENT_CLOSED, 'the client was ended');
-      delay = Math.min(delay * 2, this.options.reconnect.maxDelay);
+      delay = backoffDelay(++attempt, this.options.reconnect);
     }
   }
 
@@ -432,14 +434,15 @@ export class KafkaAdapter implements BrokerAdapter {
     }
     this.state = 'offline';
     this.events.offline();
-    let delay = this.options.reconnect.initialDelay;
+    let attempt = 1;
     while (this.state === 'offline') {
+      const delay = backoffDelay(attempt, this.options.reconnect);
       await this.sleep(delay);
       if (this.state !== 'offline') return;
       try {
         await this.probe(this.options.connectTimeout);
       } catch {
-        delay = Math.min(delay * 2, this.options.reconnect.maxDelay);
+        attempt += 1;
         continue;
       }
       if (this.state !== 'offline') return;

@@ -25,9 +25,9 @@
  *   (e.g. 'sha256='), encoding: 'hex' | 'base64' (default hex) }`: the body's HMAC, compared in
  *   constant time; missing or wrong → 401. The secret is never logged nor echoed in errors.
  */
-import type { Operation } from '../events/change-event';
-import { compilePath, type JsonPath } from './json-path';
-import { APP_KEYS, SettingReader, type Settings } from './setting-readers';
+import type { Operation } from '../../events/change-event';
+import { compilePath, type JsonPath } from '../kit/json-path';
+import { SettingsReader, type Settings } from '../kit/settings';
 
 export interface SignatureSettings {
   header: string;
@@ -86,8 +86,8 @@ function normalisePath(path: string): string {
   return withSlash.length > 1 && withSlash.endsWith('/') ? withSlash.slice(0, -1) : withSlash;
 }
 
-export function parseWebhookSettings(settings: Settings): WebhookSettings {
-  const r = new SettingReader('webhook', settings).closed([...WEBHOOK_SETTING_KEYS, ...APP_KEYS]);
+export function parseWebhookSettings(settings: Settings, datasource: string): WebhookSettings {
+  const r = SettingsReader.forDataSource(datasource, settings).closed(WEBHOOK_SETTING_KEYS);
   if (!r.has('port')) throw r.invalid('port', 'is required: the port to listen on (0 for a free one)');
   const port = r.int('port', 0, 0);
   if (port > 65535) throw r.invalid('port', 'must be at most 65535');
@@ -101,12 +101,11 @@ export function parseWebhookSettings(settings: Settings): WebhookSettings {
   };
 }
 
-function parseSignature(r: SettingReader, value: unknown, prefix: string): SignatureSettings | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'object' || Array.isArray(value)) {
-    throw r.invalid('signature', 'must be an object { header, secret, algorithm?, prefix?, encoding? }');
-  }
-  const s = new SettingReader('webhook', value as Settings, `${prefix}signature.`);
+function parseSignature(r: SettingsReader): SignatureSettings | undefined {
+  if (!r.has('signature')) return undefined;
+  const s = r
+    .at('signature', '{ header, secret, algorithm?, prefix?, encoding? }')
+    .closed(['header', 'secret', 'algorithm', 'prefix', 'encoding']);
   const header = s.string('header');
   const secret = s.secret('secret');
   if (!header) throw s.invalid('header', 'is required: the request header carrying the signature');
@@ -115,7 +114,7 @@ function parseSignature(r: SettingReader, value: unknown, prefix: string): Signa
     header: header.toLowerCase(),
     secret,
     algorithm: s.oneOf('algorithm', ['sha256', 'sha1'] as const, 'sha256'),
-    prefix: s.has('prefix') ? String((value as Settings).prefix) : '',
+    prefix: s.has('prefix') ? String(s.raw('prefix')) : '',
     encoding: s.oneOf('encoding', ['hex', 'base64'] as const, 'hex'),
   };
 }
@@ -127,14 +126,13 @@ export function parseWebhookModel(
   dataSourceSettings: Settings,
   base: WebhookSettings,
 ): WebhookModelSettings {
-  new SettingReader('webhook', modelSettings, `models.${model}.`).closed(MODEL_KEYS);
+  SettingsReader.forModel(model, modelSettings).closed(MODEL_KEYS);
   const merged: Record<string, unknown> = {};
   for (const key of MODEL_KEYS) {
     const value = modelSettings[key] ?? dataSourceSettings[key];
     if (value !== undefined) merged[key] = value;
   }
-  const prefix = `models.${model}.`;
-  const r = new SettingReader('webhook', merged, prefix);
+  const r = SettingsReader.forModel(model, merged);
   const path = normalisePath(r.string('path', '/{model}').replace(/\{model\}/g, model));
   const opPath = r.string('opPath');
   const idPath = r.string('idPath');
@@ -149,6 +147,6 @@ export function parseWebhookModel(
     idPath: idPath === undefined ? undefined : compilePath(idPath),
     idHeader: idHeader?.toLowerCase(),
     bodyLimit: r.int('bodyLimit', 1_048_576),
-    signature: parseSignature(r, merged.signature, prefix),
+    signature: parseSignature(r),
   };
 }

@@ -23,14 +23,14 @@
  *    AMQP that would remove the durable queue's bindings.
  */
 import { randomBytes } from 'node:crypto';
-import type { ChangeEvent, Position } from '../events/change-event';
-import { ErrorCode, EvpubError, toError } from '../errors';
-import type { Logger } from '../logger';
-import type { ClientOptions, MessageMeta } from '../pubsub/adapter';
-import type { Client } from '../pubsub/client';
-import { createClient } from '../pubsub/registry';
-import type { BridgeModelSettings, BridgeSettings } from './bridge-settings';
-import type { ChangeSink } from './contract';
+import type { ChangeEvent, Position } from '../../events/change-event';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
+import type { ClientOptions, MessageMeta } from '../../pubsub/adapter';
+import type { Client } from '../../pubsub/client';
+import { createClient } from '../../pubsub/registry';
+import type { BridgeModelSettings, BridgeSettings } from './settings';
+import type { ChangeSink } from '../contract';
 import {
   MalformedCounter,
   mapMessage,
@@ -38,8 +38,8 @@ import {
   rawMapped,
   type MapContext,
   type Mapped,
-} from './json-mapping';
-import { drainUnlessStopped } from './waits';
+} from '../kit/json-mapping';
+import { drainUnlessStopped } from '../kit/waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 

@@ -25,8 +25,9 @@
  */
 import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { ErrorCode, EvpubError } from '../errors';
-import { OPERATIONS, type Operation, type Row } from '../events/change-event';
+import { ErrorCode, EvpubError } from '../../errors';
+import { OPERATIONS, type Operation, type Row } from '../../events/change-event';
+import { invalidSetting } from './settings';
 
 export type JsonPath = readonly (string | number)[];
 
@@ -56,12 +57,6 @@ export const MAPPING_KEYS = [
   'timePath',
   'onMalformed',
 ] as const;
-
-/** A CONFIG_INVALID error naming `<where>.<key>`. */
-export function invalidSetting(where: string, key: string, rule: string): EvpubError {
-  const path = where === '' ? key : `${where}.${key}`;
-  return new EvpubError(ErrorCode.CONFIG_INVALID, `${path} ${rule}`, { context: { setting: path } });
-}
 
 /** Parses `a.b[0].c` into `['a', 'b', 0, 'c']`. */
 export function parsePath(text: unknown, where: string, key: string): JsonPath {

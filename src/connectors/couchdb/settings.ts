@@ -16,10 +16,12 @@
  *   first to the second (default 1000 / 30000 ms).
  * - `dedupCacheSize`: documents remembered per model to drop replayed revisions (default 10000).
  *
- * Model settings (`models.<name>`): `database` (default: the model's name).
+ * Model settings (`models.<name>.settings`): `database` (default: the model's name).
+ *
+ * Any other key is an error naming the nearest valid one (kit/settings.ts).
  */
-import { redact, type EvpubError } from '../errors';
-import { SettingReader, settingError } from './setting-readers';
+import { redact } from '../../errors';
+import { SettingsReader, type Settings } from '../kit/settings';
 
 export interface CouchDbSettings {
   /** The server URL without credentials, ending in `/`. */
@@ -55,22 +57,22 @@ export const COUCHDB_SETTING_KEYS = [
   'dedupCacheSize',
 ] as const;
 
-function invalid(key: string, rule: string): EvpubError {
-  return settingError('couchdb', key, rule);
-}
+/** The model keys this connector reads. */
+export const COUCHDB_MODEL_KEYS = ['database'] as const;
 
-function parseUrl(value: unknown): Pick<CouchDbSettings, 'baseUrl' | 'displayUrl' | 'authorization'> {
+function parseUrl(r: SettingsReader): Pick<CouchDbSettings, 'baseUrl' | 'displayUrl' | 'authorization'> {
+  const value = r.raw('url');
   if (typeof value !== 'string' || value === '') {
-    throw invalid('url', 'is required: the CouchDB server URL, http(s)://user:pass@host:port');
+    throw r.invalid('url', 'is required: the CouchDB server URL, http(s)://user:pass@host:port');
   }
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    throw invalid('url', `must be an http(s):// URL (got ${redact(value)})`);
+    throw r.invalid('url', `must be an http(s):// URL (got ${redact(value)})`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw invalid('url', `must be an http(s):// URL (got ${redact(value)})`);
+    throw r.invalid('url', `must be an http(s):// URL (got ${redact(value)})`);
   }
   const displayUrl = redact(value);
   let authorization: string | undefined;
@@ -87,23 +89,22 @@ function parseUrl(value: unknown): Pick<CouchDbSettings, 'baseUrl' | 'displayUrl
   return { baseUrl: url.toString(), displayUrl, authorization };
 }
 
-/** Validates the datasource settings; throws CONFIG_INVALID naming the key. */
-export function parseCouchDbSettings(settings: Readonly<Record<string, unknown>>): CouchDbSettings {
-  const r = new SettingReader('couchdb', settings);
-  const url = parseUrl(settings.url);
-  const feed = settings.feed ?? 'continuous';
-  if (feed !== 'continuous' && feed !== 'longpoll') {
-    throw invalid('feed', `must be "continuous" or "longpoll" (got ${JSON.stringify(feed)})`);
-  }
+/**
+ * Validates datasource `datasource`'s settings; throws CONFIG_INVALID naming the key (an
+ * unknown key with the nearest valid one).
+ */
+export function parseCouchDbSettings(settings: Settings, datasource: string): CouchDbSettings {
+  const r = SettingsReader.forDataSource(datasource, settings).closed(COUCHDB_SETTING_KEYS);
+  const url = parseUrl(r);
+  const feed = r.oneOf('feed', ['continuous', 'longpoll'] as const, 'continuous');
   const heartbeat = r.positiveInt('heartbeat', 10_000);
-  const reconnectDelay = r.positiveInt('reconnectDelay', 1_000);
-  const maxReconnectDelay = r.positiveInt('maxReconnectDelay', 30_000);
-  if (maxReconnectDelay < reconnectDelay) {
-    throw invalid('maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
-  }
+  const { reconnectDelay, maxReconnectDelay } = r.reconnect({
+    reconnectDelay: 1_000,
+    maxReconnectDelay: 30_000,
+  });
   const requestTimeout = r.positiveInt('requestTimeout', Math.max(3 * heartbeat, 30_000));
   if (requestTimeout <= heartbeat) {
-    throw invalid('requestTimeout', `must be longer than heartbeat (${heartbeat} ms)`);
+    throw r.invalid('requestTimeout', `must be longer than heartbeat (${heartbeat} ms)`);
   }
   return {
     ...url,
@@ -121,10 +122,6 @@ export function parseCouchDbSettings(settings: Readonly<Record<string, unknown>>
 }
 
 /** The model's database: its `database` setting, else the model's name. */
-export function databaseOf(model: string, settings: Readonly<Record<string, unknown>>): string {
-  const database = settings.database ?? model;
-  if (typeof database !== 'string' || database === '') {
-    throw invalid(`models.${model}.database`, `must be a non-empty string (got ${JSON.stringify(database)})`);
-  }
-  return database;
+export function databaseOf(model: string, settings: Settings): string {
+  return SettingsReader.forModel(model, settings).closed(COUCHDB_MODEL_KEYS).string('database', model);
 }

@@ -26,10 +26,10 @@
  */
 import WebSocket, { type RawData } from 'ws';
 import type { IncomingMessage } from 'node:http';
-import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
-import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
-import type { Logger } from '../logger';
-import type { ChangeSink } from './contract';
+import type { ChangeEvent, Position, StartFrom } from '../../events/change-event';
+import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
+import type { ChangeSink } from '../contract';
 import {
   keyText,
   MalformedCounter,
@@ -38,9 +38,10 @@ import {
   rawMapped,
   readPath,
   type Mapped,
-} from './json-mapping';
-import type { WebSocketModelSettings, WebSocketSettings } from './websocket-settings';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from './waits';
+} from '../kit/json-mapping';
+import type { WebSocketModelSettings, WebSocketSettings } from './settings';
+import { backoffDelay, retry, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -100,31 +101,29 @@ export class WsFeed {
   async open(): Promise<void> {
     const { connectTimeout, reconnectDelay, maxReconnectDelay } = this.o.settings;
     const deadline = Date.now() + connectTimeout;
-    let attempt = 0;
-    for (;;) {
-      try {
-        const ws = await this.connectOnce(Math.max(1, deadline - Date.now()));
-        this.attach(ws);
-        return;
-      } catch (err) {
-        const error = toError(err);
-        if (this.stopped || isEvpubError(error, ErrorCode.AUTH_FAILED)) throw error;
-        attempt += 1;
-        const wait = Math.min(reconnectDelay * 2 ** Math.min(attempt - 1, 30), maxReconnectDelay);
-        if (Date.now() + wait >= deadline) {
-          throw new EvpubError(
-            ErrorCode.CONNECT_FAILED,
-            `websocket ${this.o.settings.displayUrl}: no connection within ${connectTimeout} ms: ${error.message}`,
-            {
-              cause: error,
-              retriable: true,
-              context: { url: this.o.settings.displayUrl, model: this.o.name },
-            },
-          );
-        }
-        await this.sleep(wait);
-      }
+    let ws: WebSocket;
+    try {
+      // connectOnce's refusals (AUTH_FAILED) and a stop (CLIENT_CLOSED) are not retriable.
+      ws = await retry(() => this.connectOnce(Math.max(1, deadline - Date.now())), {
+        initialDelay: reconnectDelay,
+        maxDelay: maxReconnectDelay,
+        deadline,
+        signal: this.stopper.signal,
+      });
+    } catch (err) {
+      const error = toError(err);
+      if (this.stopped || !isEvpubError(error) || !error.retriable) throw error;
+      throw new EvpubError(
+        ErrorCode.CONNECT_FAILED,
+        `websocket ${this.o.settings.displayUrl}: no connection within ${connectTimeout} ms: ${error.message}`,
+        {
+          cause: error,
+          retriable: true,
+          context: { url: this.o.settings.displayUrl, model: this.o.name },
+        },
+      );
     }
+    this.attach(ws);
   }
 
   private target(): string {
@@ -244,7 +243,7 @@ export class WsFeed {
         { attempt, err: error, resumeFrom: this.cursor ?? null },
         'websocket lost; reconnecting',
       );
-      await this.sleep(backOffDelay(attempt, reconnectDelay, maxReconnectDelay));
+      await this.sleep(backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }));
       if (this.stopped) return;
       try {
         this.attach(await this.connectOnce(this.o.settings.connectTimeout));

@@ -3,27 +3,27 @@
  *
  * Each model opens its own connection to the datasource's `url` (its own subscribe messages,
  * its own cursor), reads one JSON message per frame, keeps those its `match` selects and maps
- * them to key, operation and record (json-mapping.ts; protocol in websocket-feed.ts).
+ * them to key, operation and record (kit/json-mapping.ts; protocol in feed.ts).
  *
  * Positions: with `resume` set on the datasource the connector is `resumable`: each message's
  * cursor (`cursorPath`) is its position and a feed resumes with `?<param>=<cursor>`. Without it
  * events carry no position; messages sent while evpub is disconnected or stopped are lost
  * unless the server replays them on its own.
  */
-import { defaultLogger, type Logger } from '../logger';
+import { defaultLogger, type Logger } from '../../logger';
 import type {
   ConnectorHealth,
   ConnectorModule,
   DataSourceLike,
   EventConnector,
   StartRequest,
-} from './contract';
-import { WsFeed } from './websocket-feed';
-import { parseWebSocketModel, parseWebSocketSettings, type WebSocketSettings } from './websocket-settings';
-import { connectorInitializer } from './initialize';
-import { FeedSet } from './feed-set';
+} from '../contract';
+import { WsFeed } from './feed';
+import { parseWebSocketModel, parseWebSocketSettings, type WebSocketSettings } from './settings';
+import { connectorInitializer } from '../kit/initialize';
+import { FeedSet } from '../kit/feed-set';
 
-export { parseWebSocketSettings, WEBSOCKET_SETTING_KEYS } from './websocket-settings';
+export { parseWebSocketSettings, WEBSOCKET_SETTING_KEYS } from './settings';
 
 export class WebSocketConnector implements EventConnector {
   readonly name = 'websocket';

@@ -13,9 +13,9 @@
  *   feed failed, else `reconnecting` if any reconnects, else `streaming`; with every feed's
  *   last pushed position. The wording of `detail` is the connector's (see `notes()`).
  */
-import { ErrorCode, EvpubError } from '../errors';
-import type { Position } from '../events/change-event';
-import type { ConnectorHealth } from './contract';
+import type { Position } from '../../events/change-event';
+import type { ConnectorHealth } from '../contract';
+import { Lifecycle } from './lifecycle';
 
 /** What a connector's per-model feed offers the set. */
 export interface ModelFeedHandle {
@@ -26,47 +26,30 @@ export interface ModelFeedHandle {
   commit?(position: Position): Promise<void>;
 }
 
-type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
-
 export class FeedSet<F extends ModelFeedHandle> {
   private readonly feeds = new Map<string, F>();
-  private life: LifeState = 'idle';
-  private stopping: Promise<void> | undefined;
+  private readonly life: Lifecycle;
 
   /** `connector` and `datasource` name the connector in error messages. */
-  constructor(
-    private readonly connector: string,
-    private readonly datasource: string,
-  ) {}
+  constructor(connector: string, datasource: string) {
+    this.life = new Lifecycle(connector, datasource);
+  }
 
   /** Builds the feeds with `make` (pairs of model name and feed) and opens them. */
   async start(make: () => [model: string, feed: F][]): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `${this.connector} connector "${this.datasource}" was already started`,
-      );
-    }
+    this.life.assertIdle();
     const entries = make();
     const feeds = entries.map(([, feed]) => feed);
-    this.life = 'starting';
+    this.life.begin();
     for (const [model, feed] of entries) this.feeds.set(model, feed);
     const opened = await Promise.allSettled(feeds.map((f) => f.open()));
     const failure = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure) {
-      const stoppedMeanwhile = (this.life as LifeState) === 'stopped';
-      this.life = 'stopped';
+      const error = this.life.startFailed(failure.reason);
       await Promise.all(feeds.map((f) => f.stop()));
-      if (stoppedMeanwhile) {
-        throw new EvpubError(
-          ErrorCode.INVALID_STATE,
-          `${this.connector} connector "${this.datasource}" was stopped while starting`,
-          { cause: failure.reason },
-        );
-      }
-      throw failure.reason;
+      throw error;
     }
-    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+    this.life.started();
   }
 
   async commit(model: string, position: Position): Promise<void> {
@@ -74,11 +57,9 @@ export class FeedSet<F extends ModelFeedHandle> {
   }
 
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      this.life = 'stopped';
+    return this.life.stop(async () => {
       await Promise.all([...this.feeds.values()].map((f) => f.stop()));
-    })();
-    return this.stopping;
+    });
   }
 
   /** The models whose feed failed, in start order. */
@@ -103,7 +84,7 @@ export class FeedSet<F extends ModelFeedHandle> {
       states.add(feed.state);
     }
     let state: ConnectorHealth['state'];
-    if (this.life !== 'streaming') state = this.life;
+    if (this.life.state !== 'streaming') state = this.life.state;
     else if (states.has('failed')) state = 'failed';
     else if (states.has('reconnecting')) state = 'reconnecting';
     else state = 'streaming';

@@ -17,14 +17,15 @@
  *    not the one the position came from (deleted and recreated, restored): the feed rewinds to 0,
  *    warns, and the replay filter drops what it already published.
  */
-import { eventId, type ChangeEvent, type Position, type StartFrom } from '../events/change-event';
-import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
-import type { Logger } from '../logger';
-import type { ChangeSink } from './contract';
-import { databaseInfo, open, seqToPosition, type Request } from './couchdb-http';
-import { ReplayFilter } from './couchdb-revs';
-import type { CouchDbSettings } from './couchdb-settings';
-import { backOffDelay, drainUnlessStopped, sleepUnlessStopped } from './waits';
+import { eventId, type ChangeEvent, type Position, type StartFrom } from '../../events/change-event';
+import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
+import type { Logger } from '../../logger';
+import type { ChangeSink } from '../contract';
+import { databaseInfo, open, seqToPosition, type Request } from './http';
+import { ReplayFilter } from './revs';
+import type { CouchDbSettings } from './settings';
+import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
+import { drainUnlessStopped } from '../kit/waits';
 
 export type FeedState = 'starting' | 'streaming' | 'reconnecting' | 'stopped' | 'failed';
 
@@ -165,7 +166,10 @@ export class CouchFeed {
 
   private backOff(attempt: number): Promise<void> {
     const { reconnectDelay, maxReconnectDelay } = this.o.settings;
-    return sleepUnlessStopped(backOffDelay(attempt, reconnectDelay, maxReconnectDelay), this.stopper.signal);
+    return sleepUnlessStopped(
+      backoffDelay(attempt, { initialDelay: reconnectDelay, maxDelay: maxReconnectDelay }),
+      this.stopper.signal,
+    );
   }
 
   /** Aborts the request when the server says nothing for requestTimeout ms. */

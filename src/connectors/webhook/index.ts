@@ -1,6 +1,6 @@
 /**
  * The webhook connector (built-in `webhook`): an HTTP endpoint per model that third-party
- * systems POST events to (settings: webhook-settings.ts).
+ * systems POST events to (settings: settings.ts).
  *
  * Protocol of one request (POST {basePath}{path}):
  * 1. The body is read as bytes up to `bodyLimit` (larger: 413). With `signature`, the HMAC of
@@ -24,10 +24,10 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ErrorCode, EvpubError, toError } from '../errors';
-import { eventId, type ChangeEvent, type Operation, type Position } from '../events/change-event';
-import { defaultLogger, type Logger } from '../logger';
-import { loadDriver } from '../pubsub/driver';
+import { ErrorCode, EvpubError, toError } from '../../errors';
+import { eventId, type ChangeEvent, type Operation, type Position } from '../../events/change-event';
+import { defaultLogger, type Logger } from '../../logger';
+import { loadDriver } from '../../util/driver';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -35,20 +35,19 @@ import type {
   DataSourceLike,
   EventConnector,
   StartRequest,
-} from './contract';
-import { getPath, scalarString } from './json-path';
+} from '../contract';
+import { getPath, scalarString } from '../kit/json-path';
 import {
   parseWebhookModel,
   parseWebhookSettings,
   type SignatureSettings,
   type WebhookModelSettings,
   type WebhookSettings,
-} from './webhook-settings';
-import { connectorInitializer } from './initialize';
+} from './settings';
+import { connectorInitializer } from '../kit/initialize';
+import { Lifecycle } from '../kit/lifecycle';
 
-export { WEBHOOK_SETTING_KEYS } from './webhook-settings';
-
-type LifeState = 'idle' | 'starting' | 'streaming' | 'stopped';
+export { WEBHOOK_SETTING_KEYS } from './settings';
 
 interface Waiting {
   position: number;
@@ -82,13 +81,13 @@ export class WebhookConnector implements EventConnector {
   private readonly endpoints = new Map<string, Endpoint>();
   private server: FastifyInstance | undefined;
   private sink: ChangeSink | undefined;
-  private life: LifeState = 'idle';
+  private readonly life: Lifecycle;
   private paused = false;
-  private stopping: Promise<void> | undefined;
   private address: string | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseWebhookSettings(dataSource.settings);
+    this.settings = parseWebhookSettings(dataSource.settings, dataSource.name);
+    this.life = new Lifecycle('webhook', dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'webhook',
       datasource: dataSource.name,
@@ -101,13 +100,7 @@ export class WebhookConnector implements EventConnector {
   }
 
   async start(request: StartRequest): Promise<void> {
-    if (this.life !== 'idle') {
-      throw new EvpubError(
-        ErrorCode.INVALID_STATE,
-        `webhook connector "${this.dataSource.name}" was already started`,
-      );
-    }
-    this.life = 'starting';
+    this.life.begin();
     this.sink = request.sink;
     const routes = new Set<string>();
     for (const model of request.models) {
@@ -138,18 +131,22 @@ export class WebhookConnector implements EventConnector {
     try {
       await server.listen({ port: this.settings.port, host: this.settings.host });
     } catch (err) {
-      this.life = 'stopped';
-      await server.close().catch(() => undefined);
-      throw new EvpubError(
-        ErrorCode.SOURCE_FAILED,
-        `webhook connector "${this.dataSource.name}": cannot listen on ${this.settings.host}:${this.settings.port}: ${toError(err).message}`,
-        { cause: err, context: { datasource: this.dataSource.name } },
+      const error = this.life.startFailed(
+        err,
+        (e) =>
+          new EvpubError(
+            ErrorCode.SOURCE_FAILED,
+            `webhook connector "${this.dataSource.name}": cannot listen on ${this.settings.host}:${this.settings.port}: ${toError(e).message}`,
+            { cause: e, context: { datasource: this.dataSource.name } },
+          ),
       );
+      await server.close().catch(() => undefined);
+      throw error;
     }
     const bound = server.server.address() as AddressInfo;
     const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
     this.address = `http://${host}:${bound.port}`;
-    if ((this.life as LifeState) === 'starting') this.life = 'streaming';
+    this.life.started();
     this.logger.info({ address: this.address, routes: [...routes] }, 'webhook endpoints listening');
     for (const model of this.endpoints.keys()) request.sink.status({ type: 'connected', model });
   }
@@ -157,7 +154,7 @@ export class WebhookConnector implements EventConnector {
   private async handle(endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const s = endpoint.settings;
     const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    if (this.life !== 'streaming' || !this.sink) return this.unavailable(reply, 'not accepting events');
+    if (this.life.state !== 'streaming' || !this.sink) return this.unavailable(reply, 'not accepting events');
     if (s.signature) {
       const header = req.headers[s.signature.header];
       if (!signatureMatches(s.signature, raw, typeof header === 'string' ? header : undefined)) {
@@ -270,19 +267,17 @@ export class WebhookConnector implements EventConnector {
    * flight are answered: each when its event is accepted, or at its ackTimeout.
    */
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      const wasRunning = this.life !== 'idle';
-      this.life = 'stopped';
-      if (wasRunning && this.server) await this.server.close();
-    })();
-    return this.stopping;
+    // The server exists once start() began listening.
+    return this.life.stop(async () => {
+      if (this.server) await this.server.close();
+    });
   }
 
   health(): ConnectorHealth {
     const positions: Record<string, Position | null> = {};
     for (const [model, e] of this.endpoints) positions[model] = e.lastPushed;
     return {
-      state: this.life,
+      state: this.life.state,
       positions,
       ...(this.address ? { detail: `listening on ${this.address}` } : {}),
     };

@@ -4,12 +4,12 @@
  *
  * Datasource: `url` (the source broker, any scheme the pub/sub client knows; required),
  * `options` (client options, as for `brokers.<name>.options`), `maxBuffered`, `stopTimeout`,
- * and defaults for every model: `format` and the mapping settings (json-mapping.ts).
+ * and defaults for every model: `format` and the mapping settings (kit/json-mapping.ts).
  * Model: `topics` (required), `durable`, `groupStart`, `format` and the mapping settings.
  */
-import { redact } from '../errors';
-import { invalidSetting, MAPPING_KEYS, parseMapping, type Mapping } from './json-mapping';
-import { APP_KEYS, checkSettingKeys } from './setting-readers';
+import { redact } from '../../errors';
+import { MAPPING_KEYS, parseMapping, type Mapping } from '../kit/json-mapping';
+import { invalidSetting, SettingsReader, type Settings } from '../kit/settings';
 
 export type PayloadFormat = 'json' | 'cloudevents' | 'raw';
 
@@ -36,20 +36,6 @@ const DEFAULT_KEYS = ['format', ...MAPPING_KEYS] as const;
 
 export const BRIDGE_SETTING_KEYS = ['url', 'options', 'maxBuffered', 'stopTimeout', ...DEFAULT_KEYS] as const;
 
-function int(
-  settings: Readonly<Record<string, unknown>>,
-  where: string,
-  key: string,
-  fallback: number,
-): number {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw invalidSetting(where, key, `must be a positive integer (got ${JSON.stringify(value)})`);
-  }
-  return value;
-}
-
 function format(value: unknown, where: string): PayloadFormat {
   const f = value ?? 'json';
   if (f !== 'json' && f !== 'cloudevents' && f !== 'raw') {
@@ -62,12 +48,9 @@ function format(value: unknown, where: string): PayloadFormat {
   return f;
 }
 
-export function parseBridgeSettings(
-  settings: Readonly<Record<string, unknown>>,
-  name = 'bridge',
-): BridgeSettings {
-  const where = `datasources.${name}`;
-  checkSettingKeys(settings, [...BRIDGE_SETTING_KEYS, ...APP_KEYS], where);
+export function parseBridgeSettings(settings: Settings, name: string): BridgeSettings {
+  const r = SettingsReader.forDataSource(name, settings).closed(BRIDGE_SETTING_KEYS);
+  const where = r.where;
   const url = settings.url;
   if (typeof url !== 'string' || url === '') {
     throw invalidSetting(
@@ -87,8 +70,8 @@ export function parseBridgeSettings(
     url,
     displayUrl: redact(url),
     options: options as Record<string, unknown>,
-    maxBuffered: int(settings, where, 'maxBuffered', 10_000),
-    stopTimeout: int(settings, where, 'stopTimeout', 5_000),
+    maxBuffered: r.positiveInt('maxBuffered', 10_000),
+    stopTimeout: r.positiveInt('stopTimeout', 5_000),
     defaults,
   };
 }
@@ -98,8 +81,7 @@ export function parseBridgeModel(
   model: string,
   modelSettings: Readonly<Record<string, unknown>>,
 ): BridgeModelSettings {
-  const where = `models.${model}.settings`;
-  checkSettingKeys(modelSettings, MODEL_KEYS, where);
+  const where = SettingsReader.forModel(model, modelSettings).closed(MODEL_KEYS).where;
   const merged: Record<string, unknown> = { ...ds.defaults };
   for (const key of MODEL_KEYS) if (modelSettings[key] !== undefined) merged[key] = modelSettings[key];
   const topics = typeof merged.topics === 'string' ? [merged.topics] : merged.topics;

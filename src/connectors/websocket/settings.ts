@@ -5,21 +5,20 @@
  * Datasource: `url` (ws:// or wss://, required), `headers`, `subscribe`, `resume`
  * (`{ param, beginning? }`: the server resumes after a cursor given as `?<param>=<cursor>`),
  * `connectTimeout`, `reconnectDelay`, `maxReconnectDelay`, `pingInterval`, `pingTimeout`,
- * `maxPayload`, and default mapping settings for every model (json-mapping.ts, plus
+ * `maxPayload`, and default mapping settings for every model (kit/json-mapping.ts, plus
  * `cursorPath`). Model: `subscribe`, `cursorPath` and the mapping settings, which override the
  * datasource's.
  */
-import { redact } from '../errors';
+import { redact } from '../../errors';
 import {
-  invalidSetting,
   MAPPING_KEYS,
   parseMapping,
   parsePath,
   withModel,
   type JsonPath,
   type Mapping,
-} from './json-mapping';
-import { APP_KEYS, checkSettingKeys } from './setting-readers';
+} from '../kit/json-mapping';
+import { invalidSetting, SettingsReader, type Settings } from '../kit/settings';
 
 export interface WebSocketSettings {
   /** The URL as configured (secrets included): only for connecting, never for logs. */
@@ -61,32 +60,14 @@ export const WEBSOCKET_SETTING_KEYS = [
   ...MODEL_KEYS,
 ] as const;
 
-function int(
-  settings: Readonly<Record<string, unknown>>,
-  where: string,
-  key: string,
-  fallback: number,
-  min = 1,
-): number {
-  const value = settings[key];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalidSetting(where, key, `must be an integer of at least ${min} (got ${JSON.stringify(value)})`);
-  }
-  return value;
-}
-
 /** For logs: scheme, host and path only (no user info, no query string with tokens). */
 export function displayUrl(url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}`;
 }
 
-export function parseWebSocketSettings(
-  settings: Readonly<Record<string, unknown>>,
-  name = 'websocket',
-): WebSocketSettings {
-  const WHERE = `datasources.${name}`;
-  checkSettingKeys(settings, [...WEBSOCKET_SETTING_KEYS, ...APP_KEYS], WHERE);
+export function parseWebSocketSettings(settings: Settings, name: string): WebSocketSettings {
+  const r = SettingsReader.forDataSource(name, settings).closed(WEBSOCKET_SETTING_KEYS);
+  const WHERE = r.where;
   const raw = settings.url;
   if (typeof raw !== 'string' || raw === '') {
     throw invalidSetting(WHERE, 'url', 'is required: the ws:// or wss:// URL of the event stream');
@@ -124,11 +105,10 @@ export function parseWebSocketSettings(
     }
     resume = { param: r.param, ...(typeof r.beginning === 'string' ? { beginning: r.beginning } : {}) };
   }
-  const reconnectDelay = int(settings, WHERE, 'reconnectDelay', 500);
-  const maxReconnectDelay = int(settings, WHERE, 'maxReconnectDelay', 30_000);
-  if (maxReconnectDelay < reconnectDelay) {
-    throw invalidSetting(WHERE, 'maxReconnectDelay', `must be at least reconnectDelay (${reconnectDelay})`);
-  }
+  const { reconnectDelay, maxReconnectDelay } = r.reconnect({
+    reconnectDelay: 500,
+    maxReconnectDelay: 30_000,
+  });
   // The datasource's mapping defaults are checked now; each model's merge again at start.
   const defaults = Object.fromEntries(MAPPING_KEYS.filter((k) => k in settings).map((k) => [k, settings[k]]));
   parseMapping(defaults, WHERE, '{model}');
@@ -137,12 +117,12 @@ export function parseWebSocketSettings(
     displayUrl: displayUrl(url),
     headers: headers as Record<string, string>,
     resume,
-    connectTimeout: int(settings, WHERE, 'connectTimeout', 10_000),
+    connectTimeout: r.int('connectTimeout', 10_000),
     reconnectDelay,
     maxReconnectDelay,
-    pingInterval: int(settings, WHERE, 'pingInterval', 30_000, 0),
-    pingTimeout: int(settings, WHERE, 'pingTimeout', 10_000),
-    maxPayload: int(settings, WHERE, 'maxPayload', 100 * 1024 * 1024),
+    pingInterval: r.int('pingInterval', 30_000, 0),
+    pingTimeout: r.int('pingTimeout', 10_000),
+    maxPayload: r.int('maxPayload', 100 * 1024 * 1024),
     defaults: settings,
   };
 }
@@ -153,8 +133,7 @@ export function parseWebSocketModel(
   model: string,
   modelSettings: Readonly<Record<string, unknown>>,
 ): WebSocketModelSettings {
-  const where = `models.${model}.settings`;
-  checkSettingKeys(modelSettings, MODEL_KEYS, where);
+  const where = SettingsReader.forModel(model, modelSettings).closed(MODEL_KEYS).where;
   const merged: Record<string, unknown> = {};
   for (const key of MODEL_KEYS) {
     const value = modelSettings[key] ?? ds.defaults[key];

@@ -1,8 +1,8 @@
 /**
  * The CouchDB / Cloudant event connector (built-in `couchdb`, alias `cloudant`).
  *
- * Each model is one database, read through its `_changes` feed (see couchdb-feed.ts for the
- * protocol, couchdb-settings.ts for the settings, couchdb-revs.ts for the replay filter).
+ * Each model is one database, read through its `_changes` feed (see feed.ts for the
+ * protocol, settings.ts for the settings, revs.ts for the replay filter).
  * Positions are CouchDB seqs, kept as strings and sent back as received, so feeds resume after
  * a restart (`resumable`). CouchDB has no before image: `before` is always null, a delete has
  * `after: null` and its revision in `source.rev`. Design documents are skipped unless
@@ -13,7 +13,7 @@
  * handed over. A body reader gives both directly (no read → TCP backpressure; the seq of every
  * change is ours); changesReader emits batches and keeps its own `since`.
  */
-import { defaultLogger, type Logger } from '../logger';
+import { defaultLogger, type Logger } from '../../logger';
 import type {
   ConnectorHealth,
   ConnectorModule,
@@ -21,13 +21,13 @@ import type {
   EventConnector,
   ModelFeed,
   StartRequest,
-} from './contract';
-import { CouchFeed } from './couchdb-feed';
-import { databaseOf, parseCouchDbSettings, type CouchDbSettings } from './couchdb-settings';
-import { connectorInitializer } from './initialize';
-import { FeedSet } from './feed-set';
+} from '../contract';
+import { CouchFeed } from './feed';
+import { databaseOf, parseCouchDbSettings, type CouchDbSettings } from './settings';
+import { connectorInitializer } from '../kit/initialize';
+import { FeedSet } from '../kit/feed-set';
 
-export { parseCouchDbSettings, COUCHDB_SETTING_KEYS } from './couchdb-settings';
+export { parseCouchDbSettings, COUCHDB_SETTING_KEYS } from './settings';
 
 export class CouchDbConnector implements EventConnector {
   readonly name = 'couchdb';
@@ -37,7 +37,7 @@ export class CouchDbConnector implements EventConnector {
   private readonly feeds: FeedSet<CouchFeed>;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseCouchDbSettings(dataSource.settings);
+    this.settings = parseCouchDbSettings(dataSource.settings, dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'couchdb',
       datasource: dataSource.name,

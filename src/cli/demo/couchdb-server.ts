@@ -3,7 +3,7 @@
  * speaks enough of CouchDB's HTTP API for the connector (databases, documents, `_changes` with
  * continuous and longpoll feeds) and is what `evpub demo` and the tests read from.
  *
- * Its continuous `_changes` feed is served by couchdb-embedded-changes.ts (CouchDB's behaviour,
+ * Its continuous `_changes` feed is served by couchdb-changes.ts (CouchDB's behaviour,
  * no leaks). Nothing survives the server: data lives in memory. `inProcess: false` runs it in a child
  * process (so a test can `kill -9` it); the child exits when its parent goes away. With `auth`,
  * every request must carry those Basic credentials, else 401 as CouchDB answers it.
@@ -12,9 +12,9 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { extname, join } from 'node:path';
-import { ErrorCode, EvpubError } from '../errors';
-import { loadDriver } from '../pubsub/driver';
-import { continuousFeedDb, serveContinuousFeed, type PouchClass } from './couchdb-embedded-changes';
+import { ErrorCode, EvpubError } from '../../errors';
+import { loadDriver } from '../../util/driver';
+import { continuousFeedDb, serveContinuousFeed, type PouchClass } from './couchdb-changes';
 
 export interface CouchServerOptions {
   /** Port to listen on; 0 (default) picks a free one. */
@@ -114,7 +114,7 @@ async function startInProcess(options: CouchServerOptions): Promise<CouchServer>
 
 function startChild(options: CouchServerOptions): Promise<CouchServer> {
   const ext = extname(__filename);
-  const script = join(__dirname, `couchdb-embedded-child${ext}`);
+  const script = join(__dirname, `couchdb-child${ext}`);
   // Running from TypeScript sources (tests): the child needs tsx to load .ts files.
   const execArgv = ext === '.ts' ? ['--import', 'tsx'] : [];
   const child: ChildProcess = fork(script, [JSON.stringify({ ...options, inProcess: true })], {

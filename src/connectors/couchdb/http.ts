@@ -8,8 +8,8 @@
  * Bodies are requested without compression (`accept-encoding: identity`): a gzip stream holds a
  * continuous feed's lines back until the compressor flushes, which delays changes and heartbeats.
  */
-import { ErrorCode, EvpubError } from '../errors';
-import type { CouchDbSettings } from './couchdb-settings';
+import { ErrorCode, EvpubError } from '../../errors';
+import type { CouchDbSettings } from './settings';
 
 export interface Request {
   /** Aborts the request and its body (stop, idle timeout). */

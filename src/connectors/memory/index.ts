@@ -13,8 +13,8 @@
  * nothing survives the process. Reading honours backpressure: when `sink.push` returns false,
  * the reader awaits `sink.drain()`.
  */
-import { ErrorCode, EvpubError } from '../errors';
-import type { ChangeEvent, Operation, Position, Row } from '../events/change-event';
+import { ErrorCode, EvpubError } from '../../errors';
+import type { ChangeEvent, Operation, Position, Row } from '../../events/change-event';
 import type {
   ChangeSink,
   ConnectorHealth,
@@ -23,7 +23,12 @@ import type {
   EventConnector,
   ModelFeed,
   StartRequest,
-} from './contract';
+} from '../contract';
+import { Lifecycle } from '../kit/lifecycle';
+import { SettingsReader } from '../kit/settings';
+
+/** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
+export const MEMORY_SETTING_KEYS = ['store'] as const;
 
 interface LogEntry {
   position: number;
@@ -116,7 +121,7 @@ export class MemoryConnector implements EventConnector {
   readonly name = 'memory';
   readonly resumable = true;
   readonly store: MemoryStore;
-  private state: ConnectorHealth['state'] = 'idle';
+  private readonly life: Lifecycle<'failed'>;
   /** Per model, the position after which it reads. */
   private readonly after = new Map<string, number>();
   private readonly pushed = new Map<string, Position | null>();
@@ -124,7 +129,6 @@ export class MemoryConnector implements EventConnector {
   private cursor = 0;
   private wakeUp: (() => void) | undefined;
   private stopping: (() => void) | undefined;
-  private stopped: Promise<void> | undefined;
   private loop: Promise<void> | undefined;
   private detach: (() => void) | undefined;
 
@@ -133,6 +137,7 @@ export class MemoryConnector implements EventConnector {
     storeName: string,
   ) {
     this.store = memoryStore(storeName);
+    this.life = new Lifecycle('memory', datasource);
   }
 
   /** Creates `key` in `model` (an error if it exists) and logs a `create`. */
@@ -155,9 +160,10 @@ export class MemoryConnector implements EventConnector {
   }
 
   async start({ models, sink }: StartRequest): Promise<void> {
-    if (this.state !== 'idle') {
-      throw new EvpubError(ErrorCode.INVALID_STATE, 'memory connector: start() was already called');
-    }
+    // Nothing to wait for: a bad setting or checkpoint leaves the connector idle.
+    this.life.assertIdle();
+    // Models of the memory connector have no settings: one given is a mistake, not ignored.
+    for (const m of models) SettingsReader.forModel(m.name, m.settings).closed([]);
     for (const m of models) {
       const after = this.startAfter(m);
       this.after.set(m.name, after);
@@ -165,12 +171,13 @@ export class MemoryConnector implements EventConnector {
       if (m.from === 'now') sink.mark(m.name, String(after));
     }
     this.cursor = Math.min(...this.after.values(), this.store.head);
-    this.state = 'streaming';
+    this.life.begin();
+    this.life.started();
     sink.status({ type: 'connected' });
     this.detach = this.store.onAppend(() => this.wakeUp?.());
     const stopSignal = new Promise<void>((resolve) => (this.stopping = resolve));
     this.loop = this.read(sink, stopSignal).catch((err: unknown) => {
-      this.state = 'failed';
+      this.life.state = 'failed';
       const error = err instanceof Error ? err : new Error(String(err));
       for (const model of this.after.keys()) sink.fail(model, error);
     });
@@ -184,7 +191,7 @@ export class MemoryConnector implements EventConnector {
 
   /** Reads the log in order and pushes each event of a started model; waits when caught up. */
   private async read(sink: ChangeSink, stopSignal: Promise<void>): Promise<void> {
-    while (this.state === 'streaming') {
+    while (this.life.state === 'streaming') {
       const entry = this.store.entryAt(this.cursor + 1);
       if (!entry) {
         await Promise.race([new Promise<void>((resolve) => (this.wakeUp = resolve)), stopSignal]);
@@ -214,29 +221,27 @@ export class MemoryConnector implements EventConnector {
   }
 
   stop(): Promise<void> {
-    this.stopped ??= (async () => {
-      this.state = 'stopped';
+    return this.life.stop(async () => {
       this.detach?.();
       this.stopping?.();
       await this.loop;
-    })();
-    return this.stopped;
+    });
   }
 
   health(): ConnectorHealth {
-    return { state: this.state, positions: Object.fromEntries(this.pushed) };
+    return { state: this.life.state, positions: Object.fromEntries(this.pushed) };
   }
 }
 
 /** The connector module, LoopBack style: `initialize(dataSource, cb?)` sets `dataSource.connector`. */
 export function initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
-  const store = dataSource.settings.store ?? dataSource.name;
-  if (typeof store !== 'string' || store === '') {
-    const err = new EvpubError(
-      ErrorCode.CONFIG_INVALID,
-      `datasources.${dataSource.name}.store: must be a non-empty string`,
-    );
-    if (callback) return process.nextTick(() => callback(err));
+  let store: string;
+  try {
+    store = SettingsReader.forDataSource(dataSource.name, dataSource.settings)
+      .closed(MEMORY_SETTING_KEYS)
+      .string('store', dataSource.name);
+  } catch (err) {
+    if (callback) return process.nextTick(() => callback(err as Error));
     throw err;
   }
   dataSource.connector = new MemoryConnector(dataSource.name, store);

@@ -21,14 +21,14 @@
  * Either way it stops the app, the subscriber and the server before it exits 0.
  */
 import type { Command } from 'commander';
-import { evpub } from '../app/app';
-import type { EnvelopeName } from '../app/config-types';
-import { startCouchServer, type CouchServer } from '../connectors/couchdb-embedded';
-import { ErrorCode, EvpubError, redact } from '../errors';
-import { createLogger } from '../logger';
-import type { Client } from '../pubsub/client';
-import { createClient } from '../pubsub/registry';
-import { collect, parseClientOptions, parsePositiveInt } from './options';
+import { evpub } from '../../app/app';
+import type { EnvelopeName } from '../../app/config-types';
+import { startCouchServer, type CouchServer } from './couchdb-server';
+import { ErrorCode, EvpubError, redact } from '../../errors';
+import { createLogger } from '../../logger';
+import type { Client } from '../../pubsub/client';
+import { createClient } from '../../pubsub/registry';
+import { collect, parseClientOptions, parsePositiveInt } from '../options';
 
 interface DemoFlags {
   once?: boolean;

@@ -5,28 +5,28 @@
  * Each model is one client on the source broker (`url`, `options`), subscribed to the model's
  * `topics`, with a durable subscription when `durable` is set (recommended: at-least-once).
  * Messages are decoded (`format`: json, cloudevents, raw), mapped to key/op/record
- * (json-mapping.ts) and pushed; protocol in bridge-feed.ts.
+ * (kit/json-mapping.ts) and pushed; protocol in feed.ts.
  *
  * Not `resumable`: positions are a sequence of this process, good for acknowledging in order
  * (`commit`) and nothing else. Durability comes from the source: a durable subscription keeps
  * what evpub has not acknowledged, across restarts and crashes; a plain subscription loses
  * what is published while evpub is not subscribed.
  */
-import type { Position } from '../events/change-event';
-import { defaultLogger, type Logger } from '../logger';
-import { BridgeFeed } from './bridge-feed';
-import { parseBridgeModel, parseBridgeSettings, type BridgeSettings } from './bridge-settings';
+import type { Position } from '../../events/change-event';
+import { defaultLogger, type Logger } from '../../logger';
+import { BridgeFeed } from './feed';
+import { parseBridgeModel, parseBridgeSettings, type BridgeSettings } from './settings';
 import type {
   ConnectorHealth,
   ConnectorModule,
   DataSourceLike,
   EventConnector,
   StartRequest,
-} from './contract';
-import { connectorInitializer } from './initialize';
-import { FeedSet } from './feed-set';
+} from '../contract';
+import { connectorInitializer } from '../kit/initialize';
+import { FeedSet } from '../kit/feed-set';
 
-export { parseBridgeSettings, BRIDGE_SETTING_KEYS } from './bridge-settings';
+export { parseBridgeSettings, BRIDGE_SETTING_KEYS } from './settings';
 
 export class BridgeConnector implements EventConnector {
   readonly name = 'bridge';

@@ -4,7 +4,7 @@
  * set as `dataSource.connector`. A construction error is reported, never thrown: through the
  * callback on the next tick when one is given, otherwise as the returned promise's rejection.
  */
-import type { ConnectorModule, DataSourceLike, EventConnector } from './contract';
+import type { ConnectorModule, DataSourceLike, EventConnector } from '../contract';
 
 export function connectorInitializer(
   make: (dataSource: DataSourceLike) => EventConnector,

@@ -10,7 +10,7 @@
  * express-pouchdb.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { loadDriver } from '../pubsub/driver';
+import { loadDriver } from '../../util/driver';
 
 interface LiveFeed {
   on(event: 'change', listener: (change: unknown) => void): LiveFeed;

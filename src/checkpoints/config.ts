@@ -1,0 +1,6 @@
+/** Where checkpoints are kept (`checkpoints:` in the configuration); see each store. */
+export type CheckpointConfig =
+  | { store: 'file'; path?: string }
+  | { store: 'redis'; url: string; prefix?: string }
+  | { store: 'postgres'; url: string; table?: string }
+  | { store: 'memory' };
