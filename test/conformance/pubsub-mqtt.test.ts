@@ -45,7 +45,7 @@ for (const [name, options, refusals, refusalsNotProduced] of [
     { mqtt: { protocolVersion: 4 } },
     [],
     [
-      'a topic the ACL denies: MQTT 3.1.1 has no refusal in PUBACK, mosquitto acknowledges the publish and drops it',
+      'a topic the ACL denies: MQTT 3.1.1 has no refusal in PUBACK, mosquitto acknowledges the publish and drops it: it cannot be detected',
     ],
   ],
 ] as const) {

@@ -88,6 +88,9 @@ export function natsPermissionError(subject: string, reason: string): EvpubError
 export class CorePublisher {
   private open: Batch | undefined;
   private readonly unconfirmed: Batch[] = [];
+  /** Batches whose PONG came back, settled together one macrotask later (see the header). */
+  private ponged: { batch: Batch; gen: number }[] = [];
+  private settleTimer: NodeJS.Immediate | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -174,20 +177,27 @@ export class CorePublisher {
   private confirm(batch: Batch): void {
     const gen = batch.gen;
     this.link.nc.flush().then(
-      // The -ERRs read before the PONG reach denied() within this turn of the event loop.
-      () =>
-        setImmediate(() => {
-          const i = this.unconfirmed.indexOf(batch);
-          if (i < 0 || batch.gen !== gen) return; // settled meanwhile, or written again since
-          this.unconfirmed.splice(i, 1);
-          for (const [subject, part] of batch.parts) {
-            if (part.denied > 0) part.reject(natsPermissionError(subject, part.reason));
-            else part.resolve();
-          }
-        }),
+      () => {
+        this.ponged.push({ batch, gen });
+        // The -ERRs read before the PONG reach denied() within this turn of the event loop.
+        this.settleTimer ??= setImmediate(() => this.settlePonged());
+      },
       // The connection dropped: the batch stays unconfirmed and is written again on reconnect.
       () => undefined,
     );
+  }
+
+  private settlePonged(): void {
+    this.settleTimer = undefined;
+    for (const { batch, gen } of this.ponged.splice(0)) {
+      const i = this.unconfirmed.indexOf(batch);
+      if (i < 0 || batch.gen !== gen) continue; // settled meanwhile, or written again since
+      this.unconfirmed.splice(i, 1);
+      for (const [subject, part] of batch.parts) {
+        if (part.denied > 0) part.reject(natsPermissionError(subject, part.reason));
+        else part.resolve();
+      }
+    }
   }
 
   private drop(batch: Batch, err: Error): void {
