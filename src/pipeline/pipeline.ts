@@ -46,6 +46,7 @@ import type { EncodedEvent, Envelope } from '../events/envelopes/envelope';
 import type { Logger } from '../logger';
 import type { PublishOptions } from '../pubsub/adapter';
 import type { Client } from '../pubsub/client';
+import { backoffDelay } from '../util/retry';
 import { assertTopic } from '../pubsub/topics';
 import type { CheckpointTracker } from './checkpoint-tracker';
 import {
@@ -599,9 +600,10 @@ export class Pipeline implements ChangeSink {
     feed.mode = 'backoff';
     feed.attempt++;
     feed.stats.retries++;
-    const initial = this.options.retry?.initialDelay ?? 100;
-    const max = this.options.retry?.maxDelay ?? 10_000;
-    const delayMs = Math.min(initial * 2 ** Math.min(feed.attempt - 1, 20), max);
+    const delayMs = backoffDelay(feed.attempt, {
+      initialDelay: this.options.retry?.initialDelay ?? 100,
+      maxDelay: this.options.retry?.maxDelay ?? 10_000,
+    });
     const events = feed.queue.length - feed.head;
     this.options.logger.warn(
       { err, feed: feed.spec.feedId, attempt: feed.attempt, delayMs, events },

@@ -51,6 +51,11 @@ export type Payload = Buffer | Uint8Array | string;
  */
 class PendingPublish {
   settled = false;
+  /**
+   * For a publish still waiting for the connection: called when it times out, so that it lets
+   * go of its payload and is never sent (its caller was told it failed, and will retry).
+   */
+  abandon: (() => void) | undefined;
   readonly promise: Promise<void>;
   resolve!: () => void;
   reject!: (err: Error) => void;
@@ -293,6 +298,12 @@ export class Client extends EventEmitter<ClientEventMap> {
       }
       const body = toBuffer(payload);
       if (this._state === 'connected') return this.bounded(this.adapter.publish(topic, body, options), topic);
+      // Offline (or not yet connected): wait for the connection, unless the publish times out
+      // first. A publish that timed out is never sent afterwards: its caller was told it failed
+      // and re-publishes it (the pipeline re-sends its whole window), so sending it on the
+      // reconnect too would add one copy per retry of a long outage, held in memory till then.
+      const deadline = Date.now() + this.options.publishTimeout;
+      const held: { body: Buffer | undefined } = { body };
       return this.bounded(
         (async () => {
           await this.ensureConnected();
@@ -300,9 +311,11 @@ export class Client extends EventEmitter<ClientEventMap> {
           if (this._state !== 'connected') {
             throw new EvpubError(ErrorCode.CLIENT_CLOSED, 'the client was ended before the publish');
           }
-          await this.adapter.publish(topic, body, options);
+          if (held.body === undefined || Date.now() >= deadline) throw this.timeoutError(topic);
+          await this.adapter.publish(topic, held.body, options);
         })(),
         topic,
+        () => (held.body = undefined),
       );
     } catch (err) {
       return Promise.reject(toError(err));
@@ -314,13 +327,14 @@ export class Client extends EventEmitter<ClientEventMap> {
    * All publishes share one timeout, so deadlines expire in publish order: one sweep timer
    * walks a FIFO of pending publishes instead of a timer per publish on the hot path.
    */
-  private bounded(work: Promise<void>, topic: string): Promise<void> {
+  private bounded(work: Promise<void>, topic: string, abandon?: () => void): Promise<void> {
     const deadline = Date.now() + this.options.publishTimeout;
     const last = this.lastPending;
     if (last && !last.settled && last.work === work && last.deadline === deadline && last.topic === topic) {
       return last.promise;
     }
     const entry = new PendingPublish(deadline, topic, work);
+    entry.abandon = abandon;
     this.lastPending = entry;
     this.pending.push(entry);
     this.sweeper ??= setInterval(() => this.sweep(), this.sweepEvery).unref();
@@ -354,6 +368,7 @@ export class Client extends EventEmitter<ClientEventMap> {
       if (!entry.settled) {
         if (entry.deadline > now) break;
         entry.settled = true;
+        entry.abandon?.();
         entry.reject(this.timeoutError(entry.topic));
       }
       queue[head++] = undefined;

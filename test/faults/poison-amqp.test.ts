@@ -4,6 +4,7 @@
  * it, the event is dead-lettered and the feed goes on.
  */
 import { execFileSync } from 'node:child_process';
+import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { ErrorCode } from '../../src/errors';
 import { requireService, uniqueName } from '../helpers/services';
@@ -24,12 +25,17 @@ beforeAll(async () => {
   // Write to every routing key of the exchange but the vip row's.
   rabbitmqctl('set_topic_permissions', '-p', '/', user, exchange, `^(?!${root}\\.orders\\.vip$).*`, '.*');
 }, 60_000);
-afterAll(() => {
+afterAll(async () => {
   try {
     rabbitmqctl('delete_user', user);
   } catch {
     // already gone
   }
+  // The exchange the adapter declared for this test.
+  const conn = await amqp.connect(amqpUrl);
+  const ch = await conn.createChannel();
+  await ch.deleteExchange(exchange).catch(() => undefined);
+  await conn.close();
 });
 
 describe('poison events on AMQP', () => {

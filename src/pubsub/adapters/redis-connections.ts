@@ -19,6 +19,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Redis, RedisOptions } from 'ioredis';
+import { backoffDelay } from '../../util/retry';
 import type { AdapterEvents, ResolvedClientOptions } from '../adapter';
 import { ErrorCode, EvpubError, redact } from '../../errors';
 
@@ -192,7 +193,7 @@ export class RedisConnections {
       retryStrategy: (times: number) => {
         // Closed by us: a socket that was closing when shut() ran must not schedule a reconnect.
         if (!this.watched.has(client)) return null;
-        const delay = Math.min(initialDelay * 2 ** Math.min(times - 1, 30), maxDelay);
+        const delay = backoffDelay(times, { initialDelay, maxDelay });
         if (!state.everReady && Date.now() + delay >= state.deadline) return null;
         return delay;
       },

@@ -31,6 +31,7 @@ import type {
   SubscribeOptions,
 } from '../adapter';
 import { ErrorCode, EvpubError, toError } from '../../errors';
+import { backoffDelay } from '../../util/retry';
 import { loadDriver } from '../driver';
 import { hasWildcards, matches, patternToGlob } from '../topics';
 import { RedisConnections, type Redis, type RedisModule } from './redis-connections';
@@ -423,7 +424,7 @@ export class RedisAdapter implements BrokerAdapter {
         createGroup,
         error: (err) => this.events.error(err),
         logger: this.options.logger,
-        backoff: (attempt) => Math.min(initialDelay * 2 ** Math.min(attempt - 1, 30), maxDelay),
+        backoff: (attempt) => backoffDelay(attempt, { initialDelay, maxDelay }),
       },
     );
     this.readers.set(pattern, { reader, conn });
