@@ -38,6 +38,7 @@ import { createClient } from '../../src/pubsub/registry';
 import { startTestCouchServer, type TestCouchServer } from '../helpers/couchdb-server';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
+import { redisClientPorts, redisClientsGone } from '../helpers/redis-clients';
 import { waitFor } from '../helpers/wait';
 import { killCli, spawnCli, type CliProcess } from '../e2e/cli';
 import { countDelivery, reportRow, RssSampler } from './matrix';
@@ -145,8 +146,11 @@ describe('fault matrix: kill -9 of the publisher (couchdb)', () => {
 
       await waitFor(() => seen.length >= KILL_AFTER, `${KILL_AFTER} events before the kill`);
       const seenAtKill = new Set(seen.map((s) => `${s.key} ${s.rev}`));
+      const redisPorts = redisClientPorts(first.pid);
       first.child.kill('SIGKILL');
       expect(await first.exited).toBe('SIGKILL');
+      // What the dead process had sent is in the stream before "run 1" is counted.
+      await redisClientsGone(redis, redisPorts);
       const writingAtKill = writing;
       const run1 = await redis.xlen(topic);
       const checkpointFile = path.join(checkpoints, `${encodeURIComponent('couch/accounts')}.json`);

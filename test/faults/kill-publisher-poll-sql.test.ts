@@ -26,6 +26,7 @@ import { createClient } from '../../src/pubsub/registry';
 import { createPollTable, openTestDb, tick, type PollTable, type TestDb } from '../helpers/poll-tables';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
+import { redisClientPorts, redisClientsGone } from '../helpers/redis-clients';
 import { waitFor } from '../helpers/wait';
 import { killCli, spawnCli, type CliProcess } from '../e2e/cli';
 import { countDelivery, reportRow, RssSampler } from './matrix';
@@ -129,8 +130,11 @@ describe('fault matrix: kill -9 of the publisher (sql poll)', () => {
         () => seen.length >= KILL_AFTER && checkpoint() !== undefined,
         `${KILL_AFTER} events and a saved checkpoint before the kill`,
       );
+      const redisPorts = redisClientPorts(first.pid);
       first.child.kill('SIGKILL');
       expect(await first.exited).toBe('SIGKILL');
+      // What the dead process had sent is in the stream before "run 1" is counted.
+      await redisClientsGone(redis, redisPorts);
       const writingAtKill = writing;
       const run1 = await redis.xlen(topic);
       const resumeFrom = checkpoint();
