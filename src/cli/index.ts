@@ -6,6 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
+import { registerCheck } from './check';
 import { registerDeadLetters } from './dead-letters';
 import { registerDemo } from './demo';
 import { reportError } from './errors';
@@ -25,6 +26,7 @@ const program = new Command('evpub')
 
 registerStart(program);
 registerInit(program);
+registerCheck(program);
 registerPub(program);
 registerSub(program);
 registerDemo(program);

@@ -39,6 +39,11 @@
  *    `stop()` resolves are still published (drained) by the publisher. Calling `stop()` twice
  *    is harmless.
  * 7. `health()` answers synchronously with what the connector knows now.
+ * 8. `check(models)` (optional; `evpub check`) tells what the source still needs before capture
+ *    can work, every finding at once with the command that fixes it, instead of failing `start`
+ *    at the first. It only reads: it connects, asks and disconnects; it never creates a slot,
+ *    a publication or a table. It is called on an initialized connector that is not started,
+ *    and rejects only on a bug: an unreachable source is a finding.
  */
 import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
 import type { Logger } from '../logger';
@@ -129,6 +134,21 @@ export interface EventConnector {
   stop(): Promise<void>;
   commit?(model: string, position: Position): Promise<void>;
   health(): ConnectorHealth;
+  check?(
+    models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
+  ): Promise<SourceCheck[]>;
+}
+
+/** One finding of `EventConnector.check` (point 8). No secrets. */
+export interface SourceCheck {
+  /** What was checked: `wal_level`, `REPLICATION attribute`, `table public.orders`, ... */
+  what: string;
+  /** `ok`; `warning`: capture works but not fully (e.g. no old row in `before`); `error`: it cannot. */
+  level: 'ok' | 'warning' | 'error';
+  /** What was found (`wal_level is replica`). */
+  detail: string;
+  /** The command or setting that fixes it, when not ok. */
+  fix?: string;
 }
 
 /** What `initialize()` receives: a LoopBack-like datasource. */

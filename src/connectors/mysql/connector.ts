@@ -24,12 +24,14 @@ import { defaultLogger, type Logger } from '../../logger';
 import { loadDriver } from '../../util/driver';
 import { backoffDelay, sleepUnlessStopped } from '../../util/retry';
 import { Lifecycle } from '../kit/lifecycle';
+import { checkMysql } from './check';
 import type {
   ChangeSink,
   ConnectorHealth,
   DataSourceLike,
   EventConnector,
   ModelFeed,
+  SourceCheck,
   StartRequest,
 } from '../contract';
 import { BinlogStream } from './binlog';
@@ -95,6 +97,13 @@ export class MysqlConnector implements EventConnector {
     conn.on('error', () => undefined); // a later loss fails the next query, which reports it
     await conn.query("SET time_zone = '+00:00'");
     return conn;
+  }
+
+  /** `evpub check`: what the server and tables still need (contract point 8; read-only). */
+  check(
+    models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
+  ): Promise<SourceCheck[]> {
+    return checkMysql(() => this.connect(), this.settings, this.dataSource.name, models);
   }
 
   async start(request: StartRequest): Promise<void> {

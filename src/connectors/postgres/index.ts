@@ -39,6 +39,7 @@ import type {
   DataSourceLike,
   EventConnector,
   ModelFeed,
+  SourceCheck,
   StartRequest,
 } from '../contract';
 import { fixes, sourceError } from './errors';
@@ -69,6 +70,7 @@ import {
   type TableInfo,
 } from './slot-admin';
 import { countRows, readChunk, snapshotId } from './snapshot';
+import { checkPostgres } from './check';
 import { ReplicationStream } from './stream';
 import { decodeValue } from './types';
 import { connectorInitializer } from '../kit/initialize';
@@ -735,6 +737,13 @@ export class PostgresConnector implements EventConnector {
       if (err instanceof EvpubError && !err.retriable) this.failAll(err);
       else this.logger.debug({ err: toError(err).message }, 'lag check failed');
     }
+  }
+
+  /** `evpub check`: what PostgreSQL still needs (contract point 8; read-only). */
+  check(
+    models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
+  ): Promise<SourceCheck[]> {
+    return checkPostgres(this.settings, models);
   }
 
   health(): ConnectorHealth {
