@@ -7,17 +7,42 @@
  * the CLI's `start` logs to stdout (`destination: 1`).
  */
 import pino from 'pino';
+import pretty from 'pino-pretty';
 
 export type Logger = pino.Logger;
 
-export function createLogger(options: { level?: string; name?: string; destination?: 1 | 2 } = {}): Logger {
+export interface LoggerOptions {
+  level?: string;
+  name?: string;
+  /** File descriptor: 2 (stderr, default) or 1 (stdout). */
+  destination?: 1 | 2;
+  /**
+   * Readable lines (`12:00:01.123 INFO: evpub started {feeds: [...]}`, colours when `colorize`)
+   * instead of JSON: for a person at a terminal (`evpub start` on a TTY, or `--pretty`). The
+   * same redaction applies.
+   */
+  pretty?: boolean;
+  colorize?: boolean;
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const fd = options.destination ?? 2;
   return pino(
     {
       name: options.name ?? 'evpub',
       level: options.level ?? process.env.EVPUB_LOG_LEVEL ?? 'warn',
       redact: { paths: ['password', '*.password', 'url', '*.url', 'secret', '*.secret'], censor: '***' },
     },
-    pino.destination(options.destination ?? 2),
+    options.pretty
+      ? pretty({
+          destination: fd,
+          sync: true,
+          colorize: options.colorize ?? false,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,name',
+          singleLine: true,
+        })
+      : pino.destination(fd),
   );
 }
 
