@@ -14,6 +14,7 @@
  *     "topic": "<the topic it was meant for>", "envelope": "cloudevents",
  *     "originalBytes": 123,          // size of the encoded event, when it was encoded
  *     "original": "<encoded event>"  // only when the dead letter still fits the limit
+ *     "contentType": "application/cloudevents+json",  // the original's, with the original
  *     "headers": { ... }             // the original's headers, with the original
  *   }
  *
@@ -80,7 +81,10 @@ export function deadLetterPayload(
   if (failure.topic !== undefined) letter.topic = failure.topic;
   if (!encoded) return Buffer.from(JSON.stringify(letter), 'utf8');
   letter.originalBytes = encoded.payload.length;
-  const original: Record<string, unknown> = { original: encoded.payload.toString('utf8') };
+  const original: Record<string, unknown> = {
+    original: encoded.payload.toString('utf8'),
+    contentType: encoded.contentType,
+  };
   if (encoded.headers) original.headers = encoded.headers;
   return withOriginalIfItFits(letter, original, limit);
 }
