@@ -1,4 +1,5 @@
 /** Reads Prometheus text exposition (format 0.0.4) strictly enough to catch a malformed line. */
+import { waitFor } from './wait';
 
 export interface Sample {
   name: string;
@@ -62,4 +63,15 @@ export function parseExposition(text: string): Exposition {
       return hits[0]?.value;
     },
   };
+}
+
+/** Scrapes (`text()`) until `ok` holds of the exposition; returns that exposition. */
+export async function scrapeUntil(
+  text: () => Promise<string>,
+  ok: (e: Exposition) => boolean,
+  what: string,
+): Promise<Exposition> {
+  let last: Exposition | undefined;
+  await waitFor(async () => ok((last = parseExposition(await text()))), what);
+  return last!;
 }

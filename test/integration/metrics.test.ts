@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
 import { createMetrics, type Metrics } from '../../src/metrics/index';
-import { parseExposition, type Exposition } from '../helpers/prometheus';
+import { parseExposition, scrapeUntil, type Exposition } from '../helpers/prometheus';
 import { quietLogger, subscriber } from '../helpers/publisher';
 import { uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -35,17 +35,6 @@ async function scrape(metrics: Metrics): Promise<Exposition> {
   return parseExposition(await metrics.text());
 }
 
-/** Scrapes until `ok` holds of the exposition; returns that exposition. */
-async function scrapeUntil(
-  metrics: Metrics,
-  ok: (e: Exposition) => boolean,
-  what: string,
-): Promise<Exposition> {
-  let last: Exposition | undefined;
-  await waitFor(async () => ok((last = await scrape(metrics))), what);
-  return last!;
-}
-
 const FEED = { datasource: 'local', model: 'accounts' };
 
 describe('metrics', () => {
@@ -59,7 +48,7 @@ describe('metrics', () => {
     await waitFor(() => sub.got.length === n, `${n} messages`);
     // Confirmed before the subscriber got them; read now, with no wait for a status event.
     const m = await scrapeUntil(
-      metrics,
+      () => metrics.text(),
       (e) => e.value('evpub_events_published_total', FEED) === n,
       'published counter',
     );
@@ -97,7 +86,7 @@ describe('metrics', () => {
     ds.connector!.create('accounts', 'big2', { v: 'y'.repeat(2000) });
     ds.connector!.create('accounts', 'small2', { v: 2 });
     const m = await scrapeUntil(
-      metrics,
+      () => metrics.text(),
       (e) =>
         e.value('evpub_events_published_total', FEED) === 2 &&
         e.value('evpub_events_dead_lettered_total', FEED) === 2,
