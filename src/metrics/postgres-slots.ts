@@ -14,7 +14,7 @@
  * - A failed query drops the connection (the next scrape reconnects) and keeps the last value
  *   for at most `staleMs`, after which the probe answers undefined (the series disappears
  *   rather than show an old number).
- * - `close()` ends the connection; a probe is not used after it.
+ * - `close()` ends the connection at once; a probe answers nothing after it.
  */
 import type { Client } from 'pg';
 import { parsePostgresSettings, type PostgresSettings } from '../connectors/postgres/settings';
@@ -81,6 +81,7 @@ export class SlotProbe {
       );
       if (this.closed) return this.end();
       const state = await slotState(this.client, this.settings.slot);
+      if (this.closed) return this.end();
       this.last = {
         reading: state ? { slot: state.name, bytes: state.lagBytes } : undefined,
         at: Date.now(),
@@ -101,9 +102,12 @@ export class SlotProbe {
     await client?.end().catch(() => undefined);
   }
 
+  /**
+   * Ends the connection now. A query or connect still in flight is not awaited: it ends its
+   * connection itself when it settles (at the latest after the datasource's `connectTimeout`).
+   */
   async close(): Promise<void> {
     this.closed = true;
-    await this.inFlight?.catch(() => undefined);
     await this.end();
   }
 }

@@ -4,9 +4,11 @@
  * slot cannot advance past the rows the test writes and retains at least their WAL: the gauge
  * is positive for a reason the test controls, not by timing. The broker gauge shows the cut.
  */
+import { createServer, type Socket } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { createMetrics } from '../../src/metrics/index';
+import { SlotProbe } from '../../src/metrics/postgres-slots';
 import { PgFixture, sql } from '../helpers/postgres';
 import { parseExposition, scrapeUntil } from '../helpers/prometheus';
 import { quietLogger } from '../helpers/publisher';
@@ -95,5 +97,39 @@ describe('metrics: postgres', () => {
     );
     expect(back.value('evpub_broker_connected', { broker: 'default' })).toBe(1);
     expect(back.value('evpub_connector_streaming', { datasource: 'pg', connector: 'postgres' })).toBe(1);
+  });
+
+  it('never holds a scrape longer than its timeout when the database does not answer', async () => {
+    // A server that accepts connections and never says a word: a hung database.
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => resolve());
+        }),
+    );
+    const port = (server.address() as { port: number }).port;
+    const probe = new SlotProbe(
+      'hung',
+      {
+        connector: 'postgres',
+        url: `postgres://postgres:secret@127.0.0.1:${port}/test`,
+        connectTimeout: 60_000,
+      },
+      { timeoutMs: 200, logger: quietLogger() },
+    );
+    cleanups.push(() => probe.close());
+    expect(probe.slot).toBe('evpub_hung');
+    const began = Date.now();
+    expect(await probe.read()).toBeUndefined();
+    expect(await probe.read()).toBeUndefined(); // the first query still in flight: not a second one
+    expect(Date.now() - began).toBeLessThan(2000);
+    expect(sockets.size).toBe(1);
   });
 });
