@@ -122,6 +122,27 @@ describe('metrics', () => {
     expect(await published(b.metrics)).toBe(7);
   });
 
+  it('samples the end-to-end latency from the counts the pipeline emits', async () => {
+    const { app, ds, metrics } = makeApp();
+    await app.start();
+    let i = 0;
+    // The pipeline emits its counts (with a sample) at most once a second per feed: write until one came.
+    const m = await scrapeUntil(
+      async () => {
+        ds.connector!.create('accounts', `k${i++}`, { i });
+        return metrics.text();
+      },
+      (e) => (e.value('evpub_end_to_end_latency_seconds_count', FEED) ?? 0) >= 1,
+      'a latency sample',
+    );
+    expect(m.types.get('evpub_end_to_end_latency_seconds')).toBe('histogram');
+    const count = m.value('evpub_end_to_end_latency_seconds_count', FEED)!;
+    expect(m.value('evpub_end_to_end_latency_seconds_bucket', { ...FEED, le: '+Inf' })).toBe(count);
+    const sum = m.value('evpub_end_to_end_latency_seconds_sum', FEED)!;
+    expect(sum).toBeGreaterThanOrEqual(0);
+    expect(sum / count).toBeLessThan(10); // in-process, confirmed on the next microtask
+  });
+
   it('close() detaches from the app', async () => {
     const { app, ds, metrics } = makeApp({ maxEventBytes: 400 });
     await app.start();
