@@ -21,7 +21,9 @@
  * - The WAL each PostgreSQL slot retains is queried at scrape time (see postgres-slots.ts),
  *   waiting at most `slotTimeoutMs` for the database.
  * - `close()` removes the status listener, closes the slot probes' connections and empties the
- *   registry. `text()` after `close()` answers an empty exposition.
+ *   registry. `text()` after `close()` answers an empty exposition. Make the metrics once per
+ *   app, not per request: prom-client's default metrics start a GC observer and an event-loop
+ *   delay monitor per registry that live as long as the process (`close()` cannot stop them).
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { App } from '../app/app';

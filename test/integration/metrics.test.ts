@@ -102,6 +102,33 @@ describe('metrics', () => {
     expect(m.value('evpub_events_received_total', FEED)).toBe(4);
   });
 
+  it('shows a failed feed and counts its error by code; counts backpressure pauses', async () => {
+    const { app, ds, metrics } = makeApp({ maxEventBytes: 400, deadLetterLimit: 1, maxInFlight: 2 });
+    await app.start();
+    for (let i = 0; i < 20; i++) ds.connector!.create('accounts', `k${i}`, { i });
+    const before = await scrapeUntil(
+      () => metrics.text(),
+      (e) => e.value('evpub_events_published_total', FEED) === 20,
+      'twenty published',
+    );
+    // A window of 2 and 20 events read at once: the feed held its source back.
+    expect(
+      before.value('evpub_backpressure_pauses_total', { ...FEED, reason: 'window-full' }),
+    ).toBeGreaterThan(0);
+    expect(before.value('evpub_feed_failed', FEED)).toBe(0);
+    // Two dead letters in a row with one code, more than deadLetterLimit: the feed fails.
+    ds.connector!.create('accounts', 'big1', { v: 'x'.repeat(2000) });
+    ds.connector!.create('accounts', 'big2', { v: 'x'.repeat(2000) });
+    const m = await scrapeUntil(
+      () => metrics.text(),
+      (e) => e.value('evpub_feed_failed', FEED) === 1,
+      'the feed failed',
+    );
+    expect(
+      m.value('evpub_errors_total', { ...FEED, kind: 'feed-failed', code: 'EVPUB_PAYLOAD_TOO_LARGE' }),
+    ).toBe(1);
+  });
+
   it('keeps two apps in one process apart, and counters across a restart', async () => {
     const a = makeApp();
     const b = makeApp();
