@@ -108,6 +108,8 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   function observe(feed: string, values: Partial<Record<FeedCounter, number>>, broker?: string): void {
     let t = totals.get(feed);
     if (!t) {
+      // First seen in a status event (once per feed): its broker from the app, so the series keeps one label set.
+      broker ??= app.status().feeds[feed]?.broker;
       t = { labels: { ...splitFeed(feed), broker: broker ?? '' }, base: zeros(), last: zeros() };
       totals.set(feed, t);
     }
