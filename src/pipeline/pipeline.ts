@@ -544,7 +544,7 @@ export class Pipeline implements ChangeSink {
       }
       feed.spec.tracker.ack(entry.seq);
       this.popAcked(feed);
-      if (Date.now() - feed.countsAt >= COUNTS_INTERVAL_MS) this.emitCounts(feed);
+      if (Date.now() - feed.countsAt >= COUNTS_INTERVAL_MS) this.emitCounts(feed, entry);
     }
     if (feed.mode === 'recovering' && generation === feed.generation) {
       feed.recovering.delete(entry);
@@ -706,10 +706,12 @@ export class Pipeline implements ChangeSink {
     }
   }
 
-  private emitCounts(feed: Feed): void {
+  /** `confirmed`: the entry whose confirmation emits the counts (its source time is a latency sample). */
+  private emitCounts(feed: Feed, confirmed?: Entry): void {
     feed.countsAt = Date.now();
     const { published, deadLettered, filtered } = feed.stats;
     const inFlight = feed.queue.length - feed.head;
+    const sourceTime = confirmed && !confirmed.deadLetter ? confirmed.event?.sourceTime : undefined;
     this.options.emit({
       type: 'published',
       feed: feed.spec.feedId,
@@ -717,6 +719,7 @@ export class Pipeline implements ChangeSink {
       deadLettered,
       filtered,
       inFlight,
+      ...(sourceTime === undefined ? {} : { sourceTime }),
     });
   }
 

@@ -23,6 +23,11 @@ export type PublisherStatus =
       deadLettered: number;
       filtered: number;
       inFlight: number;
+      /**
+       * The source time of the event whose confirmation emitted these counts: one sample of
+       * end-to-end latency per feed and interval (absent in the counts emitted at stop).
+       */
+      sourceTime?: string;
     }
   /** A feed's committed position was saved to the checkpoint store. */
   | { type: 'checkpoint'; feed: string; position: Position }
