@@ -2,6 +2,8 @@
  * The Prometheus metrics of an app (src/metrics): the memory connector → the memory broker,
  * scraped as text and read back as Prometheus exposition.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
 import { createMetrics, type Metrics } from '../../src/metrics/index';
@@ -181,5 +183,27 @@ describe('metrics', () => {
     await waitFor(() => app.status().feeds['local/accounts']?.deadLettered === 1, 'dead letter');
     const m = parseExposition(await metrics.text());
     expect(m.samples).toEqual([]);
+  });
+});
+
+describe('the Grafana dashboard (docs/grafana-dashboard.json)', () => {
+  it('reads only metrics evpub serves', async () => {
+    const dashboard = JSON.parse(
+      readFileSync(path.join(__dirname, '../../docs/grafana-dashboard.json'), 'utf8'),
+    ) as { panels: { targets: { expr: string }[] }[] };
+    const names = new Set<string>();
+    for (const panel of dashboard.panels) {
+      for (const target of panel.targets) {
+        for (const m of target.expr.matchAll(/\b((?:evpub|process|nodejs)_[a-z_]+)/g)) {
+          names.add(m[1]!.replace(/_(bucket|sum|count)$/, ''));
+        }
+      }
+    }
+    expect(names.size).toBeGreaterThan(15);
+    const { app, metrics } = makeApp();
+    await app.start();
+    const m = await scrape(metrics);
+    const missing = [...names].filter((name) => !m.types.has(name));
+    expect(missing).toEqual([]);
   });
 });
