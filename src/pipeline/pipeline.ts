@@ -32,7 +32,9 @@
  * - A refusal that hits every event must not flood the dead-letter topic: more than
  *   `deadLetterLimit` dead letters in a row with the same code (no event published between
  *   them) fail the feed. Nothing is committed past the last event published or dead-lettered.
- *   A dead letter the broker refuses for good fails the feed too: nothing is dropped silently.
+ *   A dead letter the broker refuses as too large goes again without the original event in it
+ *   (a broker's advertised limit can be below the one the letter was measured against); one it
+ *   refuses for good otherwise fails the feed too: nothing is dropped silently.
  * - `deadLetter(model, raw)` (input the connector could not turn into an event) goes straight to
  *   the dead-letter topic as an entry of the feed's queue: in order, in the window, retried like
  *   an event, its position committed once the broker confirmed it.
@@ -112,6 +114,11 @@ interface Entry {
   acked: boolean;
   /** Times the broker refused it (transiently); read against `maxAttempts`. */
   attempts: number;
+  /**
+   * For a dead letter that may carry its original: the same letter without it, for a broker
+   * that refuses the letter as too large (its advertised limit can be below the one measured).
+   */
+  withoutOriginal?: () => Buffer;
   /** The feed generation the entry was last issued in; older settlements are stale. */
   generation: number;
 }
@@ -309,21 +316,20 @@ export class Pipeline implements ChangeSink {
     if (!this.countDeadLetter(feed, seq, code, raw.reason)) return this.hasRoom();
     const features = this.deadLetterClient(feed).adapter.features;
     const id = randomUUID();
+    const input = {
+      datasource: this.options.datasource,
+      model,
+      position,
+      ...(raw.source ? { source: raw.source } : {}),
+    };
+    const original = { payload: raw.payload, ...(raw.headers ? { headers: raw.headers } : {}) };
+    const failure = { code, reason: raw.reason };
     const entry: Entry = {
       seq,
       event: undefined,
       topic: this.options.deadLetterTopic,
-      payload: rawDeadLetterPayload(
-        {
-          datasource: this.options.datasource,
-          model,
-          position,
-          ...(raw.source ? { source: raw.source } : {}),
-        },
-        { code, reason: raw.reason },
-        { payload: raw.payload, ...(raw.headers ? { headers: raw.headers } : {}) },
-        this.deadLetterBytes(feed),
-      ),
+      payload: rawDeadLetterPayload(input, failure, original, this.deadLetterBytes(feed)),
+      withoutOriginal: () => rawDeadLetterPayload(input, failure, original, 0),
       size: 0,
       options: { messageId: `${id}:dead-letter` },
       deadLetter: true,
@@ -441,12 +447,9 @@ export class Pipeline implements ChangeSink {
     const { code, reason } = failure;
     if (!this.countDeadLetter(feed, entry.seq, code, reason)) return false;
     const intended = entry.topic === '' ? undefined : entry.topic;
-    entry.payload = deadLetterPayload(
-      event,
-      { ...failure, topic: intended, envelope: feed.spec.envelope.name },
-      encoded,
-      this.deadLetterBytes(feed),
-    );
+    const letter = { ...failure, topic: intended, envelope: feed.spec.envelope.name };
+    entry.payload = deadLetterPayload(event, letter, encoded, this.deadLetterBytes(feed));
+    if (encoded) entry.withoutOriginal = () => deadLetterPayload(event, letter, encoded, 0);
     entry.topic = this.options.deadLetterTopic;
     const features = this.deadLetterClient(feed).adapter.features;
     entry.options = { messageId: `${event.id}:dead-letter` };
@@ -561,6 +564,15 @@ export class Pipeline implements ChangeSink {
     if (generation !== feed.generation || this.closed || feed.failed) return;
     if (entry.deadLetter) {
       if (!isRefusal(err)) return this.scheduleRetry(feed, err);
+      if (err.code === ErrorCode.PAYLOAD_TOO_LARGE && entry.withoutOriginal) {
+        // The letter with its original is too large for this broker: send it without.
+        const smaller = entry.withoutOriginal();
+        entry.withoutOriginal = undefined;
+        if (smaller.length < entry.payload.length) {
+          entry.payload = smaller;
+          return this.issue(feed, entry);
+        }
+      }
       // Even the dead letter is refused (a dead-letter topic this broker will not take).
       return this.fail(
         feed.spec.model,

@@ -47,6 +47,20 @@ describe('poison events on MQTT 5', () => {
     await poisonCase(root, { label: 'mqtt 5 (ACL)', url: broker.url, code: ErrorCode.NOT_AUTHORIZED });
   });
 
+  it('an event over the max_packet_size the broker advertises: dead-lettered before sending; the rows after it arrive', async () => {
+    const small = await startMosquitto({ extraConfig: ['max_packet_size 10000'] });
+    try {
+      await poisonCase(poisonRoot(), {
+        label: 'mqtt 5 (max_packet_size)',
+        url: small.url,
+        poisonBytes: 20_000,
+        code: ErrorCode.PAYLOAD_TOO_LARGE,
+      });
+    } finally {
+      await small.close();
+    }
+  });
+
   it('every event refused: the feed fails after deadLetterLimit dead letters; after the fix a restart publishes the rest', async () => {
     const fixture = new PgFixture();
     const table = await fixture.table('id text PRIMARY KEY, n int');
