@@ -32,6 +32,7 @@ need_pkg() { # command package
 need_pkg kcat kcat
 need_pkg mosquitto_sub mosquitto-clients
 need_pkg redis-cli redis-tools
+need_pkg chromium chromium # browser tests (playwright-core drives Debian's build; no browser download)
 
 ensure postgresql 5432 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start'
 ensure mariadb 3306 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd'
