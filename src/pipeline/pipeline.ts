@@ -37,6 +37,15 @@
  *   the dead-letter topic as an entry of the feed's queue: in order, in the window, retried like
  *   an event, its position committed once the broker confirmed it.
  * - `fail(model, err)` stops one feed: its later events are ignored, the rest go on.
+ * - `hold(model)` pauses a feed on the operator's word (`app.pause()`): from then on the feed
+ *   has no room, exactly as when its window is full, so `push` returns false and `drain()` waits
+ *   until `release(model)`. Nothing is dropped: events the connector pushes meanwhile (those it
+ *   had already read) are taken and published as usual, what is in flight is confirmed and
+ *   committed, the checkpoint stays where the last confirmed event left it, and reading goes on
+ *   from there on release. The datasource has one sink, so a held feed stops the reading of
+ *   every feed of its datasource (as a full window does): one PostgreSQL slot, one binlog
+ *   stream. A hold lasts until released or the process stops (it is not saved). Holding a held
+ *   feed, or releasing one that is not, changes nothing (both return false).
  */
 import { randomUUID } from 'node:crypto';
 import type { ChangeSink, ConnectorStatus, RawDeadLetter } from '../connectors/contract';
@@ -136,7 +145,10 @@ interface Feed {
   attempt: number;
   recovering: Set<Entry>;
   timer: NodeJS.Timeout | undefined;
+  /** Backpressure: the source was told to wait (window full or retrying). */
   paused: boolean;
+  /** Paused by the operator (`hold`) until `release`; a feed with no room, whatever it holds. */
+  held: boolean;
   failed: Error | undefined;
   /**
    * Dead letters in a row with one code, in source order: `lastSeq` is the last one's sequence
@@ -199,8 +211,12 @@ export interface FeedSnapshot {
   inFlight: number;
   inFlightBytes: number;
   mode: Mode;
+  /** Backpressure: the source waits for this feed's window (or its retry). */
   paused: boolean;
+  /** Paused by the operator (`app.pause()`): the datasource is not read until resumed. */
+  held: boolean;
   failed?: string;
+  failedCode?: string;
   received: number;
   published: number;
   deadLettered: number;
@@ -240,6 +256,7 @@ export class Pipeline implements ChangeSink {
         recovering: new Set(),
         timer: undefined,
         paused: false,
+        held: false,
         failed: undefined,
         streak: { code: '', count: 0, lastSeq: -1 },
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
@@ -372,6 +389,33 @@ export class Pipeline implements ChangeSink {
 
   status(status: ConnectorStatus): void {
     this.options.emit({ type: 'connector', datasource: this.options.datasource, status });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Operator pause
+
+  /** Pauses a feed until `release` (see the protocol above). False when it already was held. */
+  hold(model: string): boolean {
+    const feed = this.feeds.get(model);
+    if (!feed || feed.held) return false;
+    feed.held = true;
+    this.options.emit({ type: 'feed-paused', feed: feed.spec.feedId, datasource: this.options.datasource });
+    return true;
+  }
+
+  /** Lets a held feed read on, from where it stopped. False when it was not held. */
+  release(model: string): boolean {
+    const feed = this.feeds.get(model);
+    if (!feed || !feed.held) return false;
+    feed.held = false;
+    this.options.emit({ type: 'feed-resumed', feed: feed.spec.feedId, datasource: this.options.datasource });
+    this.wake();
+    return true;
+  }
+
+  /** The feeds (by model) the operator holds. */
+  heldModels(): string[] {
+    return [...this.feeds.values()].filter((f) => f.held).map((f) => f.spec.model);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -660,7 +704,7 @@ export class Pipeline implements ChangeSink {
 
   private feedHasRoom(feed: Feed): boolean {
     if (feed.failed) return true;
-    if (feed.mode !== 'open') return false;
+    if (feed.held || feed.mode !== 'open') return false;
     const inFlight = feed.queue.length - feed.head;
     if (feed.paused) return inFlight <= this.resumeAt && feed.bytes <= this.resumeAtBytes;
     return inFlight < this.options.maxInFlight && feed.bytes < this.maxBytes;
@@ -673,6 +717,7 @@ export class Pipeline implements ChangeSink {
   }
 
   private roomAfterPush(feed: Feed): boolean {
+    if (feed.held) return false; // told once, by `feed-paused`; not a backpressure pause
     if (!this.feedHasRoom(feed)) {
       this.markPaused(feed, feed.mode === 'open' ? 'window-full' : 'retrying');
       return false;
@@ -777,9 +822,13 @@ export class Pipeline implements ChangeSink {
       inFlightBytes: feed.bytes,
       mode: feed.mode,
       paused: feed.paused,
+      held: feed.held,
       ...feed.stats,
     };
-    if (feed.failed) out.failed = feed.failed.message;
+    if (feed.failed) {
+      out.failed = feed.failed.message;
+      out.failedCode = isEvpubError(feed.failed) ? feed.failed.code : ErrorCode.SOURCE_FAILED;
+    }
     return out;
   }
 
