@@ -39,13 +39,16 @@
  * - `fail(model, err)` stops one feed: its later events are ignored, the rest go on.
  * - `hold(model)` pauses a feed on the operator's word (`app.pause()`): from then on the feed
  *   has no room, exactly as when its window is full, so `push` returns false and `drain()` waits
- *   until `release(model)`. Nothing is dropped: events the connector pushes meanwhile (those it
- *   had already read) are taken and published as usual, what is in flight is confirmed and
- *   committed, the checkpoint stays where the last confirmed event left it, and reading goes on
- *   from there on release. The datasource has one sink, so a held feed stops the reading of
- *   every feed of its datasource (as a full window does): one PostgreSQL slot, one binlog
- *   stream. A hold lasts until released or the process stops (it is not saved). Holding a held
- *   feed, or releasing one that is not, changes nothing (both return false).
+ *   until `release(model)`. Nothing is dropped and nothing new is published: what the connector
+ *   pushes meanwhile (it learns of the hold at its next push, so it may hand over what it had
+ *   already read: one event, one transaction) is queued in the window but not issued; what was
+ *   in flight before the hold is confirmed and committed. The checkpoint stays before the first
+ *   held event; `release` issues the held events in order and reading goes on. At stop, held
+ *   events are left unpublished and uncommitted: the next start reads them again. The
+ *   datasource has one sink, so a held feed stops the reading of every feed of its datasource
+ *   (as a full window does): one PostgreSQL slot, one binlog stream. A hold lasts until
+ *   released or the process stops (it is not saved). Holding a held feed, or releasing one that
+ *   is not, changes nothing (both return false).
  */
 import { randomUUID } from 'node:crypto';
 import type { ChangeSink, ConnectorStatus, RawDeadLetter } from '../connectors/contract';
@@ -149,6 +152,8 @@ interface Feed {
   paused: boolean;
   /** Paused by the operator (`hold`) until `release`; a feed with no room, whatever it holds. */
   held: boolean;
+  /** Entries queued while held and not issued yet (the queue's tail), issued on release. */
+  unissued: Set<Entry>;
   failed: Error | undefined;
   /**
    * Dead letters in a row with one code, in source order: `lastSeq` is the last one's sequence
@@ -257,6 +262,7 @@ export class Pipeline implements ChangeSink {
         timer: undefined,
         paused: false,
         held: false,
+        unissued: new Set(),
         failed: undefined,
         streak: { code: '', count: 0, lastSeq: -1 },
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
@@ -297,12 +303,13 @@ export class Pipeline implements ChangeSink {
     return this.roomAfterPush(feed);
   }
 
-  /** Queues an entry at the feed's tail and issues it unless the feed is backing off. */
+  /** Queues an entry at the feed's tail and issues it unless the feed is held or backing off. */
   private enqueue(feed: Feed, entry: Entry): void {
     entry.size = entry.payload.length;
     feed.bytes += entry.size;
     feed.queue.push(entry);
-    if (feed.mode !== 'backoff') this.issue(feed, entry);
+    if (feed.held) feed.unissued.add(entry);
+    else if (feed.mode !== 'backoff') this.issue(feed, entry);
   }
 
   mark(model: string, position: Position): void {
@@ -408,7 +415,16 @@ export class Pipeline implements ChangeSink {
     const feed = this.feeds.get(model);
     if (!feed || !feed.held) return false;
     feed.held = false;
+    const held = [...feed.unissued];
+    feed.unissued.clear();
     this.options.emit({ type: 'feed-resumed', feed: feed.spec.feedId, datasource: this.options.datasource });
+    // Backing off: the coming re-publish issues them with the rest.
+    if (!this.closed && !feed.failed && feed.mode !== 'backoff') {
+      for (const entry of held) {
+        if (feed.mode === 'recovering') feed.recovering.add(entry);
+        this.issue(feed, entry);
+      }
+    }
     this.wake();
     return true;
   }
@@ -674,6 +690,7 @@ export class Pipeline implements ChangeSink {
     feed.recovering = new Set();
     for (let i = feed.head; i < feed.queue.length; i++) {
       const entry = feed.queue[i]!;
+      if (feed.unissued.has(entry)) break; // held: the tail waits for release
       feed.recovering.add(entry);
       this.issue(feed, entry);
     }
@@ -773,10 +790,13 @@ export class Pipeline implements ChangeSink {
   // -------------------------------------------------------------------------------------------
   // Shutdown and inspection
 
-  /** Every feed has nothing in flight, or failed (what it holds is left uncommitted). */
+  /**
+   * Every feed has nothing in flight, or failed (what it holds is left uncommitted); a held
+   * feed's unissued events do not count (left uncommitted, read again at the next start).
+   */
   private isIdle(): boolean {
     for (const feed of this.feeds.values()) {
-      if (!feed.failed && feed.queue.length - feed.head > 0) return false;
+      if (!feed.failed && feed.queue.length - feed.head > feed.unissued.size) return false;
     }
     return true;
   }

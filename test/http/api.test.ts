@@ -178,10 +178,12 @@ describe('management API', () => {
 
     for (let i = 0; i < 3; i++) connector.create('accounts', `while-${i}`, { n: i });
     connector.create('orders', 'o1', { n: 1 });
-    // Not read while paused: the memory connector's reader waits on drain(). Give it a chance
-    // to (wrongly) publish: another datasource's events would flow meanwhile.
-    await new Promise((r) => setImmediate(r));
-    expect(sub.got.length).toBeLessThanOrEqual(2); // at most one read before the pause was seen
+    // Not published while paused (the connector learns of the pause at its next push: the one
+    // event it hands over is held, unpublished and uncommitted).
+    await waitFor(() => app.status().feeds['local/accounts']!.received >= 2, 'the connector pushed once');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(sub.got.length).toBe(1);
+    expect(app.status().feeds['local/accounts']!.received).toBe(2);
     const committedWhilePaused = app.status().feeds['local/accounts']!.committed;
 
     const resumed = await call(url, 'POST', '/api/feeds/local/accounts/resume', { body: { reason: 'done' } });
@@ -378,5 +380,47 @@ describe('http config', () => {
   it('app.listen() refuses a non-loopback host without a token', async () => {
     const app = evpub({ logger: quietLogger() });
     await expect(app.listen({ host: '0.0.0.0', port: 0 })).rejects.toThrow(/http\.token/);
+  });
+});
+
+describe('pause and stop', () => {
+  it('stops at once with held events: they stay uncommitted and are read again at the next start', async () => {
+    const { MemoryCheckpointStore } = await import('../../src/checkpoints/memory');
+    const store = new MemoryCheckpointStore();
+    const broker = `memory://${uniqueName('b')}`;
+    const storeName = uniqueName('s');
+    const sub = await subscriber(broker);
+    cleanups.push(() => sub.client.end());
+    const make = () => {
+      const app = evpub({
+        logger: quietLogger(),
+        brokers: { default: broker },
+        checkpoints: store,
+        stopTimeout: 20_000,
+      });
+      app.dataSource<MemoryConnector>('local', { connector: 'memory', store: storeName });
+      app.model('accounts', { dataSource: 'local', topic: '{model}/{key}', from: 'beginning' });
+      cleanups.push(() => app.stop());
+      return app;
+    };
+    const first = make();
+    await first.start();
+    const connector = () => first.status().datasources.local!;
+    expect(connector().connector).toBe('memory');
+    const { memoryStore } = await import('../../src/connectors/memory');
+    memoryStore(storeName).write('local', 'accounts', 'create', 'a', { n: 1 });
+    await waitFor(() => sub.got.length === 1, 'the first event');
+    first.pause('local/accounts');
+    memoryStore(storeName).write('local', 'accounts', 'create', 'b', { n: 2 });
+    await waitFor(() => first.status().feeds['local/accounts']!.received === 2, 'the held event');
+    const began = Date.now();
+    await first.stop();
+    expect(Date.now() - began).toBeLessThan(5000); // not the 20 s stopTimeout
+    expect(sub.got.map((m) => m.topic)).toEqual(['accounts/a']);
+
+    const second = make();
+    await second.start();
+    await waitFor(() => sub.got.length === 2, 'the held event, read again');
+    expect(sub.got.map((m) => m.topic)).toEqual(['accounts/a', 'accounts/b']);
   });
 });
