@@ -414,7 +414,7 @@ export function deepFreeze<T>(value: T): Readonly<T> {
 function applyDefaults(config: Json, env: Readonly<Record<string, string | undefined>>): void {
   config.brokers ??= {};
   if (config.http === undefined || isObject(config.http)) {
-    config.http = httpDefaults(isObject(config.http) ? (config.http as HttpConfig) : {}, env);
+    config.http = httpDefaults(isObject(config.http) ? config.http : {}, env);
   }
   config.publisher ??= {};
   config.checkpoints ??= { store: 'file', path: DEFAULT_CHECKPOINT_PATH };
@@ -454,7 +454,7 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
   }
   semanticChecks(config, options, problems);
   if (isObject(config.http) && !problems.some((p) => p.path.startsWith('http'))) {
-    problems.push(...httpProblems(config.http as HttpConfig));
+    problems.push(...httpProblems(config.http));
   }
   if (problems.length > 0) throw problemsError(problems, options);
   return deepFreeze(config as unknown as EvpubConfig);

@@ -131,7 +131,10 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
           }
         : {}),
     },
-    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+    refResolver: {
+      buildLocalReference: (json, _base, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
+    },
   });
 
   if (options.token) {

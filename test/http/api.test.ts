@@ -7,11 +7,13 @@ import { Writable } from 'node:stream';
 import Fastify from 'fastify';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { evpub, type App } from '../../src/app/app';
+import { evpub } from '../../src/app/app';
 import { validateConfig } from '../../src/app/config';
 import { ErrorCode, isEvpubError } from '../../src/errors';
 import { evpubApi } from '../../src/http/routes';
-import type { MemoryConnector } from '../../src/connectors/memory';
+import type { FeedsView, FeedView, ReadyView } from '../../src/http/views';
+import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
+import { memoryStore, type MemoryConnector } from '../../src/connectors/memory';
 import { quietLogger, subscriber } from '../helpers/publisher';
 import { uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -63,12 +65,26 @@ async function setup(
   return { app, url, sub, connector: ds.connector! };
 }
 
+/** A reply's fields the tests read when no view type fits. */
+interface Reply {
+  changed?: boolean;
+  message?: string;
+  state?: string;
+  id?: string;
+  reasons?: string[];
+}
+interface ConfigReply {
+  datasources: Record<string, unknown>;
+  brokers: Record<string, { url: string }>;
+  http: unknown;
+}
+
 async function call(
   url: string,
   method: 'GET' | 'POST',
   path: string,
   options: { token?: string; body?: unknown } = {},
-): Promise<{ status: number; text: string; json: () => any }> {
+): Promise<{ status: number; text: string; json: <T = Reply>() => T }> {
   const headers: Record<string, string> = {};
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   if (options.body !== undefined) headers['content-type'] = 'application/json';
@@ -78,7 +94,7 @@ async function call(
     ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
   });
   const text = await res.text();
-  return { status: res.status, text, json: () => JSON.parse(text) };
+  return { status: res.status, text, json: <T>() => JSON.parse(text) as T };
 }
 
 describe('management API', () => {
@@ -88,7 +104,7 @@ describe('management API', () => {
     expect((await call(url, 'GET', '/health')).json()).toEqual({ status: 'ok' });
     const ready = await call(url, 'GET', '/ready');
     expect(ready.status).toBe(200);
-    expect(ready.json()).toEqual({ ready: true, reasons: [] });
+    expect(ready.json<ReadyView>()).toEqual({ ready: true, reasons: [] });
 
     for (let i = 0; i < 5; i++) connector.create('accounts', `k${i}`, { n: i });
     await waitFor(() => sub.got.length === 5, 'five events');
@@ -96,11 +112,11 @@ describe('management API', () => {
 
     const feeds = await call(url, 'GET', '/api/feeds');
     expect(feeds.status).toBe(200);
-    const list = feeds.json();
+    const list = feeds.json<FeedsView>();
     expect(list.state).toBe('running');
     expect(list.brokers).toEqual([expect.objectContaining({ name: 'default', state: 'connected' })]);
     expect(list.feeds).toHaveLength(1);
-    const feed = list.feeds[0];
+    const feed = list.feeds[0]!;
     expect(feed).toMatchObject({
       id: 'local/accounts',
       datasource: 'local',
@@ -123,17 +139,20 @@ describe('management API', () => {
 
     const config = await call(url, 'GET', '/api/config');
     expect(config.status).toBe(200);
-    expect(config.json().datasources.local).toMatchObject({ connector: 'memory' });
-    expect(config.json().brokers.default.url).not.toContain(PASSWORD);
-    expect(config.json().http).toMatchObject({ host: '127.0.0.1', port: 0 });
+    expect(config.json<ConfigReply>().datasources.local).toMatchObject({ connector: 'memory' });
+    expect(config.json<ConfigReply>().brokers.default?.url).not.toContain(PASSWORD);
+    expect(config.json<ConfigReply>().http).toMatchObject({ host: '127.0.0.1', port: 0 });
 
     const metrics = await call(url, 'GET', '/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.text).toMatch(/^process_cpu_user_seconds_total/m);
 
-    const doc = (await call(url, 'GET', '/openapi.json')).json();
+    const doc = (await call(url, 'GET', '/openapi.json')).json<{
+      openapi: string;
+      paths: Record<string, object>;
+    }>();
     expect(doc.openapi).toMatch(/^3\./);
-    const routes = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) =>
+    const routes = Object.entries(doc.paths).flatMap(([p, ops]) =>
       Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`),
     );
     expect(routes.sort()).toEqual(
@@ -180,7 +199,10 @@ describe('management API', () => {
     connector.create('orders', 'o1', { n: 1 });
     // Not published while paused (the connector learns of the pause at its next push: the one
     // event it hands over is held, unpublished and uncommitted).
-    await waitFor(() => app.status().feeds['local/accounts']!.received >= 2, 'the connector pushed once');
+    await waitFor(
+      () => (app.status().feeds['local/accounts']!.received ?? 0) >= 2,
+      'the connector pushed once',
+    );
     await new Promise((r) => setTimeout(r, 200));
     expect(sub.got.length).toBe(1);
     expect(app.status().feeds['local/accounts']!.received).toBe(2);
@@ -253,10 +275,10 @@ describe('management API', () => {
     const ready = await call(url, 'GET', '/ready');
     expect(ready.status).toBe(503);
     expect(ready.json().reasons).toEqual([expect.stringContaining('feed local/accounts is failed')]);
-    const feed = (await call(url, 'GET', '/api/feeds/local/accounts')).json();
+    const feed = (await call(url, 'GET', '/api/feeds/local/accounts')).json<FeedView>();
     expect(feed.state).toBe('failed');
-    expect(feed.error.code).toBe('EVPUB_PAYLOAD_TOO_LARGE');
-    expect(feed.error.message).toContain('dead-letter topic');
+    expect(feed.error?.code).toBe('EVPUB_PAYLOAD_TOO_LARGE');
+    expect(feed.error?.message).toContain('dead-letter topic');
   });
 
   it('puts no secret in any reply or log line', async () => {
@@ -385,7 +407,6 @@ describe('http config', () => {
 
 describe('pause and stop', () => {
   it('stops at once with held events: they stay uncommitted and are read again at the next start', async () => {
-    const { MemoryCheckpointStore } = await import('../../src/checkpoints/memory');
     const store = new MemoryCheckpointStore();
     const broker = `memory://${uniqueName('b')}`;
     const storeName = uniqueName('s');
@@ -407,7 +428,6 @@ describe('pause and stop', () => {
     await first.start();
     const connector = () => first.status().datasources.local!;
     expect(connector().connector).toBe('memory');
-    const { memoryStore } = await import('../../src/connectors/memory');
     memoryStore(storeName).write('local', 'accounts', 'create', 'a', { n: 1 });
     await waitFor(() => sub.got.length === 1, 'the first event');
     first.pause('local/accounts');
