@@ -3,7 +3,7 @@
  * serving the `evpubApi` plugin, logging through the app's logger (component `http`, requests at
  * debug, never a header), closed by `app.stop()`.
  */
-import Fastify from 'fastify';
+import Fastify, { LogController } from 'fastify';
 import type { App, Listening } from '../app/app';
 import type { HttpConfig } from '../app/config-types';
 import { DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT } from '../app/schema';
@@ -16,7 +16,10 @@ export interface Server {
 
 export async function serve(app: App, http: HttpConfig): Promise<Server> {
   const logger = app.logger.child({ component: 'http' });
-  const fastify = Fastify({ loggerInstance: logger, disableRequestLogging: true });
+  const fastify = Fastify({
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
   fastify.addHook('onResponse', async (request, reply) => {
     request.log.debug(
       { method: request.method, route: request.routeOptions.url, status: reply.statusCode },

@@ -60,6 +60,7 @@ describe('evpub start, status and feeds', () => {
     const token = uniqueName('token');
     const { proc, url } = await startCli(configFile(), { EVPUB_HTTP_TOKEN: token });
     expect(proc.stdout()).not.toContain(token);
+    expect(proc.stderr()).toBe(''); // no deprecation or other warning
 
     const status = await run(['status', '--url', url, '--token', token]);
     expect(status.code, status.stderr).toBe(0);
