@@ -108,7 +108,13 @@ describe('pause over HTTP, PostgreSQL → Redis', () => {
     await call('GET', '/api/config');
     await call('GET', '/api/feeds');
     await call('GET', '/metrics');
+    // Stopping a paused PostgreSQL feed does not hang on the paused stream.
+    await call('POST', '/api/feeds/pg/orders/pause');
+    await sql(`INSERT INTO ${table} VALUES ('at-stop', 4)`);
+    const began = Date.now();
     await app.stop();
+    expect(Date.now() - began).toBeLessThan(10_000); // well under the 30 s stopTimeout
+    expect(events.got).toHaveLength(3);
     expect(logText).toContain('feed paused');
     expect(bodies.join('\n')).toContain('postgres://');
     expect(bodies.join('\n') + logText).not.toContain(password);
