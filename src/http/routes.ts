@@ -139,11 +139,10 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
 
   if (options.token) {
     const check = bearerCheck(options.token);
-    fastify.addHook('onRequest', async (request, reply) => {
-      if (request.routeOptions.config.public) return;
-      if (!check(request.headers.authorization)) {
-        await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Unauthorized' });
-      }
+    fastify.addHook('onRequest', (request, reply, done) => {
+      if (request.routeOptions.config.public || check(request.headers.authorization)) return done();
+      // Answered here: the route never runs (no `done()`).
+      void reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Unauthorized' });
     });
   }
 
