@@ -434,7 +434,7 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
         {
           path: 'config',
           message:
-            'must be an object with datasources and models (and optionally brokers, checkpoints, publisher)',
+            'must be an object with datasources and models (and optionally brokers, checkpoints, publisher, http)',
         },
       ],
       options,
