@@ -5,7 +5,6 @@
 export { evpub, App } from './app/app';
 export type { AppState, AppStatus, AppEventMap, EvpubOptions, Listening } from './app/app';
 export type { FeedState } from './app/runtime';
-export { evpubApi, type EvpubApiOptions } from './http/routes';
 export type { FeedView, FeedsView, ReadyView } from './http/views';
 export { DataSource } from './app/datasource';
 export type { Model, ModelDefinition, ModelOptions } from './app/datasource';

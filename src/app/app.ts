@@ -27,8 +27,8 @@
  *   stays, nothing is lost; every feed of that datasource waits meanwhile: one stream per
  *   datasource). Idempotent (false when nothing changed); FEED_NOT_FOUND for an unknown feed,
  *   INVALID_STATE unless running.
- * - `listen(options?)`: serves the management HTTP API (src/http/) and resolves with its
- *   address; `stop()` closes it.
+ * - `listen(options?)`: serves the management HTTP API (src/http/, loaded on first use) and
+ *   resolves with its address; `stop()` closes it.
  */
 import { EventEmitter } from 'node:events';
 import type { CheckpointStore } from '../checkpoints/contract';
@@ -49,7 +49,6 @@ import type {
   ModelConfig,
   PublisherConfig,
 } from './config-types';
-import { serve } from '../http/server';
 import { FeedRates } from './rates';
 import { DataSource, modelName, type Model, type ModelDefinition, type ModelOptions } from './datasource';
 import { Runtime, type RuntimeSnapshot } from './runtime';
@@ -356,6 +355,8 @@ export class App extends EventEmitter<AppEventMap> {
           problems.map((p) => `${p.path}: ${p.message}`).join('\n'),
         );
       }
+      // Loaded on first use: an app that never listens loads no web server (~60 ms).
+      const { serve } = await import('../http/server.js');
       return serve(this, http);
     })();
     const pending = this.server;

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { validateConfig } from '../../src/app/config';
 import { ErrorCode, isEvpubError } from '../../src/errors';
-import { evpubApi } from '../../src/http/routes';
+import { evpubApi } from '../../src/http/index';
 import type { FeedsView, FeedView, ReadyView } from '../../src/http/views';
 import { MemoryCheckpointStore } from '../../src/checkpoints/memory';
 import { memoryStore, type MemoryConnector } from '../../src/connectors/memory';
