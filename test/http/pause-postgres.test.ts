@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
-import { subscriber } from '../helpers/publisher';
+import { quietLogger, subscriber } from '../helpers/publisher';
 import { PgFixture, sql } from '../helpers/postgres';
 import { requireService, SERVICES, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -118,5 +118,48 @@ describe('pause over HTTP, PostgreSQL → Redis', () => {
     expect(logText).toContain('feed paused');
     expect(bodies.join('\n')).toContain('postgres://');
     expect(bodies.join('\n') + logText).not.toContain(password);
+  });
+});
+
+describe('feed state while a PostgreSQL snapshot runs', () => {
+  it('is snapshotting with its progress, then streaming', async () => {
+    const fixture = new PgFixture();
+    cleanups.push(() => fixture.drop());
+    const table = await fixture.table('id int PRIMARY KEY, n int');
+    await sql(`INSERT INTO ${table} SELECT g, g FROM generate_series(1, 500) g`);
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: `memory://${uniqueName('b')}` },
+      checkpoints: { store: 'memory' },
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('pg', {
+      connector: 'postgres',
+      url: fixture.url,
+      slot: fixture.slot,
+      publication: fixture.publication,
+      snapshot: 'initial',
+      snapshotChunk: 100,
+    });
+    app.model({ name: 'items' }, { dataSource: 'pg', settings: { table } });
+    // Read at the moment each progress report arrives (listeners run synchronously).
+    const seen: { state: string; snapshot?: { done: number; total?: number } }[] = [];
+    app.on('status', (s) => {
+      if (s.type === 'connector' && s.status.type === 'snapshot') {
+        const feed = app.status().feeds['pg/items']!;
+        seen.push({ state: feed.state, ...(feed.snapshot ? { snapshot: feed.snapshot } : {}) });
+      }
+    });
+    await app.start();
+    const { url } = await app.listen({ port: 0 });
+    await waitFor(() => app.status().feeds['pg/items']!.published === 500, 'every row published');
+    expect(seen.length).toBeGreaterThanOrEqual(2);
+    expect(seen[0]).toMatchObject({ state: 'snapshotting', snapshot: { done: 100 } });
+    await waitFor(
+      async () =>
+        ((await (await fetch(`${url}/api/feeds/pg/items`)).json()) as { state: string }).state ===
+        'streaming',
+      'streaming once the snapshot is done',
+    );
   });
 });
