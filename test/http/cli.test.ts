@@ -126,6 +126,15 @@ describe('evpub start, status and feeds', () => {
     expect(gone.stderr).toContain('cannot reach the evpub management API');
   });
 
+  it('serves nothing with http.enabled false', async () => {
+    const proc = spawnCli(['start', '--config', configFile({ enabled: false })], {
+      env: { EVPUB_LOG_LEVEL: 'info' },
+    });
+    cleanups.push(() => killCli(proc));
+    await proc.waitForOutput('evpub started', 60_000);
+    expect(proc.stdout()).not.toContain('management API listening');
+  });
+
   it('refuses to serve a non-loopback host without a token, naming http.token', async () => {
     const res = await run(['start', '--config', configFile({ host: '0.0.0.0' })], { EVPUB_HTTP_TOKEN: '' });
     expect(res.code).toBe(1);
