@@ -39,7 +39,7 @@ import { defaultLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
 import { builtinAdapters, type AdapterRegistry } from '../pubsub/registry';
 import { validateConfig } from './config';
-import { httpDefaults, httpProblems } from './config';
+import { httpDefaults, httpProblems, type Problem } from './config';
 import type {
   BrokerConfig,
   CheckpointConfig,
@@ -347,8 +347,9 @@ export class App extends EventEmitter<AppEventMap> {
    */
   listen(options: Omit<HttpConfig, 'enabled'> = {}): Promise<Listening> {
     this.server ??= (async () => {
-      const http = httpDefaults({ ...this.toConfig().http, ...options });
-      const problems = httpProblems({ ...http, enabled: true });
+      const problems: Problem[] = [];
+      const http = httpDefaults({ ...this.toConfig().http, ...options }, process.env, problems);
+      problems.push(...httpProblems({ ...http, enabled: true }));
       if (problems.length > 0) {
         throw new EvpubError(
           ErrorCode.CONFIG_INVALID,

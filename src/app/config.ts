@@ -411,10 +411,14 @@ export function deepFreeze<T>(value: T): Readonly<T> {
   return value;
 }
 
-function applyDefaults(config: Json, env: Readonly<Record<string, string | undefined>>): void {
+function applyDefaults(
+  config: Json,
+  env: Readonly<Record<string, string | undefined>>,
+  problems: Problem[],
+): void {
   config.brokers ??= {};
   if (config.http === undefined || isObject(config.http)) {
-    config.http = httpDefaults(isObject(config.http) ? config.http : {}, env);
+    config.http = httpDefaults(isObject(config.http) ? config.http : {}, env, problems);
   }
   config.publisher ??= {};
   config.checkpoints ??= { store: 'file', path: DEFAULT_CHECKPOINT_PATH };
@@ -441,9 +445,9 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
     );
   }
   const config = clonePlain(input) as Json;
-  applyDefaults(config, options.env ?? process.env);
-  const validate = schemaValidator();
   const problems: Problem[] = [];
+  applyDefaults(config, options.env ?? process.env, problems);
+  const validate = schemaValidator();
   if (!validate(config)) {
     for (const err of validate.errors ?? []) problems.push(fromAjv(err, config));
     // A failed oneOf alongside a discriminator error says nothing more.
@@ -466,22 +470,28 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
 /**
  * `http` with its defaults: host 127.0.0.1, port EVPUB_HTTP_PORT (else 7401), token
  * EVPUB_HTTP_TOKEN when none is configured, enabled. An EVPUB_HTTP_PORT that is not a port is
- * left as a string, for the schema to name.
+ * a problem (at `http.port`, naming the variable).
  */
 export function httpDefaults(
   http: HttpConfig,
   env: Readonly<Record<string, string | undefined>> = process.env,
+  problems: Problem[] = [],
 ): HttpConfig {
   const out: HttpConfig = { ...http };
   out.host ??= DEFAULT_HTTP_HOST;
   if (out.port === undefined) {
     const fromEnv = env.EVPUB_HTTP_PORT;
-    out.port =
-      fromEnv === undefined || fromEnv === ''
-        ? DEFAULT_HTTP_PORT
-        : /^\d+$/.test(fromEnv)
-          ? Number(fromEnv)
-          : (fromEnv as unknown as number);
+    out.port = DEFAULT_HTTP_PORT;
+    if (fromEnv !== undefined && fromEnv !== '') {
+      const port = /^\d{1,5}$/.test(fromEnv) ? Number(fromEnv) : NaN;
+      if (port <= 65535) out.port = port;
+      else {
+        problems.push({
+          path: 'http.port',
+          message: 'EVPUB_HTTP_PORT must be a port number from 0 to 65535 (0 picks a free one)',
+        });
+      }
+    }
   }
   if (out.token === undefined && env.EVPUB_HTTP_TOKEN) out.token = env.EVPUB_HTTP_TOKEN;
   out.enabled ??= true;

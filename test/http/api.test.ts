@@ -396,7 +396,10 @@ describe('http config', () => {
   it('names bad keys and a bad EVPUB_HTTP_PORT', () => {
     expect(() => validateConfig({ ...base, http: { prot: 1 } }, { env: {} })).toThrow(/http/);
     expect(() => validateConfig({ ...base, http: { port: 70000 } }, { env: {} })).toThrow(/http\.port/);
-    expect(() => validateConfig(base, { env: { EVPUB_HTTP_PORT: 'abc' } })).toThrow(/http\.port/);
+    expect(() => validateConfig(base, { env: { EVPUB_HTTP_PORT: 'abc' } })).toThrow(
+      /http\.port: EVPUB_HTTP_PORT must be a port number from 0 to 65535/,
+    );
+    expect(() => validateConfig(base, { env: { EVPUB_HTTP_PORT: '70000' } })).toThrow(/EVPUB_HTTP_PORT/);
   });
 
   it('app.listen() refuses a non-loopback host without a token', async () => {
