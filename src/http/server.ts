@@ -7,6 +7,7 @@ import Fastify, { LogController } from 'fastify';
 import type { App, Listening } from '../app/app';
 import type { HttpConfig } from '../app/config-types';
 import { DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT } from '../app/schema';
+import { ErrorCode, EvpubError } from '../errors';
 import { evpubApi } from './routes';
 
 export interface Server {
@@ -28,11 +29,32 @@ export async function serve(app: App, http: HttpConfig): Promise<Server> {
   });
   await fastify.register(evpubApi, { app, ...(http.token ? { token: http.token } : {}) });
   const host = http.host ?? DEFAULT_HTTP_HOST;
-  await fastify.listen({
-    host,
-    port: http.port ?? DEFAULT_HTTP_PORT,
-    listenTextResolver: (at) => `management API listening at ${at}`,
-  });
+  const wanted = http.port ?? DEFAULT_HTTP_PORT;
+  try {
+    await fastify.listen({
+      host,
+      port: wanted,
+      listenTextResolver: (at) => `management API listening at ${at}`,
+    });
+  } catch (err) {
+    await fastify.close().catch(() => undefined);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL' || code === 'EACCES') {
+      const why =
+        code === 'EADDRINUSE'
+          ? 'is in use'
+          : code === 'EACCES'
+            ? 'is not allowed'
+            : 'is not an address of this machine';
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `http: ${host}:${wanted} ${why} (${code}); set http.host / http.port or EVPUB_HTTP_PORT ` +
+          '(0 picks a free port), or http.enabled: false to serve no API',
+        { cause: err, context: { path: 'http.port' } },
+      );
+    }
+    throw err;
+  }
   const bound = fastify.server.address();
   const port = typeof bound === 'object' && bound ? bound.port : (http.port ?? DEFAULT_HTTP_PORT);
   const shown = host.includes(':') ? `[${host}]` : host;

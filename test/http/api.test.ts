@@ -402,6 +402,19 @@ describe('http config', () => {
     expect(() => validateConfig(base, { env: { EVPUB_HTTP_PORT: '70000' } })).toThrow(/EVPUB_HTTP_PORT/);
   });
 
+  it('app.listen() on a port in use says so, naming the keys to change', async () => {
+    const first = evpub({ logger: quietLogger() });
+    cleanups.push(() => first.stop());
+    const { port } = await first.listen({ port: 0 });
+    const second = evpub({ logger: quietLogger() });
+    cleanups.push(() => second.stop());
+    const err = await second.listen({ port }).catch((e: unknown) => e);
+    expect(isEvpubError(err, ErrorCode.CONFIG_INVALID)).toBe(true);
+    expect((err as Error).message).toMatch(
+      new RegExp(`127\\.0\\.0\\.1:${port} is in use \\(EADDRINUSE\\); set http`),
+    );
+  });
+
   it('app.listen() refuses a non-loopback host without a token', async () => {
     const app = evpub({ logger: quietLogger() });
     await expect(app.listen({ host: '0.0.0.0', port: 0 })).rejects.toThrow(/http\.token/);
