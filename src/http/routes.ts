@@ -135,6 +135,16 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
       buildLocalReference: (json, _base, _fragment, i) =>
         typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
+    // The plugin marks every body required; pause and resume take none, or `{ reason }`.
+    transformObject: (doc) => {
+      const openapi = 'openapiObject' in doc ? doc.openapiObject : doc.swaggerObject;
+      for (const item of Object.values(openapi.paths ?? {})) {
+        const body = (item as { post?: { requestBody?: { required?: boolean } } } | undefined)?.post
+          ?.requestBody;
+        if (body) body.required = false;
+      }
+      return openapi;
+    },
   });
 
   if (options.token) {
