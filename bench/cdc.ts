@@ -185,7 +185,8 @@ async function startSystem(
       '--config',
       file,
     ],
-    { EVPUB_LOG_LEVEL: 'info' },
+    // The management API on a free port: a leftover process may hold 7401.
+    { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
   );
   await p.line((l) => l.includes('"msg":"started"'), 30_000, 'started');
   return p;

@@ -47,6 +47,8 @@ export const ErrorCode = {
   SOURCE_FAILED: 'EVPUB_SOURCE_FAILED',
   /** A checkpoint could not be loaded or saved. */
   CHECKPOINT_FAILED: 'EVPUB_CHECKPOINT_FAILED',
+  /** No feed of that id (`datasource/model`) runs in this app (pause, resume, the HTTP API: 404). */
+  FEED_NOT_FOUND: 'EVPUB_FEED_NOT_FOUND',
   /** An operation not valid in the current lifecycle state (start twice, ...). */
   INVALID_STATE: 'EVPUB_INVALID_STATE',
   /** A subscription resumed past messages it never delivered (Kafka: its offset fell out of the

@@ -3,7 +3,9 @@
  * here as `pubsub`).
  */
 export { evpub, App } from './app/app';
-export type { AppState, AppStatus, AppEventMap, EvpubOptions } from './app/app';
+export type { AppState, AppStatus, AppEventMap, EvpubOptions, Listening } from './app/app';
+export type { FeedState } from './app/runtime';
+export type { FeedView, FeedsView, ReadyView } from './http/views';
 export { DataSource } from './app/datasource';
 export type { Model, ModelDefinition, ModelOptions } from './app/datasource';
 export type {
@@ -12,6 +14,7 @@ export type {
   DataSourceConfig,
   EnvelopeName,
   EvpubConfig,
+  HttpConfig,
   ModelConfig,
   PublisherConfig,
 } from './app/config-types';

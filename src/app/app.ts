@@ -21,6 +21,14 @@
  *
  * The configuration the calls describe (plus `options.config`) is validated once, by
  * `validateConfig`, before anything connects.
+ *
+ * Operating it while it runs:
+ * - `pause(feedId)` / `resume(feedId)`: stop and resume reading a feed's source (the checkpoint
+ *   stays, nothing is lost; every feed of that datasource waits meanwhile: one stream per
+ *   datasource). Idempotent (false when nothing changed); FEED_NOT_FOUND for an unknown feed,
+ *   INVALID_STATE unless running.
+ * - `listen(options?)`: serves the management HTTP API (src/http/, loaded on first use) and
+ *   resolves with its address; `stop()` closes it.
  */
 import { EventEmitter } from 'node:events';
 import type { CheckpointStore } from '../checkpoints/contract';
@@ -31,14 +39,17 @@ import { defaultLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
 import { builtinAdapters, type AdapterRegistry } from '../pubsub/registry';
 import { validateConfig } from './config';
+import { httpDefaults, httpProblems, type Problem } from './config';
 import type {
   BrokerConfig,
   CheckpointConfig,
   DataSourceConfig,
   EvpubConfig,
+  HttpConfig,
   ModelConfig,
   PublisherConfig,
 } from './config-types';
+import { FeedRates } from './rates';
 import { DataSource, modelName, type Model, type ModelDefinition, type ModelOptions } from './datasource';
 import { Runtime, type RuntimeSnapshot } from './runtime';
 
@@ -55,6 +66,8 @@ export interface EvpubOptions {
   /** Checkpoint store, by configuration (default: files in `.evpub/checkpoints`) or as an object. */
   checkpoints?: CheckpointConfig | CheckpointStore;
   publisher?: PublisherConfig;
+  /** The management HTTP server's settings (served by `listen()`; `evpub start` listens). */
+  http?: HttpConfig;
   /** The application's directory: npm connectors and relative paths resolve from it. */
   cwd?: string;
   /** Install SIGTERM/SIGINT handlers that stop gracefully and exit 0 (see `handleSignals()`). */
@@ -70,6 +83,21 @@ export type AppState = 'idle' | 'starting' | 'running' | 'stopping';
 export interface AppStatus extends RuntimeSnapshot {
   state: AppState;
   startedAt: string | null;
+  feeds: Record<string, RuntimeSnapshot['feeds'][string] & { eventsPerSecond: number }>;
+}
+
+/** What `listen()` serves on, and the server to close. */
+export interface Listening {
+  /** `http://host:port` (the port the system picked for port 0). */
+  url: string;
+  host: string;
+  port: number;
+}
+
+/** The server `listen()` started (src/http/): closed by `stop()`. */
+interface ServerHandle {
+  address: Listening;
+  close(): Promise<void>;
 }
 
 export interface AppEventMap {
@@ -91,8 +119,11 @@ export class App extends EventEmitter<AppEventMap> {
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private runtime: Runtime | undefined;
+  private config: Readonly<EvpubConfig> | undefined;
   private startedAt: string | null = null;
   private uninstallSignals: (() => void) | undefined;
+  private readonly rates = new FeedRates();
+  private server: Promise<ServerHandle> | undefined;
 
   constructor(private readonly options: EvpubOptions = {}) {
     super({ captureRejections: false });
@@ -184,6 +215,7 @@ export class App extends EventEmitter<AppEventMap> {
       models,
       publisher: { ...base.publisher, ...this.options.publisher },
     };
+    if (base.http || this.options.http) config.http = { ...base.http, ...this.options.http };
     if (isStore(checkpoints)) config.checkpoints = { store: 'memory' };
     else if (checkpoints) config.checkpoints = checkpoints;
     else if (base.checkpoints) config.checkpoints = base.checkpoints;
@@ -223,6 +255,7 @@ export class App extends EventEmitter<AppEventMap> {
       connectors: this.registry,
       adapters: this.adapters,
     });
+    this.config = config;
     const runtime = new Runtime(config, {
       // The runtime makes its own children (component: pipeline, connector...) of the root logger.
       logger: this.options.logger ?? defaultLogger(),
@@ -249,7 +282,7 @@ export class App extends EventEmitter<AppEventMap> {
    */
   stop(): Promise<void> {
     if (this.stopping) return this.stopping;
-    if (this._state === 'idle') return Promise.resolve();
+    if (this._state === 'idle') return this.closeServer();
     this.stopping = (async () => {
       if (this._state === 'starting') await this.starting!.catch(() => undefined);
       if (this._state !== 'running') return; // the start failed: nothing to stop
@@ -264,6 +297,7 @@ export class App extends EventEmitter<AppEventMap> {
         this.starting = undefined;
         this.emitStatus({ type: 'stopped' });
         this.logger.info('evpub stopped');
+        await this.closeServer();
       }
     })();
     return this.stopping;
@@ -272,11 +306,86 @@ export class App extends EventEmitter<AppEventMap> {
   /** A snapshot for humans and the HTTP API: no secrets (broker URLs are redacted). */
   status(): AppStatus {
     const snap = this.runtime?.snapshot() ?? { brokers: {}, datasources: {}, feeds: {} };
-    return { state: this._state, startedAt: this.startedAt, ...snap };
+    const feeds: AppStatus['feeds'] = {};
+    for (const [id, feed] of Object.entries(snap.feeds)) {
+      feeds[id] = { ...feed, eventsPerSecond: this.rates.rate(id, feed.published) };
+    }
+    return { state: this._state, startedAt: this.startedAt, ...snap, feeds };
+  }
+
+  /** The running runtime, or INVALID_STATE naming what was asked. */
+  private running(what: string): Runtime {
+    if (this._state !== 'running' || !this.runtime) {
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `${what} needs a running app (the app is ${this._state})`,
+      );
+    }
+    return this.runtime;
+  }
+
+  /**
+   * Pauses a feed (`datasource/model`): its datasource is no longer read (every feed of it
+   * waits), what is in flight is still published and committed, and `resume` reads on from
+   * there. True when it was not paused yet; false when it already was.
+   */
+  pause(feedId: string): boolean {
+    return this.running('app.pause()').pause(feedId);
+  }
+
+  /** Resumes a paused feed from where it stopped. True when it was paused; false otherwise. */
+  resume(feedId: string): boolean {
+    return this.running('app.resume()').resume(feedId);
+  }
+
+  /**
+   * Serves the management HTTP API (health, readiness, feeds, pause/resume, config, metrics,
+   * OpenAPI) and resolves with its address. `options` override the configuration's `http` (and
+   * EVPUB_HTTP_PORT / EVPUB_HTTP_TOKEN); a non-loopback host without a token is refused with
+   * CONFIG_INVALID naming `http.token`. Listening twice returns the same server; `stop()`
+   * closes it.
+   */
+  listen(options: Omit<HttpConfig, 'enabled'> = {}): Promise<Listening> {
+    this.server ??= (async () => {
+      const problems: Problem[] = [];
+      const http = httpDefaults({ ...this.toConfig().http, ...options }, process.env, problems);
+      problems.push(...httpProblems({ ...http, enabled: true }));
+      if (problems.length > 0) {
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          problems.map((p) => `${p.path}: ${p.message}`).join('\n'),
+        );
+      }
+      // Loaded on first use: an app that never listens loads no web server (~60 ms).
+      const { serve } = await import('../http/server.js');
+      return serve(this, http);
+    })();
+    const pending = this.server;
+    return pending.then(
+      (s) => s.address,
+      (err: unknown) => {
+        if (this.server === pending) this.server = undefined;
+        throw err;
+      },
+    );
+  }
+
+  /** The config as validated for this run (undefined before start): for `GET /api/config`. */
+  effectiveConfig(): Readonly<EvpubConfig> | undefined {
+    return this.config;
+  }
+
+  private async closeServer(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const handle = await server.catch(() => undefined);
+    await handle?.close();
   }
 
   /** Emits a status event; a listener that throws is logged and the others still run. */
   private emitStatus(status: PublisherStatus): void {
+    this.rates.onStatus(status);
     for (const listener of this.listeners('status') as ((s: PublisherStatus) => void)[]) {
       try {
         listener(status);

@@ -84,10 +84,27 @@ export interface PublisherConfig {
   checkpointInterval?: number;
 }
 
+/** The management HTTP server (`evpub start` serves it; `app.listen()` in the JS API). */
+export interface HttpConfig {
+  /** Address to bind (default 127.0.0.1). Any other than loopback requires a `token`. */
+  host?: string;
+  /** Port (default EVPUB_HTTP_PORT, else 7401; 0 picks a free one). */
+  port?: number;
+  /**
+   * Bearer token every route but /health and /ready requires (default EVPUB_HTTP_TOKEN; none:
+   * no authentication, allowed on loopback only). A secret: never logged or served.
+   */
+  token?: string;
+  /** `evpub start` serves it (default true). */
+  enabled?: boolean;
+}
+
 export interface EvpubConfig {
   brokers: Record<string, BrokerConfig>;
   checkpoints: CheckpointConfig;
   datasources: Record<string, DataSourceConfig>;
   models: Record<string, ModelConfig>;
   publisher: PublisherConfig;
+  /** After validation: host, port and enabled always set (token when configured or in the env). */
+  http: HttpConfig;
 }

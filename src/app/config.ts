@@ -24,7 +24,8 @@ import { AdapterRegistry, builtinAdapters } from '../pubsub/registry';
 import { compileTopic } from '../pipeline/topics';
 import { assertTopic } from '../pubsub/topics';
 import type { EvpubConfig } from './config-types';
-import { DEFAULT_CHECKPOINT_PATH, configSchema } from './schema';
+import type { HttpConfig } from './config-types';
+import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSchema } from './schema';
 
 export interface ValidateOptions {
   /** The application's directory, where npm connectors are resolved (default: process.cwd()). */
@@ -35,6 +36,8 @@ export interface ValidateOptions {
   source?: string;
   /** Maps a path in evpub's shape to where the user wrote it (LoopBack layout). */
   describePath?: (path: string) => string;
+  /** Where EVPUB_HTTP_PORT and EVPUB_HTTP_TOKEN are read (default: process.env). */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 export interface Problem {
@@ -408,8 +411,15 @@ export function deepFreeze<T>(value: T): Readonly<T> {
   return value;
 }
 
-function applyDefaults(config: Json): void {
+function applyDefaults(
+  config: Json,
+  env: Readonly<Record<string, string | undefined>>,
+  problems: Problem[],
+): void {
   config.brokers ??= {};
+  if (config.http === undefined || isObject(config.http)) {
+    config.http = httpDefaults(isObject(config.http) ? config.http : {}, env, problems);
+  }
   config.publisher ??= {};
   config.checkpoints ??= { store: 'file', path: DEFAULT_CHECKPOINT_PATH };
   const cp = config.checkpoints;
@@ -428,16 +438,16 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
         {
           path: 'config',
           message:
-            'must be an object with datasources and models (and optionally brokers, checkpoints, publisher)',
+            'must be an object with datasources and models (and optionally brokers, checkpoints, publisher, http)',
         },
       ],
       options,
     );
   }
   const config = clonePlain(input) as Json;
-  applyDefaults(config);
-  const validate = schemaValidator();
   const problems: Problem[] = [];
+  applyDefaults(config, options.env ?? process.env, problems);
+  const validate = schemaValidator();
   if (!validate(config)) {
     for (const err of validate.errors ?? []) problems.push(fromAjv(err, config));
     // A failed oneOf alongside a discriminator error says nothing more.
@@ -447,8 +457,66 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
     }
   }
   semanticChecks(config, options, problems);
+  if (isObject(config.http) && !problems.some((p) => p.path.startsWith('http'))) {
+    problems.push(...httpProblems(config.http));
+  }
   if (problems.length > 0) throw problemsError(problems, options);
   return deepFreeze(config as unknown as EvpubConfig);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP server's settings
+
+/**
+ * `http` with its defaults: host 127.0.0.1, port EVPUB_HTTP_PORT (else 7401), token
+ * EVPUB_HTTP_TOKEN when none is configured, enabled. An EVPUB_HTTP_PORT that is not a port is
+ * a problem (at `http.port`, naming the variable).
+ */
+export function httpDefaults(
+  http: HttpConfig,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  problems: Problem[] = [],
+): HttpConfig {
+  const out: HttpConfig = { ...http };
+  out.host ??= DEFAULT_HTTP_HOST;
+  if (out.port === undefined) {
+    const fromEnv = env.EVPUB_HTTP_PORT;
+    out.port = DEFAULT_HTTP_PORT;
+    if (fromEnv !== undefined && fromEnv !== '') {
+      const port = /^\d{1,5}$/.test(fromEnv) ? Number(fromEnv) : NaN;
+      if (port <= 65535) out.port = port;
+      else {
+        problems.push({
+          path: 'http.port',
+          message: 'EVPUB_HTTP_PORT must be a port number from 0 to 65535 (0 picks a free one)',
+        });
+      }
+    }
+  }
+  if (out.token === undefined && env.EVPUB_HTTP_TOKEN) out.token = env.EVPUB_HTTP_TOKEN;
+  out.enabled ??= true;
+  return out;
+}
+
+/** True for an address only this machine reaches: 127.0.0.0/8, ::1, localhost. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
+/** What the schema cannot say about `http`: no token is only allowed on loopback. */
+export function httpProblems(http: HttpConfig): Problem[] {
+  if (http.enabled === false || http.token !== undefined || isLoopback(http.host ?? DEFAULT_HTTP_HOST)) {
+    return [];
+  }
+  return [
+    {
+      path: 'http.token',
+      message:
+        `is required to serve on ${JSON.stringify(http.host)}, which is not a loopback address: ` +
+        'set http.token (or EVPUB_HTTP_TOKEN) to a long random string, or bind http.host to 127.0.0.1',
+    },
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,11 @@
  * Stop order: stop the connectors (no more reading) → wait for in-flight publishes (up to
  * `stopTimeout`; what is left stays uncommitted and is read again next time) → save the
  * checkpoints → close the clients and the store.
+ *
+ * Pause and resume (`pause(feedId)`, `resume(feedId)`): the operator holds a feed in its
+ * datasource's pipeline (see `Pipeline.hold`): the connector stops reading as for a full window,
+ * the checkpoint stays, nothing is lost, and reading resumes from there. Every feed of that
+ * datasource waits meanwhile (one stream per datasource).
  */
 import type { CheckpointStore } from '../checkpoints/contract';
 import { createCheckpointStore } from '../checkpoints/index';
@@ -95,6 +100,22 @@ interface DataSourceRun {
   started: boolean;
 }
 
+/**
+ * A feed's state, as the status and the HTTP API show it. `paused`: held by the operator;
+ * `waiting`: not held, but its datasource is not read because another of its feeds is.
+ */
+export type FeedState =
+  'starting' | 'streaming' | 'snapshotting' | 'paused' | 'waiting' | 'reconnecting' | 'failed' | 'stopped';
+
+/** A snapshot counts as in progress this long after its last report when its total is unknown. */
+const SNAPSHOT_QUIET_MS = 10_000;
+
+interface SnapshotProgress {
+  done: number;
+  total?: number;
+  at: number;
+}
+
 export interface RuntimeSnapshot {
   brokers: Record<string, { url: string; adapter: string; state: string }>;
   datasources: Record<
@@ -112,6 +133,13 @@ export interface RuntimeSnapshot {
       from: StartFrom;
       committed: string | null;
       saved: string | null;
+      state: FeedState;
+      /** For `failed`: the last error (code and message, no secrets). */
+      error?: { code: string; message: string };
+      /** For `snapshotting`: rows done and, where the connector knows it, the total. */
+      snapshot?: { done: number; total?: number };
+      /** For `paused` and `waiting`: the held feeds that stop their datasource's reading. */
+      pausedBy?: string[];
     } & Partial<FeedSnapshot>
   >;
 }
@@ -121,6 +149,8 @@ export class Runtime {
   private readonly runs: DataSourceRun[] = [];
   private store: CheckpointStore | undefined;
   private readonly logger: Logger;
+  /** The last snapshot progress a connector reported, by feed id. */
+  private readonly snapshots = new Map<string, SnapshotProgress>();
 
   constructor(
     private readonly config: Readonly<EvpubConfig>,
@@ -257,7 +287,13 @@ export class Runtime {
         maxAttempts: publisher.maxAttempts,
         deadLetterLimit: publisher.deadLetterLimit,
         logger: this.logger.child({ component: 'pipeline', datasource: dsName }),
-        emit: (s) => this.deps.emit(s),
+        emit: (s) => {
+          if (s.type === 'connector' && s.status.type === 'snapshot') {
+            const { model, done, total } = s.status;
+            this.snapshots.set(`${dsName}/${model}`, { done, total, at: Date.now() });
+          }
+          this.deps.emit(s);
+        },
         retry: this.deps.retry,
       });
       this.runs.push({ name: dsName, connector, pipeline, feeds, started: false });
@@ -383,6 +419,82 @@ export class Runtime {
     }
   }
 
+  /** The run and feed of a feed id; FEED_NOT_FOUND when no feed of this app has that id. */
+  private feedOf(feedId: string): { run: DataSourceRun; feed: FeedRun } {
+    for (const run of this.runs) {
+      const feed = run.feeds.find((f) => f.feedId === feedId);
+      if (feed) return { run, feed };
+    }
+    throw new EvpubError(
+      ErrorCode.FEED_NOT_FOUND,
+      `no feed ${JSON.stringify(feedId)}; the feeds are ${this.feedIds().join(', ') || '(none)'}`,
+      { context: { feed: feedId } },
+    );
+  }
+
+  /** Pauses a feed (see the header). True when it was not paused yet; false: already paused. */
+  pause(feedId: string): boolean {
+    const { run, feed } = this.feedOf(feedId);
+    const changed = run.pipeline.hold(feed.model);
+    if (changed) {
+      const waiting = run.feeds.filter((f) => f !== feed).map((f) => f.feedId);
+      this.logger.info(
+        { feed: feedId, ...(waiting.length > 0 ? { waiting } : {}) },
+        `feed paused: datasource ${run.name} is not read until it is resumed`,
+      );
+    }
+    return changed;
+  }
+
+  /** Resumes a paused feed from where it stopped. True when it was paused; false: it was not. */
+  resume(feedId: string): boolean {
+    const { run, feed } = this.feedOf(feedId);
+    const changed = run.pipeline.release(feed.model);
+    if (changed) this.logger.info({ feed: feedId }, 'feed resumed');
+    return changed;
+  }
+
+  /** A feed's state from its pipeline, its connector's health and the snapshot progress. */
+  private feedState(
+    run: DataSourceRun,
+    feed: FeedRun,
+    health: ReturnType<EventConnector['health']>,
+    pipe: FeedSnapshot | undefined,
+    held: string[],
+  ): Pick<RuntimeSnapshot['feeds'][string], 'state' | 'error' | 'snapshot' | 'pausedBy'> {
+    if (pipe?.failed !== undefined) {
+      return { state: 'failed', error: { code: pipe.failedCode ?? 'ERROR', message: pipe.failed } };
+    }
+    if (health.state === 'failed') {
+      return {
+        state: 'failed',
+        error: { code: ErrorCode.SOURCE_FAILED, message: health.detail ?? 'the connector failed' },
+      };
+    }
+    if (pipe?.held) return { state: 'paused', pausedBy: held };
+    if (held.length > 0) return { state: 'waiting', pausedBy: held };
+    const snap = this.snapshots.get(feed.feedId);
+    if (
+      snap &&
+      (snap.total !== undefined ? snap.done < snap.total : Date.now() - snap.at < SNAPSHOT_QUIET_MS)
+    ) {
+      return {
+        state: 'snapshotting',
+        snapshot: { done: snap.done, ...(snap.total !== undefined ? { total: snap.total } : {}) },
+      };
+    }
+    switch (health.state) {
+      case 'streaming':
+        return { state: 'streaming' };
+      case 'reconnecting':
+        return { state: 'reconnecting' };
+      case 'stopped':
+        return { state: run.started ? 'stopped' : 'starting' };
+      default:
+        return { state: 'starting' };
+    }
+  }
+
   snapshot(): RuntimeSnapshot {
     const out: RuntimeSnapshot = { brokers: {}, datasources: {}, feeds: {} };
     for (const b of this.brokers.values()) {
@@ -394,7 +506,10 @@ export class Runtime {
         resumable: run.connector.resumable,
         health: run.connector.health(),
       };
+      const health = out.datasources[run.name]!.health;
+      const held = run.pipeline.heldModels().map((m) => `${run.name}/${m}`);
       for (const f of run.feeds) {
+        const pipe = run.pipeline.snapshot(f.model);
         out.feeds[f.feedId] = {
           datasource: f.datasource,
           model: f.model,
@@ -404,7 +519,8 @@ export class Runtime {
           from: f.from,
           committed: f.tracker.committed ?? null,
           saved: f.tracker.savedPosition ?? null,
-          ...run.pipeline.snapshot(f.model),
+          ...this.feedState(run, f, health, pipe, held),
+          ...pipe,
         };
       }
     }

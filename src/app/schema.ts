@@ -13,6 +13,8 @@ export const ENVELOPES = ['cloudevents', 'cloudevents-binary', 'legacy'] as cons
 export const CHECKPOINT_STORES = ['file', 'redis', 'postgres', 'memory'] as const;
 export const TOPIC_PLACEHOLDERS = ['datasource', 'model', 'op', 'key'] as const;
 export const DEFAULT_CHECKPOINT_PATH = '.evpub/checkpoints';
+export const DEFAULT_HTTP_HOST = '127.0.0.1';
+export const DEFAULT_HTTP_PORT = 7401;
 
 const name = { type: 'string', minLength: 1 } as const;
 const stringList = { type: 'array', items: name, uniqueItems: true } as const;
@@ -118,6 +120,17 @@ const publisher = {
   },
 } as const;
 
+const http = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    host: name,
+    port: { type: 'integer', minimum: 0, maximum: 65535 },
+    token: { type: 'string', minLength: 1 },
+    enabled: { type: 'boolean' },
+  },
+} as const;
+
 export const configSchema = {
   $id: 'https://evpub.dev/schema/config.json',
   type: 'object',
@@ -129,5 +142,6 @@ export const configSchema = {
     datasources: { type: 'object', additionalProperties: datasource },
     models: { type: 'object', additionalProperties: model },
     publisher,
+    http,
   },
 } as const;

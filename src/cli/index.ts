@@ -10,11 +10,13 @@ import { registerCheck } from './check';
 import { registerDeadLetters } from './dead-letters';
 import { registerDemo } from './demo';
 import { reportError } from './errors';
+import { registerFeeds } from './feeds';
 import { registerInit } from './init';
 import { registerPub } from './pub';
 import { registerSlots } from './slots';
 import { registerSnapshot } from './snapshot';
 import { registerStart } from './start';
+import { registerStatus } from './status';
 import { registerSub } from './sub';
 
 const { version } = createRequire(__filename)('../../package.json') as { version: string };
@@ -33,6 +35,8 @@ registerDemo(program);
 registerSlots(program);
 registerSnapshot(program);
 registerDeadLetters(program);
+registerStatus(program);
+registerFeeds(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   reportError(err);

@@ -12,6 +12,11 @@
  * during that exits at once. When every feed has failed (each has a `feed-failed` status: an
  * unrecoverable source error, `publisher.deadLetterLimit` reached, a dead letter refused), it
  * stops the same way and exits 3, so a supervisor sees it and restarts or alerts.
+ *
+ * It serves the management HTTP API (docs/operate.md) unless `http.enabled` is false: on
+ * 127.0.0.1:7401 by default (`http.host`, `http.port`, or EVPUB_HTTP_PORT; port 0 picks a free
+ * one), its address in the log line "management API listening at ...". The server answers
+ * `/health` (and `/ready`: 503) while the publisher starts, and closes when it stops.
  */
 import type { Command } from 'commander';
 import { evpub } from '../app/app';
@@ -99,9 +104,11 @@ export async function runPublisher(loaded: LoadedConfig, logLevel?: string): Pro
   });
   app.handleSignals();
   try {
+    if (loaded.config.http?.enabled !== false) await app.listen();
     await app.start();
   } catch (err) {
     clearInterval(keepAlive);
+    await app.stop().catch(() => undefined); // closes the server
     throw err;
   }
 }

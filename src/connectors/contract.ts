@@ -17,8 +17,9 @@
  *    settings, source unreachable within the connect timeout, missing table...).
  * 2. The connector hands events to `sink.push(event)` in source order per model, and positions
  *    that produced no event to `sink.mark(model, position)` (at least the start of a `'now'`). `push`
- *    returns false when the publisher's window is full: the connector stops reading from the
- *    source (pauses its socket or stops polling) and awaits `sink.drain()` before pushing again.
+ *    returns false when the publisher's window is full (or the operator paused a feed of this
+ *    datasource: the same to the connector): the connector stops reading from the source
+ *    (pauses its socket or stops polling) and awaits `sink.drain()` before pushing again.
  *    It never buffers without bound.
  * 3. Input the connector receives but cannot turn into an event at all (a message that is not
  *    JSON, does not decode with its format, or whose key/operation mapping fails) is not

@@ -330,6 +330,11 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   feedGauge('evpub_feed_failed', '1 once the feed failed (it publishes nothing more), else 0.', (f) =>
     f.failed === undefined ? 0 : 1,
   );
+  feedGauge(
+    'evpub_feed_paused',
+    '1 while the feed is paused by an operator (POST /api/feeds/.../pause), or waits for one of its datasource that is, else 0.',
+    (f) => (f.state === 'paused' || f.state === 'waiting' ? 1 : 0),
+  );
 
   new Gauge({
     name: 'evpub_checkpoint_age_seconds',

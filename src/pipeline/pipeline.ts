@@ -39,6 +39,18 @@
  *   the dead-letter topic as an entry of the feed's queue: in order, in the window, retried like
  *   an event, its position committed once the broker confirmed it.
  * - `fail(model, err)` stops one feed: its later events are ignored, the rest go on.
+ * - `hold(model)` pauses a feed on the operator's word (`app.pause()`): from then on the feed
+ *   has no room, exactly as when its window is full, so `push` returns false and `drain()` waits
+ *   until `release(model)`. Nothing is dropped and nothing new is published: what the connector
+ *   pushes meanwhile (it learns of the hold at its next push, so it may hand over what it had
+ *   already read: one event, one transaction) is queued in the window but not issued; what was
+ *   in flight before the hold is confirmed and committed. The checkpoint stays before the first
+ *   held event; `release` issues the held events in order and reading goes on. At stop, held
+ *   events are left unpublished and uncommitted: the next start reads them again. The
+ *   datasource has one sink, so a held feed stops the reading of every feed of its datasource
+ *   (as a full window does): one PostgreSQL slot, one binlog stream. A hold lasts until
+ *   released or the process stops (it is not saved). Holding a held feed, or releasing one that
+ *   is not, changes nothing (both return false).
  */
 import { randomUUID } from 'node:crypto';
 import type { ChangeSink, ConnectorStatus, RawDeadLetter } from '../connectors/contract';
@@ -143,7 +155,12 @@ interface Feed {
   attempt: number;
   recovering: Set<Entry>;
   timer: NodeJS.Timeout | undefined;
+  /** Backpressure: the source was told to wait (window full or retrying). */
   paused: boolean;
+  /** Paused by the operator (`hold`) until `release`; a feed with no room, whatever it holds. */
+  held: boolean;
+  /** Entries queued while held and not issued yet (the queue's tail), issued on release. */
+  unissued: Set<Entry>;
   failed: Error | undefined;
   /**
    * Dead letters in a row with one code, in source order: `lastSeq` is the last one's sequence
@@ -206,8 +223,12 @@ export interface FeedSnapshot {
   inFlight: number;
   inFlightBytes: number;
   mode: Mode;
+  /** Backpressure: the source waits for this feed's window (or its retry). */
   paused: boolean;
+  /** Paused by the operator (`app.pause()`): the datasource is not read until resumed. */
+  held: boolean;
   failed?: string;
+  failedCode?: string;
   received: number;
   published: number;
   deadLettered: number;
@@ -247,6 +268,8 @@ export class Pipeline implements ChangeSink {
         recovering: new Set(),
         timer: undefined,
         paused: false,
+        held: false,
+        unissued: new Set(),
         failed: undefined,
         streak: { code: '', count: 0, lastSeq: -1 },
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
@@ -287,12 +310,13 @@ export class Pipeline implements ChangeSink {
     return this.roomAfterPush(feed);
   }
 
-  /** Queues an entry at the feed's tail and issues it unless the feed is backing off. */
+  /** Queues an entry at the feed's tail and issues it unless the feed is held or backing off. */
   private enqueue(feed: Feed, entry: Entry): void {
     entry.size = entry.payload.length;
     feed.bytes += entry.size;
     feed.queue.push(entry);
-    if (feed.mode !== 'backoff') this.issue(feed, entry);
+    if (feed.held) feed.unissued.add(entry);
+    else if (feed.mode !== 'backoff') this.issue(feed, entry);
   }
 
   mark(model: string, position: Position): void {
@@ -378,6 +402,42 @@ export class Pipeline implements ChangeSink {
 
   status(status: ConnectorStatus): void {
     this.options.emit({ type: 'connector', datasource: this.options.datasource, status });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Operator pause
+
+  /** Pauses a feed until `release` (see the protocol above). False when it already was held. */
+  hold(model: string): boolean {
+    const feed = this.feeds.get(model);
+    if (!feed || feed.held) return false;
+    feed.held = true;
+    this.options.emit({ type: 'feed-paused', feed: feed.spec.feedId, datasource: this.options.datasource });
+    return true;
+  }
+
+  /** Lets a held feed read on, from where it stopped. False when it was not held. */
+  release(model: string): boolean {
+    const feed = this.feeds.get(model);
+    if (!feed || !feed.held) return false;
+    feed.held = false;
+    const held = [...feed.unissued];
+    feed.unissued.clear();
+    this.options.emit({ type: 'feed-resumed', feed: feed.spec.feedId, datasource: this.options.datasource });
+    // Backing off: the coming re-publish issues them with the rest.
+    if (!this.closed && !feed.failed && feed.mode !== 'backoff') {
+      for (const entry of held) {
+        if (feed.mode === 'recovering') feed.recovering.add(entry);
+        this.issue(feed, entry);
+      }
+    }
+    this.wake();
+    return true;
+  }
+
+  /** The feeds (by model) the operator holds. */
+  heldModels(): string[] {
+    return [...this.feeds.values()].filter((f) => f.held).map((f) => f.spec.model);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -642,6 +702,7 @@ export class Pipeline implements ChangeSink {
     feed.recovering = new Set();
     for (let i = feed.head; i < feed.queue.length; i++) {
       const entry = feed.queue[i]!;
+      if (feed.unissued.has(entry)) break; // held: the tail waits for release
       feed.recovering.add(entry);
       this.issue(feed, entry);
     }
@@ -672,7 +733,7 @@ export class Pipeline implements ChangeSink {
 
   private feedHasRoom(feed: Feed): boolean {
     if (feed.failed) return true;
-    if (feed.mode !== 'open') return false;
+    if (feed.held || feed.mode !== 'open') return false;
     const inFlight = feed.queue.length - feed.head;
     if (feed.paused) return inFlight <= this.resumeAt && feed.bytes <= this.resumeAtBytes;
     return inFlight < this.options.maxInFlight && feed.bytes < this.maxBytes;
@@ -685,6 +746,7 @@ export class Pipeline implements ChangeSink {
   }
 
   private roomAfterPush(feed: Feed): boolean {
+    if (feed.held) return false; // told once, by `feed-paused`; not a backpressure pause
     if (!this.feedHasRoom(feed)) {
       this.markPaused(feed, feed.mode === 'open' ? 'window-full' : 'retrying');
       return false;
@@ -743,10 +805,13 @@ export class Pipeline implements ChangeSink {
   // -------------------------------------------------------------------------------------------
   // Shutdown and inspection
 
-  /** Every feed has nothing in flight, or failed (what it holds is left uncommitted). */
+  /**
+   * Every feed has nothing in flight, or failed (what it holds is left uncommitted); a held
+   * feed's unissued events do not count (left uncommitted, read again at the next start).
+   */
   private isIdle(): boolean {
     for (const feed of this.feeds.values()) {
-      if (!feed.failed && feed.queue.length - feed.head > 0) return false;
+      if (!feed.failed && feed.queue.length - feed.head > feed.unissued.size) return false;
     }
     return true;
   }
@@ -792,9 +857,13 @@ export class Pipeline implements ChangeSink {
       inFlightBytes: feed.bytes,
       mode: feed.mode,
       paused: feed.paused,
+      held: feed.held,
       ...feed.stats,
     };
-    if (feed.failed) out.failed = feed.failed.message;
+    if (feed.failed) {
+      out.failed = feed.failed.message;
+      out.failedCode = isEvpubError(feed.failed) ? feed.failed.code : ErrorCode.SOURCE_FAILED;
+    }
     return out;
   }
 

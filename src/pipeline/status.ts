@@ -37,6 +37,13 @@ export type PublisherStatus =
   | { type: 'paused'; feed: string; reason: 'window-full' | 'retrying'; inFlight: number }
   /** The feed has room again; the source reads on. */
   | { type: 'resumed'; feed: string }
+  /**
+   * The operator paused a feed (`app.pause()`, `POST /api/feeds/…/pause`): its datasource is not
+   * read until it is resumed (every feed of that datasource waits: they share one stream).
+   */
+  | { type: 'feed-paused'; feed: string; datasource: string }
+  /** The operator resumed a paused feed: reading goes on from where it stopped. */
+  | { type: 'feed-resumed'; feed: string; datasource: string }
   /** A publish failed and will be retried, with every event after it, after `delayMs`. */
   | { type: 'retrying'; feed: string; attempt: number; delayMs: number; events: number; error: StatusError }
   /** An event that cannot be published went to the dead-letter topic (and counts as done). */

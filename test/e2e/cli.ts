@@ -34,7 +34,8 @@ export function spawnCli(
   const argv = options.built ? [BUILT_CLI, ...args] : ['--import', TSX, CLI, ...args];
   const child = spawn(process.execPath, argv, {
     cwd: options.cwd ?? ROOT,
-    env: { ...process.env, ...options.env },
+    // Port 0: tests run `evpub start` in parallel; they must not all bind the API's 7401.
+    env: { ...process.env, EVPUB_HTTP_PORT: '0', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

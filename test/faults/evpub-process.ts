@@ -52,7 +52,7 @@ export async function startEvpub(dir: string, config: unknown): Promise<CliProce
   const proc = spawnCli(['start', '--config', file], {
     cwd: dir,
     built: true,
-    env: { EVPUB_LOG_LEVEL: 'info' },
+    env: { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
   });
   await proc.waitForOutput('evpub started', 60_000);
   return proc;

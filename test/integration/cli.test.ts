@@ -21,7 +21,7 @@ function evpub(args: string[], cwd = ROOT, env: Record<string, string> = {}) {
   const result = spawnSync(process.execPath, ['--import', TSX, CLI, ...args], {
     cwd,
     encoding: 'utf8',
-    env: { ...process.env, ...env },
+    env: { ...process.env, EVPUB_HTTP_PORT: '0', ...env },
     timeout: 60_000,
   });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
@@ -130,7 +130,7 @@ describe('evpub start', () => {
     );
     const child = spawn(process.execPath, ['--import', TSX, CLI, 'start'], {
       cwd: dir,
-      env: { ...process.env, EVPUB_LOG_LEVEL: 'info' },
+      env: { ...process.env, EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
     });
     let stdout = '';
     let stderr = '';

@@ -1,0 +1,297 @@
+/**
+ * The management API as a fastify plugin: `evpub start` and `app.listen()` serve it on their own
+ * server (server.ts); an application with its own fastify registers it:
+ *
+ *   await fastify.register(evpubApi, { app, token: process.env.EVPUB_HTTP_TOKEN, prefix: '/evpub' });
+ *
+ * Routes (each with a JSON schema; the whole API is OpenAPI 3 at `/openapi.json`):
+ *   GET  /health                      200 while the process answers (no token needed)
+ *   GET  /ready                       200 when running, every feed reading or paused on purpose,
+ *                                     every broker connected; 503 with the reasons (no token)
+ *   GET  /api/feeds                   every feed: state, position, in flight, counters, rate
+ *   GET  /api/feeds/:datasource/:model  one feed (or /api/feeds/:feed with the id URL-encoded)
+ *   POST /api/feeds/:datasource/:model/pause | /resume   idempotent; 404 for an unknown feed
+ *   GET  /api/config                  the effective configuration, secrets redacted
+ *   GET  /metrics                     Prometheus text format
+ *   GET  /openapi.json                this API
+ *
+ * Security: with a token, every route but /health and /ready wants `Authorization: Bearer
+ * <token>`, compared in constant time (SHA-256 digests of equal length); anything else gets 401
+ * with no detail. Bodies are validated by an Ajv of this plugin that rejects unknown keys (400
+ * naming the field). No reply carries a secret: the config is redacted, broker URLs too.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import Ajv, { type ErrorObject } from 'ajv';
+import type {
+  FastifyError,
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+} from 'fastify';
+import type { App } from '../app/app';
+import { redactConfig } from '../app/config';
+import { ErrorCode, isEvpubError } from '../errors';
+import { createMetrics } from '../metrics/index';
+import { errorSchema, feedSchema, feedsSchema, feedsView, feedView, readySchema, readyView } from './views';
+
+export interface EvpubApiOptions {
+  app: App;
+  /** The bearer token the API requires (none: open, for loopback only). */
+  token?: string;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Served without the token (/health, /ready). */
+    public?: boolean;
+  }
+}
+
+/** The field an Ajv error is about, as `body.reason`, and what is wrong with it. */
+function validationMessage(context: string, err: ErrorObject): string {
+  const at = [context, ...err.instancePath.split('/').filter(Boolean)].join('.');
+  const params = err.params as { additionalProperty?: string; missingProperty?: string };
+  if (params.additionalProperty !== undefined)
+    return `${at}.${params.additionalProperty}: is not a known field`;
+  if (params.missingProperty !== undefined) return `${at}.${params.missingProperty}: is required`;
+  return `${at}: ${err.message ?? 'is invalid'}`;
+}
+
+/** A constant-time check of `Authorization: Bearer <token>`. */
+function bearerCheck(token: string): (header: string | undefined) => boolean {
+  const expected = createHash('sha256').update(token).digest();
+  return (header) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+    const given = createHash('sha256')
+      .update(m?.[1] ?? '')
+      .digest();
+    return timingSafeEqual(given, expected) && m !== null;
+  };
+}
+
+const feedParams = {
+  type: 'object',
+  required: ['datasource', 'model'],
+  properties: { datasource: { type: 'string' }, model: { type: 'string' } },
+} as const;
+const encodedFeedParams = {
+  type: 'object',
+  required: ['feed'],
+  properties: { feed: { type: 'string', description: 'the feed id datasource/model, URL-encoded' } },
+} as const;
+const pauseBody = {
+  type: 'object',
+  nullable: true,
+  additionalProperties: false,
+  properties: { reason: { type: 'string', maxLength: 200, description: 'logged with the pause' } },
+} as const;
+const changedSchema = {
+  type: 'object',
+  properties: {
+    changed: { type: 'boolean', description: 'false when the feed already was in that state' },
+    feed: { $ref: 'evpub-feed#' },
+  },
+} as const;
+
+type FeedRequest = FastifyRequest<{
+  Params: { datasource?: string; model?: string; feed?: string };
+  Body: { reason?: string } | null | undefined;
+}>;
+
+function feedIdOf(request: FeedRequest): string {
+  const p = request.params;
+  return p.feed ?? `${p.datasource}/${p.model}`;
+}
+
+function notFound(reply: FastifyReply, feedId: string): FastifyReply {
+  return reply.code(404).send({ error: 'Not Found', message: `no feed ${JSON.stringify(feedId)}` });
+}
+
+export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, options) => {
+  const { app } = options;
+  const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false, removeAdditional: false });
+  fastify.setValidatorCompiler(({ schema }) => ajv.compile(schema));
+  fastify.addSchema(feedSchema);
+
+  await fastify.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'evpub management API',
+        description:
+          'Health, readiness, feeds (pause/resume), configuration and metrics of an evpub process.',
+        version: '1',
+      },
+      ...(options.token
+        ? {
+            components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+            security: [{ bearer: [] }],
+          }
+        : {}),
+    },
+    refResolver: {
+      buildLocalReference: (json, _base, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
+    },
+    // The plugin marks every body required; pause and resume take none, or `{ reason }`.
+    transformObject: (doc) => {
+      const openapi = 'openapiObject' in doc ? doc.openapiObject : doc.swaggerObject;
+      for (const item of Object.values(openapi.paths ?? {})) {
+        const body = (item as { post?: { requestBody?: { required?: boolean } } } | undefined)?.post
+          ?.requestBody;
+        if (body) body.required = false;
+      }
+      return openapi;
+    },
+  });
+
+  if (options.token) {
+    const check = bearerCheck(options.token);
+    fastify.addHook('onRequest', (request, reply, done) => {
+      if (request.routeOptions.config.public || check(request.headers.authorization)) return done();
+      // Answered here: the route never runs (no `done()`).
+      void reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Unauthorized' });
+    });
+  }
+
+  fastify.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err.validation) {
+      const message = err.validation.map((e) =>
+        validationMessage(err.validationContext ?? 'request', e as ErrorObject),
+      );
+      return reply.code(400).send({ error: 'Bad Request', message: message.join('; ') });
+    }
+    if (isEvpubError(err, ErrorCode.FEED_NOT_FOUND)) return notFound(reply, String(err.context.feed));
+    if (isEvpubError(err, ErrorCode.INVALID_STATE)) {
+      return reply.code(409).send({ error: 'Conflict', message: err.message });
+    }
+    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+      return reply.code(err.statusCode).send({ error: 'Bad Request', message: err.message });
+    }
+    request.log.error({ err, route: request.routeOptions.url }, 'management API: request failed');
+    return reply.code(500).send({ error: 'Internal Server Error' });
+  });
+
+  const metrics = createMetrics(app);
+  fastify.addHook('onClose', () => metrics.close());
+
+  const errors = { 401: errorSchema, 404: errorSchema };
+
+  fastify.get(
+    '/health',
+    {
+      config: { public: true },
+      schema: {
+        summary: 'Liveness: the process and its event loop answer',
+        tags: ['health'],
+        security: [],
+        response: { 200: { type: 'object', properties: { status: { type: 'string', enum: ['ok'] } } } },
+      },
+    },
+    async () => ({ status: 'ok' as const }),
+  );
+
+  fastify.get(
+    '/ready',
+    {
+      config: { public: true },
+      schema: {
+        summary: 'Readiness: every feed streaming, snapshotting or paused on purpose, every broker connected',
+        tags: ['health'],
+        security: [],
+        response: { 200: readySchema, 503: readySchema },
+      },
+    },
+    async (_request, reply) => {
+      const view = readyView(app);
+      return reply.code(view.ready ? 200 : 503).send(view);
+    },
+  );
+
+  fastify.get(
+    '/api/feeds',
+    { schema: { summary: 'Every feed', tags: ['feeds'], response: { 200: feedsSchema, 401: errorSchema } } },
+    async () => feedsView(app),
+  );
+
+  const getFeed = async (request: FeedRequest, reply: FastifyReply) => {
+    const id = feedIdOf(request);
+    const feed = app.status().feeds[id];
+    if (!feed) return notFound(reply, id);
+    return feedView(id, feed);
+  };
+  const oneFeed = {
+    summary: 'One feed',
+    tags: ['feeds'],
+    response: { 200: { $ref: 'evpub-feed#' }, ...errors },
+  };
+  fastify.get('/api/feeds/:datasource/:model', { schema: { ...oneFeed, params: feedParams } }, getFeed);
+  fastify.get('/api/feeds/:feed', { schema: { ...oneFeed, params: encodedFeedParams } }, getFeed);
+
+  for (const action of ['pause', 'resume'] as const) {
+    const handler = async (request: FeedRequest) => {
+      const id = feedIdOf(request);
+      const changed = action === 'pause' ? app.pause(id) : app.resume(id);
+      const reason = request.body?.reason;
+      if (changed) request.log.info({ feed: id, ...(reason ? { reason } : {}) }, `feed ${action}d over HTTP`);
+      return { changed, feed: feedView(id, app.status().feeds[id]!) };
+    };
+    const schema = {
+      summary:
+        action === 'pause'
+          ? 'Pause a feed: its datasource is no longer read (every feed of it waits), the checkpoint stays, nothing is lost'
+          : 'Resume a paused feed from where it stopped',
+      tags: ['feeds'],
+      body: pauseBody,
+      response: { 200: changedSchema, 400: errorSchema, ...errors, 409: errorSchema },
+    };
+    fastify.post(
+      `/api/feeds/:datasource/:model/${action}`,
+      { schema: { ...schema, params: feedParams } },
+      handler,
+    );
+    fastify.post(`/api/feeds/:feed/${action}`, { schema: { ...schema, params: encodedFeedParams } }, handler);
+  }
+
+  fastify.get(
+    '/api/config',
+    {
+      schema: {
+        summary: 'The effective configuration, every secret redacted',
+        tags: ['config'],
+        response: { 200: { type: 'object', additionalProperties: true }, 401: errorSchema },
+      },
+    },
+    async () => redactConfig(app.effectiveConfig() ?? app.toConfig()),
+  );
+
+  fastify.get(
+    '/metrics',
+    {
+      schema: {
+        summary: 'Prometheus metrics (text format)',
+        tags: ['metrics'],
+        produces: ['text/plain'],
+        response: { 200: { type: 'string' }, 401: errorSchema },
+      },
+    },
+    async (_request, reply) => reply.type(metrics.contentType).send(await metrics.text()),
+  );
+
+  fastify.get(
+    '/openapi.json',
+    {
+      schema: {
+        summary: 'This API as OpenAPI 3',
+        tags: ['meta'],
+        response: { 200: { type: 'object', additionalProperties: true }, 401: errorSchema },
+      },
+    },
+    async () => fastify.swagger(),
+  );
+};
+
+/** The routes' own instance type, for callers that want to inject requests in tests. */
+export type EvpubApiInstance = FastifyInstance;
