@@ -40,6 +40,7 @@ import type {
   PublisherConfig,
 } from './config-types';
 import { DataSource, modelName, type Model, type ModelDefinition, type ModelOptions } from './datasource';
+import { PublishedEvents, type PublishedEventSource } from './published-events';
 import { Runtime, type RuntimeSnapshot } from './runtime';
 
 export interface EvpubOptions {
@@ -234,6 +235,7 @@ export class App extends EventEmitter<AppEventMap> {
       emit: (s) => this.emitStatus(s),
       stopTimeout: this.options.stopTimeout ?? 30_000,
       retry: this.options.retry,
+      onPublished: (p) => this.published?.publish(p),
     });
     this.runtime = runtime;
     await runtime.start();
@@ -274,6 +276,20 @@ export class App extends EventEmitter<AppEventMap> {
     const snap = this.runtime?.snapshot() ?? { brokers: {}, datasources: {}, feeds: {} };
     return { state: this._state, startedAt: this.startedAt, ...snap };
   }
+
+  // Published events (issue 12: the live event stream) --------------------------------------
+  private published: PublishedEvents | undefined;
+
+  /**
+   * Every event the broker confirmed, live: `app.events().on('event', (e) => ...)`, `off` to
+   * stop. Listeners are called synchronously on the publishing path: keep them quick (see
+   * `published-events.ts`). Dead letters are not passed.
+   */
+  events(): PublishedEventSource {
+    this.published ??= new PublishedEvents(this.logger);
+    return this.published;
+  }
+  // -------------------------------------------------------------------------------------------
 
   /** Emits a status event; a listener that throws is logged and the others still run. */
   private emitStatus(status: PublisherStatus): void {
