@@ -18,7 +18,8 @@
  *   event was published to: `+` one level, `#` the rest; `orders/#`).
  * - Each client reads the ring through its own cursor: publishing an event costs the pipeline a
  *   ring slot and a wake-up per client, never a write. The writes to a client happen later
- *   (batched once per turn of the event loop, or at once when it falls 256 events behind).
+ *   (batched once per turn of the event loop, or at once when it falls 256 events, or half its
+ *   bound, behind).
  *   A client's bound: at most `clientQueue.bytes` written to its socket and not yet sent
  *   (`res.write` returning false counts: what the socket has not taken stays counted), and at
  *   most `clientQueue.messages` events behind the newest (never more than the ring holds).
@@ -52,7 +53,10 @@ export const DEFAULT_CLIENT_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_HEARTBEAT_MS = 15_000;
 /** How long an ended client (overflow, server close) may take to read what it was sent. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 10_000;
-/** A client this many events behind is written to at once, not at the next turn of the loop. */
+/**
+ * A client this many events behind is written to at once, not at the next turn of the loop
+ * (half its bound when that is less: a burst in one turn must not overflow a client that reads).
+ */
 const SYNC_FLUSH_AT = 256;
 /** Largest chunk of SSE frames joined into one write. */
 const BATCH_BYTES = 64 * 1024;
@@ -172,7 +176,7 @@ class Client {
   notify(): void {
     if (this.closed) return;
     const behind = this.stream.next - this.cursor;
-    if (behind >= SYNC_FLUSH_AT && !this.blocked) this.flush();
+    if (behind >= this.stream.flushAt && !this.blocked) this.flush();
     if (this.stream.next - this.cursor > this.stream.maxBehind) {
       this.stream.overflow(this, this.stream.next - this.cursor);
       return;
@@ -248,6 +252,8 @@ export class EventStream {
   /** Events a client may be behind the newest before it is disconnected. */
   readonly maxBehind: number;
   readonly closeTimeoutMs: number;
+  /** A client this many events behind is written to at once. */
+  readonly flushAt: number;
   /** Sequence number of the next event (events seen so far). */
   next = 0;
   private readonly ring: (Held | undefined)[];
@@ -272,6 +278,7 @@ export class EventStream {
       'http.events.clientQueue.bytes',
     );
     this.maxBehind = Math.min(messages, this.ringSize);
+    this.flushAt = Math.max(1, Math.min(SYNC_FLUSH_AT, Math.floor(this.maxBehind / 2)));
     this.closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     this.logger = options.logger;
     this.ring = new Array<Held | undefined>(this.ringSize);
