@@ -282,7 +282,7 @@ export class EventStream {
     this.closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     this.logger = options.logger;
     this.ring = new Array<Held | undefined>(this.ringSize);
-    const heartbeatMs = positiveInt(options.heartbeatMs, DEFAULT_HEARTBEAT_MS, 'http.events.heartbeatMs');
+    const heartbeatMs = positiveInt(options.heartbeatMs, DEFAULT_HEARTBEAT_MS, 'eventsRoutes: heartbeatMs');
     this.heartbeat = setInterval(() => {
       for (const client of this.clients) client.transport.heartbeat();
     }, heartbeatMs);
@@ -557,6 +557,7 @@ export async function eventsRoutes(fastify: FastifyInstance, options: EventsRout
   fastify.get<{ Querystring: EventsQuery }>(
     '/api/events',
     {
+      exposeHeadRoute: false, // a HEAD request cannot carry a stream
       schema: {
         summary: 'Live events as Server-Sent Events',
         description:

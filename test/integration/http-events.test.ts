@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
 import type { PublishedEvent } from '../../src/app/published-events';
 import { memoryStore, type MemoryStore } from '../../src/connectors/memory';
-import { eventsRoutes, type EventsRoutesOptions } from '../../src/http/events';
+import { EventStream, eventsRoutes, type EventsRoutesOptions } from '../../src/http/events';
 import { openSse, openWs, type SseClient } from '../helpers/events-clients';
 import { quietLogger } from '../helpers/publisher';
 import { uniqueName } from '../helpers/services';
@@ -236,6 +236,21 @@ describe('live events: WebSocket', () => {
     s.write('orders', 'o10');
     await waitFor(() => late.messages.length === 2, 'then live');
     expect(late.messages[1]).toMatchObject({ type: 'event', topic: 'orders/create/o10' });
+  });
+});
+
+describe('the event stream options', () => {
+  it('refuses a bad ring size or client bound, naming the config key', () => {
+    const app = evpub({ logger: quietLogger() });
+    const source = app.events();
+    const make = (o: Partial<ConstructorParameters<typeof EventStream>[0]>) => () =>
+      new EventStream({ source, logger: quietLogger(), ...o }).close();
+    expect(make({ ringSize: 0 })).toThrow(
+      /^http\.events\.ring: must be a whole number of at least 1 \(got 0\)/,
+    );
+    expect(make({ clientQueue: { bytes: 1.5 } })).toThrow(/^http\.events\.clientQueue\.bytes: /);
+    expect(make({ clientQueue: { messages: -1 } })).toThrow(/^http\.events\.clientQueue\.messages: /);
+    expect(make({ ringSize: 10, clientQueue: { messages: 50 } })).not.toThrow();
   });
 });
 
