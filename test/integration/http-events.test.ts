@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
 import type { PublishedEvent } from '../../src/app/published-events';
 import { memoryStore, type MemoryStore } from '../../src/connectors/memory';
+import type { ChangeEvent } from '../../src/events/change-event';
 import { EventStream, eventsRoutes, type EventsRoutesOptions } from '../../src/http/events';
 import { openSse, openWs, type SseClient } from '../helpers/events-clients';
 import { quietLogger } from '../helpers/publisher';
@@ -28,12 +29,16 @@ interface Setup {
   base: string;
   ws: string;
   store: MemoryStore;
-  write(model: 'orders' | 'customers', key: string, data?: Record<string, unknown>): void;
+  write(model: 'orders' | 'customers', key: string, data?: Record<string, unknown>): ChangeEvent;
 }
 
 async function setup(
   routes: Omit<EventsRoutesOptions, 'app'> = {},
-  options: { publisher?: Record<string, unknown>; logger?: pino.Logger } = {},
+  options: {
+    publisher?: Record<string, unknown>;
+    logger?: pino.Logger;
+    envelope?: 'cloudevents' | 'cloudevents-binary';
+  } = {},
 ): Promise<Setup> {
   const broker = `memory://${uniqueName('b')}`;
   const storeName = uniqueName('store');
@@ -44,7 +49,7 @@ async function setup(
     publisher: options.publisher,
   });
   app.dataSource('local', { connector: 'memory', store: storeName });
-  app.model('orders', { dataSource: 'local', topic: '{model}/{op}/{key}' });
+  app.model('orders', { dataSource: 'local', topic: '{model}/{op}/{key}', envelope: options.envelope });
   app.model('customers', { dataSource: 'local', topic: '{model}/{op}/{key}' });
   const server = Fastify();
   await server.register(eventsRoutes, { app, logger: quietLogger(), ...routes });
@@ -167,6 +172,18 @@ describe('live events: Server-Sent Events', () => {
     const unknown = await sse(`${s.base}/api/events`, { 'last-event-id': 'no-such-id' });
     await waitFor(() => unknown.messages.length === 1, 'a gap for an unknown id');
     expect(unknown.messages[0]!.event).toBe('gap');
+  });
+
+  it('with binary-mode CloudEvents, data is the event data alone and id: still the event id', async () => {
+    const s = await setup({}, { envelope: 'cloudevents-binary' });
+    const client = await sse(`${s.base}/api/events`);
+    const event = s.write('orders', 'b1', { n: 1 });
+    await waitFor(() => changes(client).length === 1, 'one event');
+    const [m] = changes(client);
+    expect(m!.id).toBe(event.id);
+    const data = JSON.parse(m!.data) as Record<string, unknown>;
+    expect(data).toMatchObject({ op: 'create', key: 'b1', after: { key: 'b1', n: 1 } });
+    expect(data.specversion).toBeUndefined();
   });
 
   it('sends heartbeat comments so proxies keep the stream open', async () => {
