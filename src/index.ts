@@ -48,3 +48,7 @@ export * as pubsub from './pubsub/index';
 export { EvpubError, ErrorCode, isEvpubError, redact } from './errors';
 export { createLogger } from './logger';
 export type { Logger } from './logger';
+// Live events for browsers (issue 12): `app.events()` and the SSE/WebSocket routes as a plugin.
+export type { PublishedEvent, PublishedEventSource, PublishedListener } from './app/published-events';
+export { eventsRoutes, EventStream } from './http/events';
+export type { EventsRoutesOptions, EventStreamOptions, EventStreamStats } from './http/events';

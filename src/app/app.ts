@@ -51,6 +51,7 @@ import type {
 } from './config-types';
 import { FeedRates } from './rates';
 import { DataSource, modelName, type Model, type ModelDefinition, type ModelOptions } from './datasource';
+import { PublishedEvents, type PublishedEventSource } from './published-events';
 import { Runtime, type RuntimeSnapshot } from './runtime';
 
 export interface EvpubOptions {
@@ -267,6 +268,7 @@ export class App extends EventEmitter<AppEventMap> {
       emit: (s) => this.emitStatus(s),
       stopTimeout: this.options.stopTimeout ?? 30_000,
       retry: this.options.retry,
+      onPublished: (p) => this.published?.publish(p),
     });
     this.runtime = runtime;
     await runtime.start();
@@ -382,6 +384,20 @@ export class App extends EventEmitter<AppEventMap> {
     const handle = await server.catch(() => undefined);
     await handle?.close();
   }
+
+  // Published events (issue 12: the live event stream) --------------------------------------
+  private published: PublishedEvents | undefined;
+
+  /**
+   * Every event the broker confirmed, live: `app.events().on('event', (e) => ...)`, `off` to
+   * stop. Listeners are called synchronously on the publishing path: keep them quick (see
+   * `published-events.ts`). Dead letters are not passed.
+   */
+  events(): PublishedEventSource {
+    this.published ??= new PublishedEvents(this.logger);
+    return this.published;
+  }
+  // -------------------------------------------------------------------------------------------
 
   /** Emits a status event; a listener that throws is logged and the others still run. */
   private emitStatus(status: PublisherStatus): void {

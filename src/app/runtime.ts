@@ -27,7 +27,7 @@ import { createEnvelope } from '../events/envelopes/index';
 import type { Logger } from '../logger';
 import { CheckpointTracker } from '../pipeline/checkpoint-tracker';
 import { DEFAULT_DEAD_LETTER_TOPIC } from '../pipeline/dead-letter';
-import { Pipeline, type FeedSnapshot, type FeedSpec } from '../pipeline/pipeline';
+import { Pipeline, type FeedSnapshot, type FeedSpec, type PublishedEvent } from '../pipeline/pipeline';
 import type { PublisherStatus } from '../pipeline/status';
 import { statusError } from '../pipeline/status';
 import { compileTopic, DEFAULT_TOPIC } from '../pipeline/topics';
@@ -51,6 +51,8 @@ export interface RuntimeDeps {
   emit(status: PublisherStatus): void;
   stopTimeout: number;
   retry?: { initialDelay?: number; maxDelay?: number };
+  /** Each event the broker confirmed (the pipelines' tap; see `PipelineOptions.onPublished`). */
+  onPublished?: (published: PublishedEvent) => void;
 }
 
 interface BrokerRun {
@@ -295,6 +297,7 @@ export class Runtime {
           this.deps.emit(s);
         },
         retry: this.deps.retry,
+        onPublished: this.deps.onPublished,
       });
       this.runs.push({ name: dsName, connector, pipeline, feeds, started: false });
     }

@@ -107,6 +107,28 @@ export interface PipelineOptions {
   emit(status: PublisherStatus): void;
   /** Re-publish back-off in ms (defaults 100 .. 10000). */
   retry?: { initialDelay?: number; maxDelay?: number };
+  /**
+   * The tap: called once per event when the broker first confirmed it (in confirmation order;
+   * not again for a re-publish after a retry), synchronously, with the payload as published.
+   * Not called for dead letters (they are not the feed's events; the `dead-lettered` status
+   * says them). A listener that throws is logged; the pipeline goes on. Absent: one branch.
+   */
+  onPublished?(published: PublishedEvent): void;
+}
+
+/** An event the broker confirmed, as the `onPublished` tap sees it. */
+export interface PublishedEvent {
+  /** `${datasource}/${model}`. */
+  feed: string;
+  model: string;
+  datasource: string;
+  topic: string;
+  /** The payload as published (binary-mode CloudEvents: the data alone). Do not modify. */
+  payload: Buffer;
+  /** Set where the broker carries headers (the envelope's content type). */
+  contentType?: string;
+  eventId: string;
+  key: string;
 }
 
 interface Entry {
@@ -604,6 +626,7 @@ export class Pipeline implements ChangeSink {
       else {
         feed.stats.published++;
         if (entry.seq > feed.streak.lastSeq) feed.streak.count = 0;
+        if (this.options.onPublished) this.tap(feed, entry);
       }
       feed.spec.tracker.ack(entry.seq);
       this.popAcked(feed);
@@ -617,6 +640,29 @@ export class Pipeline implements ChangeSink {
       }
     }
     this.wake();
+  }
+
+  /** Hands a confirmed event to `onPublished`; a throwing listener is logged, never rethrown. */
+  private tap(feed: Feed, entry: Entry): void {
+    const event = entry.event;
+    if (!event) return;
+    try {
+      this.options.onPublished!({
+        feed: feed.spec.feedId,
+        model: feed.spec.model,
+        datasource: this.options.datasource,
+        topic: entry.topic,
+        payload: entry.payload,
+        ...(entry.options.contentType ? { contentType: entry.options.contentType } : {}),
+        eventId: event.id,
+        key: event.key,
+      });
+    } catch (err) {
+      this.options.logger.error(
+        { err: toError(err), feed: feed.spec.feedId, eventId: event.id },
+        'an onPublished listener threw; the event is published all the same',
+      );
+    }
   }
 
   private onFailed(feed: Feed, entry: Entry, generation: number, err: Error): void {
