@@ -97,6 +97,11 @@ export interface HttpConfig {
   token?: string;
   /** `evpub start` serves it (default true). */
   enabled?: boolean;
+  /**
+   * The live event stream (`/api/events`): `ring`, events held for a browser's replay (default
+   * 1000); `clientQueue`, each browser's bound in events and bytes (defaults 1000 and 4 MiB).
+   */
+  events?: { ring?: number; clientQueue?: { messages?: number; bytes?: number } };
 }
 
 export interface EvpubConfig {

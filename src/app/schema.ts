@@ -128,6 +128,21 @@ const http = {
     port: { type: 'integer', minimum: 0, maximum: 65535 },
     token: { type: 'string', minLength: 1 },
     enabled: { type: 'boolean' },
+    events: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        ring: { type: 'integer', minimum: 1 },
+        clientQueue: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            messages: { type: 'integer', minimum: 1 },
+            bytes: { type: 'integer', minimum: 1 },
+          },
+        },
+      },
+    },
   },
 } as const;
 

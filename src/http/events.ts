@@ -558,6 +558,7 @@ export async function eventsRoutes(fastify: FastifyInstance, options: EventsRout
     '/api/events',
     {
       exposeHeadRoute: false, // a HEAD request cannot carry a stream
+      config: { browserToken: true },
       schema: {
         summary: 'Live events as Server-Sent Events',
         description:
@@ -593,6 +594,7 @@ export async function eventsRoutes(fastify: FastifyInstance, options: EventsRout
     '/api/events/ws',
     {
       websocket: true,
+      config: { browserToken: true },
       schema: { querystring },
       // A bad filter is refused before the upgrade.
       preHandler: (request, reply, done) => {

@@ -14,10 +14,13 @@
  *   GET  /api/config                  the effective configuration, secrets redacted
  *   GET  /metrics                     Prometheus text format
  *   GET  /openapi.json                this API
+ *   GET  /api/events                  live events as Server-Sent Events (events.ts)
+ *   GET  /api/events/ws               the same over a WebSocket
  *
  * Security: with a token, every route but /health and /ready wants `Authorization: Bearer
  * <token>`, compared in constant time (SHA-256 digests of equal length); anything else gets 401
- * with no detail. Bodies are validated by an Ajv of this plugin that rejects unknown keys (400
+ * with no detail. The event stream, which a browser opens without headers, also takes it as
+ * `?token=` or the `evpub_token` cookie. Bodies are validated by an Ajv of this plugin that rejects unknown keys (400
  * naming the field). No reply carries a secret: the config is redacted, broker URLs too.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -34,18 +37,26 @@ import type { App } from '../app/app';
 import { redactConfig } from '../app/config';
 import { ErrorCode, isEvpubError } from '../errors';
 import { createMetrics } from '../metrics/index';
+import { eventsRoutes, type EventsRoutesOptions } from './events';
 import { errorSchema, feedSchema, feedsSchema, feedsView, feedView, readySchema, readyView } from './views';
 
 export interface EvpubApiOptions {
   app: App;
   /** The bearer token the API requires (none: open, for loopback only). */
   token?: string;
+  /** The live event stream's bounds (config `http.events`; see events.ts). */
+  events?: Pick<EventsRoutesOptions, 'ringSize' | 'clientQueue'>;
 }
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** Served without the token (/health, /ready). */
     public?: boolean;
+    /**
+     * A route a browser opens itself (EventSource, WebSocket), which cannot set a header: the
+     * token may also come as `?token=` or the `evpub_token` cookie.
+     */
+    browserToken?: boolean;
   }
 }
 
@@ -59,16 +70,28 @@ function validationMessage(context: string, err: ErrorObject): string {
   return `${at}: ${err.message ?? 'is invalid'}`;
 }
 
-/** A constant-time check of `Authorization: Bearer <token>`. */
-function bearerCheck(token: string): (header: string | undefined) => boolean {
+/** A constant-time comparison with the token (SHA-256 digests of equal length). */
+function tokenCheck(token: string): (given: string | undefined) => boolean {
   const expected = createHash('sha256').update(token).digest();
-  return (header) => {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-    const given = createHash('sha256')
-      .update(m?.[1] ?? '')
+  return (given) => {
+    const digest = createHash('sha256')
+      .update(given ?? '')
       .digest();
-    return timingSafeEqual(given, expected) && m !== null;
+    return timingSafeEqual(digest, expected) && given !== undefined;
   };
+}
+
+/** The token of `Authorization: Bearer <token>`. */
+function bearerToken(header: string | undefined): string | undefined {
+  return /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1];
+}
+
+/** The token a browser sends on a route it opens itself: `?token=`, else the `evpub_token` cookie. */
+function browserToken(request: FastifyRequest): string | undefined {
+  const query = request.query as { token?: unknown } | undefined;
+  if (typeof query?.token === 'string') return query.token;
+  const cookie = /(?:^|;\s*)evpub_token=([^;]*)/.exec(request.headers.cookie ?? '')?.[1];
+  return cookie === undefined ? undefined : decodeURIComponent(cookie);
 }
 
 const feedParams = {
@@ -148,9 +171,11 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
   });
 
   if (options.token) {
-    const check = bearerCheck(options.token);
+    const check = tokenCheck(options.token);
     fastify.addHook('onRequest', (request, reply, done) => {
-      if (request.routeOptions.config.public || check(request.headers.authorization)) return done();
+      const config = request.routeOptions.config;
+      if (config.public || check(bearerToken(request.headers.authorization))) return done();
+      if (config.browserToken && check(browserToken(request))) return done();
       // Answered here: the route never runs (no `done()`).
       void reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Unauthorized' });
     });
@@ -291,6 +316,9 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
     },
     async () => fastify.swagger(),
   );
+
+  // The live event stream (events.ts), under the same token hook and error handler.
+  await fastify.register(eventsRoutes, { app, ...options.events });
 };
 
 /** The routes' own instance type, for callers that want to inject requests in tests. */

@@ -27,7 +27,11 @@ export async function serve(app: App, http: HttpConfig): Promise<Server> {
       'management API request',
     );
   });
-  await fastify.register(evpubApi, { app, ...(http.token ? { token: http.token } : {}) });
+  await fastify.register(evpubApi, {
+    app,
+    ...(http.token ? { token: http.token } : {}),
+    ...(http.events ? { events: { ringSize: http.events.ring, clientQueue: http.events.clientQueue } } : {}),
+  });
   const host = http.host ?? DEFAULT_HTTP_HOST;
   const wanted = http.port ?? DEFAULT_HTTP_PORT;
   try {

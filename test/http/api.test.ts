@@ -169,6 +169,7 @@ describe('management API', () => {
         'GET /api/config',
         'GET /metrics',
         'GET /openapi.json',
+        'GET /api/events',
       ].sort(),
     );
   });
