@@ -6,8 +6,9 @@
  *   evpub start --dir ./server           # datasources.json + model-config.json + evpub.json
  *
  * The configuration is validated before anything connects (an invalid one exits 1 with every
- * problem and its path). Logs are structured JSON (pino) on stdout, level from `--log-level`
- * or EVPUB_LOG_LEVEL (default info), never with secrets. SIGTERM/SIGINT stop reading, drain what
+ * problem and its path). Logs go to stdout, level from `--log-level` or EVPUB_LOG_LEVEL (default
+ * info), never with secrets: structured JSON (pino) when stdout is not a terminal, readable lines
+ * on a terminal; `--pretty` / `--no-pretty` choose. SIGTERM/SIGINT stop reading, drain what
  * is in flight, save checkpoints, close, and exit 0 (1 when stopping failed); a second signal
  * during that exits at once. When every feed has failed (each has a `feed-failed` status: an
  * unrecoverable source error, `publisher.deadLetterLimit` reached, a dead letter refused), it
@@ -29,14 +30,20 @@ interface StartFlags {
   config?: string;
   dir?: string;
   logLevel?: string;
+  pretty?: boolean;
 }
 
 /** `evpub start`'s exit code when every feed failed. */
 export const EXIT_ALL_FEEDS_FAILED = 3;
 
 /** The CLI's logger: pino on stdout, credentials censored like the library's default logger. */
-export function stdoutLogger(level: string): Logger {
-  return createLogger({ level, destination: 1 });
+export function stdoutLogger(level: string, pretty = false): Logger {
+  return createLogger({
+    level,
+    destination: 1,
+    pretty,
+    colorize: pretty && process.stdout.isTTY && !process.env.NO_COLOR,
+  });
 }
 
 const WARN: PublisherStatus['type'][] = ['paused', 'retrying', 'dead-lettered', 'warning'];
@@ -69,15 +76,21 @@ export function registerStart(program: Command): void {
     .option('-c, --config <path>', 'configuration file (.json, .yaml, .yml, or model-config.json)')
     .option('-d, --dir <dir>', 'directory holding the configuration (default: the working directory)')
     .option('-l, --log-level <level>', 'trace, debug, info, warn, error (default: EVPUB_LOG_LEVEL or info)')
+    .option('--pretty', 'readable log lines (the default on a terminal)')
+    .option('--no-pretty', 'JSON log lines (the default when stdout is not a terminal)')
     .action(async (flags: StartFlags) => {
       const loaded = loadConfigFrom({ file: flags.config, dir: flags.dir });
-      await runPublisher(loaded, flags.logLevel);
+      await runPublisher(loaded, flags.logLevel, { pretty: flags.pretty ?? process.stdout.isTTY });
     });
 }
 
 /** Runs the publisher of a loaded configuration until a signal stops it (`evpub start`). */
-export async function runPublisher(loaded: LoadedConfig, logLevel?: string): Promise<void> {
-  const logger = stdoutLogger(logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info');
+export async function runPublisher(
+  loaded: LoadedConfig,
+  logLevel?: string,
+  options: { pretty?: boolean } = {},
+): Promise<void> {
+  const logger = stdoutLogger(logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info', options.pretty === true);
   logger.info(
     { files: loaded.files, layout: loaded.layout, config: redactConfig(loaded.config) },
     'configuration loaded',
