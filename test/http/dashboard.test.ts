@@ -1,0 +1,195 @@
+/**
+ * The dashboard in a real browser (Debian's Chromium through playwright-core), served by the
+ * management API: the feeds table, the live tail fed by a PostgreSQL table, Pause / Resume from
+ * the feed's buttons (a row inserted while paused does not reach the tail; it does after resume),
+ * a failed feed's error, and the token prompt. `EVPUB_SCREENSHOT=1` saves docs/dashboard.png.
+ */
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { evpub } from '../../src/app/app';
+import type { MemoryConnector } from '../../src/connectors/memory';
+import { launchBrowser } from '../helpers/browser';
+import { PgFixture, sql } from '../helpers/postgres';
+import { quietLogger } from '../helpers/publisher';
+import { requireService, uniqueName } from '../helpers/services';
+import { waitFor } from '../helpers/wait';
+
+const SCREENSHOT = path.resolve(__dirname, '../../docs/dashboard.png');
+let browser: Browser;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  browser = await launchBrowser();
+});
+afterAll(async () => {
+  await browser?.close();
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function newPage(): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  cleanups.push(() => context.close());
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  // A 401 is expected (the token prompt); any other failed request is a bug of the page.
+  page.on('response', (r) => {
+    if (r.status() >= 400 && r.status() !== 401) problems.push(`${r.status()} ${r.url()}`);
+  });
+  cleanups.push(async () => expect(problems).toEqual([]));
+  return page;
+}
+
+const feedRow = (page: Page, id: string, state?: string) =>
+  page.locator(`tr[data-feed="${id}"]${state ? `[data-state="${state}"]` : ''}`);
+const tailRow = (page: Page, text: string) => page.locator('.tail-row', { hasText: text });
+
+describe('the dashboard', () => {
+  it('tails a PostgreSQL table live; Pause holds a row back, Resume delivers it', async () => {
+    await requireService('postgres');
+    const fixture = new PgFixture();
+    cleanups.push(() => fixture.drop());
+    const table = await fixture.table('id text PRIMARY KEY, city text');
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: `memory://${uniqueName('b')}` },
+      checkpoints: { store: 'memory' },
+      http: { port: 0 },
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('pg', {
+      connector: 'postgres',
+      url: fixture.url,
+      slot: fixture.slot,
+      publication: fixture.publication,
+      statusInterval: 200,
+      heartbeatInterval: 200,
+    });
+    app.model({ name: 'orders' }, { dataSource: 'pg', topic: 'shop/{model}/{key}', settings: { table } });
+    const local = app.dataSource<MemoryConnector>('local', { connector: 'memory', store: uniqueName('s') });
+    app.model('accounts', { dataSource: local, topic: 'shop/{model}/{key}' });
+    await app.start();
+    const { url } = await app.listen();
+    const feed = () => app.status().feeds['pg/orders']!;
+
+    const page = await newPage();
+    await page.goto(`${url}/`);
+    await feedRow(page, 'pg/orders', 'streaming').waitFor();
+    await feedRow(page, 'local/accounts', 'streaming').waitFor();
+    await page.locator('[data-tail-status]', { hasText: 'connected' }).waitFor();
+    await page.locator('tr[data-broker="default"]', { hasText: 'connected' }).waitFor();
+
+    await sql(`INSERT INTO ${table} VALUES ('order-before', 'Lisbon')`);
+    for (let i = 0; i < 5; i++) local.connector!.create('accounts', `agent-${i}`, { n: i });
+    await tailRow(page, 'order-before').waitFor();
+    // A click shows the envelope pretty-printed: the row's values are in it.
+    await tailRow(page, 'order-before').click();
+    const envelope = tailRow(page, 'order-before').locator('pre.envelope');
+    await expect.poll(() => envelope.textContent()).toContain('"city": "Lisbon"');
+    // The model filter (server side) and the text filter (in the page).
+    await page.locator('input[name="filter"]').fill('agent-3');
+    await expect.poll(() => page.locator('.tail-row').count()).toBe(1);
+    await page.locator('input[name="filter"]').fill('');
+    await expect.poll(() => page.locator('.tail-row').count()).toBe(6);
+    await waitFor(() => feed().inFlight === 0 && feed().committed !== null, 'the first row committed');
+
+    await feedRow(page, 'pg/orders').getByRole('button', { name: 'Pause' }).click();
+    await feedRow(page, 'pg/orders', 'paused').waitFor();
+    expect(feed().state).toBe('paused');
+    const received = feed().received ?? 0;
+    await sql(`INSERT INTO ${table} VALUES ('order-while-paused', 'Porto')`);
+    // Proving an absence takes a window: 2 s is ten status intervals of the connector.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    expect(await tailRow(page, 'order-while-paused').count()).toBe(0);
+    expect(feed().published).toBe(1);
+    expect(feed().received).toBeLessThanOrEqual(received + 1); // at most held, unpublished
+
+    await feedRow(page, 'pg/orders').getByRole('button', { name: 'Resume' }).click();
+    await tailRow(page, 'order-while-paused').waitFor();
+    await feedRow(page, 'pg/orders', 'streaming').waitFor();
+    // Newest first.
+    expect(await page.locator('.tail-row').first().textContent()).toContain('order-while-paused');
+    await expect.poll(() => feedRow(page, 'pg/orders').locator('td.num').nth(1).textContent()).toBe('2');
+
+    if (process.env.EVPUB_SCREENSHOT === '1') {
+      for (let i = 0; i < 3; i++) {
+        await sql(`INSERT INTO ${table} VALUES ('order-${i}', 'Faro')`);
+        await new Promise((resolve) => setTimeout(resolve, 2500)); // a few chart points
+      }
+      await tailRow(page, 'order-2').waitFor();
+      await tailRow(page, 'order-2').click();
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    }
+  });
+
+  it('asks for the token, then shows a failed feed with its error', async () => {
+    const token = `tok-${uniqueName('t')}`;
+    // Two events too large in a row with a dead-letter limit of 1: the feed fails, on purpose.
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: `memory://${uniqueName('b')}` },
+      checkpoints: { store: 'memory' },
+      publisher: { maxEventBytes: 300, deadLetterLimit: 1 },
+      http: { port: 0, token },
+    });
+    cleanups.push(() => app.stop());
+    const ds = app.dataSource<MemoryConnector>('local', { connector: 'memory', store: uniqueName('s') });
+    app.model('accounts', { dataSource: ds, topic: '{datasource}/{model}/{key}' });
+    await app.start();
+    const { url } = await app.listen();
+
+    const page = await newPage();
+    await page.goto(`${url}/`);
+    const input = page.locator('input[name="token"]');
+    await input.fill('wrong');
+    await input.press('Enter');
+    await page.getByText('That token was refused').waitFor();
+    await input.fill(token);
+    await input.press('Enter');
+    await feedRow(page, 'local/accounts', 'streaming').waitFor();
+    await page.locator('[data-tail-status]', { hasText: 'connected' }).waitFor();
+
+    ds.connector!.create('accounts', 'small', { n: 1 });
+    await tailRow(page, 'small').waitFor(); // the stream works with the token (as a cookie)
+    ds.connector!.create('accounts', 'big1', { text: 'x'.repeat(1000) });
+    ds.connector!.create('accounts', 'big2', { text: 'x'.repeat(1000) });
+    await feedRow(page, 'local/accounts', 'failed').waitFor();
+    const error = await feedRow(page, 'local/accounts').locator('[data-error]').textContent();
+    expect(error).toContain('EVPUB_PAYLOAD_TOO_LARGE');
+    expect(error).toContain('dead-letter topic');
+    // A reload keeps the token (localStorage): no prompt.
+    await page.reload();
+    await feedRow(page, 'local/accounts', 'failed').waitFor();
+    expect(await page.locator('input[name="token"]').count()).toBe(0);
+  });
+
+  it('serves its files without the token, and the vendored libraries from the installed packages', async () => {
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: `memory://${uniqueName('b')}` },
+      checkpoints: { store: 'memory' },
+      http: { port: 0, token: 'secret-token' },
+    });
+    cleanups.push(() => app.stop());
+    await app.start();
+    const { url } = await app.listen();
+    for (const [file, type] of [
+      ['/', 'text/html'],
+      ['/dashboard/app.js', 'text/javascript'],
+      ['/dashboard/style.css', 'text/css'],
+      ['/dashboard/vendor/htm/preact/standalone.module.js', 'text/javascript'],
+      ['/dashboard/vendor/uplot/dist/uPlot.esm.js', 'text/javascript'],
+      ['/dashboard/vendor/uplot/dist/uPlot.min.css', 'text/css'],
+    ] as const) {
+      const res = await fetch(url + file);
+      expect(res.status, file).toBe(200);
+      expect(res.headers.get('content-type'), file).toContain(type);
+      expect((await res.text()).length, file).toBeGreaterThan(100);
+    }
+    expect((await fetch(`${url}/dashboard/../package.json`)).status).toBe(404);
+    expect((await fetch(`${url}/api/feeds`)).status).toBe(401); // the data still wants it
+  });
+});
