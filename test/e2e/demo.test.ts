@@ -84,6 +84,22 @@ describe('evpub demo', () => {
     expect(demo.stdout().trimEnd().endsWith('done')).toBe(true);
   });
 
+  it('serves the dashboard and prints its address; the API shows the feed streaming', async () => {
+    const demo = spawnCli(['demo', '--interval', '200']);
+    await demo.waitForOutput('dashboard: ');
+    const url = /dashboard: (http:\/\/\S+\/)$/m.exec(demo.stdout())![1]!;
+    const page = await fetch(url);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('dashboard/app.js');
+    const feeds = (await (await fetch(`${url}api/feeds`)).json()) as {
+      feeds: { id: string; state: string }[];
+    };
+    expect(feeds.feeds).toEqual([expect.objectContaining({ id: 'couch/accounts', state: 'streaming' })]);
+    demo.child.kill('SIGINT');
+    expect(await demo.exited).toBe(0);
+    expect(demo.stderr()).toBe('');
+  });
+
   it('an unknown envelope exits 1 with the flag named', async () => {
     const demo = spawnCli(['demo', '--once', '--envelope', 'xml']);
     expect(await demo.exited).toBe(1);

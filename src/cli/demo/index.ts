@@ -12,7 +12,10 @@
  * - the publisher: an evpub app with the datasource `couch` (connector `couchdb`) and the model
  *   `accounts`, topic `demo/accounts/{op}/{key}` (`--prefix` replaces `demo`), checkpoints in memory;
  * - the broker: `memory://demo` (in process), or the one `--broker` names;
- * - a tail: a subscriber to `demo/accounts/#` on that broker printing one line per event.
+ * - a tail: a subscriber to `demo/accounts/#` on that broker printing one line per event;
+ * - the management API with the dashboard, on 127.0.0.1:7401 (EVPUB_HTTP_PORT, 0 for a free
+ *   port; EVPUB_HTTP_TOKEN sets a token), its address printed as `dashboard: <url>/`, so the
+ *   events are seen in a browser too.
  *
  * The scenario writes a document, then waits until the tail printed its event before writing the
  * next (CouchDB's `_changes` shows a document once, at its latest revision: changes made faster
@@ -303,12 +306,15 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     app.model({ name: DATABASE, base: 'Model' }, { dataSource: 'couch', topic, envelope, from: 'beginning' });
     await app.start();
     cleanups.push(() => app.stop());
+    // The management API and the dashboard (closed by app.stop()).
+    const { url: dashboard } = await app.listen();
 
     out(`evpub demo`);
     out(`  source:    embedded CouchDB at ${couchUrl}${DATABASE}`);
     out(`  broker:    ${redact(flags.broker)}  (topic ${topic})`);
     out(`  envelope:  ${envelope}`);
     out(`  tail:      subscribed to ${flags.prefix}/${DATABASE}/#`);
+    out(`  dashboard: ${dashboard}/`);
     if (!flags.once) {
       out(`  try it:    curl -X PUT ${couchUrl}${DATABASE}/me -d '{"name":"you"}'   (Ctrl-C to stop)`);
     }
