@@ -398,4 +398,6 @@ function App() {
 }
 
 saveToken(storedToken());
-render(html`<${App} />`, document.getElementById('root'));
+const root = document.getElementById('root');
+root.textContent = ''; // the "Loading" line: render() keeps what it did not make
+render(html`<${App} />`, root);
