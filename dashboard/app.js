@@ -266,6 +266,7 @@ function Tail({ models }) {
     const source = new EventSource(url);
     source.onopen = () => setStatus('connected');
     source.onerror = () => setStatus(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
+    let seq = 0; // row keys: an event id may repeat (a redelivery) or be absent
     const onChange = (m) => {
       let parsed;
       try {
@@ -273,7 +274,8 @@ function Tail({ models }) {
       } catch {
         parsed = undefined;
       }
-      const event = { id: m.lastEventId, data: m.data, parsed, at: new Date().toLocaleTimeString() };
+      const at = new Date().toLocaleTimeString();
+      const event = { key: `${model}:${seq++}`, id: m.lastEventId, data: m.data, parsed, at };
       setEvents((list) => [event, ...list].slice(0, TAIL_MAX));
     };
     const onGap = () => setStatus('connected (some events were missed)');
@@ -305,7 +307,7 @@ function Tail({ models }) {
       />
       <span class="muted">${shown.length} of ${events.length} shown (newest first, last ${TAIL_MAX})</span>
     </div>
-    <div class="tail">${shown.map((e) => html`<${TailRow} key=${e.id} event=${e} />`)}</div>
+    <div class="tail">${shown.map((e) => html`<${TailRow} key=${e.key} event=${e} />`)}</div>
   </section>`;
 }
 

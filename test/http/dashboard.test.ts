@@ -2,13 +2,16 @@
  * The dashboard in a real browser (Debian's Chromium through playwright-core), served by the
  * management API: the feeds table, the live tail fed by a PostgreSQL table, Pause / Resume from
  * the feed's buttons (a row inserted while paused does not reach the tail; it does after resume),
- * a failed feed's error, and the token prompt. `EVPUB_SCREENSHOT=1` saves docs/dashboard.png.
+ * a failed feed's error, the token prompt, and the page under a prefix of an application's own
+ * fastify. `EVPUB_SCREENSHOT=1` saves docs/dashboard.png.
  */
 import path from 'node:path';
+import Fastify from 'fastify';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import type { MemoryConnector } from '../../src/connectors/memory';
+import { evpubApi } from '../../src/http/routes';
 import { launchBrowser } from '../helpers/browser';
 import { PgFixture, sql } from '../helpers/postgres';
 import { quietLogger } from '../helpers/publisher';
@@ -46,6 +49,8 @@ async function newPage(): Promise<Page> {
 const feedRow = (page: Page, id: string, state?: string) =>
   page.locator(`tr[data-feed="${id}"]${state ? `[data-state="${state}"]` : ''}`);
 const tailRow = (page: Page, text: string) => page.locator('.tail-row', { hasText: text });
+/** The page refreshes every 2 s: a loaded machine may take a few rounds. */
+const POLL = { timeout: 20_000 };
 
 describe('the dashboard', () => {
   it('tails a PostgreSQL table live; Pause holds a row back, Resume delivers it', async () => {
@@ -88,12 +93,12 @@ describe('the dashboard', () => {
     // A click shows the envelope pretty-printed: the row's values are in it.
     await tailRow(page, 'order-before').click();
     const envelope = tailRow(page, 'order-before').locator('pre.envelope');
-    await expect.poll(() => envelope.textContent()).toContain('"city": "Lisbon"');
+    await expect.poll(() => envelope.textContent(), POLL).toContain('"city": "Lisbon"');
     // The model filter (server side) and the text filter (in the page).
     await page.locator('input[name="filter"]').fill('agent-3');
-    await expect.poll(() => page.locator('.tail-row').count()).toBe(1);
+    await expect.poll(() => page.locator('.tail-row').count(), POLL).toBe(1);
     await page.locator('input[name="filter"]').fill('');
-    await expect.poll(() => page.locator('.tail-row').count()).toBe(6);
+    await expect.poll(() => page.locator('.tail-row').count(), POLL).toBe(6);
     await waitFor(() => feed().inFlight === 0 && feed().committed !== null, 'the first row committed');
 
     await feedRow(page, 'pg/orders').getByRole('button', { name: 'Pause' }).click();
@@ -112,7 +117,9 @@ describe('the dashboard', () => {
     await feedRow(page, 'pg/orders', 'streaming').waitFor();
     // Newest first.
     expect(await page.locator('.tail-row').first().textContent()).toContain('order-while-paused');
-    await expect.poll(() => feedRow(page, 'pg/orders').locator('td.num').nth(1).textContent()).toBe('2');
+    await expect
+      .poll(() => feedRow(page, 'pg/orders').locator('td.num').nth(1).textContent(), POLL)
+      .toBe('2');
 
     if (process.env.EVPUB_SCREENSHOT === '1') {
       for (let i = 0; i < 3; i++) {
@@ -191,5 +198,35 @@ describe('the dashboard', () => {
     }
     expect((await fetch(`${url}/dashboard/../package.json`)).status).toBe(404);
     expect((await fetch(`${url}/api/feeds`)).status).toBe(401); // the data still wants it
+    const openapi = (await (
+      await fetch(`${url}/openapi.json`, { headers: { authorization: 'Bearer secret-token' } })
+    ).json()) as { paths: Record<string, unknown> };
+    expect(Object.keys(openapi.paths).filter((p) => p === '/' || p.startsWith('/dashboard'))).toEqual([]);
+  });
+
+  it("works under a prefix in an application's own fastify server", async () => {
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: `memory://${uniqueName('b')}` },
+      checkpoints: { store: 'memory' },
+    });
+    cleanups.push(() => app.stop());
+    const ds = app.dataSource<MemoryConnector>('local', { connector: 'memory', store: uniqueName('s') });
+    app.model('accounts', { dataSource: ds });
+    await app.start();
+    const server = Fastify();
+    cleanups.push(() => server.close());
+    await server.register(evpubApi, { app, prefix: '/evpub' });
+    const url = await server.listen({ host: '127.0.0.1', port: 0 });
+
+    const bare = await fetch(`${url}/evpub`, { redirect: 'manual' });
+    expect(bare.status).toBe(302);
+    expect(bare.headers.get('location')).toBe('/evpub/');
+    const page = await newPage();
+    await page.goto(`${url}/evpub`);
+    await feedRow(page, 'local/accounts', 'streaming').waitFor();
+    await page.locator('[data-tail-status]', { hasText: 'connected' }).waitFor();
+    ds.connector!.create('accounts', 'prefixed', { n: 1 });
+    await tailRow(page, 'prefixed').waitFor();
   });
 });
