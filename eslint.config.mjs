@@ -38,6 +38,7 @@ export default tseslint.config(
           'fetch',
           'URL',
           'EventSource',
+          'AbortController',
           'setInterval',
           'clearInterval',
         ].map((name) => [name, 'readonly']),

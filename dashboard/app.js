@@ -4,8 +4,9 @@
  *
  * - Feeds and brokers: `GET api/feeds` every 2 s; Pause / Resume: `POST api/feeds/<id>/pause`,
  *   then a refresh. The throughput chart is made of those polls (the last 5 minutes).
- * - Live tail: `EventSource('api/events?model=…')`, newest first, at most 200 rows; a click on a
- *   row shows the envelope pretty-printed.
+ * - Live tail: `EventSource('api/events?model=…&topic=…')` (the server filters), and a text
+ *   filter in the page; newest first, at most 200 rows; a click on a row shows the envelope
+ *   pretty-printed.
  * - Token: when the API answers 401 the page asks for it, keeps it in localStorage, sends it as
  *   `Authorization: Bearer` on every fetch and as the `evpub_token` cookie for the EventSource
  *   (a browser cannot set a header on it).
@@ -255,17 +256,41 @@ ${event.parsed ? JSON.stringify(event.parsed, null, 2) : event.data}</pre>`
   </div>`;
 }
 
-function Tail({ models }) {
+/** Why the server closed the stream (a 400 for a bad topic pattern, a 401), asked once more. */
+async function whyClosed(url, token) {
+  const abort = new AbortController();
+  try {
+    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    const res = await fetch(url, { headers, signal: abort.signal });
+    if (res.ok) return 'closed';
+    const body = await res.json().catch(() => ({}));
+    return `closed: ${res.status} ${body.message ?? body.error ?? ''}`;
+  } catch {
+    return 'closed: the server cannot be reached';
+  } finally {
+    abort.abort();
+  }
+}
+
+function Tail({ models, token }) {
   const [events, setEvents] = useState([]);
   const [model, setModel] = useState('');
+  const [topic, setTopic] = useState('');
+  const [topicDraft, setTopicDraft] = useState('');
   const [text, setText] = useState('');
   const [status, setStatus] = useState('connecting');
   useEffect(() => {
     const url = new URL('api/events', ROOT);
     if (model) url.searchParams.set('model', model);
+    if (topic) url.searchParams.set('topic', topic);
     const source = new EventSource(url);
+    let closed = false;
+    setStatus('connecting');
     source.onopen = () => setStatus('connected');
-    source.onerror = () => setStatus(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return setStatus('reconnecting');
+      void whyClosed(url, token).then((why) => closed || setStatus(why));
+    };
     let seq = 0; // row keys: an event id may repeat (a redelivery) or be absent
     const onChange = (m) => {
       let parsed;
@@ -275,14 +300,17 @@ function Tail({ models }) {
         parsed = undefined;
       }
       const at = new Date().toLocaleTimeString();
-      const event = { key: `${model}:${seq++}`, id: m.lastEventId, data: m.data, parsed, at };
+      const event = { key: `${model}:${topic}:${seq++}`, id: m.lastEventId, data: m.data, parsed, at };
       setEvents((list) => [event, ...list].slice(0, TAIL_MAX));
     };
     const onGap = () => setStatus('connected (some events were missed)');
     source.addEventListener('change', onChange);
     source.addEventListener('gap', onGap);
-    return () => source.close();
-  }, [model]);
+    return () => {
+      closed = true;
+      source.close();
+    };
+  }, [model, topic]);
   const needle = text.trim().toLowerCase();
   const shown = needle ? events.filter((e) => e.data.toLowerCase().includes(needle)) : events;
   return html`<section>
@@ -298,6 +326,21 @@ function Tail({ models }) {
         <option value="">every model</option>
         ${models.map((m) => html`<option value=${m} selected=${m === model}>${m}</option>`)}
       </select>
+      <form
+        onSubmit=${(e) => {
+          e.preventDefault();
+          setEvents([]);
+          setTopic(topicDraft.trim());
+        }}
+      >
+        <input
+          name="topic"
+          class="topic"
+          placeholder="topic pattern: orders/+/# (Enter)"
+          value=${topicDraft}
+          onInput=${(e) => setTopicDraft(e.target.value)}
+        />
+      </form>
       <input
         name="filter"
         type="search"
@@ -395,7 +438,7 @@ function App() {
         />
         <${Throughput} history=${history.current} />
         <${Brokers} brokers=${view.brokers} />
-        <${Tail} key=${token} models=${models} />`
+        <${Tail} key=${token} models=${models} token=${token} />`
     }`;
 }
 
