@@ -23,6 +23,30 @@ export default tseslint.config(
     rules: { 'no-console': 'off' },
   },
   {
+    // The dashboard's browser code (plain ES modules, served as is): linted as browser JS, without
+    // types (tsc does not see it).
+    files: ['dashboard/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'localStorage',
+          'fetch',
+          'URL',
+          'EventSource',
+          'AbortController',
+          'setInterval',
+          'clearInterval',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+    rules: { ...tseslint.configs.disableTypeChecked.rules, 'no-undef': 'error' },
+  },
+  {
     files: ['test/**'],
     rules: {
       '@typescript-eslint/no-non-null-assertion': 'off',

@@ -16,6 +16,8 @@
  *   GET  /openapi.json                this API
  *   GET  /api/events                  live events as Server-Sent Events (events.ts)
  *   GET  /api/events/ws               the same over a WebSocket
+ *   GET  /, /dashboard/*              the dashboard: static files, no token (they hold no data;
+ *                                     the page sends the token on its calls) (dashboard.ts)
  *
  * Security: with a token, every route but /health and /ready wants `Authorization: Bearer
  * <token>`, compared in constant time (SHA-256 digests of equal length); anything else gets 401
@@ -37,6 +39,7 @@ import type { App } from '../app/app';
 import { redactConfig } from '../app/config';
 import { ErrorCode, isEvpubError } from '../errors';
 import { createMetrics } from '../metrics/index';
+import { dashboardRoutes } from './dashboard';
 import { eventsRoutes, type EventsRoutesOptions } from './events';
 import { errorSchema, feedSchema, feedsSchema, feedsView, feedView, readySchema, readyView } from './views';
 
@@ -319,6 +322,7 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
 
   // The live event stream (events.ts), under the same token hook and error handler.
   await fastify.register(eventsRoutes, { app, ...options.events });
+  await fastify.register(dashboardRoutes);
 };
 
 /** The routes' own instance type, for callers that want to inject requests in tests. */

@@ -12,7 +12,10 @@
  * - the publisher: an evpub app with the datasource `couch` (connector `couchdb`) and the model
  *   `accounts`, topic `demo/accounts/{op}/{key}` (`--prefix` replaces `demo`), checkpoints in memory;
  * - the broker: `memory://demo` (in process), or the one `--broker` names;
- * - a tail: a subscriber to `demo/accounts/#` on that broker printing one line per event.
+ * - a tail: a subscriber to `demo/accounts/#` on that broker printing one line per event;
+ * - the management API with the dashboard, on 127.0.0.1:7401 (EVPUB_HTTP_PORT, 0 for a free
+ *   port; a free one too when 7401 is taken and no port was asked for; EVPUB_HTTP_TOKEN sets a
+ *   token), its address printed as `dashboard: <url>/`, so the events are seen in a browser too.
  *
  * The scenario writes a document, then waits until the tail printed its event before writing the
  * next (CouchDB's `_changes` shows a document once, at its latest revision: changes made faster
@@ -21,7 +24,8 @@
  * Either way it stops the app, the subscriber and the server before it exits 0.
  */
 import type { Command } from 'commander';
-import { evpub } from '../../app/app';
+import { evpub, type App } from '../../app/app';
+import { DEFAULT_HTTP_PORT } from '../../app/schema';
 import type { EnvelopeName } from '../../app/config-types';
 import { startCouchServer, type CouchServer } from './couchdb-server';
 import { ErrorCode, EvpubError, redact } from '../../errors';
@@ -260,6 +264,22 @@ function signalled(): { promise: Promise<string>; dispose(): void } {
   };
 }
 
+/**
+ * Serves the management API and the dashboard on EVPUB_HTTP_PORT, else 7401, as `evpub start`
+ * does. A newcomer's first command should work: when 7401 is taken (an `evpub start` or another
+ * demo) and no port was asked for, a free port is used instead and the line says so.
+ */
+async function listenForDemo(app: App): Promise<{ url: string; note: string }> {
+  try {
+    return { url: (await app.listen()).url, note: '' };
+  } catch (err) {
+    const inUse = (err as { cause?: NodeJS.ErrnoException }).cause?.code === 'EADDRINUSE';
+    if (!inUse || process.env.EVPUB_HTTP_PORT !== undefined) throw err;
+    const { url } = await app.listen({ port: 0 });
+    return { url, note: `  (port ${DEFAULT_HTTP_PORT} is in use)` };
+  }
+}
+
 async function runDemo(flags: DemoFlags): Promise<void> {
   const envelope = flags.envelope as EnvelopeName;
   if (!ENVELOPES.includes(envelope)) {
@@ -303,12 +323,15 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     app.model({ name: DATABASE, base: 'Model' }, { dataSource: 'couch', topic, envelope, from: 'beginning' });
     await app.start();
     cleanups.push(() => app.stop());
+    // The management API and the dashboard (closed by app.stop()).
+    const { url: dashboard, note } = await listenForDemo(app);
 
     out(`evpub demo`);
     out(`  source:    embedded CouchDB at ${couchUrl}${DATABASE}`);
     out(`  broker:    ${redact(flags.broker)}  (topic ${topic})`);
     out(`  envelope:  ${envelope}`);
     out(`  tail:      subscribed to ${flags.prefix}/${DATABASE}/#`);
+    out(`  dashboard: ${dashboard}/${note}`);
     if (!flags.once) {
       out(`  try it:    curl -X PUT ${couchUrl}${DATABASE}/me -d '{"name":"you"}'   (Ctrl-C to stop)`);
     }

@@ -1,0 +1,448 @@
+/**
+ * The evpub dashboard: an ES module run as is by the browser (no build step), with Preact + htm
+ * and uPlot served by the management API from the installed packages (see src/http/dashboard.ts).
+ *
+ * - Feeds and brokers: `GET api/feeds` every 2 s; Pause / Resume: `POST api/feeds/<id>/pause`,
+ *   then a refresh. The throughput chart is made of those polls (the last 5 minutes).
+ * - Live tail: `EventSource('api/events?model=…&topic=…')` (the server filters), and a text
+ *   filter in the page; newest first, at most 200 rows; a click on a row shows the envelope
+ *   pretty-printed.
+ * - Token: when the API answers 401 the page asks for it, keeps it in localStorage, sends it as
+ *   `Authorization: Bearer` on every fetch and as the `evpub_token` cookie for the EventSource
+ *   (a browser cannot set a header on it).
+ *
+ * Every URL is relative to where the page is served, so it also works under a prefix.
+ */
+import { html, render, useEffect, useRef, useState } from './vendor/htm/preact/standalone.module.js';
+import uPlot from './vendor/uplot/dist/uPlot.esm.js';
+
+/** The root of the management API: the folder above this script. */
+const ROOT = new URL('../', import.meta.url);
+const POLL_MS = 2000;
+const HISTORY = 150; // polls kept for the chart: 5 minutes
+const TAIL_MAX = 200;
+const TOKEN_KEY = 'evpub_token';
+const COLOURS = ['#2f6fdd', '#1f9d55', '#d64545', '#c98a00', '#8e44ad', '#16a2b8', '#e67e22', '#6c757d'];
+
+function storedToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/** Keeps the token for fetches (localStorage) and for the EventSource (a cookie on the API path). */
+function saveToken(token) {
+  try {
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // private mode: the token lives as long as the page
+  }
+  const path = ROOT.pathname;
+  document.cookie = token
+    ? `${TOKEN_KEY}=${encodeURIComponent(token)}; path=${path}; SameSite=Strict`
+    : `${TOKEN_KEY}=; path=${path}; max-age=0; SameSite=Strict`;
+}
+
+class Unauthorized extends Error {}
+
+/** A call to the API with the token; a 401 throws Unauthorized, any other failure an Error. */
+async function api(path, token, init = {}) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const res = await fetch(new URL(path, ROOT), { ...init, headers });
+  if (res.status === 401) throw new Unauthorized('the API wants a token');
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(`${res.status} ${body.message ?? body.error ?? res.statusText}`);
+  return body;
+}
+
+function feedPath(id) {
+  return `api/feeds/${id.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+const number = new Intl.NumberFormat();
+function rate(n) {
+  return n >= 100 ? number.format(Math.round(n)) : n.toFixed(n >= 10 ? 1 : 2);
+}
+
+function State({ state }) {
+  return html`<span class=${`state state-${state}`}>${state}</span>`;
+}
+
+function Snapshot({ snapshot }) {
+  if (!snapshot) return null;
+  const { done, total } = snapshot;
+  const label = total
+    ? `${number.format(done)} / ${number.format(total)} rows`
+    : `${number.format(done)} rows`;
+  return html`<div class="snapshot">
+    <progress max=${total || 1} value=${total ? done : undefined}></progress>
+    <span class="muted"> ${label}</span>
+  </div>`;
+}
+
+function FeedRow({ feed, busy, onAction }) {
+  const canPause = !['paused', 'failed', 'stopped'].includes(feed.state);
+  return html`<tr data-feed=${feed.id} data-state=${feed.state}>
+    <td>
+      <div><b>${feed.id}</b></div>
+      <div class="muted mono">${feed.broker} · ${feed.topic}</div>
+      ${feed.error && html`<div class="error" data-error>${feed.error.code}: ${feed.error.message}</div>`}
+      ${feed.pausedBy && html`<div class="muted">held by ${feed.pausedBy.join(', ')}</div>`}
+    </td>
+    <td><${State} state=${feed.state} /><${Snapshot} snapshot=${feed.snapshot} /></td>
+    <td class="num">${rate(feed.eventsPerSecond)}</td>
+    <td class="num">${number.format(feed.counters.published)}</td>
+    <td class="num">${number.format(feed.counters.deadLettered)}</td>
+    <td class="num">${number.format(feed.inFlight)}</td>
+    <td class="mono">${feed.position.committed ?? '—'}</td>
+    <td>
+      ${
+        canPause
+          ? html`<button disabled=${busy} onClick=${() => onAction(feed, 'pause')}>Pause</button>`
+          : feed.state === 'paused'
+            ? html`<button disabled=${busy} onClick=${() => onAction(feed, 'resume')}>Resume</button>`
+            : null
+      }
+    </td>
+  </tr>`;
+}
+
+function Feeds({ feeds, token, refresh, onError }) {
+  const [busy, setBusy] = useState('');
+  const onAction = async (feed, action) => {
+    setBusy(feed.id);
+    try {
+      await api(`${feedPath(feed.id)}/${action}`, token, { method: 'POST' });
+    } catch (err) {
+      onError(err);
+    }
+    setBusy('');
+    refresh();
+  };
+  return html`<section>
+    <h2>Feeds</h2>
+    <table class="feeds">
+      <thead>
+        <tr>
+          <th>Feed</th>
+          <th>State</th>
+          <th class="num">Events/s</th>
+          <th class="num">Published</th>
+          <th class="num">Dead-lettered</th>
+          <th class="num">In flight</th>
+          <th>Committed position</th>
+          <th></th>
+        </tr>
+      </thead>
+      <tbody>
+        ${feeds.map((f) => html`<${FeedRow} key=${f.id} feed=${f} busy=${busy === f.id} onAction=${onAction} />`)}
+      </tbody>
+    </table>
+    ${feeds.length === 0 && html`<p class="muted">No feeds.</p>`}
+  </section>`;
+}
+
+function Brokers({ brokers }) {
+  return html`<section>
+    <h2>Brokers</h2>
+    <table class="brokers">
+      <tbody>
+        ${brokers.map(
+          (b) =>
+            html`<tr key=${b.name} data-broker=${b.name}>
+              <td><b>${b.name}</b></td>
+              <td>${b.adapter}</td>
+              <td class="mono">${b.url}</td>
+              <td><${State} state=${b.state} /></td>
+            </tr>`,
+        )}
+      </tbody>
+    </table>
+  </section>`;
+}
+
+/** One uPlot chart of every feed's events/s over the polls kept in `history`. */
+function Throughput({ history }) {
+  const box = useRef(null);
+  const chart = useRef(null);
+  const ids = history.ids.join('\n');
+  useEffect(() => {
+    if (!box.current || history.ids.length === 0) return undefined;
+    const width = () => Math.max(300, box.current.clientWidth);
+    const plot = new uPlot(
+      {
+        width: width(),
+        height: 200,
+        scales: { x: { time: true } },
+        axes: [{}, { label: 'events/s', size: 60 }],
+        series: [
+          {},
+          ...history.ids.map((id, i) => ({
+            label: id,
+            stroke: COLOURS[i % COLOURS.length],
+            width: 2,
+            value: (_u, v) => (v == null ? '—' : rate(v)),
+          })),
+        ],
+      },
+      history.data(),
+      box.current,
+    );
+    chart.current = plot;
+    const onResize = () => plot.setSize({ width: width(), height: 200 });
+    window.addEventListener('resize', onResize);
+    return () => {
+      window.removeEventListener('resize', onResize);
+      plot.destroy();
+      chart.current = null;
+    };
+  }, [ids]);
+  useEffect(() => {
+    chart.current?.setData(history.data());
+  });
+  return html`<section>
+    <h2>Throughput <span class="muted">(events/s over the last minute, sampled every 2 s)</span></h2>
+    <div class="chart" ref=${box}></div>
+  </section>`;
+}
+
+/** The polls of events/s, per feed, for the chart. */
+function newHistory() {
+  const times = [];
+  const series = new Map();
+  return {
+    ids: [],
+    add(at, feeds) {
+      times.push(at);
+      for (const f of feeds) {
+        if (!series.has(f.id)) series.set(f.id, new Array(times.length - 1).fill(null));
+      }
+      for (const [id, values] of series) {
+        values.push(feeds.find((f) => f.id === id)?.eventsPerSecond ?? null);
+      }
+      if (times.length > HISTORY) {
+        times.shift();
+        for (const values of series.values()) values.shift();
+      }
+      this.ids = [...series.keys()];
+    },
+    data() {
+      return [times.slice(), ...this.ids.map((id) => series.get(id).slice())];
+    },
+  };
+}
+
+/** What a tail row shows of an envelope: CloudEvents (type, subject) or legacy ({ model, message }). */
+function summary(event) {
+  const e = event.parsed;
+  if (!e || typeof e !== 'object') return event.data.slice(0, 120);
+  if (e.specversion) return `${e.type ?? ''}  ${e.subject ?? ''}`;
+  if ('model' in e) return `${e.model}  ${e.message?._id ?? e.message?.id ?? ''}`;
+  return event.data.slice(0, 120);
+}
+
+function TailRow({ event }) {
+  const [open, setOpen] = useState(false);
+  return html`<div class="tail-row" data-event-id=${event.id} onClick=${() => setOpen(!open)}>
+    <span class="muted mono">${event.at}</span> <span class="mono">${summary(event)}</span>
+    ${
+      open &&
+      html`<pre class="mono envelope">
+${event.parsed ? JSON.stringify(event.parsed, null, 2) : event.data}</pre>`
+    }
+  </div>`;
+}
+
+/** Why the server closed the stream (a 400 for a bad topic pattern, a 401), asked once more. */
+async function whyClosed(url, token) {
+  const abort = new AbortController();
+  try {
+    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    const res = await fetch(url, { headers, signal: abort.signal });
+    if (res.ok) return 'closed';
+    const body = await res.json().catch(() => ({}));
+    return `closed: ${res.status} ${body.message ?? body.error ?? ''}`;
+  } catch {
+    return 'closed: the server cannot be reached';
+  } finally {
+    abort.abort();
+  }
+}
+
+function Tail({ models, token }) {
+  const [events, setEvents] = useState([]);
+  const [model, setModel] = useState('');
+  const [topic, setTopic] = useState('');
+  const [topicDraft, setTopicDraft] = useState('');
+  const [text, setText] = useState('');
+  const [status, setStatus] = useState('connecting');
+  useEffect(() => {
+    const url = new URL('api/events', ROOT);
+    if (model) url.searchParams.set('model', model);
+    if (topic) url.searchParams.set('topic', topic);
+    const source = new EventSource(url);
+    let closed = false;
+    setStatus('connecting');
+    source.onopen = () => setStatus('connected');
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return setStatus('reconnecting');
+      void whyClosed(url, token).then((why) => closed || setStatus(why));
+    };
+    let seq = 0; // row keys: an event id may repeat (a redelivery) or be absent
+    const onChange = (m) => {
+      let parsed;
+      try {
+        parsed = JSON.parse(m.data);
+      } catch {
+        parsed = undefined;
+      }
+      const at = new Date().toLocaleTimeString();
+      const event = { key: `${model}:${topic}:${seq++}`, id: m.lastEventId, data: m.data, parsed, at };
+      setEvents((list) => [event, ...list].slice(0, TAIL_MAX));
+    };
+    const onGap = () => setStatus('connected (some events were missed)');
+    source.addEventListener('change', onChange);
+    source.addEventListener('gap', onGap);
+    return () => {
+      closed = true;
+      source.close();
+    };
+  }, [model, topic]);
+  const needle = text.trim().toLowerCase();
+  const shown = needle ? events.filter((e) => e.data.toLowerCase().includes(needle)) : events;
+  return html`<section>
+    <h2>Live events <span class="muted" data-tail-status>${status}</span></h2>
+    <div class="filters">
+      <select
+        name="model"
+        onChange=${(e) => {
+          setEvents([]);
+          setModel(e.target.value);
+        }}
+      >
+        <option value="">every model</option>
+        ${models.map((m) => html`<option value=${m} selected=${m === model}>${m}</option>`)}
+      </select>
+      <form
+        onSubmit=${(e) => {
+          e.preventDefault();
+          setEvents([]);
+          setTopic(topicDraft.trim());
+        }}
+      >
+        <input
+          name="topic"
+          class="topic"
+          placeholder="topic pattern: orders/+/# (Enter)"
+          value=${topicDraft}
+          onInput=${(e) => setTopicDraft(e.target.value)}
+        />
+      </form>
+      <input
+        name="filter"
+        type="search"
+        placeholder="filter: any text of the event"
+        value=${text}
+        onInput=${(e) => setText(e.target.value)}
+      />
+      <span class="muted">${shown.length} of ${events.length} shown (newest first, last ${TAIL_MAX})</span>
+    </div>
+    <div class="tail">${shown.map((e) => html`<${TailRow} key=${e.key} event=${e} />`)}</div>
+  </section>`;
+}
+
+function TokenPrompt({ wrong, onToken }) {
+  const [value, setValue] = useState('');
+  return html`<section class="token">
+    <h2>Token</h2>
+    <p>
+      ${wrong ? 'That token was refused. ' : ''}This evpub API needs its token (http.token or
+      EVPUB_HTTP_TOKEN).
+    </p>
+    <form
+      onSubmit=${(e) => {
+        e.preventDefault();
+        onToken(value.trim());
+      }}
+    >
+      <input
+        name="token"
+        type="password"
+        autocomplete="current-password"
+        value=${value}
+        onInput=${(e) => setValue(e.target.value)}
+      />
+      <button type="submit">Open</button>
+    </form>
+  </section>`;
+}
+
+function App() {
+  const [token, setToken] = useState(storedToken);
+  const [view, setView] = useState(null);
+  const [auth, setAuth] = useState('unknown'); // unknown | ok | needed | wrong
+  const [error, setError] = useState('');
+  const [tick, setTick] = useState(0);
+  const history = useRef(newHistory());
+
+  useEffect(() => {
+    let stopped = false;
+    const poll = async () => {
+      try {
+        const next = await api('api/feeds', token);
+        if (stopped) return;
+        history.current.add(Date.now() / 1000, next.feeds);
+        setView(next);
+        setAuth('ok');
+        setError('');
+      } catch (err) {
+        if (stopped) return;
+        if (err instanceof Unauthorized) setAuth(token ? 'wrong' : 'needed');
+        else setError(`Cannot reach the API: ${err.message}`);
+      }
+    };
+    void poll();
+    const timer = setInterval(() => void poll(), POLL_MS);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }, [token, tick]);
+
+  const onToken = (value) => {
+    saveToken(value);
+    setAuth('unknown');
+    setToken(value);
+  };
+  if (auth === 'needed' || auth === 'wrong') {
+    return html`<${TokenPrompt} wrong=${auth === 'wrong'} onToken=${onToken} />`;
+  }
+  const feeds = view?.feeds ?? [];
+  const models = [...new Set(feeds.map((f) => f.model))].sort();
+  return html`<header>
+      <h1>evpub</h1>
+      <span class="muted">${view ? `${view.state}, started ${view.startedAt ?? '—'}` : 'loading…'}</span>
+      ${token && html`<button onClick=${() => onToken('')}>Forget token</button>`}
+    </header>
+    ${error && html`<div class="error" data-api-error>${error}</div>`}
+    ${
+      view &&
+      html`<${Feeds}
+          feeds=${feeds}
+          token=${token}
+          refresh=${() => setTick((t) => t + 1)}
+          onError=${(e) => setError(e.message)}
+        />
+        <${Throughput} history=${history.current} />
+        <${Brokers} brokers=${view.brokers} />
+        <${Tail} key=${token} models=${models} token=${token} />`
+    }`;
+}
+
+saveToken(storedToken());
+const root = document.getElementById('root');
+root.textContent = ''; // the "Loading" line: render() keeps what it did not make
+render(html`<${App} />`, root);
