@@ -164,8 +164,12 @@ describe('around a refused event', () => {
       const out = cli.stdout();
       expect(out).toContain('the dead letter could not be published');
       expect(out).toContain('every feed failed');
-      // k1 went out; vip was refused and so was its dead letter: the feed stopped there.
-      expect(events.got.map((m) => m.topic)).toEqual([`${deadRefused}/orders/k1`]);
+      // k1 went out; vip was refused and so was its dead letter: the feed stopped there. (k2,
+      // issued while vip was in flight, may have been confirmed too: it is not committed, and a
+      // restart publishes it again.)
+      const topics = events.got.map((m) => m.topic);
+      expect(topics).toContain(`${deadRefused}/orders/k1`);
+      expect(topics).not.toContain(`${deadRefused}/orders/vip`);
     } finally {
       cli.child.kill('SIGKILL');
       await cli.exited;
