@@ -170,6 +170,8 @@ async function startSystem(
       process.env.BENCH_CHECKPOINTS === 'memory'
         ? { store: 'memory' }
         : { store: 'file', path: join(dir, 'checkpoints') },
+    // BENCH_HTTP=off: evpub without its management API (metrics, event stream), to see its cost.
+    ...(process.env.BENCH_HTTP === 'off' ? { http: { enabled: false } } : {}),
   };
   const file = join(dir, 'evpub.config.json');
   writeFileSync(file, JSON.stringify(config, null, 2));

@@ -123,6 +123,29 @@ describe('live events: Server-Sent Events', () => {
     expect(((await bad.json()) as { message: string }).message).toMatch(/^querystring\/topic: .*"#"/);
   });
 
+  it('the ring records while a client watches and keepMs after; a reconnect later gets a gap', async () => {
+    const s = await setup({ keepMs: 300 });
+    s.write('orders', 'o0'); // nobody watching: not recorded
+    const a = await sse(`${s.base}/api/events`);
+    s.write('orders', 'o1');
+    await waitFor(() => changes(a).length === 1, 'o1');
+    const o1 = changes(a)[0]!.id ?? '';
+    a.close();
+    s.write('orders', 'o2'); // within keepMs of the last client: recorded
+    const b = await sse(`${s.base}/api/events`, { 'last-event-id': o1 });
+    await waitFor(() => changes(b).length === 1, 'o2 replayed');
+    expect(changes(b).map((m) => keyOf(m.data))).toEqual(['o2']);
+    const o2 = changes(b)[0]!.id ?? '';
+    b.close();
+    await new Promise((r) => setTimeout(r, 600)); // past keepMs: the ring lets its events go
+    s.write('orders', 'o3');
+    const c = await sse(`${s.base}/api/events`, { 'last-event-id': o2 });
+    await waitFor(() => c.messages.some((m) => m.event === 'gap'), 'a gap');
+    s.write('orders', 'o4');
+    await waitFor(() => changes(c).length === 1, 'o4 live');
+    expect(changes(c).map((m) => keyOf(m.data))).toEqual(['o4']);
+  });
+
   it('a reconnect with Last-Event-ID gets exactly the events it missed, then live ones', async () => {
     const s = await setup();
     const first = await sse(`${s.base}/api/events?model=orders`);
