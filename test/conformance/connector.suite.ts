@@ -260,7 +260,12 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       await waitOnFeeds(one, () => one.sink.events.length >= 1, 'the first read');
       const two = await started(model, 'beginning');
       await waitOnFeeds(two, () => two.sink.events.length >= 1, 'the second read');
-      expect(two.sink.events.map((e) => e.id)).toEqual(one.sink.events.map((e) => e.id));
+      // Each read may be at a different point of the same log (one saw the update already, the
+      // other not yet): the changes both read carry the same ids.
+      const n = Math.min(one.sink.events.length, two.sink.events.length);
+      expect(two.sink.events.slice(0, n).map((e) => e.id)).toEqual(
+        one.sink.events.slice(0, n).map((e) => e.id),
+      );
       await Promise.all([one.connector.stop(), two.connector.stop()]);
     });
 
