@@ -269,6 +269,7 @@ export class App extends EventEmitter<AppEventMap> {
       stopTimeout: this.options.stopTimeout ?? 30_000,
       retry: this.options.retry,
       onPublished: (p) => this.published?.publish(p),
+      tapping: () => (this.published?.listenerCount() ?? 0) > 0,
     });
     this.runtime = runtime;
     await runtime.start();

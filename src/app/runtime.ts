@@ -53,6 +53,8 @@ export interface RuntimeDeps {
   retry?: { initialDelay?: number; maxDelay?: number };
   /** Each event the broker confirmed (the pipelines' tap; see `PipelineOptions.onPublished`). */
   onPublished?: (published: PublishedEvent) => void;
+  /** Whether `onPublished` has a listener now (see `PipelineOptions.tapping`). */
+  tapping?: () => boolean;
 }
 
 interface BrokerRun {
@@ -298,6 +300,7 @@ export class Runtime {
         },
         retry: this.deps.retry,
         onPublished: this.deps.onPublished,
+        tapping: this.deps.tapping,
       });
       this.runs.push({ name: dsName, connector, pipeline, feeds, started: false });
     }

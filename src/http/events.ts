@@ -265,7 +265,10 @@ export class EventStream {
   next = 0;
   private readonly ring: (Held | undefined)[];
   private readonly keepMs: number;
-  /** Whether events go into the ring: while a client is connected, and `keepMs` after. */
+  /**
+   * Whether events go into the ring: while a client is connected, and `keepMs` after. Only then
+   * is the stream a listener of the app's events (with none, the pipeline builds no event for it).
+   */
   private recording = false;
   /** The oldest sequence number recorded since the ring was last let go. */
   private first = 0;
@@ -301,11 +304,9 @@ export class EventStream {
       for (const client of this.clients) client.transport.heartbeat();
     }, heartbeatMs);
     this.heartbeat.unref();
-    options.source.on('event', this.listener);
   }
 
   private onEvent(event: PublishedEvent): void {
-    if (!this.recording) return;
     const seq = this.next++;
     this.ring[seq % this.ringSize] = { seq, event };
     for (const client of this.clients) client.notify();
@@ -320,6 +321,7 @@ export class EventStream {
   private record(): void {
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
+    if (!this.recording) this.options.source.on('event', this.listener);
     this.recording = true;
   }
 
@@ -330,6 +332,7 @@ export class EventStream {
       this.idleTimer = undefined;
       if (this.clients.size > 0) return;
       this.recording = false;
+      this.options.source.off('event', this.listener);
       this.ring.fill(undefined);
       this.first = this.next; // what it held is gone: a reconnect with one of its ids gets a gap
     }, this.keepMs);

@@ -114,6 +114,8 @@ export interface PipelineOptions {
    * says them). A listener that throws is logged; the pipeline goes on. Absent: one branch.
    */
   onPublished?(published: PublishedEvent): void;
+  /** Whether `onPublished` has a listener now: the event it gets is only built then. */
+  tapping?(): boolean;
 }
 
 /** An event the broker confirmed, as the `onPublished` tap sees it. */
@@ -626,7 +628,7 @@ export class Pipeline implements ChangeSink {
       else {
         feed.stats.published++;
         if (entry.seq > feed.streak.lastSeq) feed.streak.count = 0;
-        if (this.options.onPublished) this.tap(feed, entry);
+        if (this.options.onPublished && this.options.tapping?.() !== false) this.tap(feed, entry);
       }
       feed.spec.tracker.ack(entry.seq);
       this.popAcked(feed);

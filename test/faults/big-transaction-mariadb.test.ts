@@ -13,10 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killCli, type CliProcess } from '../e2e/cli';
 import { SHARED_URL, sharedConnection, uniqueTable } from '../helpers/mariadb';
 import type { PrivateMosquitto } from '../helpers/mosquitto';
-import { waitFor } from '../helpers/wait';
-import { IdCounter, startBroker } from './big-transaction';
-import { problems, requireFreshBuild, startEvpub, tempDir } from './evpub-process';
-import { reportRow, RssSampler } from './matrix';
+import { IdCounter, measureBigTransaction, startBroker } from './big-transaction';
+import { requireFreshBuild, startEvpub, tempDir } from './evpub-process';
 
 const ROWS = 200_000;
 const RSS_CEILING_MB = 400;
@@ -54,38 +52,16 @@ describe('fault matrix: a MariaDB transaction of 200,000 rows', () => {
       datasources: { my: { connector: 'mysql', url: SHARED_URL, heartbeat: 1000, reconnectDelay: 100 } },
       models: { rows: { dataSource: 'my', topic: counter.template, from: 'now', settings: { table } } },
     });
-    const rss = new RssSampler(publisher.pid, 200);
-    const idleMb = rss.max;
-
-    await conn!.query(`INSERT INTO \`${table}\` SELECT seq, 0 FROM seq_1_to_${ROWS}`); // one transaction
-    const committed = Date.now();
-    // The peak before and after half the rows arrived: a buffered transaction would show as growth.
-    let firstHalfMb: number | undefined;
-    let halfAt = Infinity;
-    const done = (): boolean => {
-      if (firstHalfMb === undefined && counter.distinct >= ROWS / 2) {
-        firstHalfMb = rss.max;
-        halfAt = Date.now();
-      }
-      return counter.distinct >= ROWS;
-    };
-    await waitFor(done, `all ${ROWS} rows`, 300_000).catch((err: Error) => {
-      throw new Error(`${err.message} (got ${counter.distinct}):\n${problems(publisher!)}`);
-    });
-    const publishSeconds = (Date.now() - committed) / 1000;
-    const secondHalfMb = rss.maxSince(halfAt);
-    publisher.child.kill('SIGTERM');
-    expect(await publisher.exited).toBe(0);
-
-    const row = reportRow({
+    const row = await measureBigTransaction({
+      publisher,
+      counter,
+      insert: () => conn!.query(`INSERT INTO \`${table}\` SELECT seq, 0 FROM seq_1_to_${ROWS}`), // one transaction
+      started,
       fault: 'one transaction of 200,000 rows',
       source: 'mariadb',
-      broker: 'mqtt 5 (qos 1)',
-      ...counter.delivery(),
-      maxRssMb: rss.stop(),
-      seconds: (Date.now() - started) / 1000,
-      note: `RSS idle ${idleMb.toFixed(0)} MB, first half ${firstHalfMb!.toFixed(0)} MB, second half ${secondHalfMb.toFixed(0)} MB; insert ${((committed - started) / 1000).toFixed(1)} s, published in ${publishSeconds.toFixed(1)} s after the commit (${Math.round(ROWS / publishSeconds)} rows/s)`,
+      timeoutMs: 300_000,
     });
+    expect(await publisher.exited).toBe(0);
     expect(counter.strays).toBe(0);
     expect(row.lost).toBe(0);
     expect(row.maxRssMb).toBeLessThanOrEqual(RSS_CEILING_MB);

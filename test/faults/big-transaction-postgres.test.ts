@@ -11,10 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killCli, type CliProcess } from '../e2e/cli';
 import type { PrivateMosquitto } from '../helpers/mosquitto';
 import { requireService } from '../helpers/services';
-import { waitFor } from '../helpers/wait';
-import { IdCounter, startBroker } from './big-transaction';
-import { PgSource, problems, requireFreshBuild, startEvpub, tempDir } from './evpub-process';
-import { reportRow, RssSampler } from './matrix';
+import { IdCounter, measureBigTransaction, startBroker } from './big-transaction';
+import { PgSource, requireFreshBuild, startEvpub, tempDir } from './evpub-process';
 
 const ROWS = 1_000_000;
 const RSS_CEILING_MB = 400;
@@ -57,38 +55,16 @@ describe('fault matrix: a PostgreSQL transaction of 1,000,000 rows', () => {
         },
       },
     });
-    const rss = new RssSampler(publisher.pid, 200);
-    const idleMb = rss.max;
-
-    await source.insert(1, ROWS); // one statement, one transaction
-    const committed = Date.now();
-    // The peak before and after half the rows arrived: a buffered transaction would show as growth.
-    let firstHalfMb: number | undefined;
-    let halfAt = Infinity;
-    const done = (): boolean => {
-      if (firstHalfMb === undefined && counter.distinct >= ROWS / 2) {
-        firstHalfMb = rss.max;
-        halfAt = Date.now();
-      }
-      return counter.distinct >= ROWS;
-    };
-    await waitFor(done, `all ${ROWS} rows`, 480_000).catch((err: Error) => {
-      throw new Error(`${err.message} (got ${counter.distinct}):\n${problems(publisher!)}`);
-    });
-    const publishSeconds = (Date.now() - committed) / 1000;
-    const secondHalfMb = rss.maxSince(halfAt);
-    publisher.child.kill('SIGTERM');
-    expect(await publisher.exited).toBe(0);
-
-    const row = reportRow({
+    const row = await measureBigTransaction({
+      publisher,
+      counter,
+      insert: () => source.insert(1, ROWS), // one transaction
+      started,
       fault: 'one transaction of 1,000,000 rows',
       source: 'postgres',
-      broker: 'mqtt 5 (qos 1)',
-      ...counter.delivery(),
-      maxRssMb: rss.stop(),
-      seconds: (Date.now() - started) / 1000,
-      note: `RSS idle ${idleMb.toFixed(0)} MB, first half ${firstHalfMb!.toFixed(0)} MB, second half ${secondHalfMb.toFixed(0)} MB; insert ${((committed - started) / 1000).toFixed(1)} s, published in ${publishSeconds.toFixed(1)} s after the commit (${Math.round(ROWS / publishSeconds)} rows/s)`,
+      timeoutMs: 480_000,
     });
+    expect(await publisher.exited).toBe(0);
     expect(counter.strays).toBe(0);
     expect(row.lost).toBe(0);
     expect(row.maxRssMb).toBeLessThanOrEqual(RSS_CEILING_MB);

@@ -14,7 +14,10 @@ import { createClient } from '../../src/pubsub/registry';
 import { quietLogger } from '../helpers/publisher';
 import { startMosquitto, type PrivateMosquitto } from '../helpers/mosquitto';
 import { uniqueName } from '../helpers/services';
-import type { FaultRow } from './matrix';
+import type { CliProcess } from '../e2e/cli';
+import { waitFor } from '../helpers/wait';
+import { problems } from './evpub-process';
+import { reportRow, RssSampler, type FaultRow } from './matrix';
 
 export async function startBroker(): Promise<PrivateMosquitto> {
   return startMosquitto({ extraConfig: ['max_inflight_messages 1000'] });
@@ -67,4 +70,51 @@ export class IdCounter {
   async end(): Promise<void> {
     await this.client?.end();
   }
+}
+
+/**
+ * Runs one big transaction against a started publisher and reports its row: samples the
+ * publisher's RSS (idle, up to half the rows, the second half: a buffered transaction would show
+ * as growth), waits for every row, stops the publisher with SIGTERM (exit 0 asserted by the
+ * caller through `exited`) and returns the row.
+ */
+export async function measureBigTransaction(o: {
+  publisher: CliProcess;
+  counter: IdCounter;
+  insert: () => Promise<unknown>;
+  started: number;
+  fault: string;
+  source: string;
+  timeoutMs: number;
+}): Promise<FaultRow> {
+  const { publisher, counter } = o;
+  const rows = counter.rows;
+  const rss = new RssSampler(publisher.pid, 200);
+  const idleMb = rss.max;
+  await o.insert();
+  const committed = Date.now();
+  let firstHalfMb: number | undefined;
+  let halfAt = Infinity;
+  const done = (): boolean => {
+    if (firstHalfMb === undefined && counter.distinct >= rows / 2) {
+      firstHalfMb = rss.max;
+      halfAt = Date.now();
+    }
+    return counter.distinct >= rows;
+  };
+  await waitFor(done, `all ${rows} rows`, o.timeoutMs).catch((err: Error) => {
+    throw new Error(`${err.message} (got ${counter.distinct}):\n${problems(publisher)}`);
+  });
+  const publishSeconds = (Date.now() - committed) / 1000;
+  const secondHalfMb = rss.maxSince(halfAt);
+  publisher.child.kill('SIGTERM');
+  return reportRow({
+    fault: o.fault,
+    source: o.source,
+    broker: 'mqtt 5 (qos 1)',
+    ...counter.delivery(),
+    maxRssMb: rss.stop(),
+    seconds: (Date.now() - o.started) / 1000,
+    note: `RSS idle ${idleMb.toFixed(0)} MB, first half ${firstHalfMb!.toFixed(0)} MB, second half ${secondHalfMb.toFixed(0)} MB; insert ${((committed - o.started) / 1000).toFixed(1)} s, published in ${publishSeconds.toFixed(1)} s after the commit (${Math.round(rows / publishSeconds)} rows/s)`,
+  });
 }

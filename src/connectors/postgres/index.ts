@@ -253,17 +253,12 @@ export class PostgresConnector implements EventConnector {
     const warnings: string[] = [];
     feeds.forEach((feed, i) => {
       const table = tables[i]!;
-      const wantFull = feed.settings.before === 'full';
       if (
         table.replicaIdentity === 'nothing' ||
         (table.replicaIdentity === 'default' && table.key.length === 0)
       ) {
         warnings.push(
           `${table.schema}.${table.table} has no replica identity: updates and deletes fail on a published table; add a primary key or set REPLICA IDENTITY FULL`,
-        );
-      } else if (wantFull && table.replicaIdentity !== 'full') {
-        warnings.push(
-          `${table.schema}.${table.table}: "before" holds only the key; for the whole old row run ALTER TABLE ${table.schema}.${table.table} REPLICA IDENTITY FULL`,
         );
       }
       const model = this.modelState(feed, table, now);
