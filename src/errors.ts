@@ -39,6 +39,9 @@ export const ErrorCode = {
   PAYLOAD_TOO_LARGE: 'EVPUB_PAYLOAD_TOO_LARGE',
   /** The client was ended; no further operation is possible. */
   CLIENT_CLOSED: 'EVPUB_CLIENT_CLOSED',
+  /** A TLS handshake failed: a server certificate not trusted, expired or for another name, a
+   * client certificate refused, or no TLS on that port (src/util/tls.ts); not retriable. */
+  TLS_FAILED: 'EVPUB_TLS_FAILED',
   /** The broker did not authenticate or authorise us. */
   AUTH_FAILED: 'EVPUB_AUTH_FAILED',
   /** A connector module could not be found or does not implement the contract. */

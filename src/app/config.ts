@@ -26,6 +26,7 @@ import { assertTopic } from '../pubsub/topics';
 import type { EvpubConfig } from './config-types';
 import type { HttpConfig } from './config-types';
 import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSchema } from './schema';
+import { nearest } from '../util/nearest';
 
 export interface ValidateOptions {
   /** The application's directory, where npm connectors are resolved (default: process.cwd()). */
@@ -92,23 +93,9 @@ function problemsError(problems: Problem[], options: ValidateOptions): EvpubErro
   });
 }
 
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = current;
-    }
-  }
-  return row[b.length]!;
-}
-
 function didYouMean(word: string, allowed: readonly string[]): string {
-  const close = allowed.filter((a) => distance(word.toLowerCase(), a.toLowerCase()) <= 2);
-  return close.length > 0 ? ` (did you mean "${close[0]}"?)` : '';
+  const near = nearest(word, allowed);
+  return near !== undefined ? ` (did you mean "${near}"?)` : '';
 }
 
 const URL_EXAMPLES: Record<string, string> = {
