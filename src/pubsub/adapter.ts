@@ -37,8 +37,14 @@
  *    (or leaves it to the listener with `ack: 'manual'`). Unacknowledged messages are redelivered.
  * 7. `end()` closes everything and resolves when the connection is closed; it is called at most
  *    once. The adapter calls `events.close()` when done.
+ * 8. TLS: `options.tls` (validated once by the Client with `parseTls` at `options.tls`; see
+ *    src/util/tls.ts) turns TLS on. The adapter calls `loadTls` when it builds its driver's
+ *    options, and `connect()` rejects with `tlsFailure(err, endpoint)` (EVPUB_TLS_FAILED, not
+ *    retriable) when the handshake fails, and with AUTH_FAILED when the broker refuses the
+ *    credentials, instead of retrying: the same attempt would fail the same way.
  */
 import type { Logger } from '../logger';
+import type { TlsSettings } from '../util/tls';
 
 /** What a broker can do; the conformance suite reads these to decide what to test. */
 export interface AdapterFeatures {
@@ -126,6 +132,8 @@ export interface ClientOptions {
   /** Reconnect back-off bounds in milliseconds (defaults 100 and 5000). */
   reconnect?: { initialDelay?: number; maxDelay?: number };
   logger?: Logger;
+  /** TLS for the broker connection: `{ ca, cert, key, passphrase, servername, rejectUnauthorized }` (src/util/tls.ts). */
+  tls?: TlsSettings;
   /** Adapter-specific settings, under the adapter's name (`mqtt`, `redis`, `amqp`, `nats`, `kafka`). */
   [adapterSpecific: string]: unknown;
 }

@@ -8,9 +8,14 @@
  *
  * The Debian `rabbitmq-server`/`rabbitmqctl` wrappers run as the `rabbitmq` user when started
  * by root, so the temp dir is handed to that user. Needs root or the `rabbitmq` user.
+ *
+ * With `{ tls }` the node also listens for AMQP over TLS (`tlsUrl`, `amqps://`) with the given
+ * server certificate, asks clients for a certificate signed by `tls.ca` (verify_peer, not
+ * required), and offers SASL EXTERNAL (the rabbitmq_auth_mechanism_ssl plugin; the user is
+ * the client certificate's common name). `ctl(args)` runs rabbitmqctl against this node.
  */
 import { execFile } from 'node:child_process';
-import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -27,9 +32,23 @@ async function rabbitmqUser(): Promise<{ uid: number; gid: number } | undefined>
   return { uid: Number(stdout.trim()), gid: Number(g.trim()) };
 }
 
-export async function startPrivateRabbitMq(): Promise<PrivateBroker> {
+export interface PrivateRabbitMqOptions {
+  tls?: { ca: string; cert: string; key: string };
+}
+
+export interface PrivateRabbitMq extends PrivateBroker {
+  /** `amqps://guest:guest@localhost:PORT` when started with `tls`. */
+  tlsUrl?: string;
+  /** The TLS listener's port when started with `tls`. */
+  tlsPort?: number;
+  /** Runs `rabbitmqctl -n <node> ...args` (e.g. `['add_user', name, password]`). */
+  ctl(args: string[]): Promise<string>;
+}
+
+export async function startPrivateRabbitMq(options: PrivateRabbitMqOptions = {}): Promise<PrivateRabbitMq> {
   const port = await freePort();
   const distPort = await freePort();
+  const tlsPort = options.tls ? await freePort() : undefined;
   const dir = await mkdtemp(join(tmpdir(), 'evpub-rabbitmq-'));
   const node = `${uniqueName('evpub')}@localhost`;
   const files = {
@@ -41,11 +60,34 @@ export async function startPrivateRabbitMq(): Promise<PrivateBroker> {
   };
   await mkdir(files.mnesia);
   await mkdir(files.log);
-  await writeFile(files.config, `listeners.tcp.local = 127.0.0.1:${port}\n`);
-  await writeFile(files.plugins, '[].\n');
+  const config = [`listeners.tcp.local = 127.0.0.1:${port}`];
+  const owned: string[] = [];
+  if (options.tls) {
+    // The node runs as the rabbitmq user: copies of the certificates it can read.
+    const copy = async (from: string, name: string): Promise<string> => {
+      const to = join(dir, name);
+      await writeFile(to, await readFile(from), { mode: 0o600 });
+      owned.push(to);
+      return to;
+    };
+    config.push(
+      `listeners.ssl.local = 127.0.0.1:${tlsPort}`,
+      `ssl_options.cacertfile = ${await copy(options.tls.ca, 'ca.pem')}`,
+      `ssl_options.certfile = ${await copy(options.tls.cert, 'server.pem')}`,
+      `ssl_options.keyfile = ${await copy(options.tls.key, 'server.key')}`,
+      'ssl_options.verify = verify_peer',
+      'ssl_options.fail_if_no_peer_cert = false',
+      'ssl_cert_login_from = common_name',
+      'auth_mechanisms.1 = PLAIN',
+      'auth_mechanisms.2 = AMQPLAIN',
+      'auth_mechanisms.3 = EXTERNAL',
+    );
+  }
+  await writeFile(files.config, config.join('\n') + '\n');
+  await writeFile(files.plugins, options.tls ? '[rabbitmq_auth_mechanism_ssl].\n' : '[].\n');
   const owner = await rabbitmqUser();
   if (owner) {
-    for (const p of [dir, ...Object.values(files).filter((f) => f !== files.pid)]) {
+    for (const p of [dir, ...owned, ...Object.values(files).filter((f) => f !== files.pid)]) {
       await chown(p, owner.uid, owner.gid);
     }
   }
@@ -77,6 +119,7 @@ export async function startPrivateRabbitMq(): Promise<PrivateBroker> {
       90_000,
     );
     await waitFor(() => isListening(port), `private RabbitMQ on port ${port}`);
+    if (tlsPort !== undefined) await waitFor(() => isListening(tlsPort), `private RabbitMQ TLS on ${tlsPort}`);
   };
 
   const stop = async (): Promise<void> => {
@@ -89,6 +132,8 @@ export async function startPrivateRabbitMq(): Promise<PrivateBroker> {
   await start();
   return {
     url: `amqp://guest:guest@127.0.0.1:${port}`,
+    ...(tlsPort !== undefined && { tlsUrl: `amqps://guest:guest@localhost:${tlsPort}`, tlsPort }),
+    ctl: async (args) => (await run('rabbitmqctl', ['-n', node, ...args], { env })).stdout,
     start,
     stop,
     async close() {

@@ -3,14 +3,27 @@
  * connect target built from the URL and the client options.
  *
  *   createClient('amqp://guest:guest@localhost:5672/vhost?heartbeat=30', {
- *     amqp: { exchange: 'evpub', prefetch: 500, socket: { ca: [...] } },
+ *     amqp: { exchange: 'evpub', prefetch: 500 },
+ *   });
+ *   createClient('amqps://rabbit.example.com/prod', {
+ *     tls: { ca: '/etc/evpub/ca.pem', cert: '/etc/evpub/evpub.pem', key: '/etc/evpub/evpub.key' },
+ *     amqp: { auth: 'external' },
  *   });
  *
  * Credentials come from the URL (percent-decoded) or `username`/`password`, which win; with
  * neither, amqplib's default guest/guest is used. The vhost is the URL path (`/` when empty).
+ *
+ * TLS: on with an `amqps://` URL or the client option `tls` (either one; the default port is
+ * then 5671). `amqp.auth: 'external'` authenticates with the TLS client certificate (SASL
+ * EXTERNAL: RabbitMQ's rabbitmq_auth_mechanism_ssl plugin maps the certificate's subject to a
+ * user) instead of a user name and password: it needs `tls.cert` and `tls.key`, and no
+ * credentials in the URL. `amqp.socket` passes further amqplib socket options through; the
+ * `tls` settings win over it.
  */
 import type { Options, SocketOptions } from 'amqplib';
 import { ErrorCode, EvpubError, redact } from '../../errors';
+import { nearest } from '../../util/nearest';
+import type { TlsSettings } from '../../util/tls';
 import type { ResolvedClientOptions } from '../adapter';
 
 export interface AmqpSettings {
@@ -20,14 +33,20 @@ export interface AmqpSettings {
   prefetch: number;
   /** Largest payload accepted before sending: RabbitMQ's `max_message_size`. */
   maxPayload: number;
-  /** Extra amqplib socket options (TLS `ca`, `cert`, `key`, ...). */
+  /** Extra amqplib socket options. */
   socket: SocketOptions;
+  /** TLS settings (`amqps://` alone means `{}`: the system's CAs); undefined for plain TCP. */
+  tls: TlsSettings | undefined;
+  /** SASL mechanism: PLAIN (user name and password) or EXTERNAL (the TLS client certificate). */
+  auth: 'plain' | 'external';
   /** What amqplib connects to. */
   target: Options.Connect;
   /** `host:port`, for messages. */
   where: string;
   /** The URL with the password redacted, for messages. */
   safeUrl: string;
+  /** `amqps://host:port` (no credentials), naming the endpoint in TLS messages and warnings. */
+  endpoint: string;
 }
 
 /**
@@ -36,7 +55,8 @@ export interface AmqpSettings {
  */
 export const DEFAULT_MAX_PAYLOAD = 128 * 1024 * 1024;
 
-const KNOWN = ['exchange', 'prefetch', 'maxPayload', 'socket'] as const;
+const KNOWN = ['exchange', 'prefetch', 'maxPayload', 'socket', 'auth'] as const;
+const AUTH = ['plain', 'external'] as const;
 
 function invalid(message: string): EvpubError {
   return new EvpubError(ErrorCode.CONFIG_INVALID, message);
@@ -58,7 +78,10 @@ export function amqpSettings(options: ResolvedClientOptions): AmqpSettings {
   const given = raw as Record<string, unknown>;
   for (const key of Object.keys(given)) {
     if (!(KNOWN as readonly string[]).includes(key)) {
-      throw invalid(`amqp.${key}: unknown option; the AMQP adapter knows ${KNOWN.join(', ')}`);
+      const near = nearest(key, KNOWN);
+      throw invalid(
+        `amqp.${key}: unknown option; ${near !== undefined ? `did you mean ${near}? ` : ''}the AMQP adapter knows ${KNOWN.join(', ')}`,
+      );
     }
   }
   const exchange = given.exchange ?? 'evpub';
@@ -77,8 +100,16 @@ export function amqpSettings(options: ResolvedClientOptions): AmqpSettings {
     throw invalid('amqp.socket: must be an object of amqplib socket options (e.g. { ca: [...] })');
   }
 
+  const auth = given.auth ?? 'plain';
+  if (typeof auth !== 'string' || !(AUTH as readonly string[]).includes(auth)) {
+    throw invalid(
+      `amqp.auth: must be "plain" (user name and password) or "external" (the TLS client certificate), got ${JSON.stringify(auth)}`,
+    );
+  }
+
   const url = new URL(options.url ?? `amqp://${options.host ?? 'localhost'}`);
-  const tls = url.protocol === 'amqps:';
+  const tlsSettings = options.tls ?? (url.protocol === 'amqps:' ? {} : undefined);
+  const tls = tlsSettings !== undefined;
   const hostname = url.hostname.replace(/^\[|\]$/g, '');
   const port = url.port === '' ? (tls ? 5671 : 5672) : Number(url.port);
   const target: Options.Connect = {
@@ -89,7 +120,18 @@ export function amqpSettings(options: ResolvedClientOptions): AmqpSettings {
   };
   const username = options.username ?? (url.username ? decodeURIComponent(url.username) : undefined);
   const password = options.password ?? (url.password ? decodeURIComponent(url.password) : undefined);
-  if (username !== undefined || password !== undefined) {
+  if (auth === 'external') {
+    if (tlsSettings?.cert === undefined) {
+      throw invalid(
+        'amqp.auth: "external" authenticates with a TLS client certificate: set tls.cert and tls.key (and tls.ca for a private CA)',
+      );
+    }
+    if (username !== undefined || password !== undefined) {
+      throw invalid(
+        'amqp.auth: "external" takes the user from the client certificate: remove the user name and password from the URL and options',
+      );
+    }
+  } else if (username !== undefined || password !== undefined) {
     target.username = username ?? '';
     target.password = password ?? '';
   }
@@ -105,8 +147,11 @@ export function amqpSettings(options: ResolvedClientOptions): AmqpSettings {
     prefetch: positiveInt('prefetch', given.prefetch, 500, 65535),
     maxPayload: positiveInt('maxPayload', given.maxPayload, DEFAULT_MAX_PAYLOAD, 512 * 1024 * 1024),
     socket: socket,
+    tls: tlsSettings,
+    auth: auth as AmqpSettings['auth'],
     target,
     where: `${url.hostname}:${port}`,
     safeUrl: redact(url.toString()),
+    endpoint: `${tls ? 'amqps' : 'amqp'}://${url.host.replace(/:\d+$/, '')}:${port}`,
   };
 }

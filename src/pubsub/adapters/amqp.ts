@@ -52,6 +52,7 @@ import type {
 } from '../adapter';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
+import { loadTls, tlsFailure } from '../../util/tls';
 import { loadDriver } from '../driver';
 import { fromDotted, matches, patternToDotted, toDotted } from '../topics';
 import { amqpSettings, type AmqpSettings } from './amqp-config';
@@ -150,9 +151,12 @@ export class AmqpAdapter implements BrokerAdapter {
     const amqp = await loadDriver<Amqplib>('amqplib', 'AMQP adapter');
     const { connectTimeout, reconnect } = this.options;
     const clientProperties = this.options.clientId ? { connection_name: this.options.clientId } : {};
+    const { tls, auth, endpoint } = this.settings;
     const handle = await amqp.connect(this.settings.target, {
       clientProperties,
       ...this.settings.socket,
+      ...(tls && loadTls(tls, 'options.tls', { endpoint, logger: this.log })),
+      ...(auth === 'external' && { credentials: amqp.credentials.external() }),
       timeout: connectTimeout,
       recovery: {
         initialDelay: reconnect.initialDelay,
@@ -166,7 +170,11 @@ export class AmqpAdapter implements BrokerAdapter {
     this.handle = handle;
     handle.on('error', (err: Error) => this.log.debug({ err }, 'AMQP connection error'));
     handle.on('connect-failed', (err: Error) => {
-      if (this.connectedOnce) this.log.debug({ err: err.message }, 'AMQP reconnect attempt failed');
+      if (!this.connectedOnce) return;
+      // A certificate that expired or changed since: say why, not only that it retries.
+      const tlsErr = tlsFailure(err, endpoint);
+      if (tlsErr) this.log.warn({ code: tlsErr.code }, `AMQP reconnect failed: ${tlsErr.message}`);
+      else this.log.debug({ err: err.message }, 'AMQP reconnect attempt failed');
     });
     handle.on('blocked', (reason: string) => this.log.warn({ reason }, 'AMQP broker blocked publishing'));
     handle.on('unblocked', () => this.log.info('AMQP broker unblocked publishing'));
@@ -192,8 +200,20 @@ export class AmqpAdapter implements BrokerAdapter {
 
   private connectError(err: unknown): EvpubError {
     if (isEvpubError(err)) return err;
-    const { where, safeUrl, target, exchange } = this.settings;
+    const { where, safeUrl, target, exchange, endpoint, auth } = this.settings;
+    const tlsErr = tlsFailure(err, endpoint);
+    if (tlsErr) return tlsErr;
     const msg = (err as Error).message ?? String(err);
+    if (auth === 'external' && /ACCESS[-_]REFUSED|EXTERNAL/.test(msg)) {
+      return new EvpubError(
+        ErrorCode.AUTH_FAILED,
+        `the AMQP broker at ${where} refused the client certificate (SASL EXTERNAL) on vhost ${JSON.stringify(target.vhost)}: ${msg}` +
+          (/not provided by the server/.test(msg)
+            ? ' (enable the rabbitmq_auth_mechanism_ssl plugin and add EXTERNAL to auth_mechanisms)'
+            : " (RabbitMQ needs a user named after the certificate's subject, and ssl_options.verify = verify_peer)"),
+        { cause: err, context: { url: safeUrl } },
+      );
+    }
     if (/ACCESS[-_]REFUSED|NOT[-_]ALLOWED/.test(msg)) {
       return new EvpubError(
         ErrorCode.AUTH_FAILED,
