@@ -40,16 +40,15 @@ describe('AMQP over TLS (private RabbitMQ node with a TLS listener)', () => {
 
   beforeAll(async () => {
     pki = makePki();
-    broker = await startPrivateRabbitMq({ tls: { ca: pki.ca, ...pki.server } });
+    broker = await startPrivateRabbitMq({
+      tls: { ca: pki.ca, ...pki.server },
+      // A password user, and the user SASL EXTERNAL maps the client certificate (CN "evpub") to.
+      users: [
+        { name: 'app', password: PASSWORD },
+        { name: 'evpub', password: uniqueName('unused') },
+      ],
+    });
     tlsUrl = `amqps://localhost:${broker.tlsPort}`;
-    // A password user, and the user SASL EXTERNAL maps the client certificate (CN "evpub") to.
-    for (const [user, password] of [
-      ['app', PASSWORD],
-      ['evpub', uniqueName('unused')],
-    ] as const) {
-      await broker.ctl(['add_user', user, password]);
-      await broker.ctl(['set_permissions', '-p', '/', user, '.*', '.*', '.*']);
-    }
   }, 90_000);
 
   afterAll(async () => {

@@ -25,6 +25,16 @@
  * consumer crashes), it probes the cluster (a fresh connection, ApiVersions and Metadata); if
  * the probe fails it reports `offline` and probes again with back-off until the cluster answers,
  * then reports `reconnect`. kafkajs then reconnects its producer and consumers on their own use.
+ *
+ * Security: the client option `tls` (src/util/tls.ts) is kafkajs's `ssl`, loaded once on
+ * connect; the adapter opens the sockets itself (`openSocket`, for `brokerAddressMap` and the
+ * loss watch), so it calls `tls.connect` with those options, sending the advertised broker name
+ * as SNI and verifying the certificate against it (or `tls.servername`).
+ * `kafka.sasl: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512', username, password }`
+ * authenticates; a user name and password in the URL (or `username`/`password`) mean PLAIN. The
+ * password is a secret: no message, log entry or status carries it. `connect()` rejects with
+ * EVPUB_TLS_FAILED when the handshake fails and AUTH_FAILED when the cluster refuses the
+ * credentials, without retrying until `connectTimeout`.
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -39,7 +49,9 @@ import type {
 } from '../adapter';
 import { ErrorCode, EvpubError, isEvpubError } from '../../errors';
 import { loadDriver } from '../driver';
+import { nearest } from '../../util/nearest';
 import { backoffDelay } from '../../util/retry';
+import { loadTls, tlsFailure, type LoadedTls } from '../../util/tls';
 import { toKafka } from '../topics';
 import {
   CONTENT_TYPE_HEADER,
@@ -79,9 +91,18 @@ export interface KafkaSettings {
   /** Consumer group session timeout, ms (default 30000, as kafkajs). A member that vanished
    * holds its partitions this long; heartbeats go every tenth of it (at most 3 s). */
   sessionTimeout?: number;
-  /** TLS: `true` or Node TLS options. */
-  ssl?: boolean | Record<string, unknown>;
+  /** SASL authentication. The password is a secret. */
+  sasl?: KafkaSasl;
 }
+
+export interface KafkaSasl {
+  mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512';
+  username: string;
+  password: string;
+}
+
+const SASL_KEYS = ['mechanism', 'username', 'password'] as const;
+const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
 
 const SETTING_KEYS = [
   'brokers',
@@ -93,7 +114,7 @@ const SETTING_KEYS = [
   'wildcardRefreshMs',
   'maxWaitMs',
   'sessionTimeout',
-  'ssl',
+  'sasl',
 ];
 
 function configError(message: string): EvpubError {
@@ -106,8 +127,16 @@ function readSettings(raw: unknown): KafkaSettings {
     throw configError('kafka: must be an object of Kafka settings');
   const s = raw as Record<string, unknown>;
   for (const key of Object.keys(s)) {
+    if (key === 'ssl') {
+      throw configError(
+        'kafka.ssl: TLS is the client option tls, the same for every broker: tls: true, or tls: { ca, cert, key, passphrase, servername, rejectUnauthorized }',
+      );
+    }
     if (!SETTING_KEYS.includes(key)) {
-      throw configError(`kafka.${key}: unknown option; known: ${SETTING_KEYS.join(', ')}`);
+      const near = nearest(key, SETTING_KEYS);
+      throw configError(
+        `kafka.${key}: unknown option; ${near !== undefined ? `did you mean ${near}? ` : ''}known: ${SETTING_KEYS.join(', ')}`,
+      );
     }
   }
   const int = (key: string, min: number): void => {
@@ -138,10 +167,40 @@ function readSettings(raw: unknown): KafkaSettings {
   ) {
     throw configError('kafka.brokerAddressMap: must map "host:port" strings to "host:port" strings');
   }
-  if (s.ssl !== undefined && typeof s.ssl !== 'boolean' && (s.ssl === null || typeof s.ssl !== 'object')) {
-    throw configError('kafka.ssl: must be true, false or TLS options');
-  }
+  if (s.sasl !== undefined) s.sasl = readSasl(s.sasl);
   return s;
+}
+
+/** `kafka.sasl`, a closed schema; the password never appears in a message. */
+function readSasl(raw: unknown): KafkaSasl {
+  const example = '{ mechanism: "scram-sha-512", username: "evpub", password: "${KAFKA_PASSWORD}" }';
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw configError(`kafka.sasl: must be an object like ${example}`);
+  }
+  const o = raw as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if ((SASL_KEYS as readonly string[]).includes(key)) continue;
+    const near = nearest(key, SASL_KEYS);
+    throw configError(
+      `kafka.sasl.${key}: unknown SASL setting; ${near !== undefined ? `did you mean ${near}?` : `the settings are ${SASL_KEYS.join(', ')}`}`,
+    );
+  }
+  const mechanism = typeof o.mechanism === 'string' ? o.mechanism.toLowerCase() : o.mechanism;
+  if (typeof mechanism !== 'string' || !(SASL_MECHANISMS as readonly string[]).includes(mechanism)) {
+    const near = typeof mechanism === 'string' ? nearest(mechanism, SASL_MECHANISMS) : undefined;
+    throw configError(
+      `kafka.sasl.mechanism: must be one of ${SASL_MECHANISMS.join(', ')}` +
+        (mechanism === undefined ? ' (missing)' : `, got ${JSON.stringify(o.mechanism)}`) +
+        (near !== undefined ? `; did you mean ${near}?` : ''),
+    );
+  }
+  if (typeof o.username !== 'string' || o.username === '') {
+    throw configError('kafka.sasl.username: must be a non-empty string');
+  }
+  if (typeof o.password !== 'string' || o.password === '') {
+    throw configError('kafka.sasl.password: must be a non-empty string (a secret: use ${ENV} or ${file:...})');
+  }
+  return { mechanism: mechanism as KafkaSasl['mechanism'], username: o.username, password: o.password };
 }
 
 /** `host:port` (or `[v6]:port`, or `host` alone for 9092) → parts. */
@@ -185,6 +244,9 @@ export class KafkaAdapter implements BrokerAdapter {
   private readonly brokers: string[];
   private readonly maxMessageBytes: number;
   private readonly logger: ResolvedClientOptions['logger'];
+  private readonly sasl: KafkaJS.SASLOptions | undefined;
+  /** kafkajs's `ssl`, loaded from `options.tls` on connect. */
+  private ssl: LoadedTls | undefined;
   private kafkajs: KafkaModule | undefined;
   private kafka: KafkaJS.Kafka | undefined;
   private probeKafka: KafkaJS.Kafka | undefined;
@@ -209,6 +271,7 @@ export class KafkaAdapter implements BrokerAdapter {
     if (!this.brokers.length) throw configError('Kafka adapter: no broker in the URL or kafka.brokers');
     this.maxMessageBytes = this.settings.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES;
     this.logger = options.logger;
+    this.sasl = this.saslOptions();
     this.features = {
       wildcards: true,
       headers: true,
@@ -243,10 +306,32 @@ export class KafkaAdapter implements BrokerAdapter {
       logCreator: () => (entry) => this.log(kafkajs, entry),
       socketFactory: (args) => this.openSocket(args, watch),
     };
-    if (this.settings.ssl) config.ssl = this.settings.ssl === true ? true : this.settings.ssl;
-    const { username, password } = this.credentials();
-    if (username !== undefined) config.sasl = { mechanism: 'plain', username, password: password ?? '' };
+    if (this.ssl) config.ssl = this.ssl;
+    if (this.sasl) config.sasl = this.sasl;
     return config;
+  }
+
+  /** `kafka.sasl`, or PLAIN with the URL's (or options') user name and password. */
+  private saslOptions(): KafkaJS.SASLOptions | undefined {
+    const { username, password } = this.credentials();
+    const sasl = this.settings.sasl;
+    if (sasl !== undefined && username !== undefined) {
+      throw configError(
+        'kafka.sasl: credentials are also in the URL (or username/password): give them in one place',
+      );
+    }
+    if (sasl !== undefined) return { ...sasl };
+    if (username !== undefined) return { mechanism: 'plain', username, password: password ?? '' };
+    return undefined;
+  }
+
+  /** The broker a kafkajs error names (`host:port`), or all of them. */
+  private endpointOf(err: unknown): string {
+    for (let e = err as { broker?: unknown; cause?: unknown } | undefined, i = 0; e && i < 6; i++) {
+      if (typeof e.broker === 'string') return e.broker;
+      e = e.cause as typeof e;
+    }
+    return this.brokers.join(',');
   }
 
   private credentials(): { username?: string; password?: string } {
@@ -324,6 +409,15 @@ export class KafkaAdapter implements BrokerAdapter {
     const kafkajs = await loadDriver<KafkaModule>('kafkajs', 'Kafka adapter');
     this.kafkajs = kafkajs;
     const deadline = Date.now() + this.options.connectTimeout;
+    const where = this.brokers.join(',');
+    if (this.options.tls) {
+      this.ssl = loadTls(this.options.tls, 'options.tls', { endpoint: where, logger: this.logger });
+    } else if (this.sasl?.mechanism === 'plain') {
+      this.logger.warn(
+        { brokers: this.brokers },
+        `SASL PLAIN without TLS sends the password to ${where} unencrypted; set the client option tls`,
+      );
+    }
     this.kafka = new kafkajs.Kafka(this.kafkaConfig(kafkajs, true, this.retry));
     this.probeKafka = new kafkajs.Kafka(this.kafkaConfig(kafkajs, false, { retries: 0 }));
     await this.reach(deadline);
@@ -369,7 +463,11 @@ export class KafkaAdapter implements BrokerAdapter {
         await this.probe(deadline - Date.now());
         return;
       } catch (err) {
-        if (errorName(err) === 'KafkaJSSASLAuthenticationError' || Date.now() + delay >= deadline) {
+        if (
+          errorName(err) === 'KafkaJSSASLAuthenticationError' ||
+          tlsFailure(err, '') !== undefined ||
+          Date.now() + delay >= deadline
+        ) {
           throw this.connectError(err);
         }
       }
@@ -392,13 +490,14 @@ export class KafkaAdapter implements BrokerAdapter {
   private connectError(err: unknown): EvpubError {
     if (isEvpubError(err)) return err;
     const where = this.brokers.join(',');
+    const tlsErr = tlsFailure(err, this.endpointOf(err));
+    if (tlsErr) return tlsErr;
     if (errorName(err) === 'KafkaJSSASLAuthenticationError') {
+      const sasl = this.sasl!;
       return new EvpubError(
         ErrorCode.AUTH_FAILED,
-        `Kafka at ${where} refused the credentials: ${messageOf(err)}`,
-        {
-          cause: err,
-        },
+        `Kafka at ${where} refused SASL ${sasl.mechanism.toUpperCase()} for user ${JSON.stringify((sasl as { username?: string }).username)}: ${messageOf(err)}`,
+        { cause: err, context: { brokers: this.brokers, mechanism: sasl.mechanism } },
       );
     }
     return new EvpubError(
@@ -430,7 +529,9 @@ export class KafkaAdapter implements BrokerAdapter {
       return; // the cluster still answers: kafkajs reconnects on its next request
     } catch (err) {
       if (this.state !== 'up') return;
-      this.logger.debug({ err }, 'Kafka probe failed after a connection loss');
+      const tlsErr = tlsFailure(err, this.endpointOf(err));
+      if (tlsErr) this.logger.warn({ code: tlsErr.code }, `Kafka probe failed: ${tlsErr.message}`);
+      else this.logger.debug({ err }, 'Kafka probe failed after a connection loss');
     }
     this.state = 'offline';
     this.events.offline();
