@@ -247,6 +247,12 @@ export class KafkaAdapter implements BrokerAdapter {
   private readonly sasl: KafkaJS.SASLOptions | undefined;
   /** kafkajs's `ssl`, loaded from `options.tls` on connect. */
   private ssl: LoadedTls | undefined;
+  /**
+   * The last TLS error a socket reported, with its broker. Under TLS 1.3 the server judges the
+   * client certificate after the client's handshake: kafkajs then sees only "Closed
+   * connection", and the alert that says why reaches the socket alone.
+   */
+  private tlsError: { err: Error; broker: string } | undefined;
   private kafkajs: KafkaModule | undefined;
   private kafka: KafkaJS.Kafka | undefined;
   private probeKafka: KafkaJS.Kafka | undefined;
@@ -325,6 +331,15 @@ export class KafkaAdapter implements BrokerAdapter {
     return undefined;
   }
 
+  /** SASL was asked of a broker listener that has no SASL (kafkajs finds no SaslHandshake). */
+  private noSasl(err: unknown): boolean {
+    return (
+      this.sasl !== undefined &&
+      errorName(err) === 'KafkaJSServerDoesNotSupportApiKey' &&
+      /^Sasl/.test(String((err as { apiName?: unknown }).apiName))
+    );
+  }
+
   /** The broker a kafkajs error names (`host:port`), or all of them. */
   private endpointOf(err: unknown): string {
     for (let e = err as { broker?: unknown; cause?: unknown } | undefined, i = 0; e && i < 6; i++) {
@@ -378,6 +393,11 @@ export class KafkaAdapter implements BrokerAdapter {
         )
       : netConnect({ host: target.host, port: target.port }, onConnect);
     socket.setKeepAlive(true, 60_000);
+    if (ssl) {
+      socket.on('error', (err: Error) => {
+        if (tlsFailure(err, '') !== undefined) this.tlsError = { err, broker: `${host}:${port}` };
+      });
+    }
     if (watch) this.watch(socket);
     return socket;
   }
@@ -460,11 +480,15 @@ export class KafkaAdapter implements BrokerAdapter {
     let delay = backoffDelay(attempt, this.options.reconnect);
     for (;;) {
       try {
+        this.tlsError = undefined;
         await this.probe(deadline - Date.now());
         return;
       } catch (err) {
+        const seen = this.tlsError;
+        if (seen !== undefined && tlsFailure(err, '') === undefined) throw tlsFailure(seen.err, seen.broker)!;
         if (
           errorName(err) === 'KafkaJSSASLAuthenticationError' ||
+          this.noSasl(err) ||
           tlsFailure(err, '') !== undefined ||
           Date.now() + delay >= deadline
         ) {
@@ -492,6 +516,13 @@ export class KafkaAdapter implements BrokerAdapter {
     const where = this.brokers.join(',');
     const tlsErr = tlsFailure(err, this.endpointOf(err));
     if (tlsErr) return tlsErr;
+    if (this.noSasl(err)) {
+      return new EvpubError(
+        ErrorCode.AUTH_FAILED,
+        `Kafka at ${where} does not offer SASL authentication (no SaslHandshake API: a PLAINTEXT or SSL listener): connect to its SASL listener, or remove kafka.sasl`,
+        { cause: err, context: { brokers: this.brokers, mechanism: this.sasl!.mechanism } },
+      );
+    }
     if (errorName(err) === 'KafkaJSSASLAuthenticationError') {
       const sasl = this.sasl!;
       return new EvpubError(
