@@ -36,10 +36,14 @@ async function rabbitmqUser(): Promise<{ uid: number; gid: number } | undefined>
 export interface PrivateRabbitMqOptions {
   tls?: { ca: string; cert: string; key: string };
   /**
-   * Users made at boot (from a definitions file: no rabbitmqctl round trip, ~4 s each), each
-   * with full permissions on vhost `/`, beside guest/guest.
+   * Users made at boot (from a definitions file: no rabbitmqctl round trip, ~4 s each), with
+   * these permissions on vhost `/` (regular expressions; `.*` each by default), beside guest/guest.
    */
-  users?: { name: string; password: string }[];
+  users?: {
+    name: string;
+    password: string;
+    permissions?: { configure: string; write: string; read: string };
+  }[];
 }
 
 /** RabbitMQ's default password hash: base64(salt + sha256(salt + password)), 4-byte salt. */
@@ -109,7 +113,11 @@ export async function startPrivateRabbitMq(options: PrivateRabbitMqOptions = {})
           hashing_algorithm: 'rabbit_password_hashing_sha256',
           tags: u.name === 'guest' ? ['administrator'] : [],
         })),
-        permissions: users.map((u) => ({ user: u.name, vhost: '/', configure: '.*', write: '.*', read: '.*' })),
+        permissions: users.map((u) => ({
+          user: u.name,
+          vhost: '/',
+          ...((u as { permissions?: object }).permissions ?? { configure: '.*', write: '.*', read: '.*' }),
+        })),
       }),
     );
     owned.push(definitions);

@@ -16,6 +16,9 @@ import { uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
 const PASSWORD = uniqueName('s3cret');
+const PUBLISHER = { configure: '^evpub$', write: '^evpub$', read: '^$' };
+const OWN = '^(evpub|evpub\\..+|amq\\.gen-.+)$';
+const SUBSCRIBER = { configure: OWN, write: OWN, read: OWN };
 
 describe('AMQP over TLS (private RabbitMQ node with a TLS listener)', () => {
   let pki: Pki;
@@ -46,6 +49,9 @@ describe('AMQP over TLS (private RabbitMQ node with a TLS listener)', () => {
       users: [
         { name: 'app', password: PASSWORD },
         { name: 'evpub', password: uniqueName('unused') },
+        // The least privileges docs/security.md lists.
+        { name: 'publisher', password: PASSWORD, permissions: PUBLISHER },
+        { name: 'subscriber', password: PASSWORD, permissions: SUBSCRIBER },
       ],
     });
     tlsUrl = `amqps://localhost:${broker.tlsPort}`;
@@ -80,6 +86,22 @@ describe('AMQP over TLS (private RabbitMQ node with a TLS listener)', () => {
     await waitFor(() => got.length === 1, 'the message sent with EXTERNAL');
     const connections = await broker.ctl(['list_connections', 'user', 'ssl', 'auth_mechanism']);
     expect(connections).toMatch(/evpub\s+true\s+EXTERNAL/);
+  });
+
+  it('the least privileges in docs/security.md are enough: a publisher, a plain and a durable subscriber', async () => {
+    const as = (user: string): string => tlsUrl.replace('//', `//${user}:${PASSWORD}@`);
+    const topic = `evpub/tls/${uniqueName()}`;
+    const plain = client(as('subscriber'), { tls: { ca: pki.ca } });
+    const durable = client(as('subscriber'), { tls: { ca: pki.ca } });
+    const got = collector(plain);
+    const kept = collector(durable);
+    await plain.subscribe(topic);
+    await durable.subscribe(topic, { durable: uniqueName('g') });
+    await client(as('publisher'), { tls: { ca: pki.ca } }).publish(topic, 'least');
+    await waitFor(() => got.length === 1 && kept.length === 1, 'both subscribers');
+    // And no more: the publisher may not read or make queues.
+    const sub = client(as('publisher'), { tls: { ca: pki.ca } });
+    await expect(sub.subscribe(`${topic}/x`)).rejects.toMatchObject({ code: ErrorCode.SUBSCRIBE_FAILED });
   });
 
   it('a wrong password is AUTH_FAILED at once, naming the user and never the password', async () => {
