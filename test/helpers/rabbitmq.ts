@@ -159,7 +159,8 @@ export async function startPrivateRabbitMq(options: PrivateRabbitMqOptions = {})
       90_000,
     );
     await waitFor(() => isListening(port), `private RabbitMQ on port ${port}`);
-    if (tlsPort !== undefined) await waitFor(() => isListening(tlsPort), `private RabbitMQ TLS on ${tlsPort}`);
+    if (tlsPort !== undefined)
+      await waitFor(() => isListening(tlsPort), `private RabbitMQ TLS on ${tlsPort}`);
   };
 
   const stop = async (): Promise<void> => {

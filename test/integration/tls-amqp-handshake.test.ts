@@ -61,7 +61,9 @@ describe('AMQP TLS settings', () => {
       }
       throw new Error('accepted');
     };
-    expect(bad({ tls: { servrname: 'x' } as never })).toMatch(/^options\.tls\.servrname: .*did you mean servername\?/);
+    expect(bad({ tls: { servrname: 'x' } as never })).toMatch(
+      /^options\.tls\.servrname: .*did you mean servername\?/,
+    );
     expect(bad({ amqp: { auht: 'external' } })).toMatch(/^amqp\.auht: unknown option; did you mean auth\?/);
     expect(bad({ amqp: { auth: 'scram' } })).toMatch(/^amqp\.auth: must be "plain" .* or "external"/);
     expect(bad({ tls: { ca: pki.ca }, amqp: { auth: 'external' } })).toMatch(/set tls\.cert and tls\.key/);
@@ -71,7 +73,9 @@ describe('AMQP TLS settings', () => {
     );
     expect(withPassword).toMatch(/remove the user name and password/);
     expect(withPassword).not.toContain('hunter2-secret');
-    expect(bad({ tls: { cert: pki.client.cert } })).toMatch(/options\.tls\.key: a client certificate needs both/);
+    expect(bad({ tls: { cert: pki.client.cert } })).toMatch(
+      /options\.tls\.key: a client certificate needs both/,
+    );
   });
 
   it('an expired server certificate and one for another host fail with EVPUB_TLS_FAILED at once', async () => {
@@ -84,7 +88,9 @@ describe('AMQP TLS settings', () => {
     );
     const name = await connectError(`amqps://localhost:${wrongHost}`, { tls: { ca: pki.ca } });
     expect(name.code).toBe(ErrorCode.TLS_FAILED);
-    expect(name.message).toMatch(/^TLS with amqps:\/\/localhost:\d+ failed: the server's certificate is not for this host name/);
+    expect(name.message).toMatch(
+      /^TLS with amqps:\/\/localhost:\d+ failed: the server's certificate is not for this host name/,
+    );
     // `tls` alone (an amqp:// URL) turns TLS on too.
     const viaOption = await connectError(`amqp://localhost:${expired}`, { tls: { ca: pki.ca } });
     expect(viaOption.code).toBe(ErrorCode.TLS_FAILED);

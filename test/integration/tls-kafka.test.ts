@@ -166,7 +166,9 @@ describe('Kafka SASL settings', () => {
     expect(bad({ sasl: { ...sasl, mechanism: 'scram-sha256' } })).toMatch(
       /^kafka\.sasl\.mechanism: must be one of plain, scram-sha-256, scram-sha-512, got "scram-sha256"; did you mean scram-sha-256\?$/,
     );
-    expect(bad({ sasl: { ...sasl, password: 42 } })).toMatch(/^kafka\.sasl\.password: must be a non-empty string/);
+    expect(bad({ sasl: { ...sasl, password: 42 } })).toMatch(
+      /^kafka\.sasl\.password: must be a non-empty string/,
+    );
     expect(bad({ sasl: { mechanism: 'plain', password: PASSWORD } })).toMatch(/^kafka\.sasl\.username:/);
     expect(bad({ sals: sasl })).toMatch(/^kafka\.sals: unknown option; did you mean sasl\?/);
     expect(bad({ ssl: true })).toMatch(/^kafka\.ssl: TLS is the client option tls/);

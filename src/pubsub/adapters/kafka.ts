@@ -198,7 +198,9 @@ function readSasl(raw: unknown): KafkaSasl {
     throw configError('kafka.sasl.username: must be a non-empty string');
   }
   if (typeof o.password !== 'string' || o.password === '') {
-    throw configError('kafka.sasl.password: must be a non-empty string (a secret: use ${ENV} or ${file:...})');
+    throw configError(
+      'kafka.sasl.password: must be a non-empty string (a secret: use ${ENV} or ${file:...})',
+    );
   }
   return { mechanism: mechanism as KafkaSasl['mechanism'], username: o.username, password: o.password };
 }
