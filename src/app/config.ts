@@ -27,6 +27,7 @@ import type { EvpubConfig } from './config-types';
 import type { HttpConfig } from './config-types';
 import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSchema } from './schema';
 import { nearest } from '../util/nearest';
+import { parseTls } from '../util/tls';
 
 export interface ValidateOptions {
   /** The application's directory, where npm connectors are resolved (default: process.cwd()). */
@@ -258,6 +259,17 @@ const entries = (value: unknown): [string, Json][] =>
 const str = (value: unknown): string | undefined =>
   typeof value === 'string' && value !== '' ? value : undefined;
 
+/** `tls` settings (src/util/tls.ts), checked where they are so that the problem names the key. */
+function checkTls(raw: unknown, at: string, problems: Problem[]): void {
+  try {
+    parseTls(raw, at);
+  } catch (err) {
+    const setting = (err as EvpubError).context?.setting;
+    const path = typeof setting === 'string' ? setting : at;
+    problems.push({ path, message: toError(err).message.replace(`${path}: `, '') });
+  }
+}
+
 /**
  * What the schema cannot say. Runs even when the schema found problems (every check guards
  * the types it reads), so that one run reports everything.
@@ -272,6 +284,8 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
     if (url && !problems.some((p) => p.path === joinPath(['brokers', name, 'url']))) {
       checkBrokerUrl(url, joinPath(['brokers', name, 'url']), adapters, problems);
     }
+    if (isObject(broker.options))
+      checkTls(broker.options.tls, joinPath(['brokers', name, 'options', 'tls']), problems);
   }
 
   const cp = isObject(config.checkpoints) ? config.checkpoints : {};
@@ -282,6 +296,8 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
       checkUrl(cpUrl, 'checkpoints.url', ['postgres', 'postgresql'], 'PostgreSQL', problems);
     }
   }
+
+  if (cp.store === 'redis') checkTls(cp.tls, 'checkpoints.tls', problems);
 
   for (const [name, ds] of entries(config.datasources)) {
     const connector = str(ds.connector);

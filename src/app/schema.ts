@@ -48,6 +48,10 @@ const checkpoints = {
         store: { const: 'redis' },
         url: { type: 'string', format: 'uri' },
         prefix: { type: 'string' },
+        // Checked by parseTls (config.ts), which names the key.
+        tls: {},
+        username: name,
+        password: { type: 'string' },
       },
     },
     {

@@ -1,6 +1,17 @@
+import type { TlsSettings } from '../util/tls';
+
 /** Where checkpoints are kept (`checkpoints:` in the configuration); see each store. */
 export type CheckpointConfig =
   | { store: 'file'; path?: string }
-  | { store: 'redis'; url: string; prefix?: string }
+  | {
+      store: 'redis';
+      url: string;
+      prefix?: string;
+      /** TLS settings (src/util/tls.ts); `rediss://` turns TLS on too. */
+      tls?: TlsSettings | boolean;
+      /** Redis ACL user and password, instead of (or overriding) the URL's. */
+      username?: string;
+      password?: string;
+    }
   | { store: 'postgres'; url: string; table?: string }
   | { store: 'memory' };

@@ -28,6 +28,7 @@ import type {
   SubscribeOptions,
 } from './adapter';
 import { assertPattern, assertTopic } from './topics';
+import { parseTls } from '../util/tls';
 
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'offline' | 'closing' | 'closed';
 
@@ -134,6 +135,7 @@ function resolveOptions(options: ClientOptions, Adapter: AdapterConstructor): Re
     ...options,
     url,
     logger,
+    tls: parseTls(options.tls, 'tls'),
     connectTimeout: positive('connectTimeout', options.connectTimeout, DEFAULTS.connectTimeout),
     publishTimeout: positive('publishTimeout', options.publishTimeout, DEFAULTS.publishTimeout),
     reconnect: {

@@ -22,6 +22,8 @@ export interface PrivateNatsOptions {
   args?: string[];
   /** A configuration file's text (`authorization { ... }`), passed with `-c`. */
   config?: string;
+  /** TLS required on the port (`--tls --tlscert --tlskey`); with `ca`, client certificates too (`--tlsverify`). */
+  tls?: { cert: string; key: string; ca?: string };
 }
 
 export async function privateNatsServer(options: PrivateNatsOptions = {}): Promise<PrivateBroker> {
@@ -48,6 +50,8 @@ export async function privateNatsServer(options: PrivateNatsOptions = {}): Promi
       '-sd',
       dir,
       ...config,
+      ...(options.tls ? ['--tls', '--tlscert', options.tls.cert, '--tlskey', options.tls.key] : []),
+      ...(options.tls?.ca ? ['--tlsverify', '--tlscacert', options.tls.ca] : []),
       ...(options.args ?? []),
     ];
     const child = spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
