@@ -136,9 +136,9 @@ export class RedisConnections {
       const onError = (err: Error): void => {
         lastError = err;
         const tls = tlsFailure(err, this.where);
-        if (tls)
+        if (tls) {
           fail(tls); // the next handshake would fail the same way
-        else if (isAuthError(err)) {
+        } else if (isAuthError(err)) {
           fail(
             new EvpubError(
               ErrorCode.AUTH_FAILED,
