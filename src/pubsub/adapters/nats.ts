@@ -26,7 +26,9 @@
  * Credentials: user and password (`nats://user:pass@host` or the `username`/`password` options),
  * a token (`nats://TOKEN@host` or `nats.token`), an NKey seed (`nats.nkey`) or a `.creds` file
  * (`nats.creds`); nats.js's authenticators answer the server's challenge. A token in the URL is
- * masked like a password in every message (`nats://***@host:4222`).
+ * masked like a password in every message (`nats://***@host:4222`). A client certificate the
+ * server refuses surfaces, with TLS 1.3, only after nats.js's connect timeout: the adapter then
+ * finds the TLS reason with one probe connection (nats-tls.ts) and fails with TLS_FAILED.
  *
  * Connection: `connect()` is one attempt bounded by `connectTimeout`; nothing listening gives
  * CONNECT_FAILED, refused credentials AUTH_FAILED, a failed TLS handshake TLS_FAILED. Afterwards nats.js reconnects forever; the
@@ -49,7 +51,7 @@ import type {
 } from '../adapter';
 import { readFileSync } from 'node:fs';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
-import { loadTls, tlsFailure } from '../../util/tls';
+import { loadTls, tlsFailure, type LoadedTls } from '../../util/tls';
 import type { Logger } from '../../logger';
 import { loadDriver } from '../driver';
 import { fromDotted, matches, toDotted } from '../topics';
@@ -57,6 +59,7 @@ import { DurableConsumers } from './nats-durable';
 import { natsOptions, type ResolvedNatsOptions } from './nats-options';
 import { CorePublisher, JetStreamPublisher, type Link } from './nats-publish';
 import { StreamKeeper } from './nats-streams';
+import { probeTls } from './nats-tls';
 import { headerBytes, NameCache, subjectsFor } from './nats-subjects';
 
 export type { NatsOptions } from './nats-options';
@@ -114,6 +117,8 @@ export class NatsAdapter implements BrokerAdapter, Link {
   private _gen = 0;
   private ending = false;
   private downSince: number | undefined;
+  /** Where and how TLS is used, when it is (for probeTls). */
+  private tls: { host: string; port: number; options: LoadedTls } | undefined;
   private maxPayload = DEFAULT_MAX_PAYLOAD;
   /** Core subscriptions by pattern, in subscription order. */
   private readonly subs = new Map<string, Subscription[]>();
@@ -196,6 +201,11 @@ export class NatsAdapter implements BrokerAdapter, Link {
       // nats.js hands these to tls.connect (its own type lists fewer of them); the PEM is text.
       const tls = loadTls(this.options.tls ?? {}, 'tls', { endpoint: where, logger: this.logger });
       target.tls = tls as ConnectionOptions['tls'];
+      this.tls = {
+        host: u.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost',
+        port: Number(u.port || NatsAdapter.defaultPort),
+        options: tls,
+      };
     }
     return target;
   }
@@ -232,7 +242,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
       nc = await Promise.race([dialing, timeout]);
     } catch (err) {
       dialing.then((late) => late.close()).catch(() => undefined);
-      throw this.connectError(err, where, ms);
+      throw await this.connectFailure(err, where, ms);
     } finally {
       clearTimeout(timer);
     }
@@ -253,6 +263,15 @@ export class NatsAdapter implements BrokerAdapter, Link {
     this._up = true;
     void this.watchStatus(nc);
     void nc.closed().then((err) => this.onClosed(err));
+  }
+
+  /** connectError(), or TLS_FAILED when a probe finds the TLS session is what fails (nats-tls.ts). */
+  private async connectFailure(err: unknown, where: string, ms: number): Promise<EvpubError> {
+    const e = this.connectError(err, where, ms);
+    if (e.code !== ErrorCode.CONNECT_FAILED || this.tls === undefined) return e;
+    const { host, port, options } = this.tls;
+    const why = await probeTls(host, port, options, Math.min(ms, 5000));
+    return (why && tlsFailure(why, where)) ?? e;
   }
 
   private connectError(err: unknown, where: string, ms: number): EvpubError {
