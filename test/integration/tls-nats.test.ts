@@ -1,7 +1,8 @@
 /**
  * NATS over TLS against private nats-servers: TLS with client certificates required and a
- * token; TLS with users (a password user and an NKey user) from a config file; an expired server
- * certificate; a certificate for another host name. Certificates from makePki().
+ * token; TLS with users (a password user and an NKey user) from a config file; TLS in operator
+ * mode (JWT users, `.creds` files; made by nats-jwt.ts); an expired server certificate; a
+ * certificate for another host name. Certificates from makePki().
  */
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { ErrorCode } from '../../src/errors';
 import { createClient, type Client, type ClientOptions } from '../../src/pubsub/index';
 import type { PrivateBroker } from '../conformance/pubsub.suite';
 import { makePki, type Pki } from '../helpers/certs';
+import { natsOperator, type NatsOperator } from '../helpers/nats-jwt';
 import { privateNatsServer } from '../helpers/nats-server';
 import { REASON, refused, roundTrip } from '../helpers/tls-brokers';
 
@@ -26,6 +28,8 @@ describe('NATS over TLS', () => {
   let usersServer: PrivateBroker;
   let expired: PrivateBroker;
   let wrongHost: PrivateBroker;
+  let operatorServer: PrivateBroker;
+  let operator: NatsOperator;
   let seed: string;
   let seedFile: string;
   let clientTls: { ca: string; cert: string; key: string };
@@ -46,16 +50,18 @@ describe('NATS over TLS', () => {
     const users =
       `authorization { users: [ { user: alice, password: "${PASSWORD}" }, ` +
       `{ nkey: ${user.getPublicKey()} } ] }\n`;
-    [tokenServer, usersServer, expired, wrongHost] = await Promise.all([
+    operator = natsOperator();
+    [tokenServer, usersServer, expired, wrongHost, operatorServer] = await Promise.all([
       privateNatsServer({ tls: { ...pki.server, ca: pki.ca }, args: ['--auth', TOKEN] }),
       privateNatsServer({ tls: pki.server, config: users }),
       privateNatsServer({ tls: pki.expired }),
       privateNatsServer({ tls: pki.wrongHost }),
+      privateNatsServer({ tls: pki.server, config: operator.serverConfig, jetstream: false }),
     ]);
   });
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
-    await Promise.all([tokenServer, usersServer, expired, wrongHost].map((s) => s?.close()));
+    await Promise.all([tokenServer, usersServer, expired, wrongHost, operatorServer].map((s) => s?.close()));
     pki?.remove();
   });
 
@@ -71,6 +77,27 @@ describe('NATS over TLS', () => {
     await roundTrip(`tls://127.0.0.1:${p}`, { tls: { ca: pki.ca }, username: 'alice', password: PASSWORD });
     await roundTrip(`tls://127.0.0.1:${p}`, { tls: { ca: pki.ca }, nats: { nkey: seed } });
     await roundTrip(`tls://127.0.0.1:${p}`, { tls: { ca: pki.ca }, nats: { nkey: seedFile } });
+  });
+
+  it('publishes and subscribes with a .creds file (JWT) over TLS, given as a path or as its text', async () => {
+    const credsFile = join(pki.dir, 'user.creds');
+    writeFileSync(credsFile, operator.creds, { mode: 0o600 });
+    const url = `tls://127.0.0.1:${port(operatorServer)}`;
+    await roundTrip(url, { tls: { ca: pki.ca }, nats: { creds: credsFile } });
+    await roundTrip(url, { tls: { ca: pki.ca }, nats: { creds: operator.creds } });
+  });
+
+  it('refuses the .creds of a user another operator made with AUTH_FAILED, printing neither JWT nor seed', async () => {
+    const stranger = natsOperator();
+    const p = port(operatorServer);
+    await refused(
+      client(`tls://127.0.0.1:${p}`, { tls: { ca: pki.ca }, nats: { creds: stranger.creds } }).connect(),
+      {
+        code: ErrorCode.AUTH_FAILED,
+        endpoint: `127.0.0.1:${p}`,
+        secrets: [stranger.userJwt, stranger.userSeed, operator.userSeed],
+      },
+    );
   });
 
   it('refuses a wrong token or password with AUTH_FAILED and no secret in the error', async () => {
