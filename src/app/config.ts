@@ -19,7 +19,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import YAML from 'yaml';
 import { ConnectorRegistry, builtinConnectors } from '../connectors/registry';
-import { ErrorCode, EvpubError, redact, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import { AdapterRegistry, builtinAdapters } from '../pubsub/registry';
 import { compileTopic } from '../pipeline/topics';
 import { assertTopic } from '../pubsub/topics';
@@ -259,14 +259,17 @@ const entries = (value: unknown): [string, Json][] =>
 const str = (value: unknown): string | undefined =>
   typeof value === 'string' && value !== '' ? value : undefined;
 
-/** `tls` settings (src/util/tls.ts), checked where they are so that the problem names the key. */
-function checkTls(raw: unknown, at: string, problems: Problem[]): void {
+/** `tls` settings (src/util/tls.ts) at `at`; a problem names the key (`<at>.<key>`). */
+function tlsProblem(raw: unknown, at: string, problems: Problem[]): void {
   try {
     parseTls(raw, at);
   } catch (err) {
-    const setting = (err as EvpubError).context?.setting;
-    const path = typeof setting === 'string' ? setting : at;
-    problems.push({ path, message: toError(err).message.replace(`${path}: `, '') });
+    const e = toError(err);
+    const path = isEvpubError(e) && typeof e.context.setting === 'string' ? e.context.setting : at;
+    problems.push({
+      path,
+      message: e.message.startsWith(`${path}: `) ? e.message.slice(path.length + 2) : e.message,
+    });
   }
 }
 
@@ -284,8 +287,9 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
     if (url && !problems.some((p) => p.path === joinPath(['brokers', name, 'url']))) {
       checkBrokerUrl(url, joinPath(['brokers', name, 'url']), adapters, problems);
     }
-    if (isObject(broker.options))
-      checkTls(broker.options.tls, joinPath(['brokers', name, 'options', 'tls']), problems);
+    if (isObject(broker.options) && broker.options.tls !== undefined) {
+      tlsProblem(broker.options.tls, joinPath(['brokers', name, 'options', 'tls']), problems);
+    }
   }
 
   const cp = isObject(config.checkpoints) ? config.checkpoints : {};
@@ -296,8 +300,9 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
       checkUrl(cpUrl, 'checkpoints.url', ['postgres', 'postgresql'], 'PostgreSQL', problems);
     }
   }
-
-  if (cp.store === 'redis') checkTls(cp.tls, 'checkpoints.tls', problems);
+  if ((cp.store === 'postgres' || cp.store === 'redis') && cp.tls !== undefined) {
+    tlsProblem(cp.tls, 'checkpoints.tls', problems);
+  }
 
   for (const [name, ds] of entries(config.datasources)) {
     const connector = str(ds.connector);

@@ -169,7 +169,10 @@ export class Runtime {
       await this.connectBrokers();
       this.store =
         this.deps.store ??
-        createCheckpointStore(this.config.checkpoints, { cwd: this.deps.cwd, logger: this.logger });
+        createCheckpointStore(this.config.checkpoints, {
+          cwd: this.deps.cwd,
+          logger: this.logger,
+        });
       await this.wireFeeds(connectors);
       for (const run of this.runs) {
         const models: ModelFeed[] = run.feeds.map((f) => ({

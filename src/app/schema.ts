@@ -48,8 +48,8 @@ const checkpoints = {
         store: { const: 'redis' },
         url: { type: 'string', format: 'uri' },
         prefix: { type: 'string' },
-        // Checked by parseTls (config.ts), which names the key.
-        tls: {},
+        // Checked by parseTls in config.ts (naming the nearest key).
+        tls: { anyOf: [{ type: 'boolean' }, { type: 'object' }] },
         username: name,
         password: { type: 'string' },
       },

@@ -7,9 +7,8 @@ export type CheckpointConfig =
       store: 'redis';
       url: string;
       prefix?: string;
-      /** TLS settings (src/util/tls.ts); `rediss://` turns TLS on too. */
-      tls?: TlsSettings | boolean;
-      /** Redis ACL user and password, instead of (or overriding) the URL's. */
+      tls?: boolean | TlsSettings;
+      /** ACL user and password, instead of the URL's. */
       username?: string;
       password?: string;
     }

@@ -2,6 +2,7 @@
 import type { CheckpointConfig } from './config';
 import { ErrorCode, EvpubError } from '../errors';
 import type { Logger } from '../logger';
+import { parseTls } from '../util/tls';
 import type { CheckpointStore } from './contract';
 import { FileCheckpointStore } from './file';
 import { MemoryCheckpointStore } from './memory';
@@ -23,7 +24,7 @@ export function createCheckpointStore(
       return new RedisCheckpointStore({
         url: config.url,
         prefix: config.prefix,
-        tls: config.tls,
+        tls: parseTls(config.tls, 'checkpoints.tls'),
         username: config.username,
         password: config.password,
         logger: options.logger,

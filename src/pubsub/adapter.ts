@@ -6,14 +6,7 @@
  * 1. `new Adapter(options, events)`: no I/O. The adapter keeps `events` and reports through it.
  * 2. `connect()` is called once before any other method. It resolves when the first connection
  *    is up, and rejects with a CONNECT_FAILED (or AUTH_FAILED) `EvpubError` when it is not up
- *    within `options.connectTimeout`; then it leaves no timer or socket behind. Refused
- *    credentials (AUTH_FAILED) and a failed TLS handshake (TLS_FAILED, from `tlsFailure()` in
- *    src/util/tls.ts, naming the redacted endpoint) reject at once: retrying cannot fix them.
- *    TLS: `options.tls` (validated by the Client with `parseTls`, so `{}` at least when given)
- *    turns TLS on, as does the broker's TLS URL scheme (`mqtts:`, `rediss:`, `amqps:`, `tls:`);
- *    the adapter reads it once with `loadTls(options.tls, 'tls', { endpoint, logger })` when it
- *    builds its driver's options and passes the CA, client certificate and key, passphrase,
- *    servername and rejectUnauthorized to the driver.
+ *    within `options.connectTimeout`; then it leaves no timer or socket behind.
  * 3. After the first connection, losing it is not an error the caller sees: the adapter calls
  *    `events.offline()`, reconnects with back-off on its own (the drivers do this), restores its
  *    subscriptions, and calls `events.reconnect()`. `events.error()` is for failures nobody is
@@ -44,6 +37,11 @@
  *    (or leaves it to the listener with `ack: 'manual'`). Unacknowledged messages are redelivered.
  * 7. `end()` closes everything and resolves when the connection is closed; it is called at most
  *    once. The adapter calls `events.close()` when done.
+ * 8. TLS: `options.tls` (validated once by the Client with `parseTls` at `options.tls`; see
+ *    src/util/tls.ts) turns TLS on. The adapter calls `loadTls` when it builds its driver's
+ *    options, and `connect()` rejects with `tlsFailure(err, endpoint)` (EVPUB_TLS_FAILED, not
+ *    retriable) when the handshake fails, and with AUTH_FAILED when the broker refuses the
+ *    credentials, instead of retrying: the same attempt would fail the same way.
  */
 import type { Logger } from '../logger';
 import type { TlsSettings } from '../util/tls';
@@ -127,11 +125,6 @@ export interface ClientOptions {
   username?: string;
   password?: string;
   clientId?: string;
-  /**
-   * TLS: `true` or `{ ca, cert, key, passphrase, servername, rejectUnauthorized }` (src/util/tls.ts);
-   * turns TLS on whatever the URL scheme. In the app config: `brokers.<name>.options.tls`.
-   */
-  tls?: TlsSettings | boolean;
   /** Milliseconds to wait for a connection before failing (default 10000). */
   connectTimeout?: number;
   /** Milliseconds a publish may take, including waiting for a reconnect (default 30000). */
@@ -139,14 +132,14 @@ export interface ClientOptions {
   /** Reconnect back-off bounds in milliseconds (defaults 100 and 5000). */
   reconnect?: { initialDelay?: number; maxDelay?: number };
   logger?: Logger;
+  /** TLS for the broker connection: `{ ca, cert, key, passphrase, servername, rejectUnauthorized }` (src/util/tls.ts). */
+  tls?: TlsSettings;
   /** Adapter-specific settings, under the adapter's name (`mqtt`, `redis`, `amqp`, `nats`, `kafka`). */
   [adapterSpecific: string]: unknown;
 }
 
 /** Options after defaults; what adapters receive. */
 export interface ResolvedClientOptions extends ClientOptions {
-  /** Validated TLS settings; undefined when the options asked for none. */
-  tls?: TlsSettings;
   connectTimeout: number;
   publishTimeout: number;
   reconnect: { initialDelay: number; maxDelay: number };

@@ -135,7 +135,7 @@ function resolveOptions(options: ClientOptions, Adapter: AdapterConstructor): Re
     ...options,
     url,
     logger,
-    tls: parseTls(options.tls, 'tls'),
+    tls: parseTls(options.tls, 'options.tls'),
     connectTimeout: positive('connectTimeout', options.connectTimeout, DEFAULTS.connectTimeout),
     publishTimeout: positive('publishTimeout', options.publishTimeout, DEFAULTS.publishTimeout),
     reconnect: {

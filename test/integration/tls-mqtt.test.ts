@@ -140,7 +140,7 @@ describe('MQTT over TLS', () => {
   it('checks the tls option when the client is made, and in the config, naming the key', () => {
     expect(() =>
       createClient('mqtts://localhost:8883', { tls: { rejectUnauthorised: false } as never }),
-    ).toThrow('tls.rejectUnauthorised: unknown TLS setting; did you mean rejectUnauthorized?');
+    ).toThrow('options.tls.rejectUnauthorised: unknown TLS setting; did you mean rejectUnauthorized?');
     const config = {
       datasources: { mem: { connector: 'memory' } },
       models: { m: { dataSource: 'mem', broker: 'main' } },

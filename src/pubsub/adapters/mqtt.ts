@@ -289,7 +289,7 @@ export class MqttAdapter implements BrokerAdapter {
     if (o.tls !== undefined || /^mqtts:/i.test(url)) {
       // The tls option asks for TLS whatever the scheme; mqtt.js takes the protocol from opts first.
       opts.protocol = 'mqtts';
-      Object.assign(opts, loadTls(o.tls ?? {}, 'tls', { endpoint: this.where, logger: this.logger }));
+      Object.assign(opts, loadTls(o.tls ?? {}, 'options.tls', { endpoint: this.where, logger: this.logger }));
     }
 
     const client = mqtt.connect(url, opts);

@@ -199,7 +199,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
     }
     if (u.protocol === 'tls:' || this.options.tls !== undefined) {
       // nats.js hands these to tls.connect (its own type lists fewer of them); the PEM is text.
-      const tls = loadTls(this.options.tls ?? {}, 'tls', { endpoint: where, logger: this.logger });
+      const tls = loadTls(this.options.tls ?? {}, 'options.tls', { endpoint: where, logger: this.logger });
       target.tls = tls as ConnectionOptions['tls'];
       this.tls = {
         host: u.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost',

@@ -98,7 +98,7 @@ export class RedisConnections {
       ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password }),
       ...(url.protocol === 'rediss:' || options.tls !== undefined
-        ? { tls: loadTls(options.tls ?? {}, 'tls', { endpoint: this.where, logger: options.logger }) }
+        ? { tls: loadTls(options.tls ?? {}, 'options.tls', { endpoint: this.where, logger: options.logger }) }
         : {}),
       lazyConnect: true,
       connectTimeout: options.connectTimeout,
