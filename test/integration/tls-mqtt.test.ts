@@ -4,6 +4,7 @@
  * certificate, and a certificate for another host name. Certificates come from makePki().
  */
 import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/app/config';
 import { ErrorCode } from '../../src/errors';
@@ -135,6 +136,18 @@ describe('MQTT over TLS', () => {
         secrets: [],
       });
     }
+  });
+
+  it('connects to an expired certificate only with rejectUnauthorized: false, and warns once naming the endpoint', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const url = `mqtts://alice:${PASSWORD}@127.0.0.1:${expiredPort}`;
+    await roundTrip(url, { tls: { rejectUnauthorized: false }, logger });
+    const warnings = lines.filter((l) => l.includes('TLS verification is off'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`127.0.0.1:${expiredPort}`);
+    expect(warnings[0]).toContain('options.tls.rejectUnauthorized');
+    expect(lines.join('\n')).not.toContain(PASSWORD);
   });
 
   it('checks the tls option when the client is made, and in the config, naming the key', () => {
