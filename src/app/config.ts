@@ -19,7 +19,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import YAML from 'yaml';
 import { ConnectorRegistry, builtinConnectors } from '../connectors/registry';
-import { ErrorCode, EvpubError, redact, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import { AdapterRegistry, builtinAdapters } from '../pubsub/registry';
 import { compileTopic } from '../pipeline/topics';
 import { assertTopic } from '../pubsub/topics';
@@ -27,6 +27,7 @@ import type { EvpubConfig } from './config-types';
 import type { HttpConfig } from './config-types';
 import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSchema } from './schema';
 import { nearest } from '../util/nearest';
+import { parseTls } from '../util/tls';
 
 export interface ValidateOptions {
   /** The application's directory, where npm connectors are resolved (default: process.cwd()). */
@@ -258,6 +259,20 @@ const entries = (value: unknown): [string, Json][] =>
 const str = (value: unknown): string | undefined =>
   typeof value === 'string' && value !== '' ? value : undefined;
 
+/** `tls` settings (src/util/tls.ts) at `at`; a problem names the key (`<at>.<key>`). */
+function tlsProblem(raw: unknown, at: string, problems: Problem[]): void {
+  try {
+    parseTls(raw, at);
+  } catch (err) {
+    const e = toError(err);
+    const path = isEvpubError(e) && typeof e.context.setting === 'string' ? e.context.setting : at;
+    problems.push({
+      path,
+      message: e.message.startsWith(`${path}: `) ? e.message.slice(path.length + 2) : e.message,
+    });
+  }
+}
+
 /**
  * What the schema cannot say. Runs even when the schema found problems (every check guards
  * the types it reads), so that one run reports everything.
@@ -272,6 +287,9 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
     if (url && !problems.some((p) => p.path === joinPath(['brokers', name, 'url']))) {
       checkBrokerUrl(url, joinPath(['brokers', name, 'url']), adapters, problems);
     }
+    if (isObject(broker.options) && broker.options.tls !== undefined) {
+      tlsProblem(broker.options.tls, joinPath(['brokers', name, 'options', 'tls']), problems);
+    }
   }
 
   const cp = isObject(config.checkpoints) ? config.checkpoints : {};
@@ -281,6 +299,9 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
     if (cp.store === 'postgres') {
       checkUrl(cpUrl, 'checkpoints.url', ['postgres', 'postgresql'], 'PostgreSQL', problems);
     }
+  }
+  if ((cp.store === 'postgres' || cp.store === 'redis') && cp.tls !== undefined) {
+    tlsProblem(cp.tls, 'checkpoints.tls', problems);
   }
 
   for (const [name, ds] of entries(config.datasources)) {

@@ -48,6 +48,10 @@ const checkpoints = {
         store: { const: 'redis' },
         url: { type: 'string', format: 'uri' },
         prefix: { type: 'string' },
+        // Checked by parseTls in config.ts (naming the nearest key).
+        tls: { anyOf: [{ type: 'boolean' }, { type: 'object' }] },
+        username: name,
+        password: { type: 'string' },
       },
     },
     {

@@ -1,6 +1,8 @@
 /** Checkpoint stores by configuration. */
 import type { CheckpointConfig } from './config';
 import { ErrorCode, EvpubError } from '../errors';
+import type { Logger } from '../logger';
+import { parseTls } from '../util/tls';
 import type { CheckpointStore } from './contract';
 import { FileCheckpointStore } from './file';
 import { MemoryCheckpointStore } from './memory';
@@ -13,13 +15,20 @@ export { FileCheckpointStore, MemoryCheckpointStore, PostgresCheckpointStore, Re
 /** A store for `config` (no I/O until the first load or save). */
 export function createCheckpointStore(
   config: CheckpointConfig,
-  options: { cwd?: string } = {},
+  options: { cwd?: string; logger?: Logger } = {},
 ): CheckpointStore {
   switch (config.store) {
     case 'file':
       return new FileCheckpointStore({ path: config.path, cwd: options.cwd });
     case 'redis':
-      return new RedisCheckpointStore({ url: config.url, prefix: config.prefix });
+      return new RedisCheckpointStore({
+        url: config.url,
+        prefix: config.prefix,
+        tls: parseTls(config.tls, 'checkpoints.tls'),
+        username: config.username,
+        password: config.password,
+        logger: options.logger,
+      });
     case 'postgres':
       return new PostgresCheckpointStore({ url: config.url, table: config.table });
     case 'memory':

@@ -67,7 +67,7 @@ export function builtinAdapters(): AdapterRegistry {
     .register(['mqtt', 'mqtts'], MqttAdapter)
     .register(['redis', 'rediss'], RedisAdapter)
     .register(['amqp', 'amqps'], AmqpAdapter)
-    .register(['nats'], NatsAdapter)
+    .register(['nats', 'tls'], NatsAdapter)
     .register(['kafka'], KafkaAdapter);
 }
 

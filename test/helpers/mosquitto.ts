@@ -5,6 +5,8 @@
  *   const broker = await startMosquitto();            // free port on 127.0.0.1, anonymous
  *   const broker = await startMosquitto({ users: { alice: 'secret' } });   // password file
  *   const broker = await startMosquitto({ acl: ['topic readwrite #', 'topic deny a/vip'] });
+ *   const broker = await startMosquitto({ tlsListeners: [{ cafile, certfile, keyfile, requireCertificate: true }] });
+ *   broker.tlsPorts[0]                                 // each TLS listener's (free) port
  *   await broker.stop();  await broker.start();       // same port, same config
  *   await broker.close();                              // kill it, remove its temp dir
  *
@@ -29,10 +31,25 @@ export interface MosquittoOptions {
   extraConfig?: string[];
   /** Lines of an `acl_file` (lines before any `user` line apply to anonymous clients). */
   acl?: string[];
+  /** More listeners on 127.0.0.1, each with TLS; their ports are `tlsPorts`, in this order. */
+  tlsListeners?: MosquittoTlsListener[];
+}
+
+export interface MosquittoTlsListener {
+  /** The CA that client certificates must chain to (and mosquitto's own chain). */
+  cafile: string;
+  certfile: string;
+  keyfile: string;
+  /** `require_certificate true`: clients must present a certificate from `cafile`. */
+  requireCertificate?: boolean;
+  /** `use_identity_as_username true`: the certificate's CN is the user name (no password). */
+  useIdentityAsUsername?: boolean;
 }
 
 export interface PrivateMosquitto extends PrivateBroker {
   port: number;
+  /** The ports of `tlsListeners`, in order. */
+  tlsPorts: number[];
   /** Temp dir with mosquitto.conf, the log and the password file. */
   dir: string;
   /** Stops the broker: SIGTERM (a clean shutdown) by default, SIGKILL for a crash. */
@@ -75,6 +92,19 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Pr
     writeFileSync(aclFile, options.acl.join('\n') + '\n');
     lines.push(`acl_file ${aclFile}`);
   }
+  const tlsPorts: number[] = [];
+  for (const l of options.tlsListeners ?? []) {
+    const tlsPort = await freePort();
+    tlsPorts.push(tlsPort);
+    lines.push(
+      `listener ${tlsPort} 127.0.0.1`,
+      `cafile ${l.cafile}`,
+      `certfile ${l.certfile}`,
+      `keyfile ${l.keyfile}`,
+      `require_certificate ${l.requireCertificate === true}`,
+      ...(l.useIdentityAsUsername ? ['use_identity_as_username true'] : []),
+    );
+  }
   lines.push(...(options.extraConfig ?? []));
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(conf, lines.join('\n') + '\n');
@@ -105,7 +135,8 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Pr
       await waitFor(
         async () => {
           if (exited) throw new Error('exited');
-          return isListening(port);
+          for (const p of [port, ...tlsPorts]) if (!(await isListening(p))) return false;
+          return true;
         },
         `mosquitto listening on 127.0.0.1:${port}`,
         10_000,
@@ -134,5 +165,5 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Pr
   };
 
   await start();
-  return { url: `mqtt://127.0.0.1:${port}`, port, dir, start, stop, close, log };
+  return { url: `mqtt://127.0.0.1:${port}`, port, tlsPorts, dir, start, stop, close, log };
 }

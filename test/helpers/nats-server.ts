@@ -22,6 +22,10 @@ export interface PrivateNatsOptions {
   args?: string[];
   /** A configuration file's text (`authorization { ... }`), passed with `-c`. */
   config?: string;
+  /** TLS required on the port (`--tls --tlscert --tlskey`); with `ca`, client certificates too (`--tlsverify`). */
+  tls?: { cert: string; key: string; ca?: string };
+  /** False: no JetStream (operator mode without a system account cannot run it). Default true. */
+  jetstream?: boolean;
 }
 
 export async function privateNatsServer(options: PrivateNatsOptions = {}): Promise<PrivateBroker> {
@@ -44,10 +48,10 @@ export async function privateNatsServer(options: PrivateNatsOptions = {}): Promi
       '127.0.0.1',
       '-p',
       String(port),
-      '-js',
-      '-sd',
-      dir,
+      ...(options.jetstream === false ? [] : ['-js', '-sd', dir]),
       ...config,
+      ...(options.tls ? ['--tls', '--tlscert', options.tls.cert, '--tlskey', options.tls.key] : []),
+      ...(options.tls?.ca ? ['--tlsverify', '--tlscacert', options.tls.ca] : []),
       ...(options.args ?? []),
     ];
     const child = spawn(NATS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -3,6 +3,9 @@
  * service. Append-only file with fsync on every write, so streams (and consumer groups) survive
  * a stop/start: what Redis acknowledged is on disk. `stop()` sends SIGTERM and waits for the
  * process to exit; `start()` runs it again on the same port and directory.
+ *
+ * TLS: `{ tls: { cert, key, ca, authClients } }` adds a TLS port (`tlsPort`, `tlsUrl`) beside the
+ * plain one (which the launcher pings); an ACL user is `args: ['--user', 'alice', 'on', '>pw', '~*', '&*', '+@all']`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -35,10 +38,34 @@ function answersPing(port: number): Promise<boolean> {
 export interface RedisServerOptions {
   /** Extra redis-server arguments, e.g. ['--requirepass', 'secret']. */
   args?: string[];
+  /** A TLS port with this certificate and key; clients' certificates checked against `ca`. */
+  tls?: { cert: string; key: string; ca: string; authClients?: 'yes' | 'no' | 'optional' };
 }
 
-export async function startRedisServer(options: RedisServerOptions = {}): Promise<PrivateBroker> {
+export interface PrivateRedis extends PrivateBroker {
+  /** The TLS port, when `tls` was given. */
+  tlsPort?: number;
+  /** `rediss://127.0.0.1:<tlsPort>`, when `tls` was given. */
+  tlsUrl?: string;
+}
+
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<PrivateRedis> {
   const port = await freePort();
+  const tlsPort = options.tls ? await freePort() : undefined;
+  const tlsArgs = options.tls
+    ? [
+        '--tls-port',
+        String(tlsPort),
+        '--tls-cert-file',
+        options.tls.cert,
+        '--tls-key-file',
+        options.tls.key,
+        '--tls-ca-cert-file',
+        options.tls.ca,
+        '--tls-auth-clients',
+        options.tls.authClients ?? 'yes',
+      ]
+    : [];
   const dir = await mkdtemp(join(tmpdir(), 'evpub-redis-'));
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
@@ -64,6 +91,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
         'no',
         '--logfile',
         join(dir, 'redis.log'),
+        ...tlsArgs,
         ...(options.args ?? []),
       ],
       { stdio: 'ignore' },
@@ -91,6 +119,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   await start();
   return {
     url: `redis://127.0.0.1:${port}`,
+    ...(tlsPort === undefined ? {} : { tlsPort, tlsUrl: `rediss://127.0.0.1:${tlsPort}` }),
     start,
     stop,
     close: async () => {

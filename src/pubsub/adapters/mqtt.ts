@@ -34,6 +34,14 @@
  * subscriptions itself (unless the broker kept the session) and then calls `events.reconnect()`.
  * QoS 1/2 publishes in flight when the connection drops are re-sent by mqtt.js after it.
  *
+ * Security: `mqtts://` or the `tls` option (src/util/tls.ts) connects over TLS (port 8883 when
+ * the URL has none), with the CA, client certificate and key, servername and rejectUnauthorized
+ * given to mqtt.js. A user name and password come from the URL (`mqtts://user:pass@host`) or
+ * the `username` / `password` options; with a client certificate alone, a broker that takes the
+ * certificate's identity as the user name (mosquitto `use_identity_as_username`) needs neither.
+ * A failed handshake fails `connect()` at once with TLS_FAILED (not retried); after the first
+ * connection it is reported through `events.error()` while mqtt.js keeps retrying.
+ *
  * Sessions: clean by default. `{ mqtt: { clean: false, sessionExpiry }, clientId }` keeps the
  * session (subscriptions and QoS 1/2 messages queued while away) on the broker for
  * `sessionExpiry` seconds (default 86400) under that clientId.
@@ -58,6 +66,7 @@ import type {
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
 import type { Logger } from '../../logger';
 import { loadDriver } from '../driver';
+import { loadTls, tlsFailure } from '../../util/tls';
 import { hasWildcards, matches } from '../topics';
 
 type MqttModule = typeof import('mqtt');
@@ -246,7 +255,7 @@ export class MqttAdapter implements BrokerAdapter {
     let hostPort = url;
     try {
       const u = new URL(url);
-      hostPort = `${u.hostname}:${u.port || (u.protocol === 'mqtts:' ? 8883 : MqttAdapter.defaultPort)}`;
+      hostPort = `${u.hostname}:${u.port || (u.protocol === 'mqtts:' || options.tls ? 8883 : MqttAdapter.defaultPort)}`;
     } catch {
       // The registry has validated URLs it resolved; a hand-made one is reported as given.
     }
@@ -276,12 +285,21 @@ export class MqttAdapter implements BrokerAdapter {
     if (o.username !== undefined) opts.username = o.username;
     if (o.password !== undefined) opts.password = o.password;
     if (s.protocolVersion === 5 && !s.clean) opts.properties = { sessionExpiryInterval: s.sessionExpiry };
+    const url = o.url ?? `mqtt://localhost:${MqttAdapter.defaultPort}`;
+    if (o.tls !== undefined || /^mqtts:/i.test(url)) {
+      // The tls option asks for TLS whatever the scheme; mqtt.js takes the protocol from opts first.
+      opts.protocol = 'mqtts';
+      Object.assign(opts, loadTls(o.tls ?? {}, 'options.tls', { endpoint: this.where, logger: this.logger }));
+    }
 
-    const client = mqtt.connect(o.url ?? `mqtt://localhost:${MqttAdapter.defaultPort}`, opts);
+    const client = mqtt.connect(url, opts);
     this.client = client;
     await new Promise<void>((resolve, reject) => {
       let lastError: Error | undefined;
+      let failed = false;
       const fail = (err: EvpubError): void => {
+        if (failed) return;
+        failed = true;
         clearTimeout(timer);
         client.removeListener('error', onError);
         client.removeListener('connect', onConnect);
@@ -303,6 +321,8 @@ export class MqttAdapter implements BrokerAdapter {
         lastError = err;
         const code = (err as { code?: unknown }).code;
         if (typeof code === 'number') fail(this.connackError(code, err)); // a CONNACK refusal: final
+        const tls = tlsFailure(err, this.where);
+        if (tls) fail(tls); // the next handshake would fail the same way
       };
       const onConnect = (connack: IConnackPacket): void => {
         clearTimeout(timer);
@@ -355,7 +375,9 @@ export class MqttAdapter implements BrokerAdapter {
       if (!this.connected) {
         // A CONNACK refusal on a reconnect (credentials changed, ...) is worth reporting; a
         // refused or reset socket is expected during an outage.
+        const tls = typeof code === 'number' ? undefined : tlsFailure(err, this.where);
         if (typeof code === 'number') this.events.error(this.connackError(code, err));
+        else if (tls) this.events.error(tls);
         else this.logger.debug({ err }, 'MQTT reconnect attempt failed');
         return;
       }

@@ -2,9 +2,15 @@
  * `options.nats`, the NATS adapter's own settings, checked against a closed schema when the
  * Client is made (before anything connects):
  *
- *   { jetstream?: boolean, stream?: string, subjects?: string[] }
+ *   { jetstream?: boolean, stream?: string, subjects?: string[], token?, nkey?, creds? }
  *
  * `stream` and `subjects` only apply with `jetstream: true` (see nats-streams.ts).
+ * Authentication (beside `username`/`password` and `nats://user:pass@host` of the Client options):
+ * - `token`: a server token (as `nats://TOKEN@host` gives it too).
+ * - `nkey`: an NKey user seed (`SU...`) or the path of a file holding one.
+ * - `creds`: a `.creds` file (user JWT and seed, from `nsc`) or its text.
+ * Files are read when the adapter connects (a file that cannot be read is CONFIG_INVALID naming
+ * the key, never the content); all three are secrets and are never printed.
  */
 import { ErrorCode, EvpubError } from '../../errors';
 import { DEFAULT_STREAM } from './nats-streams';
@@ -17,15 +23,24 @@ export interface NatsOptions {
   stream?: string;
   /** The subjects the stream captures; without it the stream grows by the subjects used. */
   subjects?: string[];
+  /** Token authentication. A secret. */
+  token?: string;
+  /** NKey user seed or a seed file. A secret. */
+  nkey?: string;
+  /** A `.creds` file (user JWT + seed) or its text. A secret. */
+  creds?: string;
 }
 
 export interface ResolvedNatsOptions {
   jetstream: boolean;
   stream: string;
   subjects: string[] | undefined;
+  token?: string;
+  nkey?: string;
+  creds?: string;
 }
 
-const KEYS = ['jetstream', 'stream', 'subjects'];
+const KEYS = ['jetstream', 'stream', 'subjects', 'token', 'nkey', 'creds'];
 
 export function natsOptions(raw: unknown): ResolvedNatsOptions {
   const bad = (key: string, rule: string): EvpubError =>
@@ -59,9 +74,22 @@ export function natsOptions(raw: unknown): ResolvedNatsOptions {
     }
     subjects = list as string[];
   }
+  const secrets: Pick<ResolvedNatsOptions, 'token' | 'nkey' | 'creds'> = {};
+  for (const key of ['token', 'nkey', 'creds'] as const) {
+    const v = o[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v.trim() === '') throw bad(key, 'must be a non-empty string');
+    secrets[key] = v;
+  }
+  if (secrets.nkey !== undefined && secrets.creds !== undefined) {
+    throw bad(
+      'nkey',
+      'and nats.creds both say who the client is: give one (a .creds file holds its own seed)',
+    );
+  }
   const jetstream = o.jetstream === true;
   if (!jetstream && (o.stream !== undefined || subjects !== undefined)) {
     throw bad(o.stream !== undefined ? 'stream' : 'subjects', 'only applies with nats.jetstream: true');
   }
-  return { jetstream, stream, subjects };
+  return { jetstream, stream, subjects, ...secrets };
 }

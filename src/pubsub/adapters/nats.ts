@@ -20,8 +20,18 @@
  * (live messages only, no replay, no acks); with `durable` it is a JetStream durable consumer
  * (nats-durable.ts). Durable subscriptions need JetStream mode.
  *
+ * Security: `tls://host:port`, or `nats://` with the `tls` option (src/util/tls.ts), requires TLS
+ * (with `nats://` alone nats.js still upgrades when the server requires TLS, trusting the system's
+ * CAs); the CA, client certificate and key, servername and rejectUnauthorized go to nats.js.
+ * Credentials: user and password (`nats://user:pass@host` or the `username`/`password` options),
+ * a token (`nats://TOKEN@host` or `nats.token`), an NKey seed (`nats.nkey`) or a `.creds` file
+ * (`nats.creds`); nats.js's authenticators answer the server's challenge. A token in the URL is
+ * masked like a password in every message (`nats://***@host:4222`). A client certificate the
+ * server refuses surfaces, with TLS 1.3, only after nats.js's connect timeout: the adapter then
+ * finds the TLS reason with one probe connection (nats-tls.ts) and fails with TLS_FAILED.
+ *
  * Connection: `connect()` is one attempt bounded by `connectTimeout`; nothing listening gives
- * CONNECT_FAILED, refused credentials AUTH_FAILED. Afterwards nats.js reconnects forever; the
+ * CONNECT_FAILED, refused credentials AUTH_FAILED, a failed TLS handshake TLS_FAILED. Afterwards nats.js reconnects forever; the
  * wait between attempts is the time the connection has been down, kept between
  * `reconnect.initialDelay` and `reconnect.maxDelay` (so it roughly doubles). nats.js restores
  * core subscriptions, and consumers keep pulling. On nats.js's `disconnect` status the adapter
@@ -29,7 +39,7 @@
  * round trip (the server then has the subscriptions again) and calls `events.reconnect()`.
  */
 import type { JsMsg } from '@nats-io/jetstream';
-import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type {
   AdapterEvents,
   AdapterFeatures,
@@ -39,7 +49,9 @@ import type {
   ResolvedClientOptions,
   SubscribeOptions,
 } from '../adapter';
+import { readFileSync } from 'node:fs';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
+import { loadTls, tlsFailure, type LoadedTls } from '../../util/tls';
 import type { Logger } from '../../logger';
 import { loadDriver } from '../driver';
 import { fromDotted, matches, toDotted } from '../topics';
@@ -47,6 +59,7 @@ import { DurableConsumers } from './nats-durable';
 import { natsOptions, type ResolvedNatsOptions } from './nats-options';
 import { CorePublisher, JetStreamPublisher, type Link } from './nats-publish';
 import { StreamKeeper } from './nats-streams';
+import { probeTls } from './nats-tls';
 import { headerBytes, NameCache, subjectsFor } from './nats-subjects';
 
 export type { NatsOptions } from './nats-options';
@@ -62,6 +75,30 @@ const TYPE_HEADER = 'Content-Type';
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
 const noAck = (): Promise<void> => Promise.resolve();
+
+/** The URL for messages: a password, and a token in the user part (`nats://TOKEN@host`), masked. */
+export function natsEndpoint(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username && !u.password) u.username = '***';
+    return redact(u.toString());
+  } catch {
+    return redact(url).replace(/\/\/[^:/@]+@/, '//***@');
+  }
+}
+
+/** A secret given as its text or as a file's path (`nats.nkey`, `nats.creds`). */
+function secretText(value: string, key: string, isText: (v: string) => boolean): string {
+  if (isText(value)) return value;
+  try {
+    return readFileSync(value, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? toError(err).message;
+    throw new EvpubError(ErrorCode.CONFIG_INVALID, `${key}: cannot read the file (${reason})`, {
+      context: { key },
+    });
+  }
+}
 
 export class NatsAdapter implements BrokerAdapter, Link {
   static readonly adapterName = 'nats';
@@ -80,6 +117,8 @@ export class NatsAdapter implements BrokerAdapter, Link {
   private _gen = 0;
   private ending = false;
   private downSince: number | undefined;
+  /** Where and how TLS is used, when it is (for probeTls). */
+  private tls: { host: string; port: number; options: LoadedTls } | undefined;
   private maxPayload = DEFAULT_MAX_PAYLOAD;
   /** Core subscriptions by pattern, in subscription order. */
   private readonly subs = new Map<string, Subscription[]>();
@@ -118,14 +157,57 @@ export class NatsAdapter implements BrokerAdapter, Link {
   // -------------------------------------------------------------------------------------------
   // Connection
 
-  private target(): { servers: string; user?: string; pass?: string; token?: string } {
+  /** The server, the credentials and TLS for nats.js's `connect()`. */
+  private target(
+    nm: NatsModule,
+    where: string,
+  ): Pick<ConnectionOptions, 'servers' | 'user' | 'pass' | 'token' | 'authenticator' | 'tls'> {
     const u = new URL(this.options.url ?? `nats://localhost:${NatsAdapter.defaultPort}`);
     const servers = `${u.hostname || 'localhost'}:${u.port || NatsAdapter.defaultPort}`;
+    const target: ReturnType<NatsAdapter['target']> = { servers };
     const user = u.username ? decodeURIComponent(u.username) : this.options.username;
     const pass = u.password ? decodeURIComponent(u.password) : this.options.password;
     // `nats://TOKEN@host` is token authentication.
-    if (user !== undefined && pass === undefined) return { servers, token: user };
-    return { servers, user, pass };
+    if (user !== undefined && pass === undefined) target.token = user;
+    else if (user !== undefined) Object.assign(target, { user, pass });
+    if (this.nats.token !== undefined) target.token = this.nats.token;
+    if (this.nats.nkey !== undefined) {
+      const seed = secretText(this.nats.nkey, 'nats.nkey', (v) => /^\s*SU[A-Z2-7]+\s*$/.test(v)).trim();
+      try {
+        nm.nkeys.fromSeed(new TextEncoder().encode(seed));
+      } catch {
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          'nats.nkey: not an NKey user seed (one starts with SU)',
+          {
+            context: { key: 'nats.nkey' },
+          },
+        );
+      }
+      target.authenticator = nm.nkeyAuthenticator(new TextEncoder().encode(seed));
+    }
+    if (this.nats.creds !== undefined) {
+      const creds = secretText(this.nats.creds, 'nats.creds', (v) => v.includes('-----BEGIN'));
+      if (!creds.includes('NATS USER JWT') || !creds.includes('USER NKEY SEED')) {
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          'nats.creds: not a .creds file (it holds a NATS USER JWT and a USER NKEY SEED block)',
+          { context: { key: 'nats.creds' } },
+        );
+      }
+      target.authenticator = nm.credsAuthenticator(new TextEncoder().encode(creds));
+    }
+    if (u.protocol === 'tls:' || this.options.tls !== undefined) {
+      // nats.js hands these to tls.connect (its own type lists fewer of them); the PEM is text.
+      const tls = loadTls(this.options.tls ?? {}, 'options.tls', { endpoint: where, logger: this.logger });
+      target.tls = tls as ConnectionOptions['tls'];
+      this.tls = {
+        host: u.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost',
+        port: Number(u.port || NatsAdapter.defaultPort),
+        options: tls,
+      };
+    }
+    return target;
   }
 
   async connect(): Promise<void> {
@@ -134,11 +216,11 @@ export class NatsAdapter implements BrokerAdapter, Link {
     const jsmod = this.nats.jetstream
       ? await loadDriver<JetStreamModule>('@nats-io/jetstream', 'NATS adapter in JetStream mode')
       : undefined;
-    const where = redact(this.options.url ?? '');
+    const where = natsEndpoint(this.options.url ?? '');
     const ms = this.options.connectTimeout;
     const { initialDelay, maxDelay } = this.options.reconnect;
     const dialing = nm.connect({
-      ...this.target(),
+      ...this.target(nm, where),
       name: this.options.clientId ?? 'evpub',
       timeout: ms,
       reconnect: true,
@@ -160,7 +242,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
       nc = await Promise.race([dialing, timeout]);
     } catch (err) {
       dialing.then((late) => late.close()).catch(() => undefined);
-      throw this.connectError(err, where, ms);
+      throw await this.connectFailure(err, where, ms);
     } finally {
       clearTimeout(timer);
     }
@@ -183,7 +265,18 @@ export class NatsAdapter implements BrokerAdapter, Link {
     void nc.closed().then((err) => this.onClosed(err));
   }
 
+  /** connectError(), or TLS_FAILED when a probe finds the TLS session is what fails (nats-tls.ts). */
+  private async connectFailure(err: unknown, where: string, ms: number): Promise<EvpubError> {
+    const e = this.connectError(err, where, ms);
+    if (e.code !== ErrorCode.CONNECT_FAILED || this.tls === undefined) return e;
+    const { host, port, options } = this.tls;
+    const why = await probeTls(host, port, options, Math.min(ms, 5000));
+    return (why && tlsFailure(why, where)) ?? e;
+  }
+
   private connectError(err: unknown, where: string, ms: number): EvpubError {
+    const tls = tlsFailure(err, where);
+    if (tls) return tls;
     const e = toError(err);
     if (e.name === 'AuthorizationError' || /authorization violation/i.test(e.message)) {
       return new EvpubError(ErrorCode.AUTH_FAILED, `NATS at ${where} refused the credentials`, {

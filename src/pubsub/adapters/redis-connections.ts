@@ -6,8 +6,12 @@
  * - `first(role)` opens the connection `connect()` waits for. ioredis retries forever by default,
  *   so until that connection's first `ready` the retry strategy gives up when the next attempt
  *   would pass `connectTimeout`; at the deadline the client is disconnected (no timer or socket
- *   remains) and the promise rejects with CONNECT_FAILED naming host:port, or with AUTH_FAILED as
- *   soon as the server refuses the credentials.
+ *   remains) and the promise rejects with CONNECT_FAILED naming host:port, or at once with
+ *   AUTH_FAILED when the server refuses the credentials and TLS_FAILED when the TLS handshake
+ *   fails (`tlsFailure`: the reason and the setting that fixes it).
+ * - Security: `rediss://` or the `tls` option turns TLS on (every connection, with the CA,
+ *   client certificate and key, servername and rejectUnauthorized of `loadTls`); an ACL user and
+ *   password come from the URL (`rediss://user:pass@host`) or the `username` / `password` options.
  * - `open(role)` starts a connection that keeps trying (commands sent meanwhile wait in ioredis's
  *   offline queue). Once a connection has been ready it reconnects forever with back-off
  *   (`reconnect.initialDelay` doubling up to `reconnect.maxDelay`); in-flight commands are resent
@@ -22,6 +26,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { backoffDelay } from '../../util/retry';
 import type { AdapterEvents, ResolvedClientOptions } from '../adapter';
 import { ErrorCode, EvpubError, redact } from '../../errors';
+import { loadTls, tlsFailure } from '../../util/tls';
 
 export type RedisModule = typeof import('ioredis');
 export type { Redis };
@@ -92,7 +97,9 @@ export class RedisConnections {
       db,
       ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password }),
-      ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+      ...(url.protocol === 'rediss:' || options.tls !== undefined
+        ? { tls: loadTls(options.tls ?? {}, 'options.tls', { endpoint: this.where, logger: options.logger }) }
+        : {}),
       lazyConnect: true,
       connectTimeout: options.connectTimeout,
       // Commands wait for the reconnect; the Client bounds a publish with publishTimeout.
@@ -128,7 +135,10 @@ export class RedisConnections {
         );
       const onError = (err: Error): void => {
         lastError = err;
-        if (isAuthError(err)) {
+        const tls = tlsFailure(err, this.where);
+        if (tls) {
+          fail(tls); // the next handshake would fail the same way
+        } else if (isAuthError(err)) {
           fail(
             new EvpubError(
               ErrorCode.AUTH_FAILED,
@@ -203,7 +213,9 @@ export class RedisConnections {
     client.on('error', (err: Error) => {
       if (!this.watched.has(client)) return;
       logger.debug({ err, role }, 'redis connection error');
-      if (state.everReady && isAuthError(err)) {
+      const tls = state.everReady ? tlsFailure(err, this.where) : undefined;
+      if (tls) this.events.error(tls);
+      else if (state.everReady && isAuthError(err)) {
         this.events.error(
           new EvpubError(
             ErrorCode.AUTH_FAILED,
