@@ -97,6 +97,15 @@ describe('metrics: mysql binlog lag', () => {
         await waitFor(() => app.status().feeds[`my/${table}`]?.published === 40, 'the 40 rows published');
         const back = await scrapeUntil(text, (m) => bytes(m) === 0, 'the reader caught up again');
         expect(seconds(back)).toBe(0);
+
+        // Stopping closes every connection, the lag report's too.
+        await app.stop();
+        await waitFor(async () => {
+          const [rows] = await conn.query<RowDataPacket[]>(
+            "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER = 'root'",
+          );
+          return Number(rows[0]!.n) === 0;
+        }, "evpub's connections closed");
       } finally {
         await app.stop();
       }
