@@ -408,7 +408,7 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   });
   new Gauge({
     name: 'evpub_source_lag_seconds',
-    help: 'How far behind the source the connector reads, in seconds (where it reports it).',
+    help: 'How far behind the source the connector reads, in seconds, where it reports it (MySQL/MariaDB: since the time of the last binlog event read; 0 when caught up).',
     labelNames: ['datasource', 'model'] as const,
     registers: [register],
     collect() {
@@ -418,7 +418,7 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   });
   new Gauge({
     name: 'evpub_source_lag_bytes',
-    help: "How far behind the source's log the connector's confirmed position is, in bytes (PostgreSQL: the slot's retained WAL at its last report).",
+    help: "How far behind the end of the source's log the connector is, in bytes, at its last report (PostgreSQL: the slot's retained WAL, per datasource; MySQL/MariaDB: the binlog after each model's reader).",
     labelNames: ['datasource', 'model'] as const,
     registers: [register],
     collect() {

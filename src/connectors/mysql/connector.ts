@@ -19,8 +19,9 @@
  * Every `statusInterval` ms while streaming, one `SHOW BINARY LOGS` on a query connection of its
  * own (opened at the first report, reopened after a failure, closed by `stop()`) measures how far
  * each model's reader is behind the server's end of the binlog: reported as `{ type: 'lagging',
- * model, bytes, seconds }` (lag.ts). A failed report is logged (warn once, then debug) and
- * skipped; it never affects the streams.
+ * model, bytes, seconds }` (lag.ts); a reconnecting model from its last known position. A
+ * failed report is logged (a warning the first time after a success, then debug) and skipped;
+ * it never affects the streams.
  */
 import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
@@ -159,7 +160,8 @@ export class MysqlConnector implements EventConnector {
   /** One lag report for every model with a reader (see lag.ts). Never throws. */
   private async reportLag(): Promise<void> {
     const readers = [...this.runs.values()].flatMap((run) => {
-      const read = run.stream?.state === 'streaming' ? run.stream.readPosition() : undefined;
+      const live = run.stream?.state === 'streaming' || run.stream?.state === 'reconnecting';
+      const read = live ? run.stream!.readPosition() : undefined;
       return read ? [{ run, stream: run.stream!, read }] : [];
     });
     if (readers.length === 0 || this.stopper.signal.aborted) return;
@@ -168,6 +170,7 @@ export class MysqlConnector implements EventConnector {
       if (this.stopper.signal.aborted) return;
       const files = await binlogFiles(this.lagConn, this.settings.statusInterval);
       const now = Date.now();
+      this.lagWarned = false;
       for (const { run, stream, read } of readers) {
         const bytes = lagBytes(files, read);
         if (bytes === undefined) continue;
