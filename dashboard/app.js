@@ -3,7 +3,9 @@
  * and uPlot served by the management API from the installed packages (see src/http/dashboard.ts).
  *
  * - Feeds and brokers: `GET api/feeds` every 2 s; Pause / Resume: `POST api/feeds/<id>/pause`,
- *   then a refresh. The throughput chart is made of those polls (the last 5 minutes).
+ *   then a refresh. The throughput and lag charts are made of those polls (the last 5 minutes);
+ *   the lag is each feed's `lag` (what its connector last reported: bytes, seconds), and a feed
+ *   without one says so instead of showing an empty chart.
  * - Live tail: `EventSource('api/events?model=…&topic=…')` (the server filters), and a text
  *   filter in the page; newest first, at most 200 rows; a click on a row shows the envelope
  *   pretty-printed.
@@ -164,31 +166,52 @@ function Brokers({ brokers }) {
   </section>`;
 }
 
-/** One uPlot chart of every feed's events/s over the polls kept in `history`. */
-function Throughput({ history }) {
+/** Bytes as text, 1024-based like Grafana's "bytes" unit: 0 B, 512 B, 1.5 KiB, 3.2 MiB... */
+function bytesText(n) {
+  if (n == null) return '—';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${Math.round(v)} B` : `${v.toFixed(v >= 10 ? 0 : 1)} ${units[i]}`;
+}
+
+function secondsText(n) {
+  if (n == null) return '—';
+  return n >= 100 ? `${number.format(Math.round(n))} s` : `${n.toFixed(n >= 10 ? 0 : 1)} s`;
+}
+
+/**
+ * One uPlot chart of a series kept in `history` (`kind`), one line per feed that has a value in
+ * it; `unit` labels the y axis and `format` its values and the legend's.
+ */
+function Chart({ history, kind, unit, format, name }) {
   const box = useRef(null);
   const chart = useRef(null);
-  const ids = history.ids.join('\n');
+  const ids = history.ids(kind);
   useEffect(() => {
-    if (!box.current || history.ids.length === 0) return undefined;
+    if (!box.current || ids.length === 0) return undefined;
     const width = () => Math.max(300, box.current.clientWidth);
     const plot = new uPlot(
       {
         width: width(),
         height: 200,
         scales: { x: { time: true } },
-        axes: [{}, { label: 'events/s', size: 60 }],
+        axes: [{}, { label: unit, size: 70, values: (_u, splits) => splits.map((v) => format(v)) }],
         series: [
           {},
-          ...history.ids.map((id, i) => ({
+          ...ids.map((id, i) => ({
             label: id,
             stroke: COLOURS[i % COLOURS.length],
             width: 2,
-            value: (_u, v) => (v == null ? '—' : rate(v)),
+            value: (_u, v) => format(v),
           })),
         ],
       },
-      history.data(),
+      history.data(kind),
       box.current,
     );
     chart.current = plot;
@@ -199,38 +222,102 @@ function Throughput({ history }) {
       plot.destroy();
       chart.current = null;
     };
-  }, [ids]);
+  }, [ids.join('\n')]);
   useEffect(() => {
-    chart.current?.setData(history.data());
+    chart.current?.setData(history.data(kind));
   });
+  return html`<div class="chart" data-chart=${name} ref=${box}></div>`;
+}
+
+function Throughput({ history }) {
   return html`<section>
     <h2>Throughput <span class="muted">(events/s over the last minute, sampled every 2 s)</span></h2>
-    <div class="chart" ref=${box}></div>
+    <${Chart}
+      history=${history}
+      kind="rate"
+      unit="events/s"
+      format=${(v) => (v == null ? '—' : rate(v))}
+      name="throughput"
+    />
   </section>`;
 }
 
-/** The polls of events/s, per feed, for the chart. */
+/**
+ * How far behind its source each feed's connector reads, as it reports it (`lag` of the feed's
+ * view): a chart of bytes and one of seconds, each only when some feed reports it, and each
+ * feed's last report, or that its connector reports none.
+ */
+function Lag({ history, feeds }) {
+  const bytes = history.ids('lagBytes').length > 0;
+  const seconds = history.ids('lagSeconds').length > 0;
+  return html`<section>
+    <h2>Source lag <span class="muted">(as the connectors report it, sampled every 2 s)</span></h2>
+    ${bytes && html`<h3>Bytes of the source's log behind</h3>`}
+    ${bytes && html`<${Chart} history=${history} kind="lagBytes" unit="bytes" format=${bytesText} name="lag-bytes" />`}
+    ${seconds && html`<h3>Seconds behind</h3>`}
+    ${seconds && html`<${Chart} history=${history} kind="lagSeconds" unit="seconds" format=${secondsText} name="lag-seconds" />`}
+    <ul class="lag">
+      ${feeds.map(
+        (f) =>
+          html`<li key=${f.id} data-lag=${f.id}>
+            <b>${f.id}</b>${' '}
+            ${
+              f.lag
+                ? html`<span class="mono"
+                      >${[
+                        f.lag.bytes !== undefined ? `${bytesText(f.lag.bytes)} behind` : '',
+                        f.lag.seconds !== undefined ? secondsText(f.lag.seconds) : '',
+                      ]
+                        .filter(Boolean)
+                        .join(' · ')}</span
+                    >
+                    <span class="muted"> (reported ${new Date(f.lag.at).toLocaleTimeString()})</span>`
+                : html`<span class="muted">no lag reported by this connector</span>`
+            }
+          </li>`,
+      )}
+    </ul>
+  </section>`;
+}
+
+/** What the charts show of a feed's view, by series kind. */
+const SERIES = {
+  rate: (f) => f.eventsPerSecond,
+  lagBytes: (f) => f.lag?.bytes,
+  lagSeconds: (f) => f.lag?.seconds,
+};
+
+/**
+ * The polls, per feed, for the charts: events/s and the lag reported, the last `HISTORY`.
+ * `ids(kind)`: the feeds with a value of that kind in the polls kept (events/s: every feed seen).
+ */
 function newHistory() {
   const times = [];
-  const series = new Map();
+  const series = Object.fromEntries(Object.keys(SERIES).map((kind) => [kind, new Map()]));
   return {
-    ids: [],
     add(at, feeds) {
       times.push(at);
-      for (const f of feeds) {
-        if (!series.has(f.id)) series.set(f.id, new Array(times.length - 1).fill(null));
-      }
-      for (const [id, values] of series) {
-        values.push(feeds.find((f) => f.id === id)?.eventsPerSecond ?? null);
+      for (const [kind, pick] of Object.entries(SERIES)) {
+        const values = series[kind];
+        for (const f of feeds) {
+          if (!values.has(f.id)) values.set(f.id, new Array(times.length - 1).fill(null));
+        }
+        for (const [id, list] of values) {
+          const f = feeds.find((x) => x.id === id);
+          list.push(f ? (pick(f) ?? null) : null);
+        }
       }
       if (times.length > HISTORY) {
         times.shift();
-        for (const values of series.values()) values.shift();
+        for (const values of Object.values(series)) for (const list of values.values()) list.shift();
       }
-      this.ids = [...series.keys()];
     },
-    data() {
-      return [times.slice(), ...this.ids.map((id) => series.get(id).slice())];
+    ids(kind) {
+      const ids = [...series[kind].keys()];
+      return kind === 'rate' ? ids : ids.filter((id) => series[kind].get(id).some((v) => v !== null));
+    },
+    data(kind) {
+      return [times.slice(), ...this.ids(kind).map((id) => series[kind].get(id).slice())];
     },
   };
 }
@@ -278,13 +365,16 @@ function Tail({ models, token }) {
   const [topic, setTopic] = useState('');
   const [topicDraft, setTopicDraft] = useState('');
   const [text, setText] = useState('');
-  const [status, setStatus] = useState('connecting');
+  // The stream's state, with the filters of the stream it is about (a test, or a user, can tell
+  // the new stream's "connected" from the old one's).
+  const [status, setState] = useState({ text: 'connecting', model: '', topic: '' });
   useEffect(() => {
     const url = new URL('api/events', ROOT);
     if (model) url.searchParams.set('model', model);
     if (topic) url.searchParams.set('topic', topic);
     const source = new EventSource(url);
     let closed = false;
+    const setStatus = (text) => setState({ text, model, topic });
     setStatus('connecting');
     source.onopen = () => setStatus('connected');
     source.onerror = () => {
@@ -314,7 +404,12 @@ function Tail({ models, token }) {
   const needle = text.trim().toLowerCase();
   const shown = needle ? events.filter((e) => e.data.toLowerCase().includes(needle)) : events;
   return html`<section>
-    <h2>Live events <span class="muted" data-tail-status>${status}</span></h2>
+    <h2>
+      Live events${' '}
+      <span class="muted" data-tail-status data-tail-model=${status.model} data-tail-topic=${status.topic}
+        >${status.text}</span
+      >
+    </h2>
     <div class="filters">
       <select
         name="model"
@@ -437,6 +532,7 @@ function App() {
           onError=${(e) => setError(e.message)}
         />
         <${Throughput} history=${history.current} />
+        <${Lag} history=${history.current} feeds=${feeds} />
         <${Brokers} brokers=${view.brokers} />
         <${Tail} key=${token} models=${models} token=${token} />`
     }`;

@@ -144,6 +144,12 @@ export interface RuntimeSnapshot {
       snapshot?: { done: number; total?: number };
       /** For `paused` and `waiting`: the held feeds that stop their datasource's reading. */
       pausedBy?: string[];
+      /**
+       * The connector's last `lagging` report for the feed (or for its whole datasource): how
+       * far behind its source it reads, and when it said so. Absent until one came (and for
+       * connectors that never report it).
+       */
+      lag?: { seconds?: number; bytes?: number; at: string };
     } & Partial<FeedSnapshot>
   >;
 }
@@ -155,6 +161,8 @@ export class Runtime {
   private readonly logger: Logger;
   /** The last snapshot progress a connector reported, by feed id. */
   private readonly snapshots = new Map<string, SnapshotProgress>();
+  /** The last lag a connector reported, by feed id, or by datasource name for all its feeds. */
+  private readonly lags = new Map<string, { seconds?: number; bytes?: number; at: string }>();
 
   constructor(
     private readonly config: Readonly<EvpubConfig>,
@@ -300,6 +308,14 @@ export class Runtime {
           if (s.type === 'connector' && s.status.type === 'snapshot') {
             const { model, done, total } = s.status;
             this.snapshots.set(`${dsName}/${model}`, { done, total, at: Date.now() });
+          }
+          if (s.type === 'connector' && s.status.type === 'lagging') {
+            const { model, seconds, bytes } = s.status;
+            this.lags.set(model === undefined ? dsName : `${dsName}/${model}`, {
+              ...(seconds !== undefined ? { seconds } : {}),
+              ...(bytes !== undefined ? { bytes } : {}),
+              at: new Date().toISOString(),
+            });
           }
           this.deps.emit(s);
         },
@@ -521,6 +537,7 @@ export class Runtime {
       const held = run.pipeline.heldModels().map((m) => `${run.name}/${m}`);
       for (const f of run.feeds) {
         const pipe = run.pipeline.snapshot(f.model);
+        const lag = this.lags.get(f.feedId) ?? this.lags.get(run.name);
         out.feeds[f.feedId] = {
           datasource: f.datasource,
           model: f.model,
@@ -531,6 +548,7 @@ export class Runtime {
           committed: f.tracker.committed ?? null,
           saved: f.tracker.savedPosition ?? null,
           ...this.feedState(run, f, health, pipe, held),
+          ...(lag ? { lag } : {}),
           ...pipe,
         };
       }

@@ -65,7 +65,9 @@ export function logStatus(logger: Logger, status: PublisherStatus, meter = new S
     logger.debug({ status }, type);
   } else if (WARN.includes(type)) logger.warn({ status }, type);
   else if (type === 'connector' && status.status.type === 'reconnecting') logger.warn({ status }, type);
-  else if (DEBUG.includes(type)) logger.debug({ status }, type);
+  // Lag reports come every statusInterval per datasource or model: metrics, not log lines.
+  else if (DEBUG.includes(type) || (type === 'connector' && status.status.type === 'lagging'))
+    logger.debug({ status }, type);
   else logger.info({ status }, type);
 }
 

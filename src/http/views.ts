@@ -25,6 +25,11 @@ export interface FeedView {
   inFlightBytes: number;
   counters: { received: number; published: number; deadLettered: number; filtered: number; retries: number };
   eventsPerSecond: number;
+  /**
+   * How far behind its source the connector reads, as it last reported it (bytes of the
+   * source's log, seconds) and when. Absent when the connector reports no lag.
+   */
+  lag?: { bytes?: number; seconds?: number; at: string };
 }
 
 export interface BrokerView {
@@ -74,6 +79,7 @@ export function feedView(id: string, f: AppStatus['feeds'][string]): FeedView {
       retries: f.retries ?? 0,
     },
     eventsPerSecond: f.eventsPerSecond,
+    ...(f.lag ? { lag: f.lag } : {}),
   };
 }
 
@@ -164,6 +170,16 @@ export const feedSchema = {
       },
     },
     eventsPerSecond: { type: 'number', description: 'events published per second over the last minute' },
+    lag: {
+      type: 'object',
+      properties: {
+        bytes: { type: 'number', minimum: 0 },
+        seconds: { type: 'number', minimum: 0 },
+        at: { type: 'string', description: 'when the connector reported it' },
+      },
+      description:
+        "how far behind its source the connector reads, as last reported (PostgreSQL: the slot's WAL in bytes; MySQL/MariaDB: binlog bytes and seconds); absent for connectors that do not report it",
+    },
   },
 } as const;
 

@@ -19,7 +19,8 @@
  *   counters start again at zero on each start, so the values of the previous run are kept and
  *   added. While the app is stopped they keep their last value; gauges of feeds disappear.
  * - The WAL each PostgreSQL slot retains is queried at scrape time (see postgres-slots.ts),
- *   waiting at most `slotTimeoutMs` for the database.
+ *   waiting at most `slotTimeoutMs` for the database, on a connection per datasource opened at
+ *   the first scrape of a run and closed when the app stops (and by `close()`).
  * - `close()` removes the status listener, closes the slot probes' connections and empties the
  *   registry. `text()` after `close()` answers an empty exposition. Make the metrics once per
  *   app, not per request: prom-client's default metrics start a GC observer and an event-loop
@@ -103,6 +104,12 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   const checkpointSavedAt = new Map<string, number>();
   const snapshots = new Map<string, { labels: FeedLabels; done: number; total?: number }>();
   const lag = new Map<string, { labels: FeedLabels; seconds?: number; bytes?: number }>();
+  /** The slot probes by datasource, opened at the first scrape of a run, closed when it ends. */
+  const probes = new Map<string, SlotProbe>();
+  const closeProbes = (): void => {
+    for (const p of probes.values()) void p.close();
+    probes.clear();
+  };
 
   /** Records a feed's counters as the pipeline reports them (a snapshot or a `published` status). */
   function observe(feed: string, values: Partial<Record<FeedCounter, number>>, broker?: string): void {
@@ -132,6 +139,8 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
     snapshots.clear();
     lag.clear();
     checkpointSavedAt.clear();
+    // The app's connections are gone; the probes' go too (the next run's first scrape reopens them).
+    closeProbes();
   }
 
   function onConnector(datasource: string, status: ConnectorStatus): void {
@@ -399,7 +408,7 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   });
   new Gauge({
     name: 'evpub_source_lag_seconds',
-    help: 'How far behind the source the connector reads, in seconds (where it reports it).',
+    help: 'How far behind the source the connector reads, in seconds, where it reports it (MySQL/MariaDB: since the time of the last binlog event read; 0 when caught up).',
     labelNames: ['datasource', 'model'] as const,
     registers: [register],
     collect() {
@@ -409,7 +418,7 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   });
   new Gauge({
     name: 'evpub_source_lag_bytes',
-    help: "How far behind the source's log the connector's confirmed position is, in bytes (PostgreSQL: the slot's retained WAL at its last report).",
+    help: "How far behind the end of the source's log the connector is, in bytes, at its last report (PostgreSQL: the slot's retained WAL, per datasource; MySQL/MariaDB: the binlog after each model's reader).",
     labelNames: ['datasource', 'model'] as const,
     registers: [register],
     collect() {
@@ -421,7 +430,6 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   // ---------------------------------------------------------------------------------------------
   // PostgreSQL slots, queried at scrape time
 
-  const probes = new Map<string, SlotProbe>();
   const probeOf = (datasource: string): SlotProbe | undefined => {
     let probe = probes.get(datasource);
     if (probe) return probe;
@@ -471,8 +479,7 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
       closed = true;
       app.off('status', listener);
       register.clear();
-      for (const p of probes.values()) void p.close();
-      probes.clear();
+      closeProbes();
     },
   };
 }

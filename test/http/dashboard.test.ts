@@ -1,6 +1,7 @@
 /**
  * The dashboard in a real browser (Debian's Chromium through playwright-core), served by the
- * management API: the feeds table, the live tail fed by a PostgreSQL table, Pause / Resume from
+ * management API: the feeds table, the lag chart of a PostgreSQL feed (and the line of a feed
+ * whose connector reports none), the live tail fed by a PostgreSQL table, Pause / Resume from
  * the feed's buttons (a row inserted while paused does not reach the tail; it does after resume),
  * a failed feed's error, the token prompt, and the page under a prefix of an application's own
  * fastify. `EVPUB_SCREENSHOT=1` saves docs/dashboard.png.
@@ -86,6 +87,20 @@ describe('the dashboard', () => {
     await feedRow(page, 'local/accounts', 'streaming').waitFor();
     await page.locator('[data-tail-status]', { hasText: 'connected' }).waitFor();
     await page.locator('tr[data-broker="default"]', { hasText: 'connected' }).waitFor();
+
+    // The lag chart: the PostgreSQL feed's slot lag in bytes (reported every statusInterval);
+    // the memory connector reports none, and the page says so instead of charting nothing.
+    const lagChart = page.locator('[data-chart="lag-bytes"]');
+    await lagChart.locator('canvas').waitFor(POLL);
+    await lagChart.locator('.u-legend', { hasText: 'pg/orders' }).waitFor(POLL);
+    expect(await lagChart.locator('.u-legend').textContent()).not.toContain('local/accounts');
+    await expect
+      .poll(() => page.locator('[data-lag="pg/orders"]').textContent(), POLL)
+      .toMatch(/\d B behind|\d\.?\d* [KMG]iB behind/);
+    expect(await page.locator('[data-lag="local/accounts"]').textContent()).toContain(
+      'no lag reported by this connector',
+    );
+    expect(await page.locator('[data-chart="lag-seconds"]').count()).toBe(0); // PostgreSQL reports bytes only
 
     await sql(`INSERT INTO ${table} VALUES ('order-before', 'Lisbon')`);
     for (let i = 0; i < 5; i++) local.connector!.create('accounts', `agent-${i}`, { n: i });
@@ -234,7 +249,8 @@ describe('the dashboard', () => {
     const topic = page.locator('input[name="topic"]');
     await topic.fill('orders/#');
     await topic.press('Enter');
-    await page.locator('[data-tail-status]', { hasText: 'connected' }).waitFor();
+    // The new stream's own "connected" (the old one's stays on screen until the page reopens).
+    await page.locator('[data-tail-status][data-tail-topic="orders/#"]', { hasText: 'connected' }).waitFor();
     ds.connector!.create('accounts', 'account-1', { n: 2 });
     ds.connector!.create('orders', 'order-1', { n: 3 });
     await tailRow(page, 'order-1').waitFor();

@@ -1,5 +1,9 @@
-/** The mysql connector's snapshot settings (`signalTable`, typos) and its keyset condition. */
+/**
+ * The mysql connector's settings (`signalTable`, `statusInterval`, typos), its keyset condition
+ * and its binlog lag arithmetic.
+ */
 import { describe, expect, it } from 'vitest';
+import { lagBytes, lagSeconds } from '../../src/connectors/mysql/lag';
 import { parseMysqlSettings, signalTableOf } from '../../src/connectors/mysql/settings';
 import { keysetAfter } from '../../src/connectors/mysql/snapshot';
 import { ErrorCode, isEvpubError } from '../../src/errors';
@@ -52,6 +56,41 @@ describe('mysql settings', () => {
   it('snapshotChunk must be a positive integer', () => {
     expect(error(() => parseMysqlSettings({ snapshotChunk: 0 }, 'my')).message).toContain('snapshotChunk');
     expect(parseMysqlSettings({}, 'my').snapshotChunk).toBe(1000);
+  });
+
+  it('statusInterval (the binlog lag reports): 10 s by default, at least 100 ms', () => {
+    expect(parseMysqlSettings({}, 'my').statusInterval).toBe(10_000);
+    expect(parseMysqlSettings({ statusInterval: 250 }, 'my').statusInterval).toBe(250);
+    expect(error(() => parseMysqlSettings({ statusInterval: 50 }, 'my')).message).toContain(
+      'datasources.my.statusInterval',
+    );
+    expect(error(() => parseMysqlSettings({ statusIntervall: 50 }, 'my')).message).toContain(
+      'did you mean statusInterval?',
+    );
+  });
+});
+
+describe('binlog lag', () => {
+  const files = [
+    { name: 'bin.000001', size: 4000 },
+    { name: 'bin.000002', size: 4100 },
+    { name: 'bin.000003', size: 900 },
+  ];
+
+  it("bytes: the rest of the reader's file and every later file; unknown once its file is gone", () => {
+    expect(lagBytes(files, { file: 'bin.000003', pos: 900 })).toBe(0);
+    expect(lagBytes(files, { file: 'bin.000003', pos: 400 })).toBe(500);
+    expect(lagBytes(files, { file: 'bin.000001', pos: 3000 })).toBe(1000 + 4100 + 900);
+    expect(lagBytes(files, { file: 'bin.000000', pos: 4 })).toBeUndefined();
+  });
+
+  it('seconds: 0 when caught up, else from the later of the last event and the last catch-up', () => {
+    const now = 1_000_000;
+    expect(lagSeconds(0, now, undefined, undefined)).toBe(0);
+    expect(lagSeconds(10, now, now - 5000, undefined)).toBe(5);
+    // Idle for an hour, caught up 2 s ago: a row written since is at most 2 s behind.
+    expect(lagSeconds(10, now, now - 3_600_000, now - 2000)).toBe(2);
+    expect(lagSeconds(10, now, undefined, undefined)).toBeUndefined();
   });
 });
 

@@ -134,6 +134,10 @@ export class BinlogStream {
   /** The snapshot cursor as of the last row decoded, and as of the last one pushed. */
   private cursor: SnapshotCursor | null;
   private pushedCursor: SnapshotCursor | null;
+  /** The last read position known, kept across a reconnect (see `readPosition()`). */
+  private lastRead: { file: string; pos: number } | undefined;
+  /** The binlog timestamp (ms) of the last event read that carries one; undefined before. */
+  lastEventAt: number | undefined;
 
   constructor(private readonly o: BinlogStreamOptions) {
     this.point = o.point;
@@ -153,6 +157,18 @@ export class BinlogStream {
 
   private get stopped(): boolean {
     return this.stopper.signal.aborted;
+  }
+
+  /**
+   * The binlog file and offset after the last event the connection read (zongji advances it on
+   * every event, the other tables' too, and holds it at a transaction's start until its
+   * commit); while reconnecting, the last one known. Undefined before the server named a file.
+   */
+  readPosition(): { file: string; pos: number } | undefined {
+    const file = this.zongji?.options.filename;
+    const pos = this.zongji?.options.position;
+    if (file && pos !== undefined) this.lastRead = { file, pos };
+    return this.lastRead;
   }
 
   /** Connects once; resolves when streaming has begun. Reconnects in the background after. */
@@ -347,6 +363,7 @@ export class BinlogStream {
 
   private onEvent(zongji: ZongJi, event: AnyBinlogEvent): void {
     if (zongji !== this.zongji || this.stopped) return;
+    if (event.timestamp > 0) this.lastEventAt = event.timestamp; // heartbeats carry 0
     switch (event.getEventName()) {
       case 'writerows':
         return this.onRows(zongji, event as WriteRowsEvent, 'create');

@@ -15,6 +15,13 @@
  * Each model has its own binlog connection (binlog.ts) with its own replica server id, so
  * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
  * connected (or its snapshot has begun); it rejects when one cannot begin.
+ *
+ * Every `statusInterval` ms while streaming, one `SHOW BINARY LOGS` on a query connection of its
+ * own (opened at the first report, reopened after a failure, closed by `stop()`) measures how far
+ * each model's reader is behind the server's end of the binlog: reported as `{ type: 'lagging',
+ * model, bytes, seconds }` (lag.ts); a reconnecting model from its last known position. A
+ * failed report is logged (a warning the first time after a success, then debug) and skipped;
+ * it never affects the streams.
  */
 import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
@@ -55,6 +62,7 @@ import {
 } from './settings';
 import { ChunkedSnapshot, checkSignalTable } from './snapshot';
 import { loadTableMeta, type TableMeta } from './values';
+import { binlogFiles, lagBytes, lagSeconds } from './lag';
 
 type MysqlPromise = typeof import('mysql2/promise');
 
@@ -65,6 +73,8 @@ interface ModelRun {
   failed: boolean;
   stream?: BinlogStream;
   snapshot?: Promise<void>;
+  /** When a lag report last found its reader at the end of the binlog (ms). */
+  caughtUpAt?: number;
 }
 
 export class MysqlConnector implements EventConnector {
@@ -75,6 +85,12 @@ export class MysqlConnector implements EventConnector {
   private readonly runs = new Map<string, ModelRun>();
   private readonly stopper = new AbortController();
   private readonly life: Lifecycle;
+  private sink: ChangeSink | undefined;
+  private lagTimer: NodeJS.Timeout | undefined;
+  /** The query connection of the lag reports, and the report running (one at a time). */
+  private lagConn: Connection | undefined;
+  private lagReport: Promise<void> | undefined;
+  private lagWarned = false;
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.settings = parseMysqlSettings(dataSource.settings, dataSource.name);
@@ -108,6 +124,7 @@ export class MysqlConnector implements EventConnector {
 
   async start(request: StartRequest): Promise<void> {
     this.life.begin();
+    this.sink = request.sink;
     const refs = request.models.map((m) => ({ feed: m, ref: tableOf(m.name, m.settings, this.settings) }));
     let conn: Connection | undefined;
     try {
@@ -133,6 +150,49 @@ export class MysqlConnector implements EventConnector {
       await conn?.end().catch(() => undefined);
     }
     this.life.started();
+    if (this.life.state === 'streaming') {
+      this.lagTimer = setInterval(() => {
+        this.lagReport ??= this.reportLag().finally(() => (this.lagReport = undefined));
+      }, this.settings.statusInterval);
+    }
+  }
+
+  /** One lag report for every model with a reader (see lag.ts). Never throws. */
+  private async reportLag(): Promise<void> {
+    const readers = [...this.runs.values()].flatMap((run) => {
+      const live = run.stream?.state === 'streaming' || run.stream?.state === 'reconnecting';
+      const read = live ? run.stream!.readPosition() : undefined;
+      return read ? [{ run, stream: run.stream!, read }] : [];
+    });
+    if (readers.length === 0 || this.stopper.signal.aborted) return;
+    try {
+      this.lagConn ??= await this.connect();
+      if (this.stopper.signal.aborted) return;
+      const files = await binlogFiles(this.lagConn, this.settings.statusInterval);
+      const now = Date.now();
+      this.lagWarned = false;
+      for (const { run, stream, read } of readers) {
+        const bytes = lagBytes(files, read);
+        if (bytes === undefined) continue;
+        if (bytes === 0) run.caughtUpAt = now;
+        const seconds = lagSeconds(bytes, now, stream.lastEventAt, run.caughtUpAt);
+        this.sink?.status({
+          type: 'lagging',
+          model: run.model,
+          bytes,
+          ...(seconds !== undefined ? { seconds } : {}),
+        });
+      }
+    } catch (err) {
+      const conn = this.lagConn;
+      this.lagConn = undefined;
+      await conn?.end().catch(() => undefined);
+      if (this.stopper.signal.aborted) return;
+      const error = translate(err, this.settings, 'measuring the binlog lag');
+      const level = this.lagWarned ? 'debug' : 'warn';
+      this.lagWarned = true;
+      this.logger[level]({ err: error.message }, 'binlog lag report failed (retried every statusInterval)');
+    }
   }
 
   /** Decides where the model starts; returns what start() awaits (the stream's first connection). */
@@ -279,6 +339,10 @@ export class MysqlConnector implements EventConnector {
   stop(): Promise<void> {
     return this.life.stop(async () => {
       this.stopper.abort();
+      clearInterval(this.lagTimer);
+      await this.lagReport;
+      await this.lagConn?.end().catch(() => undefined);
+      this.lagConn = undefined;
       const runs = [...this.runs.values()];
       await Promise.all(runs.map((r) => r.snapshot ?? Promise.resolve()));
       await Promise.all(runs.map((r) => (r.stream ? r.stream.stop() : Promise.resolve())));

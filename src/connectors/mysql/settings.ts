@@ -18,6 +18,8 @@
  *   10000); after 3 heartbeats of silence the stream is considered dead and reopened.
  * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection, doubling from the
  *   first to the second (default 1000 / 30000 ms).
+ * - `statusInterval`: ms between binlog lag reports (`lagging` status: bytes and seconds each
+ *   model's reader is behind the server's end of the binlog; default 10000; see lag.ts).
  *
  * Model settings (`models.<name>.settings`): `table` (`table` or `database.table`; default the model's
  * name), `database` (default the datasource's), `snapshot` (overrides the datasource's).
@@ -45,6 +47,7 @@ export interface MysqlSettings {
   heartbeat: number;
   reconnectDelay: number;
   maxReconnectDelay: number;
+  statusInterval: number;
 }
 
 export interface TableRef {
@@ -67,6 +70,7 @@ export const MYSQL_SETTING_KEYS = [
   'heartbeat',
   'reconnectDelay',
   'maxReconnectDelay',
+  'statusInterval',
 ] as const;
 
 /** The model keys this connector reads. */
@@ -144,6 +148,7 @@ export function parseMysqlSettings(settings: Settings, datasource: string): Mysq
     heartbeat: r.positiveInt('heartbeat', 10_000),
     reconnectDelay,
     maxReconnectDelay,
+    statusInterval: r.int('statusInterval', 10_000, 100),
   };
 }
 
