@@ -9,6 +9,11 @@
  * extend the publication, create the slot when missing (an invalidated or busy slot is an
  * error), start streaming from the slot, then run the snapshots due.
  *
+ * Re-snapshot (`snapshot(model)`, contract point 9): the model gets a snapshot state from its
+ * first row and `runSnapshot` runs beside the stream exactly as the initial one does (same
+ * chunks, same cursor in every position, same consistency argument: snapshot.ts), so a restart
+ * mid-way resumes it after its cursor.
+ *
  * Events: insert → create, update → update, delete → delete, truncate → one `truncate` event
  * per model (key ""). `before`: the old row with REPLICA IDENTITY FULL, else the key columns
  * (update and delete). An unchanged TOAST column is left out of `after` and named in
@@ -39,6 +44,7 @@ import type {
   DataSourceLike,
   EventConnector,
   ModelFeed,
+  SnapshotStart,
   SourceCheck,
   StartRequest,
 } from '../contract';
@@ -692,8 +698,11 @@ export class PostgresConnector implements EventConnector {
             source: { schema: model.table.schema, table: model.table.table, snapshot: true },
           });
         }
-        this.sink!.status({ type: 'snapshot', model: model.name, done: snap.done, total: snap.total });
-        if (rows.length < this.settings.snapshotChunk) {
+        const last = rows.length < this.settings.snapshotChunk;
+        // The last report says it is done (done === total), even when rows went meanwhile.
+        const total = last ? snap.done : snap.total;
+        this.sink!.status({ type: 'snapshot', model: model.name, done: snap.done, total });
+        if (last) {
           model.snapshot = undefined;
           this.logger.info({ model: model.name, rows: snap.done }, 'snapshot done');
           return;
@@ -708,6 +717,40 @@ export class PostgresConnector implements EventConnector {
         await this.backOff(attempt);
       }
     }
+  }
+
+  /** Re-snapshots a streaming model's table from its first row (contract point 9; see top). */
+  snapshot(name: string): Promise<SnapshotStart> {
+    const model = this.models.get(name);
+    const state = this.life.state;
+    if (!model || model.failed || (state !== 'streaming' && state !== 'reconnecting')) {
+      const why = !model ? 'has no such model' : model.failed ? 'failed for this model' : `is ${state}`;
+      return Promise.reject(
+        new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `postgres connector "${this.dataSource.name}": cannot snapshot model ${name}: the connector ${why}`,
+          { context: { model: name } },
+        ),
+      );
+    }
+    if (model.snapshot) {
+      const { done, total } = model.snapshot;
+      return Promise.resolve({ started: false, done, ...(total !== undefined ? { total } : {}) });
+    }
+    if (model.table.key.length === 0) {
+      const table = `${model.table.schema}.${model.table.table}`;
+      return Promise.reject(
+        new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `postgres connector: models.${name}: a snapshot needs a primary key on ${table}: add one`,
+          { context: { model: name, table } },
+        ),
+      );
+    }
+    model.snapshot = { cursor: null, done: 0 };
+    this.logger.info({ model: name }, 're-snapshot started');
+    this.snapshots.push(this.runSnapshot(model));
+    return Promise.resolve({ started: true, done: 0 });
   }
 
   private async beat(): Promise<void> {
