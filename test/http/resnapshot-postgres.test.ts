@@ -1,8 +1,9 @@
 /**
  * Re-snapshot of a running PostgreSQL feed (POST /api/feeds/:datasource/:model/snapshot, `evpub
  * feeds snapshot`), against the real PostgreSQL and Redis: every row arrives again as a
- * `snapshot` event while inserts, updates and a delete go on streaming, the last event per key
- * is the table's row, a second request while it runs answers "already running" (HTTP and CLI),
+ * `snapshot` event (or, changed meanwhile, as the stream's newer change) while inserts, updates
+ * and a delete go on streaming, the last event per key is the table's row (never a stale
+ * snapshot row after a change, even when the feed was paused with a chunk read), a second request while it runs answers "already running" (HTTP and CLI),
  * and the route's statuses (202, 401, 404, 409 for a connector that cannot). A stop of the app
  * mid-snapshot resumes it after its cursor on the next start.
  */
@@ -108,7 +109,9 @@ describe('re-snapshot of a PostgreSQL feed', () => {
     expect(second).toMatchObject({ status: 202, json: { started: false } });
     const cli = spawnCli(['feeds', 'snapshot', 'pg/items', '--url', url, '--token', token]);
     expect(await cli.exited, cli.stderr()).toBe(0);
-    expect(cli.stdout()).toMatch(/^pg\/items: a snapshot is already running \(\d+( \/ 301)? rows\) \(state paused\)$/m);
+    expect(cli.stdout()).toMatch(
+      /^pg\/items: a snapshot is already running \(\d+( \/ 301)? rows\) \(state paused\)$/m,
+    );
     const cannot = spawnCli(['feeds', 'snapshot', 'local/accounts', '--url', url, '--token', token]);
     expect(await cannot.exited).toBe(1);
     expect(cannot.stderr()).toContain('cannot re-snapshot');
@@ -120,21 +123,19 @@ describe('re-snapshot of a PostgreSQL feed', () => {
     await sql(`DELETE FROM ${table} WHERE id = 200`);
     await sql(`INSERT INTO ${table} VALUES (1002, 5)`);
     await sql(`UPDATE ${table} SET v = 3 WHERE id = 1001`);
-    await waitFor(
-      () => dataOf(events.got).some((d) => d.op === 'snapshot' && d.key === '1002'),
-      'the snapshot to read the last row',
-    );
-    await waitFor(() => app.status().feeds['pg/items']!.state === 'streaming', 'streaming again');
+    await waitFor(() => app.status().feeds['pg/items']!.state === 'streaming', 'the snapshot to end');
     // A change after the snapshot: once it arrived, everything before it did.
     await sql(`INSERT INTO ${table} VALUES (5000, 9)`);
     await waitFor(() => dataOf(events.got).some((d) => d.key === '5000'), 'the insert after the snapshot');
 
     const got = dataOf(events.got);
     const snapshotted = new Set(got.filter((d) => d.op === 'snapshot').map((d) => Number(d.key)));
+    // A row the stream changed while its chunk was out may come as that change only (its
+    // snapshot row would be older); every other row comes again as a snapshot event.
+    const changed = new Set([...Array.from({ length: 40 }, (_, i) => i + 1), 100, 200, 250, 300, 1001]);
     for (let id = 1; id <= rows; id++) {
-      if (id !== 200 && !snapshotted.has(id)) throw new Error(`row ${id} was not snapshotted again`);
+      if (!changed.has(id) && !snapshotted.has(id)) throw new Error(`row ${id} was not snapshotted again`);
     }
-    expect(snapshotted.has(1001)).toBe(true);
     // The streamed changes all arrived, as changes (not only through the snapshot).
     expect(got.filter((d) => d.op === 'update')).toHaveLength(40 + 3 + 1);
     expect(got.filter((d) => d.op === 'delete').map((d) => d.key)).toEqual(['200']);

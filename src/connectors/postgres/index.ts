@@ -97,7 +97,17 @@ interface ModelState {
   skip: StreamPoint | null;
   /** The stream part of the model's positions: its last stream change pushed (or the skip point). */
   point: StreamPoint | null;
-  snapshot: { cursor: string[] | null; done: number; total?: number } | undefined;
+  snapshot:
+    | {
+        cursor: string[] | null;
+        done: number;
+        total?: number;
+        /** Keys the stream pushed a change of since the current chunk's read began (snapshot.ts). */
+        changed?: Set<string>;
+        /** The stream pushed a truncate since then. */
+        truncated?: boolean;
+      }
+    | undefined;
   lastPushed: Position | null;
   committed: Position | null;
   failed: boolean;
@@ -145,6 +155,8 @@ export class PostgresConnector implements EventConnector {
   private sink: ChangeSink | undefined;
   private readonly life: Lifecycle<'reconnecting' | 'failed'>;
   private adminClient: Client | undefined;
+  /** Settles when the admin connection's current call is done (see withAdmin). */
+  private adminTurn: Promise<unknown> = Promise.resolve();
   private stream: ReplicationStream | undefined;
   private protoVersion: 1 | 2 = 1;
   private tx: Tx | undefined;
@@ -229,8 +241,18 @@ export class PostgresConnector implements EventConnector {
     return this.adminClient;
   }
 
-  /** Runs `fn` on the admin connection; a failed connection is dropped so the next call reconnects. */
-  private async withAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` on the admin connection, one call at a time (snapshots, heartbeats, lag checks
+   * and type lookups share it; pg wants no query issued while one runs); a failed connection is
+   * dropped so the next call reconnects.
+   */
+  private withAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    const turn = this.adminTurn.then(() => this.onAdmin(what, fn));
+    this.adminTurn = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async onAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
     const client = await this.admin();
     try {
       return await fn(client);
@@ -607,6 +629,11 @@ export class PostgresConnector implements EventConnector {
         source: { schema: relation.schema, table: relation.name, lsn, index },
       };
       if (after?.unchanged) event.source!.unchanged = after.unchanged;
+      const changed = model.snapshot?.changed;
+      if (changed) {
+        changed.add(event.key);
+        if (before) changed.add(keyOf(before, model.key));
+      }
       tx.last.set(model.name, index);
       model.point = point;
       const full = this.push(model, event);
@@ -624,6 +651,7 @@ export class PostgresConnector implements EventConnector {
       if (model.failed || comparePoints(point, model.skip) <= 0) continue;
       tx.last.set(model.name, index);
       model.point = point;
+      if (model.snapshot) model.snapshot.truncated = true;
       await this.push(model, {
         id: `${formatLsn(tx.commitLsn)}:${index}`,
         datasource: this.dataSource.name,
@@ -673,6 +701,9 @@ export class PostgresConnector implements EventConnector {
     while (!this.stopped && !model.failed) {
       try {
         snap.total ??= await this.withAdmin('snapshot count', (c) => countRows(c, model.table));
+        // From here on, what the stream pushes is newer than (or leads to) what the read sees.
+        snap.changed = new Set();
+        snap.truncated = false;
         const rows = await this.withAdmin('snapshot read', (c) =>
           readChunk(c, model.table, snap.cursor, this.settings.snapshotChunk),
         );
@@ -685,6 +716,9 @@ export class PostgresConnector implements EventConnector {
           const key = keyOf(after, model.key);
           snap.cursor = row.cursor;
           snap.done += 1;
+          // The stream pushed this row's change (or a truncate) since the read: that change or
+          // the ones after it give the row's latest state; this one would come after it, stale.
+          if (snap.truncated || snap.changed.has(key)) continue;
           await this.push(model, {
             id: snapshotId(model.table, key, after),
             datasource: this.dataSource.name,
