@@ -733,8 +733,9 @@ export class PostgresConnector implements EventConnector {
           });
         }
         const last = rows.length < this.settings.snapshotChunk;
-        // The last report says it is done (done === total), even when rows went meanwhile.
-        const total = last ? snap.done : snap.total;
+        // Only the last report says it is done (done === total), even when rows came or went
+        // meanwhile (the count was read at the start).
+        const total = last ? snap.done : Math.max(snap.total, snap.done + 1);
         this.sink!.status({ type: 'snapshot', model: model.name, done: snap.done, total });
         if (last) {
           model.snapshot = undefined;
