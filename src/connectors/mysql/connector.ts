@@ -421,7 +421,7 @@ export class MysqlConnector implements EventConnector {
     return this.life.stop(async () => {
       this.stopper.abort();
       const runs = [...this.runs.values()];
-      await Promise.all(runs.map((r) => r.restarting?.catch(() => undefined)));
+      await Promise.all(runs.map((r) => (r.restarting ?? Promise.resolve()).catch(() => undefined)));
       await Promise.all(runs.map((r) => r.snapshot ?? Promise.resolve()));
       await Promise.all(runs.map((r) => (r.stream ? r.stream.stop() : Promise.resolve())));
     });
