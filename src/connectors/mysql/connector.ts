@@ -361,7 +361,12 @@ export class MysqlConnector implements EventConnector {
       const signalId = signalRowId(`${this.dataSource.name}/${run.model}`);
       await checkSignalTable(conn, { signalTable, signalId }, this.settings.user);
       await old.stop();
-      if (this.stopper.signal.aborted) return;
+      if (this.stopper.signal.aborted) {
+        throw new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `mysql connector "${this.dataSource.name}" was stopped while the re-snapshot of ${run.model} began`,
+        );
+      }
       const { point, skip } = old.resumePoint();
       let stream: BinlogStream;
       try {
