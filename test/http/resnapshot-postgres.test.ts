@@ -4,7 +4,8 @@
  * `snapshot` event (or, changed meanwhile, as the stream's newer change) while inserts, updates
  * and a delete go on streaming, the last event per key is the table's row (never a stale
  * snapshot row after a change, even when the feed was paused with a chunk read), a second request while it runs answers "already running" (HTTP and CLI),
- * and the route's statuses (202, 401, 404, 409 for a connector that cannot). A stop of the app
+ * and the route's statuses (202, 401, 404, 409 for a connector that cannot and for a table
+ * without a primary key). A stop of the app
  * mid-snapshot resumes it after its cursor on the next start.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -36,6 +37,7 @@ describe('re-snapshot of a PostgreSQL feed', () => {
     const fixture = new PgFixture();
     cleanups.push(() => fixture.drop());
     const table = await fixture.table('id int PRIMARY KEY, v int NOT NULL');
+    const noKey = await fixture.table('id int, v int');
     await sql(`INSERT INTO ${table} SELECT g, 0 FROM generate_series(1, ${rows}) g`);
     const token = uniqueName('tok');
     const root = uniqueName('resnap');
@@ -58,6 +60,10 @@ describe('re-snapshot of a PostgreSQL feed', () => {
       heartbeatInterval: 200,
     });
     app.model({ name: 'items' }, { dataSource: 'pg', topic: `${root}/{key}`, settings: { table } });
+    app.model(
+      { name: 'loose' },
+      { dataSource: 'pg', topic: `${root}/loose/{key}`, settings: { table: noKey } },
+    );
     app.dataSource('local', { connector: 'memory', store: uniqueName('s') });
     app.model('accounts', { dataSource: 'local', topic: `${root}/local/{key}` });
     const states = new Set<string>();
@@ -93,11 +99,15 @@ describe('re-snapshot of a PostgreSQL feed', () => {
     const memory = await post('/api/feeds/local/accounts/snapshot');
     expect(memory.status).toBe(409);
     expect(memory.json.message).toContain('the memory connector (datasource local) cannot re-snapshot');
+    const loose = await post('/api/feeds/pg/loose/snapshot');
+    expect(loose.status).toBe(409);
+    expect(loose.json.message).toContain('a snapshot needs a primary key');
     const list = (await (
       await fetch(`${url}/api/feeds`, { headers: { authorization: `Bearer ${token}` } })
     ).json()) as { feeds: { id: string; canSnapshot: boolean }[] };
     expect(list.feeds.map((f) => [f.id, f.canSnapshot])).toEqual([
       ['pg/items', true],
+      ['pg/loose', true],
       ['local/accounts', false],
     ]);
 
