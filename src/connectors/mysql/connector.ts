@@ -360,7 +360,10 @@ export class MysqlConnector implements EventConnector {
       const signalTable = signalTableOf(this.settings, this.dataSource.name);
       const signalId = signalRowId(`${this.dataSource.name}/${run.model}`);
       await checkSignalTable(conn, { signalTable, signalId }, this.settings.user);
+      // The columns as they are now (an ALTER since start is decoded right by the new stream).
+      const meta = await loadTableMeta(conn, run.meta);
       await old.stop();
+      run.meta = meta;
       if (this.stopper.signal.aborted) {
         throw new EvpubError(
           ErrorCode.INVALID_STATE,
