@@ -13,7 +13,8 @@
  *   POST /api/feeds/:datasource/:model/pause | /resume   idempotent; 404 for an unknown feed
  *   POST /api/feeds/:datasource/:model/snapshot   re-snapshot beside the stream: 202 started or
  *                                     already running (with its progress), 404 unknown feed, 409
- *                                     when its connector cannot (the reason in `message`)
+ *                                     when its connector cannot (the reason in `message`), 503
+ *                                     when the source failed as it began
  *   GET  /api/config                  the effective configuration, secrets redacted
  *   GET  /metrics                     Prometheus text format
  *   GET  /openapi.json                this API
@@ -39,6 +40,7 @@ import type {
   FastifyRequest,
 } from 'fastify';
 import type { App } from '../app/app';
+import type { SnapshotStart } from '../connectors/contract';
 import { redactConfig } from '../app/config';
 import { ErrorCode, isEvpubError } from '../errors';
 import { createMetrics } from '../metrics/index';
@@ -288,17 +290,19 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
 
   const resnapshot = async (request: FeedRequest, reply: FastifyReply) => {
     const id = feedIdOf(request);
-    let start;
+    let start: SnapshotStart;
     try {
       start = await app.resnapshot(id);
     } catch (err) {
+      if (!isEvpubError(err) || err.code === ErrorCode.FEED_NOT_FOUND) throw err;
       // The connector cannot (NOT_SUPPORTED), not now (INVALID_STATE), or not this table
-      // (CONFIG_INVALID: no primary key): the operator reads why.
-      const cannot = [ErrorCode.NOT_SUPPORTED, ErrorCode.INVALID_STATE, ErrorCode.CONFIG_INVALID] as const;
-      if (cannot.some((code) => isEvpubError(err, code))) {
-        return reply.code(409).send({ error: 'Conflict', message: (err as Error).message });
+      // (CONFIG_INVALID: no primary key): 409, the operator reads why. Anything else (the source
+      // unreachable while the snapshot begins): 503, try again. Messages carry no secrets.
+      const cannot: string[] = [ErrorCode.NOT_SUPPORTED, ErrorCode.INVALID_STATE, ErrorCode.CONFIG_INVALID];
+      if (cannot.includes(err.code)) {
+        return reply.code(409).send({ error: 'Conflict', message: err.message });
       }
-      throw err;
+      return reply.code(503).send({ error: 'Service Unavailable', message: `${err.code}: ${err.message}` });
     }
     const reason = request.body?.reason;
     if (start.started)
@@ -337,6 +341,7 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
         ...errorSchema,
         description: 'its connector cannot re-snapshot this feed (now); message says why',
       },
+      503: { ...errorSchema, description: 'the snapshot could not begin (the source failed); try again' },
     },
   };
   fastify.post(
