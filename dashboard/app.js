@@ -3,9 +3,10 @@
  * and uPlot served by the management API from the installed packages (see src/http/dashboard.ts).
  *
  * - Feeds and brokers: `GET api/feeds` every 2 s; Pause / Resume: `POST api/feeds/<id>/pause`,
- *   then a refresh. The throughput and lag charts are made of those polls (the last 5 minutes);
- *   the lag is each feed's `lag` (what its connector last reported: bytes, seconds), and a feed
- *   without one says so instead of showing an empty chart.
+ *   then a refresh; Re-snapshot (feeds whose connector can: `canSnapshot`), after a confirm:
+ *   `POST api/feeds/<id>/snapshot`. The throughput and lag charts are made of those polls (the
+ *   last 5 minutes); the lag is each feed's `lag` (what its connector last reported: bytes,
+ *   seconds), and a feed without one says so instead of showing an empty chart.
  * - Live tail: `EventSource('api/events?model=…&topic=…')` (the server filters), and a text
  *   filter in the page; newest first, at most 200 rows; a click on a row shows the envelope
  *   pretty-printed.
@@ -87,6 +88,8 @@ function Snapshot({ snapshot }) {
 
 function FeedRow({ feed, busy, onAction }) {
   const canPause = !['paused', 'failed', 'stopped'].includes(feed.state);
+  const canSnapshot =
+    feed.canSnapshot && !['snapshotting', 'failed', 'stopped', 'starting'].includes(feed.state);
   return html`<tr data-feed=${feed.id} data-state=${feed.state}>
     <td>
       <div><b>${feed.id}</b></div>
@@ -108,6 +111,16 @@ function FeedRow({ feed, busy, onAction }) {
             ? html`<button disabled=${busy} onClick=${() => onAction(feed, 'resume')}>Resume</button>`
             : null
       }
+      ${
+        canSnapshot &&
+        html`<button
+          disabled=${busy}
+          title="Publish every row of the table again (snapshot events) while changes go on streaming"
+          onClick=${() => onAction(feed, 'snapshot')}
+        >
+          Re-snapshot
+        </button>`
+      }
     </td>
   </tr>`;
 }
@@ -115,6 +128,8 @@ function FeedRow({ feed, busy, onAction }) {
 function Feeds({ feeds, token, refresh, onError }) {
   const [busy, setBusy] = useState('');
   const onAction = async (feed, action) => {
+    const ask = `Re-snapshot ${feed.id}? Every row of its table is published again as a snapshot event, while changes go on streaming.`;
+    if (action === 'snapshot' && !window.confirm(ask)) return;
     setBusy(feed.id);
     try {
       await api(`${feedPath(feed.id)}/${action}`, token, { method: 'POST' });

@@ -54,6 +54,9 @@ export const ErrorCode = {
   FEED_NOT_FOUND: 'EVPUB_FEED_NOT_FOUND',
   /** An operation not valid in the current lifecycle state (start twice, ...). */
   INVALID_STATE: 'EVPUB_INVALID_STATE',
+  /** The component cannot do that at all (a connector without re-snapshot); the message says
+   * which and what can. */
+  NOT_SUPPORTED: 'EVPUB_NOT_SUPPORTED',
   /** A subscription resumed past messages it never delivered (Kafka: its offset fell out of the
    * broker's retention and the consumer was reset); the message names where and how many. */
   MESSAGES_SKIPPED: 'EVPUB_MESSAGES_SKIPPED',

@@ -29,6 +29,7 @@ export type {
   DataSourceLike,
   EventConnector,
   ModelFeed,
+  SnapshotStart,
   StartRequest,
 } from './connectors/contract';
 export { ConnectorRegistry, builtinConnectors } from './connectors/registry';

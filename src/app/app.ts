@@ -27,11 +27,15 @@
  *   stays, nothing is lost; every feed of that datasource waits meanwhile: one stream per
  *   datasource). Idempotent (false when nothing changed); FEED_NOT_FOUND for an unknown feed,
  *   INVALID_STATE unless running.
+ * - `resnapshot(feedId)`: reads the feed's table again beside its stream, as `snapshot` events
+ *   (the feed is `snapshotting` meanwhile). Idempotent (`started: false` while one runs);
+ *   FEED_NOT_FOUND, NOT_SUPPORTED for a connector that cannot, INVALID_STATE unless running.
  * - `listen(options?)`: serves the management HTTP API (src/http/, loaded on first use) and
  *   resolves with its address; `stop()` closes it.
  */
 import { EventEmitter } from 'node:events';
 import type { CheckpointStore } from '../checkpoints/contract';
+import type { SnapshotStart } from '../connectors/contract';
 import type { MemoryConnector } from '../connectors/memory';
 import { builtinConnectors, type ConnectorRegistry } from '../connectors/registry';
 import { ErrorCode, EvpubError, toError } from '../errors';
@@ -339,6 +343,22 @@ export class App extends EventEmitter<AppEventMap> {
   /** Resumes a paused feed from where it stopped. True when it was paused; false otherwise. */
   resume(feedId: string): boolean {
     return this.running('app.resume()').resume(feedId);
+  }
+
+  /**
+   * Re-snapshots a feed (`datasource/model`): its connector reads the table again from the
+   * first row beside the stream, which goes on (see the connector contract, point 9); a restart
+   * mid-way resumes it. Resolves once it is under way: `started` false when one was running
+   * already, with its progress. FEED_NOT_FOUND for an unknown feed, NOT_SUPPORTED when its
+   * connector cannot re-snapshot, the connector's INVALID_STATE or CONFIG_INVALID (no primary
+   * key) otherwise.
+   */
+  resnapshot(feedId: string): Promise<SnapshotStart> {
+    try {
+      return this.running('app.resnapshot()').resnapshot(feedId);
+    } catch (err) {
+      return Promise.reject(toError(err));
+    }
   }
 
   /**

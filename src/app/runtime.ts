@@ -16,10 +16,14 @@
  * datasource's pipeline (see `Pipeline.hold`): the connector stops reading as for a full window,
  * the checkpoint stays, nothing is lost, and reading resumes from there. Every feed of that
  * datasource waits meanwhile (one stream per datasource).
+ *
+ * Re-snapshot (`resnapshot(feedId)`): asks the feed's connector to read its table again beside
+ * the stream (contract point 9); the feed shows `snapshotting` with its progress until the
+ * connector reports the last row. NOT_SUPPORTED for a connector without it.
  */
 import type { CheckpointStore } from '../checkpoints/contract';
 import { createCheckpointStore } from '../checkpoints/index';
-import type { EventConnector, ModelFeed } from '../connectors/contract';
+import type { EventConnector, ModelFeed, SnapshotStart } from '../connectors/contract';
 import { initializeConnector, type ConnectorRegistry } from '../connectors/registry';
 import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import type { StartFrom } from '../events/change-event';
@@ -150,6 +154,8 @@ export interface RuntimeSnapshot {
        * connectors that never report it).
        */
       lag?: { seconds?: number; bytes?: number; at: string };
+      /** Whether its connector can re-snapshot it (`resnapshot`). */
+      canSnapshot: boolean;
     } & Partial<FeedSnapshot>
   >;
 }
@@ -481,6 +487,30 @@ export class Runtime {
     return changed;
   }
 
+  /**
+   * Re-snapshots a feed (see the header): resolves with the connector's answer (`started`
+   * false: one was running already). NOT_SUPPORTED when its connector cannot; the connector's
+   * INVALID_STATE or CONFIG_INVALID as they are.
+   */
+  async resnapshot(feedId: string): Promise<SnapshotStart> {
+    const { run, feed } = this.feedOf(feedId);
+    const { connector } = run;
+    if (!connector.snapshot) {
+      throw new EvpubError(
+        ErrorCode.NOT_SUPPORTED,
+        `feed ${feedId}: the ${connector.name} connector (datasource ${run.name}) cannot re-snapshot; ` +
+          'the postgres and mysql connectors can',
+        { context: { feed: feedId, connector: connector.name } },
+      );
+    }
+    const start = await connector.snapshot(feed.model);
+    if (start.started) {
+      this.snapshots.set(feedId, { done: start.done, total: start.total, at: Date.now() });
+      this.logger.info({ feed: feedId }, 'feed re-snapshot started');
+    }
+    return start;
+  }
+
   /** A feed's state from its pipeline, its connector's health and the snapshot progress. */
   private feedState(
     run: DataSourceRun,
@@ -549,6 +579,7 @@ export class Runtime {
           saved: f.tracker.savedPosition ?? null,
           ...this.feedState(run, f, health, pipe, held),
           ...(lag ? { lag } : {}),
+          canSnapshot: typeof run.connector.snapshot === 'function',
           ...pipe,
         };
       }

@@ -45,6 +45,22 @@
  *    at the first. It only reads: it connects, asks and disconnects; it never creates a slot,
  *    a publication or a table. It is called on an initialized connector that is not started,
  *    and rejects only on a bug: an unreachable source is a finding.
+ * 9. `snapshot(model)` (optional; the operator's re-snapshot: `evpub feeds snapshot`, the HTTP
+ *    API, the dashboard) starts reading the running model's table again from its first row, as
+ *    `snapshot` events, beside the stream, which goes on: changes made meanwhile are pushed as
+ *    usual, interleaved with the snapshot's rows in the model's order. The same guarantees as
+ *    the initial snapshot: every row present throughout is published again at least once, the
+ *    last event a consumer gets for each key is the row's latest state (or its delete), and the
+ *    positions pushed meanwhile carry the snapshot's cursor, so a restart from a checkpoint
+ *    taken mid-way resumes the snapshot after the last row published instead of starting over.
+ *    It resolves once the snapshot is under way (it need not have read a row) with `started:
+ *    true`; while one (initial or re-) runs it changes nothing and resolves `started: false`
+ *    with its progress. Progress and the end are reported as for the initial snapshot
+ *    (`sink.status({ type: 'snapshot' })`, the last report with `done === total`). It rejects
+ *    with an EvpubError: INVALID_STATE when the model is not streaming (connector not started
+ *    or stopped, model failed), CONFIG_INVALID when its table has no primary key (a snapshot
+ *    reads in key order) or the snapshot needs a setting the source lacks. A connector without
+ *    it cannot re-snapshot (the operator is told so).
  */
 import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
 import type { Logger } from '../logger';
@@ -138,6 +154,18 @@ export interface EventConnector {
   check?(
     models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
   ): Promise<SourceCheck[]>;
+  /** Re-snapshots a running model's table (point 9). */
+  snapshot?(model: string): Promise<SnapshotStart>;
+}
+
+/** What `EventConnector.snapshot` answers (point 9). */
+export interface SnapshotStart {
+  /** True: this call started it; false: one was running already (nothing changed). */
+  started: boolean;
+  /** Rows published by the running snapshot so far. */
+  done: number;
+  /** The rows the table had when the snapshot counted them, where known. */
+  total?: number;
 }
 
 /** One finding of `EventConnector.check` (point 8). No secrets. */

@@ -11,6 +11,10 @@
  *   GET  /api/feeds                   every feed: state, position, in flight, counters, rate
  *   GET  /api/feeds/:datasource/:model  one feed (or /api/feeds/:feed with the id URL-encoded)
  *   POST /api/feeds/:datasource/:model/pause | /resume   idempotent; 404 for an unknown feed
+ *   POST /api/feeds/:datasource/:model/snapshot   re-snapshot beside the stream: 202 started or
+ *                                     already running (with its progress), 404 unknown feed, 409
+ *                                     when its connector cannot (the reason in `message`), 503
+ *                                     when the source failed as it began
  *   GET  /api/config                  the effective configuration, secrets redacted
  *   GET  /metrics                     Prometheus text format
  *   GET  /openapi.json                this API
@@ -36,6 +40,7 @@ import type {
   FastifyRequest,
 } from 'fastify';
 import type { App } from '../app/app';
+import type { SnapshotStart } from '../connectors/contract';
 import { redactConfig } from '../app/config';
 import { ErrorCode, isEvpubError } from '../errors';
 import { createMetrics } from '../metrics/index';
@@ -147,7 +152,7 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
       info: {
         title: 'evpub management API',
         description:
-          'Health, readiness, feeds (pause/resume), configuration and metrics of an evpub process.',
+          'Health, readiness, feeds (pause/resume/re-snapshot), configuration and metrics of an evpub process.',
         version: '1',
       },
       ...(options.token
@@ -161,7 +166,7 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
       buildLocalReference: (json, _base, _fragment, i) =>
         typeof json.$id === 'string' ? json.$id : `def-${i}`,
     },
-    // The plugin marks every body required; pause and resume take none, or `{ reason }`.
+    // The plugin marks every body required; pause, resume and snapshot take none, or `{ reason }`.
     transformObject: (doc) => {
       const openapi = 'openapiObject' in doc ? doc.openapiObject : doc.swaggerObject;
       for (const item of Object.values(openapi.paths ?? {})) {
@@ -282,6 +287,73 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
     );
     fastify.post(`/api/feeds/:feed/${action}`, { schema: { ...schema, params: encodedFeedParams } }, handler);
   }
+
+  const resnapshot = async (request: FeedRequest, reply: FastifyReply) => {
+    const id = feedIdOf(request);
+    let start: SnapshotStart;
+    try {
+      start = await app.resnapshot(id);
+    } catch (err) {
+      if (!isEvpubError(err) || err.code === ErrorCode.FEED_NOT_FOUND) throw err;
+      // The connector cannot (NOT_SUPPORTED), not now (INVALID_STATE), or not this table
+      // (CONFIG_INVALID: no primary key): 409, the operator reads why. Anything else (the source
+      // unreachable while the snapshot begins): 503, try again. Messages carry no secrets.
+      const cannot: string[] = [ErrorCode.NOT_SUPPORTED, ErrorCode.INVALID_STATE, ErrorCode.CONFIG_INVALID];
+      if (cannot.includes(err.code)) {
+        return reply.code(409).send({ error: 'Conflict', message: err.message });
+      }
+      return reply.code(503).send({ error: 'Service Unavailable', message: `${err.code}: ${err.message}` });
+    }
+    const reason = request.body?.reason;
+    if (start.started)
+      request.log.info({ feed: id, ...(reason ? { reason } : {}) }, 'feed re-snapshot over HTTP');
+    const { started, done, total } = start;
+    return reply.code(202).send({
+      started,
+      snapshot: { done, ...(total !== undefined ? { total } : {}) },
+      feed: feedView(id, app.status().feeds[id]!),
+    });
+  };
+  const snapshotSchema = {
+    summary:
+      'Re-snapshot a feed: its connector reads the table again from the first row, as snapshot events, beside the stream (which goes on); a restart mid-way resumes it',
+    tags: ['feeds'],
+    body: pauseBody,
+    response: {
+      202: {
+        type: 'object',
+        properties: {
+          started: {
+            type: 'boolean',
+            description: 'true: this call started it; false: a snapshot was already running',
+          },
+          snapshot: {
+            type: 'object',
+            properties: { done: { type: 'integer', minimum: 0 }, total: { type: 'integer', minimum: 0 } },
+            description: "the running snapshot's progress in rows",
+          },
+          feed: { $ref: 'evpub-feed#' },
+        },
+      },
+      400: errorSchema,
+      ...errors,
+      409: {
+        ...errorSchema,
+        description: 'its connector cannot re-snapshot this feed (now); message says why',
+      },
+      503: { ...errorSchema, description: 'the snapshot could not begin (the source failed); try again' },
+    },
+  };
+  fastify.post(
+    '/api/feeds/:datasource/:model/snapshot',
+    { schema: { ...snapshotSchema, params: feedParams } },
+    resnapshot,
+  );
+  fastify.post(
+    '/api/feeds/:feed/snapshot',
+    { schema: { ...snapshotSchema, params: encodedFeedParams } },
+    resnapshot,
+  );
 
   fastify.get(
     '/api/config',

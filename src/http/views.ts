@@ -20,6 +20,8 @@ export interface FeedView {
   snapshot?: { done: number; total?: number };
   /** For `paused` and `waiting`: the paused feeds that hold the datasource. */
   pausedBy?: string[];
+  /** Whether its connector can re-snapshot it (POST .../snapshot). */
+  canSnapshot: boolean;
   position: { committed: string | null; saved: string | null };
   inFlight: number;
   inFlightBytes: number;
@@ -68,6 +70,7 @@ export function feedView(id: string, f: AppStatus['feeds'][string]): FeedView {
     ...(f.error ? { error: f.error } : {}),
     ...(f.snapshot ? { snapshot: f.snapshot } : {}),
     ...(f.pausedBy ? { pausedBy: f.pausedBy } : {}),
+    canSnapshot: f.canSnapshot,
     position: { committed: f.committed, saved: f.saved },
     inFlight: f.inFlight ?? 0,
     inFlightBytes: f.inFlightBytes ?? 0,
@@ -152,6 +155,10 @@ export const feedSchema = {
       description: 'snapshot progress in rows (total where the connector knows it)',
     },
     pausedBy: { type: 'array', items: { type: 'string' } },
+    canSnapshot: {
+      type: 'boolean',
+      description: 'whether its connector can re-snapshot it (POST /api/feeds/{datasource}/{model}/snapshot)',
+    },
     position: {
       type: 'object',
       properties: { committed: nullableString, saved: nullableString },

@@ -13,6 +13,7 @@ function feed(id: string, over: Partial<FeedView> = {}): FeedView {
     topic: '{datasource}/{model}',
     envelope: 'cloudevents',
     state: 'streaming',
+    canSnapshot: true,
     position: { committed: '0/16B3748', saved: '0/16B3748' },
     inFlight: 0,
     inFlightBytes: 0,

@@ -184,6 +184,23 @@ export class BinlogStream {
     this.o.logger.info({ point: this.point }, 'binlog stream connected');
   }
 
+  /**
+   * Connects in the background (a re-snapshot's new stream): a failure to connect is retried
+   * with back-off like a lost connection, a fatal one goes to `sink.fail()`.
+   */
+  begin(): void {
+    this.loop = this.run(undefined);
+  }
+
+  /**
+   * Where a stream that takes over from this one begins, once it is stopped: the same point a
+   * reconnect would use (after the last row pushed, or the last commit seen with nothing
+   * pending), and the rows of its transaction to skip.
+   */
+  resumePoint(): { point: StreamPoint; skip?: { tx: string; row: number } } {
+    return { point: this.point, ...(this.skip ? { skip: this.skip } : {}) };
+  }
+
   /** Stops reading and resolves when the connections are closed. Harmless twice. */
   async stop(): Promise<void> {
     if (this.state !== 'failed') this.state = 'stopped';

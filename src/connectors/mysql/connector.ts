@@ -22,6 +22,17 @@
  * model, bytes, seconds }` (lag.ts); a reconnecting model from its last known position. A
  * failed report is logged (a warning the first time after a success, then debug) and skipped;
  * it never affects the streams.
+ *
+ * Re-snapshot (`snapshot(model)`, contract point 9): the model's stream is stopped after what
+ * it pushed, and a new one takes over from exactly where a reconnect would resume (the point
+ * after the last row pushed, skipping the rows of its transaction already pushed), this time
+ * with a snapshot window from the first row. Why a new run rather than a window installed into
+ * the running stream: a stream decodes the signal table and carries a cursor in its positions
+ * only when it is built with a snapshot, and "resume from the last row pushed" is the path every
+ * reconnect already takes, so the re-snapshot adds no state to a stream while it runs; the
+ * price is one binlog reconnection. Consistency is the initial snapshot's (snapshot.ts): the new
+ * stream starts before the first watermark, and the binlog is read on from the last row pushed,
+ * so nothing is skipped; positions carry the cursor, so a restart resumes the snapshot.
  */
 import { createHash } from 'node:crypto';
 import type { RowDataPacket } from 'mysql2';
@@ -38,6 +49,7 @@ import type {
   DataSourceLike,
   EventConnector,
   ModelFeed,
+  SnapshotStart,
   SourceCheck,
   StartRequest,
 } from '../contract';
@@ -69,12 +81,19 @@ type MysqlPromise = typeof import('mysql2/promise');
 interface ModelRun {
   model: string;
   meta: TableMeta;
+  /** The model's place in start's list: its binlog replica's server id is serverId + index. */
+  index: number;
+  sink: ChangeSink;
   lastPushed: string | null;
   failed: boolean;
   stream?: BinlogStream;
   snapshot?: Promise<void>;
   /** When a lag report last found its reader at the end of the binlog (ms). */
   caughtUpAt?: number;
+  /** The snapshot window while its chunks are read (until the last one is pushed). */
+  window?: ChunkedSnapshot;
+  /** A re-snapshot taking over from the stream (see top), until the new stream is built. */
+  restarting?: Promise<void>;
 }
 
 export class MysqlConnector implements EventConnector {
@@ -137,9 +156,16 @@ export class MysqlConnector implements EventConnector {
         const meta = await loadTableMeta(conn, ref).catch((err: unknown) => {
           throw translate(err, this.settings, `reading ${ref.database}.${ref.table}'s columns`);
         });
-        const run: ModelRun = { model: feed.name, meta, lastPushed: null, failed: false };
+        const run: ModelRun = {
+          model: feed.name,
+          meta,
+          index,
+          sink: request.sink,
+          lastPushed: null,
+          failed: false,
+        };
         this.runs.set(feed.name, run);
-        opening.push((await this.plan(conn, info, run, feed, request.sink, index)).opened);
+        opening.push((await this.plan(conn, info, run, feed)).opened);
       }
       await Promise.all(opening);
     } catch (err) {
@@ -201,10 +227,9 @@ export class MysqlConnector implements EventConnector {
     info: ServerInfo,
     run: ModelRun,
     feed: ModelFeed,
-    sink: ChangeSink,
-    index: number,
   ): Promise<{ opened: Promise<void> }> {
     const { from } = feed;
+    const { sink } = run;
     let point: StreamPoint;
     let skip: { tx: string; row: number } | undefined;
     let snapshot: SnapshotCursor | undefined;
@@ -248,52 +273,89 @@ export class MysqlConnector implements EventConnector {
         sink.mark(feed.name, encodePosition(point));
       }
     }
-    const logger = this.logger.child({ model: feed.name, table: `${run.meta.database}.${run.meta.table}` });
-    const serverId = this.settings.serverId + index;
+    const stream = await this.launch(run, {
+      point,
+      ...(skip ? { skip } : {}),
+      ...(snapshot ? { snapshot } : {}),
+      conn,
+    });
+    const opened = stream.open();
+    this.readAlongside(run, stream, opened);
+    return { opened };
+  }
+
+  /**
+   * Builds the model's stream from `point` (skipping `skip`), with the snapshot window when
+   * `snapshot` is given (checking the signal table on `conn` first). Does not connect it.
+   */
+  private async launch(
+    run: ModelRun,
+    from: {
+      point: StreamPoint;
+      skip?: { tx: string; row: number };
+      snapshot?: SnapshotCursor;
+      conn: Connection;
+    },
+  ): Promise<BinlogStream> {
+    const { sink } = run;
+    const logger = this.modelLogger(run);
     let chunks: { window: ChunkedSnapshot; signalTable: TableRef; cursor: SnapshotCursor } | undefined;
-    if (snapshot) {
+    if (from.snapshot) {
       const signalTable = signalTableOf(this.settings, this.dataSource.name);
       // One row per datasource and model, whatever the (default random) server id, so restarts
       // do not add rows; two publishers of the same names share it, each ignoring the other's
       // watermarks.
-      const signalId = signalRowId(`${this.dataSource.name}/${feed.name}`);
+      const signalId = signalRowId(`${this.dataSource.name}/${run.model}`);
       const window = new ChunkedSnapshot({
         meta: run.meta,
         signalTable,
         signalId,
         user: this.settings.user,
         datasource: this.dataSource.name,
-        model: feed.name,
+        model: run.model,
         chunkSize: this.settings.snapshotChunk,
-        cursor: snapshot,
+        cursor: from.snapshot,
         sink,
         logger,
         signal: this.stopper.signal,
       });
-      await checkSignalTable(conn, { signalTable, signalId }, this.settings.user);
-      chunks = { window, signalTable, cursor: snapshot };
+      await checkSignalTable(from.conn, { signalTable, signalId }, this.settings.user);
+      chunks = { window, signalTable, cursor: from.snapshot };
     }
     const stream = new BinlogStream({
       settings: this.settings,
       datasource: this.dataSource.name,
-      model: feed.name,
+      model: run.model,
       meta: run.meta,
-      serverId,
+      serverId: this.settings.serverId + run.index,
       sink,
       logger,
-      point,
-      ...(skip ? { skip } : {}),
+      point: from.point,
+      ...(from.skip ? { skip: from.skip } : {}),
       ...(chunks ? { snapshot: chunks } : {}),
       onPushed: (position) => (run.lastPushed = position),
     });
     run.stream = stream;
-    const opened = stream.open();
-    if (!chunks) return { opened };
-    const { window } = chunks;
+    run.window = chunks?.window;
+    return stream;
+  }
+
+  private modelLogger(run: ModelRun): Logger {
+    return this.logger.child({ model: run.model, table: `${run.meta.database}.${run.meta.table}` });
+  }
+
+  /** Reads the stream's snapshot (if it has one) once `opened` resolves; a failure fails the model. */
+  private readAlongside(run: ModelRun, stream: BinlogStream, opened: Promise<void>): void {
+    const window = run.window;
+    if (!window) return;
+    const logger = this.modelLogger(run);
     // The snapshot reads once the stream runs (start() fails if the stream cannot begin).
     run.snapshot = opened
       .then(
-        () => this.readSnapshot(window, logger),
+        async () => {
+          await this.readSnapshot(window, logger);
+          if (run.window === window && !this.stopper.signal.aborted) run.window = undefined;
+        },
         () => undefined,
       )
       .catch(async (err: unknown) => {
@@ -301,10 +363,97 @@ export class MysqlConnector implements EventConnector {
         run.failed = true;
         const error = translate(err, this.settings, 'reading the snapshot');
         logger.error({ err: error.message }, 'snapshot failed');
-        sink.fail(feed.name, error);
+        run.sink.fail(run.model, error);
         await stream.stop();
       });
-    return { opened };
+  }
+
+  /** Re-snapshots a streaming model's table from its first row (contract point 9; see top). */
+  async snapshot(model: string): Promise<SnapshotStart> {
+    const run = this.runs.get(model);
+    const life = this.life.state;
+    const streamState = run?.stream?.state;
+    if (
+      !run ||
+      run.failed ||
+      life !== 'streaming' ||
+      (run.restarting === undefined && streamState !== 'streaming' && streamState !== 'reconnecting')
+    ) {
+      const why = !run
+        ? 'has no such model'
+        : run.failed || streamState === 'failed'
+          ? 'failed for this model'
+          : `is ${life === 'streaming' ? streamState : life}`;
+      throw new EvpubError(
+        ErrorCode.INVALID_STATE,
+        `mysql connector "${this.dataSource.name}": cannot snapshot model ${model}: the connector ${why}`,
+        { context: { model } },
+      );
+    }
+    if (run.restarting) return { started: false, done: 0 };
+    if (run.window) return { started: false, ...run.window.progress() };
+    if (run.meta.primaryKey.length === 0) {
+      const table = `${run.meta.database}.${run.meta.table}`;
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `mysql connector: models.${model}: a snapshot needs a primary key on ${table}: add one`,
+        { context: { model, table } },
+      );
+    }
+    const restarting = this.takeOver(run);
+    run.restarting = restarting;
+    try {
+      await restarting;
+    } finally {
+      run.restarting = undefined;
+    }
+    return { started: true, done: 0 };
+  }
+
+  /** Stops the model's stream and starts a new one from where it stopped, with a snapshot. */
+  private async takeOver(run: ModelRun): Promise<void> {
+    const conn = await this.connect();
+    try {
+      const old = run.stream!;
+      // The signal table is checked (or created) before the stream is touched: a re-snapshot
+      // that cannot run leaves the stream as it was.
+      const signalTable = signalTableOf(this.settings, this.dataSource.name);
+      const signalId = signalRowId(`${this.dataSource.name}/${run.model}`);
+      await checkSignalTable(conn, { signalTable, signalId }, this.settings.user);
+      // The columns as they are now (an ALTER since start is decoded right by the new stream).
+      const meta = await loadTableMeta(conn, run.meta);
+      await old.stop();
+      run.meta = meta;
+      if (this.stopper.signal.aborted) {
+        throw new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `mysql connector "${this.dataSource.name}" was stopped while the re-snapshot of ${run.model} began`,
+        );
+      }
+      const { point, skip } = old.resumePoint();
+      let stream: BinlogStream;
+      try {
+        stream = await this.launch(run, {
+          point,
+          ...(skip ? { skip } : {}),
+          snapshot: { key: null, done: 0 },
+          conn,
+        });
+      } catch (err) {
+        // The old stream is gone and no new one runs: the model stops here, said so.
+        run.failed = true;
+        const error = translate(err, this.settings, 'starting the re-snapshot');
+        run.sink.fail(run.model, error);
+        throw error;
+      }
+      this.modelLogger(run).info({ point }, 're-snapshot started: the stream goes on from there');
+      stream.begin();
+      this.readAlongside(run, stream, Promise.resolve());
+    } catch (err) {
+      throw translate(err, this.settings, 'starting the re-snapshot');
+    } finally {
+      await conn.end().catch(() => undefined);
+    }
   }
 
   /**
@@ -344,6 +493,7 @@ export class MysqlConnector implements EventConnector {
       await this.lagConn?.end().catch(() => undefined);
       this.lagConn = undefined;
       const runs = [...this.runs.values()];
+      await Promise.all(runs.map((r) => (r.restarting ?? Promise.resolve()).catch(() => undefined)));
       await Promise.all(runs.map((r) => r.snapshot ?? Promise.resolve()));
       await Promise.all(runs.map((r) => (r.stream ? r.stream.stop() : Promise.resolve())));
     });

@@ -239,6 +239,11 @@ export class ChunkedSnapshot implements SnapshotWindow {
     }
   }
 
+  /** Rows published so far (as of the last chunk pushed), and the count when read. */
+  progress(): { done: number; total?: number } {
+    return { done: this.done, ...(this.total !== undefined ? { total: this.total } : {}) };
+  }
+
   changed(key: string): void {
     for (const chunk of this.chunks) if (chunk.open) chunk.changed.add(key);
   }
@@ -313,7 +318,9 @@ export class ChunkedSnapshot implements SnapshotWindow {
           const lastRow = chunk.rows!.at(-1);
           if (lastRow) this.cursor = decodeKey(lastRow.cursor);
           this.done = chunk.doneAfter ?? this.done;
-          const total = Math.max(this.total ?? 0, this.done);
+          // Only the last chunk says it is done (done === total), even when rows came or went
+          // meanwhile (the count was read at the start).
+          const total = chunk.last ? this.done : Math.max(this.total ?? 0, this.done + 1);
           this.o.sink.status({ type: 'snapshot', model: this.o.model, done: this.done, total });
         }
         release();

@@ -9,6 +9,11 @@
  * extend the publication, create the slot when missing (an invalidated or busy slot is an
  * error), start streaming from the slot, then run the snapshots due.
  *
+ * Re-snapshot (`snapshot(model)`, contract point 9): the model gets a snapshot state from its
+ * first row and `runSnapshot` runs beside the stream exactly as the initial one does (same
+ * chunks, same cursor in every position, same consistency argument: snapshot.ts), so a restart
+ * mid-way resumes it after its cursor.
+ *
  * Events: insert → create, update → update, delete → delete, truncate → one `truncate` event
  * per model (key ""). `before`: the old row with REPLICA IDENTITY FULL, else the key columns
  * (update and delete). An unchanged TOAST column is left out of `after` and named in
@@ -39,6 +44,7 @@ import type {
   DataSourceLike,
   EventConnector,
   ModelFeed,
+  SnapshotStart,
   SourceCheck,
   StartRequest,
 } from '../contract';
@@ -91,7 +97,17 @@ interface ModelState {
   skip: StreamPoint | null;
   /** The stream part of the model's positions: its last stream change pushed (or the skip point). */
   point: StreamPoint | null;
-  snapshot: { cursor: string[] | null; done: number; total?: number } | undefined;
+  snapshot:
+    | {
+        cursor: string[] | null;
+        done: number;
+        total?: number;
+        /** Keys the stream pushed a change of since the current chunk's read began (snapshot.ts). */
+        changed?: Set<string>;
+        /** The stream pushed a truncate since then. */
+        truncated?: boolean;
+      }
+    | undefined;
   lastPushed: Position | null;
   committed: Position | null;
   failed: boolean;
@@ -139,6 +155,8 @@ export class PostgresConnector implements EventConnector {
   private sink: ChangeSink | undefined;
   private readonly life: Lifecycle<'reconnecting' | 'failed'>;
   private adminClient: Client | undefined;
+  /** Settles when the admin connection's current call is done (see withAdmin). */
+  private adminTurn: Promise<unknown> = Promise.resolve();
   private stream: ReplicationStream | undefined;
   private protoVersion: 1 | 2 = 1;
   private tx: Tx | undefined;
@@ -223,8 +241,18 @@ export class PostgresConnector implements EventConnector {
     return this.adminClient;
   }
 
-  /** Runs `fn` on the admin connection; a failed connection is dropped so the next call reconnects. */
-  private async withAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` on the admin connection, one call at a time (snapshots, heartbeats, lag checks
+   * and type lookups share it; pg wants no query issued while one runs); a failed connection is
+   * dropped so the next call reconnects.
+   */
+  private withAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    const turn = this.adminTurn.then(() => this.onAdmin(what, fn));
+    this.adminTurn = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async onAdmin<T>(what: string, fn: (c: Client) => Promise<T>): Promise<T> {
     const client = await this.admin();
     try {
       return await fn(client);
@@ -601,6 +629,11 @@ export class PostgresConnector implements EventConnector {
         source: { schema: relation.schema, table: relation.name, lsn, index },
       };
       if (after?.unchanged) event.source!.unchanged = after.unchanged;
+      const changed = model.snapshot?.changed;
+      if (changed) {
+        changed.add(event.key);
+        if (before) changed.add(keyOf(before, model.key));
+      }
       tx.last.set(model.name, index);
       model.point = point;
       const full = this.push(model, event);
@@ -618,6 +651,7 @@ export class PostgresConnector implements EventConnector {
       if (model.failed || comparePoints(point, model.skip) <= 0) continue;
       tx.last.set(model.name, index);
       model.point = point;
+      if (model.snapshot) model.snapshot.truncated = true;
       await this.push(model, {
         id: `${formatLsn(tx.commitLsn)}:${index}`,
         datasource: this.dataSource.name,
@@ -667,6 +701,9 @@ export class PostgresConnector implements EventConnector {
     while (!this.stopped && !model.failed) {
       try {
         snap.total ??= await this.withAdmin('snapshot count', (c) => countRows(c, model.table));
+        // From here on, what the stream pushes is newer than (or leads to) what the read sees.
+        snap.changed = new Set();
+        snap.truncated = false;
         const rows = await this.withAdmin('snapshot read', (c) =>
           readChunk(c, model.table, snap.cursor, this.settings.snapshotChunk),
         );
@@ -679,6 +716,9 @@ export class PostgresConnector implements EventConnector {
           const key = keyOf(after, model.key);
           snap.cursor = row.cursor;
           snap.done += 1;
+          // The stream pushed this row's change (or a truncate) since the read: that change or
+          // the ones after it give the row's latest state; this one would come after it, stale.
+          if (snap.truncated || snap.changed.has(key)) continue;
           await this.push(model, {
             id: snapshotId(model.table, key, after),
             datasource: this.dataSource.name,
@@ -692,8 +732,12 @@ export class PostgresConnector implements EventConnector {
             source: { schema: model.table.schema, table: model.table.table, snapshot: true },
           });
         }
-        this.sink!.status({ type: 'snapshot', model: model.name, done: snap.done, total: snap.total });
-        if (rows.length < this.settings.snapshotChunk) {
+        const last = rows.length < this.settings.snapshotChunk;
+        // Only the last report says it is done (done === total), even when rows came or went
+        // meanwhile (the count was read at the start).
+        const total = last ? snap.done : Math.max(snap.total, snap.done + 1);
+        this.sink!.status({ type: 'snapshot', model: model.name, done: snap.done, total });
+        if (last) {
           model.snapshot = undefined;
           this.logger.info({ model: model.name, rows: snap.done }, 'snapshot done');
           return;
@@ -708,6 +752,40 @@ export class PostgresConnector implements EventConnector {
         await this.backOff(attempt);
       }
     }
+  }
+
+  /** Re-snapshots a streaming model's table from its first row (contract point 9; see top). */
+  snapshot(name: string): Promise<SnapshotStart> {
+    const model = this.models.get(name);
+    const state = this.life.state;
+    if (!model || model.failed || (state !== 'streaming' && state !== 'reconnecting')) {
+      const why = !model ? 'has no such model' : model.failed ? 'failed for this model' : `is ${state}`;
+      return Promise.reject(
+        new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `postgres connector "${this.dataSource.name}": cannot snapshot model ${name}: the connector ${why}`,
+          { context: { model: name } },
+        ),
+      );
+    }
+    if (model.snapshot) {
+      const { done, total } = model.snapshot;
+      return Promise.resolve({ started: false, done, ...(total !== undefined ? { total } : {}) });
+    }
+    if (model.table.key.length === 0) {
+      const table = `${model.table.schema}.${model.table.table}`;
+      return Promise.reject(
+        new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `postgres connector: models.${name}: a snapshot needs a primary key on ${table}: add one`,
+          { context: { model: name, table } },
+        ),
+      );
+    }
+    model.snapshot = { cursor: null, done: 0 };
+    this.logger.info({ model: name }, 're-snapshot started');
+    this.snapshots.push(this.runSnapshot(model));
+    return Promise.resolve({ started: true, done: 0 });
   }
 
   private async beat(): Promise<void> {

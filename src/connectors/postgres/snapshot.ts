@@ -7,10 +7,16 @@
  * committed after a chunk's read is delivered by the stream for this model. A row read at time
  * t is published with its state at t; every change before t that the stream has not yet
  * pushed is the same or an older state of the row, and the last change before t is the state
- * read. So for each key, the last event a consumer receives is the row's latest state (or its
- * delete); a row deleted before its chunk is not read but its delete is streamed. Nothing
- * between snapshot and stream is skipped because nothing is skipped at all: the price is that
- * a row changed during the snapshot may arrive twice (at-least-once), never zero times.
+ * read. A chunk's rows are pushed one by one while the stream pushes too (both wait on the same
+ * publisher window, e.g. a paused feed), so a row is dropped from its chunk when the stream
+ * pushed a change of its key (or a truncate of the table) since the chunk's read began: that
+ * change is either newer than the state read, or older, and then the stream still has to push
+ * the last change before t, which is the state read; either way the stream gives the row's
+ * latest state, and the snapshot row would arrive after it, stale. So for each key, the last
+ * event a consumer receives is the row's latest state (or its delete); a row deleted before
+ * its chunk is not read but its delete is streamed. A row changed during the snapshot arrives
+ * as the stream's change instead of (or as well as) a snapshot event: at least once, never
+ * zero times, never stale last.
  *
  * Resuming: every event of a model whose snapshot runs carries the cursor (the key, as text, of
  * the last row read) in its position; a restart from a checkpoint that has one resumes the
