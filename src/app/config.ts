@@ -19,7 +19,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import YAML from 'yaml';
 import { ConnectorRegistry, builtinConnectors } from '../connectors/registry';
-import { ErrorCode, EvpubError, redact, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import { AdapterRegistry, builtinAdapters } from '../pubsub/registry';
 import { compileTopic } from '../pipeline/topics';
 import { assertTopic } from '../pubsub/topics';
@@ -27,6 +27,7 @@ import type { EvpubConfig } from './config-types';
 import type { HttpConfig } from './config-types';
 import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSchema } from './schema';
 import { nearest } from '../util/nearest';
+import { parseTls } from '../util/tls';
 
 export interface ValidateOptions {
   /** The application's directory, where npm connectors are resolved (default: process.cwd()). */
@@ -280,6 +281,15 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
     if (cp.store === 'redis') checkUrl(cpUrl, 'checkpoints.url', ['redis', 'rediss'], 'Redis', problems);
     if (cp.store === 'postgres') {
       checkUrl(cpUrl, 'checkpoints.url', ['postgres', 'postgresql'], 'PostgreSQL', problems);
+    }
+  }
+  if (cp.store === 'postgres' && cp.tls !== undefined) {
+    try {
+      parseTls(cp.tls, 'checkpoints.tls');
+    } catch (err) {
+      const e = toError(err);
+      const at = isEvpubError(e) && typeof e.context.setting === 'string' ? e.context.setting : 'checkpoints.tls';
+      problems.push({ path: at, message: e.message.startsWith(`${at}: `) ? e.message.slice(at.length + 2) : e.message });
     }
   }
 

@@ -167,7 +167,10 @@ export class Runtime {
     try {
       const connectors = await this.initializeConnectors();
       await this.connectBrokers();
-      this.store = this.deps.store ?? createCheckpointStore(this.config.checkpoints, { cwd: this.deps.cwd });
+      this.store = this.deps.store ?? createCheckpointStore(this.config.checkpoints, {
+          cwd: this.deps.cwd,
+          logger: this.logger,
+        });
       await this.wireFeeds(connectors);
       for (const run of this.runs) {
         const models: ModelFeed[] = run.feeds.map((f) => ({

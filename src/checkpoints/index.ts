@@ -1,6 +1,8 @@
 /** Checkpoint stores by configuration. */
 import type { CheckpointConfig } from './config';
 import { ErrorCode, EvpubError } from '../errors';
+import type { Logger } from '../logger';
+import { parseTls } from '../util/tls';
 import type { CheckpointStore } from './contract';
 import { FileCheckpointStore } from './file';
 import { MemoryCheckpointStore } from './memory';
@@ -13,7 +15,7 @@ export { FileCheckpointStore, MemoryCheckpointStore, PostgresCheckpointStore, Re
 /** A store for `config` (no I/O until the first load or save). */
 export function createCheckpointStore(
   config: CheckpointConfig,
-  options: { cwd?: string } = {},
+  options: { cwd?: string; logger?: Logger } = {},
 ): CheckpointStore {
   switch (config.store) {
     case 'file':
@@ -21,7 +23,12 @@ export function createCheckpointStore(
     case 'redis':
       return new RedisCheckpointStore({ url: config.url, prefix: config.prefix });
     case 'postgres':
-      return new PostgresCheckpointStore({ url: config.url, table: config.table });
+      return new PostgresCheckpointStore({
+        url: config.url,
+        table: config.table,
+        tls: parseTls(config.tls, 'checkpoints.tls'),
+        logger: options.logger,
+      });
     case 'memory':
       return new MemoryCheckpointStore();
     default:
