@@ -288,8 +288,12 @@ function semanticChecks(config: Json, options: ValidateOptions, problems: Proble
       parseTls(cp.tls, 'checkpoints.tls');
     } catch (err) {
       const e = toError(err);
-      const at = isEvpubError(e) && typeof e.context.setting === 'string' ? e.context.setting : 'checkpoints.tls';
-      problems.push({ path: at, message: e.message.startsWith(`${at}: `) ? e.message.slice(at.length + 2) : e.message });
+      const at =
+        isEvpubError(e) && typeof e.context.setting === 'string' ? e.context.setting : 'checkpoints.tls';
+      problems.push({
+        path: at,
+        message: e.message.startsWith(`${at}: `) ? e.message.slice(at.length + 2) : e.message,
+      });
     }
   }
 

@@ -57,12 +57,10 @@ async function start(tls: Record<string, unknown>): Promise<EvpubError | Postgre
   await initialize(dataSource);
   const c = dataSource.connector as PostgresConnector;
   cleanup.push(() => c.stop());
-  return c
-    .start({ models: [{ name: 'orders', settings: {}, from: 'now' }], sink: new RecordingSink() })
-    .then(
-      () => c,
-      (e: unknown) => e as EvpubError,
-    );
+  return c.start({ models: [{ name: 'orders', settings: {}, from: 'now' }], sink: new RecordingSink() }).then(
+    () => c,
+    (e: unknown) => e as EvpubError,
+  );
 }
 
 function expectTlsFailure(err: EvpubError | PostgresConnector, reason: RegExp): void {

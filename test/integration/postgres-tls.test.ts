@@ -146,8 +146,8 @@ describe('postgres over TLS', () => {
     // The checkpoint reached the store (it connects only over TLS with the certificate).
     await waitFor(
       async () =>
-        (await sql<{ n: number }>('SELECT count(*)::int AS n FROM evpub_tls_checkpoints', [], pg.url))[0]!
-          .n > 0,
+        (await sql<{ n: number }>('SELECT count(*)::int AS n FROM evpub_tls_checkpoints', [], pg.url))[0]!.n >
+        0,
       'a checkpoint saved in PostgreSQL',
     );
 
