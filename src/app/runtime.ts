@@ -167,7 +167,9 @@ export class Runtime {
     try {
       const connectors = await this.initializeConnectors();
       await this.connectBrokers();
-      this.store = this.deps.store ?? createCheckpointStore(this.config.checkpoints, {
+      this.store =
+        this.deps.store ??
+        createCheckpointStore(this.config.checkpoints, {
           cwd: this.deps.cwd,
           logger: this.logger,
         });

@@ -30,6 +30,8 @@ import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
 import { dialectOf, openSqlDb, type SqlDb } from './sql-dialects';
 import { connectorInitializer } from '../kit/initialize';
+import { loadTls, parseTls, type TlsSettings } from '../../util/tls';
+import { tlsFetch, type TlsFetch } from '../../util/tls-fetch';
 
 export const POLL_SETTING_KEYS = [
   'url',
@@ -47,6 +49,9 @@ export class PollConnector implements EventConnector {
   private readonly url: string;
   private readonly headers: Record<string, string>;
   private readonly requestTimeout: number;
+  /** The `tls` setting (http kind), validated; loaded into `fetch` at start. */
+  private readonly tls: TlsSettings | undefined;
+  private fetch: TlsFetch | undefined;
   private readonly logger: Logger;
   private readonly loops = new Map<string, PollLoop<unknown>>();
   private db: SqlDb | undefined;
@@ -67,10 +72,11 @@ export class PollConnector implements EventConnector {
       );
     }
     const modelKeys: readonly string[] = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
-    r.closed(['url', ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []), ...modelKeys]);
+    r.closed(['url', ...(this.kind === 'http' ? ['headers', 'requestTimeout', 'tls'] : []), ...modelKeys]);
     this.url = url;
     this.headers = r.stringMap('headers');
     this.requestTimeout = r.int('requestTimeout', 30_000);
+    this.tls = parseTls(r.raw('tls'), r.path('tls'));
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'poll',
       datasource: dataSource.name,
@@ -102,7 +108,15 @@ export class PollConnector implements EventConnector {
           const source = new SqlSource(this.db, { ...ctx, settings: parsed });
           sources.push({ model, source: source, interval: parsed.interval });
         } else {
+          this.fetch ??= tlsFetch(
+            this.tls &&
+              loadTls(this.tls, `datasources.${this.dataSource.name}.tls`, {
+                endpoint: redact(this.url),
+                logger: this.logger,
+              }),
+          );
           const parsed = parseHttpModel(model.name, settings, {
+            fetch: this.fetch,
             url: this.url,
             headers: this.headers,
             requestTimeout: this.requestTimeout,
@@ -138,6 +152,8 @@ export class PollConnector implements EventConnector {
     const db = this.db;
     this.db = undefined;
     await db?.close().catch((err: unknown) => this.logger.warn({ err }, 'closing the database failed'));
+    this.fetch?.close();
+    this.fetch = undefined;
   }
 
   stop(): Promise<void> {
