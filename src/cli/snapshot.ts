@@ -21,7 +21,7 @@
 import type { Command } from 'commander';
 import { loadConfigFrom } from '../app/config';
 import { createCheckpointStore } from '../checkpoints/index';
-import { ErrorCode, EvpubError, redact } from '../errors';
+import { ErrorCode, EvpubError } from '../errors';
 import { runPublisher } from './start';
 
 interface SnapshotFlags {

@@ -17,6 +17,7 @@
  */
 import { Agent, request } from 'node:https';
 import { Readable } from 'node:stream';
+import { toError } from '../errors';
 import type { LoadedTls } from './tls';
 
 export interface FetchInit {
@@ -44,7 +45,7 @@ export function tlsFetch(tls: LoadedTls | undefined): TlsFetch {
     if (target.protocol !== 'https:') return fetch(url, init);
     const { signal } = init;
     return new Promise<Response>((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
+      if (signal?.aborted) return reject(toError(signal.reason));
       const req = request(
         target,
         { method: init.method ?? 'GET', headers: init.headers, agent, ...(signal ? { signal } : {}) },
@@ -67,7 +68,7 @@ export function tlsFetch(tls: LoadedTls | undefined): TlsFetch {
         },
       );
       req.on('error', (err) => {
-        reject(signal?.aborted ? signal.reason : new TypeError('fetch failed', { cause: err }));
+        reject(signal?.aborted ? toError(signal.reason) : new TypeError('fetch failed', { cause: err }));
       });
       req.end(init.body);
     });

@@ -10,7 +10,7 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initialize as couchdb } from '../../src/connectors/couchdb';
-import type { EventConnector } from '../../src/connectors/contract';
+import type { ConnectorModule, EventConnector } from '../../src/connectors/contract';
 import { initialize as poll } from '../../src/connectors/poll/index';
 import { initialize as websocket } from '../../src/connectors/websocket';
 import { ErrorCode, EvpubError } from '../../src/errors';
@@ -37,7 +37,7 @@ afterAll(async () => {
   pki?.remove();
 });
 
-type Init = (ds: { name: string; settings: Record<string, unknown>; connector: unknown }) => Promise<void>;
+type Init = ConnectorModule['initialize'];
 
 async function start(
   init: Init,

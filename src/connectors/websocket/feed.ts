@@ -180,8 +180,8 @@ export class WsFeed {
           );
         } else if (this.stopped) {
           reject(new EvpubError(ErrorCode.CLIENT_CLOSED, 'connector stopped', { context: where }));
-        } else if (tlsFailure(err, s.displayUrl)) {
-          reject(tlsFailure(err, s.displayUrl));
+        } else if (status === undefined && tlsFailure(err, s.displayUrl)) {
+          reject(tlsFailure(err, s.displayUrl) ?? err);
         } else {
           const why = status === undefined ? err.message : `the server answered HTTP ${status}`;
           reject(
