@@ -3,9 +3,13 @@
  * made by this run: CouchDB (the test server behind an HTTPS front), an HTTP JSON API (poll)
  * and a wss:// event server (websocket). Each captures with `tls.ca` set to the private CA; a
  * CA evpub does not trust fails start() with TLS_FAILED naming the endpoint (no password, no
- * retry); for poll, a client certificate the server requires is sent.
+ * retry); for poll, a client certificate the server requires is sent, and an expired or
+ * misnamed server certificate fails too (servername accepts the other name); for websocket,
+ * `rejectUnauthorized: false` connects and warns once.
  */
 import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +18,7 @@ import type { ConnectorModule, EventConnector } from '../../src/connectors/contr
 import { initialize as poll } from '../../src/connectors/poll/index';
 import { initialize as websocket } from '../../src/connectors/websocket';
 import { ErrorCode, EvpubError } from '../../src/errors';
-import { createLogger } from '../../src/logger';
+import { createLogger, type Logger } from '../../src/logger';
 import { RecordingSink } from '../conformance/connector.suite';
 import { makePki, type Pki } from '../helpers/certs';
 import { startTestCouchServer, type TestCouchServer } from '../helpers/couchdb-server';
@@ -43,11 +47,12 @@ async function start(
   init: Init,
   settings: Record<string, unknown>,
   model: { name: string; settings?: Record<string, unknown>; from?: 'now' | 'beginning' },
+  logger: Logger = createLogger({ level: 'silent' }),
 ): Promise<{ sink: RecordingSink; error?: EvpubError }> {
   const ds = {
     name: 'src',
     settings,
-    logger: createLogger({ level: 'silent' }),
+    logger,
     connector: undefined as unknown,
   };
   await init(ds);
@@ -158,6 +163,42 @@ describe('HTTP poll over HTTPS', () => {
   });
 });
 
+describe('HTTP poll: the server certificate', () => {
+  /** An API serving `pair`; its URL. */
+  async function apiWith(pair: { cert: string; key: string }): Promise<string> {
+    const api = createServer({ cert: readFileSync(pair.cert), key: readFileSync(pair.key) }, (_req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ items: [], next: null }));
+    });
+    api.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve) => api.listen(0, '127.0.0.1', () => resolve()));
+    closers.push(() => new Promise((resolve) => api.close(resolve)));
+    return `https://127.0.0.1:${(api.address() as AddressInfo).port}`;
+  }
+  const model = { name: 'items', settings: { nextCursorPath: 'next' } };
+
+  it('an expired certificate and one for another host name each fail start with TLS_FAILED', async () => {
+    const expired = await apiWith(pki.expired);
+    const a = await start(poll, { url: expired, tls: { ca: pki.ca } }, model);
+    expect(a.error?.code).toBe(ErrorCode.TLS_FAILED);
+    expect(a.error?.message).toContain(
+      `TLS with ${expired}/items failed: the server's certificate has expired`,
+    );
+
+    const elsewhere = await apiWith(pki.wrongHost);
+    const b = await start(poll, { url: elsewhere, tls: { ca: pki.ca } }, model);
+    expect(b.error?.code).toBe(ErrorCode.TLS_FAILED);
+    expect(b.error?.message).toMatch(/is not for this host name \(ERR_TLS_CERT_ALTNAME_INVALID\)/);
+    // The name the certificate lists, given as servername, is accepted.
+    const c = await start(
+      poll,
+      { url: elsewhere, tls: { ca: pki.ca, servername: 'elsewhere.example' } },
+      model,
+    );
+    expect(c.error).toBeUndefined();
+  });
+});
+
 describe('websocket over wss://', () => {
   let server: WsEventServer;
   beforeAll(async () => {
@@ -178,6 +219,30 @@ describe('websocket over wss://', () => {
     server.send({ channel: 'orders', op: 'create', id: 'w-1' });
     await waitFor(() => sink.events.length === 1, 'the event');
     expect(sink.events[0]).toMatchObject({ op: 'create', key: 'w-1' });
+  });
+
+  it('rejectUnauthorized: false connects to any certificate, and says so once, naming the endpoint', async () => {
+    let logged = '';
+    const logger = pino(
+      { level: 'warn' },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          logged += chunk.toString('utf8');
+          cb();
+        },
+      }),
+    );
+    const { error } = await start(
+      websocket,
+      { url: server.url, tls: { ca: pki.otherCa, rejectUnauthorized: false }, ...settings },
+      { name: 'orders', from: 'now' },
+      logger,
+    );
+    expect(error).toBeUndefined();
+    const warnings = logged.split('\n').filter((l) => l.includes('TLS verification is off'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(server.url);
+    expect(warnings[0]).toContain('datasources.src.tls.rejectUnauthorized');
   });
 
   it('a CA evpub does not trust: TLS_FAILED at start, not retried until connectTimeout', async () => {
