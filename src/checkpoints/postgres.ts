@@ -17,7 +17,7 @@ import { ErrorCode, EvpubError, redact } from '../errors';
 import type { Position } from '../events/change-event';
 import type { Logger } from '../logger';
 import { loadDriver } from '../util/driver';
-import { loadTls, tlsFailure, type TlsSettings } from '../util/tls';
+import { loadTls, tlsFailure, verifyServername, type TlsSettings } from '../util/tls';
 import type { CheckpointStore } from './contract';
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';
@@ -60,7 +60,7 @@ export class PostgresCheckpointStore implements CheckpointStore {
       const { tls, logger } = this.options;
       let ssl;
       try {
-        ssl = tls && loadTls(tls, 'checkpoints.tls', { endpoint, logger });
+        ssl = tls && verifyServername(loadTls(tls, 'checkpoints.tls', { endpoint, logger }));
       } catch (err) {
         this.pool = undefined;
         throw err;

@@ -18,7 +18,7 @@ import type { Command } from 'commander';
 import type { Client } from 'pg';
 import { loadConfigFrom } from '../app/config';
 import { ErrorCode, EvpubError, redact } from '../errors';
-import { loadTls, parseTls, type TlsSettings } from '../util/tls';
+import { loadTls, parseTls, verifyServername, type TlsSettings } from '../util/tls';
 
 const POSTGRES = ['postgres', 'postgresql'];
 
@@ -71,7 +71,7 @@ export function serversOf(flags: SlotFlags, pg: Pick<PgModule, 'defaultName'>): 
 
 async function withServer<T>(pg: PgModule, server: Server, fn: (c: Client) => Promise<T>): Promise<T> {
   const endpoint = redact(server.url);
-  const ssl = server.tls && loadTls(server.tls.settings, server.tls.path, { endpoint });
+  const ssl = server.tls && verifyServername(loadTls(server.tls.settings, server.tls.path, { endpoint }));
   const client = await pg.connectAdmin(server.url, endpoint, 10_000, ssl);
   try {
     return await fn(client);

@@ -19,7 +19,7 @@
  */
 import type { Client } from 'pg';
 import { parsePostgresSettings, pgSsl, type PostgresSettings } from '../connectors/postgres/settings';
-import type { LoadedTls } from '../util/tls';
+import type { ConnectionOptions } from 'node:tls';
 import { connectAdmin, slotState } from '../connectors/postgres/slot-admin';
 import { toError } from '../errors';
 import type { Logger } from '../logger';
@@ -42,7 +42,7 @@ export class SlotProbe {
   private readonly settings: PostgresSettings;
   private client: Client | undefined;
   /** pg's `ssl` option from the datasource's `tls` setting, read at the first connect. */
-  private ssl: { value: LoadedTls | undefined } | undefined;
+  private ssl: { value: ConnectionOptions | undefined } | undefined;
   private inFlight: Promise<void> | undefined;
   private last: { reading: SlotReading | undefined; at: number } | undefined;
   private closed = false;

@@ -38,13 +38,13 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
 });
 
-const url = (): string => `postgres://evpub_pw:${PASSWORD}@127.0.0.1:${pg.port}/postgres`;
+const url = (host = '127.0.0.1'): string => `postgres://evpub_pw:${PASSWORD}@${host}:${pg.port}/postgres`;
 
-async function start(tls: Record<string, unknown>): Promise<EvpubError | PostgresConnector> {
+async function start(tls: Record<string, unknown>, host?: string): Promise<EvpubError | PostgresConnector> {
   const dataSource = {
     name: 'shop',
     settings: {
-      url: url(),
+      url: url(host),
       tls,
       publication: 'evpub_orders',
       slot: uniqueName('slot'),
@@ -63,12 +63,12 @@ async function start(tls: Record<string, unknown>): Promise<EvpubError | Postgre
   );
 }
 
-function expectTlsFailure(err: EvpubError | PostgresConnector, reason: RegExp): void {
+function expectTlsFailure(err: EvpubError | PostgresConnector, reason: RegExp, host = '127.0.0.1'): void {
   expect(err).toBeInstanceOf(EvpubError);
   const e = err as EvpubError;
   expect(e.code).toBe(ErrorCode.TLS_FAILED);
   expect(e.retriable).toBe(false);
-  expect(e.message).toContain(`TLS with postgres://evpub_pw:***@127.0.0.1:${pg.port}/postgres failed`);
+  expect(e.message).toContain(`TLS with postgres://evpub_pw:***@${host}:${pg.port}/postgres failed`);
   expect(e.message).toMatch(reason);
   expect(e.message).not.toContain(PASSWORD);
 }
@@ -85,9 +85,13 @@ describe('postgres TLS: the server certificate', () => {
       await start({ ca: pki.ca }),
       /not for this host name \(ERR_TLS_CERT_ALTNAME_INVALID\).*tls\.servername/,
     );
-    const ok = await start({ ca: pki.ca, servername: 'elsewhere.example' });
-    expect(ok).not.toBeInstanceOf(EvpubError);
-    await (ok as PostgresConnector).stop();
-    await sql('SELECT pg_drop_replication_slot($1)', [(ok as PostgresConnector).settings.slot], pg.url);
+    // By IP address and by host name (pg sends the host name as SNI; servername is still checked).
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const ok = await start({ ca: pki.ca, servername: 'elsewhere.example' }, host);
+      expect(ok).not.toBeInstanceOf(EvpubError);
+      await (ok as PostgresConnector).stop();
+      await sql('SELECT pg_drop_replication_slot($1)', [(ok as PostgresConnector).settings.slot], pg.url);
+    }
+    expectTlsFailure(await start({ ca: pki.ca }, 'localhost'), /ERR_TLS_CERT_ALTNAME_INVALID/, 'localhost');
   });
 });

@@ -55,7 +55,7 @@ import {
 import { Lifecycle } from '../kit/lifecycle';
 import { SettingsReader } from '../kit/settings';
 import { parsePostgresSettings, pgSsl, snapshotMode, tableOf, type PostgresSettings } from './settings';
-import type { LoadedTls } from '../../util/tls';
+import type { ConnectionOptions } from 'node:tls';
 import {
   ArrayTypes,
   checkServer,
@@ -141,7 +141,7 @@ export class PostgresConnector implements EventConnector {
   private readonly life: Lifecycle<'reconnecting' | 'failed'>;
   private adminClient: Client | undefined;
   /** pg's `ssl` option, loaded once from the `tls` setting (see ssl()). */
-  private loadedSsl: { value: LoadedTls | undefined } | undefined;
+  private loadedSsl: { value: ConnectionOptions | undefined } | undefined;
   private stream: ReplicationStream | undefined;
   private protoVersion: 1 | 2 = 1;
   private tx: Tx | undefined;
@@ -218,7 +218,7 @@ export class PostgresConnector implements EventConnector {
   }
 
   /** The `tls` setting as pg's `ssl` option, read once (a file that cannot be read: CONFIG_INVALID). */
-  private ssl(): LoadedTls | undefined {
+  private ssl(): ConnectionOptions | undefined {
     this.loadedSsl ??= { value: pgSsl(this.settings, this.logger) };
     return this.loadedSsl.value;
   }

@@ -31,7 +31,8 @@
  */
 import { redact } from '../../errors';
 import type { Logger } from '../../logger';
-import { loadTls, parseTls, type LoadedTls, type TlsSettings } from '../../util/tls';
+import type { ConnectionOptions } from 'node:tls';
+import { loadTls, parseTls, verifyServername, type TlsSettings } from '../../util/tls';
 import { SettingsReader, type Settings } from '../kit/settings';
 
 export type SnapshotMode = 'initial' | 'never';
@@ -172,9 +173,10 @@ export function parsePostgresSettings(datasource: string, settings: Settings): P
  * certificate files; warns when verification is off): undefined when `tls` is not set (the
  * URL's `sslmode`, if any, decides).
  */
-export function pgSsl(settings: PostgresSettings, logger?: Logger): LoadedTls | undefined {
+export function pgSsl(settings: PostgresSettings, logger?: Logger): ConnectionOptions | undefined {
   if (settings.tls === undefined) return undefined;
-  return loadTls(settings.tls, settings.tlsPath, { endpoint: settings.displayUrl, logger });
+  // pg sends the URL's host name as servername: a `servername` setting is checked instead.
+  return verifyServername(loadTls(settings.tls, settings.tlsPath, { endpoint: settings.displayUrl, logger }));
 }
 
 /** The model keys this connector reads. */

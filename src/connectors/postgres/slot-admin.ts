@@ -4,7 +4,7 @@
  * what `evpub slots list|drop` show and remove.
  */
 import { Client } from 'pg';
-import type { LoadedTls } from '../../util/tls';
+import type { ConnectionOptions } from 'node:tls';
 import { ErrorCode, EvpubError } from '../../errors';
 import { fixes, sourceError, sqlState } from './errors';
 import { parseLsn, type Lsn } from './position';
@@ -24,7 +24,7 @@ export async function connectAdmin(
   url: string,
   displayUrl: string,
   connectTimeout: number,
-  ssl?: LoadedTls,
+  ssl?: ConnectionOptions,
 ): Promise<Client> {
   const client = new Client({
     connectionString: url,

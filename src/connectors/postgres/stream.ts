@@ -25,7 +25,7 @@ import type { Logger } from '../../logger';
 import { fixes, sourceError, sqlState } from './errors';
 import { formatLsn, type Lsn } from './position';
 import { SESSION_OPTIONS, type PostgresSettings } from './settings';
-import type { LoadedTls } from '../../util/tls';
+import type { ConnectionOptions } from 'node:tls';
 
 /** pgoutput with the values left as text. */
 class TextPgoutputPlugin extends PgoutputPlugin {
@@ -39,7 +39,7 @@ class TextPgoutputPlugin extends PgoutputPlugin {
 export interface StreamOptions {
   settings: PostgresSettings;
   /** pg's `ssl` option (the datasource's `tls`, loaded), undefined when the URL decides. */
-  ssl: LoadedTls | undefined;
+  ssl: ConnectionOptions | undefined;
   protoVersion: 1 | 2;
   logger: Logger;
   /** Handles one message; returns a promise only when the next message must wait for it. */
