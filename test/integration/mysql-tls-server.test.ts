@@ -37,7 +37,7 @@ beforeAll(async () => {
   copyFileSync(pki.server.key, served().key);
   server = await startPrivateMariaDb({
     binlog: true,
-    args: [`--ssl-cert=${served().cert}`, `--ssl-key=${served().key}`, `--ssl-ca=${pki.ca}`],
+    tls: { ...served(), ca: pki.ca },
   });
   conn = await server.connect();
   await conn.query('USE test');

@@ -29,7 +29,7 @@ const running: EventConnector[] = [];
 beforeAll(async () => {
   pki = makePki();
   server = await startPrivateMariaDb({
-    args: [`--ssl-cert=${pki.server.cert}`, `--ssl-key=${pki.server.key}`, `--ssl-ca=${pki.ca}`],
+    tls: { cert: pki.server.cert, key: pki.server.key, ca: pki.ca },
   });
   conn = await server.connect();
   await conn.query('USE test');
