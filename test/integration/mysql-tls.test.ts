@@ -14,6 +14,8 @@
 import type { Connection } from 'mysql2/promise';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EventConnector } from '../../src/connectors/contract';
+import { initialize as pollInitialize } from '../../src/connectors/poll/index';
+import { createLogger } from '../../src/logger';
 import { ErrorCode, EvpubError } from '../../src/errors';
 import { RecordingSink } from '../conformance/connector.suite';
 import { makePki, type Pki } from '../helpers/certs';
@@ -125,6 +127,36 @@ describe('mysql over TLS', () => {
     expect(error?.message).toContain(`TLS with mysql://evpub_ssl@127.0.0.1:${server.port}/test failed`);
     expect(error?.message).toMatch(/not signed by a CA evpub trusts/);
     expect(error?.message).not.toContain(PASSWORD);
+  });
+
+  it('the poll connector reads a table over TLS; a CA it does not trust is TLS_FAILED', async () => {
+    await conn.query('INSERT IGNORE INTO orders VALUES (9, 90)');
+    const poller = async (ca: string): Promise<{ sink: RecordingSink; error?: unknown }> => {
+      const ds = {
+        name: 'table',
+        settings: { url: url('evpub_ssl', PASSWORD), tls: { ca } },
+        logger: createLogger({ level: 'silent' }),
+        connector: undefined as unknown,
+      };
+      await pollInitialize(ds);
+      const c = ds.connector as EventConnector;
+      running.push(c);
+      const sink = new RecordingSink();
+      const error = await c
+        .start({ models: [{ name: 'orders', settings: { interval: 50 }, from: 'beginning' }], sink })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      return { sink, error };
+    };
+    const ok = await poller(pki.ca);
+    expect(ok.error).toBeUndefined();
+    await waitFor(() => ok.sink.events.some((e) => e.key === '9'), 'the row, polled over TLS');
+
+    const bad = await poller(pki.otherCa);
+    expect((bad.error as EvpubError).code).toBe(ErrorCode.TLS_FAILED);
+    expect((bad.error as EvpubError).message).not.toContain(PASSWORD);
   });
 
   it('tls settings are checked: a misspelt key names the nearest, servername is refused', async () => {

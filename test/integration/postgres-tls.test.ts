@@ -14,6 +14,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { PostgresCheckpointStore } from '../../src/checkpoints/postgres';
+import type { EventConnector } from '../../src/connectors/contract';
+import { initialize as pollInitialize } from '../../src/connectors/poll/index';
 import { initialize, type PostgresConnector } from '../../src/connectors/postgres/index';
 import { ErrorCode, EvpubError } from '../../src/errors';
 import { createLogger } from '../../src/logger';
@@ -215,6 +217,37 @@ describe('postgres over TLS', () => {
     expect(stored).toBeInstanceOf(EvpubError);
     expect((stored as EvpubError).code).toBe(ErrorCode.TLS_FAILED);
     expect((stored as EvpubError).message).not.toContain(PASSWORD);
+  });
+
+  it('the poll connector reads a table over TLS (tls.ca); a CA it does not trust is TLS_FAILED', async () => {
+    await sql("INSERT INTO orders VALUES ('q-1', 5) ON CONFLICT DO NOTHING", [], pg.url);
+    const poller = async (ca: string): Promise<{ sink: RecordingSink; error?: unknown }> => {
+      const ds = {
+        name: 'table',
+        settings: { url: urlAs('evpub_pw', PASSWORD), tls: { ca } },
+        logger: createLogger({ level: 'silent' }),
+        connector: undefined as unknown,
+      };
+      await pollInitialize(ds);
+      const c = ds.connector as EventConnector;
+      cleanup.push(() => c.stop());
+      const sink = new RecordingSink();
+      const error = await c
+        .start({ models: [{ name: 'orders', settings: { interval: 50 }, from: 'beginning' }], sink })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      return { sink, error };
+    };
+    const ok = await poller(pki.ca);
+    expect(ok.error).toBeUndefined();
+    await waitFor(() => ok.sink.events.some((e) => e.key === 'q-1'), 'the row, polled over TLS');
+
+    const bad = await poller(pki.otherCa);
+    expect(bad.error).toBeInstanceOf(EvpubError);
+    expect((bad.error as EvpubError).code).toBe(ErrorCode.TLS_FAILED);
+    expect((bad.error as EvpubError).message).not.toContain(PASSWORD);
   });
 
   it('sslmode in the URL keeps working without the tls setting', async () => {

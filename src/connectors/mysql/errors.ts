@@ -51,19 +51,19 @@ const TLS_MESSAGES: [RegExp, string][] = [
   [/does not match certificate's altnames/i, 'ERR_TLS_CERT_ALTNAME_INVALID'],
 ];
 
-function mysqlTlsFailure(err: unknown, settings: MysqlSettings): EvpubError | undefined {
+export function mysqlTlsFailure(err: unknown, endpoint: string): EvpubError | undefined {
   const e = err as DriverError;
   if (e.code === 'HANDSHAKE_NO_SSL_SUPPORT') {
-    return tlsFailure({ code: 'ERR_SSL_WRONG_VERSION_NUMBER', cause: err }, settings.display);
+    return tlsFailure({ code: 'ERR_SSL_WRONG_VERSION_NUMBER', cause: err }, endpoint);
   }
-  if (e.code !== 'HANDSHAKE_SSL_ERROR') return tlsFailure(err, settings.display);
+  if (e.code !== 'HANDSHAKE_SSL_ERROR') return tlsFailure(err, endpoint);
   const message = toError(err).message;
   const code = TLS_MESSAGES.find(([pattern]) => pattern.test(message))?.[1];
   return (
-    (code !== undefined ? tlsFailure({ code, message, cause: err }, settings.display) : undefined) ??
-    new EvpubError(ErrorCode.TLS_FAILED, `TLS with ${settings.display} failed: ${message}`, {
+    (code !== undefined ? tlsFailure({ code, message, cause: err }, endpoint) : undefined) ??
+    new EvpubError(ErrorCode.TLS_FAILED, `TLS with ${endpoint} failed: ${message}`, {
       cause: err,
-      context: { endpoint: settings.display },
+      context: { endpoint },
     })
   );
 }
@@ -71,7 +71,7 @@ function mysqlTlsFailure(err: unknown, settings: MysqlSettings): EvpubError | un
 /** Translates a driver error; `during` says what we were doing, for the message. */
 export function translate(err: unknown, settings: MysqlSettings, during: string): EvpubError {
   if (isEvpubError(err)) return err;
-  const tls = mysqlTlsFailure(err, settings);
+  const tls = mysqlTlsFailure(err, settings.display);
   if (tls) return tls;
   const e = err as DriverError;
   const message = toError(err).message;
