@@ -58,7 +58,13 @@ const checkpoints = {
       type: 'object',
       additionalProperties: false,
       required: ['url'],
-      properties: { store: { const: 'postgres' }, url: { type: 'string', format: 'uri' }, table: name },
+      properties: {
+        store: { const: 'postgres' },
+        url: { type: 'string', format: 'uri' },
+        table: name,
+        // Checked by parseTls in config.ts (naming the nearest key).
+        tls: { anyOf: [{ type: 'boolean' }, { type: 'object' }] },
+      },
     },
     {
       type: 'object',

@@ -12,5 +12,5 @@ export type CheckpointConfig =
       username?: string;
       password?: string;
     }
-  | { store: 'postgres'; url: string; table?: string }
+  | { store: 'postgres'; url: string; table?: string; tls?: boolean | TlsSettings }
   | { store: 'memory' };

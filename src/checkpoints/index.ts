@@ -30,7 +30,12 @@ export function createCheckpointStore(
         logger: options.logger,
       });
     case 'postgres':
-      return new PostgresCheckpointStore({ url: config.url, table: config.table });
+      return new PostgresCheckpointStore({
+        url: config.url,
+        table: config.table,
+        tls: parseTls(config.tls, 'checkpoints.tls'),
+        logger: options.logger,
+      });
     case 'memory':
       return new MemoryCheckpointStore();
     default:

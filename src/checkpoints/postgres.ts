@@ -7,11 +7,17 @@
  *
  * A save is one upsert (`INSERT ... ON CONFLICT (feed_id) DO UPDATE`), atomic and durable when
  * it commits. pg is loaded on first use; the store keeps a small pool.
+ *
+ * `tls` (`checkpoints.tls`, src/util/tls.ts) gives pg's `ssl` option: a private CA, a client
+ * certificate (`hostssl ... cert`), a servername. Without it the URL decides (`sslmode`). A
+ * TLS failure is EVPUB_TLS_FAILED, refused credentials EVPUB_AUTH_FAILED, neither retried.
  */
 import type { Pool } from 'pg';
 import { ErrorCode, EvpubError, redact } from '../errors';
 import type { Position } from '../events/change-event';
+import type { Logger } from '../logger';
 import { loadDriver } from '../util/driver';
+import { loadTls, tlsFailure, verifyServername, type TlsSettings } from '../util/tls';
 import type { CheckpointStore } from './contract';
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';
@@ -35,15 +41,33 @@ export class PostgresCheckpointStore implements CheckpointStore {
   private readonly table: string;
   private pool: Promise<Pool> | undefined;
 
-  constructor(private readonly options: { url: string; table?: string; connectTimeout?: number }) {
+  constructor(
+    private readonly options: {
+      url: string;
+      table?: string;
+      connectTimeout?: number;
+      tls?: TlsSettings;
+      logger?: Logger;
+    },
+  ) {
     this.table = quoteTable(options.table ?? DEFAULT_PG_TABLE);
   }
 
   private connect(): Promise<Pool> {
     this.pool ??= (async () => {
       const pg = await loadDriver<typeof import('pg')>('pg', 'PostgreSQL checkpoint store');
+      const endpoint = redact(this.options.url);
+      const { tls, logger } = this.options;
+      let ssl;
+      try {
+        ssl = tls && verifyServername(loadTls(tls, 'checkpoints.tls', { endpoint, logger }));
+      } catch (err) {
+        this.pool = undefined;
+        throw err;
+      }
       const pool = new pg.Pool({
         connectionString: this.options.url,
+        ...(ssl ? { ssl } : {}),
         max: 2,
         connectionTimeoutMillis: this.options.connectTimeout ?? 10_000,
       });
@@ -58,9 +82,18 @@ export class PostgresCheckpointStore implements CheckpointStore {
         if (code !== '23505' && code !== '42P07') {
           this.pool = undefined;
           await pool.end().catch(() => undefined);
+          const tlsError = tlsFailure(err, endpoint);
+          if (tlsError) throw tlsError;
+          if (code === '28000' || code === '28P01') {
+            throw new EvpubError(
+              ErrorCode.AUTH_FAILED,
+              `the PostgreSQL checkpoint store at ${endpoint} refused the credentials (${code}): check the user, password or client certificate`,
+              { cause: err, context: { store: 'postgres', sqlState: code } },
+            );
+          }
           throw new EvpubError(
             ErrorCode.CHECKPOINT_FAILED,
-            `cannot prepare the PostgreSQL checkpoint table ${this.table} at ${redact(this.options.url)}`,
+            `cannot prepare the PostgreSQL checkpoint table ${this.table} at ${endpoint}`,
             { cause: err, retriable: true, context: { store: 'postgres' } },
           );
         }

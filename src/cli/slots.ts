@@ -18,6 +18,7 @@ import type { Command } from 'commander';
 import type { Client } from 'pg';
 import { loadConfigFrom } from '../app/config';
 import { ErrorCode, EvpubError, redact } from '../errors';
+import { loadTls, parseTls, verifyServername, type TlsSettings } from '../util/tls';
 
 const POSTGRES = ['postgres', 'postgresql'];
 
@@ -32,6 +33,8 @@ interface SlotFlags {
 
 interface Server {
   url: string;
+  /** The datasource's `tls` setting (and where it sits), when it has one. */
+  tls?: { settings: TlsSettings; path: string };
   /** Slot name → the datasource (and its models) that reads it. */
   owners: Map<string, { datasource: string; models: string[] }>;
 }
@@ -43,7 +46,13 @@ export function serversOf(flags: SlotFlags, pg: Pick<PgModule, 'defaultName'>): 
   const servers = new Map<string, Server>();
   for (const [name, ds] of Object.entries(config.datasources)) {
     if (!POSTGRES.includes(ds.connector) || typeof ds.url !== 'string') continue;
-    const server = servers.get(ds.url) ?? { url: ds.url, owners: new Map() };
+    const tlsPath = `datasources.${name}.tls`;
+    const tls = parseTls(ds.tls, tlsPath);
+    const server: Server = servers.get(ds.url) ?? {
+      url: ds.url,
+      owners: new Map(),
+      ...(tls ? { tls: { settings: tls, path: tlsPath } } : {}),
+    };
     servers.set(ds.url, server);
     const slot = typeof ds.slot === 'string' ? ds.slot : pg.defaultName(name);
     const models = Object.entries(config.models)
@@ -61,7 +70,9 @@ export function serversOf(flags: SlotFlags, pg: Pick<PgModule, 'defaultName'>): 
 }
 
 async function withServer<T>(pg: PgModule, server: Server, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = await pg.connectAdmin(server.url, redact(server.url), 10_000);
+  const endpoint = redact(server.url);
+  const ssl = server.tls && verifyServername(loadTls(server.tls.settings, server.tls.path, { endpoint }));
+  const client = await pg.connectAdmin(server.url, endpoint, 10_000, ssl);
   try {
     return await fn(client);
   } finally {

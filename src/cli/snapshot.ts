@@ -21,7 +21,7 @@
 import type { Command } from 'commander';
 import { loadConfigFrom } from '../app/config';
 import { createCheckpointStore } from '../checkpoints/index';
-import { ErrorCode, EvpubError, redact } from '../errors';
+import { ErrorCode, EvpubError } from '../errors';
 import { runPublisher } from './start';
 
 interface SnapshotFlags {
@@ -78,9 +78,9 @@ export async function snapshotModels(
   try {
     for (const [datasource, names] of byDatasource) {
       const ds = config.datasources[datasource]!;
-      const url = String(ds.url);
-      const slot = typeof ds.slot === 'string' ? ds.slot : pg.defaultName(datasource);
-      const client = await pg.connectAdmin(url, redact(url), 10_000);
+      const settings = pg.parsePostgresSettings(datasource, ds);
+      const slot = settings.slot;
+      const client = await pg.connectAdmin(settings.url, settings.displayUrl, 10_000, pg.pgSsl(settings));
       let lsn: bigint;
       try {
         const [state] = await pg.listSlots(client, slot);

@@ -6,7 +6,8 @@
  * Protocol:
  * - One probe per `postgres` datasource, with its own admin connection (the connector's
  *   `connectAdmin`), opened at the first scrape, not before: an app that is never scraped
- *   never connects. It reads the slot the connector reads (the datasource's `slot` setting, or
+ *   never connects. It connects as the connector does (the datasource's url and `tls`
+ *   settings, TLS included) and reads the slot the connector reads (the datasource's `slot` setting, or
  *   its default), through the connector's own settings parser and slot query.
  * - `read()` starts one query unless one is in flight, and waits for it at most `timeoutMs`;
  *   it then answers the latest value known (possibly from an earlier scrape), or undefined when
@@ -17,7 +18,8 @@
  * - `close()` ends the connection at once; a probe answers nothing after it.
  */
 import type { Client } from 'pg';
-import { parsePostgresSettings, type PostgresSettings } from '../connectors/postgres/settings';
+import { parsePostgresSettings, pgSsl, type PostgresSettings } from '../connectors/postgres/settings';
+import type { ConnectionOptions } from 'node:tls';
 import { connectAdmin, slotState } from '../connectors/postgres/slot-admin';
 import { toError } from '../errors';
 import type { Logger } from '../logger';
@@ -39,6 +41,8 @@ export interface SlotProbeOptions {
 export class SlotProbe {
   private readonly settings: PostgresSettings;
   private client: Client | undefined;
+  /** pg's `ssl` option from the datasource's `tls` setting, read at the first connect. */
+  private ssl: { value: ConnectionOptions | undefined } | undefined;
   private inFlight: Promise<void> | undefined;
   private last: { reading: SlotReading | undefined; at: number } | undefined;
   private closed = false;
@@ -74,10 +78,13 @@ export class SlotProbe {
 
   private async query(): Promise<void> {
     try {
+      // No logger: the connector warns about `rejectUnauthorized: false` already.
+      this.ssl ??= { value: pgSsl(this.settings) };
       this.client ??= await connectAdmin(
         this.settings.url,
         this.settings.displayUrl,
         this.settings.connectTimeout,
+        this.ssl.value,
       );
       if (this.closed) return this.end();
       const state = await slotState(this.client, this.settings.slot);

@@ -26,7 +26,7 @@
  *    Undefined for errors that are not about TLS.
  */
 import { readFileSync } from 'node:fs';
-import type { ConnectionOptions } from 'node:tls';
+import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
 import { ErrorCode, EvpubError, toError } from '../errors';
 import type { Logger } from '../logger';
 import { nearest } from './nearest';
@@ -241,4 +241,15 @@ export function tlsFailure(err: unknown, endpoint: string): EvpubError | undefin
     retriable: false,
     context: { endpoint, tlsCode: found.code },
   });
+}
+
+/**
+ * `loaded` for a driver that sets `servername` itself from the host it connects to (pg): the
+ * `servername` setting then goes into the identity check instead, so the certificate is still
+ * verified against the name the user gave.
+ */
+export function verifyServername(loaded: LoadedTls): ConnectionOptions {
+  const { servername } = loaded;
+  if (servername === undefined || loaded.rejectUnauthorized === false) return loaded;
+  return { ...loaded, checkServerIdentity: (_host, cert) => checkServerIdentity(servername, cert) };
 }

@@ -67,6 +67,11 @@ export interface PrivateMariaDbOptions {
   binlog?: boolean;
   /** Extra mariadbd arguments. */
   args?: string[];
+  /**
+   * Serve TLS with this certificate and key, trusting `ca` for client certificates (PEM file
+   * paths, e.g. from makePki()). The files are read again on `FLUSH SSL`.
+   */
+  tls?: { cert: string; key: string; ca: string };
 }
 
 /** Installs a datadir in a temp dir and runs a private mariadbd on a free port. */
@@ -96,6 +101,9 @@ export async function startPrivateMariaDb(options: PrivateMariaDbOptions = {}): 
     '--innodb-buffer-pool-size=16M',
     '--server-id=7',
     ...(binlog ? ['--log-bin=mysql-bin', '--binlog-format=ROW', '--binlog-row-metadata=FULL'] : []),
+    ...(options.tls
+      ? [`--ssl-cert=${options.tls.cert}`, `--ssl-key=${options.tls.key}`, `--ssl-ca=${options.tls.ca}`]
+      : []),
     ...(options.args ?? []),
   ];
   const connect = (): Promise<Connection> =>

@@ -10,9 +10,23 @@
  *   after a crash (the next start replays the WAL). `start()` runs it again on the same port
  *   and data. `close()` stops it and removes the dir; a process exit stops it too, so a
  *   failed test never leaves a server behind.
+ * - TLS (`tls: { cert, key, ca }`, e.g. from makePki()): the files are copied into the temp dir
+ *   (owned by the server's user, key mode 0600), `ssl=on` and ssl_cert_file / ssl_key_file /
+ *   ssl_ca_file are written to postgresql.conf. `serverCert(pair)` swaps the server certificate
+ *   (ALTER SYSTEM + reload) and resolves once new connections get it.
+ * - `hba`: pg_hba.conf lines replacing initdb's; the superuser `postgres` keeps trust on the
+ *   socket and on 127.0.0.1 without TLS (so `url` works for setting up), before these lines.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -27,11 +41,17 @@ export interface PrivatePostgres extends PrivateBroker {
   port: number;
   /** `postgres://postgres@127.0.0.1:<port>/<database>` (default database `postgres`). */
   urlOf(database?: string): string;
+  /** With `tls`: serves `pair` (cert and key files) from now on. */
+  serverCert(pair: { cert: string; key: string }): Promise<void>;
 }
 
 export interface PrivatePostgresOptions {
   /** Server settings (`-c name=value`), over the defaults (wal_level=logical, 10 slots...). */
   settings?: Record<string, string | number>;
+  /** Serve TLS with this certificate, key and client CA (PEM files). */
+  tls?: { cert: string; key: string; ca: string };
+  /** pg_hba.conf lines (after the superuser's trust lines). */
+  hba?: string[];
 }
 
 const isRoot = (): boolean => process.getuid?.() === 0;
@@ -45,11 +65,22 @@ function asPostgres(bin: string, args: string[]): [string, string[]] {
 export async function privatePostgres(options: PrivatePostgresOptions = {}): Promise<PrivatePostgres> {
   const dir = mkdtempSync(path.join(tmpdir(), 'evpub-pg-'));
   const data = path.join(dir, 'data');
+  let owner: { uid: number; gid: number } | undefined;
   if (isRoot()) {
     const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
     const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    owner = { uid, gid };
     chownSync(dir, uid, gid);
   }
+  /** Copies a PEM file into the dir, readable by the server's user only. */
+  let copies = 0;
+  const install = (file: string, name: string): string => {
+    const target = path.join(dir, `${name}-${(copies += 1)}.pem`);
+    copyFileSync(file, target);
+    chmodSync(target, 0o600);
+    if (owner) chownSync(target, owner.uid, owner.gid);
+    return target;
+  };
   const port = await freePort();
   const settings: Record<string, string | number> = {
     wal_level: 'logical',
@@ -84,6 +115,29 @@ export async function privatePostgres(options: PrivatePostgresOptions = {}): Pro
 
   const [initFile, initArgs] = asPostgres('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-N']);
   await run(initFile, initArgs, { timeout: 60_000 });
+  const asOwner = (file: string, text: string, append = false): void => {
+    if (append) appendFileSync(file, text);
+    else writeFileSync(file, text);
+    if (owner) chownSync(file, owner.uid, owner.gid);
+  };
+  if (options.tls) {
+    const lines = [
+      'ssl = on',
+      `ssl_cert_file = '${install(options.tls.cert, 'server')}'`,
+      `ssl_key_file = '${install(options.tls.key, 'server-key')}'`,
+      `ssl_ca_file = '${install(options.tls.ca, 'ca')}'`,
+    ];
+    asOwner(path.join(data, 'postgresql.conf'), `\n${lines.join('\n')}\n`, true);
+  }
+  if (options.hba) {
+    const lines = [
+      'local all all trust',
+      'host all postgres 127.0.0.1/32 trust',
+      'host replication postgres 127.0.0.1/32 trust',
+      ...options.hba,
+    ];
+    asOwner(path.join(data, 'pg_hba.conf'), `${lines.join('\n')}\n`);
+  }
 
   const start = async (): Promise<void> => {
     if (running) return;
@@ -103,10 +157,39 @@ export async function privatePostgres(options: PrivatePostgresOptions = {}): Pro
     throw err;
   }
   const urlOf = (database = 'postgres'): string => `postgres://postgres@127.0.0.1:${port}/${database}`;
+  const serverCert = async (pair: { cert: string; key: string }): Promise<void> => {
+    if (!options.tls) throw new Error('privatePostgres: serverCert needs the tls option');
+    const cert = install(pair.cert, 'server');
+    const key = install(pair.key, 'server-key');
+    const { Client } = await import('pg');
+    const client = new Client({ host: dir, port, user: 'postgres', database: 'postgres' });
+    await client.connect();
+    try {
+      await client.query(`ALTER SYSTEM SET ssl_cert_file = '${cert}'`);
+      await client.query(`ALTER SYSTEM SET ssl_key_file = '${key}'`);
+      await client.query('SELECT pg_reload_conf()');
+    } finally {
+      await client.end();
+    }
+    // The postmaster reloads on SIGHUP, asynchronously: a backend started after the reload
+    // (with the new SSL context) sees the new setting.
+    for (let i = 0; i < 200; i++) {
+      const probe = new Client({ host: dir, port, user: 'postgres', database: 'postgres' });
+      await probe.connect();
+      const { rows } = await probe.query<{ setting: string }>(
+        "SELECT setting FROM pg_settings WHERE name = 'ssl_cert_file'",
+      );
+      await probe.end();
+      if (rows[0]?.setting === cert) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error('privatePostgres: the server did not reload its certificate');
+  };
   return {
     url: urlOf(),
     port,
     urlOf,
+    serverCert,
     start,
     stop,
     close: async () => {

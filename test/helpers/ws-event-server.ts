@@ -13,8 +13,12 @@
  *   server.sendRaw('not json');                                   // not logged
  *   server.drop();           // terminate every connection (the server stays up)
  *   await server.stop(); await server.start();   // same port; the log is kept
+ *
+ * `tls: { cert, key }` (PEM file paths, e.g. from makePki()) serves wss:// instead.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { WebSocketServer, type WebSocket } from 'ws';
 
 export interface WsEventServer {
@@ -38,6 +42,8 @@ export interface WsEventServerOptions {
   autoPong?: boolean;
   /** Send `{"type":"hello","seq":<last seq>}` on each connection (default true). */
   hello?: boolean;
+  /** Serve wss:// with this certificate and key (file paths). */
+  tls?: { cert: string; key: string };
 }
 
 interface Client {
@@ -60,7 +66,9 @@ export async function startWsEventServer(options: WsEventServerOptions = {}): Pr
 
   const start = async (): Promise<void> => {
     if (http) return;
-    const server = createServer();
+    const server: Server = options.tls
+      ? createHttpsServer({ cert: readFileSync(options.tls.cert), key: readFileSync(options.tls.key) })
+      : createServer();
     const ws = new WebSocketServer({
       server,
       autoPong: options.autoPong ?? true,
@@ -114,7 +122,7 @@ export async function startWsEventServer(options: WsEventServerOptions = {}): Pr
 
   await start();
   return {
-    url: `ws://127.0.0.1:${port}/events`,
+    url: `${options.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/events`,
     port,
     connections,
     clients: () => [...clients].map((c) => c.ws),

@@ -57,7 +57,7 @@ describe('connector settings: a misspelt key names the nearest valid key', () =>
     expect((err as Error).message).toBe(
       'datasources.shop.zzzzzz: unknown setting; the settings here are url, feed, heartbeat, includeDocs, ' +
         'includeDesignDocs, batchLimit, connectTimeout, requestTimeout, reconnectDelay, maxReconnectDelay, ' +
-        'dedupCacheSize',
+        'dedupCacheSize, tls',
     );
     expect(await initError('couchdb', { url: 'http://127.0.0.1:5984', name: 'shop' })).toBeUndefined();
   });

@@ -1,6 +1,6 @@
 /** The postgres connector's datasource settings: URL or LoopBack's parts, unknown keys rejected. */
 import { describe, expect, it } from 'vitest';
-import { parsePostgresSettings } from '../../src/connectors/postgres/settings';
+import { parsePostgresSettings, pgSsl } from '../../src/connectors/postgres/settings';
 import { validateConfig } from '../../src/app/config';
 
 describe('postgres settings', () => {
@@ -58,5 +58,50 @@ describe('postgres settings', () => {
       models: { accounts: { dataSource: 'pg', settings: { table: 'public.accounts', snapshot: 'never' } } },
     });
     expect(config.datasources.pg!.snapshot).toBe('initial');
+  });
+});
+
+describe('postgres tls settings', () => {
+  it('tls is validated at datasources.<name>.tls (nearest key), and refused beside sslmode in the URL', () => {
+    const s = parsePostgresSettings('shop', { url: 'postgres://u@h/app', tls: { ca: '/etc/ca.pem' } });
+    expect(s.tls).toEqual({ ca: '/etc/ca.pem' });
+    expect(s.tlsPath).toBe('datasources.shop.tls');
+    expect(() => parsePostgresSettings('shop', { url: 'postgres://u@h/app', tls: { caa: 'x' } })).toThrow(
+      'datasources.shop.tls.caa: unknown TLS setting; did you mean ca?',
+    );
+    expect(() =>
+      parsePostgresSettings('shop', {
+        url: 'postgres://u@h/app?sslmode=require',
+        tls: { ca: '/etc/ca.pem' },
+      }),
+    ).toThrow(/datasources\.shop\.tls: cannot be given with "sslmode" in the url/);
+    expect(parsePostgresSettings('shop', { url: 'postgres://u@h/app?sslmode=require' }).tls).toBeUndefined();
+  });
+
+  it('a certificate file that cannot be read is CONFIG_INVALID naming the key, at start', () => {
+    const s = parsePostgresSettings('shop', {
+      url: 'postgres://u@h/app',
+      tls: { ca: '/nonexistent/ca.pem' },
+    });
+    expect(() => pgSsl(s)).toThrow('datasources.shop.tls.ca: cannot read "/nonexistent/ca.pem" (ENOENT)');
+  });
+
+  it('checkpoints.tls of the postgres store is checked by the config loader', () => {
+    const base = {
+      brokers: { default: { url: 'memory://tls-settings' } },
+      datasources: { db: { connector: 'memory' } },
+      models: { m: { dataSource: 'db' } },
+    };
+    const ok = validateConfig({
+      ...base,
+      checkpoints: { store: 'postgres', url: 'postgres://u@h/app', tls: { ca: '/etc/ca.pem' } },
+    });
+    expect(ok.checkpoints).toMatchObject({ tls: { ca: '/etc/ca.pem' } });
+    expect(() =>
+      validateConfig({
+        ...base,
+        checkpoints: { store: 'postgres', url: 'postgres://u@h/app', tls: { servrname: 'db' } },
+      }),
+    ).toThrow('checkpoints.tls.servrname: unknown TLS setting; did you mean servername?');
   });
 });

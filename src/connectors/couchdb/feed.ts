@@ -149,7 +149,7 @@ export class CouchFeed {
       } catch (err) {
         if (this.stopped) break;
         const error = toError(err);
-        if (isEvpubError(error, ErrorCode.AUTH_FAILED)) {
+        if (isEvpubError(error, ErrorCode.AUTH_FAILED) || isEvpubError(error, ErrorCode.TLS_FAILED)) {
           this.state = 'failed';
           this.o.sink.fail(this.o.model, error);
           return;

@@ -1,6 +1,7 @@
 /**
  * The CouchDB HTTP calls the connector makes, with Node's built-in fetch, and the translation of
  * their failures into EvpubErrors at this boundary:
+ * - a TLS failure (untrusted, expired or misnamed certificate): TLS_FAILED (not retriable);
  * - network errors and connect timeouts: CONNECT_FAILED (retriable);
  * - 401 / 403: AUTH_FAILED; 404 on the database: SOURCE_FAILED naming the database and URL;
  * - any other non-2xx: SOURCE_FAILED (retriable for 5xx).
@@ -9,6 +10,7 @@
  * continuous feed's lines back until the compressor flushes, which delays changes and heartbeats.
  */
 import { ErrorCode, EvpubError } from '../../errors';
+import { tlsFailure } from '../../util/tls';
 import type { CouchDbSettings } from './settings';
 
 export interface Request {
@@ -74,12 +76,14 @@ export async function open(
   if (settings.authorization) headers.authorization = settings.authorization;
   let response: Response;
   try {
-    response = await fetch(`${databaseUrl(settings, database)}${path}`, {
+    response = await (settings.fetch ?? fetch)(`${databaseUrl(settings, database)}${path}`, {
       headers,
       signal: controller.signal,
     });
   } catch (err) {
     outer.removeEventListener('abort', onOuter);
+    const tls = timedOut || outer.aborted ? undefined : tlsFailure(err, settings.displayUrl);
+    if (tls) throw tls;
     const why = timedOut ? `no answer within ${headerTimeout} ms` : describeCause(err);
     throw new EvpubError(ErrorCode.CONNECT_FAILED, `cannot reach CouchDB at ${settings.displayUrl}: ${why}`, {
       cause: err,

@@ -25,6 +25,8 @@ import type {
 import { CouchFeed } from './feed';
 import { databaseOf, parseCouchDbSettings, type CouchDbSettings } from './settings';
 import { connectorInitializer } from '../kit/initialize';
+import { loadTls } from '../../util/tls';
+import { tlsFetch } from '../../util/tls-fetch';
 import { FeedSet } from '../kit/feed-set';
 
 export { parseCouchDbSettings, COUCHDB_SETTING_KEYS } from './settings';
@@ -37,11 +39,19 @@ export class CouchDbConnector implements EventConnector {
   private readonly feeds: FeedSet<CouchFeed>;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseCouchDbSettings(dataSource.settings, dataSource.name);
+    const settings = parseCouchDbSettings(dataSource.settings, dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'couchdb',
       datasource: dataSource.name,
     });
+    this.settings = settings.tls
+      ? {
+          ...settings,
+          fetch: tlsFetch(
+            loadTls(settings.tls, settings.tlsPath, { endpoint: settings.displayUrl, logger: this.logger }),
+          ),
+        }
+      : settings;
     this.feeds = new FeedSet(this.name, dataSource.name);
   }
 
@@ -62,8 +72,9 @@ export class CouchDbConnector implements EventConnector {
     });
   }
 
-  stop(): Promise<void> {
-    return this.feeds.stop();
+  async stop(): Promise<void> {
+    await this.feeds.stop();
+    this.settings.fetch?.close();
   }
 
   health(): ConnectorHealth {

@@ -15,12 +15,16 @@
  * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection, doubling from the
  *   first to the second (default 1000 / 30000 ms).
  * - `dedupCacheSize`: documents remembered per model to drop replayed revisions (default 10000).
+ * - `tls`: `{ ca, cert, key, passphrase, servername, rejectUnauthorized }` for an `https://`
+ *   server (src/util/tls.ts): a private CA, a client certificate.
  *
  * Model settings (`models.<name>.settings`): `database` (default: the model's name).
  *
  * Any other key is an error naming the nearest valid one (kit/settings.ts).
  */
 import { redact } from '../../errors';
+import type { TlsFetch } from '../../util/tls-fetch';
+import { parseTls, type TlsSettings } from '../../util/tls';
 import { SettingsReader, type Settings } from '../kit/settings';
 
 export interface CouchDbSettings {
@@ -40,6 +44,11 @@ export interface CouchDbSettings {
   reconnectDelay: number;
   maxReconnectDelay: number;
   dedupCacheSize: number;
+  /** The `tls` setting, validated, and where it sits (`datasources.<name>.tls`). */
+  tls: TlsSettings | undefined;
+  tlsPath: string;
+  /** The fetch to use (with the tls settings loaded); set by the connector, else the global one. */
+  fetch?: TlsFetch;
 }
 
 /** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
@@ -55,6 +64,7 @@ export const COUCHDB_SETTING_KEYS = [
   'reconnectDelay',
   'maxReconnectDelay',
   'dedupCacheSize',
+  'tls',
 ] as const;
 
 /** The model keys this connector reads. */
@@ -118,6 +128,8 @@ export function parseCouchDbSettings(settings: Settings, datasource: string): Co
     reconnectDelay,
     maxReconnectDelay,
     dedupCacheSize: r.positiveInt('dedupCacheSize', 10_000),
+    tls: parseTls(r.raw('tls'), r.path('tls')),
+    tlsPath: r.path('tls'),
   };
 }
 

@@ -66,6 +66,7 @@ import {
 import {
   connectionOptions,
   parseMysqlSettings,
+  withSsl,
   parseSnapshot,
   signalTableOf,
   tableOf,
@@ -112,12 +113,16 @@ export class MysqlConnector implements EventConnector {
   private lagWarned = false;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseMysqlSettings(dataSource.settings, dataSource.name);
     this.life = new Lifecycle('mysql', dataSource.name);
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'mysql',
       datasource: dataSource.name,
     });
+    this.settings = withSsl(
+      parseMysqlSettings(dataSource.settings, dataSource.name),
+      dataSource.name,
+      this.logger,
+    );
   }
 
   /** A query connection, session in UTC so TIMESTAMPs read as binlog rows do. */

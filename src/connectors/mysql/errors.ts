@@ -11,6 +11,7 @@ import type { RowDataPacket } from 'mysql2';
 import type { Connection } from 'mysql2/promise';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
+import { tlsFailure } from '../../util/tls';
 import type { MysqlSettings } from './settings';
 
 interface DriverError {
@@ -35,16 +36,50 @@ export function purgedError(what: string, cause?: unknown): EvpubError {
   );
 }
 
+/**
+ * mysql2 replaces a TLS error's code with HANDSHAKE_SSL_ERROR (and says HANDSHAKE_NO_SSL_SUPPORT
+ * for a server without TLS); the original code, from Node's message, so tlsFailure names the
+ * reason and the fix.
+ */
+const TLS_MESSAGES: [RegExp, string][] = [
+  [/self[- ]signed certificate in certificate chain/i, 'SELF_SIGNED_CERT_IN_CHAIN'],
+  [/self[- ]signed certificate/i, 'DEPTH_ZERO_SELF_SIGNED_CERT'],
+  [/unable to verify the first certificate/i, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'],
+  [/unable to get local issuer certificate/i, 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'],
+  [/certificate has expired/i, 'CERT_HAS_EXPIRED'],
+  [/certificate is not yet valid/i, 'CERT_NOT_YET_VALID'],
+  [/does not match certificate's altnames/i, 'ERR_TLS_CERT_ALTNAME_INVALID'],
+];
+
+export function mysqlTlsFailure(err: unknown, endpoint: string): EvpubError | undefined {
+  const e = err as DriverError;
+  if (e.code === 'HANDSHAKE_NO_SSL_SUPPORT') {
+    return tlsFailure({ code: 'ERR_SSL_WRONG_VERSION_NUMBER', cause: err }, endpoint);
+  }
+  if (e.code !== 'HANDSHAKE_SSL_ERROR') return tlsFailure(err, endpoint);
+  const message = toError(err).message;
+  const code = TLS_MESSAGES.find(([pattern]) => pattern.test(message))?.[1];
+  return (
+    (code !== undefined ? tlsFailure({ code, message, cause: err }, endpoint) : undefined) ??
+    new EvpubError(ErrorCode.TLS_FAILED, `TLS with ${endpoint} failed: ${message}`, {
+      cause: err,
+      context: { endpoint },
+    })
+  );
+}
+
 /** Translates a driver error; `during` says what we were doing, for the message. */
 export function translate(err: unknown, settings: MysqlSettings, during: string): EvpubError {
   if (isEvpubError(err)) return err;
+  const tls = mysqlTlsFailure(err, settings.display);
+  if (tls) return tls;
   const e = err as DriverError;
   const message = toError(err).message;
   if (e.errno !== undefined && POSITION_GONE.has(e.errno)) return purgedError(message, err);
   if (e.errno === 1045 || e.code === 'ER_ACCESS_DENIED_ERROR') {
     return new EvpubError(
       ErrorCode.AUTH_FAILED,
-      `mysql: ${settings.display} refused the user's credentials (${during}): check the user and password`,
+      `mysql: ${settings.display} refused the user's credentials (${during}): check the user and password (and the client certificate, tls.cert and tls.key, when the user REQUIRES X509)`,
       { cause: err },
     );
   }

@@ -20,12 +20,18 @@
  *   first to the second (default 1000 / 30000 ms).
  * - `statusInterval`: ms between binlog lag reports (`lagging` status: bytes and seconds each
  *   model's reader is behind the server's end of the binlog; default 10000; see lag.ts).
+ * - `tls`: `{ ca, cert, key, passphrase, rejectUnauthorized }` (src/util/tls.ts) for every
+ *   connection (binlog and queries): mysql2's `ssl`, with the host name verified against the
+ *   certificate. A client certificate is what `REQUIRE X509` asks for. `servername` is refused:
+ *   mysql2 verifies the host it connects to and cannot be given another name.
  *
  * Model settings (`models.<name>.settings`): `table` (`table` or `database.table`; default the model's
  * name), `database` (default the datasource's), `snapshot` (overrides the datasource's).
  */
 import { randomInt } from 'node:crypto';
 import { redact } from '../../errors';
+import type { Logger } from '../../logger';
+import { loadTls, parseTls, type LoadedTls, type TlsSettings } from '../../util/tls';
 import { SettingsReader, settingsError, type Settings } from '../kit/settings';
 
 export type SnapshotMode = 'initial' | 'never';
@@ -48,6 +54,9 @@ export interface MysqlSettings {
   reconnectDelay: number;
   maxReconnectDelay: number;
   statusInterval: number;
+  /** The `tls` setting, validated; `ssl` is it loaded (withSsl), which connectionOptions uses. */
+  tls: TlsSettings | undefined;
+  ssl?: LoadedTls;
 }
 
 export interface TableRef {
@@ -71,6 +80,7 @@ export const MYSQL_SETTING_KEYS = [
   'reconnectDelay',
   'maxReconnectDelay',
   'statusInterval',
+  'tls',
 ] as const;
 
 /** The model keys this connector reads. */
@@ -135,6 +145,13 @@ export function parseMysqlSettings(settings: Settings, datasource: string): Mysq
     reconnectDelay: 1_000,
     maxReconnectDelay: 30_000,
   });
+  const tls = parseTls(r.raw('tls'), r.path('tls'));
+  if (tls?.servername !== undefined) {
+    throw settingsError(
+      `${r.path('tls')}.servername`,
+      'is not supported by the MySQL driver (it verifies the host it connects to): connect by a name the certificate lists',
+    );
+  }
   const serverId = r.positiveInt('serverId', randomInt(100_000, 2 ** 31 - 1_000));
   if (serverId >= 2 ** 32 - 1_000) throw r.invalid('serverId', 'must be below 2^32 - 1000');
   return {
@@ -149,7 +166,18 @@ export function parseMysqlSettings(settings: Settings, datasource: string): Mysq
     reconnectDelay,
     maxReconnectDelay,
     statusInterval: r.int('statusInterval', 10_000, 100),
+    tls,
   };
+}
+
+/**
+ * `settings` with the `tls` setting loaded (certificate files read; a warning when verification
+ * is off), once, when the connector is made.
+ */
+export function withSsl(settings: MysqlSettings, datasource: string, logger?: Logger): MysqlSettings {
+  if (settings.tls === undefined) return settings;
+  const path = `datasources.${datasource}.tls`;
+  return { ...settings, ssl: loadTls(settings.tls, path, { endpoint: settings.display, logger }) };
 }
 
 function signalSetting(r: SettingsReader, value: string | undefined): string {
@@ -194,6 +222,10 @@ export function connectionOptions(settings: MysqlSettings): Record<string, unkno
     user: settings.user,
     ...(settings.password !== undefined ? { password: settings.password } : {}),
     connectTimeout: settings.connectTimeout,
+    // A copy per connection (mysql2 writes to it). verifyIdentity: the host name is checked.
+    ...(settings.ssl
+      ? { ssl: { ...settings.ssl, verifyIdentity: settings.ssl.rejectUnauthorized !== false } }
+      : {}),
     // Exact values: BIGINT and DECIMAL as strings, temporal values as the server's text, in UTC.
     supportBigNumbers: true,
     bigNumberStrings: true,

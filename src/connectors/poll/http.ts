@@ -14,7 +14,9 @@
  * - `interval` (default 1000) ms between polls when there is nothing new; `query`: fixed
  *   query parameters (e.g. `{ "limit": "100" }`).
  * Datasource: `url` (required), `headers` (sent with every request; values never logged),
- * `requestTimeout` (default 30000 ms).
+ * `requestTimeout` (default 30000 ms), `tls` (`{ ca, cert, key, passphrase, servername,
+ * rejectUnauthorized }` for an `https://` API, src/util/tls.ts). A TLS failure is TLS_FAILED:
+ * start() fails with it, and a later round's fails the model (not retried).
  *
  * Cursors and positions:
  * - `cursorField`: an item's position is `{"c": <its field value>}`; resuming asks for
@@ -34,6 +36,8 @@ import {
   type StartFrom,
 } from '../../events/change-event';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
+import { tlsFailure } from '../../util/tls';
+import type { TlsFetch } from '../../util/tls-fetch';
 import { compilePath, getPath, scalarString, type JsonPath } from '../kit/json-path';
 import { SettingsReader, type Settings } from '../kit/settings';
 import type { Polled, PollRound, PollSource } from './loop';
@@ -60,6 +64,8 @@ export interface HttpModelSettings {
   query: Record<string, string>;
   headers: Record<string, string>;
   requestTimeout: number;
+  /** The fetch with the datasource's tls settings (the global fetch without them). */
+  fetch: TlsFetch;
 }
 
 export const HTTP_MODEL_KEYS = [
@@ -82,7 +88,7 @@ const OPS: readonly string[] = ['create', 'update', 'delete'];
 export function parseHttpModel(
   model: string,
   settings: Settings,
-  dataSource: { url: string; headers: Record<string, string>; requestTimeout: number },
+  dataSource: { url: string; headers: Record<string, string>; requestTimeout: number; fetch: TlsFetch },
 ): HttpModelSettings {
   const r = SettingsReader.forModel(model, settings);
   const next = r.string('nextCursorPath');
@@ -113,6 +119,7 @@ export function parseHttpModel(
     query: r.stringMap('query'),
     headers: dataSource.headers,
     requestTimeout: dataSource.requestTimeout,
+    fetch: dataSource.fetch,
   };
 }
 
@@ -155,11 +162,13 @@ export class HttpSource implements PollSource<HttpCursor> {
     const timeout = AbortSignal.timeout(s.requestTimeout);
     let response: Response;
     try {
-      response = await fetch(url, {
+      response = await s.fetch(url.toString(), {
         headers: { accept: 'application/json', ...s.headers },
         signal: AbortSignal.any([signal, timeout]),
       });
     } catch (err) {
+      const tls = signal.aborted || timeout.aborted ? undefined : tlsFailure(err, redact(url.toString()));
+      if (tls) throw tls;
       throw new EvpubError(
         ErrorCode.SOURCE_FAILED,
         `GET ${redact(url.toString())} failed: ${toError(err).message}`,

@@ -30,6 +30,8 @@ import { PollLoop, type PollSource } from './loop';
 import { SQL_MODEL_KEYS, SqlSource, parseSqlModel } from './sql';
 import { dialectOf, openSqlDb, type SqlDb } from './sql-dialects';
 import { connectorInitializer } from '../kit/initialize';
+import { loadTls, parseTls, type LoadedTls, type TlsSettings } from '../../util/tls';
+import { tlsFetch, type TlsFetch } from '../../util/tls-fetch';
 
 export const POLL_SETTING_KEYS = [
   'url',
@@ -47,6 +49,9 @@ export class PollConnector implements EventConnector {
   private readonly url: string;
   private readonly headers: Record<string, string>;
   private readonly requestTimeout: number;
+  /** The `tls` setting (http, postgres, mysql), validated; loaded at start. */
+  private readonly tls: TlsSettings | undefined;
+  private fetch: TlsFetch | undefined;
   private readonly logger: Logger;
   private readonly loops = new Map<string, PollLoop<unknown>>();
   private db: SqlDb | undefined;
@@ -67,14 +72,38 @@ export class PollConnector implements EventConnector {
       );
     }
     const modelKeys: readonly string[] = this.kind === 'sql' ? SQL_MODEL_KEYS : HTTP_MODEL_KEYS;
-    r.closed(['url', ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []), ...modelKeys]);
+    const tlsKeys = this.kind === 'http' || !url.startsWith('sqlite:') ? ['tls'] : [];
+    r.closed([
+      'url',
+      ...(this.kind === 'http' ? ['headers', 'requestTimeout'] : []),
+      ...tlsKeys,
+      ...modelKeys,
+    ]);
     this.url = url;
     this.headers = r.stringMap('headers');
     this.requestTimeout = r.int('requestTimeout', 30_000);
+    this.tls = parseTls(r.raw('tls'), r.path('tls'));
+    if (this.tls?.servername !== undefined && dialectOf(url) === 'mysql') {
+      throw r.invalid(
+        'tls.servername',
+        'is not supported by the MySQL driver (it verifies the host it connects to): connect by a name the certificate lists',
+      );
+    }
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'poll',
       datasource: dataSource.name,
     });
+  }
+
+  /** The `tls` setting loaded (files read; warned when verification is off), if given. */
+  private loadTls(): LoadedTls | undefined {
+    return (
+      this.tls &&
+      loadTls(this.tls, `datasources.${this.dataSource.name}.tls`, {
+        endpoint: redact(this.url),
+        logger: this.logger,
+      })
+    );
   }
 
   /** A model's settings with the datasource's as defaults. */
@@ -98,11 +127,13 @@ export class PollConnector implements EventConnector {
         const ctx = { datasource: this.dataSource.name, model: model.name };
         if (this.kind === 'sql') {
           const parsed = parseSqlModel(model.name, settings);
-          this.db ??= await openSqlDb(this.url);
+          this.db ??= await openSqlDb(this.url, this.loadTls());
           const source = new SqlSource(this.db, { ...ctx, settings: parsed });
           sources.push({ model, source: source, interval: parsed.interval });
         } else {
+          this.fetch ??= tlsFetch(this.loadTls());
           const parsed = parseHttpModel(model.name, settings, {
+            fetch: this.fetch,
             url: this.url,
             headers: this.headers,
             requestTimeout: this.requestTimeout,
@@ -138,6 +169,8 @@ export class PollConnector implements EventConnector {
     const db = this.db;
     this.db = undefined;
     await db?.close().catch((err: unknown) => this.logger.warn({ err }, 'closing the database failed'));
+    this.fetch?.close();
+    this.fetch = undefined;
   }
 
   stop(): Promise<void> {

@@ -14,8 +14,9 @@
  *    `interval` ms.
  * 3. A failed round (connection lost, HTTP 5xx...) is retried after a back-off doubling from
  *    `interval` to 30 s, from the same cursor, with `reconnecting` status; the next successful
- *    round reports `connected`. Nothing is skipped. An AUTH_FAILED error (HTTP 401/403) is not
- *    retried: it goes to `sink.fail()`.
+ *    round reports `connected`. Nothing is skipped. An AUTH_FAILED error (HTTP 401/403) or a
+ *    TLS_FAILED one (a certificate not trusted, expired, for another name) is not retried: it
+ *    goes to `sink.fail()`.
  * 4. `stop()` aborts the sleep or drain wait, lets the round in progress finish without pushing
  *    more, and closes the source.
  */
@@ -127,7 +128,7 @@ export class PollLoop<C> {
       } catch (err) {
         if (this.stopped) return;
         const error = toError(err);
-        if (isEvpubError(error, ErrorCode.AUTH_FAILED)) {
+        if (isEvpubError(error, ErrorCode.AUTH_FAILED) || isEvpubError(error, ErrorCode.TLS_FAILED)) {
           this.state = 'failed';
           this.o.sink.fail(this.o.model, error);
           return;

@@ -9,6 +9,8 @@
  */
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
 import { loadDriver } from '../../util/driver';
+import { tlsFailure, verifyServername, type LoadedTls } from '../../util/tls';
+import { mysqlTlsFailure } from '../mysql/errors';
 
 export type Row = Record<string, unknown>;
 export type DialectName = 'sqlite' | 'postgres' | 'mysql';
@@ -38,7 +40,13 @@ function quoteWith(q: string) {
       .join('.');
 }
 
+/** TLS options for PostgreSQL and MySQL (`tls`, loaded); undefined: none asked. */
+export type SqlTls = LoadedTls | undefined;
+
 function sourceError(dialect: DialectName, url: string, err: unknown): EvpubError {
+  // A TLS failure (untrusted, expired or misnamed certificate) is not retried.
+  const tls = dialect === 'mysql' ? mysqlTlsFailure(err, redact(url)) : tlsFailure(err, redact(url));
+  if (tls) return tls;
   return new EvpubError(
     ErrorCode.SOURCE_FAILED,
     `poll connector (${dialect} ${redact(url)}): ${toError(err).message}`,
@@ -46,11 +54,11 @@ function sourceError(dialect: DialectName, url: string, err: unknown): EvpubErro
   );
 }
 
-export async function openSqlDb(url: string): Promise<SqlDb> {
+export async function openSqlDb(url: string, tls?: SqlTls): Promise<SqlDb> {
   const dialect = dialectOf(url);
   if (dialect === 'sqlite') return openSqlite(url);
-  if (dialect === 'postgres') return openPostgres(url);
-  if (dialect === 'mysql') return openMysql(url);
+  if (dialect === 'postgres') return openPostgres(url, tls);
+  if (dialect === 'mysql') return openMysql(url, tls);
   throw new EvpubError(ErrorCode.UNKNOWN_SCHEME, `poll connector: no SQL dialect for ${redact(url)}`);
 }
 
@@ -84,9 +92,9 @@ async function openSqlite(url: string): Promise<SqlDb> {
   };
 }
 
-async function openPostgres(url: string): Promise<SqlDb> {
+async function openPostgres(url: string, tls: SqlTls): Promise<SqlDb> {
   const pg = await loadDriver<typeof import('pg')>('pg', 'poll connector (PostgreSQL)');
-  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  const pool = new pg.Pool({ connectionString: url, max: 1, ...(tls ? { ssl: verifyServername(tls) } : {}) });
   pool.on('error', () => undefined); // an idle client's lost connection: the next query reconnects
   const quote = quoteWith('"');
   const db: SqlDb = {
@@ -108,12 +116,16 @@ async function openPostgres(url: string): Promise<SqlDb> {
   return db;
 }
 
-async function openMysql(url: string): Promise<SqlDb> {
+async function openMysql(url: string, tls: SqlTls): Promise<SqlDb> {
   const mysql = await loadDriver<typeof import('mysql2/promise')>('mysql2/promise', 'poll connector (MySQL)');
   const uri = url.replace(/^mariadb:/, 'mysql:');
   const pool = mysql.createPool({
     uri,
     connectionLimit: 1,
+    // verifyIdentity: mysql2 checks the host name only when asked.
+    ...(tls
+      ? { ssl: { ...tls, verifyIdentity: tls.rejectUnauthorized !== false } as import('mysql2').SslOptions }
+      : {}),
     supportBigNumbers: true,
     bigNumberStrings: false,
   });

@@ -7,7 +7,8 @@ import type { Client } from 'pg';
 import { toError } from '../../errors';
 import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
-import { tableOf, type PostgresSettings } from './settings';
+import type { Logger } from '../../logger';
+import { pgSsl, tableOf, type PostgresSettings } from './settings';
 import { connectAdmin } from './slot-admin';
 
 interface ServerFacts {
@@ -23,10 +24,16 @@ interface ServerFacts {
 export async function checkPostgres(
   settings: PostgresSettings,
   models: readonly { name: string; settings: Settings }[],
+  logger?: Logger,
 ): Promise<SourceCheck[]> {
   let client: Client;
   try {
-    client = await connectAdmin(settings.url, settings.displayUrl, settings.connectTimeout);
+    client = await connectAdmin(
+      settings.url,
+      settings.displayUrl,
+      settings.connectTimeout,
+      pgSsl(settings, logger),
+    );
   } catch (err) {
     return [
       {

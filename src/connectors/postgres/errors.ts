@@ -3,6 +3,7 @@
  * error is kept as `cause`; messages carry the redacted URL, never credentials.
  */
 import { ErrorCode, EvpubError, toError } from '../../errors';
+import { tlsFailure } from '../../util/tls';
 
 /** A pg error's SQLSTATE, when it has one. */
 export function sqlState(err: unknown): string | undefined {
@@ -50,9 +51,14 @@ export const fixes = {
     ),
 };
 
-/** A failure while connecting or querying: retriable unless it is about rights. */
+/**
+ * A failure while connecting or querying: retriable unless it is about rights or TLS (a
+ * certificate evpub does not trust, an expired one, a wrong host name: EVPUB_TLS_FAILED).
+ */
 export function sourceError(what: string, err: unknown, displayUrl: string): EvpubError {
   if (err instanceof EvpubError) return err;
+  const tls = tlsFailure(err, displayUrl);
+  if (tls) return tls;
   const e = toError(err);
   const state = sqlState(err);
   if (state === '28000' || state === '28P01' || state === '42501') {

@@ -60,7 +60,8 @@ import {
 } from './position';
 import { Lifecycle } from '../kit/lifecycle';
 import { SettingsReader } from '../kit/settings';
-import { parsePostgresSettings, snapshotMode, tableOf, type PostgresSettings } from './settings';
+import { parsePostgresSettings, pgSsl, snapshotMode, tableOf, type PostgresSettings } from './settings';
+import type { ConnectionOptions } from 'node:tls';
 import {
   ArrayTypes,
   checkServer,
@@ -86,7 +87,7 @@ import { drainUnlessStopped } from '../kit/waits';
 export { parsePostgresSettings, POSTGRES_SETTING_KEYS } from './settings';
 export { listSlots, dropSlot, connectAdmin, currentLsn, type SlotState } from './slot-admin';
 export { formatLsn, resnapshotPosition } from './position';
-export { defaultName } from './settings';
+export { defaultName, pgSsl } from './settings';
 
 interface ModelState {
   name: string;
@@ -157,6 +158,8 @@ export class PostgresConnector implements EventConnector {
   private adminClient: Client | undefined;
   /** Settles when the admin connection's current call is done (see withAdmin). */
   private adminTurn: Promise<unknown> = Promise.resolve();
+  /** pg's `ssl` option, loaded once from the `tls` setting (see ssl()). */
+  private loadedSsl: { value: ConnectionOptions | undefined } | undefined;
   private stream: ReplicationStream | undefined;
   private protoVersion: 1 | 2 = 1;
   private tx: Tx | undefined;
@@ -232,11 +235,18 @@ export class PostgresConnector implements EventConnector {
     return this.stopper.signal.aborted;
   }
 
+  /** The `tls` setting as pg's `ssl` option, read once (a file that cannot be read: CONFIG_INVALID). */
+  private ssl(): ConnectionOptions | undefined {
+    this.loadedSsl ??= { value: pgSsl(this.settings, this.logger) };
+    return this.loadedSsl.value;
+  }
+
   private async admin(): Promise<Client> {
     this.adminClient ??= await connectAdmin(
       this.settings.url,
       this.settings.displayUrl,
       this.settings.connectTimeout,
+      this.ssl(),
     );
     return this.adminClient;
   }
@@ -357,6 +367,7 @@ export class PostgresConnector implements EventConnector {
   private async connect(): Promise<void> {
     const stream = new ReplicationStream({
       settings: this.settings,
+      ssl: this.ssl(),
       protoVersion: this.protoVersion,
       logger: this.logger,
       onMessage: (msg) => this.handle(msg),
@@ -816,7 +827,7 @@ export class PostgresConnector implements EventConnector {
   check(
     models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
   ): Promise<SourceCheck[]> {
-    return checkPostgres(this.settings, models);
+    return checkPostgres(this.settings, models, this.logger);
   }
 
   health(): ConnectorHealth {

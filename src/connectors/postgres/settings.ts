@@ -20,11 +20,19 @@
  * - `statusInterval`: ms between standby status updates and slot lag reports (default 10000).
  * - `reconnectDelay` / `maxReconnectDelay`: back-off after a lost connection (1000 / 30000 ms).
  * - `connectTimeout`: ms to connect (default 10000).
+ * - `tls`: `{ ca, cert, key, passphrase, servername, rejectUnauthorized }` (src/util/tls.ts), for
+ *   every connection of the datasource (replication, admin, the metrics slot probe, the CLI).
+ *   A client certificate with a `hostssl ... cert` rule authenticates as its common name. The
+ *   URL's `sslmode` / `sslrootcert`... keep working when `tls` is not given; both at once is an
+ *   error (one place decides).
  *
  * Model settings (`models.<name>.settings`): `table` (`schema.table` or `table`, default the
  * model's name in `public`), `snapshot` (`initial` / `never`).
  */
 import { redact } from '../../errors';
+import type { Logger } from '../../logger';
+import type { ConnectionOptions } from 'node:tls';
+import { loadTls, parseTls, verifyServername, type TlsSettings } from '../../util/tls';
 import { SettingsReader, type Settings } from '../kit/settings';
 
 export type SnapshotMode = 'initial' | 'never';
@@ -41,6 +49,10 @@ export interface PostgresSettings {
   reconnectDelay: number;
   maxReconnectDelay: number;
   connectTimeout: number;
+  /** The `tls` setting, validated (undefined: the URL decides, e.g. `sslmode`). */
+  tls: TlsSettings | undefined;
+  /** Where `tls` sits in the configuration (`datasources.shop.tls`), for messages. */
+  tlsPath: string;
 }
 
 export interface TableRef {
@@ -59,7 +71,11 @@ export const POSTGRES_SETTING_KEYS = [
   'reconnectDelay',
   'maxReconnectDelay',
   'connectTimeout',
+  'tls',
 ] as const;
+
+/** Query parameters of a PostgreSQL URL by which the URL itself asks for TLS. */
+const URL_SSL_PARAMS = ['ssl', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslnegotiation'];
 
 const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
 
@@ -120,6 +136,17 @@ export function parsePostgresSettings(datasource: string, settings: Settings): P
     ...PART_KEYS,
   ]);
   const url = urlOf(r);
+  const tls = parseTls(r.raw('tls'), r.path('tls'));
+  if (tls !== undefined) {
+    const params = new URL(url).searchParams;
+    const inUrl = URL_SSL_PARAMS.find((p) => params.has(p));
+    if (inUrl !== undefined) {
+      throw r.invalid(
+        'tls',
+        `cannot be given with "${inUrl}" in the url: remove ${inUrl} from the url (tls turns TLS on) or remove tls`,
+      );
+    }
+  }
   const { reconnectDelay, maxReconnectDelay } = r.reconnect({
     reconnectDelay: 1_000,
     maxReconnectDelay: 30_000,
@@ -136,7 +163,20 @@ export function parsePostgresSettings(datasource: string, settings: Settings): P
     reconnectDelay,
     maxReconnectDelay,
     connectTimeout: r.int('connectTimeout', 10_000, 1),
+    tls,
+    tlsPath: r.path('tls'),
   };
+}
+
+/**
+ * pg's `ssl` option for the datasource's connections, from its `tls` setting (reads the
+ * certificate files; warns when verification is off): undefined when `tls` is not set (the
+ * URL's `sslmode`, if any, decides).
+ */
+export function pgSsl(settings: PostgresSettings, logger?: Logger): ConnectionOptions | undefined {
+  if (settings.tls === undefined) return undefined;
+  // pg sends the URL's host name as servername: a `servername` setting is checked instead.
+  return verifyServername(loadTls(settings.tls, settings.tlsPath, { endpoint: settings.displayUrl, logger }));
 }
 
 /** The model keys this connector reads. */

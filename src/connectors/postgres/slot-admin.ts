@@ -4,6 +4,7 @@
  * what `evpub slots list|drop` show and remove.
  */
 import { Client } from 'pg';
+import type { ConnectionOptions } from 'node:tls';
 import { ErrorCode, EvpubError } from '../../errors';
 import { fixes, sourceError, sqlState } from './errors';
 import { parseLsn, type Lsn } from './position';
@@ -15,9 +16,19 @@ export const HEARTBEAT_PREFIX = 'evpub-heartbeat';
 /** Every text value comes back as received: the connector decodes them itself (types.ts). */
 export const RAW_TEXT = { getTypeParser: () => (value: string) => value };
 
-export async function connectAdmin(url: string, displayUrl: string, connectTimeout: number): Promise<Client> {
+/**
+ * An ordinary connection; `ssl` is the datasource's `tls` setting loaded (`pgSsl`), undefined
+ * when the URL decides.
+ */
+export async function connectAdmin(
+  url: string,
+  displayUrl: string,
+  connectTimeout: number,
+  ssl?: ConnectionOptions,
+): Promise<Client> {
   const client = new Client({
     connectionString: url,
+    ...(ssl ? { ssl } : {}),
     options: SESSION_OPTIONS,
     connectionTimeoutMillis: connectTimeout,
     application_name: 'evpub',

@@ -25,6 +25,7 @@ import type { Logger } from '../../logger';
 import { fixes, sourceError, sqlState } from './errors';
 import { formatLsn, type Lsn } from './position';
 import { SESSION_OPTIONS, type PostgresSettings } from './settings';
+import type { ConnectionOptions } from 'node:tls';
 
 /** pgoutput with the values left as text. */
 class TextPgoutputPlugin extends PgoutputPlugin {
@@ -37,6 +38,8 @@ class TextPgoutputPlugin extends PgoutputPlugin {
 
 export interface StreamOptions {
   settings: PostgresSettings;
+  /** pg's `ssl` option (the datasource's `tls`, loaded), undefined when the URL decides. */
+  ssl: ConnectionOptions | undefined;
   protoVersion: 1 | 2;
   logger: Logger;
   /** Handles one message; returns a promise only when the next message must wait for it. */
@@ -63,6 +66,7 @@ export class ReplicationStream {
     this.service = new LogicalReplicationService(
       {
         connectionString: o.settings.url,
+        ...(o.ssl ? { ssl: o.ssl } : {}),
         options: SESSION_OPTIONS,
         connectionTimeoutMillis: o.settings.connectTimeout,
         application_name: 'evpub',

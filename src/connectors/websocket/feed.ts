@@ -3,7 +3,7 @@
  *
  * Protocol:
  * 1. `open()` connects (retrying with back-off until `connectTimeout` has passed; an HTTP 401
- *    or 403 answer to the upgrade is AUTH_FAILED at once), sends the subscribe messages, and
+ *    or 403 answer to the upgrade is AUTH_FAILED at once, a TLS failure TLS_FAILED), sends the subscribe messages, and
  *    resolves. In resume mode the URL carries `?<param>=<cursor>`: the checkpoint for
  *    `{ after }`, `resume.beginning` (if set) for `'beginning'`, nothing for `'now'`.
  * 2. Every text or binary frame is one JSON message, queued and handled in arrival order:
@@ -15,7 +15,7 @@
  * 4. A lost connection reconnects with back-off (reconnectDelay doubling to maxReconnectDelay),
  *    in resume mode from the cursor of the last message handled (pushed, or skipped as not the
  *    model's); without resume, messages sent while disconnected are lost unless the server
- *    replays them. 401/403 on a reconnect is fatal: `sink.fail()`.
+ *    replays them. 401/403 or a TLS failure on a reconnect is fatal: `sink.fail()`.
  * 5. A message that is not JSON or has no key follows `onMalformed`: `skip` (the default) hands
  *    it to `sink.deadLetter()` with its reason and its cursor as position (in resume mode), so
  *    it reaches the dead-letter topic and is committed in turn; `raw` pushes it as an event;
@@ -29,6 +29,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ChangeEvent, Position, StartFrom } from '../../events/change-event';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
+import { tlsFailure } from '../../util/tls';
 import type { ChangeSink } from '../contract';
 import {
   keyText,
@@ -142,6 +143,7 @@ export class WsFeed {
         headers: s.headers,
         handshakeTimeout: timeout,
         maxPayload: s.maxPayload,
+        ...s.ssl,
       });
       // Listening at once: frames that came with the upgrade answer are emitted right after 'open'.
       ws.on('message', (data) => this.onMessage(data));
@@ -178,6 +180,8 @@ export class WsFeed {
           );
         } else if (this.stopped) {
           reject(new EvpubError(ErrorCode.CLIENT_CLOSED, 'connector stopped', { context: where }));
+        } else if (status === undefined && tlsFailure(err, s.displayUrl)) {
+          reject(tlsFailure(err, s.displayUrl) ?? err);
         } else {
           const why = status === undefined ? err.message : `the server answered HTTP ${status}`;
           reject(
@@ -250,7 +254,7 @@ export class WsFeed {
         return;
       } catch (err) {
         if (this.stopped) return;
-        if (isEvpubError(err, ErrorCode.AUTH_FAILED)) {
+        if (isEvpubError(err, ErrorCode.AUTH_FAILED) || isEvpubError(err, ErrorCode.TLS_FAILED)) {
           this.state = 'failed';
           this.o.sink.fail(this.o.name, err);
           return;

@@ -21,6 +21,7 @@ import type {
 import { WsFeed } from './feed';
 import { parseWebSocketModel, parseWebSocketSettings, type WebSocketSettings } from './settings';
 import { connectorInitializer } from '../kit/initialize';
+import { loadTls } from '../../util/tls';
 import { FeedSet } from '../kit/feed-set';
 
 export { parseWebSocketSettings, WEBSOCKET_SETTING_KEYS } from './settings';
@@ -33,12 +34,21 @@ export class WebSocketConnector implements EventConnector {
   private readonly feeds: FeedSet<WsFeed>;
 
   constructor(private readonly dataSource: DataSourceLike) {
-    this.settings = parseWebSocketSettings(dataSource.settings, dataSource.name);
-    this.resumable = this.settings.resume !== undefined;
+    const settings = parseWebSocketSettings(dataSource.settings, dataSource.name);
+    this.resumable = settings.resume !== undefined;
     this.logger = (dataSource.logger ?? defaultLogger()).child({
       component: 'websocket',
       datasource: dataSource.name,
     });
+    this.settings = settings.tls
+      ? {
+          ...settings,
+          ssl: loadTls(settings.tls, settings.tlsPath, {
+            endpoint: settings.displayUrl,
+            logger: this.logger,
+          }),
+        }
+      : settings;
     this.feeds = new FeedSet(this.name, dataSource.name);
   }
 

@@ -5,11 +5,13 @@
  * Datasource: `url` (ws:// or wss://, required), `headers`, `subscribe`, `resume`
  * (`{ param, beginning? }`: the server resumes after a cursor given as `?<param>=<cursor>`),
  * `connectTimeout`, `reconnectDelay`, `maxReconnectDelay`, `pingInterval`, `pingTimeout`,
- * `maxPayload`, and default mapping settings for every model (kit/json-mapping.ts, plus
+ * `maxPayload`, `tls` (`{ ca, cert, key, passphrase, servername, rejectUnauthorized }` for a
+ * wss:// server, src/util/tls.ts), and default mapping settings for every model (kit/json-mapping.ts, plus
  * `cursorPath`). Model: `subscribe`, `cursorPath` and the mapping settings, which override the
  * datasource's.
  */
 import { redact } from '../../errors';
+import { parseTls, type LoadedTls, type TlsSettings } from '../../util/tls';
 import {
   MAPPING_KEYS,
   parseMapping,
@@ -36,6 +38,10 @@ export interface WebSocketSettings {
   maxPayload: number;
   /** The raw settings, for the per-model defaults. */
   defaults: Readonly<Record<string, unknown>>;
+  /** The `tls` setting, validated, and where it sits; `ssl` is it loaded (by the connector). */
+  tls: TlsSettings | undefined;
+  tlsPath: string;
+  ssl?: LoadedTls;
 }
 
 export interface WebSocketModelSettings {
@@ -57,6 +63,7 @@ export const WEBSOCKET_SETTING_KEYS = [
   'pingInterval',
   'pingTimeout',
   'maxPayload',
+  'tls',
   ...MODEL_KEYS,
 ] as const;
 
@@ -124,6 +131,8 @@ export function parseWebSocketSettings(settings: Settings, name: string): WebSoc
     pingTimeout: r.int('pingTimeout', 10_000),
     maxPayload: r.int('maxPayload', 100 * 1024 * 1024),
     defaults: settings,
+    tls: parseTls(r.raw('tls'), r.path('tls')),
+    tlsPath: r.path('tls'),
   };
 }
 

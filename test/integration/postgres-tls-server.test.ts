@@ -1,0 +1,97 @@
+/**
+ * PostgreSQL TLS failures on the server's side, on a private cluster whose certificate the test
+ * swaps (test/helpers/postgres-server.ts `serverCert`): an expired certificate and one for
+ * another host name each fail start() with TLS_FAILED naming the endpoint and the reason, at
+ * once (not retried), and without the password; `tls.servername` accepts the other name.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { initialize, type PostgresConnector } from '../../src/connectors/postgres/index';
+import { ErrorCode, EvpubError } from '../../src/errors';
+import { createLogger } from '../../src/logger';
+import { RecordingSink } from '../conformance/connector.suite';
+import { makePki, type Pki } from '../helpers/certs';
+import { sql } from '../helpers/postgres';
+import { privatePostgres, type PrivatePostgres } from '../helpers/postgres-server';
+import { uniqueName } from '../helpers/services';
+
+const PASSWORD = 'pw-Secr3t-server';
+let pki: Pki;
+let pg: PrivatePostgres;
+const cleanup: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  pki = makePki();
+  pg = await privatePostgres({
+    tls: { cert: pki.server.cert, key: pki.server.key, ca: pki.ca },
+    hba: ['hostssl all evpub_pw 127.0.0.1/32 scram-sha-256'],
+  });
+  await sql(`CREATE ROLE evpub_pw LOGIN REPLICATION PASSWORD '${PASSWORD}'`, [], pg.url);
+  await sql('CREATE TABLE orders (id text PRIMARY KEY, total int)', [], pg.url);
+  await sql('GRANT SELECT ON orders TO evpub_pw', [], pg.url);
+  await sql('CREATE PUBLICATION evpub_orders FOR TABLE orders', [], pg.url);
+}, 60_000);
+afterAll(async () => {
+  await pg?.close();
+  pki?.remove();
+});
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+});
+
+const url = (host = '127.0.0.1'): string => `postgres://evpub_pw:${PASSWORD}@${host}:${pg.port}/postgres`;
+
+async function start(tls: Record<string, unknown>, host?: string): Promise<EvpubError | PostgresConnector> {
+  const dataSource = {
+    name: 'shop',
+    settings: {
+      url: url(host),
+      tls,
+      publication: 'evpub_orders',
+      slot: uniqueName('slot'),
+      reconnectDelay: 30_000,
+      maxReconnectDelay: 30_000,
+    },
+    logger: createLogger({ level: 'silent' }),
+    connector: undefined as unknown,
+  };
+  await initialize(dataSource);
+  const c = dataSource.connector as PostgresConnector;
+  cleanup.push(() => c.stop());
+  return c.start({ models: [{ name: 'orders', settings: {}, from: 'now' }], sink: new RecordingSink() }).then(
+    () => c,
+    (e: unknown) => e as EvpubError,
+  );
+}
+
+function expectTlsFailure(err: EvpubError | PostgresConnector, reason: RegExp, host = '127.0.0.1'): void {
+  expect(err).toBeInstanceOf(EvpubError);
+  const e = err as EvpubError;
+  expect(e.code).toBe(ErrorCode.TLS_FAILED);
+  expect(e.retriable).toBe(false);
+  expect(e.message).toContain(`TLS with postgres://evpub_pw:***@${host}:${pg.port}/postgres failed`);
+  expect(e.message).toMatch(reason);
+  expect(e.message).not.toContain(PASSWORD);
+}
+
+describe('postgres TLS: the server certificate', () => {
+  it('an expired server certificate fails start with TLS_FAILED', async () => {
+    await pg.serverCert(pki.expired);
+    expectTlsFailure(await start({ ca: pki.ca }), /certificate has expired \(CERT_HAS_EXPIRED\)/);
+  });
+
+  it('a certificate for another host name fails with TLS_FAILED; tls.servername set to that name connects', async () => {
+    await pg.serverCert(pki.wrongHost);
+    expectTlsFailure(
+      await start({ ca: pki.ca }),
+      /not for this host name \(ERR_TLS_CERT_ALTNAME_INVALID\).*tls\.servername/,
+    );
+    // By IP address and by host name (pg sends the host name as SNI; servername is still checked).
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const ok = await start({ ca: pki.ca, servername: 'elsewhere.example' }, host);
+      expect(ok).not.toBeInstanceOf(EvpubError);
+      await (ok as PostgresConnector).stop();
+      await sql('SELECT pg_drop_replication_slot($1)', [(ok as PostgresConnector).settings.slot], pg.url);
+    }
+    expectTlsFailure(await start({ ca: pki.ca }, 'localhost'), /ERR_TLS_CERT_ALTNAME_INVALID/, 'localhost');
+  });
+});
