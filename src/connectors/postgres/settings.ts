@@ -26,6 +26,7 @@
  */
 import { redact } from '../../errors';
 import { SettingsReader, type Settings } from '../kit/settings';
+import { checkName, SLOT_NAME, SLOT_RULE } from '../kit/sql-names';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -61,15 +62,11 @@ export const POSTGRES_SETTING_KEYS = [
   'connectTimeout',
 ] as const;
 
-const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
-
+/** A slot or publication name: PostgreSQL's slot rule for both (`[a-z0-9_]`, at most 63). */
 function ident(r: SettingsReader, key: string, fallback: string): string {
   const value = r.raw(key) ?? fallback;
-  if (typeof value !== 'string' || !IDENT.test(value)) {
-    throw r.invalid(
-      key,
-      `must be a lower-case identifier of at most 63 characters (got ${JSON.stringify(value)})`,
-    );
+  if (typeof value !== 'string' || !SLOT_NAME.test(value)) {
+    throw r.invalid(key, `${SLOT_RULE} (got ${JSON.stringify(value)})`);
   }
   return value;
 }
@@ -142,7 +139,10 @@ export function parsePostgresSettings(datasource: string, settings: Settings): P
 /** The model keys this connector reads. */
 export const POSTGRES_MODEL_KEYS = ['table', 'snapshot'] as const;
 
-/** The model's table: `settings.table` (`schema.table` or `table`), else the model's name in `public`. */
+/**
+ * The model's table: `settings.table` (`schema.table` or `table`), else the model's name in
+ * `public`. Each part is checked against the name rule (kit/sql-names.ts), 63 characters.
+ */
 export function tableOf(model: string, settings: Settings): TableRef {
   const r = SettingsReader.forModel(model, settings).closed(POSTGRES_MODEL_KEYS);
   const value = r.raw('table') ?? model;
@@ -150,9 +150,14 @@ export function tableOf(model: string, settings: Settings): TableRef {
     throw r.invalid('table', `must be "schema.table" or "table" (got ${JSON.stringify(value)})`);
   }
   const dot = value.indexOf('.');
-  return dot < 0
-    ? { schema: 'public', table: value }
-    : { schema: value.slice(0, dot), table: value.slice(dot + 1) };
+  const ref =
+    dot < 0
+      ? { schema: 'public', table: value }
+      : { schema: value.slice(0, dot), table: value.slice(dot + 1) };
+  const defaulted = !r.has('table');
+  checkName(r, 'table', ref.schema, { max: 63, what: `the schema ${JSON.stringify(ref.schema)}`, defaulted });
+  checkName(r, 'table', ref.table, { max: 63, what: JSON.stringify(value), defaulted });
+  return ref;
 }
 
 /** `"schema"."table"`, quoted for SQL. */
