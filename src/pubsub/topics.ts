@@ -11,7 +11,8 @@
  *
  * - `identity` (MQTT, Redis, memory): the topic is the channel name as it is.
  * - `dotted` (NATS subjects, AMQP topic-exchange routing keys): each level is percent-encoded
- *   for the characters `%`, `.`, `*`, `>`, `#`, whitespace and control characters, an empty
+ *   for the characters `%`, `.`, `*`, `>`, `#`, whitespace and control characters (`%2E`;
+ *   `%u2028` for whitespace beyond U+00FF), an empty
  *   level becomes `%` alone (a lone `%` never results from encoding), and levels are joined with
  *   `.`. Wildcards: `+` becomes `*`; `#` becomes `>` (NATS) or `#` (AMQP).
  * - `kafka`: levels joined with `.`; a level may only hold `[A-Za-z0-9_-]` (Kafka's own legal
@@ -84,15 +85,20 @@ const DOTTED_ESCAPE = /[%.*>#\s\u0000-\u001f\u007f]/g;
 
 function encodeLevel(level: string): string {
   if (level === '') return '%';
-  return level.replace(
-    DOTTED_ESCAPE,
-    (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'),
-  );
+  return level.replace(DOTTED_ESCAPE, (c) => {
+    const code = c.charCodeAt(0);
+    // Whitespace beyond Latin-1 (U+2028, U+3000...) takes four hex digits: `%u2028`.
+    return code > 0xff
+      ? '%u' + code.toString(16).toUpperCase().padStart(4, '0')
+      : '%' + code.toString(16).toUpperCase().padStart(2, '0');
+  });
 }
 
 function decodeLevel(token: string): string {
   if (token === '%') return '';
-  return token.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return token.replace(/%(?:u([0-9A-F]{4})|([0-9A-F]{2}))/g, (_, wide?: string, byte?: string) =>
+    String.fromCharCode(parseInt((wide ?? byte)!, 16)),
+  );
 }
 
 /** Topic → dotted name (`/v1/a.b` → `%.v1.a%2Eb`). */
@@ -125,7 +131,13 @@ const KAFKA_LEVEL = /^[A-Za-z0-9_-]*$/;
 export function toKafka(topic: string): string {
   const levels = topic.split('/');
   const name = levels.join('.');
-  if (!levels.every((l) => KAFKA_LEVEL.test(l)) || name.length > 249 || name === '.' || name === '..') {
+  if (
+    !levels.every((l) => KAFKA_LEVEL.test(l)) ||
+    name.length > 249 ||
+    name === '' ||
+    name === '.' ||
+    name === '..'
+  ) {
     throw invalid(topic, KAFKA_RULE);
   }
   return name;
