@@ -40,6 +40,7 @@
 import { Webhook } from 'standardwebhooks';
 import type { Operation } from '../../events/change-event';
 import { parseTls, type TlsSettings } from '../../util/tls';
+export { isLoopback } from '../../util/loopback';
 import { compilePath, type JsonPath } from '../kit/json-path';
 import { SettingsReader, type Settings } from '../kit/settings';
 import type { HmacAuth, WebhookAuth } from './auth';
@@ -250,10 +251,4 @@ export function parseWebhookModel(
     authSetting: r.path(r.has('signature') ? 'signature' : 'auth'),
     rateLimit: parseRateLimit(r),
   };
-}
-
-/** Is `host` an address only this machine can reach? */
-export function isLoopback(host: string): boolean {
-  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^(::ffff:)?127\.\d+\.\d+\.\d+$/.test(h);
 }
