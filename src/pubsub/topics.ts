@@ -39,7 +39,33 @@ export function assertTopic(topic: unknown): asserts topic is string {
     throw invalid(topic, 'wildcards "+" and "#" are only allowed in subscription patterns');
   }
   if (topic.includes('\u0000')) throw invalid(topic, 'a topic must not contain NUL');
+  if (LONE_SURROGATE.test(topic)) {
+    throw invalid(
+      topic,
+      'a topic must be valid Unicode (it holds a lone surrogate, which UTF-8 cannot carry)',
+    );
+  }
   if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) throw invalid(topic, `at most ${MAX_TOPIC_BYTES} bytes`);
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * What MQTT brokers refuse in a topic by dropping the connection (Mosquitto: control
+ * characters and Unicode noncharacters): the MQTT adapter refuses it first, as INVALID_TOPIC.
+ */
+const MQTT_REFUSED =
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+  /[\u0001-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/;
+
+/** Throws INVALID_TOPIC when an MQTT broker would refuse `topic` (see MQTT_REFUSED). */
+export function assertMqttTopic(topic: string): void {
+  if (MQTT_REFUSED.test(topic)) {
+    throw invalid(
+      topic,
+      'MQTT topics may not hold control characters or Unicode noncharacters (topic templates percent-encode them in values)',
+    );
+  }
 }
 
 /** Throws an INVALID_TOPIC error unless `pattern` is a valid subscription pattern. */
