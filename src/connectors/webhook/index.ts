@@ -22,8 +22,8 @@
  *    standard-webhooks) both copies carry the same event id.
  *
  * `start()` refuses (CONFIG_INVALID naming the model's `auth`) to listen on an address other
- * than loopback for an endpoint with no auth, unless `auth: 'none'` or client certificates
- * (`tls.ca`) are configured.
+ * than loopback for an endpoint with no auth, unless `auth: 'none'` or required client
+ * certificates (`tls.ca`) are configured.
  *
  * Not resumable: a position means something only inside this process (the counter restarts
  * at 1), and nothing is lost by a restart that the sender does not retry. The checkpoint
@@ -211,7 +211,9 @@ export class WebhookConnector implements EventConnector {
 
   /** An endpoint anyone on the network can reach needs authentication, or `auth: 'none'`. */
   private checkExposure(s: WebhookModelSettings): void {
-    if (s.auth !== undefined || isLoopback(this.settings.host) || this.settings.tls?.ca !== undefined) return;
+    const tls = this.settings.tls;
+    const clientCerts = tls?.ca !== undefined && tls.rejectUnauthorized !== false;
+    if (s.auth !== undefined || isLoopback(this.settings.host) || clientCerts) return;
     throw new EvpubError(
       ErrorCode.CONFIG_INVALID,
       `${s.authSetting}: the endpoint ${s.route} would listen on ${this.settings.host}, which is not loopback, ` +
