@@ -242,8 +242,13 @@ export class WebhookConnector implements EventConnector {
         return void reply.code(401).send({ error: 'unauthorized' });
       }
     }
-    const answered = await this.accept(endpoint, req, reply, raw, claimed);
-    if (!answered && claimed !== undefined) endpoint.replays?.release(claimed);
+    let answered = false;
+    try {
+      answered = await this.accept(endpoint, req, reply, raw, claimed);
+    } finally {
+      // Not answered 202: the sender may retry with the same id.
+      if (!answered && claimed !== undefined) endpoint.replays?.release(claimed);
+    }
   }
 
   /** Parses and pushes an authenticated request; true when it was answered 202. */
