@@ -110,6 +110,22 @@ describe('webhook auth: standard-webhooks', () => {
   });
 });
 
+describe('webhook replay across a restart', () => {
+  it('is accepted by a new process (the ids were in memory) and carries the same event id', async () => {
+    const auth = { auth: { scheme: 'standard-webhooks', secret: SECRET } };
+    const headers = signed(order('again'));
+    const first = await hookApp(auth);
+    expect((await post(first.url, order('again'), headers)).status).toBe(202);
+    await waitFor(() => first.got.length === 1, 'the first copy');
+    await first.app.stop();
+    const second = await hookApp(auth);
+    expect((await post(second.url, order('again'), headers)).status).toBe(202);
+    await waitFor(() => second.got.length === 1, 'the replayed copy');
+    expect(second.got[0]!.json.id).toBe(first.got[0]!.json.id);
+    expect((await post(second.url, order('again'), headers)).status).toBe(401);
+  });
+});
+
 describe('webhook auth: hmac and token', () => {
   it('checks an HMAC header (auth scheme hmac) and a bearer token', async () => {
     const hmac = await hookApp({
