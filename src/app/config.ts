@@ -642,7 +642,12 @@ function parseFile(file: string): unknown {
         first,
       );
     }
-    return doc.toJS() as unknown;
+    try {
+      // An alias before its anchor, or too many aliases (a "billion laughs" file), throws here.
+      return doc.toJS() as unknown;
+    } catch (err) {
+      throw fail(`${file}: not valid YAML: ${toError(err).message}`, err);
+    }
   }
   if (ext === '.json') {
     try {

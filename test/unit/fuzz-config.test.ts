@@ -169,7 +169,16 @@ describe('loadConfig answers any file text', () => {
       fc.string({ maxLength: 40 }),
       fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
       nearConfig.map((v) => JSON.stringify(v)),
-      fc.constantFrom('{', 'a: [', 'datasources: 3', '---\n- x', '\u0000', '{"models": {"a": '),
+      fc.constantFrom(
+        '{',
+        'a: [',
+        'datasources: 3',
+        '---\n- x',
+        '\u0000',
+        '{"models": {"a": ',
+        '*!', // an alias before its anchor
+        'a: &a [x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      ),
     );
     fc.assert(
       fc.property(text, fc.constantFrom('evpub.config.json', 'evpub.config.yaml'), (content, name) => {
