@@ -26,6 +26,7 @@ import { assertTopic } from '../pubsub/topics';
 import type { EvpubConfig } from './config-types';
 import type { HttpConfig } from './config-types';
 import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSchema } from './schema';
+import { isLoopback } from '../util/loopback';
 import { nearest } from '../util/nearest';
 import { parseTls } from '../util/tls';
 
@@ -506,11 +507,7 @@ export function httpDefaults(
   return out;
 }
 
-/** True for an address only this machine reaches: 127.0.0.0/8, ::1, localhost. */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
-}
+export { isLoopback };
 
 /** What the schema cannot say about `http`: no token is only allowed on loopback. */
 export function httpProblems(http: HttpConfig): Problem[] {
@@ -666,7 +663,12 @@ function parseFile(file: string): unknown {
         first,
       );
     }
-    return doc.toJS() as unknown;
+    try {
+      // An alias before its anchor, or too many aliases (a "billion laughs" file), throws here.
+      return doc.toJS() as unknown;
+    } catch (err) {
+      throw fail(`${file}: not valid YAML: ${toError(err).message}`, err);
+    }
   }
   if (ext === '.json') {
     try {

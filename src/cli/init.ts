@@ -59,7 +59,8 @@ const TEMPLATES: Record<string, { datasource: string; model: string }> = {
     connector: webhook
     port: 8080
     host: 127.0.0.1
-    basePath: /hooks`,
+    basePath: /hooks
+    # auth: { scheme: standard-webhooks, secret: '\${WEBHOOK_SECRET}' }  # required on a host other than loopback`,
     model: `    settings:
       keyPath: id`,
   },

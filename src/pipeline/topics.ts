@@ -3,8 +3,12 @@
  * literal text (`/v1/subutest`, `cdc/{model}`, `{datasource}.{model}` ...).
  *
  * Placeholder values are escaped so that one value is always one topic level and never a
- * wildcard: `%` → `%25`, `/` → `%2F`, `+` → `%2B`, `#` → `%23`, NUL → `%00` (percent-encoding,
- * so `decodeURIComponent` gives the value back). A key `a/b` is published on `.../a%2Fb`.
+ * wildcard: `%` → `%25`, `/` → `%2F`, `+` → `%2B`, `#` → `%23`, NUL → `%00`; and so that every
+ * broker takes the topic as it is: control characters (`\t` → `%09`, U+0085 → `%C2%85`) and
+ * Unicode noncharacters (U+FFFE → `%EF%BF%BE`), which MQTT brokers refuse by dropping the
+ * connection. This is percent-encoding of UTF-8, so `decodeURIComponent` gives the value back;
+ * a lone surrogate (no UTF-8 exists for it) becomes `%EF%BF%BD` (U+FFFD), the one lossy case
+ * (the payload keeps the exact key). A key `a/b` is published on `.../a%2Fb`.
  * Brokers with stricter names (Kafka: `[A-Za-z0-9_-]` only) reject what their rule cannot carry
  * with INVALID_TOPIC, and the publisher dead-letters that event.
  */
@@ -16,12 +20,24 @@ export const DEFAULT_TOPIC = '{datasource}/{model}/{op}';
 const PLACEHOLDERS = ['datasource', 'model', 'op', 'key'] as const;
 type Placeholder = (typeof PLACEHOLDERS)[number];
 
-// eslint-disable-next-line no-control-regex -- NUL must be escaped
-const ESCAPED = /[%/+#\u0000]/g;
+const ESCAPED = new RegExp(
+  [
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
+    /[%/+#\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]/.source,
+    // Noncharacters beyond the BMP (U+1FFFE, U+1FFFF ... U+10FFFF), as surrogate pairs.
+    /[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/
+      .source,
+    // Lone surrogates.
+    /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.source,
+  ].join('|'),
+  'g',
+);
 
-/** Escapes one placeholder value so it stays one level and holds no wildcard. */
+/** Escapes one placeholder value so it stays one level, holds no wildcard, and every broker takes it. */
 export function escapeLevel(value: string): string {
-  return value.replace(ESCAPED, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'));
+  return value.replace(ESCAPED, (c) =>
+    c.length === 1 && c >= '\ud800' && c <= '\udfff' ? '%EF%BF%BD' : encodeURIComponent(c),
+  );
 }
 
 export type TopicRenderer = (event: Pick<ChangeEvent, Placeholder>) => string;

@@ -11,7 +11,8 @@
  *
  * - `identity` (MQTT, Redis, memory): the topic is the channel name as it is.
  * - `dotted` (NATS subjects, AMQP topic-exchange routing keys): each level is percent-encoded
- *   for the characters `%`, `.`, `*`, `>`, `#`, whitespace and control characters, an empty
+ *   for the characters `%`, `.`, `*`, `>`, `#`, whitespace and control characters (`%2E`;
+ *   `%u2028` for whitespace beyond U+00FF), an empty
  *   level becomes `%` alone (a lone `%` never results from encoding), and levels are joined with
  *   `.`. Wildcards: `+` becomes `*`; `#` becomes `>` (NATS) or `#` (AMQP).
  * - `kafka`: levels joined with `.`; a level may only hold `[A-Za-z0-9_-]` (Kafka's own legal
@@ -38,7 +39,33 @@ export function assertTopic(topic: unknown): asserts topic is string {
     throw invalid(topic, 'wildcards "+" and "#" are only allowed in subscription patterns');
   }
   if (topic.includes('\u0000')) throw invalid(topic, 'a topic must not contain NUL');
+  if (LONE_SURROGATE.test(topic)) {
+    throw invalid(
+      topic,
+      'a topic must be valid Unicode (it holds a lone surrogate, which UTF-8 cannot carry)',
+    );
+  }
   if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) throw invalid(topic, `at most ${MAX_TOPIC_BYTES} bytes`);
+}
+
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * What MQTT brokers refuse in a topic by dropping the connection (Mosquitto: control
+ * characters and Unicode noncharacters): the MQTT adapter refuses it first, as INVALID_TOPIC.
+ */
+const MQTT_REFUSED =
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
+  /[\u0001-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/;
+
+/** Throws INVALID_TOPIC when an MQTT broker would refuse `topic` (see MQTT_REFUSED). */
+export function assertMqttTopic(topic: string): void {
+  if (MQTT_REFUSED.test(topic)) {
+    throw invalid(
+      topic,
+      'MQTT topics may not hold control characters or Unicode noncharacters (topic templates percent-encode them in values)',
+    );
+  }
 }
 
 /** Throws an INVALID_TOPIC error unless `pattern` is a valid subscription pattern. */
@@ -84,15 +111,20 @@ const DOTTED_ESCAPE = /[%.*>#\s\u0000-\u001f\u007f]/g;
 
 function encodeLevel(level: string): string {
   if (level === '') return '%';
-  return level.replace(
-    DOTTED_ESCAPE,
-    (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0'),
-  );
+  return level.replace(DOTTED_ESCAPE, (c) => {
+    const code = c.charCodeAt(0);
+    // Whitespace beyond Latin-1 (U+2028, U+3000...) takes four hex digits: `%u2028`.
+    return code > 0xff
+      ? '%u' + code.toString(16).toUpperCase().padStart(4, '0')
+      : '%' + code.toString(16).toUpperCase().padStart(2, '0');
+  });
 }
 
 function decodeLevel(token: string): string {
   if (token === '%') return '';
-  return token.replace(/%([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return token.replace(/%(?:u([0-9A-F]{4})|([0-9A-F]{2}))/g, (_, wide?: string, byte?: string) =>
+    String.fromCharCode(parseInt((wide ?? byte)!, 16)),
+  );
 }
 
 /** Topic → dotted name (`/v1/a.b` → `%.v1.a%2Eb`). */
@@ -125,7 +157,13 @@ const KAFKA_LEVEL = /^[A-Za-z0-9_-]*$/;
 export function toKafka(topic: string): string {
   const levels = topic.split('/');
   const name = levels.join('.');
-  if (!levels.every((l) => KAFKA_LEVEL.test(l)) || name.length > 249 || name === '.' || name === '..') {
+  if (
+    !levels.every((l) => KAFKA_LEVEL.test(l)) ||
+    name.length > 249 ||
+    name === '' ||
+    name === '.' ||
+    name === '..'
+  ) {
     throw invalid(topic, KAFKA_RULE);
   }
   return name;

@@ -79,7 +79,7 @@ connectorConformance({
   connector: async () => {
     const dataSource = {
       name: 'hooks',
-      settings: { port: 0 },
+      settings: { port: 0, rateLimit: false },
       logger: createLogger({ level: 'silent' }),
       connector: undefined as unknown,
     };

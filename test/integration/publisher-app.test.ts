@@ -81,7 +81,9 @@ describe('app with a registered connector', () => {
     expect(log.events.filter((e) => e.type === 'warning')).toHaveLength(1);
 
     scripted.emit('a', '1', { v: 1 });
-    scripted.emit('a', '2', { v: 10n }); // JSON cannot carry a BigInt: dead-lettered
+    const cyclic: Record<string, unknown> = { v: 2 };
+    cyclic.self = cyclic;
+    scripted.emit('a', '2', cyclic); // JSON cannot carry a cycle: dead-lettered
     scripted.emit('a', 'x'.repeat(70_000), { v: 3 }); // topic too long: dead-lettered
     scripted.emit('b', '1', { v: 1 });
     scripted.sink!.fail('b', new Error('slot dropped'));

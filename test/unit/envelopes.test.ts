@@ -62,9 +62,14 @@ describe('CloudEvents structured envelope', () => {
     expect((ce.data as unknown as { before: unknown }).before).toBeNull();
   });
 
-  it('a value JSON cannot carry is an encode error', () => {
-    const bad = { ...event, after: { n: 10n } };
-    expect(() => structuredEnvelope.encode(bad)).toThrow(/cannot be encoded/);
+  it('a value JSON cannot carry is an encode error; a BigInt is its decimal string', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(() => structuredEnvelope.encode({ ...event, after: cyclic })).toThrow(/cannot be encoded/);
+    const big = structuredEnvelope.encode({ ...event, after: { n: 2n ** 64n } });
+    expect(JSON.parse(big.payload.toString())).toMatchObject({
+      data: { after: { n: '18446744073709551616' } },
+    });
   });
 });
 

@@ -26,6 +26,7 @@ describe('webhook settings', () => {
       basePath: '/hooks',
       ackTimeout: 30000,
       retryAfter: 1,
+      tls: undefined,
     });
     const m = parseWebhookModel('orders', {}, {}, base);
     expect(m.route).toBe('/hooks/orders');
@@ -52,6 +53,7 @@ describe('webhook settings', () => {
   it('checks HMAC signatures: algorithm, prefix, encoding', () => {
     const body = Buffer.from('{"id":1}');
     const sig = {
+      scheme: 'hmac' as const,
       header: 'x-sig',
       secret: 's3',
       algorithm: 'sha1' as const,

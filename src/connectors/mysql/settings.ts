@@ -32,6 +32,7 @@ import { randomInt } from 'node:crypto';
 import { redact } from '../../errors';
 import type { Logger } from '../../logger';
 import { loadTls, parseTls, type LoadedTls, type TlsSettings } from '../../util/tls';
+import { checkName } from '../kit/sql-names';
 import { SettingsReader, settingsError, type Settings } from '../kit/settings';
 
 export type SnapshotMode = 'initial' | 'never';
@@ -141,6 +142,9 @@ export function parseMysqlSettings(settings: Settings, datasource: string): Mysq
         database: optionalString('database'),
       };
   if (url && r.has('database')) base.database = optionalString('database');
+  if (base.database !== undefined) {
+    checkName(r, r.has('database') ? 'database' : 'url', base.database, { max: MAX_NAME });
+  }
   const { reconnectDelay, maxReconnectDelay } = r.reconnect({
     reconnectDelay: 1_000,
     maxReconnectDelay: 30_000,
@@ -185,8 +189,12 @@ function signalSetting(r: SettingsReader, value: string | undefined): string {
   if (!/^[^.]+(\.[^.]+)?$/.test(value)) {
     throw r.invalid('signalTable', `must be "table" or "database.table" (got ${JSON.stringify(value)})`);
   }
+  for (const part of value.split('.')) checkName(r, 'signalTable', part, { max: MAX_NAME });
   return value;
 }
+
+/** MySQL's and MariaDB's longest database, table and column name. */
+const MAX_NAME = 64;
 
 /** The snapshot signal table (`signalTable`); CONFIG_INVALID when it names no database. */
 export function signalTableOf(settings: MysqlSettings, datasource: string): TableRef {
@@ -211,7 +219,11 @@ export function tableOf(model: string, modelSettings: Settings, settings: MysqlS
   if (database === '') {
     throw r.invalid('table', 'names no database: write "database.table", or set the datasource\'s database');
   }
-  return { database, table: dot >= 0 ? table.slice(dot + 1) : table };
+  const ref = { database, table: dot >= 0 ? table.slice(dot + 1) : table };
+  const key = dot < 0 && r.has('database') ? 'database' : 'table';
+  checkName(r, key, ref.database, { max: MAX_NAME, what: `the database ${JSON.stringify(ref.database)}` });
+  checkName(r, 'table', ref.table, { max: MAX_NAME, defaulted: !r.has('table') });
+  return ref;
 }
 
 /** mysql2 connection options for both the binlog stream and queries: values as strings. */

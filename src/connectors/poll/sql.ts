@@ -38,6 +38,7 @@ import {
 import { ErrorCode, EvpubError } from '../../errors';
 import { scalarString } from '../kit/json-path';
 import { SettingsReader, type Settings } from '../kit/settings';
+import { checkName } from '../kit/sql-names';
 import type { PollRound, PollSource } from './loop';
 import { jsonValue, type Row, type SqlDb } from './sql-dialects';
 
@@ -74,21 +75,36 @@ const NEW = '__evpub_new';
 
 export function parseSqlModel(model: string, settings: Settings): SqlModelSettings {
   const r = SettingsReader.forModel(model, settings);
-  const createdColumn = r.string('createdColumn');
-  const cursorColumn = r.string('cursorColumn');
+  const createdColumn = name(r, 'createdColumn');
+  const cursorColumn = name(r, 'cursorColumn');
   if (createdColumn && !cursorColumn) {
     throw r.invalid('createdColumn', 'needs cursorColumn (without it every row is a create)');
   }
   return {
-    table: r.string('table', model),
-    keyColumn: r.string('keyColumn', 'id'),
+    table: name(r, 'table', model),
+    keyColumn: name(r, 'keyColumn', 'id'),
     cursorColumn,
     createdColumn,
-    deletedColumn: r.string('deletedColumn'),
+    deletedColumn: name(r, 'deletedColumn'),
     defaultOp: r.op('defaultOp', 'update'),
     batchSize: r.int('batchSize', 500),
     interval: r.int('interval', 1000),
   };
+}
+
+/**
+ * A table or column setting: each dot-separated part follows the name rule (kit/sql-names.ts;
+ * 64 characters, the longest any of the three dialects takes).
+ */
+function name(r: SettingsReader, key: string, fallback: string): string;
+function name(r: SettingsReader, key: string): string | undefined;
+function name(r: SettingsReader, key: string, fallback?: string): string | undefined {
+  const value = fallback === undefined ? r.string(key) : r.string(key, fallback);
+  if (value === undefined) return undefined;
+  for (const part of value.split('.')) {
+    checkName(r, key, part, { max: 64, what: JSON.stringify(value), defaulted: !r.has(key) });
+  }
+  return value;
 }
 
 function isSet(value: unknown): boolean {

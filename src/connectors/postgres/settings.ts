@@ -34,6 +34,7 @@ import type { Logger } from '../../logger';
 import type { ConnectionOptions } from 'node:tls';
 import { loadTls, parseTls, verifyServername, type TlsSettings } from '../../util/tls';
 import { SettingsReader, type Settings } from '../kit/settings';
+import { checkName, SLOT_NAME, SLOT_RULE } from '../kit/sql-names';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -77,15 +78,11 @@ export const POSTGRES_SETTING_KEYS = [
 /** Query parameters of a PostgreSQL URL by which the URL itself asks for TLS. */
 const URL_SSL_PARAMS = ['ssl', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslnegotiation'];
 
-const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
-
+/** A slot or publication name: PostgreSQL's slot rule for both (`[a-z0-9_]`, at most 63). */
 function ident(r: SettingsReader, key: string, fallback: string): string {
   const value = r.raw(key) ?? fallback;
-  if (typeof value !== 'string' || !IDENT.test(value)) {
-    throw r.invalid(
-      key,
-      `must be a lower-case identifier of at most 63 characters (got ${JSON.stringify(value)})`,
-    );
+  if (typeof value !== 'string' || !SLOT_NAME.test(value)) {
+    throw r.invalid(key, `${SLOT_RULE} (got ${JSON.stringify(value)})`);
   }
   return value;
 }
@@ -182,7 +179,10 @@ export function pgSsl(settings: PostgresSettings, logger?: Logger): ConnectionOp
 /** The model keys this connector reads. */
 export const POSTGRES_MODEL_KEYS = ['table', 'snapshot'] as const;
 
-/** The model's table: `settings.table` (`schema.table` or `table`), else the model's name in `public`. */
+/**
+ * The model's table: `settings.table` (`schema.table` or `table`), else the model's name in
+ * `public`. Each part is checked against the name rule (kit/sql-names.ts), 63 characters.
+ */
 export function tableOf(model: string, settings: Settings): TableRef {
   const r = SettingsReader.forModel(model, settings).closed(POSTGRES_MODEL_KEYS);
   const value = r.raw('table') ?? model;
@@ -190,9 +190,14 @@ export function tableOf(model: string, settings: Settings): TableRef {
     throw r.invalid('table', `must be "schema.table" or "table" (got ${JSON.stringify(value)})`);
   }
   const dot = value.indexOf('.');
-  return dot < 0
-    ? { schema: 'public', table: value }
-    : { schema: value.slice(0, dot), table: value.slice(dot + 1) };
+  const ref =
+    dot < 0
+      ? { schema: 'public', table: value }
+      : { schema: value.slice(0, dot), table: value.slice(dot + 1) };
+  const defaulted = !r.has('table');
+  checkName(r, 'table', ref.schema, { max: 63, what: `the schema ${JSON.stringify(ref.schema)}`, defaulted });
+  checkName(r, 'table', ref.table, { max: 63, what: JSON.stringify(value), defaulted });
+  return ref;
 }
 
 /** `"schema"."table"`, quoted for SQL. */

@@ -1,27 +1,35 @@
 /**
- * The webhook connector (built-in `webhook`): an HTTP endpoint per model that third-party
- * systems POST events to (settings: settings.ts).
+ * The webhook connector (built-in `webhook`): an HTTP(S) endpoint per model that third-party
+ * systems POST events to (settings: settings.ts; who may post: auth.ts).
  *
  * Protocol of one request (POST {basePath}{path}):
- * 1. The body is read as bytes up to `bodyLimit` (larger: 413). With `signature`, the HMAC of
- *    those bytes is compared in constant time with the header (missing or wrong: 401). The
- *    body must be JSON (else 400) and hold a key at `keyPath` (else 400). Nothing of a refused
- *    request is published.
- * 2. While the publisher's window is full (a previous `push` returned false and `drain()` has
+ * 1. The endpoint's rate limit takes a token (none left: 429 with `Retry-After`).
+ * 2. The body is read as bytes up to `bodyLimit` (larger: 413). It is checked against the
+ *    endpoint's `auth` (auth.ts; failing: 401 with a body that says nothing more). With
+ *    standard-webhooks, the `webhook-id` is then claimed in the endpoint's ReplayGuard: an id
+ *    seen inside the tolerance window is a replay (401); the claim is released again when the
+ *    request is not answered 202, so the sender's retry is accepted. The body must be JSON (else
+ *    400) and hold a key at `keyPath` (else 400). Nothing of a refused request is published.
+ * 3. While the publisher's window is full (a previous `push` returned false and `drain()` has
  *    not resolved), the request is answered 503 with `Retry-After` and not pushed: the sender
  *    holds the backlog, not our memory.
- * 3. Otherwise the event gets the model's next position (1, 2, 3... within this process) and is
+ * 4. Otherwise the event gets the model's next position (1, 2, 3... within this process) and is
  *    pushed. The request waits: `commit(model, p)` with p ≥ its position means the broker
  *    accepted it (and every earlier one), and it is answered 202 `{ id, position }`. Without
  *    that within `ackTimeout` ms it is answered 503 + `Retry-After`: the sender retries, so
  *    delivery is at-least-once. The pipeline may still publish the timed-out event later, so a
- *    retry can duplicate it; with `idPath`/`idHeader` both copies carry the same event id.
+ *    retry can duplicate it; with `idPath`/`idHeader` (or the `webhook-id` of
+ *    standard-webhooks) both copies carry the same event id.
+ *
+ * `start()` refuses (CONFIG_INVALID naming the model's `auth`) to listen on an address other
+ * than loopback for an endpoint with no auth, unless `auth: 'none'` or required client
+ * certificates (`tls.ca`) are configured.
  *
  * Not resumable: a position means something only inside this process (the counter restarts
  * at 1), and nothing is lost by a restart that the sender does not retry. The checkpoint
  * store is used only as the pipeline's path to `commit()`.
  */
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ErrorCode, EvpubError, toError } from '../../errors';
@@ -37,17 +45,21 @@ import type {
   StartRequest,
 } from '../contract';
 import { getPath, scalarString } from '../kit/json-path';
+import { ReplayGuard, verify } from './auth';
+import { TokenBucket } from './rate-limit';
 import {
+  isLoopback,
   parseWebhookModel,
   parseWebhookSettings,
-  type SignatureSettings,
   type WebhookModelSettings,
   type WebhookSettings,
 } from './settings';
+import { loadTls } from '../../util/tls';
 import { connectorInitializer } from '../kit/initialize';
 import { Lifecycle } from '../kit/lifecycle';
 
 export { WEBHOOK_SETTING_KEYS } from './settings';
+export { signatureMatches } from './auth';
 
 interface Waiting {
   position: number;
@@ -61,17 +73,11 @@ interface Endpoint {
   lastPushed: Position | null;
   /** Requests waiting for their commit, in position order. */
   waiting: Waiting[];
+  bucket: TokenBucket | undefined;
+  replays: ReplayGuard | undefined;
 }
 
 const OPS: readonly Operation[] = ['create', 'update', 'delete'];
-
-/** Does the header value match the body's HMAC? Constant time over the digest bytes. */
-export function signatureMatches(sig: SignatureSettings, body: Buffer, header: string | undefined): boolean {
-  if (header === undefined || !header.startsWith(sig.prefix)) return false;
-  const given = Buffer.from(header.slice(sig.prefix.length).trim(), sig.encoding);
-  const expected = createHmac(sig.algorithm, sig.secret).update(body).digest();
-  return given.length === expected.length && timingSafeEqual(given, expected);
-}
 
 export class WebhookConnector implements EventConnector {
   readonly name = 'webhook';
@@ -103,25 +109,77 @@ export class WebhookConnector implements EventConnector {
     this.life.begin();
     this.sink = request.sink;
     const routes = new Set<string>();
-    for (const model of request.models) {
-      const settings = parseWebhookModel(model.name, model.settings, this.dataSource.settings, this.settings);
-      if (routes.has(settings.route)) {
-        throw new EvpubError(
-          ErrorCode.CONFIG_INVALID,
-          `webhook connector: models.${model.name}.path: ${settings.route} is already another model's path`,
+    try {
+      for (const model of request.models) {
+        const settings = parseWebhookModel(
+          model.name,
+          model.settings,
+          this.dataSource.settings,
+          this.settings,
         );
+        if (routes.has(settings.route)) {
+          throw new EvpubError(
+            ErrorCode.CONFIG_INVALID,
+            `webhook connector: models.${model.name}.path: ${settings.route} is already another model's path`,
+          );
+        }
+        this.checkExposure(settings);
+        routes.add(settings.route);
+        const auth = settings.auth;
+        this.endpoints.set(model.name, {
+          model: model.name,
+          settings,
+          next: 1,
+          lastPushed: null,
+          waiting: [],
+          bucket:
+            settings.rateLimit && new TokenBucket(settings.rateLimit.perSecond, settings.rateLimit.burst),
+          replays: auth?.scheme === 'standard-webhooks' ? new ReplayGuard(auth.replayCache) : undefined,
+        });
       }
-      routes.add(settings.route);
-      this.endpoints.set(model.name, { model: model.name, settings, next: 1, lastPushed: null, waiting: [] });
+    } catch (err) {
+      throw this.life.startFailed(err);
+    }
+    const tls = this.settings.tls;
+    let https: Record<string, unknown> | undefined;
+    if (tls) {
+      try {
+        const { rejectUnauthorized, ...loaded } = loadTls(tls, `datasources.${this.dataSource.name}.tls`, {
+          endpoint: `the webhook server of ${this.dataSource.name}`,
+          logger: this.logger,
+        });
+        const clientCerts = tls.ca !== undefined;
+        https = {
+          ...loaded,
+          requestCert: clientCerts,
+          rejectUnauthorized: clientCerts && rejectUnauthorized,
+        };
+      } catch (err) {
+        throw this.life.startFailed(err);
+      }
     }
     const fastify = await loadDriver<typeof import('fastify')>('fastify', 'webhook connector');
-    const server = fastify.default({ logger: false, return503OnClosing: true });
+    const server = fastify.default({
+      logger: false,
+      return503OnClosing: true,
+      ...(https ? { https } : {}),
+    }) as unknown as FastifyInstance;
     this.server = server;
     server.removeAllContentTypeParsers();
     server.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
     for (const endpoint of this.endpoints.values()) {
-      server.post(endpoint.settings.route, { bodyLimit: endpoint.settings.bodyLimit }, (req, reply) =>
-        this.handle(endpoint, req, reply),
+      server.post(
+        endpoint.settings.route,
+        {
+          bodyLimit: endpoint.settings.bodyLimit,
+          // Before the body is read: a flood costs neither the read nor the signature check.
+          onRequest: (_req, reply, done) => {
+            const wait = endpoint.bucket?.take() ?? 0;
+            if (wait === 0) return done();
+            void reply.code(429).header('retry-after', String(wait)).send({ error: 'too many requests' });
+          },
+        },
+        (req, reply) => this.handle(endpoint, req, reply),
       );
     }
     server.setErrorHandler((err: { statusCode?: number; message: string }, _req, reply) => {
@@ -145,40 +203,86 @@ export class WebhookConnector implements EventConnector {
     }
     const bound = server.server.address() as AddressInfo;
     const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
-    this.address = `http://${host}:${bound.port}`;
+    this.address = `${https ? 'https' : 'http'}://${host}:${bound.port}`;
     this.life.started();
     this.logger.info({ address: this.address, routes: [...routes] }, 'webhook endpoints listening');
     for (const model of this.endpoints.keys()) request.sink.status({ type: 'connected', model });
+  }
+
+  /** An endpoint anyone on the network can reach needs authentication, or `auth: 'none'`. */
+  private checkExposure(s: WebhookModelSettings): void {
+    const tls = this.settings.tls;
+    const clientCerts = tls?.ca !== undefined && tls.rejectUnauthorized !== false;
+    if (s.auth !== undefined || isLoopback(this.settings.host) || clientCerts) return;
+    throw new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `${s.authSetting}: the endpoint ${s.route} would listen on ${this.settings.host}, which is not loopback, ` +
+        "and accept requests from anyone: set auth to { scheme: 'standard-webhooks', secret: 'whsec_...' } " +
+        "(or scheme 'hmac' / 'token'), or auth: 'none' to accept unauthenticated requests on purpose",
+      { context: { setting: s.authSetting } },
+    );
   }
 
   private async handle(endpoint: Endpoint, req: FastifyRequest, reply: FastifyReply): Promise<void> {
     const s = endpoint.settings;
     const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     if (this.life.state !== 'streaming' || !this.sink) return this.unavailable(reply, 'not accepting events');
-    if (s.signature) {
-      const header = req.headers[s.signature.header];
-      if (!signatureMatches(s.signature, raw, typeof header === 'string' ? header : undefined)) {
-        this.logger.warn({ model: endpoint.model, ip: req.ip }, 'webhook refused: bad or missing signature');
-        return void reply.code(401).send({ error: 'bad or missing signature' });
+    let claimed: string | undefined;
+    if (s.auth) {
+      const verdict = verify(s.auth, raw, req.headers, Date.now());
+      let refused = verdict.ok ? undefined : verdict.reason;
+      if (verdict.ok && verdict.id !== undefined && endpoint.replays) {
+        const claim = endpoint.replays.claim(verdict.id, verdict.expiresAt ?? 0, Date.now());
+        if (claim === 'full') return this.unavailable(reply, 'too many webhook ids to remember');
+        if (claim === 'replay') refused = 'replayed webhook-id';
+        else claimed = verdict.id;
+      }
+      if (refused !== undefined) {
+        this.logger.warn({ model: endpoint.model, ip: req.ip, reason: refused }, 'webhook refused');
+        return void reply.code(401).send({ error: 'unauthorized' });
       }
     }
+    let answered = false;
+    try {
+      answered = await this.accept(endpoint, req, reply, raw, claimed);
+    } finally {
+      // Not answered 202: the sender may retry with the same id.
+      if (!answered && claimed !== undefined) endpoint.replays?.release(claimed);
+    }
+  }
+
+  /** Parses and pushes an authenticated request; true when it was answered 202. */
+  private async accept(
+    endpoint: Endpoint,
+    req: FastifyRequest,
+    reply: FastifyReply,
+    raw: Buffer,
+    webhookId: string | undefined,
+  ): Promise<boolean> {
+    const s = endpoint.settings;
+    if (!this.sink) return false;
     let body: unknown;
     try {
       body = JSON.parse(raw.toString('utf8'));
     } catch {
-      return void reply.code(400).send({ error: 'the body is not JSON' });
+      void reply.code(400).send({ error: 'the body is not JSON' });
+      return false;
     }
     const key = scalarString(getPath(body, s.keyPath));
     if (key === undefined) {
-      return void reply.code(400).send({ error: `no key at "${s.keyPath.join('.')}"` });
+      void reply.code(400).send({ error: `no key at "${s.keyPath.join('.')}"` });
+      return false;
     }
-    if (this.paused) return this.unavailable(reply, 'the publisher is busy');
+    if (this.paused) {
+      this.unavailable(reply, 'the publisher is busy');
+      return false;
+    }
     const op = this.opOf(s, body);
     const record = getPath(body, s.dataPath);
     const row =
       record !== null && typeof record === 'object' ? (record as Record<string, unknown>) : { value: record };
     const senderId = s.idHeader ? req.headers[s.idHeader] : s.idPath ? getPath(body, s.idPath) : undefined;
-    const senderKey = scalarString(Array.isArray(senderId) ? senderId[0] : senderId);
+    const senderKey = scalarString(Array.isArray(senderId) ? senderId[0] : senderId) ?? webhookId;
     const position = endpoint.next++;
     const event: ChangeEvent = {
       id: senderKey === undefined ? randomUUID() : eventId(this.dataSource.name, endpoint.model, senderKey),
@@ -196,16 +300,15 @@ export class WebhookConnector implements EventConnector {
     endpoint.lastPushed = event.position;
     if (!this.sink.push(event)) this.pause();
     if (await accepted) {
-      return void reply.code(202).send({ id: event.id, position: event.position });
+      void reply.code(202).send({ id: event.id, position: event.position });
+      return true;
     }
     this.logger.warn(
       { model: endpoint.model, position },
       'webhook event not confirmed in time; answered 503',
     );
-    return this.unavailable(
-      reply,
-      `the broker did not confirm the event within ${this.settings.ackTimeout} ms`,
-    );
+    this.unavailable(reply, `the broker did not confirm the event within ${this.settings.ackTimeout} ms`);
+    return false;
   }
 
   private opOf(s: WebhookModelSettings, body: unknown): Operation {

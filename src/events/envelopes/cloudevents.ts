@@ -45,7 +45,8 @@ export function ceSource(event: ChangeEvent): string {
   const id = `${event.datasource}\u0000${event.model}`;
   let source = sources.get(id);
   if (source === undefined) {
-    source = `/evpub/${encodeURIComponent(event.datasource)}/${encodeURIComponent(event.model)}`;
+    const part = (name: string) => encodeURIComponent(name.replace(LONE_SURROGATE, '\ufffd'));
+    source = `/evpub/${part(event.datasource)}/${part(event.model)}`;
     if (sources.size >= 10_000) sources.clear(); // models are few; never grow without bound
     sources.set(id, source);
   }
@@ -89,10 +90,21 @@ export const structuredEnvelope: Envelope = {
   },
 };
 
-/** Percent-encodes what a header value may not carry: `%`, `"`, and anything outside 0x20..0x7E. */
+/** A lone surrogate (half of a pair without its other half): UTF-8 cannot carry it. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * Percent-encodes what a header value may not carry: `%`, `"`, and anything outside 0x20..0x7E
+ * (as UTF-8). A lone surrogate, which has no UTF-8, becomes U+FFFD (`%EF%BF%BD`) in the header;
+ * the payload keeps the exact value.
+ */
 export function encodeHeaderValue(value: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
-  return value.replace(/[%"\u0000-\u001f\u007f-\uffff]+/g, (s) => encodeURIComponent(s).replace(/"/g, '%22'));
+  return (
+    value
+      .replace(LONE_SURROGATE, '\ufffd')
+      // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
+      .replace(/[%"\u0000-\u001f\u007f-\uffff]+/g, (s) => encodeURIComponent(s).replace(/"/g, '%22'))
+  );
 }
 
 /** The attribute header prefix of each broker's CloudEvents binding, by adapter name. */

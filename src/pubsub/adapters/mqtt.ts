@@ -67,7 +67,7 @@ import { ErrorCode, EvpubError, redact, toError } from '../../errors';
 import type { Logger } from '../../logger';
 import { loadDriver } from '../driver';
 import { loadTls, tlsFailure } from '../../util/tls';
-import { hasWildcards, matches } from '../topics';
+import { assertMqttTopic, hasWildcards, matches } from '../topics';
 
 type MqttModule = typeof import('mqtt');
 
@@ -551,6 +551,7 @@ export class MqttAdapter implements BrokerAdapter {
       opts = PLAIN[options.qos ?? 1];
     }
     try {
+      assertMqttTopic(topic);
       opts ??= this.publishOptions(options);
       if (payload.length > this.sizeCheckFrom) this.checkSize(topic, payload, opts);
     } catch (err) {
