@@ -8,7 +8,8 @@
  *   `tls://`, `ws(s)://`, `http(s)://`) the user part becomes `***`; query and fragment
  *   parameters with a secret name (`?password=`, `?token=`, `?access_token=`, `?api_key=`,
  *   `?sig=`...) keep their name and lose their value. The rest of the URL is left as written
- *   (no normalisation). A string that does not parse as a URL loses everything up to its last
+ *   (no normalisation). The placeholder passwords `password` and `pass` of the examples in
+ *   messages (`postgres://user:password@host`) are kept. A string that does not parse as a URL loses everything up to its last
  *   `@` after the scheme (over-redacting is the safe side).
  * - `redactText(text)`: every URL in the text as above, `name=value` and `"name": "value"`
  *   pairs whose name is a secret, `Bearer …` tokens and `Authorization` header values, PEM
@@ -75,6 +76,10 @@ export function isSecretKey(name: string): boolean {
   return SECRET_NAMES.has(n) || SECRET_SUFFIX.test(n);
 }
 
+/** Passwords that are the placeholder of an example (`postgres://user:password@host` in a
+ * message saying what a URL looks like): kept, so the example reads right. */
+const PLACEHOLDERS = new Set(['password', 'pass', MASK]);
+
 /** Schemes where `scheme://USER@host` (a user part with no password) carries a token. */
 const TOKEN_USER_SCHEMES = new Set(['nats', 'tls', 'ws', 'wss', 'http', 'https']);
 
@@ -122,7 +127,10 @@ export function redactUrl(url: string): string {
   if (at >= 0) {
     const userinfo = rest.slice(0, at);
     const colon = userinfo.indexOf(':');
-    if (colon >= 0) head = `${userinfo.slice(0, colon)}:${MASK}@`;
+    if (colon >= 0) {
+      const password = userinfo.slice(colon + 1);
+      head = `${userinfo.slice(0, colon)}:${PLACEHOLDERS.has(password) ? password : MASK}@`;
+    }
     else if (userinfo !== '' && TOKEN_USER_SCHEMES.has(scheme)) head = `${MASK}@`;
     else head = `${userinfo}@`;
     tail = rest.slice(at + 1);
@@ -316,7 +324,7 @@ export function redactError(err: Error, options: RedactOptions = {}): RedactedEr
 export function collectSecrets(config: unknown): string[] {
   const found = new Set<string>();
   const add = (s: string): void => {
-    if (s.length < MIN_KNOWN || s === MASK) return;
+    if (s.length < MIN_KNOWN || PLACEHOLDERS.has(s)) return;
     found.add(s);
     try {
       const decoded = decodeURIComponent(s);
