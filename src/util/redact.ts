@@ -130,8 +130,7 @@ export function redactUrl(url: string): string {
     if (colon >= 0) {
       const password = userinfo.slice(colon + 1);
       head = `${userinfo.slice(0, colon)}:${PLACEHOLDERS.has(password) ? password : MASK}@`;
-    }
-    else if (userinfo !== '' && TOKEN_USER_SCHEMES.has(scheme)) head = `${MASK}@`;
+    } else if (userinfo !== '' && TOKEN_USER_SCHEMES.has(scheme)) head = `${MASK}@`;
     else head = `${userinfo}@`;
     tail = rest.slice(at + 1);
   }
@@ -217,7 +216,10 @@ function isSecretValue(name: string, v: unknown, parent: string | undefined): bo
   if (!isSecretKey(name)) return false;
   const n = normalise(name);
   if (!STRING_ONLY.has(n)) return true;
-  const text = typeof v === 'string' || Buffer.isBuffer(v) || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+  const text =
+    typeof v === 'string' ||
+    Buffer.isBuffer(v) ||
+    (Array.isArray(v) && v.every((x) => typeof x === 'string'));
   if (!text) return false;
   // `key` elsewhere (an event's key, `context.key` naming a setting) is masked only by the text
   // rules (a PEM private key is masked wherever it is).
@@ -239,7 +241,8 @@ class Walker {
     this.seen.add(v);
     try {
       if (Array.isArray(v)) return this.array(v, depth, name);
-      if (v instanceof Map) return this.object(Object.fromEntries(v), depth, true, name);
+      if (v instanceof Map)
+        return this.object(Object.fromEntries(v as Map<string, unknown>), depth, true, name);
       if (v instanceof Set) return this.array([...v], depth);
       const toJSON = (v as { toJSON?: unknown }).toJSON;
       if (typeof toJSON === 'function') return this.value((toJSON as () => unknown).call(v), depth + 1);
@@ -357,8 +360,7 @@ export function collectSecrets(config: unknown): string[] {
       // A `key` that is a file path is not the key itself (its content is never in the config).
       if (name !== undefined && isSecretValue(name, v, parent)) {
         if (normalise(name) !== 'key' || v.includes('\n') || v.includes('-----BEGIN')) add(v);
-      }
-      else fromUrl(v);
+      } else fromUrl(v);
       return;
     }
     if (typeof v !== 'object' || v === null || seen.has(v)) return;
