@@ -8,14 +8,14 @@
  *
  * Redaction (src/util/redact.ts) at any depth, at every level: `redactingLogOptions()` gives
  * pino a `logMethod` hook that passes each call's object (log fields, Errors with their cause
- * chains, as `err`) and message through `redactValue` / `redactText`, and a `bindings`
- * formatter for child loggers' bindings. The hook runs only for enabled levels: a `debug` call
- * at `info` costs nothing more than before. A pino of the application's own can take the same
- * options.
+ * chains, as `err`) and message through `redactValue` / `redactText`; `redactChildBindings()`
+ * makes `child()` redact its bindings (pino applies a `bindings` formatter to the root's only).
+ * The hook runs only for enabled levels: a `debug` call at `info` costs nothing more than
+ * before. A pino of the application's own can take the same two.
  */
 import pino from 'pino';
 import pretty from 'pino-pretty';
-import { redactError, redactText, redactValue, type RedactedError } from './util/redact';
+import { redactError, redactText, redactValue } from './util/redact';
 
 export type Logger = pino.Logger;
 
@@ -60,16 +60,37 @@ export function redactingLogOptions(
         return method.apply(this, out as Parameters<typeof method>);
       },
     },
-    formatters: { bindings: (bindings) => redactValue(bindings, options) },
     serializers: {
-      err: (err: unknown): RedactedError | unknown => (err instanceof Error ? redactError(err, options) : err),
+      err: (err: unknown): unknown => (err instanceof Error ? redactError(err, options) : err),
     },
   };
 }
 
+/**
+ * Makes `logger.child(bindings)` (and its children's) redact `bindings` like log fields; returns
+ * `logger`. Children are made from their parent's prototype, so one override covers them all.
+ */
+export function redactChildBindings<L extends pino.Logger>(logger: L, secrets?: readonly string[]): L {
+  const options = secrets && secrets.length > 0 ? { known: secrets } : {};
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with the child's `this` below
+  const original = logger.child as unknown as (
+    this: unknown,
+    bindings: unknown,
+    childOptions?: unknown,
+  ) => unknown;
+  Object.defineProperty(logger, 'child', {
+    configurable: true,
+    writable: true,
+    value: function redactingChild(this: unknown, bindings: unknown, childOptions?: unknown): unknown {
+      return original.call(this, redactValue(bindings, options), childOptions);
+    },
+  });
+  return logger;
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   const fd = options.destination ?? 2;
-  return pino(
+  const logger = pino(
     {
       name: options.name ?? 'evpub',
       level: options.level ?? process.env.EVPUB_LOG_LEVEL ?? 'warn',
@@ -86,6 +107,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         })
       : pino.destination(fd),
   );
+  return redactChildBindings(logger, options.secrets);
 }
 
 let fallback: Logger | undefined;

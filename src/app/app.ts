@@ -320,7 +320,10 @@ export class App extends EventEmitter<AppEventMap> {
     for (const [id, feed] of Object.entries(snap.feeds)) {
       feeds[id] = { ...feed, eventsPerSecond: this.rates.rate(id, feed.published) };
     }
-    return redactValue({ state: this._state, startedAt: this.startedAt, ...snap, feeds }, { known: this.secrets });
+    return redactValue(
+      { state: this._state, startedAt: this.startedAt, ...snap, feeds },
+      { known: this.secrets },
+    );
   }
 
   /** The running runtime, or INVALID_STATE naming what was asked. */

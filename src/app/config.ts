@@ -821,7 +821,9 @@ export function loadConfigFrom(options: LoadConfigOptions = {}): LoadedConfig {
   };
   if (source.problems.length > 0) throw problemsError(source.problems, validateOptions);
   const problems: Problem[] = [];
-  const raw = substituteEnv(source.raw, options.env ?? process.env, problems, [], { dir: source.dir }) as Json;
+  const raw = substituteEnv(source.raw, options.env ?? process.env, problems, [], {
+    dir: source.dir,
+  }) as Json;
   if (problems.length > 0) throw problemsError(problems, validateOptions);
   resolveCheckpointPath(raw, source.dir);
   const config = validateConfig(raw, validateOptions);

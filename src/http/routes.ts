@@ -214,7 +214,9 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
   );
   fastify.addHook('onSend', async (_request, reply, payload: unknown) => {
     const type = String(reply.getHeader('content-type') ?? '');
-    return typeof payload === 'string' && type.startsWith('text/plain') ? redactText(payload, known) : payload;
+    return typeof payload === 'string' && type.startsWith('text/plain')
+      ? redactText(payload, known)
+      : payload;
   });
 
   const metrics = createMetrics(app);

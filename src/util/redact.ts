@@ -9,8 +9,9 @@
  *   parameters with a secret name (`?password=`, `?token=`, `?access_token=`, `?api_key=`,
  *   `?sig=`...) keep their name and lose their value. The rest of the URL is left as written
  *   (no normalisation). The placeholder passwords `password` and `pass` of the examples in
- *   messages (`postgres://user:password@host`) are kept. A string that does not parse as a URL loses everything up to its last
- *   `@` after the scheme (over-redacting is the safe side).
+ *   messages (`postgres://user:password@host`) are kept. A password written with `/ ? # @`
+ *   unencoded is masked up to the last `@` (a path holding an `@` may be masked with it: the
+ *   safe side).
  * - `redactText(text)`: every URL in the text as above, `name=value` and `"name": "value"`
  *   pairs whose name is a secret, `Bearer …` tokens and `Authorization` header values, PEM
  *   private keys, NATS NKey seeds and JWTs; and any value in `known` (the secrets of the loaded
@@ -98,15 +99,6 @@ function maskParams(rest: string): string {
   });
 }
 
-function parses(url: string): boolean {
-  try {
-    new URL(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The URL with its credentials masked (see the module comment). A string that is not a
  * `scheme://` URL is returned as it is.
@@ -120,8 +112,16 @@ export function redactUrl(url: string): string {
   const authEnd = rest.search(/[/?#\\]/);
   const authority = authEnd < 0 ? rest : rest.slice(0, authEnd);
   let at = authority.lastIndexOf('@');
-  // A password with `/`, `?` or `#` unencoded: the URL does not parse; mask up to the last `@`.
-  if (!parses(url)) at = Math.max(at, rest.search(/\s/) < 0 ? rest.lastIndexOf('@') : -1);
+  // A password (or token) with `/ ? # @` written unencoded: the URL parser would take part of it
+  // for the host, the path or the fragment. Up to the last `@` is taken for the user part when
+  // what precedes it looks like one (`user:` or a token scheme) and is no query (`?name=`): a path
+  // with an `@` may be masked too; over-redacting is the safe side.
+  const last = rest.lastIndexOf('@');
+  if (last > at) {
+    const before = rest.slice(0, last);
+    if (!/[?&][^=&]*=/.test(before) && (at >= 0 || before.includes(':') || TOKEN_USER_SCHEMES.has(scheme)))
+      at = last;
+  }
   let head = '';
   let tail = rest;
   if (at >= 0) {
@@ -140,14 +140,14 @@ export function redactUrl(url: string): string {
 // ---------------------------------------------------------------------------------------------
 // Text
 
-const URL_IN_TEXT = /[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi;
+const URL_IN_TEXT = /[a-z][a-z0-9+.-]*:\/\/[^\s"<>]+/gi;
 const PAIR =
   /\b([\w.-]*?(?:password|passwd|pwd|secret|token|passphrase|api[_-]?key|access[_-]?key|private[_-]?key))(\s*=\s*)('[^']*'|"[^"]*"|[^\s&,;'")]+)/gi;
 const JSON_PAIR = /"([^"\\]{1,64})"(\s*:\s*)"((?:[^"\\]|\\.)*)"/g;
 const BEARER = /\b(Bearer)\s+[A-Za-z0-9._~+/-]+=*/g;
 const AUTH_HEADER =
   /\b((?:proxy-)?authorization["']?\s*[:=]\s*["']?)((?:Basic|Bearer|Digest|Token|Negotiate)\s+(?!\*\*\*)[^"'\r\n,}]+)/gi;
-const PEM = /-----BEGIN ([A-Z0-9 ]*(?:PRIVATE KEY|SEED|JWT))-----[\s\S]*?(?:-----END \1-----|$)/g;
+const PEM = /-----BEGIN ([A-Z0-9 ]*(?:PRIVATE KEY|SEED|JWT))-----(?! \*\*\*)[\s\S]*?(?:-----END \1-----|$)/g;
 const NKEY_SEED = /\bS[UACNOPX][A-Z2-7]{56}\b/g;
 const JWT = /\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]+/g;
 /** Quick test: a text with none of these holds nothing the rules above would change. */
