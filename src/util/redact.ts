@@ -71,8 +71,12 @@ const STRING_ONLY = new Set(['key', 'signature', 'sig']);
 
 const normalise = (name: string): string => name.toLowerCase().replace(/[-_]/g, '');
 
+/** Every secret name contains one of these: most names are ruled out by this one test. */
+const MAYBE_SECRET_NAME = /pass|pwd|secret|token|key|auth|cred|seed|jwt|cookie|sig/i;
+
 /** True for a property, setting, header or parameter name whose value is a secret. */
 export function isSecretKey(name: string): boolean {
+  if (!MAYBE_SECRET_NAME.test(name)) return false;
   const n = normalise(name);
   return SECRET_NAMES.has(n) || SECRET_SUFFIX.test(n);
 }
@@ -212,8 +216,8 @@ function isPlain(v: object): boolean {
 const KEY_PARENTS = new Set(['tls', 'ssl', 'sasl', 'auth', 'credentials', 'creds', 'nkey', 'jwt']);
 
 function isSecretValue(name: string, v: unknown, parent: string | undefined): boolean {
-  if (v === undefined || v === null || v === '' || v === MASK) return false;
   if (!isSecretKey(name)) return false;
+  if (v === undefined || v === null || v === '' || v === MASK) return false;
   const n = normalise(name);
   if (!STRING_ONLY.has(n)) return true;
   const text =
@@ -227,18 +231,19 @@ function isSecretValue(name: string, v: unknown, parent: string | undefined): bo
 }
 
 class Walker {
-  private readonly seen = new Set<object>();
+  /** The objects being walked (the ancestors): one seen again is a cycle. */
+  private readonly seen: object[] = [];
   constructor(private readonly known: readonly string[] | undefined) {}
 
   value(v: unknown, depth: number, name?: string): unknown {
     if (typeof v === 'string') return redactText(v, this.known);
     if (typeof v !== 'object' || v === null) return v;
     if (depth > MAX_DEPTH) return '[Deep]';
-    if (this.seen.has(v)) return '[Circular]';
+    if (this.seen.includes(v)) return '[Circular]';
     if (v instanceof Error) return this.error(v, depth);
     if (v instanceof URL) return redactUrl(v.href);
     if (v instanceof Date || Buffer.isBuffer(v) || ArrayBuffer.isView(v)) return v;
-    this.seen.add(v);
+    this.seen.push(v);
     try {
       if (Array.isArray(v)) return this.array(v, depth, name);
       if (v instanceof Map)
@@ -248,7 +253,7 @@ class Walker {
       if (typeof toJSON === 'function') return this.value((toJSON as () => unknown).call(v), depth + 1);
       return this.object(v as Record<string, unknown>, depth, !isPlain(v), name);
     } finally {
-      this.seen.delete(v);
+      this.seen.pop();
     }
   }
 
@@ -284,7 +289,7 @@ class Walker {
   }
 
   error(err: Error, depth: number): RedactedError {
-    this.seen.add(err);
+    this.seen.push(err);
     try {
       const out: RedactedError = {
         type: err.name || err.constructor?.name || 'Error',
@@ -300,7 +305,7 @@ class Walker {
       if (err.cause !== undefined) out.cause = this.value(err.cause, depth + 1);
       return out;
     } finally {
-      this.seen.delete(err);
+      this.seen.pop();
     }
   }
 }
