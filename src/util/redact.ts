@@ -177,8 +177,9 @@ export function redactText(text: string, known?: readonly string[]): string {
       .replace(PEM, (_whole, kind: string) => `-----BEGIN ${kind}----- ${MASK}`)
       .replace(URL_IN_TEXT, (url) => redactUrl(url))
       .replace(PAIR, (_whole, name: string, eq: string) => `${name}${eq}${MASK}`)
+      // `"key": "..."` in JSON text is an event's key as often as key material: left as written
       .replace(JSON_PAIR, (whole, name: string, colon: string) =>
-        isSecretKey(name) ? `"${name}"${colon}"${MASK}"` : whole,
+        isSecretKey(name) && normalise(name) !== 'key' ? `"${name}"${colon}"${MASK}"` : whole,
       )
       .replace(AUTH_HEADER, (_whole, name: string) => `${name}${MASK}`)
       .replace(BEARER, `$1 ${MASK}`)

@@ -76,6 +76,7 @@ describe('redactText', () => {
     [`sslpassword='${S}' x`, 'sslpassword=*** x'],
     [`{"user":"u","password":"${S}"}`, '{"user":"u","password":"***"}'],
     [`{"apiKey": "${S}"}`, '{"apiKey": "***"}'],
+    ['{"key":"order-17","op":"update"}', '{"key":"order-17","op":"update"}'],
     [`Authorization: Bearer ${S}`, 'Authorization: ***'],
     [`authorization: Basic ${Buffer.from(`u:${S}`).toString('base64')}`, 'authorization: ***'],
     [`sent Bearer ${S}.x-y`, 'sent Bearer ***'],
