@@ -104,6 +104,27 @@ function maskParams(rest: string): string {
 }
 
 /**
+ * Where the user part of `rest` (a URL after `scheme://`) ends: the index of its `@`, or -1.
+ * A password (or token) with `/ ? # @` written unencoded makes the URL parser take part of it
+ * for the host, the path or the fragment: up to the last `@` is taken for the user part when
+ * what precedes it looks like one (`user:` or a token scheme) and is no query (`?name=`). A
+ * path with an `@` may be masked too: over-redacting is the safe side.
+ */
+function userinfoEnd(rest: string, scheme: string): number {
+  const authEnd = rest.search(/[/?#\\]/);
+  const authority = authEnd < 0 ? rest : rest.slice(0, authEnd);
+  const at = authority.lastIndexOf('@');
+  const last = rest.lastIndexOf('@');
+  if (last > at) {
+    const before = rest.slice(0, last);
+    if (!/[?&][^=&]*=/.test(before) && (at >= 0 || before.includes(':') || TOKEN_USER_SCHEMES.has(scheme))) {
+      return last;
+    }
+  }
+  return at;
+}
+
+/**
  * The URL with its credentials masked (see the module comment). A string that is not a
  * `scheme://` URL is returned as it is.
  */
@@ -113,19 +134,7 @@ export function redactUrl(url: string): string {
   const prefix = m[0];
   const scheme = m[1]!.toLowerCase();
   const rest = url.slice(prefix.length);
-  const authEnd = rest.search(/[/?#\\]/);
-  const authority = authEnd < 0 ? rest : rest.slice(0, authEnd);
-  let at = authority.lastIndexOf('@');
-  // A password (or token) with `/ ? # @` written unencoded: the URL parser would take part of it
-  // for the host, the path or the fragment. Up to the last `@` is taken for the user part when
-  // what precedes it looks like one (`user:` or a token scheme) and is no query (`?name=`): a path
-  // with an `@` may be masked too; over-redacting is the safe side.
-  const last = rest.lastIndexOf('@');
-  if (last > at) {
-    const before = rest.slice(0, last);
-    if (!/[?&][^=&]*=/.test(before) && (at >= 0 || before.includes(':') || TOKEN_USER_SCHEMES.has(scheme)))
-      at = last;
-  }
+  const at = userinfoEnd(rest, scheme);
   let head = '';
   let tail = rest;
   if (at >= 0) {
@@ -346,11 +355,9 @@ export function collectSecrets(config: unknown): string[] {
     const m = SCHEME.exec(url);
     if (!m) return;
     const rest = url.slice(m[0].length);
-    const authEnd = rest.search(/[/?#\\]/);
-    const authority = authEnd < 0 ? rest : rest.slice(0, authEnd);
-    const at = authority.lastIndexOf('@');
+    const at = userinfoEnd(rest, m[1]!.toLowerCase());
     if (at >= 0) {
-      const userinfo = authority.slice(0, at);
+      const userinfo = rest.slice(0, at);
       const colon = userinfo.indexOf(':');
       if (colon >= 0) add(userinfo.slice(colon + 1));
       else if (TOKEN_USER_SCHEMES.has(m[1]!.toLowerCase())) add(userinfo);
