@@ -8,6 +8,8 @@
  * Messages never contain credentials: build them from `redact()`ed values.
  */
 
+import { redactText as redactTextRule, redactUrl, redactValue } from './util/redact';
+
 export const ErrorCode = {
   /** Configuration or options are invalid; the message names the key and the fix. */
   CONFIG_INVALID: 'EVPUB_CONFIG_INVALID',
@@ -84,11 +86,13 @@ export class EvpubError extends Error {
   readonly context: Record<string, unknown>;
 
   constructor(code: ErrorCode, message: string, options: EvpubErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    // Messages and contexts are redacted here, whoever built them (the cause is redacted where
+    // it is shown: the logger, the HTTP API).
+    super(redactTextRule(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'EvpubError';
     this.code = code;
     this.retriable = options.retriable ?? false;
-    this.context = options.context ?? {};
+    this.context = options.context ? redactValue(options.context) : {};
   }
 }
 
@@ -104,19 +108,14 @@ export function toError(err: unknown): Error {
 
 /**
  * Removes credentials from a URL for logs, status output and error messages:
- * `amqp://guest:secret@host` becomes `amqp://guest:***@host`.
+ * `amqp://guest:secret@host` becomes `amqp://guest:***@host`, `nats://TOKEN@host` becomes
+ * `nats://***@host`, `?token=x` becomes `?token=***` (the rules: src/util/redact.ts).
  */
 export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/([^:/@]+):[^@/]*@/, '//$1:***@');
-  }
+  return redactUrl(url);
 }
 
-/** Masks credentials in URLs that appear inside a message (driver errors often carry them). */
+/** Masks credentials inside a message: URLs, `password=...` pairs, bearer tokens, keys (src/util/redact.ts). */
 export function redactText(text: string): string {
-  return text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi, (url) => redact(url));
+  return redactTextRule(text);
 }

@@ -46,8 +46,9 @@ export {
 export type { Envelope, EncodedEvent } from './events/envelopes/index';
 export { createEnvelope, structuredEnvelope, binaryEnvelope, legacyEnvelope } from './events/envelopes/index';
 export * as pubsub from './pubsub/index';
-export { EvpubError, ErrorCode, isEvpubError, redact } from './errors';
-export { createLogger } from './logger';
+export { EvpubError, ErrorCode, isEvpubError, redact, redactText } from './errors';
+export { redactValue } from './util/redact';
+export { createLogger, redactChildBindings, redactingLogOptions } from './logger';
 export type { Logger } from './logger';
 // Live events for browsers (issue 12): `app.events()` and the SSE/WebSocket routes as a plugin.
 export type { PublishedEvent, PublishedEventSource, PublishedListener } from './app/published-events';

@@ -5,9 +5,17 @@
  *
  * The default logger is pino on stderr at the level in `EVPUB_LOG_LEVEL` (default `warn`);
  * the CLI's `start` logs to stdout (`destination: 1`).
+ *
+ * Redaction (src/util/redact.ts) at any depth, at every level: `redactingLogOptions()` gives
+ * pino a `logMethod` hook that passes each call's object (log fields, Errors with their cause
+ * chains, as `err`) and message through `redactValue` / `redactText`; `redactChildBindings()`
+ * makes `child()` redact its bindings (pino applies a `bindings` formatter to the root's only).
+ * The hook runs only for enabled levels: a `debug` call at `info` costs nothing more than
+ * before. A pino of the application's own can take the same two.
  */
 import pino from 'pino';
 import pretty from 'pino-pretty';
+import { redactError, redactText, redactValue } from './util/redact';
 
 export type Logger = pino.Logger;
 
@@ -23,15 +31,70 @@ export interface LoggerOptions {
    */
   pretty?: boolean;
   colorize?: boolean;
+  /** Secret values to mask wherever they appear (`collectSecrets(config)`), beside the rules. */
+  secrets?: readonly string[];
+}
+
+/**
+ * The pino options that redact every log line (spread them into `pino({...})`): a `logMethod`
+ * hook for the call's arguments, a `bindings` formatter for `child()` bindings, and an `err`
+ * serializer that keeps the redacted error as it is.
+ */
+export function redactingLogOptions(
+  secrets?: readonly string[],
+): Pick<pino.LoggerOptions, 'hooks' | 'formatters' | 'serializers'> {
+  const options = secrets && secrets.length > 0 ? { known: secrets } : {};
+  const text = (s: string): string => redactText(s, options.known);
+  return {
+    hooks: {
+      logMethod(args, method) {
+        const [first, ...rest] = args as unknown[];
+        const out: unknown[] = [];
+        if (first instanceof Error) {
+          // pino's own shape for `log.error(err)`: the error under `err`, its message as msg.
+          const err = redactError(first, options);
+          out.push({ err }, typeof rest[0] === 'string' ? text(rest.shift() as string) : err.message);
+        } else if (typeof first === 'object' && first !== null) out.push(redactValue(first, options));
+        else out.push(typeof first === 'string' ? text(first) : first);
+        for (const a of rest) out.push(typeof a === 'string' ? text(a) : redactValue(a, options));
+        return method.apply(this, out as Parameters<typeof method>);
+      },
+    },
+    serializers: {
+      err: (err: unknown): unknown => (err instanceof Error ? redactError(err, options) : err),
+    },
+  };
+}
+
+/**
+ * Makes `logger.child(bindings)` (and its children's) redact `bindings` like log fields; returns
+ * `logger`. Children are made from their parent's prototype, so one override covers them all.
+ */
+export function redactChildBindings<L extends pino.Logger>(logger: L, secrets?: readonly string[]): L {
+  const options = secrets && secrets.length > 0 ? { known: secrets } : {};
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with the child's `this` below
+  const original = logger.child as unknown as (
+    this: unknown,
+    bindings: unknown,
+    childOptions?: unknown,
+  ) => unknown;
+  Object.defineProperty(logger, 'child', {
+    configurable: true,
+    writable: true,
+    value: function redactingChild(this: unknown, bindings: unknown, childOptions?: unknown): unknown {
+      return original.call(this, redactValue(bindings, options), childOptions);
+    },
+  });
+  return logger;
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const fd = options.destination ?? 2;
-  return pino(
+  const logger = pino(
     {
       name: options.name ?? 'evpub',
       level: options.level ?? process.env.EVPUB_LOG_LEVEL ?? 'warn',
-      redact: { paths: ['password', '*.password', 'url', '*.url', 'secret', '*.secret'], censor: '***' },
+      ...redactingLogOptions(options.secrets),
     },
     options.pretty
       ? pretty({
@@ -44,6 +107,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         })
       : pino.destination(fd),
   );
+  return redactChildBindings(logger, options.secrets);
 }
 
 let fallback: Logger | undefined;

@@ -43,6 +43,7 @@ import { defaultLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
 import { builtinAdapters, type AdapterRegistry } from '../pubsub/registry';
 import { validateConfig } from './config';
+import { collectSecrets, redactValue } from '../util/redact';
 import { httpDefaults, httpProblems, type Problem } from './config';
 import type {
   BrokerConfig,
@@ -125,6 +126,8 @@ export class App extends EventEmitter<AppEventMap> {
   private stopping: Promise<void> | undefined;
   private runtime: Runtime | undefined;
   private config: Readonly<EvpubConfig> | undefined;
+  /** The configuration's secret values, masked in `status()` wherever they appear. */
+  private secrets: readonly string[] = [];
   private startedAt: string | null = null;
   private uninstallSignals: (() => void) | undefined;
   private readonly rates = new FeedRates();
@@ -261,6 +264,7 @@ export class App extends EventEmitter<AppEventMap> {
       adapters: this.adapters,
     });
     this.config = config;
+    this.secrets = collectSecrets(config);
     const runtime = new Runtime(config, {
       // The runtime makes its own children (component: pipeline, connector...) of the root logger.
       logger: this.options.logger ?? defaultLogger(),
@@ -310,14 +314,20 @@ export class App extends EventEmitter<AppEventMap> {
     return this.stopping;
   }
 
-  /** A snapshot for humans and the HTTP API: no secrets (broker URLs are redacted). */
+  /**
+   * A snapshot for humans and the HTTP API: no secrets (broker URLs, errors of feeds and
+   * connectors and their causes: everything goes through the redaction of src/util/redact.ts).
+   */
   status(): AppStatus {
     const snap = this.runtime?.snapshot() ?? { brokers: {}, datasources: {}, feeds: {} };
     const feeds: AppStatus['feeds'] = {};
     for (const [id, feed] of Object.entries(snap.feeds)) {
       feeds[id] = { ...feed, eventsPerSecond: this.rates.rate(id, feed.published) };
     }
-    return { state: this._state, startedAt: this.startedAt, ...snap, feeds };
+    return redactValue(
+      { state: this._state, startedAt: this.startedAt, ...snap, feeds },
+      { known: this.secrets },
+    );
   }
 
   /** The running runtime, or INVALID_STATE naming what was asked. */

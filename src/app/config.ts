@@ -9,8 +9,8 @@
  *   deep-frozen.
  * - `loadConfig({ file, dir, env })` reads `evpub.config.json|yaml|yml`, or LoopBack's layout
  *   (`datasources.json` + `model-config.json`, with `evpub.json` or `config.json`'s `evpub` key
- *   for brokers, checkpoints and publisher), substitutes `${VAR}` / `${VAR:-default}` in string
- *   values, and validates.
+ *   for brokers, checkpoints and publisher), substitutes `${VAR}` / `${VAR:-default}` /
+ *   `${file:/run/secrets/x}` in string values, and validates.
  * - Secrets never appear in messages: values are not echoed, URLs go through `redact()`.
  */
 import { readFileSync, statSync } from 'node:fs';
@@ -29,6 +29,7 @@ import { DEFAULT_CHECKPOINT_PATH, DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, configSc
 import { isLoopback } from '../util/loopback';
 import { nearest } from '../util/nearest';
 import { parseTls } from '../util/tls';
+import { redactValue } from '../util/redact';
 
 export interface ValidateOptions {
   /** The application's directory, where npm connectors are resolved (default: process.cwd()). */
@@ -200,12 +201,7 @@ function schemaValidator(): ReturnType<Ajv['compile']> {
 // ---------------------------------------------------------------------------------------------
 // Semantic checks
 
-function safeUrl(url: string): string {
-  return (url.includes('@') ? redact(url) : url).replace(
-    /([?&](?:password|secret|token|api[-_]?key|key)=)[^&#]*/gi,
-    '$1***',
-  );
-}
+const safeUrl = (url: string): string => redact(url);
 
 function checkUrl(
   url: string,
@@ -527,19 +523,12 @@ export function httpProblems(http: HttpConfig): Problem[] {
 // ---------------------------------------------------------------------------------------------
 // Redacted copy for logs and status
 
-const SECRET_KEY =
-  /^(password|passwd|pass|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|credentials?)$/i;
-
-/** A copy of `value` safe for logs: secret-named keys masked, credentials in URLs removed. */
+/**
+ * A copy of `value` safe for logs and the HTTP API: secret-named settings masked at any depth,
+ * credentials in URLs removed (the rules: src/util/redact.ts).
+ */
 export function redactConfig<T>(value: T): T {
-  const walk = (v: unknown, key?: string): unknown => {
-    if (key !== undefined && SECRET_KEY.test(key) && v !== undefined && v !== null) return '***';
-    if (typeof v === 'string') return /^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? safeUrl(v) : v;
-    if (Array.isArray(v)) return v.map((x) => walk(x));
-    if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, k)]));
-    return v;
-  };
-  return walk(value) as T;
+  return redactValue(value);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,26 +536,61 @@ export function redactConfig<T>(value: T): T {
 
 const ENV_REF = /\$(\$)?\{([^}]*)\}/g;
 const ENV_NAME = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
+const FILE_REF = /^file:(.+)$/s;
+
+export interface SubstituteOptions {
+  /** Where relative `${file:...}` paths are resolved (default: the working directory). */
+  dir?: string;
+}
+
+/** The content of a `${file:...}` reference (trailing newlines trimmed), or a problem naming the file (never its content). */
+function readReference(file: string, at: string, options: SubstituteOptions, problems: Problem[]): string {
+  const resolved = path.resolve(options.dir ?? process.cwd(), file);
+  try {
+    return readFileSync(resolved, 'utf8').replace(/(\r?\n)+$/, '');
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'is a directory'
+            : (code ?? 'cannot be read');
+    problems.push({
+      path: at,
+      message: `cannot read the file of \${file:${file}} (${resolved}: ${why}); mount the secret there or fix the path`,
+    });
+    return '';
+  }
+}
 
 /**
- * Replaces `${VAR}` and `${VAR:-default}` in every string value (not in keys); `$${` writes a
- * literal `${`. `:-` uses the default when the variable is unset or empty. A variable that is
- * unset with no default is a problem naming the variable and the path.
+ * Replaces `${VAR}`, `${VAR:-default}` and `${file:/path}` in every string value (not in keys);
+ * `$${` writes a literal `${`. `:-` uses the default when the variable is unset or empty. A
+ * variable that is unset with no default is a problem naming the variable and the path.
+ * `${file:path}` is the content of the file (Docker and Kubernetes secrets), trailing newlines
+ * trimmed; a relative path is relative to `options.dir`; a file that cannot be read is a
+ * problem naming the path in the config and the file, never what it holds.
  */
 export function substituteEnv(
   value: unknown,
   env: Readonly<Record<string, string | undefined>>,
   problems: Problem[],
   at: (string | number)[] = [],
+  options: SubstituteOptions = {},
 ): unknown {
   if (typeof value === 'string') {
     return value.replace(ENV_REF, (whole, escaped: string | undefined, inner: string) => {
       if (escaped) return whole.slice(1);
+      const file = FILE_REF.exec(inner);
+      if (file) return readReference(file[1]!, joinPath(at), options, problems);
       const m = ENV_NAME.exec(inner);
       if (!m) {
         problems.push({
           path: joinPath(at),
-          message: `malformed variable reference "\${${inner}}"; write \${NAME} or \${NAME:-default}`,
+          message: `malformed variable reference "\${${inner}}"; write \${NAME}, \${NAME:-default} or \${file:/path}`,
         });
         return whole;
       }
@@ -581,10 +605,10 @@ export function substituteEnv(
       return '';
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, problems, [...at, i]));
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, problems, [...at, i], options));
   if (isObject(value)) {
     return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, problems, [...at, k])]),
+      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, problems, [...at, k], options)]),
     );
   }
   return value;
@@ -820,7 +844,9 @@ export function loadConfigFrom(options: LoadConfigOptions = {}): LoadedConfig {
   };
   if (source.problems.length > 0) throw problemsError(source.problems, validateOptions);
   const problems: Problem[] = [];
-  const raw = substituteEnv(source.raw, options.env ?? process.env, problems) as Json;
+  const raw = substituteEnv(source.raw, options.env ?? process.env, problems, [], {
+    dir: source.dir,
+  }) as Json;
   if (problems.length > 0) throw problemsError(problems, validateOptions);
   resolveCheckpointPath(raw, source.dir);
   const config = validateConfig(raw, validateOptions);

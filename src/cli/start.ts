@@ -22,6 +22,7 @@
 import type { Command } from 'commander';
 import { evpub } from '../app/app';
 import { loadConfigFrom, redactConfig, type LoadedConfig } from '../app/config';
+import { collectSecrets } from '../util/redact';
 import { createLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
 import { SnapshotMeter } from './progress';
@@ -36,13 +37,17 @@ interface StartFlags {
 /** `evpub start`'s exit code when every feed failed. */
 export const EXIT_ALL_FEEDS_FAILED = 3;
 
-/** The CLI's logger: pino on stdout, credentials censored like the library's default logger. */
-export function stdoutLogger(level: string, pretty = false): Logger {
+/**
+ * The CLI's logger: pino on stdout, credentials censored like the library's default logger,
+ * and `secrets` (the configuration's, `collectSecrets`) masked wherever they appear.
+ */
+export function stdoutLogger(level: string, pretty = false, secrets?: readonly string[]): Logger {
   return createLogger({
     level,
     destination: 1,
     pretty,
     colorize: pretty && process.stdout.isTTY && !process.env.NO_COLOR,
+    ...(secrets ? { secrets } : {}),
   });
 }
 
@@ -92,7 +97,11 @@ export async function runPublisher(
   logLevel?: string,
   options: { pretty?: boolean } = {},
 ): Promise<void> {
-  const logger = stdoutLogger(logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info', options.pretty === true);
+  const logger = stdoutLogger(
+    logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info',
+    options.pretty === true,
+    collectSecrets(loaded.config),
+  );
   logger.info(
     { files: loaded.files, layout: loaded.layout, config: redactConfig(loaded.config) },
     'configuration loaded',

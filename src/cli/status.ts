@@ -11,6 +11,7 @@ import { styleText } from 'node:util';
 import type { Command } from 'commander';
 import type { FeedsView, FeedView, ReadyView } from '../http/views';
 import { callApi, type ApiFlags } from './api';
+import { redactValue } from '../util/redact';
 
 interface StatusFlags extends ApiFlags {
   json?: boolean;
@@ -85,11 +86,11 @@ export async function showStatus(
   const ready = readyReply.body as ReadyView;
   const feeds = (await callApi(flags, 'GET', '/api/feeds')).body as FeedsView;
   if (flags.json) {
-    out.write(`${JSON.stringify({ ...ready, ...feeds }, null, 2)}\n`);
+    out.write(`${JSON.stringify(redactValue({ ...ready, ...feeds }), null, 2)}\n`);
   } else {
     const tty = (out as NodeJS.WriteStream).isTTY === true;
     const colour = tty && !process.env.NO_COLOR;
-    out.write(statusTable(feeds, ready, colour));
+    out.write(statusTable(redactValue(feeds), redactValue(ready), colour));
   }
   return ready.ready ? 0 : 1;
 }

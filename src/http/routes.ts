@@ -43,6 +43,7 @@ import type { App } from '../app/app';
 import type { SnapshotStart } from '../connectors/contract';
 import { redactConfig } from '../app/config';
 import { ErrorCode, isEvpubError } from '../errors';
+import { collectSecrets, redactText, redactValue } from '../util/redact';
 import { createMetrics } from '../metrics/index';
 import { dashboardRoutes } from './dashboard';
 import { eventsRoutes, type EventsRoutesOptions } from './events';
@@ -205,6 +206,22 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
     }
     request.log.error({ err, route: request.routeOptions.url }, 'management API: request failed');
     return reply.code(500).send({ error: 'Internal Server Error' });
+  });
+
+  // No reply carries a secret, whatever a route returns (feed and broker errors with their
+  // causes, metric labels): JSON bodies go through redactValue, text bodies (/metrics) through
+  // redactText, with the configuration's own secret values as known ones. The event streams
+  // write user events themselves (not through these hooks); the API's own OpenAPI document is
+  // left as written.
+  const known = collectSecrets(app.effectiveConfig() ?? app.toConfig());
+  fastify.addHook('preSerialization', async (request, _reply, payload: unknown) =>
+    request.routeOptions.url?.endsWith('/openapi.json') ? payload : redactValue(payload, { known }),
+  );
+  fastify.addHook('onSend', async (_request, reply, payload: unknown) => {
+    const type = String(reply.getHeader('content-type') ?? '');
+    return typeof payload === 'string' && type.startsWith('text/plain')
+      ? redactText(payload, known)
+      : payload;
   });
 
   const metrics = createMetrics(app);

@@ -106,6 +106,16 @@ function urlOf(r: SettingsReader): string {
     if (typeof url !== 'string' || !/^postgres(ql)?:\/\//.test(url)) {
       throw r.invalid('url', 'must be a URL: postgres://user:password@host:5432/database');
     }
+    try {
+      new URL(url);
+    } catch {
+      // The driver would throw a bare TypeError at start; the message shows the URL redacted.
+      throw r.invalid(
+        'url',
+        `${JSON.stringify(redact(url))} is not a valid URL (percent-encode @ : / ? # in the password): ` +
+          'postgres://user:password@host:5432/database',
+      );
+    }
     const parts = PART_KEYS.filter((k) => r.has(k));
     if (parts.length > 0) throw r.invalid(parts[0]!, 'cannot be given with "url": put it in the URL');
     return url;
