@@ -109,6 +109,8 @@ export interface Variant {
   natsUrl?: string;
   redisUrl?: string;
   kafkaUrl?: string;
+  /** The Kafka broker's SASL settings in `options.kafka.sasl` (the password a secret). */
+  kafkaSasl?: boolean;
   /** The PostgreSQL datasource's URL (default: the role on the shared server). */
   pgUrl?: string;
   webhookPort: number;
@@ -121,14 +123,22 @@ export function configOf(v: Variant): Record<string, unknown> {
   slots.push(slot);
   publications.push(publication);
   const quick = { connectTimeout: 3000, reconnect: { initialDelay: 100, maxDelay: 500 } };
+  const saslOptions = { mechanism: 'plain', username: 'evpub', password: SECRETS.kafka };
   return {
     brokers: {
       nats: { url: v.natsUrl ?? `nats://${SECRETS.nats}@${hostPort(nats.url)}`, options: quick },
       redis: { url: v.redisUrl ?? `redis://evpub:${SECRETS.redis}@${hostPort(redis.url)}`, options: quick },
       // librdkafka's mock speaks no SASL: the feed's broker has no credentials; the SASL password
       // is on a broker the runs that fail on Kafka use (`kafkaUrl`), declared in every other run.
-      kafka: { url: v.kafkaUrl ?? `kafka://${kafka.brokers[0]}`, options: quick },
+      kafka: {
+        url: v.kafkaUrl ?? `kafka://${kafka.brokers[0]}`,
+        options: v.kafkaSasl ? { ...quick, kafka: { sasl: saslOptions } } : quick,
+      },
       kafkaSasl: { url: `kafka://evpub:${SECRETS.kafka}@${kafka.brokers[0]}`, options: quick },
+      kafkaSaslOptions: {
+        url: `kafka://${kafka.brokers[0]}`,
+        options: { ...quick, kafka: { sasl: saslOptions } },
+      },
     },
     checkpoints: { store: 'memory' },
     datasources: {
