@@ -125,7 +125,8 @@ function readSettings(raw: unknown): KafkaSettings {
   if (raw === undefined) return {};
   if (raw === null || typeof raw !== 'object')
     throw configError('kafka: must be an object of Kafka settings');
-  const s = raw as Record<string, unknown>;
+  // A copy: the options may be frozen (the app's validated config is).
+  const s = { ...(raw as Record<string, unknown>) };
   for (const key of Object.keys(s)) {
     if (key === 'ssl') {
       throw configError(
