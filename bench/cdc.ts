@@ -10,6 +10,7 @@
  *   npm run bench -- outage                # only the broker-outage scenario
  *   BENCH_ROWS=20000 BENCH_STEADY_SECONDS=10 npm run bench -- mqtt    # a quick run
  *   BENCH_PROFILE=1 npm run bench -- mqtt  # also writes evpub's CPU profile (bench/results/profiles)
+ *   BENCH_SYSTEMS=none npm run bench -- nats   # only the API off/on pairs (cdc-partial-<date>.json)
  *
  * Scenarios, per broker, for the relay and for evpub (each in its own process, started fresh):
  *   burst:  BENCH_ROWS (100,000) rows inserted in transactions of 1,000; throughput = rows /
@@ -18,6 +19,9 @@
  *           the row's updated_at (clock_timestamp() at insert), p50/p95/p99/max.
  *   mixed:  100 transactions of 100 changes: 34 inserts, 33 updates, 33 deletes.
  *   RSS:    the process's peak resident memory during each scenario (sampled every 50 ms).
+ *   API cost: per broker, BENCH_HTTP_PAIRS (3) pairs of bursts of a fresh evpub with its
+ *           management API off (`http.enabled: false`) and on (the default, `/metrics` scraped
+ *           every BENCH_SCRAPE_MS), interleaved; medians of rows/s, CPU per 1k rows and RSS.
  * Then, for MQTT only, evpub's burst with the broker stopped for 30 s in the middle of it:
  * RSS must stay bounded (the source is paused, not buffered).
  *
