@@ -653,7 +653,7 @@ function print(results: Record<string, unknown>[], outage: Record<string, unknow
   });
   if (costs.length > 0) {
     console.log(
-      'evpub with its management API (server, metrics, event stream) off and on (default), medians:',
+      `evpub with its management API (server, metrics, event stream) off and on (the default; /metrics scraped every ${SCRAPE_MS} ms), medians of the bursts:`,
     );
     console.table(costs);
   }
