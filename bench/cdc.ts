@@ -10,6 +10,7 @@
  *   npm run bench -- outage                # only the broker-outage scenario
  *   BENCH_ROWS=20000 BENCH_STEADY_SECONDS=10 npm run bench -- mqtt    # a quick run
  *   BENCH_PROFILE=1 npm run bench -- mqtt  # also writes evpub's CPU profile (bench/results/profiles)
+ *   BENCH_SYSTEMS=none npm run bench -- nats   # only the API off/on pairs (cdc-partial-<date>.json)
  *
  * Scenarios, per broker, for the relay and for evpub (each in its own process, started fresh):
  *   burst:  BENCH_ROWS (100,000) rows inserted in transactions of 1,000; throughput = rows /
@@ -18,6 +19,9 @@
  *           the row's updated_at (clock_timestamp() at insert), p50/p95/p99/max.
  *   mixed:  100 transactions of 100 changes: 34 inserts, 33 updates, 33 deletes.
  *   RSS:    the process's peak resident memory during each scenario (sampled every 50 ms).
+ *   API cost: per broker, BENCH_HTTP_PAIRS (3) pairs of bursts of a fresh evpub with its
+ *           management API off (`http.enabled: false`) and on (the default, `/metrics` scraped
+ *           every BENCH_SCRAPE_MS), interleaved; medians of rows/s, CPU per 1k rows and RSS.
  * Then, for MQTT only, evpub's burst with the broker stopped for 30 s in the middle of it:
  * RSS must stay bounded (the source is paused, not buffered).
  *
@@ -47,6 +51,16 @@ const RATES = (process.env.BENCH_RATES ?? '1000,5000')
 const MIXED_TXS = 100;
 const OUTAGE_SECONDS = Number(process.env.BENCH_OUTAGE_SECONDS ?? 30);
 const PROFILE = process.env.BENCH_PROFILE === '1';
+/**
+ * Pairs of bursts of evpub with its management API off (`http.enabled: false`: no server, no
+ * metrics, no event stream) and on (the default), interleaved, per broker: their medians give
+ * what the server and metrics cost. 0 skips them.
+ */
+const HTTP_PAIRS = Number(process.env.BENCH_HTTP_PAIRS ?? 3);
+/** In those bursts with the API on, `GET /metrics` every BENCH_SCRAPE_MS (1000; 0: never). */
+const SCRAPE_MS = Number(process.env.BENCH_SCRAPE_MS ?? 1000);
+/** BENCH_SYSTEMS=evpub: the baselines (relay, ceiling) left out, for quick evpub-only runs. */
+const SYSTEMS = (process.env.BENCH_SYSTEMS ?? 'relay,evpub').split(',');
 const WINDOW = 1000;
 const RESULTS = join(__dirname, 'results');
 const now = (): number => performance.timeOrigin + performance.now();
@@ -142,6 +156,7 @@ async function startSystem(
   wl: Workload,
   names: { slot: string; publication: string; topic: string },
   dir: string,
+  http = true,
 ): Promise<LineProcess> {
   const profile = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles')}`] : [];
   if (system === 'relay') {
@@ -170,8 +185,8 @@ async function startSystem(
       process.env.BENCH_CHECKPOINTS === 'memory'
         ? { store: 'memory' }
         : { store: 'file', path: join(dir, 'checkpoints') },
-    // BENCH_HTTP=off: evpub without its management API (metrics, event stream), to see its cost.
-    ...(process.env.BENCH_HTTP === 'off' ? { http: { enabled: false } } : {}),
+    // Off: evpub without its management API (server, metrics, event stream), to see its cost.
+    ...(http ? {} : { http: { enabled: false } }),
   };
   const file = join(dir, 'evpub.config.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
@@ -190,7 +205,11 @@ async function startSystem(
     // The management API on a free port: a leftover process may hold 7401.
     { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
   );
+  const listening = http
+    ? p.line((l) => l.includes('management API listening at'), 30_000, 'the API listening')
+    : undefined;
   await p.line((l) => l.includes('"msg":"started"'), 30_000, 'started');
+  if (listening) p.apiUrl = /listening at (http:\/\/[^"\s]+)/.exec(await listening)?.[1];
   return p;
 }
 
@@ -237,6 +256,136 @@ async function runSystem(system: System, target: Target, wl: Workload, run: stri
     await wl.dropSlot(names.slot, names.publication);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+interface BurstResult extends ScenarioResult {
+  /** RSS once started, before the burst. */
+  idleRssMb: number;
+  /** Scrapes of `/metrics` answered 200 during the burst. */
+  scrapes?: number;
+}
+
+/**
+ * Scrapes `url` every `everyMs` (one at a time) until the returned function is called, which
+ * resolves with the number of scrapes answered 200 with metrics in them.
+ */
+function scraper(url: string, everyMs: number): () => Promise<number> {
+  let ok = 0;
+  let inFlight: Promise<void> | undefined;
+  const scrape = async (): Promise<void> => {
+    try {
+      const res = await fetch(url);
+      const text = await res.text();
+      if (res.status === 200 && text.includes('evpub_events_published_total')) ok++;
+    } catch {
+      // counted as not answered
+    }
+  };
+  const tick = (): void => {
+    inFlight ??= scrape().finally(() => (inFlight = undefined));
+  };
+  const timer = setInterval(tick, everyMs);
+  tick();
+  return async () => {
+    clearInterval(timer);
+    await inFlight;
+    return ok;
+  };
+}
+
+/** A fresh evpub, its management API on or off, and one burst: the throughput and memory. */
+async function runBurst(target: Target, wl: Workload, run: string, http: boolean): Promise<BurstResult> {
+  const names = { slot: `bench_${run}`, publication: `bench_${run}`, topic: `bench/${run}` };
+  const dir = mkdtempSync(join(tmpdir(), 'evpub-bench-burst-'));
+  const sub = await Subscriber.start(target.url, names.topic, subscriberOptions(target));
+  let proc: LineProcess | undefined;
+  let sampler: RssSampler | undefined;
+  try {
+    proc = await startSystem('evpub', target, wl, names, dir, http);
+    log(`evpub pid ${proc.pid}, API ${http ? 'on' : 'off'}`);
+    sampler = new RssSampler(proc.pid);
+    const idleRssMb = MB(sampler.peak());
+    const api = proc.apiUrl;
+    let scrapes: (() => Promise<number>) | undefined;
+    const { bytes: _bytes, ...burst } = await scenario(
+      sub,
+      proc,
+      sampler,
+      target.rows,
+      () => {
+        // The first scrape at once: the metrics' collectors are all running from the start.
+        if (api && SCRAPE_MS > 0) scrapes = scraper(`${api}/metrics`, SCRAPE_MS);
+        return wl.burst(target.rows, 1000);
+      },
+      300_000,
+    );
+    return { ...burst, idleRssMb, ...(scrapes ? { scrapes: await scrapes() } : {}) };
+  } finally {
+    sampler?.stop();
+    await proc?.stop();
+    await sub.end();
+    await wl.dropSlot(names.slot, names.publication);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : Math.round((sorted[mid - 1]! + sorted[mid]!) / 2);
+};
+
+interface HttpCost {
+  pairs: number;
+  off: BurstResult[];
+  on: BurstResult[];
+  /** Medians of the bursts. */
+  offPerSec: number;
+  onPerSec: number;
+  /** on / off throughput. */
+  ratio: number;
+  offPeakRssMb: number;
+  onPeakRssMb: number;
+  offIdleRssMb: number;
+  onIdleRssMb: number;
+  /** evpub's own CPU time per 1,000 rows (less moved by other load than the throughput). */
+  offCpuMsPerKRows: number;
+  onCpuMsPerKRows: number;
+  /** `GET /metrics` every this many ms during the bursts with the API on (0: none). */
+  scrapeMs: number;
+}
+
+/**
+ * What the management API (server, metrics, event stream) costs: HTTP_PAIRS pairs of bursts with
+ * it off and on, interleaved (off, on, on, off, ...) so that neither always has the warmer
+ * machine; medians.
+ */
+async function runHttpCost(target: Target, wl: Workload, run: string): Promise<HttpCost> {
+  const off: BurstResult[] = [];
+  const on: BurstResult[] = [];
+  for (let i = 0; i < HTTP_PAIRS; i++) {
+    for (const http of i % 2 === 0 ? [false, true] : [true, false]) {
+      log(`${target.broker} evpub, API ${http ? 'on' : 'off'}: burst of ${target.rows} (pair ${i + 1})`);
+      (http ? on : off).push(await runBurst(target, wl, `${http ? 'on' : 'off'}${i}_${run}`, http));
+    }
+  }
+  const m = (list: BurstResult[], key: 'perSec' | 'peakRssMb' | 'idleRssMb' | 'cpuMsPerKRows'): number =>
+    median(list.map((b) => b[key]));
+  return {
+    pairs: HTTP_PAIRS,
+    off,
+    on,
+    offPerSec: m(off, 'perSec'),
+    onPerSec: m(on, 'perSec'),
+    ratio: ratio(m(on, 'perSec'), m(off, 'perSec')),
+    offPeakRssMb: m(off, 'peakRssMb'),
+    onPeakRssMb: m(on, 'peakRssMb'),
+    offIdleRssMb: m(off, 'idleRssMb'),
+    onIdleRssMb: m(on, 'idleRssMb'),
+    offCpuMsPerKRows: m(off, 'cpuMsPerKRows'),
+    onCpuMsPerKRows: m(on, 'cpuMsPerKRows'),
+    scrapeMs: SCRAPE_MS,
+  };
 }
 
 /** The broker ceiling: the raw client publishing `ROWS` pre-built messages of `bytes` bytes. */
@@ -365,11 +514,17 @@ async function main(): Promise<void> {
       const wl = await Workload.create(`bench_cdc_${run}`);
       try {
         // Alternate which system runs first, so that neither always has the warmer machine.
-        const order: System[] = i % 2 === 0 ? ['relay', 'evpub'] : ['evpub', 'relay'];
+        const order = (i % 2 === 0 ? ['relay', 'evpub'] : ['evpub', 'relay']).filter((s) =>
+          SYSTEMS.includes(s),
+        ) as System[];
         const sys: Partial<Record<System, SystemResult>> = {};
         for (const system of order) sys[system] = await runSystem(system, target, wl, run);
-        log(`${target.broker}: ceiling`);
-        const ceiling = await runCeiling(target, sys.evpub!.messageBytes, run);
+        const httpCost = HTTP_PAIRS > 0 ? await runHttpCost(target, wl, run) : undefined;
+        let ceiling: ScenarioResult | undefined;
+        if (SYSTEMS.includes('relay') && sys.evpub) {
+          log(`${target.broker}: ceiling`);
+          ceiling = await runCeiling(target, sys.evpub.messageBytes, run);
+        }
         results.push({
           broker: target.broker,
           rows: target.rows,
@@ -377,6 +532,7 @@ async function main(): Promise<void> {
           ceiling,
           relay: sys.relay,
           evpub: sys.evpub,
+          httpCost,
         });
       } catch (err) {
         log(`${target.broker}: ${(err as Error).message}`);
@@ -415,21 +571,29 @@ async function main(): Promise<void> {
       rates: RATES,
       mixedTxs: MIXED_TXS,
       window: WINDOW,
+      httpPairs: HTTP_PAIRS,
     },
     results,
     outage,
   };
   mkdirSync(RESULTS, { recursive: true });
-  const stem = join(RESULTS, `cdc-${started.toISOString().slice(0, 10)}`);
+  // A run without the baselines (BENCH_SYSTEMS) is not the whole benchmark: a file of its own.
+  const whole = SYSTEMS.includes('relay') && SYSTEMS.includes('evpub');
+  const stem = join(RESULTS, `cdc-${whole ? '' : 'partial-'}${started.toISOString().slice(0, 10)}`);
   writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
-  writeFileSync(`${stem}.svg`, renderChart(report));
-  console.log(`results: ${stem}.json, chart: ${stem}.svg`);
+  if (results.every((r) => r.error || (r.ceiling && r.relay && r.evpub))) {
+    writeFileSync(`${stem}.svg`, renderChart(report));
+    console.log(`results: ${stem}.json, chart: ${stem}.svg`);
+  } else console.log(`results: ${stem}.json`);
 }
 
 function print(results: Record<string, unknown>[], outage: Record<string, unknown> | undefined): void {
-  const rows = results.map((r) => {
+  const complete = (r: Record<string, unknown>): boolean =>
+    !r.error && r.ceiling !== undefined && r.relay !== undefined && r.evpub !== undefined;
+  const rows = results.flatMap((r) => {
     if (typeof r.error === 'string')
-      return { broker: r.broker, error: r.error.split('\n')[0]!.slice(0, 120) };
+      return [{ broker: r.broker, error: r.error.split('\n')[0]!.slice(0, 120) }];
+    if (!complete(r)) return [];
     const { ceiling, relay, evpub } = r as {
       ceiling: ScenarioResult;
       relay: SystemResult;
@@ -460,28 +624,57 @@ function print(results: Record<string, unknown>[], outage: Record<string, unknow
       ...Object.values(evpub.steady),
     ].some((s) => !s.complete);
     if (incomplete) row.note = 'some events missing: see the JSON';
-    return row;
+    return [row];
   });
-  console.table(rows);
+  if (rows.length > 0) console.table(rows);
   for (const r of results) if (typeof r.note === 'string') console.log(`  ${String(r.broker)}: ${r.note}`);
-  const latency = results
-    .filter((r) => !r.error)
-    .flatMap((r) =>
-      (['relay', 'evpub'] as const).flatMap((system) =>
-        RATES.map((rate) => {
-          const s = (r[system] as SystemResult).steady[rate]!;
-          return {
-            broker: r.broker,
-            system,
-            'rows/s': rate,
-            ...s.latency,
-            'CPU ms/1k rows': s.cpuMsPerKRows,
-          };
-        }),
-      ),
+  const costs = results.flatMap((r) => {
+    const c = r.httpCost as HttpCost | undefined;
+    if (!c) return [];
+    return [
+      {
+        broker: r.broker,
+        pairs: c.pairs,
+        'burst/s API off': c.offPerSec,
+        'burst/s API on': c.onPerSec,
+        'on/off': c.ratio,
+        'off runs': c.off.map((b) => b.perSec).join(' '),
+        'on runs': c.on.map((b) => b.perSec).join(' '),
+        'CPU ms/1k off': c.offCpuMsPerKRows,
+        'CPU ms/1k on': c.onCpuMsPerKRows,
+        'peak RSS MB off': c.offPeakRssMb,
+        'peak RSS MB on': c.onPeakRssMb,
+        'idle RSS MB off': c.offIdleRssMb,
+        'idle RSS MB on': c.onIdleRssMb,
+        scrapes: c.on.map((b) => b.scrapes ?? 0).join(' '),
+        ...([...c.off, ...c.on].some((b) => !b.complete) ? { note: 'some events missing' } : {}),
+      },
+    ];
+  });
+  if (costs.length > 0) {
+    console.log(
+      `evpub with its management API (server, metrics, event stream) off and on (the default; /metrics scraped every ${SCRAPE_MS} ms), medians of the bursts:`,
     );
-  console.log('steady-state latency (ms, arrival − updated_at):');
-  console.table(latency);
+    console.table(costs);
+  }
+  const latency = results.filter(complete).flatMap((r) =>
+    (['relay', 'evpub'] as const).flatMap((system) =>
+      RATES.map((rate) => {
+        const s = (r[system] as SystemResult).steady[rate]!;
+        return {
+          broker: r.broker,
+          system,
+          'rows/s': rate,
+          ...s.latency,
+          'CPU ms/1k rows': s.cpuMsPerKRows,
+        };
+      }),
+    ),
+  );
+  if (latency.length > 0) {
+    console.log('steady-state latency (ms, arrival − updated_at):');
+    console.table(latency);
+  }
   if (outage) {
     const { series: _series, ...summary } = outage;
     console.log('evpub burst with the MQTT broker stopped mid-way:');

@@ -14,6 +14,8 @@ export class LineProcess {
   private readonly waiters: { match: (line: string) => boolean; resolve: (line: string) => void }[] = [];
   private exited: Error | undefined;
   private readonly tail: string[] = [];
+  /** Where the process serves its management API, when it does (evpub). */
+  apiUrl?: string;
 
   constructor(
     readonly name: string,
