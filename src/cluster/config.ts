@@ -68,13 +68,17 @@ export function parseDuration(value: unknown, key: string): number {
       if (ms > 0) return ms;
     }
   }
-  throw invalid(key, `${JSON.stringify(value)} must be a duration: milliseconds as a number, or like '1500ms', '15s', '1m'`);
+  throw invalid(
+    key,
+    `${JSON.stringify(value)} must be a duration: milliseconds as a number, or like '1500ms', '15s', '1m'`,
+  );
 }
 
 function text(raw: Record<string, unknown>, key: string, path: string): string | undefined {
   const value = raw[key];
   if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value === '') throw invalid(`${path}.${key}`, 'must be a non-empty string');
+  if (typeof value !== 'string' || value === '')
+    throw invalid(`${path}.${key}`, 'must be a non-empty string');
   return value;
 }
 
@@ -99,11 +103,18 @@ export function parseClusterConfig(raw: unknown, path = 'cluster'): ClusterConfi
     const other = CLUSTER_STORES.find((s) => STORE_KEYS[s].includes(key));
     if (other) throw invalid(`${path}.${key}`, `applies to the ${other} store only, not ${kind}`);
     const hint = nearest(key, allowed);
-    throw invalid(`${path}.${key}`, `unknown key${hint ? `; did you mean ${hint}?` : `; valid keys: ${allowed.join(', ')}`}`);
+    throw invalid(
+      `${path}.${key}`,
+      `unknown key${hint ? `; did you mean ${hint}?` : `; valid keys: ${allowed.join(', ')}`}`,
+    );
   }
 
   const url = text(section, 'url', path);
-  if (url === undefined) throw invalid(`${path}.url`, `is required: the ${kind} server's URL, like ${SCHEMES[kind][0]}//127.0.0.1`);
+  if (url === undefined)
+    throw invalid(
+      `${path}.url`,
+      `is required: the ${kind} server's URL, like ${SCHEMES[kind][0]}//127.0.0.1`,
+    );
   let scheme: string;
   try {
     scheme = new URL(url).protocol;
@@ -111,12 +122,19 @@ export function parseClusterConfig(raw: unknown, path = 'cluster'): ClusterConfi
     throw invalid(`${path}.url`, `must be a URL like ${SCHEMES[kind][0]}//127.0.0.1`);
   }
   if (!SCHEMES[kind].includes(scheme)) {
-    throw invalid(`${path}.url`, `must be a ${SCHEMES[kind].map((s) => `${s}//`).join(' or ')} URL for the ${kind} store`);
+    throw invalid(
+      `${path}.url`,
+      `must be a ${SCHEMES[kind].map((s) => `${s}//`).join(' or ')} URL for the ${kind} store`,
+    );
   }
 
-  const leaseTtl = section.leaseTtl === undefined ? DEFAULT_LEASE_TTL : parseDuration(section.leaseTtl, `${path}.leaseTtl`);
+  const leaseTtl =
+    section.leaseTtl === undefined ? DEFAULT_LEASE_TTL : parseDuration(section.leaseTtl, `${path}.leaseTtl`);
   if (leaseTtl < MIN_LEASE_TTL) {
-    throw invalid(`${path}.leaseTtl`, `${leaseTtl} ms is too short; give at least ${MIN_LEASE_TTL / 1000}s (default ${DEFAULT_LEASE_TTL / 1000}s)`);
+    throw invalid(
+      `${path}.leaseTtl`,
+      `${leaseTtl} ms is too short; give at least ${MIN_LEASE_TTL / 1000}s (default ${DEFAULT_LEASE_TTL / 1000}s)`,
+    );
   }
   const renewInterval =
     section.renewInterval === undefined
@@ -131,7 +149,10 @@ export function parseClusterConfig(raw: unknown, path = 'cluster'): ClusterConfi
 
   const name = text(section, 'name', path);
   if (name === undefined || !NAME.test(name)) {
-    throw invalid(`${path}.name`, `${name === undefined ? 'is required' : JSON.stringify(name) + ' is not valid'}: the cluster's name, 1-64 letters, digits, - or _`);
+    throw invalid(
+      `${path}.name`,
+      `${name === undefined ? 'is required' : JSON.stringify(name) + ' is not valid'}: the cluster's name, 1-64 letters, digits, - or _`,
+    );
   }
   const instance = text(section, 'instance', path) ?? `${hostname()}-${process.pid}`;
   if (instance.length > 200) throw invalid(`${path}.instance`, 'must be at most 200 characters');

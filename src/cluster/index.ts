@@ -8,7 +8,13 @@ import { NatsLeaseStore } from './nats';
 import { PostgresLeaseStore } from './postgres';
 import { RedisLeaseStore } from './redis';
 
-export { CLUSTER_STORES, DEFAULT_LEASE_TTL, MIN_LEASE_TTL, parseClusterConfig, parseDuration } from './config';
+export {
+  CLUSTER_STORES,
+  DEFAULT_LEASE_TTL,
+  MIN_LEASE_TTL,
+  parseClusterConfig,
+  parseDuration,
+} from './config';
 export type { ClusterConfig, ClusterStore } from './config';
 export { LeaseKeeper, type KeeperOptions } from './keeper';
 export { deadlineOf, safetyMargin, type Lease, type LeaseState, type LeaseStore, type Member } from './lease';

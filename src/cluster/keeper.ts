@@ -92,7 +92,8 @@ export class LeaseKeeper {
     clearTimeout(this.deadlineTimer);
     const wait = Math.max(0, this.current.deadline - monotonicNow());
     this.deadlineTimer = setTimeout(() => {
-      if (monotonicNow() >= this.current.deadline) this.lose('deadline', 'its deadline passed before a renew succeeded');
+      if (monotonicNow() >= this.current.deadline)
+        this.lose('deadline', 'its deadline passed before a renew succeeded');
       else this.armDeadline();
     }, wait);
     this.deadlineTimer.unref?.();

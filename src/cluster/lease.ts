@@ -125,7 +125,10 @@ export function checkTtl(ttlMs: number, what = 'ttlMs'): void {
 /** Throws CONFIG_INVALID unless `value` is a non-empty name of at most 200 characters. */
 export function checkName(value: string, what: string): void {
   if (typeof value !== 'string' || value === '' || value.length > 200) {
-    throw new EvpubError(ErrorCode.CONFIG_INVALID, `${what}: must be a non-empty string of at most 200 characters`);
+    throw new EvpubError(
+      ErrorCode.CONFIG_INVALID,
+      `${what}: must be a non-empty string of at most 200 characters`,
+    );
   }
 }
 
@@ -139,7 +142,12 @@ export function leaseLost(lease: Lease, store: string, why: string): EvpubError 
 }
 
 /** The retriable LEASE_FAILED error for a store that did not answer. */
-export function leaseFailed(store: string, what: string, cause: unknown, context: Record<string, unknown> = {}): EvpubError {
+export function leaseFailed(
+  store: string,
+  what: string,
+  cause: unknown,
+  context: Record<string, unknown> = {},
+): EvpubError {
   return new EvpubError(ErrorCode.LEASE_FAILED, `cannot ${what} in the ${store} lease store`, {
     cause,
     retriable: true,

@@ -131,7 +131,10 @@ export class NatsLeaseStore implements LeaseStore {
   private connect(): Promise<Link> {
     this.link ??= (async () => {
       const nm = await loadDriver<NatsModule>('@nats-io/transport-node', 'NATS lease store');
-      const jsmod = await loadDriver<typeof import('@nats-io/jetstream')>('@nats-io/jetstream', 'NATS lease store');
+      const jsmod = await loadDriver<typeof import('@nats-io/jetstream')>(
+        '@nats-io/jetstream',
+        'NATS lease store',
+      );
       const timeout = this.options.opTimeout ?? 5000;
       const u = new URL(this.options.url);
       let nc: NatsConnection | undefined;
@@ -174,7 +177,11 @@ export class NatsLeaseStore implements LeaseStore {
     return this.link;
   }
 
-  private async run<T>(what: string, context: Record<string, unknown>, fn: (l: Link) => Promise<T>): Promise<T> {
+  private async run<T>(
+    what: string,
+    context: Record<string, unknown>,
+    fn: (l: Link) => Promise<T>,
+  ): Promise<T> {
     const link = await this.connect();
     try {
       return await fn(link);
@@ -192,8 +199,12 @@ export class NatsLeaseStore implements LeaseStore {
   private async serverNow(): Promise<number> {
     const { js, jsm } = await this.connect();
     const ack = await js.publish(`${this.prefix}clock`);
-    const msg = await jsm.streams.getMessage(this.stream, { seq: ack.seq });
-    if (!msg) throw new Error('the clock message vanished');
+    // Another probe may have replaced ours (one message per key): it was stored later, but before
+    // this read returns, so its time is still a time the server had already reached.
+    const msg =
+      (await jsm.streams.getMessage(this.stream, { seq: ack.seq })) ??
+      (await jsm.streams.getMessage(this.stream, { last_by_subj: `${this.prefix}clock` }));
+    if (!msg) throw new Error('the clock key is empty right after a write to it');
     return msg.time.getTime();
   }
 
@@ -211,7 +222,26 @@ export class NatsLeaseStore implements LeaseStore {
     }
   }
 
-  private lease(unit: string, holder: string, ttlMs: number, sentAt: number, epoch: number, revision: number, expiresAt: number): NatsLease {
+  /**
+   * Whether the entry at `key` is still `lease`'s write: its revision, holder and epoch. The
+   * write that follows expects that revision, so nothing can slip in between.
+   */
+  private async holds(key: string, lease: Lease): Promise<boolean> {
+    const msg = await this.last(key);
+    if (!msg || msg.seq !== (lease as NatsLease).revision) return false;
+    const cur = msg.json<LeaseValue>() as LeaseValue;
+    return cur.holder === lease.holder && cur.epoch === lease.epoch;
+  }
+
+  private lease(
+    unit: string,
+    holder: string,
+    ttlMs: number,
+    sentAt: number,
+    epoch: number,
+    revision: number,
+    expiresAt: number,
+  ): NatsLease {
     return { unit, holder, epoch, ttlMs, expiresAt, revision, deadline: deadlineOf(sentAt, ttlMs) };
   }
 
@@ -244,18 +274,34 @@ export class NatsLeaseStore implements LeaseStore {
     // The holder's own clock: past send + ttl, the server may have judged it expired.
     if (sentAt > lease.deadline + safetyMargin(lease.ttlMs)) throw leaseLost(lease, this.name, 'it expired');
     const key = `lease.${token(lease.unit)}`;
-    const next = await this.run(`renew ${lease.unit}`, { unit: lease.unit }, () =>
-      this.put(key, { holder: lease.holder, epoch: lease.epoch, ttl: lease.ttlMs } satisfies LeaseValue, revision),
+    const next = await this.run(`renew ${lease.unit}`, { unit: lease.unit }, async () =>
+      (await this.holds(key, lease))
+        ? this.put(
+            key,
+            { holder: lease.holder, epoch: lease.epoch, ttl: lease.ttlMs } satisfies LeaseValue,
+            revision,
+          )
+        : null,
     );
     if (next === null) throw leaseLost(lease, this.name, 'another instance wrote the lease');
-    return this.lease(lease.unit, lease.holder, lease.ttlMs, sentAt, lease.epoch, next, Date.now() + lease.ttlMs);
+    return this.lease(
+      lease.unit,
+      lease.holder,
+      lease.ttlMs,
+      sentAt,
+      lease.epoch,
+      next,
+      Date.now() + lease.ttlMs,
+    );
   }
 
   async release(lease: Lease): Promise<boolean> {
     const { revision } = lease as NatsLease;
     const key = `lease.${token(lease.unit)}`;
-    const next = await this.run(`release ${lease.unit}`, { unit: lease.unit }, () =>
-      this.put(key, { holder: null, epoch: lease.epoch, ttl: lease.ttlMs } satisfies LeaseValue, revision),
+    const next = await this.run(`release ${lease.unit}`, { unit: lease.unit }, async () =>
+      (await this.holds(key, lease))
+        ? this.put(key, { holder: null, epoch: lease.epoch, ttl: lease.ttlMs } satisfies LeaseValue, revision)
+        : null,
     );
     return next !== null;
   }
@@ -301,7 +347,10 @@ export class NatsLeaseStore implements LeaseStore {
       for (const subject of Object.keys(info.state.subjects ?? {})) {
         const msg = await jsm.streams.getMessage(this.stream, { last_by_subj: subject });
         if (!msg || msg.header?.get('KV-Operation') || msg.data.length === 0) continue;
-        const value = msg.json<{ info: Record<string, unknown>; ttl: number }>() as { info: Record<string, unknown>; ttl: number };
+        const value = msg.json<{ info: Record<string, unknown>; ttl: number }>() as {
+          info: Record<string, unknown>;
+          ttl: number;
+        };
         const expiresAt = msg.time.getTime() + value.ttl;
         if (expiresAt <= now) continue;
         out.push({ instance: untoken(subject.slice(filter.length - 1)), info: value.info, expiresAt });

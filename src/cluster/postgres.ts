@@ -121,7 +121,12 @@ export class PostgresLeaseStore implements LeaseStore {
     return this.pool;
   }
 
-  private async query<T>(what: string, sql: string, params: unknown[], context: Record<string, unknown> = {}): Promise<T[]> {
+  private async query<T>(
+    what: string,
+    sql: string,
+    params: unknown[],
+    context: Record<string, unknown> = {},
+  ): Promise<T[]> {
     const pool = await this.connect();
     try {
       return (await pool.query(sql, params)).rows as T[];
@@ -131,7 +136,14 @@ export class PostgresLeaseStore implements LeaseStore {
   }
 
   private lease(unit: string, holder: string, ttlMs: number, sentAt: number, row: LeaseRow): Lease {
-    return { unit, holder, epoch: Number(row.epoch), expiresAt: Number(row.expires_ms), ttlMs, deadline: deadlineOf(sentAt, ttlMs) };
+    return {
+      unit,
+      holder,
+      epoch: Number(row.epoch),
+      expiresAt: Number(row.expires_ms),
+      ttlMs,
+      deadline: deadlineOf(sentAt, ttlMs),
+    };
   }
 
   async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {

@@ -132,7 +132,11 @@ export class RedisLeaseStore implements LeaseStore {
     return this.client;
   }
 
-  private async run<T>(what: string, context: Record<string, unknown>, fn: (c: RedisClient) => Promise<T>): Promise<T> {
+  private async run<T>(
+    what: string,
+    context: Record<string, unknown>,
+    fn: (c: RedisClient) => Promise<T>,
+  ): Promise<T> {
     const client = await this.connect();
     try {
       return await fn(client);
@@ -154,7 +158,14 @@ export class RedisLeaseStore implements LeaseStore {
       c.eval(ACQUIRE, 2, this.key('lease', unit), this.key('epoch', unit), holder, ttlMs),
     )) as [string, string] | null;
     if (!got) return null;
-    return { unit, holder, epoch: Number(got[0]), expiresAt: Number(got[1]), ttlMs, deadline: deadlineOf(sentAt, ttlMs) };
+    return {
+      unit,
+      holder,
+      epoch: Number(got[0]),
+      expiresAt: Number(got[1]),
+      ttlMs,
+      deadline: deadlineOf(sentAt, ttlMs),
+    };
   }
 
   async renew(lease: Lease): Promise<Lease> {
