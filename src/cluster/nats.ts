@@ -229,7 +229,7 @@ export class NatsLeaseStore implements LeaseStore {
   private async holds(key: string, lease: Lease): Promise<boolean> {
     const msg = await this.last(key);
     if (!msg || msg.seq !== (lease as NatsLease).revision) return false;
-    const cur = msg.json<LeaseValue>() as LeaseValue;
+    const cur = msg.json<LeaseValue>();
     return cur.holder === lease.holder && cur.epoch === lease.epoch;
   }
 
@@ -253,7 +253,7 @@ export class NatsLeaseStore implements LeaseStore {
     return this.run(`acquire ${unit}`, { unit }, async () => {
       const key = `lease.${token(unit)}`;
       const msg = await this.last(key);
-      const cur = msg ? (msg.json<LeaseValue>() as LeaseValue) : undefined;
+      const cur = msg ? msg.json<LeaseValue>() : undefined;
       let epoch = (cur?.epoch ?? 0) + 1;
       if (cur && msg && cur.holder !== null) {
         const live = (await this.serverNow()) < msg.time.getTime() + cur.ttl;
@@ -310,7 +310,7 @@ export class NatsLeaseStore implements LeaseStore {
     return this.run(`read ${unit}`, { unit }, async () => {
       const msg = await this.last(`lease.${token(unit)}`);
       if (!msg) return undefined;
-      const cur = msg.json<LeaseValue>() as LeaseValue;
+      const cur = msg.json<LeaseValue>();
       const expiresAt = msg.time.getTime() + cur.ttl;
       const live = cur.holder !== null && (await this.serverNow()) < expiresAt;
       return { unit, holder: cur.holder ?? undefined, epoch: cur.epoch, expiresAt, live };
@@ -347,10 +347,7 @@ export class NatsLeaseStore implements LeaseStore {
       for (const subject of Object.keys(info.state.subjects ?? {})) {
         const msg = await jsm.streams.getMessage(this.stream, { last_by_subj: subject });
         if (!msg || msg.header?.get('KV-Operation') || msg.data.length === 0) continue;
-        const value = msg.json<{ info: Record<string, unknown>; ttl: number }>() as {
-          info: Record<string, unknown>;
-          ttl: number;
-        };
+        const value = msg.json<{ info: Record<string, unknown>; ttl: number }>();
         const expiresAt = msg.time.getTime() + value.ttl;
         if (expiresAt <= now) continue;
         out.push({ instance: untoken(subject.slice(filter.length - 1)), info: value.info, expiresAt });

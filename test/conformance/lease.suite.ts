@@ -17,7 +17,7 @@ export interface LeaseFixture {
   /** A store over the shared server for cluster `cluster` (a new instance each call). */
   open(cluster: string): Promise<LeaseStore>;
   /** A private server, and how to open a store on it with a short operation timeout. */
-  privateServer(): Promise<{ server: PrivateBroker; open(cluster: string): LeaseStore }>;
+  privateServer(): Promise<{ server: PrivateBroker; open: (cluster: string) => LeaseStore }>;
   teardown?(): Promise<void>;
 }
 
@@ -206,9 +206,9 @@ export function leaseConformance(fixture: LeaseFixture): void {
     });
 
     it('a store outage: renew fails retriable (not LEASE_LOST) and the keeper reports its deadline passed', async () => {
-      const { server, open } = await fixture.privateServer();
+      const { server, open: openPrivate } = await fixture.privateServer();
       cleanups.push(() => server.close());
-      const store = open(uniqueName('c'));
+      const store = openPrivate(uniqueName('c'));
       stores.push(store);
       const keeper = (await LeaseKeeper.acquire(store, 'u', 'a', 1500))!;
       cleanups.push(() => keeper.stop({ release: false }));
