@@ -7,12 +7,17 @@
  *
  * A save is one upsert (`INSERT ... ON CONFLICT (feed_id) DO UPDATE`), atomic and durable when
  * it commits. pg is loaded on first use; the store keeps a small pool.
+ *
+ * Fencing (contract.ts): a fenced save adds the columns `fence_unit text, fence_epoch bigint`
+ * (ALTER TABLE ... ADD COLUMN IF NOT EXISTS, once per store) and its upsert's `DO UPDATE` has
+ * `WHERE fence_epoch IS NULL OR fence_unit IS DISTINCT FROM $unit OR fence_epoch <= $epoch`: the
+ * row is locked, compared and written in one statement; no row returned means refused (FENCED).
  */
 import type { Pool } from 'pg';
 import { ErrorCode, EvpubError, redact } from '../errors';
 import type { Position } from '../events/change-event';
 import { loadDriver } from '../util/driver';
-import type { CheckpointStore } from './contract';
+import { fenced, type CheckpointStore, type SaveOptions } from './contract';
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';
 
@@ -32,8 +37,10 @@ export function quoteTable(name: string): string {
 
 export class PostgresCheckpointStore implements CheckpointStore {
   readonly name = 'postgres';
+  readonly fencing = true;
   private readonly table: string;
   private pool: Promise<Pool> | undefined;
+  private fenceColumns: Promise<unknown> | undefined;
 
   constructor(private readonly options: { url: string; table?: string; connectTimeout?: number }) {
     this.table = quoteTable(options.table ?? DEFAULT_PG_TABLE);
@@ -94,13 +101,56 @@ export class PostgresCheckpointStore implements CheckpointStore {
     return (rows[0] as { position?: string } | undefined)?.position;
   }
 
-  async save(feedId: string, position: Position): Promise<void> {
+  async save(feedId: string, position: Position, options?: SaveOptions): Promise<void> {
+    if (options?.fence) return this.fencedSave(feedId, position, options.fence);
     await this.query(
       feedId,
       'save',
       `INSERT INTO ${this.table} (feed_id, position, updated_at) VALUES ($1, $2, now())
        ON CONFLICT (feed_id) DO UPDATE SET position = EXCLUDED.position, updated_at = now()`,
       [feedId, position],
+    );
+  }
+
+  private async fencedSave(
+    feedId: string,
+    position: Position,
+    fence: { unit: string; epoch: number },
+  ): Promise<void> {
+    this.fenceColumns ??= this.query(
+      feedId,
+      'prepare fencing for',
+      `ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS fence_unit text, ADD COLUMN IF NOT EXISTS fence_epoch bigint`,
+      [],
+    ).catch((err: unknown) => {
+      this.fenceColumns = undefined;
+      throw err;
+    });
+    await this.fenceColumns;
+    const written = await this.query(
+      feedId,
+      'save',
+      `INSERT INTO ${this.table} AS c (feed_id, position, updated_at, fence_unit, fence_epoch)
+         VALUES ($1, $2, now(), $3, $4)
+       ON CONFLICT (feed_id) DO UPDATE SET position = EXCLUDED.position, updated_at = now(),
+         fence_unit = EXCLUDED.fence_unit, fence_epoch = EXCLUDED.fence_epoch
+       WHERE c.fence_epoch IS NULL OR c.fence_unit IS DISTINCT FROM EXCLUDED.fence_unit
+         OR c.fence_epoch <= EXCLUDED.fence_epoch
+       RETURNING 1`,
+      [feedId, position, fence.unit, fence.epoch],
+    );
+    if (written.length > 0) return;
+    const rows = await this.query(
+      feedId,
+      'load',
+      `SELECT fence_epoch FROM ${this.table} WHERE feed_id = $1`,
+      [feedId],
+    );
+    throw fenced(
+      feedId,
+      fence,
+      Number((rows[0] as { fence_epoch?: string } | undefined)?.fence_epoch),
+      this.name,
     );
   }
 
