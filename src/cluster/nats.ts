@@ -6,7 +6,7 @@
  * characters are written `=XX`):
  *
  *   lease.<unit>       {"holder": "..." | null, "epoch": n, "ttl": ms}
- *   member.<instance>  {"info": {...}, "ttl": ms}
+ *   member.<instance>  {"info": {...}, "ttl": ms}; `members()` purges the expired and left ones
  *   clock              empty; written to read the server's time (below)
  *
  * Every write is revision-checked (`Nats-Expected-Last-Subject-Sequence`): acquire expects the
@@ -346,10 +346,18 @@ export class NatsLeaseStore implements LeaseStore {
       const out: Member[] = [];
       for (const subject of Object.keys(info.state.subjects ?? {})) {
         const msg = await jsm.streams.getMessage(this.stream, { last_by_subj: subject });
-        if (!msg || msg.header?.get('KV-Operation') || msg.data.length === 0) continue;
+        if (!msg) continue;
+        if (msg.header?.get('KV-Operation') || msg.data.length === 0) {
+          await jsm.streams.purge(this.stream, { filter: subject, seq: msg.seq + 1 });
+          continue;
+        }
         const value = msg.json<{ info: Record<string, unknown>; ttl: number }>();
         const expiresAt = msg.time.getTime() + value.ttl;
-        if (expiresAt <= now) continue;
+        if (expiresAt <= now) {
+          // Up to this message only: a join that came meanwhile stays.
+          await jsm.streams.purge(this.stream, { filter: subject, seq: msg.seq + 1 });
+          continue;
+        }
         out.push({ instance: untoken(subject.slice(filter.length - 1)), info: value.info, expiresAt });
       }
       return out.sort((a, b) => a.instance.localeCompare(b.instance));

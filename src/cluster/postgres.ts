@@ -16,7 +16,8 @@
  *   means the lease was lost (LEASE_LOST).
  * - release: the same compare, setting holder to NULL and expires_at to now(). The row stays so
  *   that the next owner's epoch continues from it.
- * - members: upserts with an expiry; `members()` reads the rows not yet expired; `leave` deletes.
+ * - members: upserts with an expiry; `members()` reads the rows not yet expired (and deletes the
+ *   expired ones); `leave` deletes.
  *
  * pg is loaded on first use; the store keeps a pool of two connections. Every query is bounded
  * by `opTimeout` (default 5 s): a server that does not answer is a retriable LEASE_FAILED.
@@ -242,7 +243,8 @@ export class PostgresLeaseStore implements LeaseStore {
   async members(): Promise<Member[]> {
     const rows = await this.query<{ instance: string; info: Record<string, unknown>; expires_ms: number }>(
       'list the members',
-      `SELECT instance, info, (extract(epoch FROM expires_at) * 1000)::float8 AS expires_ms
+      `WITH gone AS (DELETE FROM ${this.members_} WHERE cluster = $1 AND expires_at <= now())
+       SELECT instance, info, (extract(epoch FROM expires_at) * 1000)::float8 AS expires_ms
        FROM ${this.members_} WHERE cluster = $1 AND expires_at > now() ORDER BY instance`,
       [this.options.cluster],
     );
