@@ -11,7 +11,8 @@
  *
  * 1. `acquire(unit, holder, ttlMs)` resolves with a `Lease` when the unit was free, expired, or
  *    already held by `holder` (then it is renewed, same epoch), and with null when another holder
- *    has a live lease. Only one of many concurrent acquirers of a free unit wins.
+ *    has a live lease. Only one of many concurrent acquirers of a free unit wins. After an
+ *    acquire by the current holder, use the lease it returned (the old object may be stale).
  * 2. The *epoch* grows by at least one on every change of owner, and never goes back: a new owner
  *    always has a greater epoch than every earlier one. It stays the same while one holder renews.
  *    Checkpoint saves carry it (fencing, src/checkpoints/contract.ts): a save with an epoch lower
