@@ -222,6 +222,13 @@ export class NatsLeaseStore implements LeaseStore {
     }
   }
 
+  /** The expiry (server time) of our write `revision` at `key`: its stored time + ttl. */
+  private async expiryOf(key: string, revision: number, ttlMs: number): Promise<number> {
+    const stored = await this.last(key);
+    // Overwritten already (by a newer owner): the expiry we had is at most that write's time.
+    return (stored?.time.getTime() ?? 0) + (stored?.seq === revision ? ttlMs : 0);
+  }
+
   /**
    * Whether the entry at `key` is still `lease`'s write: its revision, holder and epoch. The
    * write that follows expects that revision, so nothing can slip in between.
@@ -262,9 +269,15 @@ export class NatsLeaseStore implements LeaseStore {
       }
       const revision = await this.put(key, { holder, epoch, ttl: ttlMs } satisfies LeaseValue, msg?.seq ?? 0);
       if (revision === null) return null;
-      const stored = await this.last(key);
-      const expiresAt = (stored?.seq === revision ? stored.time.getTime() : Date.now()) + ttlMs;
-      return this.lease(unit, holder, ttlMs, sentAt, epoch, revision, expiresAt);
+      return this.lease(
+        unit,
+        holder,
+        ttlMs,
+        sentAt,
+        epoch,
+        revision,
+        await this.expiryOf(key, revision, ttlMs),
+      );
     });
   }
 
@@ -284,15 +297,10 @@ export class NatsLeaseStore implements LeaseStore {
         : null,
     );
     if (next === null) throw leaseLost(lease, this.name, 'another instance wrote the lease');
-    return this.lease(
-      lease.unit,
-      lease.holder,
-      lease.ttlMs,
-      sentAt,
-      lease.epoch,
-      next,
-      Date.now() + lease.ttlMs,
+    const expiresAt = await this.run(`renew ${lease.unit}`, { unit: lease.unit }, () =>
+      this.expiryOf(key, next, lease.ttlMs),
     );
+    return this.lease(lease.unit, lease.holder, lease.ttlMs, sentAt, lease.epoch, next, expiresAt);
   }
 
   async release(lease: Lease): Promise<boolean> {
