@@ -8,8 +8,9 @@
  * A save is one upsert (`INSERT ... ON CONFLICT (feed_id) DO UPDATE`), atomic and durable when
  * it commits. pg is loaded on first use; the store keeps a small pool.
  *
- * Fencing (contract.ts): a fenced save adds the columns `fence_unit text, fence_epoch bigint`
- * (ALTER TABLE ... ADD COLUMN IF NOT EXISTS, once per store) and its upsert's `DO UPDATE` has
+ * Fencing (contract.ts): fenced saves use two more columns, `fence_unit text, fence_epoch bigint`
+ * (added by the first fenced save that misses them: ALTER TABLE ... ADD COLUMN IF NOT EXISTS,
+ * which needs the table's owner; unfenced saves never need them). The upsert's `DO UPDATE` has
  * `WHERE fence_epoch IS NULL OR fence_unit IS DISTINCT FROM $unit OR fence_epoch <= $epoch`: the
  * row is locked, compared and written in one statement; no row returned means refused (FENCED).
  */
@@ -117,28 +118,37 @@ export class PostgresCheckpointStore implements CheckpointStore {
     position: Position,
     fence: { unit: string; epoch: number },
   ): Promise<void> {
-    this.fenceColumns ??= this.query(
-      feedId,
-      'prepare fencing for',
-      `ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS fence_unit text, ADD COLUMN IF NOT EXISTS fence_epoch bigint`,
-      [],
-    ).catch((err: unknown) => {
-      this.fenceColumns = undefined;
-      throw err;
-    });
-    await this.fenceColumns;
-    const written = await this.query(
-      feedId,
-      'save',
-      `INSERT INTO ${this.table} AS c (feed_id, position, updated_at, fence_unit, fence_epoch)
-         VALUES ($1, $2, now(), $3, $4)
-       ON CONFLICT (feed_id) DO UPDATE SET position = EXCLUDED.position, updated_at = now(),
-         fence_unit = EXCLUDED.fence_unit, fence_epoch = EXCLUDED.fence_epoch
-       WHERE c.fence_epoch IS NULL OR c.fence_unit IS DISTINCT FROM EXCLUDED.fence_unit
-         OR c.fence_epoch <= EXCLUDED.fence_epoch
-       RETURNING 1`,
-      [feedId, position, fence.unit, fence.epoch],
-    );
+    const upsert = (): Promise<unknown[]> =>
+      this.query(
+        feedId,
+        'save',
+        `INSERT INTO ${this.table} AS c (feed_id, position, updated_at, fence_unit, fence_epoch)
+           VALUES ($1, $2, now(), $3, $4)
+         ON CONFLICT (feed_id) DO UPDATE SET position = EXCLUDED.position, updated_at = now(),
+           fence_unit = EXCLUDED.fence_unit, fence_epoch = EXCLUDED.fence_epoch
+         WHERE c.fence_epoch IS NULL OR c.fence_unit IS DISTINCT FROM EXCLUDED.fence_unit
+           OR c.fence_epoch <= EXCLUDED.fence_epoch
+         RETURNING 1`,
+        [feedId, position, fence.unit, fence.epoch],
+      );
+    let written: unknown[];
+    try {
+      written = await upsert();
+    } catch (err) {
+      // A table from before fencing (42703: no such column): add the columns once, then again.
+      if ((err as { cause?: { code?: string } }).cause?.code !== '42703') throw err;
+      this.fenceColumns ??= this.query(
+        feedId,
+        'prepare fencing for',
+        `ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS fence_unit text, ADD COLUMN IF NOT EXISTS fence_epoch bigint`,
+        [],
+      ).catch((e: unknown) => {
+        this.fenceColumns = undefined;
+        throw e;
+      });
+      await this.fenceColumns;
+      written = await upsert();
+    }
     if (written.length > 0) return;
     const rows = await this.query(
       feedId,
