@@ -65,6 +65,15 @@ export const ErrorCode = {
   /** A connector received input it cannot turn into an event (not JSON, no key, does not
    * decode); it goes to the dead-letter topic (`ChangeSink.deadLetter`). */
   MALFORMED_INPUT: 'EVPUB_MALFORMED_INPUT',
+  /** A lease (src/cluster/lease.ts) is no longer ours: another instance took it, or it expired
+   * in the store before we renewed it. Stop working on the unit; not retriable for that lease. */
+  LEASE_LOST: 'EVPUB_LEASE_LOST',
+  /** The lease store could not be reached or did not answer in time; `retriable` says whether it
+   * may pass. The lease may still be ours until its deadline. */
+  LEASE_FAILED: 'EVPUB_LEASE_FAILED',
+  /** A checkpoint save was refused because a newer lease epoch saved that checkpoint: another
+   * instance owns the unit now (fencing, src/checkpoints/contract.ts). Not retriable. */
+  FENCED: 'EVPUB_FENCED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, EvpubError } from '../errors';
 import type { Position } from '../events/change-event';
-import type { CheckpointStore } from './contract';
+import { cannotFence, type CheckpointStore, type SaveOptions } from './contract';
 import { FileWriter } from './file-writer';
 
 export const DEFAULT_CHECKPOINT_DIR = '.evpub/checkpoints';
@@ -37,6 +37,8 @@ function failed(message: string, cause: unknown, feedId: string): EvpubError {
 
 export class FileCheckpointStore implements CheckpointStore {
   readonly name = 'file';
+  /** A file on one machine: no fencing (src/checkpoints/contract.ts). */
+  readonly fencing = false;
   readonly dir: string;
   /** Runs the saves off the main thread (see file-writer.ts). */
   private readonly writer = new FileWriter();
@@ -71,7 +73,8 @@ export class FileCheckpointStore implements CheckpointStore {
     }
   }
 
-  async save(feedId: string, position: Position): Promise<void> {
+  async save(feedId: string, position: Position, options?: SaveOptions): Promise<void> {
+    if (options?.fence) cannotFence(this.name);
     const target = this.fileOf(feedId);
     const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     const body: CheckpointFile = { feed: feedId, position, savedAt: new Date().toISOString() };

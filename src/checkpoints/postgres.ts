@@ -11,6 +11,12 @@
  * `tls` (`checkpoints.tls`, src/util/tls.ts) gives pg's `ssl` option: a private CA, a client
  * certificate (`hostssl ... cert`), a servername. Without it the URL decides (`sslmode`). A
  * TLS failure is EVPUB_TLS_FAILED, refused credentials EVPUB_AUTH_FAILED, neither retried.
+ *
+ * Fencing (contract.ts): fenced saves use two more columns, `fence_unit text, fence_epoch bigint`
+ * (added by the first fenced save that misses them: ALTER TABLE ... ADD COLUMN IF NOT EXISTS,
+ * which needs the table's owner; unfenced saves never need them). The upsert's `DO UPDATE` has
+ * `WHERE fence_epoch IS NULL OR fence_unit IS DISTINCT FROM $unit OR fence_epoch <= $epoch`: the
+ * row is locked, compared and written in one statement; no row returned means refused (FENCED).
  */
 import type { Pool } from 'pg';
 import { ErrorCode, EvpubError, redact } from '../errors';
@@ -18,7 +24,7 @@ import type { Position } from '../events/change-event';
 import type { Logger } from '../logger';
 import { loadDriver } from '../util/driver';
 import { loadTls, tlsFailure, verifyServername, type TlsSettings } from '../util/tls';
-import type { CheckpointStore } from './contract';
+import { fenced, type CheckpointStore, type SaveOptions } from './contract';
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';
 
@@ -38,8 +44,10 @@ export function quoteTable(name: string): string {
 
 export class PostgresCheckpointStore implements CheckpointStore {
   readonly name = 'postgres';
+  readonly fencing = true;
   private readonly table: string;
   private pool: Promise<Pool> | undefined;
+  private fenceColumns: Promise<unknown> | undefined;
 
   constructor(
     private readonly options: {
@@ -127,13 +135,65 @@ export class PostgresCheckpointStore implements CheckpointStore {
     return (rows[0] as { position?: string } | undefined)?.position;
   }
 
-  async save(feedId: string, position: Position): Promise<void> {
+  async save(feedId: string, position: Position, options?: SaveOptions): Promise<void> {
+    if (options?.fence) return this.fencedSave(feedId, position, options.fence);
     await this.query(
       feedId,
       'save',
       `INSERT INTO ${this.table} (feed_id, position, updated_at) VALUES ($1, $2, now())
        ON CONFLICT (feed_id) DO UPDATE SET position = EXCLUDED.position, updated_at = now()`,
       [feedId, position],
+    );
+  }
+
+  private async fencedSave(
+    feedId: string,
+    position: Position,
+    fence: { unit: string; epoch: number },
+  ): Promise<void> {
+    const upsert = (): Promise<unknown[]> =>
+      this.query(
+        feedId,
+        'save',
+        `INSERT INTO ${this.table} AS c (feed_id, position, updated_at, fence_unit, fence_epoch)
+           VALUES ($1, $2, now(), $3, $4)
+         ON CONFLICT (feed_id) DO UPDATE SET position = EXCLUDED.position, updated_at = now(),
+           fence_unit = EXCLUDED.fence_unit, fence_epoch = EXCLUDED.fence_epoch
+         WHERE c.fence_epoch IS NULL OR c.fence_unit IS DISTINCT FROM EXCLUDED.fence_unit
+           OR c.fence_epoch <= EXCLUDED.fence_epoch
+         RETURNING 1`,
+        [feedId, position, fence.unit, fence.epoch],
+      );
+    let written: unknown[];
+    try {
+      written = await upsert();
+    } catch (err) {
+      // A table from before fencing (42703: no such column): add the columns once, then again.
+      if ((err as { cause?: { code?: string } }).cause?.code !== '42703') throw err;
+      this.fenceColumns ??= this.query(
+        feedId,
+        'prepare fencing for',
+        `ALTER TABLE ${this.table} ADD COLUMN IF NOT EXISTS fence_unit text, ADD COLUMN IF NOT EXISTS fence_epoch bigint`,
+        [],
+      ).catch((e: unknown) => {
+        this.fenceColumns = undefined;
+        throw e;
+      });
+      await this.fenceColumns;
+      written = await upsert();
+    }
+    if (written.length > 0) return;
+    const rows = await this.query(
+      feedId,
+      'load',
+      `SELECT fence_epoch FROM ${this.table} WHERE feed_id = $1`,
+      [feedId],
+    );
+    throw fenced(
+      feedId,
+      fence,
+      Number((rows[0] as { fence_epoch?: string } | undefined)?.fence_epoch),
+      this.name,
     );
   }
 

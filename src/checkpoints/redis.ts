@@ -4,6 +4,11 @@
  * `appendonly yes` and `appendfsync always` a resolved save survives a server crash; with the
  * defaults it may lose the last second. ioredis is loaded on first use.
  *
+ * Fencing (contract.ts): the fences live in one hash, `<prefix>~fences` (feed id → "<epoch>
+ * <unit>"; no feed id is `~fences`, they all have a `/`); a fenced save is one Lua script that
+ * compares the stored epoch and writes the position and the fence, or refuses (FENCED). `delete`
+ * removes the feed's fence too.
+ *
  * Security: `rediss://` or the `tls` option (src/util/tls.ts: `checkpoints.tls` in the config)
  * turns TLS on; an ACL user comes from the URL (`rediss://user:pass@host`) or `username` /
  * `password`. The first connection fails at once, without retrying, with TLS_FAILED (the
@@ -17,9 +22,20 @@ import type { Logger } from '../logger';
 import { isAuthError } from '../pubsub/adapters/redis-connections';
 import { loadDriver } from '../util/driver';
 import { loadTls, parseTls, tlsFailure, type TlsSettings } from '../util/tls';
-import type { CheckpointStore } from './contract';
+import { fenced, type CheckpointStore, type SaveOptions } from './contract';
 
 export const DEFAULT_REDIS_PREFIX = 'evpub:checkpoint:';
+
+// KEYS: position, fences. ARGV: position, feed id, unit, epoch. → 0 written, or the stored epoch.
+const FENCED_SAVE = `local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if cur then
+  local sep = string.find(cur, ' ', 1, true)
+  local epoch = tonumber(string.sub(cur, 1, sep - 1))
+  if string.sub(cur, sep + 1) == ARGV[3] and epoch > tonumber(ARGV[4]) then return epoch end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4] .. ' ' .. ARGV[3])
+return 0`;
 
 export interface RedisCheckpointOptions {
   url: string;
@@ -36,6 +52,7 @@ export interface RedisCheckpointOptions {
 
 export class RedisCheckpointStore implements CheckpointStore {
   readonly name = 'redis';
+  readonly fencing = true;
   private readonly prefix: string;
   private readonly tls: TlsSettings | undefined;
   private readonly endpoint: string;
@@ -120,12 +137,35 @@ export class RedisCheckpointStore implements CheckpointStore {
     return value ?? undefined;
   }
 
-  async save(feedId: string, position: Position): Promise<void> {
-    await this.run(feedId, 'save', (c) => c.set(this.prefix + feedId, position));
+  async save(feedId: string, position: Position, options?: SaveOptions): Promise<void> {
+    const fence = options?.fence;
+    if (!fence) {
+      await this.run(feedId, 'save', (c) => c.set(this.prefix + feedId, position));
+      return;
+    }
+    const stored = await this.run(feedId, 'save', (c) =>
+      c.eval(
+        FENCED_SAVE,
+        2,
+        this.prefix + feedId,
+        `${this.prefix}~fences`,
+        position,
+        feedId,
+        fence.unit,
+        fence.epoch,
+      ),
+    );
+    if (stored !== 0) throw fenced(feedId, fence, Number(stored), this.name);
   }
 
   async delete(feedId: string): Promise<void> {
-    await this.run(feedId, 'delete', (c) => c.del(this.prefix + feedId));
+    await this.run(feedId, 'delete', (c) =>
+      c
+        .multi()
+        .del(this.prefix + feedId)
+        .hdel(`${this.prefix}~fences`, feedId)
+        .exec(),
+    );
   }
 
   async close(): Promise<void> {

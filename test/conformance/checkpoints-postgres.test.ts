@@ -13,6 +13,7 @@ checkpointConformance({
     tables.push(table);
     return { store: 'postgres', url: await requireService('postgres'), table };
   },
+  features: { fencing: true },
   teardown: async () => {
     const client = new pg.Client({ connectionString: await requireService('postgres') });
     await client.connect();

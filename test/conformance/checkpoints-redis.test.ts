@@ -10,6 +10,7 @@ checkpointConformance({
     url: await requireService('redis'),
     prefix: `${uniqueName('evpubcp')}:`,
   }),
+  features: { fencing: true },
 });
 
 describe('redis checkpoint store', () => {

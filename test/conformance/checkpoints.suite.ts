@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { CheckpointConfig } from '../../src/checkpoints/config';
 import type { CheckpointStore } from '../../src/checkpoints/contract';
 import { createCheckpointStore } from '../../src/checkpoints/index';
+import { ErrorCode } from '../../src/errors';
 import { uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
 
@@ -17,6 +18,8 @@ export interface CheckpointFeatures {
    * mid-saves reads its last save. False for the memory store. Default true.
    */
   survivesProcess: boolean;
+  /** Saves may carry a lease fence (src/checkpoints/contract.ts). Default false. */
+  fencing: boolean;
 }
 
 export interface CheckpointFixture {
@@ -63,7 +66,7 @@ async function crashMidSaves(config: CheckpointConfig, feedId: string, atLeast: 
 }
 
 export function checkpointConformance(fixture: CheckpointFixture): void {
-  const features: CheckpointFeatures = { survivesProcess: true, ...fixture.features };
+  const features: CheckpointFeatures = { survivesProcess: true, fencing: false, ...fixture.features };
   describe(`checkpoint store conformance: ${fixture.name}`, () => {
     const stores: CheckpointStore[] = [];
     let config: CheckpointConfig | undefined;
@@ -134,6 +137,80 @@ export function checkpointConformance(fixture: CheckpointFixture): void {
       for (let i = 1; i <= 50; i++) await store.save(feed, String(i));
       expect(await store.load(feed)).toBe('50');
     });
+
+    it('says whether it fences', async () => {
+      const store = await open();
+      expect(store.fencing ?? false).toBe(features.fencing);
+    });
+
+    it.runIf(!features.fencing)('refuses a fenced save with CONFIG_INVALID, writing nothing', async () => {
+      const store = await open();
+      const feed = `${uniqueName()}/m`;
+      await expect(store.save(feed, '1', { fence: { unit: 'u', epoch: 1 } })).rejects.toMatchObject({
+        code: ErrorCode.CONFIG_INVALID,
+      });
+      expect(await store.load(feed)).toBeUndefined();
+    });
+
+    it.runIf(features.fencing)(
+      'a save fenced by an older epoch is refused (FENCED) and writes nothing',
+      async () => {
+        const [oldOwner, newOwner] = [await open(), await open()];
+        const feed = `${uniqueName()}/m`;
+        await oldOwner.save(feed, '10', { fence: { unit: 'slot', epoch: 1 } });
+        await newOwner.save(feed, '11', { fence: { unit: 'slot', epoch: 2 } });
+        const err = await oldOwner
+          .save(feed, '12', { fence: { unit: 'slot', epoch: 1 } })
+          .catch((e: unknown) => e);
+        expect(err).toMatchObject({ code: ErrorCode.FENCED, retriable: false, context: { storedEpoch: 2 } });
+        expect(await newOwner.load(feed)).toBe('11');
+        // The owner's own later saves, and a still newer owner's, pass.
+        await newOwner.save(feed, '13', { fence: { unit: 'slot', epoch: 2 } });
+        await oldOwner.save(feed, '14', { fence: { unit: 'slot', epoch: 5 } });
+        expect(await newOwner.load(feed)).toBe('14');
+      },
+    );
+
+    it.runIf(features.fencing)(
+      'fences: per feed, per unit; unfenced saves pass; delete forgets the fence',
+      async () => {
+        const store = await open();
+        const [feed, other] = [`${uniqueName()}/a`, `${uniqueName()}/b`];
+        await store.save(feed, '1', { fence: { unit: 'slot', epoch: 7 } });
+        // Another feed has its own fence.
+        await store.save(other, '1', { fence: { unit: 'slot', epoch: 1 } });
+        // Another unit (the configuration moved the feed) is not compared with the old one's epoch.
+        await store.save(feed, '2', { fence: { unit: 'slot-2', epoch: 1 } });
+        expect(await store.load(feed)).toBe('2');
+        // A save without a fence (one instance alone) writes, and the fence stays.
+        await store.save(feed, '3');
+        expect(await store.load(feed)).toBe('3');
+        await expect(store.save(feed, '4', { fence: { unit: 'slot-2', epoch: 0 } })).rejects.toMatchObject({
+          code: ErrorCode.FENCED,
+        });
+        await store.delete(feed);
+        await store.save(feed, '5', { fence: { unit: 'slot-2', epoch: 0 } });
+        expect(await store.load(feed)).toBe('5');
+      },
+    );
+
+    it.runIf(features.fencing)(
+      'two owners saving at once: the older epoch never overwrites the newer',
+      async () => {
+        const [a, b] = [await open(), await open()];
+        const feed = `${uniqueName()}/race`;
+        await b.save(feed, 'b0', { fence: { unit: 'u', epoch: 2 } });
+        const results = await Promise.allSettled(
+          Array.from({ length: 20 }, (_, i) =>
+            i % 2 === 0
+              ? a.save(feed, `a${i}`, { fence: { unit: 'u', epoch: 1 } })
+              : b.save(feed, `b${i}`, { fence: { unit: 'u', epoch: 2 } }),
+          ),
+        );
+        results.forEach((r, i) => expect(r.status).toBe(i % 2 === 0 ? 'rejected' : 'fulfilled'));
+        expect(await a.load(feed)).toMatch(/^b/);
+      },
+    );
 
     it.runIf(features.survivesProcess)(
       'a crash (SIGKILL) during saves leaves the old or the new value',
