@@ -61,7 +61,10 @@ describe('NATS subjects', () => {
       [{ subjects: ['a'] }, /nats\.subjects: only applies with nats\.jetstream/],
       [{ duplicateWindow: 60_000 }, /nats\.duplicateWindow: only applies with nats\.jetstream/],
       [{ jetstream: true, duplicateWindow: '2m' }, /nats\.duplicateWindow: must be a number of milliseconds/],
-      [{ jetstream: true, duplicateWindow: 10 }, /nats\.duplicateWindow: must be a number of milliseconds from 1000/],
+      [
+        { jetstream: true, duplicateWindow: 10 },
+        /nats\.duplicateWindow: must be a number of milliseconds from 1000/,
+      ],
       [{ jetstream: true, duplicateWindow: 8 * 24 * 3600 * 1000 }, /nats\.duplicateWindow: .*max age/],
       [{ jetstrem: true }, /nats\.jetstrem: unknown option/],
       ['x', /nats: must be an object/],

@@ -241,7 +241,8 @@ function brokersFromUrl(url: string): string[] {
     });
 }
 
-const KAFKAJS_BOUNDED_RETRIES_LOG = 'Limiting retries for the idempotent producer may invalidate EoS guarantees';
+const KAFKAJS_BOUNDED_RETRIES_LOG =
+  'Limiting retries for the idempotent producer may invalidate EoS guarantees';
 
 function errorName(err: unknown): string {
   return err instanceof Error ? err.name : '';
@@ -512,7 +513,7 @@ export class KafkaAdapter implements BrokerAdapter {
     if (this.settings.idempotent === true) {
       throw configError(
         'kafka.idempotent: the Kafka cluster names no controller, and kafkajs asks the controller for the ' +
-          "producer id an idempotent producer needs; set kafka.idempotent: false (or leave it out) for this cluster",
+          'producer id an idempotent producer needs; set kafka.idempotent: false (or leave it out) for this cluster',
       );
     }
     this.idempotentOff = true;
