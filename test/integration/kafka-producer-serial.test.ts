@@ -113,7 +113,16 @@ describe('Kafka batcher, idempotent mode', () => {
     await batcher.send(topic, message(302), 40);
     expect(renewals).toBe(1); // only after a failure
 
-    const values = await read(topic, 302);
-    expect(values).toEqual([...Array.from({ length: 300 }, (_, i) => `m${i}`), 'm301', 'm302']);
+    // close() (the adapter's end): what is not handed to kafkajs yet is rejected at once.
+    const last = batcher.send(topic, message(303), 40);
+    await new Promise((r) => setImmediate(r));
+    const queued = batcher.send(topic, message(304), 40);
+    batcher.close(new Error('closed'));
+    await expect(queued).rejects.toThrow('closed');
+    await batcher.drained();
+    await last;
+
+    const values = await read(topic, 303);
+    expect(values).toEqual([...Array.from({ length: 300 }, (_, i) => `m${i}`), 'm301', 'm302', 'm303']);
   });
 });

@@ -213,6 +213,7 @@ export class ProduceBatcher {
   private busy = false;
   /** Idempotent mode: a send failed, the producer is replaced before the next one. */
   private stale = false;
+  private closed: Error | undefined;
 
   constructor(private readonly deps: BatcherDeps) {
     this.producer = deps.producer;
@@ -234,9 +235,19 @@ export class ProduceBatcher {
     });
   }
 
-  /** Waits until everything queued so far was handed to kafkajs. */
+  /**
+   * Waits until everything queued so far was handed to kafkajs. In idempotent mode, where a
+   * batch waits for the previous one's acknowledgement, call `close()` first: what is not
+   * handed over yet is then rejected, and this resolves without waiting for acknowledgements.
+   */
   drained(): Promise<void> {
-    return this.handoff;
+    return this.closed !== undefined && this.deps.renew ? Promise.resolve() : this.handoff;
+  }
+
+  /** No more sends: what is queued and not handed to kafkajs yet rejects with `err`. */
+  close(err: Error): void {
+    this.closed = err;
+    for (const item of this.queue.splice(0)) item.reject(err);
   }
 
   private flush(): void {
@@ -305,6 +316,10 @@ export class ProduceBatcher {
   }
 
   private async dispatch(group: Queued[]): Promise<void> {
+    if (this.closed !== undefined && this.deps.renew) {
+      group.forEach((i) => i.reject(this.closed!));
+      throw this.closed;
+    }
     if (this.stale && this.deps.renew) {
       try {
         this.producer = await this.deps.renew();

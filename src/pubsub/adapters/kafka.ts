@@ -761,9 +761,10 @@ export class KafkaAdapter implements BrokerAdapter {
     const subs = [...this.subs.values()];
     this.subs.clear();
     await Promise.all(subs.map((s) => s.stop()));
+    this.batcher?.close(new EvpubError(ErrorCode.CLIENT_CLOSED, 'the Kafka adapter was closed'));
     await this.batcher?.drained();
     await Promise.all([
-      this.producer?.disconnect().catch(() => undefined),
+      this.batcher?.current.disconnect().catch(() => undefined),
       this.admin?.disconnect().catch(() => undefined),
     ]);
     await this.checking;
