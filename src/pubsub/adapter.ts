@@ -75,7 +75,13 @@ export interface PublishOptions {
   retain?: boolean;
   /** MIME type of the payload. */
   contentType?: string;
-  /** Idempotency id; brokers that de-duplicate (JetStream) use it. */
+  /**
+   * Idempotency id: the same id on a second publish means the same message. Brokers that
+   * de-duplicate (`features.deduplicates`: JetStream, as `Nats-Msg-Id`, within the stream's
+   * duplicate window) store it once; others carry it as a message id or header. The pipeline
+   * sets it to the event id (a dead letter: the event id + `:dead-letter`), which a source gives
+   * again to the same change read again (docs/delivery.md).
+   */
   messageId?: string;
 }
 

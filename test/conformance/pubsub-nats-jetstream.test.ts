@@ -69,8 +69,30 @@ describe('nats JetStream specifics', () => {
     try {
       const info = await (await jetstreamManager(nc)).streams.info(dedupStream);
       expect(info.state.messages).toBe(2);
+      // The stream evpub created remembers ids for the server's default window, 2 minutes.
+      expect(info.config.duplicate_window).toBe(120_000 * 1_000_000);
     } finally {
       await nc.close();
+    }
+  });
+
+  it('creates its stream with the duplicate window nats.duplicateWindow gives', async () => {
+    url = await requireService('nats');
+    const name = uniqueName('EVPUBDW');
+    const c = createClient(url, { nats: { jetstream: true, stream: name, duplicateWindow: 600_000 } });
+    clients.push(c);
+    const topic = `evpub/test/${uniqueName()}/window`;
+    const id = uniqueName('id');
+    await c.publish(topic, 'one', { messageId: id });
+    await c.publish(topic, 'again', { messageId: id });
+    const nc = await connect({ servers: new URL(url).host });
+    try {
+      const info = await (await jetstreamManager(nc)).streams.info(name);
+      expect(info.config.duplicate_window).toBe(600_000 * 1_000_000);
+      expect(info.state.messages).toBe(1);
+    } finally {
+      await nc.close();
+      await deleteStream(url, name);
     }
   });
 });

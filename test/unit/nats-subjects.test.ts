@@ -43,15 +43,29 @@ describe('NATS subjects', () => {
   });
 
   it('checks options.nats against a closed schema, naming the key', () => {
-    expect(natsOptions(undefined)).toEqual({ jetstream: false, stream: 'EVPUB', subjects: undefined });
+    expect(natsOptions(undefined)).toEqual({
+      jetstream: false,
+      stream: 'EVPUB',
+      subjects: undefined,
+      duplicateWindow: 120_000,
+    });
     expect(natsOptions({ jetstream: true, subjects: ['orders.>'] })).toMatchObject({
       subjects: ['orders.>'],
+      duplicateWindow: 120_000,
     });
+    expect(natsOptions({ jetstream: true, duplicateWindow: 600_000 }).duplicateWindow).toBe(600_000);
     const bad: [unknown, RegExp][] = [
       [{ jetstream: 'yes' }, /nats\.jetstream/],
       [{ jetstream: true, stream: 'a.b' }, /nats\.stream/],
       [{ jetstream: true, subjects: [] }, /nats\.subjects/],
       [{ subjects: ['a'] }, /nats\.subjects: only applies with nats\.jetstream/],
+      [{ duplicateWindow: 60_000 }, /nats\.duplicateWindow: only applies with nats\.jetstream/],
+      [{ jetstream: true, duplicateWindow: '2m' }, /nats\.duplicateWindow: must be a number of milliseconds/],
+      [
+        { jetstream: true, duplicateWindow: 10 },
+        /nats\.duplicateWindow: must be a number of milliseconds from 1000/,
+      ],
+      [{ jetstream: true, duplicateWindow: 8 * 24 * 3600 * 1000 }, /nats\.duplicateWindow: .*max age/],
       [{ jetstrem: true }, /nats\.jetstrem: unknown option/],
       ['x', /nats: must be an object/],
     ];

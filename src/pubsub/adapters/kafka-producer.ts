@@ -18,6 +18,22 @@
  * request, each after the previous one settled, for as many messages as that batch had: the
  * publisher's retry of them gets a verdict per message.
  *
+ * Idempotence (`kafka.idempotent`, on by default): the producer gets a producer id from the
+ * cluster (InitProducerId) and numbers its records per partition; the broker drops a record
+ * batch whose numbers it has already written, so kafkajs's own retries of a produce request
+ * (after a timeout or a lost connection, the request may have been written) leave no duplicate.
+ * kafkajs hands out the numbers when a request goes out and takes them back when it fails, so
+ * two requests in flight would get overlapping numbers after a failure: a later batch could
+ * then be taken for a copy of the failed one and dropped while acknowledged. The batcher so
+ * sends one `sendBatch` at a time in this mode (what arrives meanwhile goes in the next one),
+ * and after a `sendBatch` failed it replaces the producer (`renew`: a new producer id, numbers
+ * from 0) before sending anything else: the records of the failed send may or may not be
+ * written, and kafkajs's numbers no longer say which. What the publisher then sends again may
+ * so be written twice, as without idempotence; what the broker acknowledged is never lost.
+ * Idempotence de-duplicates within one producer's life only: the same event published again
+ * by a new producer (a restart, a takeover, the publisher's retry after a failure) is a new
+ * record (see docs/delivery.md).
+ *
  * Measured on librdkafka's mock (20,000 × 300 B, acks=-1): one send per message ~3,000 msg/s;
  * batched per tick ~11,000 msg/s all issued at once, ~20,000 msg/s with 1,000 in flight.
  */
@@ -174,6 +190,11 @@ interface Queued {
 
 export interface BatcherDeps {
   producer: KafkaJS.Producer;
+  /**
+   * Idempotent mode (see the header): one `sendBatch` at a time, and after a failed one a new
+   * producer from `renew()` before the next send.
+   */
+  renew?(): Promise<KafkaJS.Producer>;
   /** Resolves when `topic` exists (creating it if needed). */
   ensureTopic(topic: string): Promise<void>;
   maxMessageBytes: number;
@@ -187,31 +208,56 @@ export class ProduceBatcher {
   private handoff: Promise<void> = Promise.resolve();
   /** Messages still to send one per request, after a batch refused as a whole (see the header). */
   private alone = 0;
+  private producer: KafkaJS.Producer;
+  /** Idempotent mode: a send is in flight; what is queued meanwhile waits for it. */
+  private busy = false;
+  /** Idempotent mode: a send failed, the producer is replaced before the next one. */
+  private stale = false;
+  private closed: Error | undefined;
 
-  constructor(private readonly deps: BatcherDeps) {}
+  constructor(private readonly deps: BatcherDeps) {
+    this.producer = deps.producer;
+  }
+
+  /** The producer in use (replaced after a failure in idempotent mode). */
+  get current(): KafkaJS.Producer {
+    return this.producer;
+  }
 
   /** Queues a message (already size-checked); resolves when Kafka acknowledged it. */
   send(topic: string, message: KafkaJS.Message, size: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ topic, message, size, resolve, reject });
-      if (!this.scheduled) {
+      if (!this.scheduled && !this.busy) {
         this.scheduled = true;
         queueMicrotask(() => this.flush());
       }
     });
   }
 
-  /** Waits until everything queued so far was handed to kafkajs. */
+  /**
+   * Waits until everything queued so far was handed to kafkajs. In idempotent mode, where a
+   * batch waits for the previous one's acknowledgement, call `close()` first: what is not
+   * handed over yet is then rejected, and this resolves without waiting for acknowledgements.
+   */
   drained(): Promise<void> {
-    return this.handoff;
+    return this.closed !== undefined && this.deps.renew ? Promise.resolve() : this.handoff;
+  }
+
+  /** No more sends: what is queued and not handed to kafkajs yet rejects with `err`. */
+  close(err: Error): void {
+    this.closed = err;
+    for (const item of this.queue.splice(0)) item.reject(err);
   }
 
   private flush(): void {
     const items = this.queue;
     this.queue = [];
     this.scheduled = false;
+    const serial = this.deps.renew !== undefined;
+    if (serial) this.busy = true;
     const topics = [...new Set(items.map((i) => i.topic))];
-    this.handoff = this.handoff.then(async () => {
+    const step = this.handoff.then(async () => {
       // Topics that cannot be made fail their own messages only.
       const failed = new Map<string, Error>();
       await Promise.all(
@@ -249,18 +295,45 @@ export class ProduceBatcher {
         }
         return;
       }
-      if (groups.length === 1) {
+      if (groups.length === 1 && !serial) {
         // Errors reach the publishers through their own promises.
         this.dispatch(groups[0]!).catch(() => undefined);
         return;
       }
-      // Several groups (large messages): each waits for the previous one, so that a retry
-      // inside kafkajs can never put a later group before an earlier one.
+      // Several groups (large messages), or idempotent mode: each waits for the previous one,
+      // so that a retry inside kafkajs can never put a later group before an earlier one.
       for (const g of groups) await this.dispatch(g).catch(() => undefined);
     });
+    this.handoff = serial
+      ? step.finally(() => {
+          this.busy = false;
+          if (this.queue.length > 0 && !this.scheduled) {
+            this.scheduled = true;
+            queueMicrotask(() => this.flush());
+          }
+        })
+      : step;
   }
 
-  private dispatch(group: Queued[]): Promise<void> {
+  private async dispatch(group: Queued[]): Promise<void> {
+    if (this.closed !== undefined && this.deps.renew) {
+      group.forEach((i) => i.reject(this.closed!));
+      throw this.closed;
+    }
+    if (this.stale && this.deps.renew) {
+      try {
+        this.producer = await this.deps.renew();
+        this.stale = false;
+      } catch (err) {
+        const typed = this.deps.translate(err, [...new Set(group.map((i) => i.topic))], group.length);
+        group.forEach((i) => i.reject(typed));
+        throw typed;
+      }
+    }
+    return this.produce(group);
+  }
+
+  private produce(group: Queued[]): Promise<void> {
     const byTopic = new Map<string, KafkaJS.Message[]>();
     for (const item of group) {
       let list = byTopic.get(item.topic);
@@ -268,9 +341,10 @@ export class ProduceBatcher {
       list.push(item.message);
     }
     const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
-    return this.deps.producer.sendBatch({ acks: -1, topicMessages }).then(
+    return this.producer.sendBatch({ acks: -1, topicMessages }).then(
       () => group.forEach((i) => i.resolve()),
       (err: unknown) => {
+        if (this.deps.renew) this.stale = true;
         const typed = this.deps.translate(err, [...byTopic.keys()], group.length);
         // Refused as a whole for something about one message or topic: find which, one by one.
         if (isEvpubError(typed) && typed.retriable && kafkaRefusal(err)) this.alone += group.length;

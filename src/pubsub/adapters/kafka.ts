@@ -8,7 +8,9 @@
  * `toKafka()`. Topics are created on first use (CreateTopics; where the cluster cannot, the
  * broker's auto-creation on a metadata request).
  *
- * Publish: acks=-1 (every in-sync replica has the record) before the promise resolves.
+ * Publish: acks=-1 (every in-sync replica has the record) before the promise resolves. The
+ * producer is idempotent unless `kafka.idempotent: false`: the broker drops a copy that a retry
+ * of kafkajs writes again within the producer's life (not a replay by a new process).
  * `key` is the Kafka key (partition by murmur2 like the Java client; unkeyed messages go to the
  * lowest partition, keeping their order); `headers` are Kafka headers; `contentType` and
  * `messageId` travel as the headers `content-type` and `evpub-message-id` and come back in
@@ -93,6 +95,13 @@ export interface KafkaSettings {
   sessionTimeout?: number;
   /** SASL authentication. The password is a secret. */
   sasl?: KafkaSasl;
+  /**
+   * Idempotent producer (default true): the broker drops a record batch that kafkajs's retry
+   * sends again within this producer's life. It needs a cluster that allows InitProducerId
+   * (Kafka 0.11+; with ACLs, IdempotentWrite on the cluster, implied by Write from Kafka 3.0
+   * on). `false` turns it off: a retried batch may then be written twice.
+   */
+  idempotent?: boolean;
 }
 
 export interface KafkaSasl {
@@ -115,6 +124,7 @@ const SETTING_KEYS = [
   'maxWaitMs',
   'sessionTimeout',
   'sasl',
+  'idempotent',
 ];
 
 function configError(message: string): EvpubError {
@@ -169,6 +179,9 @@ function readSettings(raw: unknown): KafkaSettings {
     throw configError('kafka.brokerAddressMap: must map "host:port" strings to "host:port" strings');
   }
   if (s.sasl !== undefined) s.sasl = readSasl(s.sasl);
+  if (s.idempotent !== undefined && typeof s.idempotent !== 'boolean') {
+    throw configError('kafka.idempotent: must be true (the default) or false');
+  }
   return s;
 }
 
@@ -228,6 +241,9 @@ function brokersFromUrl(url: string): string[] {
       return `${host.includes(':') ? `[${host}]` : host}:${port}`;
     });
 }
+
+const KAFKAJS_BOUNDED_RETRIES_LOG =
+  'Limiting retries for the idempotent producer may invalidate EoS guarantees';
 
 function errorName(err: unknown): string {
   return err instanceof Error ? err.name : '';
@@ -373,7 +389,10 @@ export class KafkaAdapter implements BrokerAdapter {
     const fields = { kafkajs: entry.namespace, ...rest };
     const text = typeof message === 'string' ? message : 'kafkajs';
     if (text === KAFKAJS_OFFSET_RESET_LOG) this.offsetReset(rest);
-    if (entry.level <= kafkajs.logLevel.WARN) this.logger.warn(fields, text);
+    // The adapter bounds kafkajs's retries and replaces the producer when they run out
+    // (kafka-producer.ts): kafkajs's warning about bounded retries says nothing to the user.
+    if (text === KAFKAJS_BOUNDED_RETRIES_LOG) this.logger.trace(fields, text);
+    else if (entry.level <= kafkajs.logLevel.WARN) this.logger.warn(fields, text);
     else if (entry.level === kafkajs.logLevel.INFO) this.logger.debug(fields, text);
     else this.logger.trace(fields, text);
   }
@@ -445,36 +464,93 @@ export class KafkaAdapter implements BrokerAdapter {
     this.probeKafka = new kafkajs.Kafka(this.kafkaConfig(kafkajs, false, { retries: 0 }));
     await this.reach(deadline);
     const admin = this.kafka.admin({ retry: this.retry });
-    const producer = this.kafka.producer({
-      allowAutoTopicCreation: true,
-      createPartitioner: evpubPartitioner(kafkajs),
-      retry: this.retry,
-    });
+    let producer: KafkaJS.Producer | undefined;
     try {
       await bounded(
         (async () => {
-          await Promise.all([admin.connect(), producer.connect()]);
+          await admin.connect();
           const cluster = await admin.describeCluster();
           this.canCreateTopics = cluster.brokers.some((b) => b.nodeId === cluster.controller);
+          this.checkIdempotence();
+          producer = this.newProducer(kafkajs, this.kafka!);
+          await producer.connect();
         })(),
         deadline - Date.now(),
       );
     } catch (err) {
-      await Promise.all([admin.disconnect(), producer.disconnect()]).catch(() => undefined);
-      throw this.connectError(err);
+      await Promise.all([admin.disconnect(), producer?.disconnect()]).catch(() => undefined);
+      throw isEvpubError(err) && err.code === ErrorCode.CONFIG_INVALID ? err : this.connectError(err);
     }
+    if (!producer) throw this.connectError(new Error('no producer'));
     if (!this.canCreateTopics) {
       this.logger.info('the Kafka cluster names no controller; topics are created by auto-creation');
     }
     this.admin = admin;
     this.producer = producer;
+    const kafka = this.kafka;
     this.batcher = new ProduceBatcher({
       producer,
       ensureTopic: (t) => this.ensureTopic(t),
       maxMessageBytes: this.maxMessageBytes,
       translate: (err, topics, messages) => this.publishError(err, topics, messages),
+      ...(this.idempotent ? { renew: () => this.renewProducer(kafkajs, kafka) } : {}),
     });
     this.state = 'up';
+  }
+
+  private idempotentOff = false;
+
+  private get idempotent(): boolean {
+    return this.settings.idempotent !== false && !this.idempotentOff;
+  }
+
+  /**
+   * kafkajs asks the controller for an idempotent producer's id: a cluster that names none
+   * (librdkafka's mock) cannot have one. Idempotence asked for explicitly is then an error;
+   * by default it is turned off with a warning.
+   */
+  private checkIdempotence(): void {
+    if (this.canCreateTopics || this.settings.idempotent === false) return;
+    if (this.settings.idempotent === true) {
+      throw configError(
+        'kafka.idempotent: the Kafka cluster names no controller, and kafkajs asks the controller for the ' +
+          'producer id an idempotent producer needs; set kafka.idempotent: false (or leave it out) for this cluster',
+      );
+    }
+    this.idempotentOff = true;
+    this.logger.warn(
+      { brokers: this.brokers },
+      'the Kafka cluster names no controller: the producer is not idempotent (kafkajs gets its producer id from the controller)',
+    );
+  }
+
+  private newProducer(kafkajs: KafkaModule, kafka: KafkaJS.Kafka): KafkaJS.Producer {
+    return kafka.producer({
+      allowAutoTopicCreation: true,
+      createPartitioner: evpubPartitioner(kafkajs),
+      retry: this.retry,
+      idempotent: this.idempotent,
+    });
+  }
+
+  /**
+   * Idempotent mode, after a failed send: a new producer (a new producer id, sequence numbers
+   * from 0) replaces the one whose numbers may no longer match the broker's (kafka-producer.ts).
+   */
+  private async renewProducer(kafkajs: KafkaModule, kafka: KafkaJS.Kafka): Promise<KafkaJS.Producer> {
+    if (this.state === 'ended') throw new EvpubError(ErrorCode.CLIENT_CLOSED, 'the Kafka adapter was closed');
+    const old = this.producer;
+    const producer = this.newProducer(kafkajs, kafka);
+    try {
+      await producer.connect();
+    } catch (err) {
+      await producer.disconnect().catch(() => undefined);
+      throw err;
+    }
+    this.producer = producer;
+    old?.disconnect().catch(() => undefined);
+    this.logger.debug('Kafka producer replaced after a failed send (new producer id)');
+    return producer;
   }
 
   /** Probes until the cluster answers or `deadline`; CONNECT_FAILED (or AUTH_FAILED) then. */
@@ -686,9 +762,10 @@ export class KafkaAdapter implements BrokerAdapter {
     const subs = [...this.subs.values()];
     this.subs.clear();
     await Promise.all(subs.map((s) => s.stop()));
+    this.batcher?.close(new EvpubError(ErrorCode.CLIENT_CLOSED, 'the Kafka adapter was closed'));
     await this.batcher?.drained();
     await Promise.all([
-      this.producer?.disconnect().catch(() => undefined),
+      this.batcher?.current.disconnect().catch(() => undefined),
       this.admin?.disconnect().catch(() => undefined),
     ]);
     await this.checking;

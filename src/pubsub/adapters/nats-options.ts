@@ -2,9 +2,13 @@
  * `options.nats`, the NATS adapter's own settings, checked against a closed schema when the
  * Client is made (before anything connects):
  *
- *   { jetstream?: boolean, stream?: string, subjects?: string[], token?, nkey?, creds? }
+ *   { jetstream?: boolean, stream?: string, subjects?: string[], duplicateWindow?: number,
+ *     token?, nkey?, creds? }
  *
- * `stream` and `subjects` only apply with `jetstream: true` (see nats-streams.ts).
+ * `stream`, `subjects` and `duplicateWindow` only apply with `jetstream: true` (see
+ * nats-streams.ts). `duplicateWindow` (milliseconds, default 120000 as the NATS server's) is the
+ * `duplicate_window` of the stream evpub creates: how long the stream remembers a `Nats-Msg-Id`
+ * to drop a second publish of it. It does not change a stream that exists already.
  * Authentication (beside `username`/`password` and `nats://user:pass@host` of the Client options):
  * - `token`: a server token (as `nats://TOKEN@host` gives it too).
  * - `nkey`: an NKey user seed (`SU...`) or the path of a file holding one.
@@ -13,7 +17,7 @@
  * the key, never the content); all three are secrets and are never printed.
  */
 import { ErrorCode, EvpubError } from '../../errors';
-import { DEFAULT_STREAM } from './nats-streams';
+import { DEFAULT_DUPLICATE_WINDOW_MS, DEFAULT_STREAM, MAX_AGE_MS } from './nats-streams';
 import { isValidName } from './nats-subjects';
 
 export interface NatsOptions {
@@ -23,6 +27,12 @@ export interface NatsOptions {
   stream?: string;
   /** The subjects the stream captures; without it the stream grows by the subjects used. */
   subjects?: string[];
+  /**
+   * The de-duplication window of the stream evpub creates, in milliseconds (default 120000, the
+   * server's): a publish whose `Nats-Msg-Id` the stream saw within it is dropped (acked as a
+   * duplicate). At least 1000 and at most the stream's max age (7 days).
+   */
+  duplicateWindow?: number;
   /** Token authentication. A secret. */
   token?: string;
   /** NKey user seed or a seed file. A secret. */
@@ -35,17 +45,26 @@ export interface ResolvedNatsOptions {
   jetstream: boolean;
   stream: string;
   subjects: string[] | undefined;
+  /** Milliseconds. */
+  duplicateWindow: number;
   token?: string;
   nkey?: string;
   creds?: string;
 }
 
-const KEYS = ['jetstream', 'stream', 'subjects', 'token', 'nkey', 'creds'];
+const KEYS = ['jetstream', 'stream', 'subjects', 'duplicateWindow', 'token', 'nkey', 'creds'];
 
 export function natsOptions(raw: unknown): ResolvedNatsOptions {
   const bad = (key: string, rule: string): EvpubError =>
     new EvpubError(ErrorCode.CONFIG_INVALID, `nats.${key}: ${rule}`, { context: { key: `nats.${key}` } });
-  if (raw === undefined) return { jetstream: false, stream: DEFAULT_STREAM, subjects: undefined };
+  if (raw === undefined) {
+    return {
+      jetstream: false,
+      stream: DEFAULT_STREAM,
+      subjects: undefined,
+      duplicateWindow: DEFAULT_DUPLICATE_WINDOW_MS,
+    };
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new EvpubError(ErrorCode.CONFIG_INVALID, 'nats: must be an object like { jetstream: true }', {
       context: { key: 'nats' },
@@ -74,6 +93,18 @@ export function natsOptions(raw: unknown): ResolvedNatsOptions {
     }
     subjects = list as string[];
   }
+  const duplicateWindow = o.duplicateWindow ?? DEFAULT_DUPLICATE_WINDOW_MS;
+  if (
+    typeof duplicateWindow !== 'number' ||
+    !Number.isInteger(duplicateWindow) ||
+    duplicateWindow < 1000 ||
+    duplicateWindow > MAX_AGE_MS
+  ) {
+    throw bad(
+      'duplicateWindow',
+      `must be a number of milliseconds from 1000 to ${MAX_AGE_MS} (the stream's max age), like 120000 for 2 minutes`,
+    );
+  }
   const secrets: Pick<ResolvedNatsOptions, 'token' | 'nkey' | 'creds'> = {};
   for (const key of ['token', 'nkey', 'creds'] as const) {
     const v = o[key];
@@ -88,8 +119,9 @@ export function natsOptions(raw: unknown): ResolvedNatsOptions {
     );
   }
   const jetstream = o.jetstream === true;
-  if (!jetstream && (o.stream !== undefined || subjects !== undefined)) {
-    throw bad(o.stream !== undefined ? 'stream' : 'subjects', 'only applies with nats.jetstream: true');
+  if (!jetstream) {
+    const given = (['stream', 'subjects', 'duplicateWindow'] as const).find((k) => o[k] !== undefined);
+    if (given !== undefined) throw bad(given, 'only applies with nats.jetstream: true');
   }
-  return { jetstream, stream, subjects, ...secrets };
+  return { jetstream, stream, subjects, duplicateWindow, ...secrets };
 }

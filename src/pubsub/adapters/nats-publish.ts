@@ -20,7 +20,8 @@
  * subject (`StreamKeeper`); while one is being made sure of, later messages wait behind it so
  * the order on the wire is the publish order. Publishes in flight when the connection drops,
  * and those answered "no responders" (JetStream not ready after a restart, stream gone), are
- * sent again, in order, with the same `Nats-Msg-Id` (the stream drops a copy it already has).
+ * sent again, in order, with the same `Nats-Msg-Id` (the stream drops a copy it already has:
+ * its ack says `duplicate`, and the publish resolves, the message being stored).
  * A publish the user may not make (a permissions violation, see above) rejects with
  * NOT_AUTHORIZED at once; the stream's own refusals are classified by `jetStreamPublishError()`.
  *

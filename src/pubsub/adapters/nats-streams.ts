@@ -20,8 +20,12 @@
  *   but captures all core traffic, JetStream API requests and inbox replies included, and leaves
  *   no subject for any other stream.
  *
- * The stream created is file-backed, limits retention, discard old, 7 days max age, and the
- * server's default de-duplication window (2 minutes) for `Nats-Msg-Id`.
+ * The stream created is file-backed, limits retention, discard old, 7 days max age, and a
+ * de-duplication window for `Nats-Msg-Id` of `nats.duplicateWindow` (default 2 minutes, the
+ * server's default): within it, a second publish with the same id is acked as a duplicate and
+ * not stored. evpub sends each event's id as `Nats-Msg-Id`, so a replay after a restart or a
+ * takeover that comes within the window leaves no duplicate in the stream. A stream that exists
+ * already keeps its own window (see `nats stream info`).
  */
 import type { JetStreamManager, StreamConfig } from '@nats-io/jetstream';
 import { ErrorCode, EvpubError } from '../../errors';
@@ -31,7 +35,9 @@ import { covers } from './nats-subjects';
 type JetStreamModule = typeof import('@nats-io/jetstream');
 
 export const DEFAULT_STREAM = 'EVPUB';
-const MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+export const MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+/** The NATS server's default `duplicate_window`. */
+export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 
 export class StreamKeeper {
   /** Subjects known to be captured, and by which stream. */
@@ -46,6 +52,8 @@ export class StreamKeeper {
     readonly stream: string,
     readonly subjects: string[] | undefined,
     private readonly logger: Logger,
+    /** `duplicate_window` of the stream this creates, in milliseconds. */
+    private readonly duplicateWindow: number = DEFAULT_DUPLICATE_WINDOW_MS,
   ) {}
 
   /** Configured mode: creates the stream when it does not exist. */
@@ -193,6 +201,7 @@ export class StreamKeeper {
       storage: StorageType.File,
       discard: DiscardPolicy.Old,
       max_age: MAX_AGE_MS * 1_000_000,
+      duplicate_window: this.duplicateWindow * 1_000_000,
     };
   }
 }

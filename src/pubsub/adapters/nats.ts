@@ -294,7 +294,14 @@ export class NatsAdapter implements BrokerAdapter, Link {
   private async startJetStream(jsmod: JetStreamModule, nc: NatsConnection): Promise<void> {
     const jsm = await jsmod.jetstreamManager(nc, { timeout: this.options.connectTimeout });
     const js = jsmod.jetstream(nc, { timeout: this.options.publishTimeout });
-    const streams = new StreamKeeper(jsmod, jsm, this.nats.stream, this.nats.subjects, this.logger);
+    const streams = new StreamKeeper(
+      jsmod,
+      jsm,
+      this.nats.stream,
+      this.nats.subjects,
+      this.logger,
+      this.nats.duplicateWindow,
+    );
     await streams.prepare();
     this.jetstream = new JetStreamPublisher(this, js, streams, this.options.publishTimeout);
     this.durables = new DurableConsumers(
