@@ -26,7 +26,8 @@
  *    Undefined for errors that are not about TLS.
  */
 import { readFileSync } from 'node:fs';
-import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
+import { isIP } from 'node:net';
+import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { ErrorCode, EvpubError, toError } from '../errors';
 import type { Logger } from '../logger';
 import { nearest } from './nearest';
@@ -252,4 +253,40 @@ export function verifyServername(loaded: LoadedTls): ConnectionOptions {
   const { servername } = loaded;
   if (servername === undefined || loaded.rejectUnauthorized === false) return loaded;
   return { ...loaded, checkServerIdentity: (_host, cert) => checkServerIdentity(servername, cert) };
+}
+
+/**
+ * Why a TLS connection to `host:port` ends, for a protocol where the client speaks first (Redis,
+ * PostgreSQL after its SSLRequest is not one): with TLS 1.3 the server judges the client's
+ * certificate after the client's side of the handshake is done, so a driver that writes at once
+ * may see only a reset of its write. The probe completes a handshake and writes nothing: a
+ * refusal then arrives as the server's alert, an error with a TLS code (give it to tlsFailure).
+ * Undefined when the server keeps the session open for `waitMs` after the handshake (TLS was
+ * not the problem) or cannot be reached; leaves no socket. Bounded by `timeoutMs` in all.
+ */
+export function probeTls(
+  host: string,
+  port: number,
+  tls: LoadedTls,
+  options: { waitMs?: number; timeoutMs?: number } = {},
+): Promise<Error | undefined> {
+  const waitMs = options.waitMs ?? 300;
+  return new Promise((resolve) => {
+    const servername = tls.servername ?? (isIP(host) === 0 ? host : undefined);
+    const socket = tlsConnect({ ...tls, host, port, ...(servername ? { servername } : {}) });
+    let settled = false;
+    const done = (err: Error | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(err);
+    };
+    const timer = setTimeout(() => done(undefined), options.timeoutMs ?? 5000);
+    socket.once('error', (err: Error) => done(err));
+    socket.once('close', () => done(undefined));
+    socket.once('secureConnect', () => {
+      setTimeout(() => done(undefined), waitMs).unref();
+    });
+  });
 }

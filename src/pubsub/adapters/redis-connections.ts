@@ -26,7 +26,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { backoffDelay } from '../../util/retry';
 import type { AdapterEvents, ResolvedClientOptions } from '../adapter';
 import { ErrorCode, EvpubError, redact } from '../../errors';
-import { loadTls, tlsFailure } from '../../util/tls';
+import { loadTls, probeTls, tlsFailure } from '../../util/tls';
 
 export type RedisModule = typeof import('ioredis');
 export type { Redis };
@@ -64,6 +64,12 @@ export function shut(client: Redis): void {
   client.disconnect();
   stream?.destroy();
 }
+
+/** A connection reset or broken pipe: the server closed while the client wrote. */
+const isReset = (err: Error): boolean => {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
+};
 
 interface Watched {
   role: string;
@@ -133,11 +139,23 @@ export class RedisConnections {
             (lastError ? `: ${lastError.message}` : ''),
           { cause: lastError, retriable: true, context: { adapter: 'redis' } },
         );
+      let probed = false;
       const onError = (err: Error): void => {
         lastError = err;
         const tls = tlsFailure(err, this.where);
         if (tls) {
           fail(tls); // the next handshake would fail the same way
+        } else if (this.base.tls && !probed && isReset(err)) {
+          // TLS 1.3: a client certificate the server refuses may show only as a reset of
+          // ioredis's first write; a probe that writes nothing reads the server's alert.
+          probed = true;
+          const { host, port } = this.base as { host: string; port: number };
+          void probeTls(host, port, this.base.tls, { timeoutMs: Math.max(0, deadline - Date.now()) }).then(
+            (why) => {
+              const failure = why && tlsFailure(why, this.where);
+              if (failure) fail(failure);
+            },
+          );
         } else if (isAuthError(err)) {
           fail(
             new EvpubError(
