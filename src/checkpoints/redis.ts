@@ -21,7 +21,7 @@ import type { Position } from '../events/change-event';
 import type { Logger } from '../logger';
 import { isAuthError } from '../pubsub/adapters/redis-connections';
 import { loadDriver } from '../util/driver';
-import { loadTls, parseTls, tlsFailure, type TlsSettings } from '../util/tls';
+import { loadTls, parseTls, probeTls, tlsFailure, type LoadedTls, type TlsSettings } from '../util/tls';
 import { fenced, type CheckpointStore, type SaveOptions } from './contract';
 
 export const DEFAULT_REDIS_PREFIX = 'evpub:checkpoint:';
@@ -91,16 +91,25 @@ export class RedisCheckpointStore implements CheckpointStore {
       } catch (err) {
         client.disconnect();
         this.client = undefined;
-        throw this.connectError(lastError ?? err);
+        throw await this.connectError(lastError ?? err, client.options.tls);
       }
       return client;
     })();
     return this.client;
   }
 
-  private connectError(err: unknown): EvpubError {
+  private async connectError(err: unknown, tlsOptions: LoadedTls | undefined): Promise<EvpubError> {
     const tls = tlsFailure(err, this.endpoint);
     if (tls) return tls;
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (tlsOptions && (code === 'ECONNRESET' || code === 'EPIPE')) {
+      // TLS 1.3: a client certificate the server refuses may show only as a reset of the first
+      // write; a probe that writes nothing reads the server's alert (util/tls probeTls).
+      const url = new URL(this.options.url);
+      const why = await probeTls(url.hostname || 'localhost', Number(url.port || 6379), tlsOptions);
+      const failure = why && tlsFailure(why, this.endpoint);
+      if (failure) return failure;
+    }
     if (isAuthError(err)) {
       return new EvpubError(
         ErrorCode.AUTH_FAILED,

@@ -145,11 +145,13 @@ describe('Redis over TLS', () => {
 
     it('fails with TLS_FAILED on a wrong CA and AUTH_FAILED on a wrong password, without the secret', async () => {
       const wrong = `wrong-${randomUUID()}`;
-      const cases = [
+      const cases: { tls: object; password: string; code: ErrorCode; reason?: RegExp }[] = [
         { tls: { ...clientTls, ca: pki.otherCa }, password: PASSWORD, code: ErrorCode.TLS_FAILED },
         { tls: clientTls, password: wrong, code: ErrorCode.AUTH_FAILED },
+        // No client certificate: refused by the server after the TLS 1.3 handshake.
+        { tls: { ca: pki.ca }, password: PASSWORD, code: ErrorCode.TLS_FAILED, reason: REASON.clientCert },
       ];
-      for (const { tls, password, code } of cases) {
+      for (const { tls, password, code, reason } of cases) {
         const store = createCheckpointStore({
           store: 'redis',
           url: `rediss://alice:${password}@127.0.0.1:${mainPort}`,
@@ -159,7 +161,7 @@ describe('Redis over TLS', () => {
           await refused(store.load('feed'), {
             code,
             endpoint: `127.0.0.1:${mainPort}`,
-            ...(code === ErrorCode.TLS_FAILED ? { reason: REASON.untrusted } : {}),
+            ...(code === ErrorCode.TLS_FAILED ? { reason: reason ?? REASON.untrusted } : {}),
             secrets: [PASSWORD, wrong],
           });
         } finally {
