@@ -1,0 +1,107 @@
+/**
+ * One publisher per feed without `cluster` (issue 14): an app claims its feeds in the checkpoint
+ * store before its connectors start; a second app on the same configuration (same feeds, same
+ * store) fails start() with EVPUB_FEED_OWNED_ELSEWHERE naming the feed and the owner, and a new
+ * one starts once the first stopped. Real stores: a temp directory, the Redis and PostgreSQL on
+ * loopback.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { evpub, type App } from '../../src/app/app';
+import type { CheckpointConfig } from '../../src/checkpoints/config';
+import { FileCheckpointStore } from '../../src/checkpoints/file';
+import { isEvpubError, type EvpubError } from '../../src/errors';
+import { quietLogger } from '../helpers/publisher';
+import { requireService, SERVICES, uniqueName } from '../helpers/services';
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+beforeAll(async () => {
+  await requireService('redis');
+});
+
+type Checkpoints = CheckpointConfig;
+
+function app(checkpoints: Checkpoints, broker: string, storeName: string): App {
+  const a = evpub({ logger: quietLogger(), brokers: { default: broker }, checkpoints });
+  a.dataSource('local', { connector: 'memory', store: storeName });
+  a.model('orders', { dataSource: 'local', topic: '{model}/{op}/{key}' });
+  cleanups.push(() => a.stop());
+  return a;
+}
+
+function tempDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'evpub-claims-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function twoApps(checkpoints: Checkpoints, store: string): Promise<void> {
+  const broker = `memory://${uniqueName('b')}`;
+  const storeName = uniqueName('store');
+  const first = app(checkpoints, broker, storeName);
+  await first.start();
+  const second = app(checkpoints, broker, storeName);
+  const err = await second.start().catch((e: unknown) => e);
+  expect(isEvpubError(err, 'EVPUB_FEED_OWNED_ELSEWHERE')).toBe(true);
+  const e = err as EvpubError;
+  expect(e.retriable).toBe(false);
+  expect(e.message).toContain('the feed local/orders is already published by another evpub');
+  expect(e.message).toContain(`pid ${process.pid} on ${hostname()}`);
+  expect(e.message).toContain(`${store} checkpoint store`);
+  expect(e.context).toMatchObject({
+    feed: 'local/orders',
+    store,
+    owner: { pid: process.pid, hostname: hostname() },
+  });
+  expect(second.status().state).toBe('idle');
+  expect(first.status().state).toBe('running');
+
+  await first.stop();
+  const third = app(checkpoints, broker, storeName);
+  await third.start();
+  expect(third.status().state).toBe('running');
+}
+
+describe('feed claims in the checkpoint store', () => {
+  it('file store: the second app fails with the code; after the first stops a new one starts', async () => {
+    await twoApps({ store: 'file', path: tempDir() }, 'file');
+  });
+
+  it('redis store: the second app fails with the code; after the first stops a new one starts', async () => {
+    await twoApps({ store: 'redis', url: SERVICES.redis.url, prefix: `${uniqueName('claims')}:` }, 'redis');
+  });
+
+  it('file store: an owner file of a process of this host that is gone is taken over', async () => {
+    const dir = tempDir();
+    const dead = spawnSync(process.execPath, ['-e', '']).pid; // exited: its pid is not alive
+    const files = new FileCheckpointStore({ path: dir });
+    writeFileSync(
+      files.ownerFileOf('local/orders'),
+      JSON.stringify({ instance: 'x', hostname: hostname(), pid: dead, since: new Date().toISOString() }),
+    );
+    const a = app({ store: 'file', path: dir }, `memory://${uniqueName('b')}`, uniqueName('store'));
+    await a.start();
+    expect(a.status().state).toBe('running');
+  });
+
+  it('file store: an owner file of another host is live: the message says which file to delete', async () => {
+    const dir = tempDir();
+    const files = new FileCheckpointStore({ path: dir });
+    writeFileSync(
+      files.ownerFileOf('local/orders'),
+      JSON.stringify({ instance: 'x', hostname: 'elsewhere', pid: 1, since: '2026-01-01T00:00:00.000Z' }),
+    );
+    const a = app({ store: 'file', path: dir }, `memory://${uniqueName('b')}`, uniqueName('store'));
+    const err = await a.start().catch((e: unknown) => e);
+    expect(isEvpubError(err, 'EVPUB_FEED_OWNED_ELSEWHERE')).toBe(true);
+    expect((err as Error).message).toContain('pid 1 on elsewhere, since 2026-01-01T00:00:00.000Z');
+    expect((err as Error).message).toContain(`delete ${files.ownerFileOf('local/orders')}`);
+  });
+});
