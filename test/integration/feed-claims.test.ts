@@ -14,6 +14,7 @@ import { evpub, type App } from '../../src/app/app';
 import type { CheckpointConfig } from '../../src/checkpoints/config';
 import { FileCheckpointStore } from '../../src/checkpoints/file';
 import { isEvpubError, type EvpubError } from '../../src/errors';
+import { PG_URL, sql } from '../helpers/postgres';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, SERVICES, uniqueName } from '../helpers/services';
 
@@ -76,6 +77,36 @@ describe('feed claims in the checkpoint store', () => {
 
   it('redis store: the second app fails with the code; after the first stops a new one starts', async () => {
     await twoApps({ store: 'redis', url: SERVICES.redis.url, prefix: `${uniqueName('claims')}:` }, 'redis');
+  });
+
+  it('postgres store: the second app fails with the code; after the first stops a new one starts', async () => {
+    await requireService('postgres');
+    const table = uniqueName('claims');
+    cleanups.push(async () => {
+      await sql(`DROP TABLE IF EXISTS ${table}`);
+      await sql(`DROP TABLE IF EXISTS ${table}_owners`);
+    });
+    await twoApps({ store: 'postgres', url: PG_URL, table }, 'postgres');
+  });
+
+  it('postgres store: a claim no longer renewed (its process died) is taken over once expired', async () => {
+    await requireService('postgres');
+    const table = uniqueName('claims');
+    cleanups.push(async () => {
+      await sql(`DROP TABLE IF EXISTS ${table}`);
+      await sql(`DROP TABLE IF EXISTS ${table}_owners`);
+    });
+    const checkpoints: CheckpointConfig = { store: 'postgres', url: PG_URL, table };
+    const broker = `memory://${uniqueName('b')}`;
+    const first = app(checkpoints, broker, uniqueName('store'));
+    await first.start();
+    const owners = await sql<{ instance: string }>(`SELECT instance FROM ${table}_owners`);
+    expect(owners).toHaveLength(1);
+    // As after a crash: the row stays, nobody renews it, it expires.
+    await sql(`UPDATE ${table}_owners SET instance = 'crashed', expires_at = now() - interval '1 second'`);
+    const second = app(checkpoints, broker, uniqueName('store'));
+    await second.start();
+    expect(second.status().state).toBe('running');
   });
 
   it('file store: an owner file of a process of this host that is gone is taken over', async () => {
