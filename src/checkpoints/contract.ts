@@ -40,6 +40,8 @@
  *   when absent or expired, its expires_at pushed 15 s on every 5 s heartbeat.
  * - file: `<feed file>.owner` beside the checkpoint, created with O_EXCL, holding the owner;
  *   stale (taken over) when its hostname is this host and its pid is not alive.
+ * Any store takes over at once a claim whose owner ran on this host and whose pid is no longer
+ * alive (`ownerGone`: a kill -9 and a restart on the same machine do not wait for the TTL).
  * A store without `claim` (memory: one process by nature) claims nothing.
  */
 import { hostname } from 'node:os';
@@ -147,4 +149,19 @@ export async function claimEach(
     throw err;
   }
   return { release };
+}
+
+/**
+ * True when `owner` ran on this host and its process is gone. Another host's owner cannot be
+ * checked (live until its claim lapses); this process's pid is alive (another app in it).
+ */
+export function ownerGone(owner: Partial<FeedOwner>): boolean {
+  if (owner.hostname !== hostname() || typeof owner.pid !== 'number') return false;
+  if (owner.pid === process.pid) return false;
+  try {
+    process.kill(owner.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as { code?: string }).code === 'ESRCH';
+  }
 }

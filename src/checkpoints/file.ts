@@ -22,6 +22,7 @@ import {
   cannotFence,
   claimEach,
   ownedElsewhere,
+  ownerGone,
   type CheckpointStore,
   type FeedClaim,
   type FeedOwner,
@@ -92,7 +93,7 @@ export class FileCheckpointStore implements CheckpointStore {
         }
       }
       const held = await readOwner(file);
-      if (held && !isStale(held)) {
+      if (held && !ownerGone(held)) {
         throw ownedElsewhere(
           feedId,
           held,
@@ -161,17 +162,5 @@ async function readOwner(file: string): Promise<Partial<FeedOwner> | undefined> 
     return typeof parsed === 'object' && parsed !== null ? parsed : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** An owner record of this host whose process is gone (another host's cannot be checked: live). */
-function isStale(owner: Partial<FeedOwner>): boolean {
-  if (owner.hostname !== hostname() || typeof owner.pid !== 'number') return false;
-  if (owner.pid === process.pid) return false; // this process: another app in it, alive
-  try {
-    process.kill(owner.pid, 0);
-    return false;
-  } catch (err) {
-    return (err as { code?: string }).code === 'ESRCH';
   }
 }

@@ -35,6 +35,7 @@ import {
   CLAIM_TTL_MS,
   fenced,
   ownedElsewhere,
+  ownerGone,
   type CheckpointStore,
   type FeedClaim,
   type FeedOwner,
@@ -241,16 +242,33 @@ export class PostgresCheckpointStore implements CheckpointStore {
         [feedId, owner.instance, JSON.stringify(owner), CLAIM_TTL_MS],
       );
       if (rows.length === 0) {
-        const held = await this.query(feedId, 'claim', `SELECT owner FROM ${owners} WHERE feed_id = $1`, [
+        const held = await this.query(
           feedId,
-        ]);
-        const other = (held[0] as { owner?: Partial<FeedOwner> } | undefined)?.owner ?? {};
-        throw ownedElsewhere(
-          feedId,
-          other,
-          'postgres',
-          ` (a claim of a crashed process lapses ${CLAIM_TTL_MS / 1000} s after it)`,
+          'claim',
+          `SELECT instance, owner FROM ${owners} WHERE feed_id = $1`,
+          [feedId],
         );
+        const row = held[0] as { instance?: string; owner?: Partial<FeedOwner> } | undefined;
+        const other = row?.owner ?? {};
+        const taken =
+          row !== undefined &&
+          ownerGone(other) &&
+          (
+            await this.query(
+              feedId,
+              'claim',
+              `UPDATE ${owners} SET instance = $3, owner = $4, expires_at = now() + $5 * interval '1 millisecond'
+                WHERE feed_id = $1 AND instance = $2 RETURNING feed_id`,
+              [feedId, row.instance, owner.instance, JSON.stringify(owner), CLAIM_TTL_MS],
+            )
+          ).length > 0;
+        if (!taken)
+          throw ownedElsewhere(
+            feedId,
+            other,
+            'postgres',
+            ` (a claim of a crashed process lapses ${CLAIM_TTL_MS / 1000} s after it)`,
+          );
       }
       return async () => {
         await this.query(feedId, 'release', `DELETE FROM ${owners} WHERE feed_id = $1 AND instance = $2`, [

@@ -31,6 +31,7 @@ import {
   CLAIM_TTL_MS,
   fenced,
   ownedElsewhere,
+  ownerGone,
   type CheckpointStore,
   type FeedClaim,
   type FeedOwner,
@@ -53,6 +54,11 @@ return 0`;
 // KEYS: owner key. ARGV: owner JSON, ttl ms (absent: delete). → 1 when it held this owner.
 const OWNER_KEEP = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1`;
+
+// KEYS: owner key. ARGV: the gone owner's JSON, new owner JSON, ttl ms. → 1 when taken over.
+const OWNER_TAKE = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1`;
 
 export interface RedisCheckpointOptions {
@@ -155,6 +161,9 @@ export class RedisCheckpointStore implements CheckpointStore {
     const keys = feedIds.map((f) => `${this.prefix}~owner:${f}`);
     const claim = await claimEach(feedIds, async (feedId) => {
       const key = `${this.prefix}~owner:${feedId}`;
+      const release = async (): Promise<void> => {
+        await this.run(feedId, 'release', (c) => c.eval(OWNER_KEEP, 1, key, value));
+      };
       const set = await this.run(feedId, 'claim', (c) => c.set(key, value, 'PX', CLAIM_TTL_MS, 'NX'));
       if (set !== 'OK') {
         const held = await this.run(feedId, 'claim', (c) => c.get(key));
@@ -164,6 +173,12 @@ export class RedisCheckpointStore implements CheckpointStore {
         } catch {
           // not ours to read: named as unknown
         }
+        if (held !== null && ownerGone(other)) {
+          const taken = await this.run(feedId, 'claim', (c) =>
+            c.eval(OWNER_TAKE, 1, key, held, value, String(CLAIM_TTL_MS)),
+          );
+          if (taken === 1) return release;
+        }
         throw ownedElsewhere(
           feedId,
           other,
@@ -171,9 +186,7 @@ export class RedisCheckpointStore implements CheckpointStore {
           ` (a claim of a crashed process lapses ${CLAIM_TTL_MS / 1000} s after it)`,
         );
       }
-      return async () => {
-        await this.run(feedId, 'release', (c) => c.eval(OWNER_KEEP, 1, key, value));
-      };
+      return release;
     });
     const timer = setInterval(() => {
       for (const key of keys) {

@@ -15,6 +15,8 @@ import type { CheckpointConfig } from '../../src/checkpoints/config';
 import { FileCheckpointStore } from '../../src/checkpoints/file';
 import { isEvpubError, type EvpubError } from '../../src/errors';
 import { PG_URL, sql } from '../helpers/postgres';
+import { Redis } from 'ioredis';
+import { waitFor } from '../helpers/wait';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, SERVICES, uniqueName } from '../helpers/services';
 
@@ -107,6 +109,68 @@ describe('feed claims in the checkpoint store', () => {
     const second = app(checkpoints, broker, uniqueName('store'));
     await second.start();
     expect(second.status().state).toBe('running');
+  });
+
+  it('redis store: a claim of another host no longer renewed lapses after its TTL', async () => {
+    const prefix = `${uniqueName('claims')}:`;
+    const redis = new Redis(SERVICES.redis.url);
+    cleanups.push(() => redis.quit());
+    const other = { instance: 'x', hostname: 'elsewhere', pid: 7, since: '2026-01-01T00:00:00.000Z' };
+    await redis.set(`${prefix}~owner:local/orders`, JSON.stringify(other), 'PX', 1500);
+    const checkpoints: CheckpointConfig = { store: 'redis', url: SERVICES.redis.url, prefix };
+    const broker = `memory://${uniqueName('b')}`;
+    const err = await app(checkpoints, broker, uniqueName('store'))
+      .start()
+      .catch((e: unknown) => e);
+    expect(isEvpubError(err, 'EVPUB_FEED_OWNED_ELSEWHERE')).toBe(true);
+    expect((err as Error).message).toContain('pid 7 on elsewhere');
+    const next = await waitFor(
+      () => {
+        const a = app(checkpoints, broker, uniqueName('store'));
+        return a.start().then(
+          () => a,
+          () => undefined,
+        );
+      },
+      'the claim to lapse',
+      10_000,
+    );
+    expect(next?.status().state).toBe('running');
+  });
+
+  it('redis and postgres stores: a claim of a gone process of this host is taken over at once', async () => {
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    const gone = { instance: 'y', hostname: hostname(), pid: dead, since: '2026-01-01T00:00:00.000Z' };
+    const prefix = `${uniqueName('claims')}:`;
+    const redis = new Redis(SERVICES.redis.url);
+    cleanups.push(() => redis.quit());
+    await redis.set(`${prefix}~owner:local/orders`, JSON.stringify(gone), 'PX', 60_000);
+    const a = app(
+      { store: 'redis', url: SERVICES.redis.url, prefix },
+      `memory://${uniqueName('b')}`,
+      uniqueName('store'),
+    );
+    await a.start();
+    expect(JSON.parse((await redis.get(`${prefix}~owner:local/orders`))!)).toMatchObject({
+      pid: process.pid,
+    });
+
+    await requireService('postgres');
+    const table = uniqueName('claims');
+    cleanups.push(async () => {
+      await sql(`DROP TABLE IF EXISTS ${table}`);
+      await sql(`DROP TABLE IF EXISTS ${table}_owners`);
+    });
+    const checkpoints: CheckpointConfig = { store: 'postgres', url: PG_URL, table };
+    const probe = app(checkpoints, `memory://${uniqueName('b')}`, uniqueName('store'));
+    await probe.start(); // creates the tables
+    await probe.stop();
+    await sql(`INSERT INTO ${table}_owners VALUES ('local/orders', 'y', $1, now() + interval '1 minute')`, [
+      JSON.stringify(gone),
+    ]);
+    const b = app(checkpoints, `memory://${uniqueName('b')}`, uniqueName('store'));
+    await b.start();
+    expect(b.status().state).toBe('running');
   });
 
   it('file store: an owner file of a process of this host that is gone is taken over', async () => {
