@@ -74,6 +74,11 @@ export const ErrorCode = {
   /** A checkpoint save was refused because a newer lease epoch saved that checkpoint: another
    * instance owns the unit now (fencing, src/checkpoints/contract.ts). Not retriable. */
   FENCED: 'EVPUB_FENCED',
+  /** Another live process already reads this feed without `cluster` (a PostgreSQL slot active
+   * for another backend, a checkpoint store claim held by another instance). The message names
+   * the feed and the other process; evpub refuses to start rather than publish twice. Not
+   * retriable: stop the other process, or give this one its own feeds. */
+  FEED_OWNED_ELSEWHERE: 'EVPUB_FEED_OWNED_ELSEWHERE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

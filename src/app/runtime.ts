@@ -21,7 +21,7 @@
  * the stream (contract point 9); the feed shows `snapshotting` with its progress until the
  * connector reports the last row. NOT_SUPPORTED for a connector without it.
  */
-import type { CheckpointStore } from '../checkpoints/contract';
+import { localOwner, type CheckpointStore, type FeedClaim } from '../checkpoints/contract';
 import { createCheckpointStore } from '../checkpoints/index';
 import type { EventConnector, ModelFeed, SnapshotStart } from '../connectors/contract';
 import { initializeConnector, type ConnectorRegistry } from '../connectors/registry';
@@ -164,6 +164,8 @@ export class Runtime {
   private readonly brokers = new Map<string, BrokerRun>();
   private readonly runs: DataSourceRun[] = [];
   private store: CheckpointStore | undefined;
+  /** This run's claim of its feeds in the store (released on stop). */
+  private claim: FeedClaim | undefined;
   private readonly logger: Logger;
   /** The last snapshot progress a connector reported, by feed id. */
   private readonly snapshots = new Map<string, SnapshotProgress>();
@@ -188,6 +190,10 @@ export class Runtime {
           logger: this.logger,
         });
       await this.wireFeeds(connectors);
+      // One publisher per feed (without `cluster`): claim the feeds in the checkpoint store
+      // before any connector reads; a live claim of another process fails the start with
+      // FEED_OWNED_ELSEWHERE (src/checkpoints/contract.ts, Claims).
+      if (this.store.claim) this.claim = await this.store.claim(this.feedIds(), localOwner());
       for (const run of this.runs) {
         const models: ModelFeed[] = run.feeds.map((f) => ({
           name: f.model,
@@ -445,6 +451,10 @@ export class Runtime {
       if (handle) handle.connector = undefined;
     }
     await Promise.all([...this.brokers.values()].map((b) => b.client.end().catch(() => undefined)));
+    await this.claim
+      ?.release()
+      .catch((err: unknown) => this.logger.warn({ err }, 'feed claim release failed'));
+    this.claim = undefined;
     if (this.store && this.store !== this.deps.store) {
       await this.store
         .close()

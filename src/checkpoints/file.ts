@@ -9,13 +9,26 @@
  * position, never a torn one. Leftover temporary files of a crashed save are ignored. Saves
  * run in a writer thread (file-writer.ts): on a busy event loop the eight calls of a save, one
  * turn each, made the saved checkpoint lag far behind what the broker had accepted.
+ *
+ * Claims (contract.ts): `<feed file>.owner` holds the owner as JSON, created with O_EXCL (`wx`);
+ * one left by a process of this host that is no longer alive is stale and taken over.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, EvpubError } from '../errors';
 import type { Position } from '../events/change-event';
-import { cannotFence, type CheckpointStore, type SaveOptions } from './contract';
+import {
+  cannotFence,
+  claimEach,
+  ownedElsewhere,
+  ownerGone,
+  type CheckpointStore,
+  type FeedClaim,
+  type FeedOwner,
+  type SaveOptions,
+} from './contract';
+import { hostname } from 'node:os';
 import { FileWriter } from './file-writer';
 
 export const DEFAULT_CHECKPOINT_DIR = '.evpub/checkpoints';
@@ -49,6 +62,51 @@ export class FileCheckpointStore implements CheckpointStore {
 
   fileOf(feedId: string): string {
     return path.join(this.dir, `${encodeURIComponent(feedId)}.json`);
+  }
+
+  ownerFileOf(feedId: string): string {
+    return `${this.fileOf(feedId)}.owner`;
+  }
+
+  async claim(feedIds: readonly string[], owner: FeedOwner): Promise<FeedClaim> {
+    try {
+      await fs.mkdir(this.dir, { recursive: true });
+    } catch (err) {
+      throw failed(`cannot create the checkpoint directory ${this.dir}`, err, feedIds[0] ?? '');
+    }
+    return claimEach(feedIds, (feedId) => this.claimOne(feedId, owner));
+  }
+
+  private async claimOne(feedId: string, owner: FeedOwner): Promise<() => Promise<void>> {
+    const file = this.ownerFileOf(feedId);
+    const release = async (): Promise<void> => {
+      const held = await readOwner(file);
+      if (held?.instance === owner.instance) await fs.rm(file, { force: true });
+    };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await fs.writeFile(file, JSON.stringify(owner), { flag: 'wx' });
+        return release;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EEXIST') {
+          throw failed(`cannot write the owner file ${file}`, err, feedId);
+        }
+      }
+      const held = await readOwner(file);
+      if (held && !ownerGone(held)) {
+        throw ownedElsewhere(
+          feedId,
+          held,
+          'file',
+          held.hostname !== hostname()
+            ? ` (or, if no evpub runs on ${held.hostname} any more, delete ${file})`
+            : '',
+        );
+      }
+      // Stale (its process is gone) or unreadable (a crash while writing it): take it over.
+      await fs.rm(file, { force: true });
+    }
+    throw ownedElsewhere(feedId, (await readOwner(file)) ?? {}, 'file');
   }
 
   async load(feedId: string): Promise<Position | undefined> {
@@ -95,5 +153,14 @@ export class FileCheckpointStore implements CheckpointStore {
 
   async close(): Promise<void> {
     await this.writer.close();
+  }
+}
+
+async function readOwner(file: string): Promise<Partial<FeedOwner> | undefined> {
+  try {
+    const parsed = JSON.parse(await fs.readFile(file, 'utf8')) as Partial<FeedOwner>;
+    return typeof parsed === 'object' && parsed !== null ? parsed : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -17,6 +17,11 @@
  * which needs the table's owner; unfenced saves never need them). The upsert's `DO UPDATE` has
  * `WHERE fence_epoch IS NULL OR fence_unit IS DISTINCT FROM $unit OR fence_epoch <= $epoch`: the
  * row is locked, compared and written in one statement; no row returned means refused (FENCED).
+ *
+ * Claims (contract.ts): a second table, `<table>_owners (feed_id text PRIMARY KEY, instance text,
+ * owner jsonb, expires_at timestamptz)`, created on the first claim. A claim is one upsert whose
+ * `DO UPDATE` applies only when the row expired or is this instance's; a heartbeat pushes
+ * expires_at of this instance's rows; release deletes them.
  */
 import type { Pool } from 'pg';
 import { ErrorCode, EvpubError, redact } from '../errors';
@@ -24,7 +29,18 @@ import type { Position } from '../events/change-event';
 import type { Logger } from '../logger';
 import { loadDriver } from '../util/driver';
 import { loadTls, tlsFailure, verifyServername, type TlsSettings } from '../util/tls';
-import { fenced, type CheckpointStore, type SaveOptions } from './contract';
+import {
+  claimEach,
+  CLAIM_RENEW_MS,
+  CLAIM_TTL_MS,
+  fenced,
+  ownedElsewhere,
+  ownerGone,
+  type CheckpointStore,
+  type FeedClaim,
+  type FeedOwner,
+  type SaveOptions,
+} from './contract';
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';
 
@@ -48,6 +64,7 @@ export class PostgresCheckpointStore implements CheckpointStore {
   private readonly table: string;
   private pool: Promise<Pool> | undefined;
   private fenceColumns: Promise<unknown> | undefined;
+  private ownersTable: Promise<unknown> | undefined;
 
   constructor(
     private readonly options: {
@@ -195,6 +212,86 @@ export class PostgresCheckpointStore implements CheckpointStore {
       Number((rows[0] as { fence_epoch?: string } | undefined)?.fence_epoch),
       this.name,
     );
+  }
+
+  async claim(feedIds: readonly string[], owner: FeedOwner): Promise<FeedClaim> {
+    const owners = `${this.table.slice(0, -1)}_owners"`;
+    const first = feedIds[0] ?? '';
+    this.ownersTable ??= this.query(
+      first,
+      'prepare the owners table for',
+      `CREATE TABLE IF NOT EXISTS ${owners} (feed_id text PRIMARY KEY, instance text NOT NULL, owner jsonb NOT NULL, expires_at timestamptz NOT NULL)`,
+      [],
+    ).catch((err: unknown) => {
+      const code = ((err as { cause?: { code?: string } }).cause ?? {}).code;
+      if (code === '23505' || code === '42P07') return; // created by another store just now
+      this.ownersTable = undefined;
+      throw err;
+    });
+    await this.ownersTable;
+    const claim = await claimEach(feedIds, async (feedId) => {
+      const rows = await this.query(
+        feedId,
+        'claim',
+        `INSERT INTO ${owners} AS o (feed_id, instance, owner, expires_at)
+           VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond')
+         ON CONFLICT (feed_id) DO UPDATE
+           SET instance = EXCLUDED.instance, owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+           WHERE o.expires_at < now() OR o.instance = EXCLUDED.instance
+         RETURNING feed_id`,
+        [feedId, owner.instance, JSON.stringify(owner), CLAIM_TTL_MS],
+      );
+      if (rows.length === 0) {
+        const held = await this.query(
+          feedId,
+          'claim',
+          `SELECT instance, owner FROM ${owners} WHERE feed_id = $1`,
+          [feedId],
+        );
+        const row = held[0] as { instance?: string; owner?: Partial<FeedOwner> } | undefined;
+        const other = row?.owner ?? {};
+        const taken =
+          row !== undefined &&
+          ownerGone(other) &&
+          (
+            await this.query(
+              feedId,
+              'claim',
+              `UPDATE ${owners} SET instance = $3, owner = $4, expires_at = now() + $5 * interval '1 millisecond'
+                WHERE feed_id = $1 AND instance = $2 RETURNING feed_id`,
+              [feedId, row.instance, owner.instance, JSON.stringify(owner), CLAIM_TTL_MS],
+            )
+          ).length > 0;
+        if (!taken)
+          throw ownedElsewhere(
+            feedId,
+            other,
+            'postgres',
+            ` (a claim of a crashed process lapses ${CLAIM_TTL_MS / 1000} s after it)`,
+          );
+      }
+      return async () => {
+        await this.query(feedId, 'release', `DELETE FROM ${owners} WHERE feed_id = $1 AND instance = $2`, [
+          feedId,
+          owner.instance,
+        ]);
+      };
+    });
+    const timer = setInterval(() => {
+      this.query(
+        first,
+        'renew the claim of',
+        `UPDATE ${owners} SET expires_at = now() + $3 * interval '1 millisecond' WHERE feed_id = ANY($1) AND instance = $2`,
+        [[...feedIds], owner.instance, CLAIM_TTL_MS],
+      ).catch((err: unknown) => this.options.logger?.warn({ err }, 'feed claim renewal failed'));
+    }, CLAIM_RENEW_MS);
+    timer.unref();
+    return {
+      release: async () => {
+        clearInterval(timer);
+        await claim.release();
+      },
+    };
   }
 
   async delete(feedId: string): Promise<void> {

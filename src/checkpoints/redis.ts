@@ -9,6 +9,9 @@
  * compares the stored epoch and writes the position and the fence, or refuses (FENCED). `delete`
  * removes the feed's fence too.
  *
+ * Claims (contract.ts): `<prefix>~owner:<feedId>` holds the owner as JSON, set with NX PX and
+ * renewed (PEXPIRE) or removed only by a script that checks it still holds this owner.
+ *
  * Security: `rediss://` or the `tls` option (src/util/tls.ts: `checkpoints.tls` in the config)
  * turns TLS on; an ACL user comes from the URL (`rediss://user:pass@host`) or `username` /
  * `password`. The first connection fails at once, without retrying, with TLS_FAILED (the
@@ -22,7 +25,18 @@ import type { Logger } from '../logger';
 import { isAuthError } from '../pubsub/adapters/redis-connections';
 import { loadDriver } from '../util/driver';
 import { loadTls, parseTls, probeTls, tlsFailure, type LoadedTls, type TlsSettings } from '../util/tls';
-import { fenced, type CheckpointStore, type SaveOptions } from './contract';
+import {
+  claimEach,
+  CLAIM_RENEW_MS,
+  CLAIM_TTL_MS,
+  fenced,
+  ownedElsewhere,
+  ownerGone,
+  type CheckpointStore,
+  type FeedClaim,
+  type FeedOwner,
+  type SaveOptions,
+} from './contract';
 
 export const DEFAULT_REDIS_PREFIX = 'evpub:checkpoint:';
 
@@ -36,6 +50,16 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4] .. ' ' .. ARGV[3])
 return 0`;
+
+// KEYS: owner key. ARGV: owner JSON, ttl ms (absent: delete). → 1 when it held this owner.
+const OWNER_KEEP = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1`;
+
+// KEYS: owner key. ARGV: the gone owner's JSON, new owner JSON, ttl ms. → 1 when taken over.
+const OWNER_TAKE = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`;
 
 export interface RedisCheckpointOptions {
   url: string;
@@ -139,6 +163,58 @@ export class RedisCheckpointStore implements CheckpointStore {
         },
       );
     }
+  }
+
+  async claim(feedIds: readonly string[], owner: FeedOwner): Promise<FeedClaim> {
+    const value = JSON.stringify(owner);
+    const keys = feedIds.map((f) => `${this.prefix}~owner:${f}`);
+    const claim = await claimEach(feedIds, async (feedId) => {
+      const key = `${this.prefix}~owner:${feedId}`;
+      const release = async (): Promise<void> => {
+        await this.run(feedId, 'release', (c) => c.eval(OWNER_KEEP, 1, key, value));
+      };
+      const set = await this.run(feedId, 'claim', (c) => c.set(key, value, 'PX', CLAIM_TTL_MS, 'NX'));
+      if (set !== 'OK') {
+        const held = await this.run(feedId, 'claim', (c) => c.get(key));
+        let other: Partial<FeedOwner> = {};
+        try {
+          other = JSON.parse(held ?? '{}') as Partial<FeedOwner>;
+        } catch {
+          // not ours to read: named as unknown
+        }
+        if (held !== null && ownerGone(other)) {
+          const taken = await this.run(feedId, 'claim', (c) =>
+            c.eval(OWNER_TAKE, 1, key, held, value, String(CLAIM_TTL_MS)),
+          );
+          if (taken === 1) return release;
+        }
+        throw ownedElsewhere(
+          feedId,
+          other,
+          'redis',
+          ` (a claim of a crashed process lapses ${CLAIM_TTL_MS / 1000} s after it)`,
+        );
+      }
+      return release;
+    });
+    const timer = setInterval(() => {
+      for (const key of keys) {
+        void this.connect()
+          .then((c) => c.eval(OWNER_KEEP, 1, key, value, String(CLAIM_TTL_MS)))
+          .then((held) => {
+            if (held !== 1)
+              this.options.logger?.error({ key }, 'the feed claim in Redis was lost (expired or taken)');
+          })
+          .catch((err: unknown) => this.options.logger?.warn({ err, key }, 'feed claim renewal failed'));
+      }
+    }, CLAIM_RENEW_MS);
+    timer.unref();
+    return {
+      release: async () => {
+        clearInterval(timer);
+        await claim.release();
+      },
+    };
   }
 
   async load(feedId: string): Promise<Position | undefined> {

@@ -114,7 +114,7 @@ async function list(flags: SlotFlags, out: NodeJS.WritableStream): Promise<void>
       const owner = server.owners.get(s.name);
       const evpub = owner
         ? `datasource ${owner.datasource}`
-        : s.application === 'evpub' || s.name.startsWith('evpub_')
+        : s.application === 'evpub' || s.application?.startsWith('evpub ') || s.name.startsWith('evpub_')
           ? 'yes'
           : '';
       return { server: redact(server.url), ...s, evpub };

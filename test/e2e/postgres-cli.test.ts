@@ -121,10 +121,14 @@ describe('evpub slots', () => {
     const busy = await evpub(['slots', 'drop', f.slot, '--url', PG_URL]);
     expect(busy.code, busy.stdout + busy.stderr).toBe(1);
     expect(busy.stderr).toMatch(
-      new RegExp(`the slot "${f.slot}" .* is in use \\(pid \\d+, evpub\\): stop the process reading it`),
+      new RegExp(
+        `the slot "${f.slot}" .* is in use \\(pid \\d+, evpub [^:]+:\\d+\\): stop the process reading it`,
+      ),
     );
     const listed = await evpub(['slots', 'list', '--url', PG_URL]);
-    expect(listed.stdout.split('\n').find((l) => l.startsWith(f.slot))).toMatch(/yes \(pid \d+, evpub\)/);
+    expect(listed.stdout.split('\n').find((l) => l.startsWith(f.slot))).toMatch(
+      /yes \(pid \d+, evpub [^:]+:\d+\)/,
+    );
     await c.stop();
 
     await waitFor(async () => {

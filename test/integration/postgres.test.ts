@@ -285,11 +285,14 @@ describe('postgres connector', () => {
       const t = await f.table();
       const c = track(await f.connector());
       await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink: new RecordingSink() });
-      const other = await f.connector();
+      const other = await f.connector({ connectTimeout: 1000 });
       const err = await other
         .start({ models: [{ name: t, settings: {}, from: 'now' }], sink: new RecordingSink() })
         .catch((e: unknown) => e);
-      expect((err as Error).message).toMatch(/is in use by another process/);
+      expect(isEvpubError(err, 'EVPUB_FEED_OWNED_ELSEWHERE')).toBe(true);
+      expect((err as Error).message).toMatch(
+        /is already read by another process through the replication slot/,
+      );
     });
 
     it('a slot dropped while running stops the models with the way on', async () => {

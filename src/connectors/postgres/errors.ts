@@ -34,6 +34,28 @@ export const fixes = {
         'datasource its own "slot" setting',
       { cause, retriable: true, context: { slot, pid } },
     ),
+  /** At start: the slot is read by another live process (evpub or any consumer). */
+  slotOwnedElsewhere: (
+    slot: string,
+    feeds: readonly string[],
+    other: { pid: number | null; application: string | null; clientAddr: string | null },
+  ): EvpubError => {
+    const who = [
+      other.application ? `"${other.application}"` : undefined,
+      other.pid !== null ? `backend pid ${other.pid}` : undefined,
+      other.clientAddr ? `from ${other.clientAddr}` : undefined,
+    ]
+      .filter(Boolean)
+      .join(', ');
+    return new EvpubError(
+      ErrorCode.FEED_OWNED_ELSEWHERE,
+      `postgres connector: the feed${feeds.length > 1 ? 's' : ''} ${feeds.join(', ')} ` +
+        `${feeds.length > 1 ? 'are' : 'is'} already read by another process through the replication slot "${slot}"` +
+        `${who ? ` (${who})` : ''}: evpub does not start a second reader (it would publish twice); stop the ` +
+        'other process, run the instances with `cluster`, or give this datasource its own "slot" setting',
+      { context: { slot, feeds: [...feeds], ...other } },
+    );
+  },
   missingTables: (tables: string[]): EvpubError =>
     new EvpubError(
       ErrorCode.CONFIG_INVALID,

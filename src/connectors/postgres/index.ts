@@ -60,7 +60,14 @@ import {
 } from './position';
 import { Lifecycle } from '../kit/lifecycle';
 import { SettingsReader } from '../kit/settings';
-import { parsePostgresSettings, pgSsl, snapshotMode, tableOf, type PostgresSettings } from './settings';
+import {
+  APPLICATION_NAME,
+  parsePostgresSettings,
+  pgSsl,
+  snapshotMode,
+  tableOf,
+  type PostgresSettings,
+} from './settings';
 import type { ConnectionOptions } from 'node:tls';
 import {
   ArrayTypes,
@@ -324,8 +331,27 @@ export class PostgresConnector implements EventConnector {
         `does not exist, but the checkpoints of ${resuming.map((m) => m.name).join(', ')} were made with it`,
       );
     }
-    const { created, state } = await this.withAdmin('slot', (c) => ensureSlot(c, this.settings.slot));
+    const ensured = await this.withAdmin('slot', (c) => ensureSlot(c, this.settings.slot));
+    const created = ensured.created;
+    let state = ensured.state;
     if (created) this.logger.info('replication slot created');
+    // Without `cluster`, one process reads a slot. Held by this process's own connection (a
+    // restart whose walsender is still ending): wait for it, up to connectTimeout. Held by any
+    // other process: refuse at once, naming it, rather than read (and publish) twice.
+    const until = Date.now() + this.settings.connectTimeout;
+    while (state.active && state.application === APPLICATION_NAME && Date.now() < until && !this.stopped) {
+      await sleepUnlessStopped(100, this.stopper.signal);
+      const now = await this.withAdmin('slot', (c) => slotState(c, this.settings.slot));
+      checkSlot(this.settings.slot, now ? { ...now, active: false } : undefined);
+      state = now!;
+    }
+    if (state.active) {
+      throw fixes.slotOwnedElsewhere(this.settings.slot, [...this.models.keys()], {
+        pid: state.activePid,
+        application: state.application,
+        clientAddr: state.clientAddr,
+      });
+    }
     this.startFlush = state.confirmedFlush ?? 0n;
   }
 

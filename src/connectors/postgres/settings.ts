@@ -32,6 +32,7 @@
 import { redact } from '../../errors';
 import type { Logger } from '../../logger';
 import type { ConnectionOptions } from 'node:tls';
+import { hostname } from 'node:os';
 import { loadTls, parseTls, verifyServername, type TlsSettings } from '../../util/tls';
 import { SettingsReader, type Settings } from '../kit/settings';
 import { checkName, SLOT_NAME, SLOT_RULE } from '../kit/sql-names';
@@ -220,5 +221,11 @@ export function quoteIdent(name: string): string {
 }
 
 /** Connection options that make values come out the same on every connection (ISO, UTC). */
+/**
+ * The application_name of evpub's connections: `evpub <host>:<pid>`, so that a second process
+ * finding the slot active can name this one (pg_stat_activity; at most 63 bytes).
+ */
+export const APPLICATION_NAME = `evpub ${hostname()}:${process.pid}`.slice(0, 63);
+
 export const SESSION_OPTIONS =
   '-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex';

@@ -8,7 +8,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { ErrorCode, EvpubError } from '../../errors';
 import { fixes, sourceError, sqlState } from './errors';
 import { parseLsn, type Lsn } from './position';
-import { qualified, quoteIdent, SESSION_OPTIONS, type TableRef } from './settings';
+import { APPLICATION_NAME, qualified, quoteIdent, SESSION_OPTIONS, type TableRef } from './settings';
 import { BUILTIN_ARRAYS } from './types';
 
 export const HEARTBEAT_PREFIX = 'evpub-heartbeat';
@@ -31,7 +31,7 @@ export async function connectAdmin(
     ...(ssl ? { ssl } : {}),
     options: SESSION_OPTIONS,
     connectionTimeoutMillis: connectTimeout,
-    application_name: 'evpub',
+    application_name: APPLICATION_NAME,
   });
   client.on('error', () => undefined); // a lost admin connection shows on the next query
   try {
@@ -183,8 +183,10 @@ export interface SlotState {
   database: string | null;
   active: boolean;
   activePid: number | null;
-  /** application_name of the process reading it (`evpub` for evpub), when active. */
+  /** application_name of the process reading it (`evpub <host>:<pid>` for evpub), when active. */
   application: string | null;
+  /** The address the reading process connected from (null over a Unix socket), when active. */
+  clientAddr: string | null;
   /** The oldest WAL the slot keeps. */
   restartLsn: Lsn | null;
   confirmedFlush: Lsn | null;
@@ -205,12 +207,14 @@ export async function listSlots(client: Client, name?: string): Promise<SlotStat
     active: boolean;
     active_pid: number | null;
     application: string | null;
+    client_addr: string | null;
     restart: string | null;
     confirmed: string | null;
     wal_status: string | null;
     lag: string | null;
   }>(
     `SELECT s.slot_name, s.plugin, s.database, s.active, s.active_pid, a.application_name AS application,
+            host(a.client_addr) AS client_addr,
             s.restart_lsn::text AS restart, s.confirmed_flush_lsn::text AS confirmed, s.wal_status,
             pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::text AS lag
        FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
@@ -224,6 +228,7 @@ export async function listSlots(client: Client, name?: string): Promise<SlotStat
     active: r.active,
     activePid: r.active_pid,
     application: r.application,
+    clientAddr: r.client_addr,
     restartLsn: r.restart ? parseLsn(r.restart) : null,
     confirmedFlush: r.confirmed ? parseLsn(r.confirmed) : null,
     walStatus: r.wal_status,
@@ -231,7 +236,10 @@ export async function listSlots(client: Client, name?: string): Promise<SlotStat
   }));
 }
 
-/** Creates the permanent pgoutput slot when missing; fails when it is invalid or in use. */
+/**
+ * Creates the permanent pgoutput slot when missing; fails when it is invalid. Whether it is in
+ * use (`state.active`) is for the caller to judge: it names the feeds.
+ */
 export async function ensureSlot(
   client: Client,
   slot: string,
@@ -247,7 +255,7 @@ export async function ensureSlot(
     }
     state = (await slotState(client, slot))!;
   }
-  checkSlot(slot, state);
+  checkSlot(slot, { ...state, active: false });
   return { created, state };
 }
 

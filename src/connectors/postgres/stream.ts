@@ -24,7 +24,7 @@ import { toError } from '../../errors';
 import type { Logger } from '../../logger';
 import { fixes, sourceError, sqlState } from './errors';
 import { formatLsn, type Lsn } from './position';
-import { SESSION_OPTIONS, type PostgresSettings } from './settings';
+import { APPLICATION_NAME, SESSION_OPTIONS, type PostgresSettings } from './settings';
 import type { ConnectionOptions } from 'node:tls';
 
 /** pgoutput with the values left as text. */
@@ -69,7 +69,7 @@ export class ReplicationStream {
         ...(o.ssl ? { ssl: o.ssl } : {}),
         options: SESSION_OPTIONS,
         connectionTimeoutMillis: o.settings.connectTimeout,
-        application_name: 'evpub',
+        application_name: APPLICATION_NAME,
       },
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
