@@ -28,6 +28,7 @@ import { ErrorCode, EvpubError, redact } from '../errors';
 import type { Position } from '../events/change-event';
 import type { Logger } from '../logger';
 import { loadDriver } from '../util/driver';
+import { quotePgTable } from '../util/pg-table';
 import { loadTls, tlsFailure, verifyServername, type TlsSettings } from '../util/tls';
 import {
   claimEach,
@@ -44,18 +45,9 @@ import {
 
 export const DEFAULT_PG_TABLE = 'evpub_checkpoints';
 
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-
 /** `schema.table` or `table` as a quoted SQL identifier; CONFIG_INVALID otherwise. */
 export function quoteTable(name: string): string {
-  const parts = name.split('.');
-  if (parts.length > 2 || !parts.every((p) => IDENTIFIER.test(p))) {
-    throw new EvpubError(
-      ErrorCode.CONFIG_INVALID,
-      `checkpoints.table: ${JSON.stringify(name)} must be a table name like evpub_checkpoints or myschema.checkpoints`,
-    );
-  }
-  return parts.map((p) => `"${p}"`).join('.');
+  return quotePgTable(name, 'checkpoints.table', DEFAULT_PG_TABLE);
 }
 
 export class PostgresCheckpointStore implements CheckpointStore {

@@ -23,8 +23,9 @@
  * by `opTimeout` (default 5 s): a server that does not answer is a retriable LEASE_FAILED.
  */
 import type { Pool } from 'pg';
-import { ErrorCode, EvpubError, redact } from '../errors';
+import { redact } from '../errors';
 import { loadDriver } from '../util/driver';
+import { quotePgTable } from '../util/pg-table';
 import {
   checkName,
   checkTtl,
@@ -40,20 +41,6 @@ import {
 
 export const DEFAULT_LEASE_TABLE = 'evpub_leases';
 export const DEFAULT_MEMBER_TABLE = 'evpub_members';
-
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-
-/** `schema.table` or `table` quoted; CONFIG_INVALID naming `key` otherwise. */
-export function quoteTableName(name: string, key: string): string {
-  const parts = name.split('.');
-  if (parts.length > 2 || !parts.every((p) => IDENTIFIER.test(p))) {
-    throw new EvpubError(
-      ErrorCode.CONFIG_INVALID,
-      `${key}: ${JSON.stringify(name)} must be a table name like evpub_leases or myschema.leases`,
-    );
-  }
-  return parts.map((p) => `"${p}"`).join('.');
-}
 
 export interface PostgresLeaseOptions {
   url: string;
@@ -83,8 +70,12 @@ export class PostgresLeaseStore implements LeaseStore {
 
   constructor(private readonly options: PostgresLeaseOptions) {
     checkName(options.cluster, 'cluster.name');
-    this.table = quoteTableName(options.table ?? DEFAULT_LEASE_TABLE, 'cluster.table');
-    this.members_ = quoteTableName(options.membersTable ?? DEFAULT_MEMBER_TABLE, 'cluster.membersTable');
+    this.table = quotePgTable(options.table ?? DEFAULT_LEASE_TABLE, 'cluster.table', DEFAULT_LEASE_TABLE);
+    this.members_ = quotePgTable(
+      options.membersTable ?? DEFAULT_MEMBER_TABLE,
+      'cluster.membersTable',
+      DEFAULT_LEASE_TABLE,
+    );
     this.endpoint = redact(options.url);
   }
 

@@ -256,8 +256,8 @@ export function verifyServername(loaded: LoadedTls): ConnectionOptions {
 }
 
 /**
- * Why a TLS connection to `host:port` ends, for a protocol where the client speaks first (Redis,
- * PostgreSQL after its SSLRequest is not one): with TLS 1.3 the server judges the client's
+ * Why a TLS connection to `host:port` ends, for a protocol that starts with TLS and where the
+ * client speaks first (Redis, MQTT): with TLS 1.3 the server judges the client's
  * certificate after the client's side of the handshake is done, so a driver that writes at once
  * may see only a reset of its write. The probe completes a handshake and writes nothing: a
  * refusal then arrives as the server's alert, an error with a TLS code (give it to tlsFailure).

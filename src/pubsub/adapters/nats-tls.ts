@@ -5,7 +5,8 @@
  * of the handshake: the refusal arrives as an alert on the first read. nats.js (3.x) keeps that
  * error on its transport and waits for the server's PONG until its timeout, so the first connect
  * fails with a bare timeout. When a connect over TLS fails without a reason, the adapter asks
- * `probeTls()`: one connection the NATS way (the server's INFO in plain text, then the
+ * `probeNatsTls()` (util/tls.ts `probeTls` is the same for protocols where the client speaks
+ * first): one connection the NATS way (the server's INFO in plain text, then the
  * handshake, then `CONNECT` and `PING`), returning the socket error that ends it, or undefined
  * when the server answered (TLS was not the problem). Bounded by `timeoutMs`; leaves no socket.
  */
@@ -13,7 +14,7 @@ import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { LoadedTls } from '../../util/tls';
 
-export function probeTls(
+export function probeNatsTls(
   host: string,
   port: number,
   tls: LoadedTls,

@@ -59,7 +59,7 @@ import { DurableConsumers } from './nats-durable';
 import { natsOptions, type ResolvedNatsOptions } from './nats-options';
 import { CorePublisher, JetStreamPublisher, type Link } from './nats-publish';
 import { StreamKeeper } from './nats-streams';
-import { probeTls } from './nats-tls';
+import { probeNatsTls } from './nats-tls';
 import { headerBytes, NameCache, subjectsFor } from './nats-subjects';
 
 export type { NatsOptions } from './nats-options';
@@ -117,7 +117,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
   private _gen = 0;
   private ending = false;
   private downSince: number | undefined;
-  /** Where and how TLS is used, when it is (for probeTls). */
+  /** Where and how TLS is used, when it is (for probeNatsTls). */
   private tls: { host: string; port: number; options: LoadedTls } | undefined;
   private maxPayload = DEFAULT_MAX_PAYLOAD;
   /** Core subscriptions by pattern, in subscription order. */
@@ -270,7 +270,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
     const e = this.connectError(err, where, ms);
     if (e.code !== ErrorCode.CONNECT_FAILED || this.tls === undefined) return e;
     const { host, port, options } = this.tls;
-    const why = await probeTls(host, port, options, Math.min(ms, 5000));
+    const why = await probeNatsTls(host, port, options, Math.min(ms, 5000));
     return (why && tlsFailure(why, where)) ?? e;
   }
 
