@@ -5,10 +5,11 @@
  * validated once, against a closed schema, then frozen.
  */
 import type { CheckpointConfig } from '../checkpoints/config';
+import type { ClusterConfig } from '../cluster/config';
 import type { Operation } from '../events/change-event';
 import type { EnvelopeName } from '../events/envelopes/config';
 
-export type { CheckpointConfig, EnvelopeName };
+export type { CheckpointConfig, ClusterConfig, EnvelopeName };
 
 export interface BrokerConfig {
   /** Broker URL: mqtt://, redis://, amqp://, nats://, kafka://, memory:// (secrets allowed, never logged). */
@@ -112,4 +113,9 @@ export interface EvpubConfig {
   publisher: PublisherConfig;
   /** After validation: host, port and enabled always set (token when configured or in the env). */
   http: HttpConfig;
+  /**
+   * Several instances sharing the feeds through leases (docs/cluster.md). After validation the
+   * parsed form (durations in ms, `instance` defaulted). Absent: this instance runs alone.
+   */
+  cluster?: ClusterConfig;
 }

@@ -19,6 +19,7 @@ import Ajv, { type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import YAML from 'yaml';
 import { ConnectorRegistry, builtinConnectors } from '../connectors/registry';
+import { parseClusterConfig } from '../cluster/config';
 import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import { AdapterRegistry, builtinAdapters } from '../pubsub/registry';
 import { compileTopic } from '../pipeline/topics';
@@ -432,6 +433,30 @@ function applyDefaults(
 }
 
 /**
+ * `cluster`: parsed by its own closed schema (replaced by the parsed form), and only with a
+ * checkpoint store the instances share and that fences saves (docs/cluster.md).
+ */
+function clusterCheck(config: Json, problems: Problem[]): void {
+  try {
+    config.cluster = parseClusterConfig(config.cluster) as unknown as Json;
+  } catch (err) {
+    if (!isEvpubError(err)) throw err;
+    const key = typeof err.context.key === 'string' ? err.context.key : 'cluster';
+    const message = err.message.startsWith(`${key}: `) ? err.message.slice(key.length + 2) : err.message;
+    problems.push({ path: key, message });
+  }
+  const store = isObject(config.checkpoints) ? config.checkpoints.store : undefined;
+  if (store === 'file' || store === 'memory') {
+    problems.push({
+      path: 'checkpoints.store',
+      message:
+        `"${store}" cannot serve cluster: the instances need one checkpoint store they share and ` +
+        "that refuses a stale owner's save; use store: postgres or store: redis",
+    });
+  }
+}
+
+/**
  * Validates a configuration object (see docs/configuration.md), before anything connects.
  * Returns a deep-frozen copy with the defaults applied, or throws one CONFIG_INVALID error
  * listing every problem with its path.
@@ -462,6 +487,7 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
     }
   }
   semanticChecks(config, options, problems);
+  if (config.cluster !== undefined) clusterCheck(config, problems);
   if (isObject(config.http) && !problems.some((p) => p.path.startsWith('http'))) {
     problems.push(...httpProblems(config.http));
   }

@@ -168,5 +168,8 @@ export const configSchema = {
     models: { type: 'object', additionalProperties: model },
     publisher,
     http,
+    // Checked by parseClusterConfig (src/cluster/config.ts) in config.ts: a closed schema of its
+    // own whose keys depend on the store, with messages that name the store a key belongs to.
+    cluster: { type: 'object' },
   },
 } as const;

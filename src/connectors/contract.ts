@@ -61,6 +61,21 @@
  *    or stopped, model failed), CONFIG_INVALID when its table has no primary key (a snapshot
  *    reads in key order) or the snapshot needs a setting the source lacks. A connector without
  *    it cannot re-snapshot (the operator is told so).
+ * 10. `units(models)` (optional; several instances, `cluster:`) says how the models split into
+ *    *units of ownership*: groups of models that resume as one position and so must be read by
+ *    one instance at a time (a PostgreSQL slot: every model of the datasource; a MySQL binlog
+ *    reader, a CouchDB database feed, a poll model: one model each; a webhook endpoint set: all).
+ *    It answers synchronously, before start, from the settings alone: a partition of `models`
+ *    (every name in exactly one group, groups non-empty, in a stable order), the same in every
+ *    instance with the same configuration. Without it the whole datasource is one unit. In
+ *    cluster mode evpub initializes one connector per unit held, with that unit's models only,
+ *    and starts and stops it as the unit's lease comes and goes: a connector must therefore
+ *    work when several of its instances read one datasource, each with a part of its models.
+ * 11. `takeover` in the start request (cluster mode) says the caller holds the lease of these
+ *    models' unit: any other reader of the same position is a stale owner (paused past its
+ *    deadline, or partitioned). Where the source allows only one reader (a PostgreSQL slot
+ *    active for another backend) the connector ends that reader and proceeds, saying so in the
+ *    log, instead of failing with FEED_OWNED_ELSEWHERE.
  */
 import type { ChangeEvent, Position, StartFrom } from '../events/change-event';
 import type { Logger } from '../logger';
@@ -124,6 +139,8 @@ export interface ChangeSink {
 export interface StartRequest {
   models: ModelFeed[];
   sink: ChangeSink;
+  /** Point 11: the caller holds these models' unit lease; a stale reader may be ended. */
+  takeover?: boolean;
 }
 
 export interface ConnectorHealth {
@@ -156,6 +173,8 @@ export interface EventConnector {
   ): Promise<SourceCheck[]>;
   /** Re-snapshots a running model's table (point 9). */
   snapshot?(model: string): Promise<SnapshotStart>;
+  /** How the models split into units of ownership (point 10); absent: one unit, all models. */
+  units?(models: readonly string[]): string[][];
 }
 
 /** What `EventConnector.snapshot` answers (point 9). */

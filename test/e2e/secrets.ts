@@ -216,6 +216,11 @@ export async function run(
       throw new Error(`${err.message}\n--- output ---\n${out().slice(-6000)}`);
     },
   );
+  // A failed start prints its `evpub: …` line just before it exits: let it exit rather than
+  // stopping it mid-way (its exit code is what some cases assert).
+  if (!exited && /^evpub: /m.test(proc.stderr())) {
+    await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 10_000))]);
+  }
   let text = '';
   const base = exited ? undefined : apiBase(proc);
   if (base) {
