@@ -375,7 +375,8 @@ export class Runtime {
           .catch((err: unknown) => this.logger.warn({ err, unit: unitId }, 'connector stop failed'));
       }
     }
-    this.runs.splice(this.runs.indexOf(run), 1);
+    const at = this.runs.indexOf(run);
+    if (at >= 0) this.runs.splice(at, 1); // a lost lease may stop a unit already being stopped
   }
 
   // -------------------------------------------------------------------------------------------
