@@ -1,0 +1,140 @@
+/**
+ * A paused owner (SIGSTOP for longer than the lease TTL), then continued (SIGCONT), in a cluster
+ * of two `evpub start` processes with leases in NATS JetStream KV and fenced checkpoints in
+ * PostgreSQL (harness.ts; the MariaDB and CouchDB sources, one unit each: a stopped process's
+ * PostgreSQL connection keeps its slot active, which only the PostgreSQL connector's takeover
+ * can end).
+ *
+ * Asserted, for each unit the paused process held:
+ * - the other instance takes it over once the lease expired (the time is printed);
+ * - after the new owner's first event, no event carries the paused process's instance and old
+ *   epoch (`evpub-instance` / `evpub-epoch` headers): continued, it finds its deadline passed
+ *   and stops the unit without publishing;
+ * - the stored checkpoint carries the new owner's epoch (the `fence_epoch` of the checkpoint
+ *   row), not the old one: the continued process's saves are refused (fenced) or never made;
+ *   its log says it lost the unit ("unit lost") or that a save was fenced (EVPUB_FENCED);
+ * - every change arrives, in order per key within each owner's run.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { sql } from '../helpers/postgres';
+import { waitFor } from '../helpers/wait';
+import { until, ClusterHarness } from './harness';
+
+const TTL_MS = 3000;
+
+const h = new ClusterHarness({
+  leases: 'nats',
+  checkpoints: 'postgres',
+  leaseTtl: '3s',
+  sources: { pg: false },
+});
+afterAll(() => h.close());
+
+describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
+  it('publishes nothing after the takeover and cannot move the checkpoint back', async () => {
+    await h.setup();
+    await Promise.all(['i1', 'i2'].map((n) => h.start(n)));
+    const owners = await h.settled();
+    h.startWriters();
+    await waitFor(
+      () => h.models.every((m) => h.got.some((g) => g.model === m.model)),
+      'events from every model',
+    );
+
+    const victim = h.ownerOf(h.units[0]!)!;
+    const held = owners.get(victim.name)!;
+    const oldEpochs = new Map(
+      held.map((u) => [
+        u,
+        String([...victim.units].reverse().find((l) => l.unit === u && l.event === 'acquired')!.epoch),
+      ]),
+    );
+    await new Promise((r) => setTimeout(r, 1000)); // the victim publishes and checkpoints a while
+    const stoppedAt = performance.now();
+    h.signal(victim, 'SIGSTOP');
+
+    const firsts = new Map<string, { at: number; instance: string; epoch: string }>();
+    for (const u of held) {
+      const first = await until(
+        () => h.firstEventAfter(u, stoppedAt, victim.name),
+        `unit ${u} taken over from the paused ${victim.name}`,
+        3 * TTL_MS + 15_000,
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\n${h.logs()}`);
+      });
+      firsts.set(u, first);
+      console.log(
+        `SIGSTOP: unit ${u} taken over by ${first.instance} (epoch ${first.epoch}, was ${oldEpochs.get(u)}) ` +
+          `${(first.at - stoppedAt).toFixed(0)} ms after the pause (TTL ${TTL_MS} ms)`,
+      );
+    }
+    // Paused for more than the TTL in any case, then continued.
+    const pausedFor = TTL_MS + 1000 - (performance.now() - stoppedAt);
+    if (pausedFor > 0) await new Promise((r) => setTimeout(r, pausedFor));
+    h.signal(victim, 'SIGCONT');
+    const continuedAt = performance.now();
+    await waitFor(
+      () => /unit lost|EVPUB_FENCED/.test(victim.proc.stdout()),
+      `${victim.name} to report its units lost`,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${h.logs(40)}`);
+    });
+    await new Promise((r) => setTimeout(r, 2000)); // the continued process runs a while
+
+    await h.stopWriters();
+    await h.allArrived();
+    await new Promise((r) => setTimeout(r, 500));
+
+    for (const u of held) {
+      const first = firsts.get(u)!;
+      const models = new Set(h.models.filter((m) => m.unit === u).map((m) => m.model));
+      const late = h.got.filter(
+        (g) =>
+          models.has(g.model) &&
+          g.at > first.at &&
+          g.instance === victim.name &&
+          g.epoch === oldEpochs.get(u),
+      );
+      expect(late, `events of ${u} from the paused ${victim.name} after the takeover`).toEqual([]);
+      const afterCont = h.got.filter(
+        (g) =>
+          models.has(g.model) &&
+          g.at > continuedAt &&
+          g.instance === victim.name &&
+          g.epoch === oldEpochs.get(u),
+      );
+      expect(afterCont.length).toBe(0);
+
+      // The checkpoint rows of the unit's feeds: fenced by an epoch of the new owner's or later.
+      const model = h.models.find((m) => m.unit === u)!;
+      const rows = await sql<{ fence_epoch: string; fence_unit: string }>(
+        `SELECT fence_epoch::text, fence_unit FROM ${h.checkpointTable} WHERE feed_id = $1`,
+        [`${model.datasource}/${model.model}`],
+      );
+      expect(rows.length, `the checkpoint row of ${u}`).toBe(1);
+      expect(rows[0]!.fence_unit).toBe(u);
+      expect(Number(rows[0]!.fence_epoch)).toBeGreaterThanOrEqual(Number(first.epoch));
+      expect(Number(rows[0]!.fence_epoch)).toBeGreaterThan(Number(oldEpochs.get(u)));
+    }
+    const log = victim.proc.stdout();
+    console.log(
+      `SIGSTOP: the continued ${victim.name} logged ${(log.match(/unit lost/g) ?? []).length} "unit lost", ` +
+        `${(log.match(/EVPUB_FENCED/g) ?? []).length} EVPUB_FENCED`,
+    );
+
+    const mqtt = h.report(
+      'mqtt',
+      h.got.filter((g) => g.sink === 'mqtt'),
+    );
+    const stream = h.report('jetstream', await h.readStream());
+    console.log(
+      `SIGSTOP: MQTT ${mqtt.received} received, ${mqtt.duplicates} duplicates; JetStream ${stream.received} stored, ${stream.duplicates} duplicates`,
+    );
+    for (const r of [mqtt, stream]) {
+      expect(r.missing, `${r.sink}: missing`).toEqual([]);
+      expect(r.orderViolations, `${r.sink}: per-key order within a run`).toEqual([]);
+      expect(r.sameRunDuplicates, `${r.sink}: duplicates within one owner's run`).toBe(0);
+    }
+    expect(stream.duplicates).toBe(0);
+  }, 90_000);
+});
