@@ -111,6 +111,11 @@ function keyOf(after: Record<string, unknown>): string {
   return typeof key === 'string' ? key : '';
 }
 
+/** Who holds what, for messages: `i1: pga,my; i2: -`. */
+export function spread(owners: Map<string, string[]>): string {
+  return [...owners].map(([n, u]) => `${n}: ${u.join(',') || '-'}`).join('; ');
+}
+
 /** `waitFor` for a check that answers a value or undefined: resolves with the value. */
 export async function until<T>(check: () => T | undefined, what: string, timeoutMs?: number): Promise<T> {
   return (await waitFor(check, what, timeoutMs))!;
@@ -462,6 +467,30 @@ export class ClusterHarness {
       'every unit held once',
       timeoutMs,
     );
+  }
+
+  /**
+   * Waits until every unit is held once and no live instance holds more than its fair share
+   * (ceil(units / live instances)); returns the owners.
+   */
+  async balanced(timeoutMs = 30_000): Promise<Map<string, string[]>> {
+    let last = new Map<string, string[]>();
+    return until(
+      () => {
+        const owners = (last = this.owners());
+        const held = [...owners.values()].flat();
+        const share = Math.ceil(this.units.length / owners.size);
+        const ok =
+          held.length === this.units.length &&
+          new Set(held).size === held.length &&
+          [...owners.values()].every((u) => u.length <= share);
+        return ok ? owners : undefined;
+      },
+      'every unit held once, none beyond its fair share',
+      timeoutMs,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: ${spread(last)}`);
+    });
   }
 
   /** The first event of `unit`'s models, arrived after `since`, from another instance than `not`. */
