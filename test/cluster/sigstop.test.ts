@@ -18,7 +18,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { sql } from '../helpers/postgres';
 import { waitFor } from '../helpers/wait';
-import { until, ClusterHarness } from './harness';
+import { spread, until, ClusterHarness } from './harness';
 
 const TTL_MS = 3000;
 
@@ -34,13 +34,15 @@ describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
   it('publishes nothing after the takeover and cannot move the checkpoint back', async () => {
     await h.setup();
     await Promise.all(['i1', 'i2'].map((n) => h.start(n)));
-    const owners = await h.settled();
+    await h.balanced();
     h.startWriters();
     await waitFor(
       () => h.models.every((m) => h.got.some((g) => g.model === m.model)),
       'events from every model',
     );
 
+    await new Promise((r) => setTimeout(r, 1000)); // the owners publish and checkpoint a while
+    const owners = await h.balanced();
     const victim = h.ownerOf(h.units[0]!)!;
     const held = owners.get(victim.name)!;
     const oldEpochs = new Map(
@@ -49,7 +51,7 @@ describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
         String([...victim.units].reverse().find((l) => l.unit === u && l.event === 'acquired')!.epoch),
       ]),
     );
-    await new Promise((r) => setTimeout(r, 1000)); // the victim publishes and checkpoints a while
+    console.log(`SIGSTOP: ${spread(owners)}; pausing ${victim.name}`);
     const stoppedAt = performance.now();
     h.signal(victim, 'SIGSTOP');
 
