@@ -72,7 +72,12 @@ async function connector(settings: Record<string, unknown>, models?: string[]): 
   return c;
 }
 
-async function startOne(c: EventConnector, model: string, t: string, takeover = false): Promise<RecordingSink> {
+async function startOne(
+  c: EventConnector,
+  model: string,
+  t: string,
+  takeover = false,
+): Promise<RecordingSink> {
   const sink = new RecordingSink();
   await c.start({ models: [{ name: model, settings: { table: t }, from: 'now' }], sink, takeover });
   return sink;

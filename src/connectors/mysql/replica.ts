@@ -76,11 +76,7 @@ export interface RegisteredReplica {
 interface RawConnection {
   threadId: number | null;
   _resetSequenceId(): void;
-  writePacket(packet: {
-    buffer: Buffer;
-    length(): number;
-    writeHeader(sequenceId: number): void;
-  }): void;
+  writePacket(packet: { buffer: Buffer; length(): number; writeHeader(sequenceId: number): void }): void;
   addCommand(command: unknown): void;
 }
 
@@ -157,8 +153,9 @@ export async function registeredReplicas(conn: Connection): Promise<RegisteredRe
     throw err;
   }
   return rows.map((row) => {
-    const get = (name: string): unknown =>
-      Object.entries(row).find(([k]) => k.toLowerCase() === name)?.[1];
+    // MariaDB says Server_id, MySQL Server_ID (SHOW REPLICAS too).
+    const get = (name: string): string | number | undefined =>
+      Object.entries(row).find(([k]) => k.toLowerCase() === name)?.[1] as string | number | undefined;
     return {
       serverId: Number(get('server_id')),
       host: String(get('host') ?? ''),
@@ -210,7 +207,10 @@ export function serverIdTaken(
       context: {
         feed: `${datasource}/${model}`,
         serverId,
-        other: { reportHost: replica.host, ...(reader ? { pid: reader.pid, connection: reader.connection } : {}) },
+        other: {
+          reportHost: replica.host,
+          ...(reader ? { pid: reader.pid, connection: reader.connection } : {}),
+        },
       },
     },
   );
@@ -268,10 +268,14 @@ export async function claimServerIds(
       if (o.takeover || gone) {
         // Not KILLed: a killed reader sees a lost connection and reconnects, ending ours in
         // turn; displaced by the server, it gets "same server_id" and stops (point 3).
-        const how =
-          'the server ends it when this reader connects with the same id (it then stops with EVPUB_FEED_OWNED_ELSEWHERE)';
+        const how = 'the server ends it when this reader connects with the same id';
         if (gone) o.logger.info(fields, `binlog reader left by a process that is gone: ${how}`);
-        else o.logger.warn(fields, `takeover: another binlog reader uses this server id (a stale owner): ${how}`);
+        else {
+          o.logger.warn(
+            fields,
+            `takeover: another binlog reader uses this server id (a stale owner): ${how}, and it stops with EVPUB_FEED_OWNED_ELSEWHERE`,
+          );
+        }
         continue;
       }
       const own = local && reader.pid === process.pid;
