@@ -150,6 +150,30 @@ describe('mysql connector: units and server ids', () => {
   });
 });
 
+describe('mysql connector: evpub check and the server ids', () => {
+  it('a configured serverId: check lists the ids another reader uses now (a warning), else ok', async () => {
+    const t = await table();
+    const id = freshServerId();
+    const models = [
+      { name: 'ma', settings: { table: t } },
+      { name: 'mb', settings: { table: t } },
+    ];
+    const checker = await connector({ serverId: id }, ['ma', 'mb']);
+    const finding = async () =>
+      (await checker.check(models)).find((f) => f.what === 'binlog server ids (serverId)');
+    expect(await finding()).toMatchObject({ level: 'ok', detail: `${id}..${id + 1}: none read with now` });
+    const reader = await connector({ serverId: id }, ['ma', 'mb']);
+    await startOne(reader, 'mb', t);
+    const found = await finding();
+    expect(found?.level).toBe('warning');
+    expect(found?.detail).toContain(`${id + 1} (model mb) by "evpub `);
+    // The default (random) serverId needs no such check.
+    expect((await (await connector({})).check(models)).map((f) => f.what)).not.toContain(
+      'binlog server ids (serverId)',
+    );
+  });
+});
+
 /** The mysql-publisher app in a child process (Redis Streams, file checkpoints); resolves once ready. */
 async function publisherProcess(args: string[]): Promise<ChildProcess> {
   const child = spawn(

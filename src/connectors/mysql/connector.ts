@@ -189,7 +189,13 @@ export class MysqlConnector implements EventConnector {
   check(
     models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
   ): Promise<SourceCheck[]> {
-    return checkMysql(() => this.connect(), this.settings, this.dataSource.name, models);
+    return checkMysql(
+      () => this.connect(),
+      this.settings,
+      this.dataSource.name,
+      models,
+      this.settings.serverIdSet ? () => this.serverIds(models.map((m) => m.name)) : undefined,
+    );
   }
 
   async start(request: StartRequest): Promise<void> {
