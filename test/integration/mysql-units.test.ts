@@ -217,7 +217,9 @@ describe('mysql connector: a configured serverId read with by another process', 
     expect(e.retriable).toBe(false);
     expect(e.message).toContain('the feed my/m is already read by another binlog reader');
     expect(e.message).toContain(`replica server id ${id}`);
-    expect(e.message).toMatch(new RegExp(`evpub on .+, pid ${first.pid}, MySQL connection \\d+`));
+    expect(e.message).toMatch(
+      new RegExp(`evpub on .+, pid ${first.pid}, MySQL connection \\d+ from 127\\.0\\.0\\.1:\\d+\\)`),
+    );
     expect(e.context).toMatchObject({ feed: 'my/m', serverId: id, other: { pid: first.pid } });
 
     await conn.query(`INSERT INTO \`${t}\` VALUES (1, 1)`);

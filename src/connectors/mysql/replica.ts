@@ -183,10 +183,24 @@ export interface ClaimOptions {
 }
 
 /** Who a registered reader is, for messages: `evpub host:pid, connection 57` or `host:port`. */
-function describe(replica: RegisteredReplica): string {
+function describe(replica: RegisteredReplica, address?: string): string {
   const name = parseReportHost(replica.host);
-  if (name) return `evpub on ${name.host}, pid ${name.pid}, MySQL connection ${name.connection}`;
+  const from = address ? ` from ${address}` : '';
+  if (name) return `evpub on ${name.host}, pid ${name.pid}, MySQL connection ${name.connection}${from}`;
   return `"${replica.host}"${replica.port ? ` port ${replica.port}` : ''}`;
+}
+
+/** The client address of connection `id` (PROCESSLIST HOST), when this user may see it. */
+async function clientAddress(conn: Connection, id: number): Promise<string | undefined> {
+  try {
+    const [rows] = await conn.query<RowDataPacket[]>(
+      'SELECT HOST AS host FROM information_schema.PROCESSLIST WHERE ID = ?',
+      [id],
+    );
+    return rows[0] ? String(rows[0].host as string) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** FEED_OWNED_ELSEWHERE: `model`'s server id is read with by `replica`. */
@@ -195,12 +209,13 @@ export function serverIdTaken(
   model: string,
   serverId: number,
   replica: RegisteredReplica,
+  address?: string,
 ): EvpubError {
   const reader = parseReportHost(replica.host);
   return new EvpubError(
     ErrorCode.FEED_OWNED_ELSEWHERE,
     `mysql connector "${datasource}": the feed ${datasource}/${model} is already read by another binlog ` +
-      `reader with the replica server id ${serverId} (${describe(replica)}): evpub does not start a second ` +
+      `reader with the replica server id ${serverId} (${describe(replica, address)}): evpub does not start a second ` +
       'reader (the server would switch between the two and each change would be published twice); stop ' +
       'the other process, run the instances with `cluster`, or give this datasource its own "serverId"',
     {
@@ -210,6 +225,7 @@ export function serverIdTaken(
         other: {
           reportHost: replica.host,
           ...(reader ? { pid: reader.pid, connection: reader.connection } : {}),
+          ...(address ? { address } : {}),
         },
       },
     },
@@ -283,7 +299,8 @@ export async function claimServerIds(
         waiting = true; // a connector of this process still ending its reader
         continue;
       }
-      throw serverIdTaken(o.datasource, use.model, use.serverId, replica);
+      const address = reader ? await clientAddress(conn, reader.connection) : undefined;
+      throw serverIdTaken(o.datasource, use.model, use.serverId, replica, address);
     }
     if (!waiting || o.signal.aborted) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
