@@ -156,6 +156,49 @@ describe('postgres: takeover of a slot from a stale owner', () => {
     expect((await slotReader(f.slot)).app).toBe(APPLICATION_NAME);
   });
 
+  it('a reader that took the slot while the owner was reconnecting is ended on reconnect', async () => {
+    const f = fixture();
+    const t = await f.table();
+    await f.slots(1);
+    // A long back-off, so that the other reader gets in while the owner waits to reconnect.
+    const { c, logs } = await connector(f, { reconnectDelay: 1500, maxReconnectDelay: 1500 });
+    const sink = new RecordingSink();
+    await c.start({ models: [{ name: t, settings: {}, from: 'now' }], sink, takeover: true });
+    await sql(`INSERT INTO ${t} VALUES ('x1', 1)`);
+    await waitFor(() => sink.keys().includes('x1'), 'x1');
+
+    await sql('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1', [
+      f.slot,
+    ]);
+    await waitFor(async () => (await slotReader(f.slot)).pid === null, 'the slot to be free');
+    const other = new LogicalReplicationService(
+      { connectionString: PG_URL, application_name: 'evpub otherhost:4242' },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
+    );
+    other.on('error', () => undefined);
+    const started = new Promise<void>((resolve) => other.once('start', () => resolve()));
+    void other
+      .subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: [f.publication] }), f.slot, '0/0')
+      .catch(() => undefined);
+    cleanup.push(async () => void (await other.stop()));
+    await started;
+    const stale = await slotReader(f.slot);
+    expect(stale.app).toBe('evpub otherhost:4242');
+
+    await waitFor(
+      async () => (await slotReader(f.slot)).app === APPLICATION_NAME,
+      'the owner to take the slot back',
+    );
+    await sql(`INSERT INTO ${t} VALUES ('x2', 2)`);
+    await waitFor(() => sink.keys().includes('x2'), 'x2 after the reconnect');
+    expect(sink.keys()).toEqual(['x1', 'x2']);
+    expect(sink.failures).toEqual([]);
+    const warnings = logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === 40);
+    expect(warnings.some((w) => w.backendPid === stale.pid && w.application === 'evpub otherhost:4242')).toBe(
+      true,
+    );
+  });
+
   it('a role that may not end the other backend: EVPUB_FEED_OWNED_ELSEWHERE naming the grant', async () => {
     const holderRole = uniqueName('r_holder');
     const takerRole = uniqueName('r_taker');
