@@ -5,7 +5,9 @@
  * configured serverId already read with by a live reader (another process) is refused at start
  * with EVPUB_FEED_OWNED_ELSEWHERE naming the feed and that process, and the first goes on;
  * after kill -9 of that process the id is free at once; `takeover` (point 11) displaces the
- * stale reader, which stops with the same code instead of taking turns.
+ * stale reader, which stops with the same code instead of taking turns. A user that may not
+ * list the readers (no REPLICATION MASTER ADMIN) starts anyway, and the reader it displaces
+ * stops the same way; `evpub check` names the grant.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -171,6 +173,36 @@ describe('mysql connector: evpub check and the server ids', () => {
     expect((await (await connector({})).check(models)).map((f) => f.what)).not.toContain(
       'binlog server ids (serverId)',
     );
+  });
+});
+
+describe('mysql connector: a user that may not list the binlog readers', () => {
+  it('the start goes on; the reader it displaces stops with FEED_OWNED_ELSEWHERE; check says what to grant', async () => {
+    const user = uniqueName('u');
+    await conn.query(`CREATE USER '${user}'@'%' IDENTIFIED BY 'pw'`);
+    cleanups.push(() => conn.query(`DROP USER '${user}'@'%'`));
+    // What the connector needs to stream, without REPLICATION MASTER ADMIN (SHOW SLAVE HOSTS).
+    await conn.query(`GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '${user}'@'%'`);
+    const t = await table();
+    const id = freshServerId();
+    const first = await connector({ serverId: id });
+    const firstSink = await startOne(first, 'm', t);
+
+    const url = `mysql://${user}:pw@127.0.0.1:3306/test`;
+    const second = await connector({ url, serverId: id });
+    const finding = (await second.check([{ name: 'm', settings: { table: t } }])).find(
+      (f) => f.what === 'binlog server ids (serverId)',
+    );
+    expect(finding).toMatchObject({ level: 'warning' });
+    expect(finding?.fix).toContain(`GRANT REPLICATION MASTER ADMIN ON *.* TO '${user}'@'%'`);
+
+    const sink = await startOne(second, 'm', t);
+    await waitFor(() => firstSink.failures.length === 1, 'the displaced reader to stop');
+    expect(isEvpubError(firstSink.failures[0]!.err, 'EVPUB_FEED_OWNED_ELSEWHERE')).toBe(true);
+    await conn.query(`INSERT INTO \`${t}\` VALUES (1, 1)`);
+    await waitFor(() => sink.events.length === 1, 'the change through the second reader');
+    expect(firstSink.events).toEqual([]);
+    expect(sink.failures).toEqual([]);
   });
 });
 
