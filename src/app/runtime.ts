@@ -346,9 +346,14 @@ export class Runtime {
     const spec = this.units.get(unitId)!;
     const settings = this.config.datasources[spec.datasource]!;
     const logger = this.logger.child({ component: 'connector', datasource: spec.datasource, unit: unitId });
+    // `models`: every model of the datasource, so per-model numbering (a binlog reader's
+    // server id) is the same in every instance whichever part of them it reads.
+    const all = Object.keys(this.config.models).filter(
+      (m) => this.config.models[m]!.dataSource === spec.datasource,
+    );
     const connector = await initializeConnector(
       spec.module,
-      { name: spec.datasource, settings, logger },
+      { name: spec.datasource, settings, logger, models: all },
       spec.models,
     );
     const run = await this.buildUnit(spec.datasource, unitId, connector, spec.models, keeper);
@@ -430,7 +435,7 @@ export class Runtime {
       const logger = this.logger.child({ component: 'connector', datasource: dsName });
       const connector = await initializeConnector(
         module,
-        { name: dsName, settings, logger },
+        { name: dsName, settings, logger, models: modelNames },
         modelNames,
       ).catch((err: unknown) => {
         throw atSettingPath(err, dsName);
