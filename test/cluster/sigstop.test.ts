@@ -1,9 +1,9 @@
 /**
  * A paused owner (SIGSTOP for longer than the lease TTL), then continued (SIGCONT), in a cluster
- * of two `evpub start` processes with leases in NATS JetStream KV and fenced checkpoints in
- * PostgreSQL (harness.ts; the MariaDB and CouchDB sources, one unit each: a stopped process's
- * PostgreSQL connection keeps its slot active, which only the PostgreSQL connector's takeover
- * can end).
+ * of three `evpub start` processes (harness.ts: every source, both sinks) with leases in NATS
+ * JetStream KV and fenced checkpoints in PostgreSQL. The paused process is the owner of the
+ * `pga` unit (a PostgreSQL slot): its connection keeps the slot active while it is stopped, so
+ * the new owner starts with `takeover` and ends that backend (connector contract point 11).
  *
  * Asserted, for each unit the paused process held:
  * - the other instance takes it over once the lease expired (the time is printed);
@@ -26,14 +26,13 @@ const h = new ClusterHarness({
   leases: 'nats',
   checkpoints: 'postgres',
   leaseTtl: '3s',
-  sources: { pg: false },
 });
 afterAll(() => h.close());
 
 describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
   it('publishes nothing after the takeover and cannot move the checkpoint back', async () => {
     await h.setup();
-    await Promise.all(['i1', 'i2'].map((n) => h.start(n)));
+    await Promise.all(['i1', 'i2', 'i3'].map((n) => h.start(n)));
     await h.balanced();
     h.startWriters();
     await waitFor(
@@ -43,7 +42,7 @@ describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
 
     await new Promise((r) => setTimeout(r, 1000)); // the owners publish and checkpoint a while
     const owners = await h.balanced();
-    const victim = h.ownerOf(h.units[0]!)!;
+    const victim = h.ownerOf('pga')!; // a PostgreSQL unit: its slot stays active for the paused process
     const held = owners.get(victim.name)!;
     const oldEpochs = new Map(
       held.map((u) => [
