@@ -10,7 +10,12 @@
  *    when its entry is not visible yet);
  * 3. holding more than `share`: hands the surplus over gracefully, one unit per tick, those it
  *    ranks last first (below): the host drains the unit's events, saves its checkpoints, and only
- *    then is the lease released, so the next owner starts from the last event published;
+ *    then is the lease released, so the next owner starts from the last event published.
+ *    Holding exactly `share` while a member holds fewer than floor(units / live members) and no
+ *    unit is free: the member holding the most above that floor (ties: the lowest name) hands
+ *    one over the same way (at most once per 5 TTLs, and not taking it back itself for a
+ *    `renewInterval`), so the spread stays even (4 units over 3 instances: 2/1/1, not 2/2/0
+ *    with one instance idle);
  * 4. holding fewer: tries to acquire units nobody holds (by the members' entries), in its own
  *    rank order, until it holds `share`. Every `renewInterval` it also tries the units some
  *    member's entry claims, in case that entry is stale (its lease expired: a crashed instance
@@ -108,6 +113,13 @@ export interface ClusterView {
   units: UnitView[];
 }
 
+/**
+ * An instance hands a unit over to even the spread (see `donor`) at most once per this many
+ * TTLs: a member that cannot start what it is given (its source unreachable from there) costs
+ * one graceful handover per period, not one per tick.
+ */
+const DONATE_EVERY_TTLS = 5;
+
 /** What a member's entry says about its units (`info.units`). */
 type UnitsInfo = Record<string, { epoch: number; since: string }>;
 
@@ -126,6 +138,7 @@ export class Coordinator {
   private dirty = false;
   private lastBeat = -Infinity;
   private lastFullTry = -Infinity;
+  private lastDonation = -Infinity;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private stopped = false;
@@ -192,14 +205,25 @@ export class Coordinator {
     live.add(this.instance);
     const share = Math.ceil(units.length / live.size);
     const mine = [...this.held.values()].filter((h) => h.phase !== 'stopping');
+    const lastRanked = (): Held =>
+      mine.sort((a, b) => (rank(this.instance, a.unit) < rank(this.instance, b.unit) ? 1 : -1))[0]!;
     if (mine.length > share) {
-      const surplus = mine.sort((a, b) =>
-        rank(this.instance, a.unit) < rank(this.instance, b.unit) ? 1 : -1,
-      );
-      this.handOver(surplus[0]!);
+      this.handOver(lastRanked());
       return;
     }
-    if (mine.length === share) return;
+    if (mine.length === share) {
+      if (
+        now - this.lastDonation >= DONATE_EVERY_TTLS * config.leaseTtl &&
+        this.donor(units, live.size, mine.length)
+      ) {
+        const given = lastRanked();
+        this.lastDonation = now;
+        // Not taken back here before the member short of units had a few ticks to take it.
+        this.backoff.set(given.unit, { until: now + config.renewInterval, failures: 0 });
+        this.handOver(given);
+      }
+      return;
+    }
 
     const claimed = new Set<string>();
     for (const m of this.members) {
@@ -228,6 +252,35 @@ export class Coordinator {
       holding++;
       this.begin(unit, keeper);
     }
+  }
+
+  /**
+   * Whether this instance, holding its share, should still hand one unit over: a live member
+   * holds fewer than floor(units / members) while every unit is listed by some member (nothing
+   * free to take), and this instance is the one holding the most above that floor (ties: the
+   * lowest instance name). Without it 4 units over 3 instances could stay 2/2/0 (each within
+   * ceil = 2); with it they end 2/1/1. Members' entries may lag a tick: two donors at once still
+   * leave each at or above the floor, and the one short takes at most its share.
+   */
+  private donor(units: readonly string[], members: number, holding: number): boolean {
+    const floor = Math.floor(units.length / members);
+    if (holding <= floor) return false;
+    const counts = new Map<string, number>([[this.instance, holding]]);
+    const listed = new Set(this.held.keys());
+    for (const m of this.members) {
+      if (m.instance === this.instance) continue;
+      const info = Object.keys((m.info.units as UnitsInfo | undefined) ?? {});
+      counts.set(m.instance, info.length);
+      for (const u of info) listed.add(u);
+    }
+    if (units.some((u) => !listed.has(u))) return false; // a free unit: the one short takes it
+    if (![...counts.values()].some((c) => c < floor)) return false;
+    let top = this.instance;
+    for (const [instance, c] of counts) {
+      const best = counts.get(top)!;
+      if (c > best || (c === best && instance < top)) top = instance;
+    }
+    return top === this.instance;
   }
 
   private storeOk(): void {
