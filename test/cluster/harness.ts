@@ -471,9 +471,10 @@ export class ClusterHarness {
 
   /**
    * Waits until every unit is held once and no live instance holds more than its fair share
-   * (ceil(units / live instances)); returns the owners.
+   * (ceil(units / live instances)), nor, when `even`, fewer than floor(units / live instances);
+   * returns the owners.
    */
-  async balanced(timeoutMs = 30_000): Promise<Map<string, string[]>> {
+  async balanced(timeoutMs = 30_000, even = false): Promise<Map<string, string[]>> {
     let last = new Map<string, string[]>();
     return until(
       () => {
@@ -483,10 +484,12 @@ export class ClusterHarness {
         const ok =
           held.length === this.units.length &&
           new Set(held).size === held.length &&
-          [...owners.values()].every((u) => u.length <= share);
+          [...owners.values()].every((u) => u.length <= share) &&
+          (!even ||
+            [...owners.values()].every((u) => u.length >= Math.floor(this.units.length / owners.size)));
         return ok ? owners : undefined;
       },
-      'every unit held once, none beyond its fair share',
+      `every unit held once, none beyond its fair share${even ? ', none below the floor' : ''}`,
       timeoutMs,
     ).catch((err: Error) => {
       throw new Error(`${err.message}: ${spread(last)}`);
