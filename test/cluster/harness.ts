@@ -30,7 +30,7 @@
  * Ownership comes from each process's log: the info lines of the `unit` statuses (`acquired`,
  * `released`, `lost`, `failed`), parsed as they arrive (`owners()`, `waitForUnit()`).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { connect as natsConnect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
@@ -158,6 +158,8 @@ export class ClusterHarness {
   /** Per model: the number of keys written (keys 0..n-1), and whether their versions are done. */
   private readonly written = new Map<string, number>();
   private writing = false;
+  /** performance.now() when the write of (model, key, version) began. */
+  private readonly writeStarted = new Map<string, number>();
   private writers: Promise<void>[] = [];
   private readonly cpPrefix = `${uniqueName('cp')}:`;
   private readonly cpTable = uniqueName('cp');
@@ -540,6 +542,9 @@ export class ClusterHarness {
   private async tick(m: ModelSpec, i: number, insert: boolean): Promise<void> {
     const updates: [string, number][] = [];
     for (let v = 1; v < VERSIONS; v++) if (i - v >= 0) updates.push([`k${i - v}`, v]);
+    const startedAt = performance.now();
+    if (insert) this.writeStarted.set(`${m.model}|k${i}|0`, startedAt);
+    for (const [k, v] of updates) this.writeStarted.set(`${m.model}|${k}|${v}`, startedAt);
     if (m.kind === 'pg') {
       const statements = [
         ...(insert ? [`INSERT INTO ${m.model} VALUES ('k${i}', 0)`] : []),
@@ -557,6 +562,11 @@ export class ClusterHarness {
         this.couchRevs.set(k, await this.couch!.put(db, { _id: k, _rev: this.couchRevs.get(k)!, value: v }));
       }
     }
+  }
+
+  /** When the write of an event's change began (performance.now()); undefined if unknown. */
+  writeStartedOf(g: Got): number | undefined {
+    return this.writeStarted.get(`${g.model}|${g.key}|${g.version}`);
   }
 
   /** Every (model, key, version) owed. */
@@ -680,6 +690,19 @@ export class ClusterHarness {
         inst.proc.child.kill('SIGKILL');
       }
       await inst.proc.exited;
+    }
+    const keep = process.env.EVPUB_CLUSTER_LOGS;
+    if (keep) {
+      // Every process's log, for a run to look into: EVPUB_CLUSTER_LOGS=<dir>.
+      mkdirSync(keep, { recursive: true });
+      for (const inst of this.instances) {
+        writeFileSync(
+          path.join(keep, `${this.clusterName}-${inst.name}.log`),
+          inst.proc.stdout() + inst.proc.stderr(),
+        );
+      }
+      const got = this.got.map((g) => JSON.stringify({ ...g, written: this.writeStartedOf(g) })).join('\n');
+      writeFileSync(path.join(keep, `${this.clusterName}-events.jsonl`), got);
     }
     this.natsSub?.unsubscribe();
     for (const c of this.cleanups.splice(0).reverse()) await c().catch(() => undefined);

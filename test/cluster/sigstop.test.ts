@@ -7,9 +7,12 @@
  *
  * Asserted, for each unit the paused process held:
  * - the other instance takes it over once the lease expired (the time is printed);
- * - after the new owner's first event, no event carries the paused process's instance and old
- *   epoch (`evpub-instance` / `evpub-epoch` headers): continued, it finds its deadline passed
- *   and stops the unit without publishing;
+ * - after the new owner's first event, no event carrying the paused process's instance and old
+ *   epoch (`evpub-instance` / `evpub-epoch` headers) is about a change written after the pause:
+ *   continued, it finds its deadline passed and publishes nothing it reads. What may still
+ *   arrive is what passed the lease gate before the pause but sat in the process's broker client
+ *   buffer, written out at SIGCONT (docs/cluster.md, Limits): counted and printed, each with
+ *   the time its change was written and the time it arrived;
  * - the stored checkpoint carries the new owner's epoch (the `fence_epoch` of the checkpoint
  *   row), not the old one: the continued process's saves are refused (fenced) or never made;
  *   its log says it lost the unit ("unit lost") or that a save was fenced (EVPUB_FENCED);
@@ -96,16 +99,33 @@ describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
           g.instance === victim.name &&
           g.epoch === oldEpochs.get(u),
       );
-      expect(late, `events of ${u} from the paused ${victim.name} after the takeover`).toEqual([]);
-      const afterCont = h.got.filter(
-        (g) =>
-          models.has(g.model) &&
-          g.at > continuedAt &&
-          g.instance === victim.name &&
-          g.epoch === oldEpochs.get(u),
+      // What may still arrive from the old run after the takeover: publishes that passed the
+      // lease gate before the pause but whose bytes were still queued in the process (its broker
+      // client's write buffer), written when it resumed (docs/cluster.md, Limits). Such an
+      // event is a change written before the pause. A change written after the pause was read
+      // after the pause, when the deadline had passed: publishing it would be a gate failure.
+      const timeline =
+        `paused at 0 ms, the new owner's first event at ${(first.at - stoppedAt).toFixed(0)} ms, ` +
+        `continued at ${(continuedAt - stoppedAt).toFixed(0)} ms; late: ` +
+        late
+          .map((g) => {
+            const written = h.writeStartedOf(g);
+            const w = written === undefined ? '?' : (written - stoppedAt).toFixed(0);
+            return `${g.sink} ${g.model}/${g.key}@${g.version} written at ${w} ms arrived at ${(g.at - stoppedAt).toFixed(0)} ms`;
+          })
+          .join(', ');
+      const readAfterPause = late.filter((g) => (h.writeStartedOf(g) ?? Infinity) >= stoppedAt);
+      expect(
+        readAfterPause,
+        `changes read after the pause, published by the paused ${victim.name}: ${timeline}`,
+      ).toEqual([]);
+      expect(
+        late.every((g) => g.at > continuedAt),
+        `nothing from ${victim.name} while paused: ${timeline}`,
+      ).toBe(true);
+      console.log(
+        `SIGSTOP: unit ${u}: ${late.length} events of the old run arrived after the takeover (${timeline})`,
       );
-      expect(afterCont.length).toBe(0);
-
       // The checkpoint rows of the unit's feeds: fenced by an epoch of the new owner's or later.
       const model = h.models.find((m) => m.unit === u)!;
       const rows = await sql<{ fence_epoch: string; fence_unit: string }>(
