@@ -29,7 +29,9 @@
  *
  * A lease lost (the keeper's signal: a renew refused, or the deadline passed without one) or a
  * save refused as FENCED (`fenced(unit)`, from the host) stops the unit at once without draining
- * (`stopUnit(unit, false)`): this instance may no longer publish for it. A unit the host could
+ * (`stopUnit(unit, false)`): this instance may no longer publish for it. Then it frees the
+ * lease if the store still says it is ours (lost at our own deadline, before the store's
+ * expiry), so that the unit's next run, here or elsewhere, has a new epoch. A unit the host could
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
  *
@@ -89,6 +91,8 @@ interface Held {
   phase: 'starting' | 'running' | 'stopping';
   /** The start, then the stop: settles when the current phase's work is done. */
   work: Promise<void>;
+  /** The lease was lost (or a save fenced): the unit stopped without a handover. */
+  lost?: boolean;
 }
 
 /** One unit as status shows it. */
@@ -337,7 +341,8 @@ export class Coordinator {
       () => {
         if (held.phase === 'starting') held.phase = 'running';
         this.backoff.delete(unit);
-        this.emitUnit(unit, 'acquired', epoch);
+        // Lost while starting: `lose` said so already; an `acquired` now would outlive it.
+        if (!held.lost) this.emitUnit(unit, 'acquired', epoch);
       },
       async (err: unknown) => {
         if (held.phase === 'stopping') return; // lost meanwhile: lose() stops it
@@ -389,6 +394,7 @@ export class Coordinator {
     if (this.held.get(held.unit) !== held) return;
     const wasStopping = held.phase === 'stopping';
     held.phase = 'stopping';
+    held.lost = true;
     this.dirty = true;
     const err = toError(reason);
     const { epoch } = held.keeper.lease;
@@ -401,6 +407,11 @@ export class Coordinator {
       await this.options.host.stopUnit(held.unit, false).catch(() => undefined);
       await before.catch(() => undefined);
       await held.keeper.stop({ release: false }).catch(() => undefined);
+      // Lost at this instance's own deadline, the lease may still be live in the store: acquired
+      // again by this same holder it would keep its epoch, and two runs of the unit (the lost
+      // one, whose saves may still be in flight, and the next) would share one. Freeing it
+      // (compare-and-delete: a no-op once another holds it) gives the next run a new epoch.
+      await this.options.store.release(held.keeper.lease).catch(() => undefined);
       this.forget(held);
     })();
   }
