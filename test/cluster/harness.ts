@@ -452,6 +452,13 @@ export class ClusterHarness {
     return out;
   }
 
+  /** The units some instance reported `lost` (a lease not renewed in time, a fenced save). */
+  lostUnits(): Set<string> {
+    return new Set(
+      this.instances.flatMap((i) => i.units.filter((u) => u.event === 'lost').map((u) => u.unit)),
+    );
+  }
+
   /** The live instance holding `unit` (by the logs), if any. */
   ownerOf(unit: string): Instance | undefined {
     const owners = this.owners();
