@@ -240,11 +240,15 @@ export function tlsFailure(err: unknown, endpoint: string, setting = 'tls'): Evp
   if (!found) return undefined;
   const { reason: why, fix } = REASONS[found.code]!;
   const named = setting === 'tls' ? fix : fix.replace(/\btls\b/g, setting);
-  return new EvpubError(ErrorCode.TLS_FAILED, `TLS with ${endpoint} failed: ${why} (${found.code}); ${named}`, {
-    cause: err,
-    retriable: false,
-    context: { endpoint, tlsCode: found.code, ...(setting === 'tls' ? {} : { setting }) },
-  });
+  return new EvpubError(
+    ErrorCode.TLS_FAILED,
+    `TLS with ${endpoint} failed: ${why} (${found.code}); ${named}`,
+    {
+      cause: err,
+      retriable: false,
+      context: { endpoint, tlsCode: found.code, ...(setting === 'tls' ? {} : { setting }) },
+    },
+  );
 }
 
 /**

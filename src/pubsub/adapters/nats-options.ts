@@ -123,7 +123,9 @@ export type NatsCredentials = Pick<ResolvedNatsOptions, 'token' | 'nkey' | 'cred
  */
 export function natsCredentials(o: Record<string, unknown>, path: string): NatsCredentials {
   const bad = (key: string, rule: string): EvpubError =>
-    new EvpubError(ErrorCode.CONFIG_INVALID, `${path}.${key}: ${rule}`, { context: { key: `${path}.${key}` } });
+    new EvpubError(ErrorCode.CONFIG_INVALID, `${path}.${key}: ${rule}`, {
+      context: { key: `${path}.${key}` },
+    });
   const secrets: NatsCredentials = {};
   for (const key of ['token', 'nkey', 'creds'] as const) {
     const v = o[key];
