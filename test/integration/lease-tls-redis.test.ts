@@ -1,7 +1,7 @@
 /**
  * The Redis lease store over TLS, against private redis-servers with a TLS port that requires a
- * client certificate (`--tls-auth-clients yes`) and an ACL user (the default user has another password);
- * certificates made by this run (makePki).
+ * client certificate (`--tls-auth-clients yes`) and an ACL user (the default user has another
+ * password); certificates made by this run (makePki).
  *
  * The whole lease conformance suite runs with the store made from a `cluster:` section
  * (parseClusterConfig → createLeaseStore) with `username` / `password` and `tls: { ca, cert,
