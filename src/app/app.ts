@@ -82,6 +82,22 @@ export interface EvpubOptions {
   stopTimeout?: number;
   /** Back-off of re-publishing after a failed publish, in ms (defaults 100 .. 10000). */
   retry?: { initialDelay?: number; maxDelay?: number };
+  /**
+   * Several instances sharing the feeds (docs/cluster.md): the `cluster` section of the
+   * configuration, `{ store, url, name, leaseTtl?, ... }` (durations in ms or like `'15s'`).
+   */
+  cluster?: ClusterOptions;
+}
+
+/** The `cluster` section as given (validated at start by parseClusterConfig). */
+export interface ClusterOptions {
+  store: 'postgres' | 'redis' | 'nats';
+  url: string;
+  name: string;
+  leaseTtl?: number | string;
+  renewInterval?: number | string;
+  instance?: string;
+  [key: string]: unknown;
 }
 
 export type AppState = 'idle' | 'starting' | 'running' | 'stopping';
@@ -132,6 +148,8 @@ export class App extends EventEmitter<AppEventMap> {
   private uninstallSignals: (() => void) | undefined;
   private readonly rates = new FeedRates();
   private server: Promise<ServerHandle> | undefined;
+  /** Where `listen()` serves, once it does (told to the other instances of a cluster). */
+  private listening: Listening | undefined;
 
   constructor(private readonly options: EvpubOptions = {}) {
     super({ captureRejections: false });
@@ -224,6 +242,8 @@ export class App extends EventEmitter<AppEventMap> {
       publisher: { ...base.publisher, ...this.options.publisher },
     };
     if (base.http || this.options.http) config.http = { ...base.http, ...this.options.http };
+    const cluster = this.options.cluster ?? base.cluster;
+    if (cluster) config.cluster = cluster as unknown as EvpubConfig['cluster'];
     if (isStore(checkpoints)) config.checkpoints = { store: 'memory' };
     else if (checkpoints) config.checkpoints = checkpoints;
     else if (base.checkpoints) config.checkpoints = base.checkpoints;
@@ -262,6 +282,7 @@ export class App extends EventEmitter<AppEventMap> {
       cwd,
       connectors: this.registry,
       adapters: this.adapters,
+      storeObject: isStore(this.options.checkpoints),
     });
     this.config = config;
     this.secrets = collectSecrets(config);
@@ -278,6 +299,7 @@ export class App extends EventEmitter<AppEventMap> {
       retry: this.options.retry,
       onPublished: (p) => this.published?.publish(p),
       tapping: () => (this.published?.listenerCount() ?? 0) > 0,
+      memberInfo: () => (this.listening ? { api: this.listening.url } : {}),
     });
     this.runtime = runtime;
     await runtime.start();
@@ -391,7 +413,9 @@ export class App extends EventEmitter<AppEventMap> {
       }
       // Loaded on first use: an app that never listens loads no web server (~60 ms).
       const { serve } = await import('../http/server.js');
-      return serve(this, http);
+      const handle = await serve(this, http);
+      this.listening = handle.address;
+      return handle;
     })();
     const pending = this.server;
     return pending.then(
@@ -411,6 +435,7 @@ export class App extends EventEmitter<AppEventMap> {
   private async closeServer(): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    this.listening = undefined;
     if (!server) return;
     const handle = await server.catch(() => undefined);
     await handle?.close();

@@ -43,6 +43,11 @@ export interface ValidateOptions {
   describePath?: (path: string) => string;
   /** Where EVPUB_HTTP_PORT and EVPUB_HTTP_TOKEN are read (default: process.env). */
   env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * The checkpoint store is an object the application gave (`checkpoints` shows `memory`):
+   * whether it can serve `cluster` is checked at start, by its `fencing`.
+   */
+  storeObject?: boolean;
 }
 
 export interface Problem {
@@ -436,17 +441,27 @@ function applyDefaults(
  * `cluster`: parsed by its own closed schema (replaced by the parsed form), and only with a
  * checkpoint store the instances share and that fences saves (docs/cluster.md).
  */
-function clusterCheck(config: Json, problems: Problem[]): void {
+function clusterCheck(config: Json, problems: Problem[], storeObject: boolean): void {
   try {
-    config.cluster = parseClusterConfig(config.cluster) as unknown as Json;
+    config.cluster = { ...parseClusterConfig(config.cluster) };
   } catch (err) {
     if (!isEvpubError(err)) throw err;
     const key = typeof err.context.key === 'string' ? err.context.key : 'cluster';
     const message = err.message.startsWith(`${key}: `) ? err.message.slice(key.length + 2) : err.message;
     problems.push({ path: key, message });
   }
+  for (const [name, model] of entries(config.models)) {
+    if (model.resetCheckpoint === true) {
+      problems.push({
+        path: joinPath(['models', name, 'resetCheckpoint']),
+        message:
+          'not with cluster: every instance taking the feed over would start it again; reset it once ' +
+          'with one instance started without cluster, then start the cluster',
+      });
+    }
+  }
   const store = isObject(config.checkpoints) ? config.checkpoints.store : undefined;
-  if (store === 'file' || store === 'memory') {
+  if (!storeObject && (store === 'file' || store === 'memory')) {
     problems.push({
       path: 'checkpoints.store',
       message:
@@ -487,7 +502,7 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): R
     }
   }
   semanticChecks(config, options, problems);
-  if (config.cluster !== undefined) clusterCheck(config, problems);
+  if (config.cluster !== undefined) clusterCheck(config, problems, options.storeObject === true);
   if (isObject(config.http) && !problems.some((p) => p.path.startsWith('http'))) {
     problems.push(...httpProblems(config.http));
   }

@@ -20,11 +20,28 @@
  * Re-snapshot (`resnapshot(feedId)`): asks the feed's connector to read its table again beside
  * the stream (contract point 9); the feed shows `snapshotting` with its progress until the
  * connector reports the last row. NOT_SUPPORTED for a connector without it.
+ *
+ * Units. The runtime reads each *unit* (a group of a datasource's models that resume as one
+ * position: connector contract point 10) with a connector and a pipeline of its own. Alone (no
+ * `cluster:`) a unit is a whole datasource, every unit starts at start, and the feeds are claimed
+ * in the checkpoint store first. With `cluster:` the units are the connectors' own
+ * (`connector.units()`), and a Coordinator (src/cluster/coordinator.ts) decides which ones this
+ * instance works on: `startUnit` initializes a fresh connector with the unit's models, loads
+ * their checkpoints (another instance may have moved them), and starts it with `takeover`; every
+ * publish is gated on the unit's lease (`Pipeline` `gate`) and every checkpoint save carries its
+ * epoch (a FENCED refusal loses the unit); `stopUnit` drains and checkpoints it (handover,
+ * SIGTERM) or drops it at once (lease lost). The other units' feeds show `standby` with their
+ * owner.
  */
 import { localOwner, type CheckpointStore, type FeedClaim } from '../checkpoints/contract';
 import { createCheckpointStore } from '../checkpoints/index';
 import type { EventConnector, ModelFeed, SnapshotStart } from '../connectors/contract';
 import { initializeConnector, type ConnectorRegistry } from '../connectors/registry';
+import type { ConnectorModule } from '../connectors/contract';
+import { createLeaseStore, type LeaseStore } from '../cluster/index';
+import { Coordinator, type ClusterView, type UnitHost } from '../cluster/coordinator';
+import type { LeaseKeeper } from '../cluster/keeper';
+import { monotonicNow } from '../cluster/lease';
 import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import type { StartFrom } from '../events/change-event';
 import { createEnvelope } from '../events/envelopes/index';
@@ -59,6 +76,8 @@ export interface RuntimeDeps {
   onPublished?: (published: PublishedEvent) => void;
   /** Whether `onPublished` has a listener now (see `PipelineOptions.tapping`). */
   tapping?: () => boolean;
+  /** Cluster mode: more for this instance's membership entry (its HTTP address). */
+  memberInfo?: () => Record<string, unknown>;
 }
 
 interface BrokerRun {
@@ -87,6 +106,15 @@ function atSettingPath(err: unknown, dataSource: string): unknown {
 interface InitializedConnector {
   connector: EventConnector;
   modelNames: string[];
+  module: ConnectorModule;
+}
+
+/** A unit of ownership (see the header): its id, datasource and models. */
+interface UnitSpec {
+  id: string;
+  datasource: string;
+  models: string[];
+  module: ConnectorModule;
 }
 
 interface FeedRun {
@@ -100,12 +128,17 @@ interface FeedRun {
   tracker: CheckpointTracker;
 }
 
-interface DataSourceRun {
+/** A unit being read: alone, a whole datasource (`id` = its name); in a cluster, a held unit. */
+interface UnitRun {
+  id: string;
+  /** The datasource's name. */
   name: string;
   connector: EventConnector;
   pipeline: Pipeline;
   feeds: FeedRun[];
   started: boolean;
+  /** Cluster mode: the unit's lease. */
+  keeper?: LeaseKeeper;
 }
 
 /**
@@ -113,7 +146,16 @@ interface DataSourceRun {
  * `waiting`: not held, but its datasource is not read because another of its feeds is.
  */
 export type FeedState =
-  'starting' | 'streaming' | 'snapshotting' | 'paused' | 'waiting' | 'reconnecting' | 'failed' | 'stopped';
+  | 'starting'
+  | 'streaming'
+  | 'snapshotting'
+  | 'paused'
+  | 'waiting'
+  | 'reconnecting'
+  | 'failed'
+  | 'stopped'
+  /** Cluster mode: another instance owns the feed's unit (or nobody yet); see `owner`. */
+  | 'standby';
 
 /** A snapshot counts as in progress this long after its last report when its total is unknown. */
 const SNAPSHOT_QUIET_MS = 10_000;
@@ -156,13 +198,18 @@ export interface RuntimeSnapshot {
       lag?: { seconds?: number; bytes?: number; at: string };
       /** Whether its connector can re-snapshot it (`resnapshot`). */
       canSnapshot: boolean;
+      /** Cluster mode: the feed's unit and who owns it (as far as this instance knows). */
+      unit?: string;
+      owner?: { instance: string; epoch: number; since: string; mine: boolean };
     } & Partial<FeedSnapshot>
   >;
+  /** Cluster mode: the members, the units and their owners, the lease store's state. */
+  cluster?: ClusterView;
 }
 
 export class Runtime {
   private readonly brokers = new Map<string, BrokerRun>();
-  private readonly runs: DataSourceRun[] = [];
+  private readonly runs: UnitRun[] = [];
   private store: CheckpointStore | undefined;
   /** This run's claim of its feeds in the store (released on stop). */
   private claim: FeedClaim | undefined;
@@ -171,6 +218,10 @@ export class Runtime {
   private readonly snapshots = new Map<string, SnapshotProgress>();
   /** The last lag a connector reported, by feed id, or by datasource name for all its feeds. */
   private readonly lags = new Map<string, { seconds?: number; bytes?: number; at: string }>();
+  /** Cluster mode: every unit of the configuration, by id; the leases; who works on what. */
+  private readonly units = new Map<string, UnitSpec>();
+  private leaseStore: LeaseStore | undefined;
+  private coordinator: Coordinator | undefined;
 
   constructor(
     private readonly config: Readonly<EvpubConfig>,
@@ -189,19 +240,20 @@ export class Runtime {
           cwd: this.deps.cwd,
           logger: this.logger,
         });
-      await this.wireFeeds(connectors);
+      if (this.config.cluster) {
+        await this.startCluster(connectors);
+        return;
+      }
+      for (const [dsName, { connector, modelNames }] of connectors) {
+        this.runs.push(await this.buildUnit(dsName, dsName, connector, modelNames));
+      }
       // One publisher per feed (without `cluster`): claim the feeds in the checkpoint store
       // before any connector reads; a live claim of another process fails the start with
       // FEED_OWNED_ELSEWHERE (src/checkpoints/contract.ts, Claims).
       if (this.store.claim) this.claim = await this.store.claim(this.feedIds(), localOwner());
       for (const run of this.runs) {
-        const models: ModelFeed[] = run.feeds.map((f) => ({
-          name: f.model,
-          settings: this.config.models[f.model]?.settings ?? {},
-          from: f.from,
-        }));
         run.started = true;
-        await run.connector.start({ models, sink: run.pipeline });
+        await run.connector.start({ models: this.modelFeeds(run), sink: run.pipeline });
       }
     } catch (err) {
       await this.stop().catch((e: unknown) => this.logger.warn({ err: e }, 'cleanup after a failed start'));
@@ -210,8 +262,121 @@ export class Runtime {
     }
   }
 
+  private modelFeeds(run: UnitRun): ModelFeed[] {
+    return run.feeds.map((f) => ({
+      name: f.model,
+      settings: this.config.models[f.model]?.settings ?? {},
+      from: f.from,
+    }));
+  }
+
+  /** Every feed of the configuration (cluster mode: of every unit, wherever it runs). */
   feedIds(): string[] {
+    if (this.units.size > 0) {
+      return [...this.units.values()].flatMap((u) => u.models.map((m) => `${u.datasource}/${m}`));
+    }
     return this.runs.flatMap((r) => r.feeds.map((f) => f.feedId));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Cluster mode (see the header)
+
+  /** The units of every datasource (contract point 10), checked to be a partition. */
+  private unitSpecs(connectors: Map<string, InitializedConnector>): UnitSpec[] {
+    const specs: UnitSpec[] = [];
+    for (const [dsName, { connector, modelNames, module }] of connectors) {
+      const groups = connector.units?.(modelNames) ?? [modelNames];
+      const seen = groups.flat();
+      if (
+        groups.some((g) => g.length === 0) ||
+        seen.length !== modelNames.length ||
+        new Set(seen).size !== seen.length ||
+        !modelNames.every((m) => seen.includes(m))
+      ) {
+        throw new EvpubError(
+          ErrorCode.INVALID_STATE,
+          `datasource ${dsName}: the ${connector.name} connector's units() is not a partition of its models (a bug in the connector)`,
+          { context: { datasource: dsName, units: groups } },
+        );
+      }
+      for (const models of groups) {
+        const id = models.length === modelNames.length ? dsName : `${dsName}/${models.join('+')}`;
+        specs.push({ id, datasource: dsName, models, module });
+      }
+    }
+    return specs;
+  }
+
+  private async startCluster(connectors: Map<string, InitializedConnector>): Promise<void> {
+    const cluster = this.config.cluster!;
+    const store = this.store!;
+    if (!store.fencing) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `checkpoints.store: the ${store.name} checkpoint store cannot fence saves; cluster needs the postgres or redis store, shared by the instances`,
+        { context: { key: 'checkpoints.store' } },
+      );
+    }
+    for (const spec of this.unitSpecs(connectors)) this.units.set(spec.id, spec);
+    this.leaseStore = createLeaseStore(cluster);
+    this.coordinator = new Coordinator({
+      store: this.leaseStore,
+      config: cluster,
+      units: [...this.units.keys()],
+      host: this.unitHost(),
+      logger: this.logger.child({ component: 'cluster' }),
+      emit: (status) => this.deps.emit(status),
+      ...(this.deps.memberInfo ? { info: this.deps.memberInfo } : {}),
+    });
+    await this.coordinator.start();
+  }
+
+  private unitHost(): UnitHost {
+    return {
+      startUnit: (unit, keeper) => this.startUnit(unit, keeper),
+      stopUnit: (unit, graceful) => this.stopUnit(unit, graceful),
+      feedsOf: (unit) => {
+        const spec = this.units.get(unit);
+        return spec ? spec.models.map((m) => `${spec.datasource}/${m}`) : [];
+      },
+    };
+  }
+
+  private async startUnit(unitId: string, keeper: LeaseKeeper): Promise<void> {
+    const spec = this.units.get(unitId)!;
+    const settings = this.config.datasources[spec.datasource]!;
+    const logger = this.logger.child({ component: 'connector', datasource: spec.datasource, unit: unitId });
+    const connector = await initializeConnector(
+      spec.module,
+      { name: spec.datasource, settings, logger },
+      spec.models,
+    );
+    const run = await this.buildUnit(spec.datasource, unitId, connector, spec.models, keeper);
+    this.runs.push(run);
+    if (!keeper.valid())
+      throw keeper.signal.reason ?? new EvpubError(ErrorCode.LEASE_LOST, `lease on ${unitId} lost`);
+    run.started = true;
+    await connector.start({ models: this.modelFeeds(run), sink: run.pipeline, takeover: true });
+  }
+
+  private async stopUnit(unitId: string, graceful: boolean): Promise<void> {
+    const run = this.runs.find((r) => r.id === unitId);
+    if (!run) return;
+    if (graceful) {
+      const left = run.keeper ? run.keeper.deadline - monotonicNow() : this.deps.stopTimeout;
+      await this.stopRuns([run], Math.min(this.deps.stopTimeout, Math.max(0, left)));
+    } else {
+      // The lease is gone: nothing more may be published or saved (see `Pipeline` `gate`).
+      run.pipeline.close();
+      for (const feed of run.feeds) feed.tracker.close();
+      if (run.started) {
+        await run.connector
+          .stop()
+          .catch((err: unknown) => this.logger.warn({ err, unit: unitId }, 'connector stop failed'));
+      }
+    }
+    const at = this.runs.indexOf(run);
+    if (at >= 0) this.runs.splice(at, 1); // a lost lease may stop a unit already being stopped
   }
 
   // -------------------------------------------------------------------------------------------
@@ -285,16 +450,27 @@ export class Runtime {
           this.deps.emit({ type: 'warning', message, datasource: dsName });
         }
       }
-      initialized.set(dsName, { connector, modelNames });
+      initialized.set(dsName, { connector, modelNames, module });
     }
     return initialized;
   }
 
-  /** Each datasource's feeds (checkpoint loaded) and its pipeline to the brokers. */
-  private async wireFeeds(connectors: Map<string, InitializedConnector>): Promise<void> {
-    for (const [dsName, { connector, modelNames }] of connectors) {
+  /**
+   * A unit's feeds (checkpoints loaded) and its pipeline to the brokers. With `keeper` (cluster
+   * mode) publishes are gated on the lease, saves fenced by its epoch, and events carry the
+   * publishing instance and epoch as headers.
+   */
+  private async buildUnit(
+    dsName: string,
+    unitId: string,
+    connector: EventConnector,
+    modelNames: string[],
+    keeper?: LeaseKeeper,
+  ): Promise<UnitRun> {
+    {
       const feeds: FeedRun[] = [];
-      for (const model of modelNames) feeds.push(await this.feedRun(dsName, model, connector));
+      for (const model of modelNames)
+        feeds.push(await this.feedRun(dsName, model, connector, unitId, keeper));
       const publisher = this.config.publisher;
       const deadLetter = this.deadLetterBroker();
       const pipeline = new Pipeline({
@@ -334,13 +510,36 @@ export class Runtime {
         retry: this.deps.retry,
         onPublished: this.deps.onPublished,
         tapping: this.deps.tapping,
+        ...(keeper
+          ? {
+              gate: () => keeper.valid(),
+              headers: {
+                'evpub-instance': keeper.lease.holder,
+                'evpub-epoch': String(keeper.lease.epoch),
+              },
+            }
+          : {}),
       });
-      this.runs.push({ name: dsName, connector, pipeline, feeds, started: false });
+      return {
+        id: unitId,
+        name: dsName,
+        connector,
+        pipeline,
+        feeds,
+        started: false,
+        ...(keeper ? { keeper } : {}),
+      };
     }
   }
 
   /** Where the feed starts (checkpoint, else `from`) and its tracker. */
-  private async feedRun(datasource: string, model: string, connector: EventConnector): Promise<FeedRun> {
+  private async feedRun(
+    datasource: string,
+    model: string,
+    connector: EventConnector,
+    unitId: string,
+    keeper?: LeaseKeeper,
+  ): Promise<FeedRun> {
     const config = this.config.models[model]!;
     const feedId = `${datasource}/${model}`;
     const store = this.store!;
@@ -366,6 +565,12 @@ export class Runtime {
           this.logger.warn({ err, feed: feedId, during }, 'checkpoint failed; retrying');
           this.deps.emit({ type: 'checkpoint-failed', feed: feedId, during, error: statusError(err) });
         },
+        ...(keeper
+          ? {
+              fence: { unit: unitId, epoch: keeper.lease.epoch },
+              onFenced: (err: Error) => this.coordinator?.fenced(unitId, err),
+            }
+          : {}),
       },
       saved,
     );
@@ -407,8 +612,34 @@ export class Runtime {
   // -------------------------------------------------------------------------------------------
 
   async stop(): Promise<void> {
+    if (this.coordinator) {
+      await this.coordinator.stop(); // every held unit: drained, checkpointed, released
+      this.coordinator = undefined;
+    }
+    await this.stopRuns(this.runs.splice(0), this.deps.stopTimeout);
+    await Promise.all([...this.brokers.values()].map((b) => b.client.end().catch(() => undefined)));
+    await this.claim
+      ?.release()
+      .catch((err: unknown) => this.logger.warn({ err }, 'feed claim release failed'));
+    this.claim = undefined;
+    await this.leaseStore
+      ?.close()
+      .catch((err: unknown) => this.logger.warn({ err }, 'lease store close failed'));
+    this.leaseStore = undefined;
+    if (this.store && this.store !== this.deps.store) {
+      await this.store
+        .close()
+        .catch((err: unknown) => this.logger.warn({ err }, 'checkpoint store close failed'));
+    }
+  }
+
+  /**
+   * Stops reading `runs`, waits up to `timeoutMs` for their events in flight, saves their last
+   * checkpoints (see the header's stop order).
+   */
+  private async stopRuns(runs: UnitRun[], timeoutMs: number): Promise<void> {
     await Promise.all(
-      this.runs
+      runs
         .filter((r) => r.started)
         .map((r) =>
           r.connector
@@ -416,8 +647,8 @@ export class Runtime {
             .catch((err: unknown) => this.logger.warn({ err, datasource: r.name }, 'connector stop failed')),
         ),
     );
-    const deadline = Date.now() + this.deps.stopTimeout;
-    for (const run of this.runs) {
+    const deadline = Date.now() + timeoutMs;
+    for (const run of runs) {
       run.pipeline.stopAccepting();
       const settled = await run.pipeline.settle(Math.max(0, deadline - Date.now()));
       if (!settled) {
@@ -428,7 +659,7 @@ export class Runtime {
       }
       run.pipeline.close();
     }
-    for (const run of this.runs) {
+    for (const run of runs) {
       for (const feed of run.feeds) {
         try {
           await feed.tracker.flush();
@@ -448,25 +679,24 @@ export class Runtime {
       }
       run.pipeline.emitAllCounts();
       const handle = this.deps.dataSources.get(run.name);
-      if (handle) handle.connector = undefined;
-    }
-    await Promise.all([...this.brokers.values()].map((b) => b.client.end().catch(() => undefined)));
-    await this.claim
-      ?.release()
-      .catch((err: unknown) => this.logger.warn({ err }, 'feed claim release failed'));
-    this.claim = undefined;
-    if (this.store && this.store !== this.deps.store) {
-      await this.store
-        .close()
-        .catch((err: unknown) => this.logger.warn({ err }, 'checkpoint store close failed'));
+      if (handle && !this.coordinator) handle.connector = undefined;
     }
   }
 
   /** The run and feed of a feed id; FEED_NOT_FOUND when no feed of this app has that id. */
-  private feedOf(feedId: string): { run: DataSourceRun; feed: FeedRun } {
+  private feedOf(feedId: string): { run: UnitRun; feed: FeedRun } {
     for (const run of this.runs) {
       const feed = run.feeds.find((f) => f.feedId === feedId);
       if (feed) return { run, feed };
+    }
+    if (this.coordinator && this.feedIds().includes(feedId)) {
+      const unit = this.unitOf(feedId)!;
+      const owner = this.coordinator.view().units.find((u) => u.unit === unit)?.owner;
+      throw new EvpubError(
+        ErrorCode.FEED_OWNED_ELSEWHERE,
+        `feed ${feedId} (unit ${unit}) is not run by this instance (${this.coordinator.instance}) but by ${owner ?? 'no instance right now'}; ask that instance`,
+        { context: { feed: feedId, unit, ...(owner ? { owner } : {}) } },
+      );
     }
     throw new EvpubError(
       ErrorCode.FEED_NOT_FOUND,
@@ -523,7 +753,7 @@ export class Runtime {
 
   /** A feed's state from its pipeline, its connector's health and the snapshot progress. */
   private feedState(
-    run: DataSourceRun,
+    run: UnitRun,
     feed: FeedRun,
     health: ReturnType<EventConnector['health']>,
     pipe: FeedSnapshot | undefined,
@@ -562,8 +792,17 @@ export class Runtime {
     }
   }
 
+  /** Cluster mode: the unit of a feed id. */
+  private unitOf(feedId: string): string | undefined {
+    for (const spec of this.units.values()) {
+      if (spec.models.some((m) => `${spec.datasource}/${m}` === feedId)) return spec.id;
+    }
+    return undefined;
+  }
+
   snapshot(): RuntimeSnapshot {
     const out: RuntimeSnapshot = { brokers: {}, datasources: {}, feeds: {} };
+    const cluster = this.coordinator?.view();
     for (const b of this.brokers.values()) {
       out.brokers[b.name] = { url: redact(b.url), adapter: b.client.adapter.name, state: b.client.state };
     }
@@ -592,6 +831,40 @@ export class Runtime {
           canSnapshot: typeof run.connector.snapshot === 'function',
           ...pipe,
         };
+      }
+    }
+    if (cluster) {
+      out.cluster = cluster;
+      for (const unit of cluster.units) {
+        const spec = this.units.get(unit.unit)!;
+        const owner =
+          unit.owner !== undefined
+            ? { instance: unit.owner, epoch: unit.epoch ?? 0, since: unit.since ?? '', mine: unit.mine }
+            : undefined;
+        for (const model of spec.models) {
+          const feedId = `${spec.datasource}/${model}`;
+          const here = out.feeds[feedId];
+          if (here) {
+            here.unit = unit.unit;
+            if (owner) here.owner = owner;
+            continue;
+          }
+          const config = this.config.models[model]!;
+          out.feeds[feedId] = {
+            datasource: spec.datasource,
+            model,
+            broker: this.brokerOf(config).name,
+            topic: config.topic ?? DEFAULT_TOPIC,
+            envelope: config.envelope ?? 'cloudevents',
+            from: config.from ?? 'now',
+            committed: null,
+            saved: null,
+            state: 'standby',
+            canSnapshot: false,
+            unit: unit.unit,
+            ...(owner ? { owner } : {}),
+          };
+        }
       }
     }
     return out;

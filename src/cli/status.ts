@@ -28,6 +28,7 @@ const STATE_COLOUR: Record<FeedView['state'], Colour> = {
   reconnecting: 'yellow',
   failed: 'red',
   stopped: 'gray',
+  standby: 'gray',
 };
 
 function stateText(feed: FeedView): string {

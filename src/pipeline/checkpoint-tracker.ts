@@ -21,11 +21,15 @@
  * - A failed save is reported through `onError` and retried with back-off; the next ack also
  *   retries it. `flush()` resolves once the latest committed position is saved and its commit
  *   has run (or rejects with the save's error).
+ * - In cluster mode every save carries the unit's lease (`fence`). A save the store refuses as
+ *   FENCED (a newer owner saved this feed) is never retried: the tracker closes, reports it once
+ *   through `onFenced` (the owner of the feed stops working on its unit), and `flush()` rejects
+ *   with it.
  */
-import { ErrorCode, EvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, toError } from '../errors';
 import { backoffDelay } from '../util/retry';
 import type { Position } from '../events/change-event';
-import type { CheckpointStore } from '../checkpoints/contract';
+import type { CheckpointStore, Fence } from '../checkpoints/contract';
 
 export interface TrackerOptions {
   feedId: string;
@@ -39,6 +43,10 @@ export interface TrackerOptions {
   interval?: number;
   /** Back-off bounds for save retries in ms (defaults 200 and 10000). */
   retry?: { initialDelay?: number; maxDelay?: number };
+  /** Cluster mode: the lease every save is made under (see the header). */
+  fence?: Fence;
+  /** A save was refused as FENCED: stop working on the unit (called once; no retry follows). */
+  onFenced?: (err: Error) => void;
 }
 
 export class CheckpointTracker {
@@ -62,6 +70,8 @@ export class CheckpointTracker {
   /** Failed saves in a row (the back-off's attempt). */
   private failures = 0;
   private closed = false;
+  /** The FENCED refusal, once a save got it (see the header). */
+  private fenced: Error | undefined;
 
   constructor(
     private readonly options: TrackerOptions,
@@ -130,10 +140,19 @@ export class CheckpointTracker {
   }
 
   private async saveOnce(position: Position): Promise<void> {
-    const { store, feedId, model } = this.options;
+    const { store, feedId, model, fence } = this.options;
     try {
-      await store.save(feedId, position);
+      await (fence ? store.save(feedId, position, { fence }) : store.save(feedId, position));
     } catch (err) {
+      if (isEvpubError(err, ErrorCode.FENCED)) {
+        this.lastError = err;
+        if (this.fenced === undefined) {
+          this.fenced = toError(err);
+          this.close();
+          this.options.onFenced?.(err);
+        }
+        return;
+      }
       this.lastError = toError(err);
       this.options.onError?.(this.lastError, 'save');
       this.scheduleRetry();
@@ -194,6 +213,7 @@ export class CheckpointTracker {
       this.lastError = undefined;
     }
     while (this.saving) await this.saving;
+    this.throwIfFenced();
     if (this.latest === undefined || this.latest === this.saved) {
       while (this.committing) await this.committing;
       return;
@@ -207,6 +227,7 @@ export class CheckpointTracker {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
     }
+    this.throwIfFenced(); // the save above may have been refused
     if (this.saved !== position) {
       throw new EvpubError(
         ErrorCode.CHECKPOINT_FAILED,
@@ -217,6 +238,10 @@ export class CheckpointTracker {
         },
       );
     }
+  }
+
+  private throwIfFenced(): void {
+    if (this.fenced) throw this.fenced;
   }
 
   /** Stops retrying; no save is started after this. */

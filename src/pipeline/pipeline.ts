@@ -116,6 +116,18 @@ export interface PipelineOptions {
   onPublished?(published: PublishedEvent): void;
   /** Whether `onPublished` has a listener now: the event it gets is only built then. */
   tapping?(): boolean;
+  /**
+   * Cluster mode: whether this instance may still publish for the unit (its lease is valid:
+   * `LeaseKeeper.valid()`). Checked right before every publish, retries included; once it
+   * says false nothing more is sent (the events stay uncommitted, for the next owner to read
+   * again) and the owner tears the pipeline down. Absent: always.
+   */
+  gate?(): boolean;
+  /**
+   * Headers added to every event where the broker carries headers (cluster mode: the
+   * publishing instance and its lease epoch, `evpub-instance` and `evpub-epoch`).
+   */
+  headers?: Readonly<Record<string, string>>;
 }
 
 /** An event the broker confirmed, as the `onPublished` tap sees it. */
@@ -511,7 +523,9 @@ export class Pipeline implements ChangeSink {
     entry.event = deadLetterEvent(event);
     if (features.headers) {
       options.contentType = encoded.contentType;
-      if (encoded.headers) options.headers = encoded.headers;
+      const extra = this.options.headers;
+      if (encoded.headers) options.headers = extra ? { ...encoded.headers, ...extra } : encoded.headers;
+      else if (extra) options.headers = extra;
     }
     return entry;
   }
@@ -612,6 +626,7 @@ export class Pipeline implements ChangeSink {
   // Publishing, acks and retries
 
   private issue(feed: Feed, entry: Entry): void {
+    if (this.options.gate && !this.options.gate()) return; // the lease is gone: see `gate`
     const generation = feed.generation;
     entry.generation = generation;
     const client = entry.deadLetter ? this.deadLetterClient(feed) : feed.spec.client;

@@ -62,6 +62,23 @@ export type PublisherStatus =
   | { type: 'connector'; datasource: string; status: ConnectorStatus }
   /** Something the operator should know that is not an error (e.g. a feed that cannot resume). */
   | { type: 'warning'; message: string; feed?: string; datasource?: string }
+  /**
+   * Cluster mode (docs/cluster.md): this instance took a unit (its feeds start from their
+   * checkpoints), handed it over (drained, checkpointed, released), lost it (its lease could not
+   * be renewed before its deadline, or a newer owner's epoch refused a save: nothing more is
+   * published), or could not start it (released, tried again later).
+   */
+  | {
+      type: 'unit';
+      unit: string;
+      event: 'acquired' | 'released' | 'lost' | 'failed';
+      instance: string;
+      epoch: number;
+      feeds: string[];
+      error?: StatusError;
+    }
+  /** Cluster mode: the lease store stopped answering (`unreachable`), or answers again (`ok`). */
+  | { type: 'cluster'; state: 'ok' | 'unreachable'; error?: StatusError }
   | { type: 'stopping' }
   | { type: 'stopped' };
 
