@@ -29,6 +29,7 @@
  */
 import { hostname } from 'node:os';
 import { ErrorCode, EvpubError } from '../errors';
+import { URL_SSL_PARAMS } from '../connectors/postgres/settings';
 import { natsCredentials } from '../pubsub/adapters/nats-options';
 import { nearest } from '../util/nearest';
 import { parseTls, type TlsSettings } from '../util/tls';
@@ -196,6 +197,16 @@ export function parseClusterConfig(raw: unknown, path = 'cluster'): ClusterConfi
   }
   if (kind === 'nats') Object.assign(fields, natsCredentials(section, path));
   const tls = clusterTls(section.tls, `${path}.tls`);
+  if (tls !== undefined && kind === 'postgres') {
+    // pg lets the URL's TLS parameters override its `ssl` option: tls would be ignored.
+    const inUrl = URL_SSL_PARAMS.find((p) => new URL(url).searchParams.has(p));
+    if (inUrl !== undefined) {
+      throw invalid(
+        `${path}.tls`,
+        `cannot be given with "${inUrl}" in the url: remove ${inUrl} from the url (tls turns TLS on) or remove tls`,
+      );
+    }
+  }
   if (tls !== undefined) fields.tls = Object.freeze(tls);
   return Object.freeze(config);
 }

@@ -154,6 +154,9 @@ describe('cluster config', () => {
     expect(refusal({ ...base, store: 'nats', url: 'nats://h', nkey: 'SUxx', creds: '/c' })).toMatch(
       /^cluster.nkey: and cluster.creds both say who the client is/,
     );
+    expect(refusal({ ...base, url: 'postgres://u@db/evpub?sslmode=require', tls: { ca: '/ca.pem' } })).toBe(
+      'cluster.tls: cannot be given with "sslmode" in the url: remove sslmode from the url (tls turns TLS on) or remove tls',
+    );
     const empty = refusal({ ...base, store: 'redis', url: 'redis://h', password: 42 });
     expect(empty).toBe('cluster.password: must be a non-empty string');
   });
