@@ -11,6 +11,7 @@
  * no secret in any message.
  */
 import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLeaseStore, parseClusterConfig, type LeaseStore } from '../../src/cluster/index';
 import { ErrorCode } from '../../src/errors';
@@ -44,8 +45,8 @@ async function tlsServer(): Promise<PrivateRedis> {
 }
 
 /** A store as evpub makes it from `cluster:`. */
-function store(cluster: Record<string, unknown>, opTimeout?: number): LeaseStore {
-  const s = createLeaseStore(parseClusterConfig({ store: 'redis', ...cluster }), { opTimeout });
+function store(cluster: Record<string, unknown>, opTimeout?: number, logger?: pino.Logger): LeaseStore {
+  const s = createLeaseStore(parseClusterConfig({ store: 'redis', ...cluster }), { opTimeout, logger });
   opened.push(s);
   return s;
 }
@@ -110,6 +111,28 @@ describe('redis lease store over TLS', () => {
       { code: ErrorCode.TLS_FAILED, endpoint, reason: REASON.clientCert, secrets: [PASSWORD] },
     );
     expect(noCert.message).toContain('set cluster.tls.cert and cluster.tls.key');
+  });
+
+  it('with rejectUnauthorized: false a CA evpub does not trust is accepted, warned once naming cluster.tls', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const s = store(
+      {
+        url: redis.tlsUrl,
+        name: uniqueName('c'),
+        tls: { ...clientTls(), ca: pki.otherCa, rejectUnauthorized: false },
+        ...alice,
+      },
+      undefined,
+      logger,
+    );
+    const lease = await s.acquire('u', 'a', 5000);
+    expect(await s.renew(lease!)).toMatchObject({ epoch: lease!.epoch });
+    const warnings = lines.filter((l) => l.includes('TLS verification is off'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('cluster.tls.rejectUnauthorized');
+    expect(warnings[0]).toContain(`127.0.0.1:${redis.tlsPort}`);
+    expect(lines.join('\n')).not.toContain(PASSWORD);
   });
 
   it('a wrong password is AUTH_FAILED, not retriable, without the password', async () => {
