@@ -36,9 +36,13 @@ describe('evpub cluster and evpub status in cluster mode', () => {
     const f = clusterFixture(SERVICES.redis.url, cleanups);
     const a = await f.start('a', { token });
     const b = await f.start('b', { token });
-    const both = () =>
-      new Set(a.app.status().cluster?.units.map((u) => u.owner)).size === 2 &&
-      a.app.status().cluster?.members.length === 2;
+    const both = () => {
+      const owners = a.app
+        .status()
+        .cluster?.units.map((u) => u.owner)
+        .sort();
+      return owners?.join() === 'a,b' && a.app.status().cluster?.members.length === 2;
+    };
     await waitFor(both, 'one unit each');
     const mine = a.app.status().cluster!.units.find((u) => u.mine)!;
     const theirs = a.app.status().cluster!.units.find((u) => !u.mine)!;
