@@ -567,8 +567,7 @@ function App() {
       ${
         view?.cluster &&
         html`<span class="muted" data-cluster=${view.cluster.state}>
-          · cluster ${view.cluster.name}, instance ${view.cluster.instance}, lease store
-          ${view.cluster.store}:
+          ${`· cluster ${view.cluster.name}, instance ${view.cluster.instance}, lease store ${view.cluster.store}: `}
           <span class=${`state state-${view.cluster.state === 'ok' ? 'connected' : 'unreachable'}`}
             >${view.cluster.state}</span
           >
