@@ -63,9 +63,13 @@ describe('cluster mode: API and metrics', () => {
     const b = await f.start('b');
     // b joins: a hands one unit over.
     await waitFor(async () => {
-      const units = (await get<ClusterApiView>(a.url, '/api/cluster', TOKEN)).body.units;
+      const { units, members } = (await get<ClusterApiView>(a.url, '/api/cluster', TOKEN)).body;
       return (
-        units.filter((u) => u.owner === 'a').length === 1 && units.filter((u) => u.owner === 'b').length === 1
+        units.filter((u) => u.owner === 'a').length === 1 &&
+        units.filter((u) => u.owner === 'b').length === 1 &&
+        // Both entries up to date: each lists one unit.
+        members.length === 2 &&
+        members.every((m) => Object.keys(m.info.units).length === 1)
       );
     }, 'one unit each');
 

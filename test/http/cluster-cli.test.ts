@@ -41,7 +41,13 @@ describe('evpub cluster and evpub status in cluster mode', () => {
         .status()
         .cluster?.units.map((u) => u.owner)
         .sort();
-      return owners?.join() === 'a,b' && a.app.status().cluster?.members.length === 2;
+      const members = a.app.status().cluster?.members ?? [];
+      // Both entries up to date: each lists one unit.
+      return (
+        owners?.join() === 'a,b' &&
+        members.length === 2 &&
+        members.every((m) => Object.keys(m.info.units as object).length === 1)
+      );
     };
     await waitFor(both, 'one unit each');
     const mine = a.app.status().cluster!.units.find((u) => u.mine)!;
@@ -77,10 +83,6 @@ describe('evpub cluster and evpub status in cluster mode', () => {
     expect(view.instance).toBe('b');
     expect(view.units.find((u) => u.unit === theirs.unit)).toMatchObject({ owner: 'b', mine: true });
 
-    const noToken = await run(['cluster', '--url', a.url]);
-    expect(noToken.code).toBe(1);
-    expect(noToken.stderr).toContain('wants a token');
-
     const status = await run(['status', '--url', a.url, '--token', token]);
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout).toMatch(/^FEED\s+STATE\s+OWNER\s+EPOCH\s+SINCE\s+EVENTS\/S/m);
@@ -92,12 +94,7 @@ describe('evpub cluster and evpub status in cluster mode', () => {
     );
     expect(status.stdout).toContain(`cluster ${f.name}, this instance a (*), lease store redis: ok`);
     expect(status.stdout).toMatch(/^ready$/m);
-
-    // A feed of the other instance: the CLI says who owns it.
-    const pause = await run(['feeds', 'pause', theirs.feeds[0]!, '--url', a.url, '--token', token]);
-    expect(pause.code).toBe(1);
-    expect(pause.stderr).toContain('but by b');
-  }, 60_000);
+  }, 90_000);
 
   it('exit 1 while the lease store does not answer', async () => {
     const leases = await startRedisServer();
