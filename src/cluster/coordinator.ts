@@ -28,6 +28,9 @@
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
  *
+ * What it decides is reported as status events (`unit`: acquired, released, lost, failed;
+ * `cluster`: the store unreachable or back), which the CLI logs; its own log lines are debug.
+ *
  * `stop()` (SIGTERM): leaves the membership first (the others count one instance fewer at their
  * next tick), stops every unit gracefully (drain, final checkpoint) and releases each lease right
  * after its checkpoint: a rolling restart hands over within a tick or two instead of a TTL.
@@ -234,7 +237,7 @@ export class Coordinator {
     if (this.state === 'ok') return;
     this.state = 'ok';
     this.lastError = undefined;
-    this.logger.info({ store: this.options.store.name }, 'the lease store answers again');
+    this.logger.debug({ store: this.options.store.name }, 'the lease store answers again');
     this.options.emit({ type: 'cluster', state: 'ok' });
   }
 
@@ -242,7 +245,7 @@ export class Coordinator {
     this.lastError = toError(err);
     if (this.state === 'unreachable') return;
     this.state = 'unreachable';
-    this.logger.warn(
+    this.logger.debug(
       { err: this.lastError, store: this.options.store.name },
       'the lease store does not answer: units whose lease cannot be renewed stop at their deadline',
     );
@@ -278,7 +281,7 @@ export class Coordinator {
     this.held.set(unit, held);
     this.dirty = true;
     const { epoch } = keeper.lease;
-    this.logger.info({ unit, epoch, feeds: this.options.host.feedsOf(unit) }, 'unit acquired');
+    this.logger.debug({ unit, epoch, feeds: this.options.host.feedsOf(unit) }, 'unit acquired');
     keeper.signal.addEventListener('abort', () => this.lose(held, keeper.signal.reason), { once: true });
     held.work = this.options.host.startUnit(unit, keeper).then(
       () => {
@@ -292,7 +295,7 @@ export class Coordinator {
         const failures = (this.backoff.get(unit)?.failures ?? 0) + 1;
         const wait = backoffDelay(failures, { initialDelay: 1000, maxDelay: 30_000 });
         this.backoff.set(unit, { until: monotonicNow() + wait, failures });
-        this.logger.error(
+        this.logger.debug(
           { err: toError(err), unit, retryIn: wait },
           'unit could not start; its lease is released for another instance',
         );
@@ -340,7 +343,7 @@ export class Coordinator {
     const err = toError(reason);
     const { epoch } = held.keeper.lease;
     if (!wasStopping || !isEvpubError(err, ErrorCode.LEASE_LOST)) {
-      this.logger.warn({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
+      this.logger.debug({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
       this.emitUnit(held.unit, 'lost', epoch, err);
     }
     const before = held.work;
