@@ -55,8 +55,11 @@ export interface ReadyView {
   reasons: string[];
 }
 
-/** States a ready feed may be in: reading, or deliberately not. */
-const READY_STATES = new Set<FeedState>(['streaming', 'snapshotting', 'paused', 'waiting']);
+/**
+ * States a ready feed may be in: reading, or deliberately not. `standby` (cluster mode): another
+ * instance runs the feed's unit, or will take it; this instance is ready to.
+ */
+const READY_STATES = new Set<FeedState>(['streaming', 'snapshotting', 'paused', 'waiting', 'standby']);
 
 export function feedView(id: string, f: AppStatus['feeds'][string]): FeedView {
   return {
@@ -96,11 +99,20 @@ export function feedsView(app: App): FeedsView {
   };
 }
 
-/** Ready: running, every feed reading (or paused on purpose), every broker connected. */
+/**
+ * Ready: running, every feed reading (or paused on purpose, or run by another instance of the
+ * cluster), every broker connected, and in cluster mode the lease store answering (while it does
+ * not, this instance's units stop at their deadlines and none can be taken).
+ */
 export function readyView(app: App): ReadyView {
   const status = app.status();
   const reasons: string[] = [];
   if (status.state !== 'running') reasons.push(`the app is ${status.state}`);
+  const cluster = status.cluster;
+  if (cluster && cluster.state !== 'ok') {
+    const error = cluster.error ? `: ${cluster.error.code} ${cluster.error.message}` : '';
+    reasons.push(`the ${cluster.store} lease store is ${cluster.state}${error}`);
+  }
   for (const [id, f] of Object.entries(status.feeds)) {
     if (READY_STATES.has(f.state)) continue;
     const error = f.error ? `: ${f.error.code} ${f.error.message}` : '';
