@@ -28,13 +28,17 @@
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
  *
+ * `start()` runs the first tick and fails (LEASE_FAILED naming `cluster.url`) when the store does
+ * not answer then; later outages are ridden out: `view().state` is `unreachable` until a tick
+ * passes again, the units stop at their deadlines, and are acquired again once it answers.
+ *
  * `stop()` (SIGTERM): leaves the membership first (the others count one instance fewer at their
  * next tick), stops every unit gracefully (drain, final checkpoint) and releases each lease right
  * after its checkpoint: a rolling restart hands over within a tick or two instead of a TTL.
  */
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { ErrorCode, isEvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import type { Logger } from '../logger';
 import { statusError, type PublisherStatus } from '../pipeline/status';
 import { backoffDelay } from '../util/retry';
@@ -142,9 +146,28 @@ export class Coordinator {
     return this.options.config.instance;
   }
 
-  /** Joins and runs the first tick (acquiring this instance's share of the free units). */
+  /**
+   * Joins and runs the first tick (acquiring this instance's share of the free units). A lease
+   * store that does not answer then fails the start with LEASE_FAILED naming `cluster.url` (a
+   * wrong URL is the likely cause, and an instance that cannot join would run nothing while
+   * looking started); an outage after the start is ridden out (`state` unreachable, see `view`).
+   */
   async start(): Promise<void> {
-    await this.runTick();
+    try {
+      const first = this.tick();
+      this.ticking = first.catch(() => undefined); // stop() after a failed start waits on it
+      await first;
+    } catch (err) {
+      const { store, config } = this.options;
+      const e = toError(err);
+      const cause = e.cause instanceof Error ? `: ${e.cause.message}` : '';
+      throw new EvpubError(
+        ErrorCode.LEASE_FAILED,
+        `cluster.url: the ${store.name} lease store at ${redact(config.url)} does not answer (${e.message}${cause}); ` +
+          'start it, or point cluster.url at it',
+        { cause: err, retriable: true, context: { key: 'cluster.url', store: store.name } },
+      );
+    }
     await Promise.all([...this.held.values()].map((h) => h.work));
     this.schedule();
   }
