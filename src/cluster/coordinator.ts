@@ -10,7 +10,9 @@
  *    when its entry is not visible yet);
  * 3. holding more than `share`: hands the surplus over gracefully, one unit per tick, those it
  *    ranks last first (below): the host drains the unit's events, saves its checkpoints, and only
- *    then is the lease released, so the next owner starts from the last event published;
+ *    then is the lease released, so the next owner starts from the last event published. Holding
+ *    `share` while every unit is held and another member holds `share − 2` or fewer (7 units
+ *    over 3 instances as 3/3/1): hands one over the same way, so shares differ by one at most;
  * 4. holding fewer: tries to acquire units nobody holds (by the members' entries), in its own
  *    rank order, until it holds `share`. Every `renewInterval` it also tries the units some
  *    member's entry claims, in case that entry is stale (its lease expired: a crashed instance
@@ -215,20 +217,27 @@ export class Coordinator {
     live.add(this.instance);
     const share = Math.ceil(units.length / live.size);
     const mine = [...this.held.values()].filter((h) => h.phase !== 'stopping');
+    const lastRanked = (): Held =>
+      mine.sort((a, b) => (rank(this.instance, a.unit) < rank(this.instance, b.unit) ? 1 : -1))[0]!;
     if (mine.length > share) {
-      const surplus = mine.sort((a, b) =>
-        rank(this.instance, a.unit) < rank(this.instance, b.unit) ? 1 : -1,
-      );
-      this.handOver(surplus[0]!);
+      this.handOver(lastRanked());
       return;
     }
-    if (mine.length === share) return;
 
     const claimed = new Set<string>();
+    let fewest = Infinity;
     for (const m of this.members) {
       if (m.instance === this.instance) continue;
       const info = m.info.units as UnitsInfo | undefined;
       for (const unit of Object.keys(info ?? {})) claimed.add(unit);
+      fewest = Math.min(fewest, Object.keys(info ?? {}).length);
+    }
+    if (mine.length === share) {
+      // Step 3 (balance): every unit held and another member two or more below the share (7
+      // units over 3 instances held 3/3/1): one unit goes, so that shares differ by one at most.
+      const allHeld = units.every((u) => claimed.has(u) || this.held.has(u));
+      if (allHeld && fewest <= share - 2) this.handOver(lastRanked());
+      return;
     }
     const full = now - this.lastFullTry >= config.renewInterval;
     if (full) this.lastFullTry = now;
