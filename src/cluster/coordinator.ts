@@ -26,7 +26,9 @@
  *
  * A lease lost (the keeper's signal: a renew refused, or the deadline passed without one) or a
  * save refused as FENCED (`fenced(unit)`, from the host) stops the unit at once without draining
- * (`stopUnit(unit, false)`): this instance may no longer publish for it. A unit the host could
+ * (`stopUnit(unit, false)`): this instance may no longer publish for it. After FENCED the lease is
+ * also released, and the next acquire steps the epoch past the refused one (a lease store that
+ * lost its data hands out old epochs again). A unit the host could
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
  *
@@ -117,6 +119,9 @@ export interface ClusterView {
 /** What a member's entry says about its units (`info.units`). */
 type UnitsInfo = Record<string, { epoch: number; since: string }>;
 
+/** Acquire-and-release rounds at most, in one tick, to step past a FENCED epoch (see `lose`). */
+const MAX_EPOCH_STEPS = 1000;
+
 function rank(instance: string, unit: string): string {
   return createHash('sha1').update(`${instance}\u0000${unit}`).digest('hex');
 }
@@ -125,6 +130,8 @@ export class Coordinator {
   private readonly held = new Map<string, Held>();
   /** Units not to try before a monotonic time, after a failed start; and the failures so far. */
   private readonly backoff = new Map<string, { until: number; failures: number }>();
+  /** Units refused as FENCED: the epoch their checkpoints were saved under (see `lose`). */
+  private readonly epochFloor = new Map<string, number>();
   private members: Member[] = [];
   private state: 'ok' | 'unreachable' = 'ok';
   private lastError: Error | undefined;
@@ -248,10 +255,7 @@ export class Coordinator {
     let holding = mine.length;
     for (const unit of candidates) {
       if (holding >= share || this.stopped) break;
-      const keeper = await LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
-        renewInterval: config.renewInterval,
-        logger: this.logger,
-      });
+      const keeper = await this.acquire(unit);
       if (!keeper) continue;
       if (this.stopped) {
         await keeper.stop();
@@ -260,6 +264,38 @@ export class Coordinator {
       holding++;
       this.begin(unit, keeper);
     }
+  }
+
+  /**
+   * Acquires `unit`'s lease. After a FENCED loss (see `lose`) the epoch must pass the one the
+   * checkpoints were saved under: a lease under a lower epoch is released and acquired again
+   * (each change of owner grows the epoch by one), without starting the unit, until it does.
+   */
+  private async acquire(unit: string): Promise<LeaseKeeper | null> {
+    const { store, config } = this.options;
+    const acquire = () =>
+      LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
+        renewInterval: config.renewInterval,
+        logger: this.logger,
+      });
+    let keeper = await acquire();
+    const floor = this.epochFloor.get(unit);
+    if (keeper && floor !== undefined && keeper.lease.epoch <= floor) {
+      this.logger.warn(
+        { unit, epoch: keeper.lease.epoch, saved: floor },
+        "the lease store's epoch is behind the checkpoints' (it lost its data?): stepping past it",
+      );
+      for (let i = 0; keeper && keeper.lease.epoch <= floor && i < MAX_EPOCH_STEPS; i++) {
+        await keeper.stop();
+        keeper = this.stopped ? null : await acquire();
+      }
+      if (keeper && keeper.lease.epoch <= floor) {
+        await keeper.stop();
+        keeper = null;
+      }
+    }
+    if (keeper) this.epochFloor.delete(unit);
+    return keeper;
   }
 
   private storeOk(): void {
@@ -375,11 +411,22 @@ export class Coordinator {
       this.logger.warn({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
       this.emitUnit(held.unit, 'lost', epoch, err);
     }
+    // FENCED: a newer epoch saved a checkpoint of the unit, yet this lease may still be live in
+    // the store: one that lost its epochs (a Redis without persistence restarted, a failover to
+    // a replica behind) hands out epochs again from 1. Taken again under the same epoch, the unit
+    // would be refused again without end, republishing from its checkpoint each time; so the
+    // lease is released once the unit stopped, and the next acquire here steps past the epoch
+    // the checkpoint was saved under.
+    const fencedOut = isEvpubError(err, ErrorCode.FENCED);
+    const stored = fencedOut ? err.context.storedEpoch : undefined;
+    if (typeof stored === 'number') {
+      this.epochFloor.set(held.unit, Math.max(stored, this.epochFloor.get(held.unit) ?? 0));
+    }
     const before = held.work;
     held.work = (async () => {
       await this.options.host.stopUnit(held.unit, false).catch(() => undefined);
       await before.catch(() => undefined);
-      await held.keeper.stop({ release: false }).catch(() => undefined);
+      await held.keeper.stop({ release: fencedOut }).catch(() => undefined);
       this.forget(held);
     })();
   }
