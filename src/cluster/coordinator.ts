@@ -12,7 +12,8 @@
  *    ranks last first (below): the host drains the unit's events, saves its checkpoints, and only
  *    then is the lease released, so the next owner starts from the last event published. Holding
  *    `share` while every unit is held and another member holds `share − 2` or fewer (7 units
- *    over 3 instances as 3/3/1): hands one over the same way, so shares differ by one at most;
+ *    over 3 instances as 3/3/1): hands one over the same way, so shares differ by one at most
+ *    (backing off while that does not even them out: a member that cannot start units);
  * 4. holding fewer: tries to acquire units nobody holds (by the members' entries), in its own
  *    rank order, until it holds `share`. Every `renewInterval` it also tries the units some
  *    member's entry claims, in case that entry is stale (its lease expired: a crashed instance
@@ -130,6 +131,8 @@ export class Coordinator {
   private readonly held = new Map<string, Held>();
   /** Units not to try before a monotonic time, after a failed start; and the failures so far. */
   private readonly backoff = new Map<string, { until: number; failures: number }>();
+  /** Balance handovers (tick step 3): not before `until` (monotonic), `rounds` in a row. */
+  private balancing = { until: 0, rounds: 0 };
   /** Units refused as FENCED: the epoch their checkpoints were saved under (see `lose`). */
   private readonly epochFloor = new Map<string, number>();
   private members: Member[] = [];
@@ -239,11 +242,20 @@ export class Coordinator {
       for (const unit of Object.keys(info ?? {})) claimed.add(unit);
       fewest = Math.min(fewest, Object.keys(info ?? {}).length);
     }
+    // Step 3 (balance): every unit held and another member two or more below the share (7 units
+    // over 3 instances held 3/3/1): one unit goes, so that shares differ by one at most. A member
+    // that cannot start the units it gets stays low: the balance handovers back off (the share's
+    // renew interval, doubling to a minute) until the shares are even again.
+    const low = fewest <= share - 2;
+    const unbalanced = low && units.every((u) => claimed.has(u) || this.held.has(u));
+    if (!low) this.balancing = { until: 0, rounds: 0 };
     if (mine.length === share) {
-      // Step 3 (balance): every unit held and another member two or more below the share (7
-      // units over 3 instances held 3/3/1): one unit goes, so that shares differ by one at most.
-      const allHeld = units.every((u) => claimed.has(u) || this.held.has(u));
-      if (allHeld && fewest <= share - 2) this.handOver(lastRanked());
+      if (unbalanced && now >= this.balancing.until) {
+        const rounds = this.balancing.rounds + 1;
+        const wait = backoffDelay(rounds, { initialDelay: config.renewInterval, maxDelay: 60_000 });
+        this.balancing = { until: now + wait, rounds };
+        this.handOver(lastRanked());
+      }
       return;
     }
     const full = now - this.lastFullTry >= config.renewInterval;
