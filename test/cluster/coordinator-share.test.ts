@@ -38,6 +38,8 @@ interface World {
 class RecordingHost implements UnitHost {
   /** Units whose start rejects (a source down for this instance). */
   readonly failing = new Set<string>();
+  /** Starts reject while this many units run here (an instance short of something). */
+  limit = Infinity;
   readonly starts: { unit: string; at: number; ok: boolean }[] = [];
 
   constructor(
@@ -46,7 +48,8 @@ class RecordingHost implements UnitHost {
   ) {}
 
   async startUnit(unit: string): Promise<void> {
-    const ok = !this.failing.has(unit);
+    const mine = [...this.world.running.values()].filter((i) => i === this.instance).length;
+    const ok = !this.failing.has(unit) && mine < this.limit;
     this.starts.push({ unit, at: performance.now(), ok });
     await new Promise((r) => setTimeout(r, 5)); // a start takes a moment
     if (!ok) throw new Error(`the source of ${unit} does not answer`);
@@ -188,6 +191,30 @@ describe('the coordinator shares units fairly', () => {
     await waitFor(() => c.world.running.get('u3') === 'b', 'u3 started by b', 15_000);
     await waitFor(() => c.world.running.size === 7 && c.counts([a, b]).join('/') === '4/3', '4/3', 15_000);
     expect(a.host.starts.some((s) => s.unit === 'u3' && s.ok)).toBe(false);
+    expect(c.world.overlaps).toEqual([]);
+  }, 60_000);
+
+  it('balancing backs off while a low member cannot start the units it is handed', async () => {
+    const c = cluster();
+    const [a, b] = [c.make('a'), c.make('b')];
+    for (const n of [a, b]) await n.coordinator.start();
+    await waitFor(() => c.world.running.size === 7 && c.counts([a, b]).join('/') === '4/3', '4/3', 15_000);
+    // d can run one unit, no more: 3/3/1 is as even as it gets.
+    const d = c.make('d');
+    d.host.limit = 1;
+    await d.coordinator.start();
+    await waitFor(() => c.counts([a, b, d]).join('/') === '3/3/1', '3/3/1', 15_000);
+    const handovers = () =>
+      [a, b].flatMap((n) => n.statuses).filter((s) => s.type === 'unit' && s.event === 'released').length;
+    const from = handovers();
+    const since = performance.now();
+    await new Promise((r) => setTimeout(r, 8000)); // the span the handovers are counted over
+    const count = handovers() - from;
+    console.log(`balance handovers in ${(performance.now() - since).toFixed(0)} ms: ${count}`);
+    // Rounds at most every renewInterval (TTL / 3), doubling; a round hands over one unit per
+    // instance at the share. Without the back-off: one every couple of ticks.
+    expect(count).toBeLessThanOrEqual(8);
+    await waitFor(() => c.world.running.size === 7, 'every unit running');
     expect(c.world.overlaps).toEqual([]);
   }, 60_000);
 });
