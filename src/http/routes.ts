@@ -6,8 +6,10 @@
  *
  * Routes (each with a JSON schema; the whole API is OpenAPI 3 at `/openapi.json`):
  *   GET  /health                      200 while the process answers (no token needed)
- *   GET  /ready                       200 when running, every feed reading or paused on purpose,
- *                                     every broker connected; 503 with the reasons (no token)
+ *   GET  /ready                       200 when running, every feed reading or paused on purpose
+ *                                     (or, in a cluster, run by another instance), every broker
+ *                                     connected, the lease store answering; 503 with the reasons
+ *                                     (no token)
  *   GET  /api/feeds                   every feed: state, position, in flight, counters, rate
  *   GET  /api/feeds/:datasource/:model  one feed (or /api/feeds/:feed with the id URL-encoded)
  *   POST /api/feeds/:datasource/:model/pause | /resume   idempotent; 404 for an unknown feed
