@@ -10,7 +10,10 @@
  *    when its entry is not visible yet);
  * 3. holding more than `share`: hands the surplus over gracefully, one unit per tick, those it
  *    ranks last first (below): the host drains the unit's events, saves its checkpoints, and only
- *    then is the lease released, so the next owner starts from the last event published;
+ *    then is the lease released, so the next owner starts from the last event published. Holding
+ *    `share` while every unit is held and another member holds `share − 2` or fewer (7 units
+ *    over 3 instances as 3/3/1): hands one over the same way, so shares differ by one at most
+ *    (backing off while that does not even them out: a member that cannot start units);
  * 4. holding fewer: tries to acquire units nobody holds (by the members' entries), in its own
  *    rank order, until it holds `share`. Every `renewInterval` it also tries the units some
  *    member's entry claims, in case that entry is stale (its lease expired: a crashed instance
@@ -24,9 +27,18 @@
  *
  * A lease lost (the keeper's signal: a renew refused, or the deadline passed without one) or a
  * save refused as FENCED (`fenced(unit)`, from the host) stops the unit at once without draining
- * (`stopUnit(unit, false)`): this instance may no longer publish for it. A unit the host could
+ * (`stopUnit(unit, false)`): this instance may no longer publish for it. After FENCED the lease is
+ * also released, and the next acquire steps the epoch past the refused one (a lease store that
+ * lost its data hands out old epochs again). A unit the host could
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
+ *
+ * `start()` runs the first tick and fails (LEASE_FAILED naming `cluster.url`) when the store does
+ * not answer then; later outages are ridden out: `view().state` is `unreachable` until a tick
+ * passes again, the units stop at their deadlines, and are acquired again once it answers.
+ *
+ * What it decides is reported as status events (`unit`: acquired, released, lost, failed;
+ * `cluster`: the store unreachable or back), which the CLI logs; its own log lines are debug.
  *
  * `stop()` (SIGTERM): leaves the membership first (the others count one instance fewer at their
  * next tick), stops every unit gracefully (drain, final checkpoint) and releases each lease right
@@ -34,7 +46,7 @@
  */
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { ErrorCode, isEvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import type { Logger } from '../logger';
 import { statusError, type PublisherStatus } from '../pipeline/status';
 import { backoffDelay } from '../util/retry';
@@ -111,6 +123,9 @@ export interface ClusterView {
 /** What a member's entry says about its units (`info.units`). */
 type UnitsInfo = Record<string, { epoch: number; since: string }>;
 
+/** Acquire-and-release rounds at most, in one tick, to step past a FENCED epoch (see `lose`). */
+const MAX_EPOCH_STEPS = 1000;
+
 function rank(instance: string, unit: string): string {
   return createHash('sha1').update(`${instance}\u0000${unit}`).digest('hex');
 }
@@ -119,6 +134,10 @@ export class Coordinator {
   private readonly held = new Map<string, Held>();
   /** Units not to try before a monotonic time, after a failed start; and the failures so far. */
   private readonly backoff = new Map<string, { until: number; failures: number }>();
+  /** Balance handovers (tick step 3): not before `until` (monotonic), `rounds` in a row. */
+  private balancing = { until: 0, rounds: 0 };
+  /** Units refused as FENCED: the epoch their checkpoints were saved under (see `lose`). */
+  private readonly epochFloor = new Map<string, number>();
   private members: Member[] = [];
   private state: 'ok' | 'unreachable' = 'ok';
   private lastError: Error | undefined;
@@ -142,9 +161,28 @@ export class Coordinator {
     return this.options.config.instance;
   }
 
-  /** Joins and runs the first tick (acquiring this instance's share of the free units). */
+  /**
+   * Joins and runs the first tick (acquiring this instance's share of the free units). A lease
+   * store that does not answer then fails the start with LEASE_FAILED naming `cluster.url` (a
+   * wrong URL is the likely cause, and an instance that cannot join would run nothing while
+   * looking started); an outage after the start is ridden out (`state` unreachable, see `view`).
+   */
   async start(): Promise<void> {
-    await this.runTick();
+    try {
+      const first = this.tick();
+      this.ticking = first.catch(() => undefined); // stop() after a failed start waits on it
+      await first;
+    } catch (err) {
+      const { store, config } = this.options;
+      const e = toError(err);
+      const cause = e.cause instanceof Error ? `: ${e.cause.message}` : '';
+      throw new EvpubError(
+        ErrorCode.LEASE_FAILED,
+        `cluster.url: the ${store.name} lease store at ${redact(config.url)} does not answer (${e.message}${cause}); ` +
+          'start it, or point cluster.url at it',
+        { cause: err, retriable: true, context: { key: 'cluster.url', store: store.name } },
+      );
+    }
     await Promise.all([...this.held.values()].map((h) => h.work));
     this.schedule();
   }
@@ -192,20 +230,36 @@ export class Coordinator {
     live.add(this.instance);
     const share = Math.ceil(units.length / live.size);
     const mine = [...this.held.values()].filter((h) => h.phase !== 'stopping');
+    const lastRanked = (): Held =>
+      mine.sort((a, b) => (rank(this.instance, a.unit) < rank(this.instance, b.unit) ? 1 : -1))[0]!;
     if (mine.length > share) {
-      const surplus = mine.sort((a, b) =>
-        rank(this.instance, a.unit) < rank(this.instance, b.unit) ? 1 : -1,
-      );
-      this.handOver(surplus[0]!);
+      this.handOver(lastRanked());
       return;
     }
-    if (mine.length === share) return;
 
     const claimed = new Set<string>();
+    let fewest = Infinity;
     for (const m of this.members) {
       if (m.instance === this.instance) continue;
       const info = m.info.units as UnitsInfo | undefined;
       for (const unit of Object.keys(info ?? {})) claimed.add(unit);
+      fewest = Math.min(fewest, Object.keys(info ?? {}).length);
+    }
+    // Step 3 (balance): every unit held and another member two or more below the share (7 units
+    // over 3 instances held 3/3/1): one unit goes, so that shares differ by one at most. A member
+    // that cannot start the units it gets stays low: the balance handovers back off (the share's
+    // renew interval, doubling to a minute) until the shares are even again.
+    const low = fewest <= share - 2;
+    const unbalanced = low && units.every((u) => claimed.has(u) || this.held.has(u));
+    if (!low) this.balancing = { until: 0, rounds: 0 };
+    if (mine.length === share) {
+      if (unbalanced && now >= this.balancing.until) {
+        const rounds = this.balancing.rounds + 1;
+        const wait = backoffDelay(rounds, { initialDelay: config.renewInterval, maxDelay: 60_000 });
+        this.balancing = { until: now + wait, rounds };
+        this.handOver(lastRanked());
+      }
+      return;
     }
     const full = now - this.lastFullTry >= config.renewInterval;
     if (full) this.lastFullTry = now;
@@ -216,10 +270,7 @@ export class Coordinator {
     let holding = mine.length;
     for (const unit of candidates) {
       if (holding >= share || this.stopped) break;
-      const keeper = await LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
-        renewInterval: config.renewInterval,
-        logger: this.logger,
-      });
+      const keeper = await this.acquire(unit);
       if (!keeper) continue;
       if (this.stopped) {
         await keeper.stop();
@@ -230,11 +281,43 @@ export class Coordinator {
     }
   }
 
+  /**
+   * Acquires `unit`'s lease. After a FENCED loss (see `lose`) the epoch must pass the one the
+   * checkpoints were saved under: a lease under a lower epoch is released and acquired again
+   * (each change of owner grows the epoch by one), without starting the unit, until it does.
+   */
+  private async acquire(unit: string): Promise<LeaseKeeper | null> {
+    const { store, config } = this.options;
+    const acquire = () =>
+      LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
+        renewInterval: config.renewInterval,
+        logger: this.logger,
+      });
+    let keeper = await acquire();
+    const floor = this.epochFloor.get(unit);
+    if (keeper && floor !== undefined && keeper.lease.epoch <= floor) {
+      this.logger.warn(
+        { unit, epoch: keeper.lease.epoch, saved: floor },
+        "the lease store's epoch is behind the checkpoints' (it lost its data?): stepping past it",
+      );
+      for (let i = 0; keeper && keeper.lease.epoch <= floor && i < MAX_EPOCH_STEPS; i++) {
+        await keeper.stop();
+        keeper = this.stopped ? null : await acquire();
+      }
+      if (keeper && keeper.lease.epoch <= floor) {
+        await keeper.stop();
+        keeper = null;
+      }
+    }
+    if (keeper) this.epochFloor.delete(unit);
+    return keeper;
+  }
+
   private storeOk(): void {
     if (this.state === 'ok') return;
     this.state = 'ok';
     this.lastError = undefined;
-    this.logger.info({ store: this.options.store.name }, 'the lease store answers again');
+    this.logger.debug({ store: this.options.store.name }, 'the lease store answers again');
     this.options.emit({ type: 'cluster', state: 'ok' });
   }
 
@@ -242,7 +325,7 @@ export class Coordinator {
     this.lastError = toError(err);
     if (this.state === 'unreachable') return;
     this.state = 'unreachable';
-    this.logger.warn(
+    this.logger.debug(
       { err: this.lastError, store: this.options.store.name },
       'the lease store does not answer: units whose lease cannot be renewed stop at their deadline',
     );
@@ -278,7 +361,7 @@ export class Coordinator {
     this.held.set(unit, held);
     this.dirty = true;
     const { epoch } = keeper.lease;
-    this.logger.info({ unit, epoch, feeds: this.options.host.feedsOf(unit) }, 'unit acquired');
+    this.logger.debug({ unit, epoch, feeds: this.options.host.feedsOf(unit) }, 'unit acquired');
     keeper.signal.addEventListener('abort', () => this.lose(held, keeper.signal.reason), { once: true });
     held.work = this.options.host.startUnit(unit, keeper).then(
       () => {
@@ -292,7 +375,7 @@ export class Coordinator {
         const failures = (this.backoff.get(unit)?.failures ?? 0) + 1;
         const wait = backoffDelay(failures, { initialDelay: 1000, maxDelay: 30_000 });
         this.backoff.set(unit, { until: monotonicNow() + wait, failures });
-        this.logger.error(
+        this.logger.debug(
           { err: toError(err), unit, retryIn: wait },
           'unit could not start; its lease is released for another instance',
         );
@@ -340,14 +423,25 @@ export class Coordinator {
     const err = toError(reason);
     const { epoch } = held.keeper.lease;
     if (!wasStopping || !isEvpubError(err, ErrorCode.LEASE_LOST)) {
-      this.logger.warn({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
+      this.logger.debug({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
       this.emitUnit(held.unit, 'lost', epoch, err);
+    }
+    // FENCED: a newer epoch saved a checkpoint of the unit, yet this lease may still be live in
+    // the store: one that lost its epochs (a Redis without persistence restarted, a failover to
+    // a replica behind) hands out epochs again from 1. Taken again under the same epoch, the unit
+    // would be refused again without end, republishing from its checkpoint each time; so the
+    // lease is released once the unit stopped, and the next acquire here steps past the epoch
+    // the checkpoint was saved under.
+    const fencedOut = isEvpubError(err, ErrorCode.FENCED);
+    const stored = fencedOut ? err.context.storedEpoch : undefined;
+    if (typeof stored === 'number') {
+      this.epochFloor.set(held.unit, Math.max(stored, this.epochFloor.get(held.unit) ?? 0));
     }
     const before = held.work;
     held.work = (async () => {
       await this.options.host.stopUnit(held.unit, false).catch(() => undefined);
       await before.catch(() => undefined);
-      await held.keeper.stop({ release: false }).catch(() => undefined);
+      await held.keeper.stop({ release: fencedOut }).catch(() => undefined);
       this.forget(held);
     })();
   }

@@ -205,6 +205,14 @@ export interface DataSourceLike {
   /** The datasource settings (url, credentials...). Secrets must never be logged. */
   settings: Readonly<Record<string, unknown>>;
   logger: Logger;
+  /**
+   * Every model of the datasource, in configuration order, also when this connector instance
+   * is started with only some of them (cluster mode: one instance per unit, point 10). A
+   * connector that numbers something per model (a MySQL binlog reader's server id) numbers it
+   * by this list, so instances reading different models never clash. Absent: not known (the
+   * connector falls back to the models `start` gets).
+   */
+  models?: readonly string[];
   /** Set by `initialize()`. */
   connector?: unknown;
 }

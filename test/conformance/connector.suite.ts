@@ -322,6 +322,49 @@ export function connectorConformance(fixture: ConnectorFixture): void {
       await witness.connector.stop();
     });
 
+    it('splits its models into units (point 10); an instance given one unit streams its models', async (ctx) => {
+      const probe = await fixture.connector();
+      // Without units() the whole datasource is one unit: the other tests cover that instance.
+      if (!probe.units) return ctx.skip();
+      const models = [await fixture.model(), await fixture.model(), await fixture.model()];
+      const names = models.map((m) => m.name);
+      const units = probe.units(names);
+      // A partition: every model in exactly one group, no group empty; the same answer again,
+      // and from another instance with the same configuration.
+      expect([...units.flat()].sort()).toEqual([...names].sort());
+      expect(units.every((unit) => unit.length > 0)).toBe(true);
+      expect(probe.units(names)).toEqual(units);
+      const other = await fixture.connector();
+      expect(other.units?.(names)).toEqual(units);
+      await Promise.all([probe.stop(), other.stop()]);
+
+      // As cluster mode runs them: one instance per unit, each given only that unit's models.
+      const feeds: (Feed & { unit: string[] })[] = [];
+      for (const unit of units) {
+        const connector = await fixture.connector();
+        running.push(connector);
+        const sink = new RecordingSink();
+        const unitModels = unit.map((name) => models[names.indexOf(name)]!);
+        await connector.start({
+          models: unitModels.map((m) => ({ name: m.name, settings: m.settings, from: 'beginning' })),
+          sink,
+        });
+        feeds.push({ connector, sink, unit });
+      }
+      for (const [i, model] of models.entries()) await model.create(`u${i}`, i);
+      await waitOnFeeds(
+        feeds,
+        () => feeds.every((f) => f.sink.events.length >= f.unit.length),
+        "each unit's changes through its own instance",
+      );
+      for (const { sink, unit } of feeds) {
+        expect(sink.events.map((e) => `${e.model}/${e.key}`).sort()).toEqual(
+          unit.map((name) => `${name}/u${names.indexOf(name)}`).sort(),
+        );
+      }
+      await Promise.all(feeds.map((f) => f.connector.stop()));
+    });
+
     it('pauses when the sink is full and goes on after drain', async () => {
       const model = await fixture.model();
       const sink = new RecordingSink();

@@ -60,6 +60,7 @@ export function committing(connector: EventConnector): EventConnector {
       connector.start({ ...request, sink: new CommittingSink(request.sink, connector) }),
     stop: () => connector.stop(),
     ...(connector.commit ? { commit: connector.commit.bind(connector) } : {}),
+    ...(connector.units ? { units: connector.units.bind(connector) } : {}),
     health: () => connector.health(),
   };
 }

@@ -3,7 +3,8 @@
  * republishes through the publisher, so events from one broker reach consumers on another.
  *
  * Each model is one client on the source broker (`url`, `options`), subscribed to the model's
- * `topics`, with a durable subscription when `durable` is set (recommended: at-least-once).
+ * `topics`, with a durable subscription when `durable` is set (recommended: at-least-once), and
+ * so its own unit of ownership (`units`, contract point 10).
  * Messages are decoded (`format`: json, cloudevents, raw), mapped to key/op/record
  * (kit/json-mapping.ts) and pushed; protocol in feed.ts.
  *
@@ -69,6 +70,16 @@ export class BridgeConnector implements EventConnector {
         `the source broker keeps what is published meanwhile for the durable subscriptions, but ` +
         `${plain.length === 1 ? 'model' : 'models'} ${plain.join(', ')} ${plain.length === 1 ? 'has' : 'have'} none (set durable): what is published to them while evpub is not running is lost`,
     };
+  }
+
+  /**
+   * Point 10: each model has its own client and its own subscription (no consumer is shared
+   * between models), acknowledged on its own, so each model is a unit of its own. Read by one
+   * instance at a time, a plain subscription's messages are published once, not once per
+   * instance.
+   */
+  units(models: readonly string[]): string[][] {
+    return models.map((model) => [model]);
   }
 
   start(request: StartRequest): Promise<void> {

@@ -4,7 +4,7 @@
  * Each model is one database, read through its `_changes` feed (see feed.ts for the
  * protocol, settings.ts for the settings, revs.ts for the replay filter).
  * Positions are CouchDB seqs, kept as strings and sent back as received, so feeds resume after
- * a restart (`resumable`). CouchDB has no before image: `before` is always null, a delete has
+ * a restart (`resumable`); each model resumes on its own, so each is its own unit (`units`). CouchDB has no before image: `before` is always null, a delete has
  * `after: null` and its revision in `source.rev`. Design documents are skipped unless
  * `includeDesignDocs` is set.
  *
@@ -53,6 +53,14 @@ export class CouchDbConnector implements EventConnector {
         }
       : settings;
     this.feeds = new FeedSet(this.name, dataSource.name);
+  }
+
+  /**
+   * Point 10: each model is its own database feed resuming from its own seq, so each model is
+   * a unit of its own (two models on one database are still two feeds, each with its seq).
+   */
+  units(models: readonly string[]): string[][] {
+    return models.map((model) => [model]);
   }
 
   start(request: StartRequest): Promise<void> {

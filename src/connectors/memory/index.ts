@@ -12,6 +12,10 @@
  * `memory:<store>:<position>`. The log is kept whole in memory (nothing is ever trimmed) and
  * nothing survives the process. Reading honours backpressure: when `sink.push` returns false,
  * the reader awaits `sink.drain()`.
+ *
+ * Several instances (contract point 10): each model resumes from its own position, so each is
+ * its own unit (`units`). The store lives in one process: an instance of another process reads
+ * its own, empty store, so a memory datasource only makes sense where its writes happen.
  */
 import { ErrorCode, EvpubError } from '../../errors';
 import type { ChangeEvent, Operation, Position, Row } from '../../events/change-event';
@@ -157,6 +161,14 @@ export class MemoryConnector implements EventConnector {
 
   get(model: string, key: string): Row | undefined {
     return this.store.get(model, key);
+  }
+
+  /**
+   * Point 10: the log is shared, but each model reads it from its own position (`after`) and
+   * is checkpointed on its own, so each model is a unit of its own.
+   */
+  units(models: readonly string[]): string[][] {
+    return models.map((model) => [model]);
   }
 
   async start({ models, sink }: StartRequest): Promise<void> {

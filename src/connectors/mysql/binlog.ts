@@ -3,7 +3,8 @@
  *
  * Protocol:
  * 1. `open()` connects (a zongji instance: a control connection and a binlog connection that
- *    registers as a replica with its own server id) and asks for the binlog from `point`: a GTID
+ *    registers as a replica with its own server id, listed in SHOW SLAVE HOSTS: replica.ts) and
+ *    asks for the binlog from `point`: a GTID
  *    state (the server sends every transaction after it) or a file + offset. It resolves once
  *    the server accepted the replica registration (`ready`), and rejects with an EvpubError
  *    when that first connection fails. Only the model's table is decoded (`includeSchema`).
@@ -19,7 +20,8 @@
  *    without a byte (while not paused) means the connection is dead. A lost connection, a
  *    server restart or that silence reopens the stream after a back-off from the last row
  *    pushed (or the last commit seen with nothing pending). Fatal errors (binlog purged,
- *    privileges) go to `sink.fail()`.
+ *    privileges, the server ending the dump for a newer reader with the same server id:
+ *    FEED_OWNED_ELSEWHERE) go to `sink.fail()`.
  * 5. While the model's snapshot runs (`snapshot` option, see snapshot.ts), the stream also
  *    decodes the signal table's rows: it hands each watermark to the snapshot, and each key of
  *    the model's table it sees change, and pushes the rows a chunk's high watermark releases
@@ -43,6 +45,7 @@ import type { Logger } from '../../logger';
 import { loadDriver } from '../../util/driver';
 import type { ChangeSink } from '../contract';
 import { isFatal, translate } from './errors';
+import { displaced, isDisplaced, registerReplica } from './replica';
 import { encodePosition, type SnapshotCursor, type StreamPoint } from './position';
 import { connectionOptions, type MysqlSettings, type TableRef } from './settings';
 import type { SnapshotWindow } from './snapshot';
@@ -277,7 +280,10 @@ export class BinlogStream {
         resolve();
       });
       zongji.on('error', (err: Error) => {
-        const error = translate(err, this.o.settings, 'reading the binlog');
+        // Ended by the server for a newer reader with our server id: stop rather than take turns.
+        const error = isDisplaced(err)
+          ? displaced(this.o.datasource, this.o.model, this.o.serverId, err)
+          : translate(err, this.o.settings, 'reading the binlog');
         if (!isReady) reject(error);
         else settleLost(error);
       });
@@ -298,6 +304,12 @@ export class BinlogStream {
       `SET @master_heartbeat_period = ${BigInt(this.o.settings.heartbeat) * 1_000_000n}`,
       () => undefined,
     );
+    // Then, still before the dump: listed in SHOW SLAVE HOSTS with our server id (replica.ts).
+    if (zongji.connection) {
+      registerReplica(zongji.connection, this.o.serverId, (err) => {
+        if (err) this.o.logger.warn({ err: err.message }, 'the server refused the replica registration');
+      });
+    }
     this.watchSilence(zongji, settleLost);
     this.lost = settleLost;
     let onAbort = (): void => undefined;

@@ -8,6 +8,7 @@ import type { Connection } from 'mysql2/promise';
 import { toError } from '../../errors';
 import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
+import { registeredReplicas } from './replica';
 import { parseSnapshot, signalTableOf, tableOf, type MysqlSettings } from './settings';
 
 interface Vars extends RowDataPacket {
@@ -23,6 +24,8 @@ export async function checkMysql(
   settings: MysqlSettings,
   datasource: string,
   models: readonly { name: string; settings: Settings }[],
+  /** Each model's binlog server id, when `serverId` is configured (a random default needs no check). */
+  serverIds?: () => ReadonlyMap<string, number>,
 ): Promise<SourceCheck[]> {
   const where = `connection to ${settings.display}`;
   let conn: Connection;
@@ -86,6 +89,7 @@ export async function checkMysql(
       });
     }
     out.push(await checkGrants(conn, settings));
+    if (serverIds) out.push(await checkReaders(conn, settings, serverIds));
     for (const model of models) out.push(await checkTable(conn, settings, model));
     const snapshots = models.some(
       (m) =>
@@ -115,6 +119,47 @@ async function checkGrants(conn: Connection, settings: MysqlSettings): Promise<S
     level: 'error',
     detail: `user ${settings.user} lacks ${missing.join(' and ')}`,
     fix: `GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '${settings.user}'@'%';`,
+  };
+}
+
+/**
+ * A configured `serverId`: whether the start can see other binlog readers (replica.ts), and
+ * which of this datasource's server ids another reader uses now (a running evpub of this
+ * configuration does, legitimately; another one makes the start fail).
+ */
+async function checkReaders(
+  conn: Connection,
+  settings: MysqlSettings,
+  serverIds: () => ReadonlyMap<string, number>,
+): Promise<SourceCheck> {
+  const what = 'binlog server ids (serverId)';
+  let ids: ReadonlyMap<string, number>;
+  try {
+    ids = serverIds();
+  } catch (err) {
+    return { what, level: 'error', detail: toError(err).message };
+  }
+  if (ids.size === 0) return { what, level: 'ok', detail: 'no model' };
+  const replicas = await registeredReplicas(conn);
+  if (!replicas) {
+    return {
+      what,
+      level: 'warning',
+      detail: `user ${settings.user} may not list the binlog readers (SHOW SLAVE HOSTS): a second reader with the same serverId is not refused at start`,
+      fix: `GRANT REPLICATION MASTER ADMIN ON *.* TO '${settings.user}'@'%'; (MariaDB 10.5.2 and later; MySQL: REPLICATION SLAVE suffices)`,
+    };
+  }
+  const used = [...ids].flatMap(([model, id]) => {
+    const r = replicas.find((x) => x.serverId === id);
+    return r ? [`${id} (model ${model}) by "${r.host}"`] : [];
+  });
+  const range = `${Math.min(...ids.values())}..${Math.max(...ids.values())}`;
+  if (used.length === 0) return { what, level: 'ok', detail: `${range}: none read with now` };
+  return {
+    what,
+    level: 'warning',
+    detail: `read with now: ${used.join(', ')}; a start fails with EVPUB_FEED_OWNED_ELSEWHERE while they read`,
+    fix: 'if that is not an evpub you run on purpose, stop it or choose another serverId',
   };
 }
 

@@ -16,6 +16,24 @@
  * each model pauses, reconnects and fails on its own. `start()` resolves when every stream is
  * connected (or its snapshot has begun); it rejects when one cannot begin.
  *
+ * Units of ownership (contract point 10): one per model. Each model's reader resumes from its
+ * own position and holds its own binlog connection, so two models never need the same
+ * process; a model is the smallest piece that must have one reader at a time (two readers of
+ * it would publish its changes twice). Several instances of this connector may therefore read
+ * one datasource, each started with some of its models.
+ *
+ * Server ids: a model's binlog reader uses `serverId + n`, n the model's place in the
+ * datasource's configured models (`dataSource.models`, which evpub passes whole also to an
+ * instance that reads only some of them), not in `start()`'s list: two instances with one
+ * model each would otherwise both use `serverId + 0`, and the server ends the older dump when
+ * a second one registers with its id. So the ids stay distinct across instances and stable
+ * across restarts and moves of a unit between processes (as long as the configuration keeps
+ * the models' order). A model `start()` gets that the list lacks is numbered after the list;
+ * without a list (a caller of `initialize` that passes none), by its place in `start()`'s list.
+ * The default `serverId` is random per connector instance, so instances never share one. Before
+ * any reader connects, `start()` refuses server ids another live reader uses, or with
+ * `takeover` (point 11) ends that reader (replica.ts).
+ *
  * Every `statusInterval` ms while streaming, one `SHOW BINARY LOGS` on a query connection of its
  * own (opened at the first report, reopened after a failure, closed by `stop()`) measures how far
  * each model's reader is behind the server's end of the binlog: reported as `{ type: 'lagging',
@@ -55,6 +73,7 @@ import type {
 } from '../contract';
 import { BinlogStream } from './binlog';
 import { checkServer, translate, type ServerInfo } from './errors';
+import { claimServerIds } from './replica';
 import {
   checkAvailable,
   decodePosition,
@@ -82,8 +101,8 @@ type MysqlPromise = typeof import('mysql2/promise');
 interface ModelRun {
   model: string;
   meta: TableMeta;
-  /** The model's place in start's list: its binlog replica's server id is serverId + index. */
-  index: number;
+  /** Its binlog reader's replica server id (see top: serverId + the model's place). */
+  serverId: number;
   sink: ChangeSink;
   lastPushed: string | null;
   failed: boolean;
@@ -139,11 +158,44 @@ export class MysqlConnector implements EventConnector {
     return conn;
   }
 
+  /** Contract point 10: one unit per model (see top). */
+  units(models: readonly string[]): string[][] {
+    return models.map((model) => [model]);
+  }
+
+  /** Each model's binlog server id: `serverId` + its place in the configured models (see top). */
+  private serverIds(models: readonly string[]): Map<string, number> {
+    const configured = this.dataSource.models ?? [];
+    const extra = models.filter((m) => !configured.includes(m));
+    const ids = new Map<string, number>();
+    for (const [index, model] of models.entries()) {
+      const n = configured.length > 0 ? configured.indexOf(model) : index;
+      const offset = n >= 0 ? n : configured.length + extra.indexOf(model);
+      const id = this.settings.serverId + offset;
+      if (id > MAX_SERVER_ID) {
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `datasources.${this.dataSource.name}.serverId: ${this.settings.serverId} + ${offset} (model ${model}) ` +
+            `exceeds the largest server id ${MAX_SERVER_ID}: choose a smaller serverId`,
+          { context: { model, serverId: this.settings.serverId } },
+        );
+      }
+      ids.set(model, id);
+    }
+    return ids;
+  }
+
   /** `evpub check`: what the server and tables still need (contract point 8; read-only). */
   check(
     models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
   ): Promise<SourceCheck[]> {
-    return checkMysql(() => this.connect(), this.settings, this.dataSource.name, models);
+    return checkMysql(
+      () => this.connect(),
+      this.settings,
+      this.dataSource.name,
+      models,
+      this.settings.serverIdSet ? () => this.serverIds(models.map((m) => m.name)) : undefined,
+    );
   }
 
   async start(request: StartRequest): Promise<void> {
@@ -156,15 +208,30 @@ export class MysqlConnector implements EventConnector {
       const info = await checkServer(conn, this.settings, this.logger).catch((err: unknown) => {
         throw translate(err, this.settings, 'checking the server');
       });
+      const ids = this.serverIds(request.models.map((m) => m.name));
+      await claimServerIds(
+        conn,
+        request.models.map((m) => ({ model: m.name, serverId: ids.get(m.name)! })),
+        {
+          datasource: this.dataSource.name,
+          explicit: this.settings.serverIdSet,
+          takeover: request.takeover === true,
+          waitOwn: this.settings.connectTimeout,
+          logger: this.logger,
+          signal: this.stopper.signal,
+        },
+      ).catch((err: unknown) => {
+        throw translate(err, this.settings, 'listing the binlog readers');
+      });
       const opening: Promise<void>[] = [];
-      for (const [index, { feed, ref }] of refs.entries()) {
+      for (const { feed, ref } of refs) {
         const meta = await loadTableMeta(conn, ref).catch((err: unknown) => {
           throw translate(err, this.settings, `reading ${ref.database}.${ref.table}'s columns`);
         });
         const run: ModelRun = {
           model: feed.name,
           meta,
-          index,
+          serverId: ids.get(feed.name)!,
           sink: request.sink,
           lastPushed: null,
           failed: false,
@@ -332,7 +399,7 @@ export class MysqlConnector implements EventConnector {
       datasource: this.dataSource.name,
       model: run.model,
       meta: run.meta,
-      serverId: this.settings.serverId + run.index,
+      serverId: run.serverId,
       sink,
       logger,
       point: from.point,
@@ -523,6 +590,9 @@ export class MysqlConnector implements EventConnector {
     return { state, positions, ...(failed.length > 0 ? { detail: `failed: ${failed.join(', ')}` } : {}) };
   }
 }
+
+/** Server ids are unsigned 32-bit. */
+const MAX_SERVER_ID = 2 ** 32 - 1;
 
 /** The model stream's row in the signal table: its name, or a digest when too long for the column. */
 function signalRowId(name: string): string {

@@ -6,8 +6,10 @@
  *   `host` (default 127.0.0.1), `port` (3306), `user` (root), `password`, `database`. The
  *   password is never logged (`redact()`).
  * - `serverId`: the replica server id of the binlog connections. Every binlog reader of one
- *   server needs its own; each model's stream uses `serverId + n`. Default: random in
- *   [100000, 2^31), so several publishers never evict each other's streams.
+ *   server needs its own; each model's stream uses `serverId + n`, n its model's place in the
+ *   datasource's configured models (connector.ts). Default: random in [100000, 2^31) per
+ *   connector instance, so several publishers never evict each other's streams. A configured
+ *   one already read with by another live reader fails the start (replica.ts).
  * - `snapshot`: `initial` (read the table's rows once, when there is no checkpoint) or `never`
  *   (default). Models may override it.
  * - `snapshotChunk`: rows per keyset-ordered snapshot query (default 1000).
@@ -46,6 +48,8 @@ export interface MysqlSettings {
   /** Where we connect, without credentials, for messages. */
   display: string;
   serverId: number;
+  /** True when `serverId` was configured (not the random default). */
+  serverIdSet: boolean;
   snapshot: SnapshotMode;
   snapshotChunk: number;
   /** `table` or `database.table`, as given. */
@@ -162,6 +166,7 @@ export function parseMysqlSettings(settings: Settings, datasource: string): Mysq
     ...base,
     display: `mysql://${base.user}@${base.host}:${base.port}/${base.database ?? ''}`,
     serverId,
+    serverIdSet: r.has('serverId'),
     snapshot: parseSnapshot(r.raw('snapshot'), r.path('snapshot'), 'never'),
     snapshotChunk: r.positiveInt('snapshotChunk', 1_000),
     signalTable: signalSetting(r, optionalString('signalTable')),

@@ -7,7 +7,8 @@
  *   increasing column (sql.ts, sql-dialects.ts); one connection per datasource.
  * - `http://...` / `https://...`: JSON APIs polled with a cursor or `since` (http.ts).
  * Each model runs its own loop (loop.ts): poll, push in order, sleep `interval`, pause while
- * the publisher's window is full.
+ * the publisher's window is full. Its cursor is its own position, so each model is its own unit
+ * of ownership (`units`, contract point 10).
  *
  * Datasource settings: `url` (required; credentials never logged), `interval` and `batchSize`
  * (defaults for the models), for HTTP `headers` and `requestTimeout`; model settings are
@@ -116,6 +117,14 @@ export class PollConnector implements EventConnector {
       if (value !== undefined) merged[key] = value;
     }
     return merged;
+  }
+
+  /**
+   * Point 10: each model runs its own loop from its own cursor, so each model is a unit of its
+   * own (an instance holding a few opens its own connection for them).
+   */
+  units(models: readonly string[]): string[][] {
+    return models.map((model) => [model]);
   }
 
   async start(request: StartRequest): Promise<void> {

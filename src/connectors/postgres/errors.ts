@@ -40,13 +40,7 @@ export const fixes = {
     feeds: readonly string[],
     other: { pid: number | null; application: string | null; clientAddr: string | null },
   ): EvpubError => {
-    const who = [
-      other.application ? `"${other.application}"` : undefined,
-      other.pid !== null ? `backend pid ${other.pid}` : undefined,
-      other.clientAddr ? `from ${other.clientAddr}` : undefined,
-    ]
-      .filter(Boolean)
-      .join(', ');
+    const who = readerParts(other);
     return new EvpubError(
       ErrorCode.FEED_OWNED_ELSEWHERE,
       `postgres connector: the feed${feeds.length > 1 ? 's' : ''} ${feeds.join(', ')} ` +
@@ -56,6 +50,39 @@ export const fixes = {
       { context: { slot, feeds: [...feeds], ...other } },
     );
   },
+  /**
+   * Takeover (contract point 11): this role may not end the other reader's backend. Not
+   * retriable: the fix is a grant.
+   */
+  takeoverRefused: (
+    slot: string,
+    feeds: readonly string[],
+    other: { pid: number | null; application: string | null; clientAddr: string | null; user: string | null },
+    role: string,
+    cause: unknown,
+  ): EvpubError =>
+    new EvpubError(
+      ErrorCode.FEED_OWNED_ELSEWHERE,
+      `postgres connector: cannot take over the replication slot "${slot}" (feeds ${feeds.join(', ')}) from ` +
+        `${describeReader(other)}: PostgreSQL refused to end that backend (permission denied). The role ` +
+        `"${role}" needs to be able to signal the other backend: connect as the same role as the other reader` +
+        `${other.user ? ` ("${other.user}")` : ''}, or run \`GRANT pg_signal_backend TO "${role}"\` as a superuser ` +
+        "(a superuser's backend can only be ended by a superuser)",
+      { cause, context: { slot, feeds: [...feeds], role, ...other } },
+    ),
+  /** Takeover: the other reader's backend was told to end but still holds the slot. */
+  takeoverTimedOut: (
+    slot: string,
+    other: { pid: number | null; application: string | null; clientAddr: string | null },
+    waitedMs: number,
+  ): EvpubError =>
+    new EvpubError(
+      ErrorCode.SOURCE_FAILED,
+      `postgres connector: the replication slot "${slot}" is still read by ${describeReader(other)} ` +
+        `${waitedMs} ms after evpub ended that backend (pg_terminate_backend); it is retried. ` +
+        'Raise "connectTimeout" if the server is slow to end backends',
+      { retriable: true, context: { slot, ...other } },
+    ),
   missingTables: (tables: string[]): EvpubError =>
     new EvpubError(
       ErrorCode.CONFIG_INVALID,
@@ -72,6 +99,31 @@ export const fixes = {
       { context: { slot } },
     ),
 };
+
+/** `"evpub host:1", backend pid 2, from 10.0.0.1`: what is known of a slot's reader. */
+function readerParts(other: {
+  pid: number | null;
+  application: string | null;
+  clientAddr: string | null;
+}): string {
+  return [
+    other.application ? `"${other.application}"` : undefined,
+    other.pid !== null ? `backend pid ${other.pid}` : undefined,
+    other.clientAddr ? `from ${other.clientAddr}` : undefined,
+  ]
+    .filter(Boolean)
+    .join(', ');
+}
+
+/** The reader for a sentence: `another process ("evpub host:1", backend pid 2, ...)`. */
+export function describeReader(other: {
+  pid: number | null;
+  application: string | null;
+  clientAddr: string | null;
+}): string {
+  const who = readerParts(other);
+  return `another process${who ? ` (${who})` : ''}`;
+}
 
 /**
  * A failure while connecting or querying: retriable unless it is about rights or TLS (a

@@ -9,6 +9,16 @@
  * extend the publication, create the slot when missing (an invalidated or busy slot is an
  * error), start streaming from the slot, then run the snapshots due.
  *
+ * Several instances (contract points 10 and 11): the slot is one position shared by every model
+ * of the datasource, so the whole datasource is one unit of ownership and the connector has no
+ * `units()` (the default). A slot serves one reader: started without `takeover`, a slot read by
+ * another process fails start with FEED_OWNED_ELSEWHERE; with `takeover` (the caller holds the
+ * unit's lease) that reader is a stale owner whose backend is ended (claimSlot). A new owner
+ * starts from the checkpoints of the old one exactly as a restart does: the positions carry
+ * the snapshot cursors (an initial or re-snapshot under way resumes after its last row), the
+ * slot re-sends from what the old owner acknowledged, which is never past its checkpoints, and
+ * each model skips what its checkpoint covers; nothing else is handed over.
+ *
  * Re-snapshot (`snapshot(model)`, contract point 9): the model gets a snapshot state from its
  * first row and `runSnapshot` runs beside the stream exactly as the initial one does (same
  * chunks, same cursor in every position, same consistency argument: snapshot.ts), so a restart
@@ -48,7 +58,7 @@ import type {
   SourceCheck,
   StartRequest,
 } from '../contract';
-import { fixes, sourceError } from './errors';
+import { describeReader, fixes, sourceError } from './errors';
 import {
   comparePoints,
   decodePosition,
@@ -81,6 +91,8 @@ import {
   heartbeat,
   HEARTBEAT_PREFIX,
   slotState,
+  terminateReader,
+  type SlotState,
   type TableInfo,
 } from './slot-admin';
 import { countRows, readChunk, snapshotId } from './snapshot';
@@ -180,6 +192,8 @@ export class PostgresConnector implements EventConnector {
   private loop: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly snapshots: Promise<void>[] = [];
+  /** Point 11: this instance holds the slot's unit lease; another reader of the slot is stale. */
+  private takeover = false;
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.settings = parsePostgresSettings(dataSource.name, dataSource.settings);
@@ -197,6 +211,7 @@ export class PostgresConnector implements EventConnector {
   async start(request: StartRequest): Promise<void> {
     this.life.begin();
     this.sink = request.sink;
+    this.takeover = request.takeover === true;
     try {
       await this.prepare(request.models);
       await this.connect();
@@ -332,27 +347,61 @@ export class PostgresConnector implements EventConnector {
       );
     }
     const ensured = await this.withAdmin('slot', (c) => ensureSlot(c, this.settings.slot));
-    const created = ensured.created;
-    let state = ensured.state;
-    if (created) this.logger.info('replication slot created');
-    // Without `cluster`, one process reads a slot. Held by this process's own connection (a
-    // restart whose walsender is still ending): wait for it, up to connectTimeout. Held by any
-    // other process: refuse at once, naming it, rather than read (and publish) twice.
+    if (ensured.created) this.logger.info('replication slot created');
+    const state = await this.claimSlot(ensured.state);
+    this.startFlush = state.confirmedFlush ?? 0n;
+  }
+
+  /**
+   * Waits until no other backend reads the slot and returns its state; at most connectTimeout.
+   * - Read by this process's own connection (a restart whose walsender is still ending): wait.
+   * - Read by another process, without takeover: one process reads a slot, so refuse at once
+   *   (FEED_OWNED_ELSEWHERE, naming it) rather than read and publish twice.
+   * - Read by another process, with takeover (point 11: this instance holds the unit's lease,
+   *   so the other is a stale owner, paused or cut off past its deadline but with its
+   *   connection still open): end its backend (pg_terminate_backend), warn naming it, and wait
+   *   for the slot to be released. A role that may not end it: FEED_OWNED_ELSEWHERE naming the
+   *   grant; still read after connectTimeout: a retriable SOURCE_FAILED.
+   */
+  private async claimSlot(initial: SlotState): Promise<SlotState> {
+    const slot = this.settings.slot;
+    const feeds = [...this.models.keys()];
     const until = Date.now() + this.settings.connectTimeout;
-    while (state.active && state.application === APPLICATION_NAME && Date.now() < until && !this.stopped) {
+    const ended = new Set<number>();
+    let state = initial;
+    while (state.active && !this.stopped) {
+      const other = state.application !== APPLICATION_NAME;
+      if (other && !this.takeover) break;
+      if (other && state.activePid !== null && !ended.has(state.activePid)) {
+        ended.add(state.activePid);
+        const reader = state;
+        const signalled = await this.withAdmin('takeover', (c) => terminateReader(c, slot, feeds, reader));
+        this.logger.warn(
+          {
+            backendPid: reader.activePid,
+            application: reader.application,
+            clientAddr: reader.clientAddr,
+            feeds,
+          },
+          `takeover: the replication slot "${slot}" was read by ${describeReader({
+            pid: reader.activePid,
+            application: reader.application,
+            clientAddr: reader.clientAddr,
+          })}, a stale owner: ${signalled ? 'ended its backend' : 'its backend was ending already'}`,
+        );
+      }
+      if (Date.now() >= until) break;
       await sleepUnlessStopped(100, this.stopper.signal);
-      const now = await this.withAdmin('slot', (c) => slotState(c, this.settings.slot));
-      checkSlot(this.settings.slot, now ? { ...now, active: false } : undefined);
+      const now = await this.withAdmin('slot', (c) => slotState(c, slot));
+      checkSlot(slot, now ? { ...now, active: false } : undefined);
       state = now!;
     }
-    if (state.active) {
-      throw fixes.slotOwnedElsewhere(this.settings.slot, [...this.models.keys()], {
-        pid: state.activePid,
-        application: state.application,
-        clientAddr: state.clientAddr,
-      });
+    if (!state.active) return state;
+    const reader = { pid: state.activePid, application: state.application, clientAddr: state.clientAddr };
+    if (ended.size > 0 && state.application !== APPLICATION_NAME) {
+      throw fixes.takeoverTimedOut(slot, reader, this.settings.connectTimeout);
     }
-    this.startFlush = state.confirmedFlush ?? 0n;
+    throw fixes.slotOwnedElsewhere(slot, feeds, reader);
   }
 
   private modelState(feed: ModelFeed, table: TableInfo, now: Lsn): ModelState {
@@ -429,8 +478,14 @@ export class PostgresConnector implements EventConnector {
         await this.backOff(attempt);
         if (this.stopped) return;
         try {
-          const state = await this.withAdmin('slot check', (c) => slotState(c, this.settings.slot));
+          let state = await this.withAdmin('slot check', (c) => slotState(c, this.settings.slot));
           checkSlot(this.settings.slot, state ? { ...state, active: false } : undefined);
+          // With takeover, a stale owner that took the slot while this connection was down is
+          // ended as at start; otherwise (and for this process's own ending walsender) the
+          // connect below fails while the slot is busy, and is retried.
+          if (this.takeover && state!.active && state!.application !== APPLICATION_NAME) {
+            state = await this.claimSlot(state!);
+          }
           this.startFlush = state!.confirmedFlush ?? 0n;
           // Resume every model after what it pushed: the slot re-sends from its confirmed LSN.
           for (const model of this.models.values()) model.skip = model.point;

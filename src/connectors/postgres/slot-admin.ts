@@ -273,6 +273,41 @@ export function checkSlot(slot: string, state: SlotState | undefined): void {
   if (state.active) throw fixes.slotInUse(slot, state.activePid);
 }
 
+/**
+ * Takeover (contract point 11): ends the backend `pid` that reads `slot` with
+ * `pg_terminate_backend`. Resolves true when it was signalled, false when it had gone already.
+ * PostgreSQL lets a role end the backends of its own role, or any non-superuser backend with
+ * pg_signal_backend (a superuser's only as a superuser); a refusal (42501) is
+ * FEED_OWNED_ELSEWHERE naming the grant.
+ */
+export async function terminateReader(
+  client: Client,
+  slot: string,
+  feeds: readonly string[],
+  reader: SlotState,
+): Promise<boolean> {
+  const pid = reader.activePid!;
+  try {
+    const { rows } = await client.query<{ ended: boolean }>('SELECT pg_terminate_backend($1) AS ended', [
+      pid,
+    ]);
+    return rows[0]!.ended;
+  } catch (err) {
+    if (sqlState(err) !== '42501') throw err;
+    const { rows } = await client.query<{ me: string; other: string | null }>(
+      'SELECT current_user AS me, (SELECT usename FROM pg_stat_activity WHERE pid = $1) AS other',
+      [pid],
+    );
+    throw fixes.takeoverRefused(
+      slot,
+      feeds,
+      { pid, application: reader.application, clientAddr: reader.clientAddr, user: rows[0]!.other },
+      rows[0]!.me,
+      err,
+    );
+  }
+}
+
 export async function dropSlot(client: Client, slot: string): Promise<void> {
   await client.query('SELECT pg_drop_replication_slot($1)', [slot]);
 }

@@ -25,6 +25,11 @@
  * than loopback for an endpoint with no auth, unless `auth: 'none'` or required client
  * certificates (`tls.ca`) are configured.
  *
+ * Several instances (contract point 10): the endpoints of a datasource are one server on one
+ * address (`host`, `port`), so they are one unit of ownership, held by one instance at a time:
+ * no `units()` (the default). Senders reach the holder (e.g. through a load balancer that
+ * checks the port); the others do not listen.
+ *
  * Not resumable: a position means something only inside this process (the counter restarts
  * at 1), and nothing is lost by a restart that the sender does not retry. The checkpoint
  * store is used only as the pipeline's path to `commit()`.

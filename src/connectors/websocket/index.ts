@@ -2,7 +2,7 @@
  * The `websocket` event connector: consumes a JSON event stream from a WebSocket URL.
  *
  * Each model opens its own connection to the datasource's `url` (its own subscribe messages,
- * its own cursor), reads one JSON message per frame, keeps those its `match` selects and maps
+ * its own cursor: each model is its own unit of ownership, `units`, contract point 10), reads one JSON message per frame, keeps those its `match` selects and maps
  * them to key, operation and record (kit/json-mapping.ts; protocol in feed.ts).
  *
  * Positions: with `resume` set on the datasource the connector is `resumable`: each message's
@@ -50,6 +50,14 @@ export class WebSocketConnector implements EventConnector {
         }
       : settings;
     this.feeds = new FeedSet(this.name, dataSource.name);
+  }
+
+  /**
+   * Point 10: each model has its own connection, subscribe messages and cursor, so each model
+   * is a unit of its own.
+   */
+  units(models: readonly string[]): string[][] {
+    return models.map((model) => [model]);
   }
 
   start(request: StartRequest): Promise<void> {
