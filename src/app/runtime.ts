@@ -318,7 +318,7 @@ export class Runtime {
       );
     }
     for (const spec of this.unitSpecs(connectors)) this.units.set(spec.id, spec);
-    this.leaseStore = createLeaseStore(cluster);
+    this.leaseStore = createLeaseStore(cluster, { logger: this.logger.child({ component: 'cluster' }) });
     this.coordinator = new Coordinator({
       store: this.leaseStore,
       config: cluster,

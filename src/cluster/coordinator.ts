@@ -34,7 +34,7 @@
  * source that is down for one instance may be tried by another.
  *
  * `start()` runs the first tick and fails (LEASE_FAILED naming `cluster.url`) when the store does
- * not answer then; later outages are ridden out: `view().state` is `unreachable` until a tick
+ * not answer then (a refused TLS handshake or credentials: TLS_FAILED, AUTH_FAILED as they are); later outages are ridden out: `view().state` is `unreachable` until a tick
  * passes again, the units stop at their deadlines, and are acquired again once it answers.
  *
  * What it decides is reported as status events (`unit`: acquired, released, lost, failed;
@@ -173,6 +173,9 @@ export class Coordinator {
       this.ticking = first.catch(() => undefined); // stop() after a failed start waits on it
       await first;
     } catch (err) {
+      // A refused handshake or credentials, a bad setting: the store's own error names the key
+      // and the fix (cluster.tls, cluster.password...); passed on as it is.
+      if (isEvpubError(err) && !err.retriable && err.code !== ErrorCode.LEASE_FAILED) throw err;
       const { store, config } = this.options;
       const e = toError(err);
       const cause = e.cause instanceof Error ? `: ${e.cause.message}` : '';
