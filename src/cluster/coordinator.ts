@@ -28,8 +28,8 @@
  * A lease lost (the keeper's signal: a renew refused, or the deadline passed without one) or a
  * save refused as FENCED (`fenced(unit)`, from the host) stops the unit at once without draining
  * (`stopUnit(unit, false)`): this instance may no longer publish for it. After FENCED the lease is
- * also released, and the next acquire steps the epoch past the refused one (a lease store that
- * lost its data hands out old epochs again). A unit the host could
+ * also released, and the next acquire asks for an epoch past the one the checkpoints were saved
+ * under (`minEpoch`: a lease store that lost its data hands out old epochs again). A unit the host could
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
  *
@@ -122,9 +122,6 @@ export interface ClusterView {
 
 /** What a member's entry says about its units (`info.units`). */
 type UnitsInfo = Record<string, { epoch: number; since: string }>;
-
-/** Acquire-and-release rounds at most, in one tick, to step past a FENCED epoch (see `lose`). */
-const MAX_EPOCH_STEPS = 1000;
 
 function rank(instance: string, unit: string): string {
   return createHash('sha1').update(`${instance}\u0000${unit}`).digest('hex');
@@ -285,32 +282,34 @@ export class Coordinator {
   }
 
   /**
-   * Acquires `unit`'s lease. After a FENCED loss (see `lose`) the epoch must pass the one the
-   * checkpoints were saved under: a lease under a lower epoch is released and acquired again
-   * (each change of owner grows the epoch by one), without starting the unit, until it does.
+   * Acquires `unit`'s lease. After a FENCED loss (see `lose`) the new epoch must pass the one
+   * the checkpoints were saved under: `minEpoch` asks the store for it (a store that lost its
+   * data counts from 1 again). A lease under a lower epoch (still ours from before, renewed with
+   * its epoch) is released and acquired once more.
    */
   private async acquire(unit: string): Promise<LeaseKeeper | null> {
     const { store, config } = this.options;
+    const floor = this.epochFloor.get(unit);
     const acquire = () =>
       LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
         renewInterval: config.renewInterval,
         logger: this.logger,
+        ...(floor !== undefined ? { minEpoch: floor + 1 } : {}),
       });
     let keeper = await acquire();
-    const floor = this.epochFloor.get(unit);
     if (keeper && floor !== undefined && keeper.lease.epoch <= floor) {
+      await keeper.stop();
+      keeper = this.stopped ? null : await acquire();
+    }
+    if (keeper && floor !== undefined && keeper.lease.epoch <= floor) {
+      await keeper.stop();
+      return null;
+    }
+    if (keeper && floor !== undefined) {
       this.logger.warn(
         { unit, epoch: keeper.lease.epoch, saved: floor },
-        "the lease store's epoch is behind the checkpoints' (it lost its data?): stepping past it",
+        "the lease store's epoch was behind the checkpoints' (it lost its data?): acquired past it",
       );
-      for (let i = 0; keeper && keeper.lease.epoch <= floor && i < MAX_EPOCH_STEPS; i++) {
-        await keeper.stop();
-        keeper = this.stopped ? null : await acquire();
-      }
-      if (keeper && keeper.lease.epoch <= floor) {
-        await keeper.stop();
-        keeper = null;
-      }
     }
     if (keeper) this.epochFloor.delete(unit);
     return keeper;
@@ -433,8 +432,8 @@ export class Coordinator {
     // the store: one that lost its epochs (a Redis without persistence restarted, a failover to
     // a replica behind) hands out epochs again from 1. Taken again under the same epoch, the unit
     // would be refused again without end, republishing from its checkpoint each time; so the
-    // lease is released once the unit stopped, and the next acquire here steps past the epoch
-    // the checkpoint was saved under.
+    // lease is released once the unit stopped, and the next acquire here asks for an epoch past
+    // the one the checkpoint was saved under.
     const fencedOut = isEvpubError(err, ErrorCode.FENCED);
     const stored = fencedOut ? err.context.storedEpoch : undefined;
     if (typeof stored === 'number') {

@@ -314,7 +314,7 @@ export class NatsLeaseStore implements LeaseStore {
     return { unit, holder, epoch, ttlMs, expiresAt, revision, deadline: deadlineOf(sentAt, ttlMs) };
   }
 
-  async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {
+  async acquire(unit: string, holder: string, ttlMs: number, minEpoch = 1): Promise<Lease | null> {
     checkName(unit, 'unit');
     checkName(holder, 'holder');
     checkTtl(ttlMs);
@@ -323,7 +323,7 @@ export class NatsLeaseStore implements LeaseStore {
       const key = `lease.${token(unit)}`;
       const msg = await this.last(key);
       const cur = msg ? msg.json<LeaseValue>() : undefined;
-      let epoch = (cur?.epoch ?? 0) + 1;
+      let epoch = Math.max((cur?.epoch ?? 0) + 1, minEpoch);
       if (cur && msg && cur.holder !== null) {
         const live = (await this.serverNow()) < msg.time.getTime() + cur.ttl;
         if (live && cur.holder !== holder) return null;

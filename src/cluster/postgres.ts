@@ -174,7 +174,7 @@ export class PostgresLeaseStore implements LeaseStore {
     };
   }
 
-  async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {
+  async acquire(unit: string, holder: string, ttlMs: number, minEpoch = 1): Promise<Lease | null> {
     checkName(unit, 'unit');
     checkName(holder, 'holder');
     checkTtl(ttlMs);
@@ -182,14 +182,15 @@ export class PostgresLeaseStore implements LeaseStore {
     const rows = await this.query<LeaseRow>(
       `acquire ${unit}`,
       `INSERT INTO ${this.table} AS l (cluster, unit, holder, epoch, expires_at)
-         VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
+         VALUES ($1, $2, $3, GREATEST(1, $5::bigint), now() + $4 * interval '1 millisecond')
        ON CONFLICT (cluster, unit) DO UPDATE SET
          holder = EXCLUDED.holder,
-         epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END,
+         epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() THEN l.epoch
+                      ELSE GREATEST(l.epoch + 1, $5::bigint) END,
          expires_at = EXCLUDED.expires_at
        WHERE l.expires_at <= now() OR l.holder IS NULL OR l.holder = EXCLUDED.holder
        RETURNING epoch, (extract(epoch FROM expires_at) * 1000)::float8 AS expires_ms`,
-      [this.options.cluster, unit, holder, ttlMs],
+      [this.options.cluster, unit, holder, ttlMs, minEpoch],
       { unit },
     );
     return rows[0] ? this.lease(unit, holder, ttlMs, sentAt, rows[0]) : null;

@@ -66,7 +66,7 @@ export interface RedisLeaseOptions {
 /** The server's time in ms, inside a script. */
 const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
-// KEYS: lease, epoch. ARGV: holder, ttl. → {epoch, expiresAt} or nil.
+// KEYS: lease, epoch. ARGV: holder, ttl, least new epoch. → {epoch, expiresAt} or nil.
 const ACQUIRE = `${NOW}
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -76,6 +76,10 @@ if cur then
   return {string.sub(cur, 1, sep - 1), tostring(now + tonumber(ARGV[2]))}
 end
 local epoch = redis.call('INCR', KEYS[2])
+if epoch < tonumber(ARGV[3]) then
+  epoch = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
 return {tostring(epoch), tostring(now + tonumber(ARGV[2]))}`;
 
@@ -209,13 +213,13 @@ export class RedisLeaseStore implements LeaseStore {
     return `${this.base}${kind}${name === '' ? '' : `:${name}`}`;
   }
 
-  async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {
+  async acquire(unit: string, holder: string, ttlMs: number, minEpoch = 1): Promise<Lease | null> {
     checkName(unit, 'unit');
     checkName(holder, 'holder');
     checkTtl(ttlMs);
     const sentAt = monotonicNow();
     const got = (await this.run(`acquire ${unit}`, { unit }, (c) =>
-      c.eval(ACQUIRE, 2, this.key('lease', unit), this.key('epoch', unit), holder, ttlMs),
+      c.eval(ACQUIRE, 2, this.key('lease', unit), this.key('epoch', unit), holder, ttlMs, minEpoch),
     )) as [string, string] | null;
     if (!got) return null;
     return {
