@@ -7,6 +7,10 @@
  *   `POST api/feeds/<id>/snapshot`. The throughput and lag charts are made of those polls (the
  *   last 5 minutes); the lag is each feed's `lag` (what its connector last reported: bytes,
  *   seconds), and a feed without one says so instead of showing an empty chart.
+ * - Cluster mode (`cluster` in the feeds view): an Owner column (the instance publishing the feed,
+ *   its lease's epoch and since when; "this instance" marked) and the cluster's line in the
+ *   header; feeds another instance publishes are `standby`, without Pause / Re-snapshot (that
+ *   instance's API does those).
  * - Live tail: `EventSource('api/events?model=…&topic=…')` (the server filters), and a text
  *   filter in the page; newest first, at most 200 rows; a click on a row shows the envelope
  *   pretty-printed.
@@ -86,10 +90,24 @@ function Snapshot({ snapshot }) {
   </div>`;
 }
 
-function FeedRow({ feed, busy, onAction }) {
-  const canPause = !['paused', 'failed', 'stopped'].includes(feed.state);
+/** Cluster mode: who publishes the feed, with its epoch and since when. */
+function Owner({ owner }) {
+  if (!owner) return html`<td data-owner=""><span class="muted">unowned</span></td>`;
+  const since = new Date(owner.since);
+  return html`<td data-owner=${owner.instance} data-mine=${owner.mine ? 'true' : 'false'}>
+    <span class=${owner.mine ? 'owner owner-mine' : 'owner'}>${owner.instance}</span>
+    ${owner.mine && html`<span class="muted"> (this instance)</span>`}
+    <div class="muted">
+      epoch ${owner.epoch}${Number.isNaN(since.getTime()) ? '' : `, since ${since.toLocaleTimeString()}`}
+    </div>
+  </td>`;
+}
+
+function FeedRow({ feed, busy, onAction, cluster }) {
+  const here = feed.state !== 'standby';
+  const canPause = here && !['paused', 'failed', 'stopped'].includes(feed.state);
   const canSnapshot =
-    feed.canSnapshot && !['snapshotting', 'failed', 'stopped', 'starting'].includes(feed.state);
+    here && feed.canSnapshot && !['snapshotting', 'failed', 'stopped', 'starting'].includes(feed.state);
   return html`<tr data-feed=${feed.id} data-state=${feed.state}>
     <td>
       <div><b>${feed.id}</b></div>
@@ -98,6 +116,7 @@ function FeedRow({ feed, busy, onAction }) {
       ${feed.pausedBy && html`<div class="muted">held by ${feed.pausedBy.join(', ')}</div>`}
     </td>
     <td><${State} state=${feed.state} /><${Snapshot} snapshot=${feed.snapshot} /></td>
+    ${cluster && html`<${Owner} owner=${feed.owner} />`}
     <td class="num">${rate(feed.eventsPerSecond)}</td>
     <td class="num">${number.format(feed.counters.published)}</td>
     <td class="num">${number.format(feed.counters.deadLettered)}</td>
@@ -125,7 +144,7 @@ function FeedRow({ feed, busy, onAction }) {
   </tr>`;
 }
 
-function Feeds({ feeds, token, refresh, onError }) {
+function Feeds({ feeds, cluster, token, refresh, onError }) {
   const [busy, setBusy] = useState('');
   const onAction = async (feed, action) => {
     const ask = `Re-snapshot ${feed.id}? Every row of its table is published again as a snapshot event, while changes go on streaming.`;
@@ -146,6 +165,7 @@ function Feeds({ feeds, token, refresh, onError }) {
         <tr>
           <th>Feed</th>
           <th>State</th>
+          ${cluster && html`<th>Owner</th>`}
           <th class="num">Events/s</th>
           <th class="num">Published</th>
           <th class="num">Dead-lettered</th>
@@ -155,7 +175,16 @@ function Feeds({ feeds, token, refresh, onError }) {
         </tr>
       </thead>
       <tbody>
-        ${feeds.map((f) => html`<${FeedRow} key=${f.id} feed=${f} busy=${busy === f.id} onAction=${onAction} />`)}
+        ${feeds.map(
+          (f) =>
+            html`<${FeedRow}
+              key=${f.id}
+              feed=${f}
+              cluster=${Boolean(cluster)}
+              busy=${busy === f.id}
+              onAction=${onAction}
+            />`,
+        )}
       </tbody>
     </table>
     ${feeds.length === 0 && html`<p class="muted">No feeds.</p>`}
@@ -535,6 +564,15 @@ function App() {
   return html`<header>
       <h1>evpub</h1>
       <span class="muted">${view ? `${view.state}, started ${view.startedAt ?? '—'}` : 'loading…'}</span>
+      ${
+        view?.cluster &&
+        html`<span class="muted" data-cluster=${view.cluster.state}>
+          ${`· cluster ${view.cluster.name}, instance ${view.cluster.instance}, lease store ${view.cluster.store}: `}
+          <span class=${`state state-${view.cluster.state === 'ok' ? 'connected' : 'unreachable'}`}
+            >${view.cluster.state}</span
+          >
+        </span>`
+      }
       ${token && html`<button onClick=${() => onToken('')}>Forget token</button>`}
     </header>
     ${error && html`<div class="error" data-api-error>${error}</div>`}
@@ -542,6 +580,7 @@ function App() {
       view &&
       html`<${Feeds}
           feeds=${feeds}
+          cluster=${view.cluster}
           token=${token}
           refresh=${() => setTick((t) => t + 1)}
           onError=${(e) => setError(e.message)}

@@ -318,7 +318,7 @@ export class Runtime {
       );
     }
     for (const spec of this.unitSpecs(connectors)) this.units.set(spec.id, spec);
-    this.leaseStore = createLeaseStore(cluster);
+    this.leaseStore = createLeaseStore(cluster, { logger: this.logger.child({ component: 'cluster' }) });
     this.coordinator = new Coordinator({
       store: this.leaseStore,
       config: cluster,
@@ -472,69 +472,65 @@ export class Runtime {
     modelNames: string[],
     keeper?: LeaseKeeper,
   ): Promise<UnitRun> {
-    {
-      const feeds: FeedRun[] = [];
-      for (const model of modelNames)
-        feeds.push(await this.feedRun(dsName, model, connector, unitId, keeper));
-      const publisher = this.config.publisher;
-      const deadLetter = this.deadLetterBroker();
-      const pipeline = new Pipeline({
-        datasource: dsName,
-        feeds: feeds.map((f) => this.feedSpec(f)),
-        maxInFlight: publisher.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
-        maxInFlightBytes: publisher.maxInFlightBytes,
-        deadLetterTopic:
-          publisher.deadLetter?.topic ?? publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
-        ...(deadLetter
-          ? {
-              deadLetterClient: deadLetter.client,
-              deadLetterMaxBytes: Math.min(
-                publisher.maxEventBytes ?? Infinity,
-                deadLetter.client.adapter.features.maxPayload,
-              ),
-            }
-          : {}),
-        maxAttempts: publisher.maxAttempts,
-        deadLetterLimit: publisher.deadLetterLimit,
-        logger: this.logger.child({ component: 'pipeline', datasource: dsName }),
-        emit: (s) => {
-          if (s.type === 'connector' && s.status.type === 'snapshot') {
-            const { model, done, total } = s.status;
-            this.snapshots.set(`${dsName}/${model}`, { done, total, at: Date.now() });
+    const feeds: FeedRun[] = [];
+    for (const model of modelNames) feeds.push(await this.feedRun(dsName, model, connector, unitId, keeper));
+    const publisher = this.config.publisher;
+    const deadLetter = this.deadLetterBroker();
+    const pipeline = new Pipeline({
+      datasource: dsName,
+      feeds: feeds.map((f) => this.feedSpec(f)),
+      maxInFlight: publisher.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+      maxInFlightBytes: publisher.maxInFlightBytes,
+      deadLetterTopic: publisher.deadLetter?.topic ?? publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
+      ...(deadLetter
+        ? {
+            deadLetterClient: deadLetter.client,
+            deadLetterMaxBytes: Math.min(
+              publisher.maxEventBytes ?? Infinity,
+              deadLetter.client.adapter.features.maxPayload,
+            ),
           }
-          if (s.type === 'connector' && s.status.type === 'lagging') {
-            const { model, seconds, bytes } = s.status;
-            this.lags.set(model === undefined ? dsName : `${dsName}/${model}`, {
-              ...(seconds !== undefined ? { seconds } : {}),
-              ...(bytes !== undefined ? { bytes } : {}),
-              at: new Date().toISOString(),
-            });
+        : {}),
+      maxAttempts: publisher.maxAttempts,
+      deadLetterLimit: publisher.deadLetterLimit,
+      logger: this.logger.child({ component: 'pipeline', datasource: dsName }),
+      emit: (s) => {
+        if (s.type === 'connector' && s.status.type === 'snapshot') {
+          const { model, done, total } = s.status;
+          this.snapshots.set(`${dsName}/${model}`, { done, total, at: Date.now() });
+        }
+        if (s.type === 'connector' && s.status.type === 'lagging') {
+          const { model, seconds, bytes } = s.status;
+          this.lags.set(model === undefined ? dsName : `${dsName}/${model}`, {
+            ...(seconds !== undefined ? { seconds } : {}),
+            ...(bytes !== undefined ? { bytes } : {}),
+            at: new Date().toISOString(),
+          });
+        }
+        this.deps.emit(s);
+      },
+      retry: this.deps.retry,
+      onPublished: this.deps.onPublished,
+      tapping: this.deps.tapping,
+      ...(keeper
+        ? {
+            gate: () => keeper.valid(),
+            headers: {
+              'evpub-instance': keeper.lease.holder,
+              'evpub-epoch': String(keeper.lease.epoch),
+            },
           }
-          this.deps.emit(s);
-        },
-        retry: this.deps.retry,
-        onPublished: this.deps.onPublished,
-        tapping: this.deps.tapping,
-        ...(keeper
-          ? {
-              gate: () => keeper.valid(),
-              headers: {
-                'evpub-instance': keeper.lease.holder,
-                'evpub-epoch': String(keeper.lease.epoch),
-              },
-            }
-          : {}),
-      });
-      return {
-        id: unitId,
-        name: dsName,
-        connector,
-        pipeline,
-        feeds,
-        started: false,
-        ...(keeper ? { keeper } : {}),
-      };
-    }
+        : {}),
+    });
+    return {
+      id: unitId,
+      name: dsName,
+      connector,
+      pipeline,
+      feeds,
+      started: false,
+      ...(keeper ? { keeper } : {}),
+    };
   }
 
   /** Where the feed starts (checkpoint, else `from`) and its tracker. */

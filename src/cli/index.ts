@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { registerCheck } from './check';
+import { registerCluster } from './cluster';
 import { registerDeadLetters } from './dead-letters';
 import { registerDemo } from './demo';
 import { reportError } from './errors';
@@ -36,6 +37,7 @@ registerSlots(program);
 registerSnapshot(program);
 registerDeadLetters(program);
 registerStatus(program);
+registerCluster(program);
 registerFeeds(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -56,9 +56,52 @@ const WARN: PublisherStatus['type'][] = ['paused', 'retrying', 'dead-lettered', 
 const ERROR: PublisherStatus['type'][] = ['feed-failed', 'checkpoint-failed'];
 const DEBUG: PublisherStatus['type'][] = ['checkpoint', 'published', 'resumed'];
 
+/**
+ * Cluster mode: a unit's change of owner and the lease store's state as one readable line each
+ * (the fields stay structured: unit, instance, epoch, feeds, error).
+ */
+function logCluster(logger: Logger, status: Extract<PublisherStatus, { type: 'unit' | 'cluster' }>): void {
+  if (status.type === 'cluster') {
+    if (status.state === 'ok') logger.info({ cluster: status }, 'cluster: the lease store answers');
+    else {
+      const why = status.error ? ` (${status.error.code}: ${status.error.message})` : '';
+      logger.warn(
+        { cluster: status },
+        `cluster: the lease store does not answer${why}; units whose lease cannot be renewed stop at their deadline`,
+      );
+    }
+    return;
+  }
+  const { unit, event, instance, epoch, feeds, error } = status;
+  const fields = { unit, event, instance, epoch, feeds, ...(error ? { error } : {}) };
+  const list = feeds.join(', ') || 'no feeds';
+  const why = error ? `: ${error.code} ${error.message}` : '';
+  switch (event) {
+    case 'acquired':
+      logger.info(fields, `unit ${unit} acquired (epoch ${epoch}): publishing ${list}`);
+      break;
+    case 'released':
+      logger.info(fields, `unit ${unit} released (epoch ${epoch}) after its final checkpoint: ${list}`);
+      break;
+    case 'lost':
+      logger.warn(
+        fields,
+        `unit ${unit} lost (epoch ${epoch}), nothing more is published here for ${list}${why}`,
+      );
+      break;
+    case 'failed':
+      logger.error(
+        fields,
+        `unit ${unit} could not start (epoch ${epoch}); its lease is released for another instance${why}`,
+      );
+      break;
+  }
+}
+
 export function logStatus(logger: Logger, status: PublisherStatus, meter = new SnapshotMeter()): void {
   const { type } = status;
-  if (type === 'connector' && status.status.type === 'snapshot') {
+  if (type === 'unit' || type === 'cluster') logCluster(logger, status);
+  else if (type === 'connector' && status.status.type === 'snapshot') {
     // Snapshot progress: rows done / total, rate, time left, as a human-friendly line.
     const { model, done, total } = status.status;
     const progress = meter.report({ datasource: status.datasource, model, done, total });

@@ -4,6 +4,11 @@
  * NO_COLOR) or as JSON. Exit code 0 when evpub is ready (every feed reading or paused on purpose,
  * every broker connected), 1 otherwise, so scripts can use it:
  *
+ * In cluster mode (docs/cluster.md) the table has OWNER, EPOCH and SINCE columns: the instance
+ * that publishes each feed (`*`: the instance asked), the lease's epoch and since when it owns
+ * the unit; feeds another instance publishes are `standby`; a lease store that does not answer
+ * makes the instance not ready. `evpub cluster` lists the instances and units.
+ *
  *   evpub status && echo ready
  *   evpub status --json | jq '.feeds[] | select(.state == "failed")'
  */
@@ -11,6 +16,7 @@ import { styleText } from 'node:util';
 import type { Command } from 'commander';
 import type { FeedsView, FeedView, ReadyView } from '../http/views';
 import { callApi, type ApiFlags } from './api';
+import { shortTime } from './cluster';
 import { redactValue } from '../util/redact';
 
 interface StatusFlags extends ApiFlags {
@@ -45,16 +51,31 @@ function stateText(feed: FeedView): string {
 /** The table: one line per feed, then the brokers, then why not ready. */
 export function statusTable(feeds: FeedsView, ready: ReadyView, colour: boolean): string {
   const paint = (c: Colour, s: string): string => (colour ? styleText(c, s, { validateStream: false }) : s);
+  const cluster = feeds.cluster;
   const header = ['FEED', 'STATE', 'EVENTS/S', 'PUBLISHED', 'DEAD', 'IN FLIGHT', 'COMMITTED'];
-  const rows = feeds.feeds.map((f) => [
-    f.id,
-    stateText(f),
-    f.eventsPerSecond.toFixed(1),
-    String(f.counters.published),
-    String(f.counters.deadLettered),
-    String(f.inFlight),
-    f.position.committed ?? '-',
-  ]);
+  if (cluster) header.splice(2, 0, 'OWNER', 'EPOCH', 'SINCE');
+  const rows = feeds.feeds.map((f) => {
+    const cells = [
+      f.id,
+      stateText(f),
+      f.eventsPerSecond.toFixed(1),
+      String(f.counters.published),
+      String(f.counters.deadLettered),
+      String(f.inFlight),
+      f.position.committed ?? '-',
+    ];
+    if (cluster) {
+      const o = f.owner;
+      cells.splice(
+        2,
+        0,
+        o ? `${o.instance}${o.mine ? ' *' : ''}` : 'unowned',
+        o ? String(o.epoch) : '-',
+        o ? shortTime(o.since) : '-',
+      );
+    }
+    return cells;
+  });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string =>
     cells
@@ -71,6 +92,15 @@ export function statusTable(feeds: FeedsView, ready: ReadyView, colour: boolean)
   });
   if (feeds.feeds.length === 0) out.push('(no feeds)');
   out.push('');
+  if (cluster) {
+    const store =
+      cluster.state === 'ok'
+        ? paint('green', 'ok')
+        : paint('red', `unreachable${cluster.error ? ` (${cluster.error.code})` : ''}`);
+    out.push(
+      `cluster ${cluster.name}, this instance ${cluster.instance} (*), lease store ${cluster.store}: ${store}`,
+    );
+  }
   for (const b of feeds.brokers) {
     out.push(`broker ${b.name} (${b.adapter}): ${paint(b.state === 'connected' ? 'green' : 'red', b.state)}`);
   }

@@ -11,13 +11,28 @@
  *     table: evpub_leases      # postgres only; membersTable too
  *     prefix: 'evpub:'         # redis only
  *     bucket: evpub_leases     # nats only
+ *     tls: { ca, cert, key, passphrase, servername, rejectUnauthorized }   # src/util/tls.ts
+ *     username: evpub          # redis and nats: instead of the URL's user
+ *     password: ${file:/run/secrets/lease-pw}                              # redis and nats
+ *     token / nkey / creds     # nats only: as the NATS adapter's nats.token / nkey / creds
+ *
+ * Credentials and TLS take the shape they have everywhere in evpub: `tls` as for the broker
+ * adapters and checkpoint stores (`tls: true` is TLS with the system's CAs; `rediss://` and
+ * `tls://` URLs turn TLS on too; for PostgreSQL without `tls` the URL's `sslmode` decides), a
+ * PostgreSQL user and password in the URL, Redis `username` / `password` as the Redis checkpoint
+ * store's, NATS ones as the NATS adapter's (pubsub/adapters/nats-auth.ts). The secrets
+ * (`password`, `token`, `nkey`, `creds`, `tls.key`, `tls.passphrase`, a URL's password) are
+ * never in a message, and src/util/redact.ts masks them in logs, `status()` and `/api/config`.
  *
  * `parseClusterConfig` checks a closed schema: an unknown key is an error naming the nearest
  * valid one; every message names the key and the fix. The result is frozen.
  */
 import { hostname } from 'node:os';
 import { ErrorCode, EvpubError } from '../errors';
+import { URL_SSL_PARAMS } from '../connectors/postgres/settings';
+import { natsCredentials } from '../pubsub/adapters/nats-options';
 import { nearest } from '../util/nearest';
+import { parseTls, type TlsSettings } from '../util/tls';
 
 export const CLUSTER_STORES = ['postgres', 'redis', 'nats'] as const;
 export type ClusterStore = (typeof CLUSTER_STORES)[number];
@@ -39,14 +54,28 @@ export interface ClusterConfig {
   readonly membersTable?: string;
   readonly prefix?: string;
   readonly bucket?: string;
+  /** TLS to the store (`cluster.tls`). */
+  readonly tls?: TlsSettings;
+  /** redis and nats: the user, instead of the URL's. */
+  readonly username?: string;
+  /** redis and nats: the password, instead of the URL's. A secret. */
+  readonly password?: string;
+  /** nats: a server token. A secret. */
+  readonly token?: string;
+  /** nats: an NKey user seed, or a file holding one. A secret. */
+  readonly nkey?: string;
+  /** nats: a `.creds` file (user JWT and seed), or its text. A secret. */
+  readonly creds?: string;
 }
 
-const COMMON_KEYS = ['store', 'url', 'leaseTtl', 'renewInterval', 'name', 'instance'];
+const COMMON_KEYS = ['store', 'url', 'leaseTtl', 'renewInterval', 'name', 'instance', 'tls'];
 const STORE_KEYS: Record<ClusterStore, string[]> = {
   postgres: ['table', 'membersTable'],
-  redis: ['prefix'],
-  nats: ['bucket'],
+  redis: ['prefix', 'username', 'password'],
+  nats: ['bucket', 'username', 'password', 'token', 'nkey', 'creds'],
 };
+/** Store keys checked as plain names (the NATS secrets by natsCredentials). */
+const TEXT_KEYS = ['table', 'membersTable', 'prefix', 'bucket', 'username', 'password'];
 const SCHEMES: Record<ClusterStore, string[]> = {
   postgres: ['postgres:', 'postgresql:'],
   redis: ['redis:', 'rediss:'],
@@ -100,8 +129,10 @@ export function parseClusterConfig(raw: unknown, path = 'cluster'): ClusterConfi
   const allowed = [...COMMON_KEYS, ...STORE_KEYS[kind]];
   for (const key of Object.keys(section)) {
     if (allowed.includes(key)) continue;
-    const other = CLUSTER_STORES.find((s) => STORE_KEYS[s].includes(key));
-    if (other) throw invalid(`${path}.${key}`, `applies to the ${other} store only, not ${kind}`);
+    const others = CLUSTER_STORES.filter((s) => STORE_KEYS[s].includes(key));
+    if (others.length > 0) {
+      throw invalid(`${path}.${key}`, `applies to the ${others.join(' and ')} store only, not ${kind}`);
+    }
     const hint = nearest(key, allowed);
     throw invalid(
       `${path}.${key}`,
@@ -158,9 +189,38 @@ export function parseClusterConfig(raw: unknown, path = 'cluster'): ClusterConfi
   if (instance.length > 200) throw invalid(`${path}.instance`, 'must be at most 200 characters');
 
   const config: ClusterConfig = { store: kind, url, leaseTtl, renewInterval, name, instance };
+  const fields = config as unknown as Record<string, unknown>;
   for (const key of STORE_KEYS[kind]) {
+    if (!TEXT_KEYS.includes(key)) continue;
     const value = text(section, key, path);
-    if (value !== undefined) (config as unknown as Record<string, string>)[key] = value;
+    if (value !== undefined) fields[key] = value;
   }
+  if (kind === 'nats') Object.assign(fields, natsCredentials(section, path));
+  const tls = clusterTls(section.tls, `${path}.tls`);
+  if (tls !== undefined && kind === 'postgres') {
+    // pg lets the URL's TLS parameters override its `ssl` option: tls would be ignored.
+    const inUrl = URL_SSL_PARAMS.find((p) => new URL(url).searchParams.has(p));
+    if (inUrl !== undefined) {
+      throw invalid(
+        `${path}.tls`,
+        `cannot be given with "${inUrl}" in the url: remove ${inUrl} from the url (tls turns TLS on) or remove tls`,
+      );
+    }
+  }
+  if (tls !== undefined) fields.tls = Object.freeze(tls);
   return Object.freeze(config);
+}
+
+/** parseTls at `path`, its errors carrying the key (`cluster.tls.cert`) as the others here do. */
+function clusterTls(raw: unknown, path: string): TlsSettings | undefined {
+  try {
+    return parseTls(raw, path);
+  } catch (err) {
+    if (!(err instanceof EvpubError)) throw err;
+    const setting = typeof err.context.setting === 'string' ? err.context.setting : path;
+    const message = err.message.startsWith(`${setting}: `)
+      ? err.message.slice(setting.length + 2)
+      : err.message;
+    throw invalid(setting, message);
+  }
 }

@@ -10,12 +10,10 @@
  *    when its entry is not visible yet);
  * 3. holding more than `share`: hands the surplus over gracefully, one unit per tick, those it
  *    ranks last first (below): the host drains the unit's events, saves its checkpoints, and only
- *    then is the lease released, so the next owner starts from the last event published.
- *    Holding exactly `share` while a member holds fewer than floor(units / live members) and no
- *    unit is free: the member holding the most above that floor (ties: the lowest name) hands
- *    one over the same way (at most once per 5 TTLs, and not taking it back itself for a
- *    `renewInterval`), so the spread stays even (4 units over 3 instances: 2/1/1, not 2/2/0
- *    with one instance idle);
+ *    then is the lease released, so the next owner starts from the last event published. Holding
+ *    `share` while every unit is held and another member holds `share − 2` or fewer (7 units
+ *    over 3 instances as 3/3/1): hands one over the same way, so shares differ by one at most
+ *    (backing off while that does not even them out: a member that cannot start units);
  * 4. holding fewer: tries to acquire units nobody holds (by the members' entries), in its own
  *    rank order, until it holds `share`. Every `renewInterval` it also tries the units some
  *    member's entry claims, in case that entry is stale (its lease expired: a crashed instance
@@ -29,11 +27,20 @@
  *
  * A lease lost (the keeper's signal: a renew refused, or the deadline passed without one) or a
  * save refused as FENCED (`fenced(unit)`, from the host) stops the unit at once without draining
- * (`stopUnit(unit, false)`): this instance may no longer publish for it. Then it frees the
- * lease if the store still says it is ours (lost at our own deadline, before the store's
- * expiry), so that the unit's next run, here or elsewhere, has a new epoch. A unit the host could
+ * (`stopUnit(unit, false)`): this instance may no longer publish for it. After FENCED the lease is
+ * also released, and the next acquire asks for an epoch past the one the checkpoints were saved
+ * under (`minEpoch`: a lease store that lost its data hands out old epochs again). A lease lost
+ * at this instance's own deadline is freed too if the store still says it is ours, so the unit's
+ * next run (here or elsewhere) has a new epoch. A unit the host could
  * not start is released and not tried again here for a back-off (1 s doubling to 30 s), so a
  * source that is down for one instance may be tried by another.
+ *
+ * `start()` runs the first tick and fails (LEASE_FAILED naming `cluster.url`) when the store does
+ * not answer then (a refused TLS handshake or credentials: TLS_FAILED, AUTH_FAILED as they are); later outages are ridden out: `view().state` is `unreachable` until a tick
+ * passes again, the units stop at their deadlines, and are acquired again once it answers.
+ *
+ * What it decides is reported as status events (`unit`: acquired, released, lost, failed;
+ * `cluster`: the store unreachable or back), which the CLI logs; its own log lines are debug.
  *
  * `stop()` (SIGTERM): leaves the membership first (the others count one instance fewer at their
  * next tick), stops every unit gracefully (drain, final checkpoint) and releases each lease right
@@ -41,7 +48,7 @@
  */
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { ErrorCode, isEvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, isEvpubError, redact, toError } from '../errors';
 import type { Logger } from '../logger';
 import { statusError, type PublisherStatus } from '../pipeline/status';
 import { backoffDelay } from '../util/retry';
@@ -117,13 +124,6 @@ export interface ClusterView {
   units: UnitView[];
 }
 
-/**
- * An instance hands a unit over to even the spread (see `donor`) at most once per this many
- * TTLs: a member that cannot start what it is given (its source unreachable from there) costs
- * one graceful handover per period, not one per tick.
- */
-const DONATE_EVERY_TTLS = 5;
-
 /** What a member's entry says about its units (`info.units`). */
 type UnitsInfo = Record<string, { epoch: number; since: string }>;
 
@@ -135,6 +135,10 @@ export class Coordinator {
   private readonly held = new Map<string, Held>();
   /** Units not to try before a monotonic time, after a failed start; and the failures so far. */
   private readonly backoff = new Map<string, { until: number; failures: number }>();
+  /** Balance handovers (tick step 3): not before `until` (monotonic), `rounds` in a row. */
+  private balancing = { until: 0, rounds: 0 };
+  /** Units refused as FENCED: the epoch their checkpoints were saved under (see `lose`). */
+  private readonly epochFloor = new Map<string, number>();
   private members: Member[] = [];
   private state: 'ok' | 'unreachable' = 'ok';
   private lastError: Error | undefined;
@@ -142,7 +146,6 @@ export class Coordinator {
   private dirty = false;
   private lastBeat = -Infinity;
   private lastFullTry = -Infinity;
-  private lastDonation = -Infinity;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private stopped = false;
@@ -159,9 +162,31 @@ export class Coordinator {
     return this.options.config.instance;
   }
 
-  /** Joins and runs the first tick (acquiring this instance's share of the free units). */
+  /**
+   * Joins and runs the first tick (acquiring this instance's share of the free units). A lease
+   * store that does not answer then fails the start with LEASE_FAILED naming `cluster.url` (a
+   * wrong URL is the likely cause, and an instance that cannot join would run nothing while
+   * looking started); an outage after the start is ridden out (`state` unreachable, see `view`).
+   */
   async start(): Promise<void> {
-    await this.runTick();
+    try {
+      const first = this.tick();
+      this.ticking = first.catch(() => undefined); // stop() after a failed start waits on it
+      await first;
+    } catch (err) {
+      // A refused handshake or credentials, a bad setting: the store's own error names the key
+      // and the fix (cluster.tls, cluster.password...); passed on as it is.
+      if (isEvpubError(err) && !err.retriable && err.code !== ErrorCode.LEASE_FAILED) throw err;
+      const { store, config } = this.options;
+      const e = toError(err);
+      const cause = e.cause instanceof Error ? `: ${e.cause.message}` : '';
+      throw new EvpubError(
+        ErrorCode.LEASE_FAILED,
+        `cluster.url: the ${store.name} lease store at ${redact(config.url)} does not answer (${e.message}${cause}); ` +
+          'start it, or point cluster.url at it',
+        { cause: err, retriable: true, context: { key: 'cluster.url', store: store.name } },
+      );
+    }
     await Promise.all([...this.held.values()].map((h) => h.work));
     this.schedule();
   }
@@ -215,25 +240,30 @@ export class Coordinator {
       this.handOver(lastRanked());
       return;
     }
-    if (mine.length === share) {
-      if (
-        now - this.lastDonation >= DONATE_EVERY_TTLS * config.leaseTtl &&
-        this.donor(units, live.size, mine.length)
-      ) {
-        const given = lastRanked();
-        this.lastDonation = now;
-        // Not taken back here before the member short of units had a few ticks to take it.
-        this.backoff.set(given.unit, { until: now + config.renewInterval, failures: 0 });
-        this.handOver(given);
-      }
-      return;
-    }
 
     const claimed = new Set<string>();
+    let fewest = Infinity;
     for (const m of this.members) {
       if (m.instance === this.instance) continue;
       const info = m.info.units as UnitsInfo | undefined;
       for (const unit of Object.keys(info ?? {})) claimed.add(unit);
+      fewest = Math.min(fewest, Object.keys(info ?? {}).length);
+    }
+    // Step 3 (balance): every unit held and another member two or more below the share (7 units
+    // over 3 instances held 3/3/1): one unit goes, so that shares differ by one at most. A member
+    // that cannot start the units it gets stays low: the balance handovers back off (the share's
+    // renew interval, doubling to a minute) until the shares are even again.
+    const low = fewest <= share - 2;
+    const unbalanced = low && units.every((u) => claimed.has(u) || this.held.has(u));
+    if (!low) this.balancing = { until: 0, rounds: 0 };
+    if (mine.length === share) {
+      if (unbalanced && now >= this.balancing.until) {
+        const rounds = this.balancing.rounds + 1;
+        const wait = backoffDelay(rounds, { initialDelay: config.renewInterval, maxDelay: 60_000 });
+        this.balancing = { until: now + wait, rounds };
+        this.handOver(lastRanked());
+      }
+      return;
     }
     const full = now - this.lastFullTry >= config.renewInterval;
     if (full) this.lastFullTry = now;
@@ -244,10 +274,7 @@ export class Coordinator {
     let holding = mine.length;
     for (const unit of candidates) {
       if (holding >= share || this.stopped) break;
-      const keeper = await LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
-        renewInterval: config.renewInterval,
-        logger: this.logger,
-      });
+      const keeper = await this.acquire(unit);
       if (!keeper) continue;
       if (this.stopped) {
         await keeper.stop();
@@ -259,39 +286,44 @@ export class Coordinator {
   }
 
   /**
-   * Whether this instance, holding its share, should still hand one unit over: a live member
-   * holds fewer than floor(units / members) while every unit is listed by some member (nothing
-   * free to take), and this instance is the one holding the most above that floor (ties: the
-   * lowest instance name). Without it 4 units over 3 instances could stay 2/2/0 (each within
-   * ceil = 2); with it they end 2/1/1. Members' entries may lag a tick: two donors at once still
-   * leave each at or above the floor, and the one short takes at most its share.
+   * Acquires `unit`'s lease. After a FENCED loss (see `lose`) the new epoch must pass the one
+   * the checkpoints were saved under: `minEpoch` asks the store for it (a store that lost its
+   * data counts from 1 again). A lease under a lower epoch (still ours from before, renewed with
+   * its epoch) is released and acquired once more.
    */
-  private donor(units: readonly string[], members: number, holding: number): boolean {
-    const floor = Math.floor(units.length / members);
-    if (holding <= floor) return false;
-    const counts = new Map<string, number>([[this.instance, holding]]);
-    const listed = new Set(this.held.keys());
-    for (const m of this.members) {
-      if (m.instance === this.instance) continue;
-      const info = Object.keys((m.info.units as UnitsInfo | undefined) ?? {});
-      counts.set(m.instance, info.length);
-      for (const u of info) listed.add(u);
+  private async acquire(unit: string): Promise<LeaseKeeper | null> {
+    const { store, config } = this.options;
+    const floor = this.epochFloor.get(unit);
+    const acquire = () =>
+      LeaseKeeper.acquire(store, unit, this.instance, config.leaseTtl, {
+        renewInterval: config.renewInterval,
+        logger: this.logger,
+        ...(floor !== undefined ? { minEpoch: floor + 1 } : {}),
+      });
+    let keeper = await acquire();
+    if (keeper && floor !== undefined && keeper.lease.epoch <= floor) {
+      await keeper.stop();
+      keeper = this.stopped ? null : await acquire();
     }
-    if (units.some((u) => !listed.has(u))) return false; // a free unit: the one short takes it
-    if (![...counts.values()].some((c) => c < floor)) return false;
-    let top = this.instance;
-    for (const [instance, c] of counts) {
-      const best = counts.get(top)!;
-      if (c > best || (c === best && instance < top)) top = instance;
+    if (keeper && floor !== undefined && keeper.lease.epoch <= floor) {
+      await keeper.stop();
+      return null;
     }
-    return top === this.instance;
+    if (keeper && floor !== undefined) {
+      this.logger.warn(
+        { unit, epoch: keeper.lease.epoch, saved: floor },
+        "the lease store's epoch was behind the checkpoints' (it lost its data?): acquired past it",
+      );
+    }
+    if (keeper) this.epochFloor.delete(unit);
+    return keeper;
   }
 
   private storeOk(): void {
     if (this.state === 'ok') return;
     this.state = 'ok';
     this.lastError = undefined;
-    this.logger.info({ store: this.options.store.name }, 'the lease store answers again');
+    this.logger.debug({ store: this.options.store.name }, 'the lease store answers again');
     this.options.emit({ type: 'cluster', state: 'ok' });
   }
 
@@ -299,7 +331,7 @@ export class Coordinator {
     this.lastError = toError(err);
     if (this.state === 'unreachable') return;
     this.state = 'unreachable';
-    this.logger.warn(
+    this.logger.debug(
       { err: this.lastError, store: this.options.store.name },
       'the lease store does not answer: units whose lease cannot be renewed stop at their deadline',
     );
@@ -335,7 +367,7 @@ export class Coordinator {
     this.held.set(unit, held);
     this.dirty = true;
     const { epoch } = keeper.lease;
-    this.logger.info({ unit, epoch, feeds: this.options.host.feedsOf(unit) }, 'unit acquired');
+    this.logger.debug({ unit, epoch, feeds: this.options.host.feedsOf(unit) }, 'unit acquired');
     keeper.signal.addEventListener('abort', () => this.lose(held, keeper.signal.reason), { once: true });
     held.work = this.options.host.startUnit(unit, keeper).then(
       () => {
@@ -350,7 +382,7 @@ export class Coordinator {
         const failures = (this.backoff.get(unit)?.failures ?? 0) + 1;
         const wait = backoffDelay(failures, { initialDelay: 1000, maxDelay: 30_000 });
         this.backoff.set(unit, { until: monotonicNow() + wait, failures });
-        this.logger.error(
+        this.logger.debug(
           { err: toError(err), unit, retryIn: wait },
           'unit could not start; its lease is released for another instance',
         );
@@ -399,19 +431,30 @@ export class Coordinator {
     const err = toError(reason);
     const { epoch } = held.keeper.lease;
     if (!wasStopping || !isEvpubError(err, ErrorCode.LEASE_LOST)) {
-      this.logger.warn({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
+      this.logger.debug({ err, unit: held.unit, epoch }, 'unit lost: nothing more is published for it here');
       this.emitUnit(held.unit, 'lost', epoch, err);
+    }
+    // FENCED: a newer epoch saved a checkpoint of the unit, yet this lease may still be live in
+    // the store: one that lost its epochs (a Redis without persistence restarted, a failover to
+    // a replica behind) hands out epochs again from 1. Taken again under the same epoch, the unit
+    // would be refused again without end, republishing from its checkpoint each time; so the
+    // lease is released once the unit stopped, and the next acquire here asks for an epoch past
+    // the one the checkpoint was saved under.
+    const fencedOut = isEvpubError(err, ErrorCode.FENCED);
+    const stored = fencedOut ? err.context.storedEpoch : undefined;
+    if (typeof stored === 'number') {
+      this.epochFloor.set(held.unit, Math.max(stored, this.epochFloor.get(held.unit) ?? 0));
     }
     const before = held.work;
     held.work = (async () => {
       await this.options.host.stopUnit(held.unit, false).catch(() => undefined);
       await before.catch(() => undefined);
-      await held.keeper.stop({ release: false }).catch(() => undefined);
-      // Lost at this instance's own deadline, the lease may still be live in the store: acquired
+      await held.keeper.stop({ release: fencedOut }).catch(() => undefined);
+      // Lost at this instance's own deadline, the lease may still be live in the store: taken
       // again by this same holder it would keep its epoch, and two runs of the unit (the lost
       // one, whose saves may still be in flight, and the next) would share one. Freeing it
       // (compare-and-delete: a no-op once another holds it) gives the next run a new epoch.
-      await this.options.store.release(held.keeper.lease).catch(() => undefined);
+      if (!fencedOut) await this.options.store.release(held.keeper.lease).catch(() => undefined);
       this.forget(held);
     })();
   }

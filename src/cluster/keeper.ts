@@ -27,6 +27,8 @@ export interface KeeperOptions {
   /** ms between renews (default ttl / 3; `cluster.renewInterval`). */
   renewInterval?: number;
   logger?: Logger;
+  /** A new owner's least epoch (`LeaseStore.acquire`'s `minEpoch`). */
+  minEpoch?: number;
 }
 
 export class LeaseKeeper {
@@ -52,7 +54,7 @@ export class LeaseKeeper {
     ttlMs: number,
     options: KeeperOptions = {},
   ): Promise<LeaseKeeper | null> {
-    const lease = await store.acquire(unit, holder, ttlMs);
+    const lease = await store.acquire(unit, holder, ttlMs, options.minEpoch);
     return lease ? new LeaseKeeper(store, lease, options) : null;
   }
 

@@ -15,6 +15,9 @@
  *    acquire by the current holder, use the lease it returned (the old object may be stale).
  * 2. The *epoch* grows by at least one on every change of owner, and never goes back: a new owner
  *    always has a greater epoch than every earlier one. It stays the same while one holder renews.
+ *    `acquire(..., minEpoch)` makes a new owner's epoch at least `minEpoch` (and the counter goes
+ *    on from there): for a store that lost its data and counts from 1 again, while checkpoints
+ *    were saved under greater epochs (the coordinator learns the saved epoch from FENCED).
  *    Checkpoint saves carry it (fencing, src/checkpoints/contract.ts): a save with an epoch lower
  *    than the last one stored is refused, so a stale owner cannot move the position back.
  * 3. `renew(lease)` extends the lease by its `ttlMs` from the store's now. It rejects with
@@ -86,7 +89,7 @@ export interface Member {
 export interface LeaseStore {
   /** `postgres`, `redis` or `nats`. */
   readonly name: string;
-  acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null>;
+  acquire(unit: string, holder: string, ttlMs: number, minEpoch?: number): Promise<Lease | null>;
   renew(lease: Lease): Promise<Lease>;
   release(lease: Lease): Promise<boolean>;
   read(unit: string): Promise<LeaseState | undefined>;

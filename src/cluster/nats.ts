@@ -29,11 +29,23 @@
  *
  * Timeouts: every JetStream request is bounded by `opTimeout` (default 5 s); nats.js reconnects
  * on its own, and requests during an outage fail as a retriable LEASE_FAILED.
+ *
+ * Security, as the NATS adapter's (the same code: pubsub/adapters/nats-auth.ts): `tls://` or
+ * `tls` (`cluster.tls`) turns TLS on; credentials are the URL's user part, `username` /
+ * `password`, `token`, `nkey` or `creds`. When the first connection fails, a TLS failure is
+ * EVPUB_TLS_FAILED naming `cluster.tls` (a refused client certificate, which nats.js reports as a
+ * timeout, is found by one probe connection: nats-tls.ts), refused credentials
+ * EVPUB_AUTH_FAILED; neither is retriable.
  */
 import type { JetStreamClient, JetStreamManager, StoredMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, EvpubError, redact } from '../errors';
+import type { Logger } from '../logger';
+import { isNatsAuthError, natsTarget, type NatsTlsTarget } from '../pubsub/adapters/nats-auth';
+import type { NatsCredentials } from '../pubsub/adapters/nats-options';
+import { probeNatsTls } from '../pubsub/adapters/nats-tls';
 import { loadDriver } from '../util/driver';
+import { tlsFailure, type TlsSettings } from '../util/tls';
 import {
   checkName,
   checkTtl,
@@ -53,7 +65,7 @@ export const DEFAULT_BUCKET = 'evpub_leases';
 const BUCKET_NAME = /^[-A-Za-z0-9_]{1,64}$/;
 const WRONG_LAST_SEQUENCE = 10071;
 
-export interface NatsLeaseOptions {
+export interface NatsLeaseOptions extends NatsCredentials {
   url: string;
   /** The cluster's name: part of every key. */
   cluster: string;
@@ -61,6 +73,13 @@ export interface NatsLeaseOptions {
   bucket?: string;
   /** Bound on the connect and on every request, ms (default 5000). */
   opTimeout?: number;
+  /** TLS (`cluster.tls`); `tls://` turns TLS on too. */
+  tls?: TlsSettings;
+  /** User and password; the URL's win. */
+  username?: string;
+  password?: string;
+  /** Told once when TLS verification is turned off. */
+  logger?: Logger;
 }
 
 type NatsModule = typeof import('@nats-io/transport-node');
@@ -136,19 +155,40 @@ export class NatsLeaseStore implements LeaseStore {
         'NATS lease store',
       );
       const timeout = this.options.opTimeout ?? 5000;
-      const u = new URL(this.options.url);
+      const o = this.options;
+      let target: ReturnType<typeof natsTarget>;
+      try {
+        target = natsTarget(
+          nm,
+          o.url,
+          {
+            username: o.username,
+            password: o.password,
+            token: o.token,
+            nkey: o.nkey,
+            creds: o.creds,
+            tls: o.tls,
+          },
+          { path: 'cluster', tlsPath: 'cluster.tls', endpoint: this.endpoint, logger: o.logger },
+        );
+      } catch (err) {
+        this.link = undefined; // a file that cannot be read, a seed that is none
+        throw err;
+      }
       let nc: NatsConnection | undefined;
       try {
-        nc = await nm.connect({
-          servers: `${u.hostname || 'localhost'}:${u.port || 4222}`,
-          ...(u.username ? { user: decodeURIComponent(u.username) } : {}),
-          ...(u.password ? { pass: decodeURIComponent(u.password) } : {}),
-          name: 'evpub-leases',
-          timeout,
-          reconnect: true,
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 250,
-        });
+        nc = await nm
+          .connect({
+            ...target.target,
+            name: 'evpub-leases',
+            timeout,
+            reconnect: true,
+            maxReconnectAttempts: -1,
+            reconnectTimeWait: 250,
+          })
+          .catch(async (err: unknown) => {
+            throw (await this.refusal(err, target.tls, timeout)) ?? err;
+          });
         const jsm = await jsmod.jetstreamManager(nc, { timeout });
         const js = jsmod.jetstream(nc, { timeout });
         try {
@@ -171,10 +211,32 @@ export class NatsLeaseStore implements LeaseStore {
       } catch (err) {
         this.link = undefined;
         await nc?.close().catch(() => undefined);
+        if (err instanceof EvpubError) throw err;
         throw leaseFailed('nats', `open the KV bucket ${this.bucket} at ${this.endpoint}`, err);
       }
     })();
     return this.link;
+  }
+
+  /** TLS_FAILED or AUTH_FAILED when the server refused this configuration; else undefined. */
+  private async refusal(
+    err: unknown,
+    tls: NatsTlsTarget | undefined,
+    timeoutMs: number,
+  ): Promise<EvpubError | undefined> {
+    const failure = tlsFailure(err, this.endpoint, 'cluster.tls');
+    if (failure) return failure;
+    if (isNatsAuthError(err)) {
+      return new EvpubError(
+        ErrorCode.AUTH_FAILED,
+        `the NATS lease store at ${this.endpoint} refused the credentials (the URL's, or cluster.username / password / token / nkey / creds)`,
+        { cause: err, context: { store: 'nats' } },
+      );
+    }
+    if (tls === undefined) return undefined;
+    // nats.js reports a client certificate refused under TLS 1.3 as a timeout (nats-tls.ts).
+    const why = await probeNatsTls(tls.host, tls.port, tls.options, Math.min(timeoutMs, 5000));
+    return why && tlsFailure(why, this.endpoint, 'cluster.tls');
   }
 
   private async run<T>(
@@ -252,7 +314,7 @@ export class NatsLeaseStore implements LeaseStore {
     return { unit, holder, epoch, ttlMs, expiresAt, revision, deadline: deadlineOf(sentAt, ttlMs) };
   }
 
-  async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {
+  async acquire(unit: string, holder: string, ttlMs: number, minEpoch = 1): Promise<Lease | null> {
     checkName(unit, 'unit');
     checkName(holder, 'holder');
     checkTtl(ttlMs);
@@ -261,7 +323,7 @@ export class NatsLeaseStore implements LeaseStore {
       const key = `lease.${token(unit)}`;
       const msg = await this.last(key);
       const cur = msg ? msg.json<LeaseValue>() : undefined;
-      let epoch = (cur?.epoch ?? 0) + 1;
+      let epoch = Math.max((cur?.epoch ?? 0) + 1, minEpoch);
       if (cur && msg && cur.holder !== null) {
         const live = (await this.serverNow()) < msg.time.getTime() + cur.ttl;
         if (live && cur.holder !== holder) return null;

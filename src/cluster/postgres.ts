@@ -21,11 +21,19 @@
  *
  * pg is loaded on first use; the store keeps a pool of two connections. Every query is bounded
  * by `opTimeout` (default 5 s): a server that does not answer is a retriable LEASE_FAILED.
+ *
+ * Security: the user and password are the URL's; `tls` (`cluster.tls`, src/util/tls.ts) gives pg's
+ * `ssl` option (a private CA, a client certificate for `hostssl ... cert`, a servername); without
+ * it the URL's `sslmode` decides. When the first connection fails, a TLS failure is
+ * EVPUB_TLS_FAILED naming `cluster.tls`, refused credentials EVPUB_AUTH_FAILED: neither is
+ * retriable (the next attempt fails the same way until the configuration changes).
  */
 import type { Pool } from 'pg';
-import { redact } from '../errors';
+import { ErrorCode, EvpubError, redact } from '../errors';
+import type { Logger } from '../logger';
 import { loadDriver } from '../util/driver';
 import { quotePgTable } from '../util/pg-table';
+import { loadTls, tlsFailure, verifyServername, type TlsSettings } from '../util/tls';
 import {
   checkName,
   checkTtl,
@@ -52,6 +60,10 @@ export interface PostgresLeaseOptions {
   membersTable?: string;
   /** Bound on every connect and query, ms (default 5000). */
   opTimeout?: number;
+  /** TLS (`cluster.tls`); without it the URL's `sslmode` decides. */
+  tls?: TlsSettings;
+  /** Told once when TLS verification is turned off. */
+  logger?: Logger;
 }
 
 interface LeaseRow {
@@ -83,8 +95,17 @@ export class PostgresLeaseStore implements LeaseStore {
     this.pool ??= (async () => {
       const pg = await loadDriver<typeof import('pg')>('pg', 'PostgreSQL lease store');
       const timeout = this.options.opTimeout ?? 5000;
+      const { tls, logger } = this.options;
+      let ssl;
+      try {
+        ssl = tls && verifyServername(loadTls(tls, 'cluster.tls', { endpoint: this.endpoint, logger }));
+      } catch (err) {
+        this.pool = undefined;
+        throw err;
+      }
       const pool = new pg.Pool({
         connectionString: this.options.url,
+        ...(ssl ? { ssl } : {}),
         max: 2,
         connectionTimeoutMillis: timeout,
         query_timeout: timeout,
@@ -105,12 +126,27 @@ export class PostgresLeaseStore implements LeaseStore {
         if (code !== '23505' && code !== '42P07') {
           this.pool = undefined;
           await pool.end().catch(() => undefined);
-          throw leaseFailed('postgres', `prepare the lease tables at ${this.endpoint}`, err);
+          throw (
+            this.refusal(err, code) ??
+            leaseFailed('postgres', `prepare the lease tables at ${this.endpoint}`, err)
+          );
         }
       }
       return pool;
     })();
     return this.pool;
+  }
+
+  /** TLS_FAILED or AUTH_FAILED when the server refused this configuration; else undefined. */
+  private refusal(err: unknown, sqlState: string | undefined): EvpubError | undefined {
+    const tls = tlsFailure(err, this.endpoint, 'cluster.tls');
+    if (tls) return tls;
+    if (sqlState !== '28000' && sqlState !== '28P01') return undefined;
+    return new EvpubError(
+      ErrorCode.AUTH_FAILED,
+      `the PostgreSQL lease store at ${this.endpoint} refused the credentials (${sqlState}): check the user and password in cluster.url, or the client certificate in cluster.tls`,
+      { cause: err, context: { store: 'postgres', sqlState } },
+    );
   }
 
   private async query<T>(
@@ -138,7 +174,7 @@ export class PostgresLeaseStore implements LeaseStore {
     };
   }
 
-  async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {
+  async acquire(unit: string, holder: string, ttlMs: number, minEpoch = 1): Promise<Lease | null> {
     checkName(unit, 'unit');
     checkName(holder, 'holder');
     checkTtl(ttlMs);
@@ -146,14 +182,15 @@ export class PostgresLeaseStore implements LeaseStore {
     const rows = await this.query<LeaseRow>(
       `acquire ${unit}`,
       `INSERT INTO ${this.table} AS l (cluster, unit, holder, epoch, expires_at)
-         VALUES ($1, $2, $3, 1, now() + $4 * interval '1 millisecond')
+         VALUES ($1, $2, $3, GREATEST(1, $5::bigint), now() + $4 * interval '1 millisecond')
        ON CONFLICT (cluster, unit) DO UPDATE SET
          holder = EXCLUDED.holder,
-         epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() THEN l.epoch ELSE l.epoch + 1 END,
+         epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() THEN l.epoch
+                      ELSE GREATEST(l.epoch + 1, $5::bigint) END,
          expires_at = EXCLUDED.expires_at
        WHERE l.expires_at <= now() OR l.holder IS NULL OR l.holder = EXCLUDED.holder
        RETURNING epoch, (extract(epoch FROM expires_at) * 1000)::float8 AS expires_ms`,
-      [this.options.cluster, unit, holder, ttlMs],
+      [this.options.cluster, unit, holder, ttlMs, minEpoch],
       { unit },
     );
     return rows[0] ? this.lease(unit, holder, ttlMs, sentAt, rows[0]) : null;

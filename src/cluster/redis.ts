@@ -17,10 +17,20 @@
  * ioredis is loaded on first use. Commands fail at once while the connection is down (no offline
  * queue) and after `opTimeout` (default 5 s) when the server does not answer: a retriable
  * LEASE_FAILED, while ioredis reconnects on its own.
+ *
+ * Security, as the Redis checkpoint store's: `rediss://` or `tls` (`cluster.tls`,
+ * src/util/tls.ts) turns TLS on; an ACL user comes from the URL (`rediss://user:pass@host`) or
+ * `username` / `password`. When the first connection fails, a TLS failure is EVPUB_TLS_FAILED
+ * naming `cluster.tls` (with TLS 1.3 a refused client certificate may show only as a reset: one
+ * probe connection reads the server's alert, util/tls probeTls), refused credentials
+ * EVPUB_AUTH_FAILED; neither is retriable.
  */
-import type { Redis as RedisClient } from 'ioredis';
-import { redact } from '../errors';
+import type { Redis as RedisClient, RedisOptions } from 'ioredis';
+import { ErrorCode, EvpubError, redact } from '../errors';
+import type { Logger } from '../logger';
+import { isAuthError } from '../pubsub/adapters/redis-connections';
 import { loadDriver } from '../util/driver';
+import { loadTls, probeTls, tlsFailure, type LoadedTls, type TlsSettings } from '../util/tls';
 import {
   checkName,
   checkTtl,
@@ -44,12 +54,19 @@ export interface RedisLeaseOptions {
   prefix?: string;
   /** Bound on the connect and on every command, ms (default 5000). */
   opTimeout?: number;
+  /** TLS (`cluster.tls`); `rediss://` turns TLS on too. */
+  tls?: TlsSettings;
+  /** ACL user and password; override the URL's. */
+  username?: string;
+  password?: string;
+  /** Told once when TLS verification is turned off. */
+  logger?: Logger;
 }
 
 /** The server's time in ms, inside a script. */
 const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
-// KEYS: lease, epoch. ARGV: holder, ttl. → {epoch, expiresAt} or nil.
+// KEYS: lease, epoch. ARGV: holder, ttl, least new epoch. → {epoch, expiresAt} or nil.
 const ACQUIRE = `${NOW}
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -59,6 +76,10 @@ if cur then
   return {string.sub(cur, 1, sep - 1), tostring(now + tonumber(ARGV[2]))}
 end
 local epoch = redis.call('INCR', KEYS[2])
+if epoch < tonumber(ARGV[3]) then
+  epoch = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
 return {tostring(epoch), tostring(now + tonumber(ARGV[2]))}`;
 
@@ -109,15 +130,13 @@ export class RedisLeaseStore implements LeaseStore {
   private connect(): Promise<RedisClient> {
     this.client ??= (async () => {
       const { Redis } = await loadDriver<typeof import('ioredis')>('ioredis', 'Redis lease store');
-      const timeout = this.options.opTimeout ?? 5000;
-      const client = new Redis(this.options.url, {
-        lazyConnect: true,
-        connectTimeout: timeout,
-        commandTimeout: timeout,
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 1,
-        retryStrategy: (times) => Math.min(100 * 2 ** times, 2000),
-      });
+      let client: RedisClient;
+      try {
+        client = new Redis(this.options.url, this.driverOptions());
+      } catch (err) {
+        this.client = undefined; // a TLS file that cannot be read
+        throw err;
+      }
       let lastError: unknown;
       client.on('error', (err: unknown) => (lastError = err)); // commands report what matters
       try {
@@ -125,11 +144,56 @@ export class RedisLeaseStore implements LeaseStore {
       } catch (err) {
         client.disconnect();
         this.client = undefined;
-        throw leaseFailed('redis', `connect to ${this.endpoint}`, lastError ?? err);
+        const cause = lastError ?? err;
+        throw (
+          (await this.refusal(cause, client.options.tls)) ??
+          leaseFailed('redis', `connect to ${this.endpoint}`, cause)
+        );
       }
       return client;
     })();
     return this.client;
+  }
+
+  private driverOptions(): RedisOptions {
+    const o = this.options;
+    const timeout = o.opTimeout ?? 5000;
+    const opts: RedisOptions = {
+      lazyConnect: true,
+      connectTimeout: timeout,
+      commandTimeout: timeout,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times) => Math.min(100 * 2 ** times, 2000),
+    };
+    if (o.username !== undefined) opts.username = o.username;
+    if (o.password !== undefined) opts.password = o.password;
+    if (o.tls !== undefined || /^rediss:/i.test(o.url)) {
+      opts.tls = loadTls(o.tls ?? {}, 'cluster.tls', { endpoint: this.endpoint, logger: o.logger });
+    }
+    return opts;
+  }
+
+  /** TLS_FAILED or AUTH_FAILED when the server refused this configuration; else undefined. */
+  private async refusal(err: unknown, tlsOptions: LoadedTls | undefined): Promise<EvpubError | undefined> {
+    const tls = tlsFailure(err, this.endpoint, 'cluster.tls');
+    if (tls) return tls;
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (tlsOptions && (code === 'ECONNRESET' || code === 'EPIPE')) {
+      const url = new URL(this.options.url);
+      const timeoutMs = this.options.opTimeout ?? 5000;
+      const why = await probeTls(url.hostname || 'localhost', Number(url.port || 6379), tlsOptions, {
+        timeoutMs,
+      });
+      const failure = why && tlsFailure(why, this.endpoint, 'cluster.tls');
+      if (failure) return failure;
+    }
+    if (!isAuthError(err)) return undefined;
+    return new EvpubError(
+      ErrorCode.AUTH_FAILED,
+      `the Redis lease store at ${this.endpoint} refused the credentials (cluster.username / cluster.password or the URL's): ${(err as Error).message}`,
+      { cause: err, context: { store: 'redis' } },
+    );
   }
 
   private async run<T>(
@@ -149,13 +213,13 @@ export class RedisLeaseStore implements LeaseStore {
     return `${this.base}${kind}${name === '' ? '' : `:${name}`}`;
   }
 
-  async acquire(unit: string, holder: string, ttlMs: number): Promise<Lease | null> {
+  async acquire(unit: string, holder: string, ttlMs: number, minEpoch = 1): Promise<Lease | null> {
     checkName(unit, 'unit');
     checkName(holder, 'holder');
     checkTtl(ttlMs);
     const sentAt = monotonicNow();
     const got = (await this.run(`acquire ${unit}`, { unit }, (c) =>
-      c.eval(ACQUIRE, 2, this.key('lease', unit), this.key('epoch', unit), holder, ttlMs),
+      c.eval(ACQUIRE, 2, this.key('lease', unit), this.key('epoch', unit), holder, ttlMs, minEpoch),
     )) as [string, string] | null;
     if (!got) return null;
     return {

@@ -6,8 +6,10 @@
  *
  * Routes (each with a JSON schema; the whole API is OpenAPI 3 at `/openapi.json`):
  *   GET  /health                      200 while the process answers (no token needed)
- *   GET  /ready                       200 when running, every feed reading or paused on purpose,
- *                                     every broker connected; 503 with the reasons (no token)
+ *   GET  /ready                       200 when running, every feed reading or paused on purpose
+ *                                     (or, in a cluster, run by another instance), every broker
+ *                                     connected, the lease store answering; 503 with the reasons
+ *                                     (no token)
  *   GET  /api/feeds                   every feed: state, position, in flight, counters, rate
  *   GET  /api/feeds/:datasource/:model  one feed (or /api/feeds/:feed with the id URL-encoded)
  *   POST /api/feeds/:datasource/:model/pause | /resume   idempotent; 404 for an unknown feed
@@ -15,6 +17,11 @@
  *                                     already running (with its progress), 404 unknown feed, 409
  *                                     when its connector cannot (the reason in `message`), 503
  *                                     when the source failed as it began
+ *   (cluster mode: pause, resume and snapshot of a feed another instance owns: 409 with
+ *    `code: EVPUB_FEED_OWNED_ELSEWHERE` and `owner`; ask that instance)
+ *   GET  /api/cluster                 cluster mode: the live instances, every unit with its owner,
+ *                                     epoch and since when, the lease store's state (404 alone,
+ *                                     503 until the app has started)
  *   GET  /api/config                  the effective configuration, secrets redacted
  *   GET  /metrics                     Prometheus text format
  *   GET  /openapi.json                this API
@@ -47,7 +54,17 @@ import { collectSecrets, redactText, redactValue } from '../util/redact';
 import { createMetrics } from '../metrics/index';
 import { dashboardRoutes } from './dashboard';
 import { eventsRoutes, type EventsRoutesOptions } from './events';
-import { errorSchema, feedSchema, feedsSchema, feedsView, feedView, readySchema, readyView } from './views';
+import {
+  clusterSchema,
+  clusterView,
+  errorSchema,
+  feedSchema,
+  feedsSchema,
+  feedsView,
+  feedView,
+  readySchema,
+  readyView,
+} from './views';
 
 export interface EvpubApiOptions {
   app: App;
@@ -198,6 +215,15 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
       return reply.code(400).send({ error: 'Bad Request', message: message.join('; ') });
     }
     if (isEvpubError(err, ErrorCode.FEED_NOT_FOUND)) return notFound(reply, String(err.context.feed));
+    if (isEvpubError(err, ErrorCode.FEED_OWNED_ELSEWHERE)) {
+      const owner = err.context.owner;
+      return reply.code(409).send({
+        error: 'Conflict',
+        code: err.code,
+        message: err.message,
+        ...(typeof owner === 'string' ? { owner } : {}),
+      });
+    }
     if (isEvpubError(err, ErrorCode.INVALID_STATE)) {
       return reply.code(409).send({ error: 'Conflict', message: err.message });
     }
@@ -311,7 +337,8 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
     try {
       start = await app.resnapshot(id);
     } catch (err) {
-      if (!isEvpubError(err) || err.code === ErrorCode.FEED_NOT_FOUND) throw err;
+      const handled: string[] = [ErrorCode.FEED_NOT_FOUND, ErrorCode.FEED_OWNED_ELSEWHERE];
+      if (!isEvpubError(err) || handled.includes(err.code)) throw err;
       // The connector cannot (NOT_SUPPORTED), not now (INVALID_STATE), or not this table
       // (CONFIG_INVALID: no primary key): 409, the operator reads why. Anything else (the source
       // unreachable while the snapshot begins): 503, try again. Messages carry no secrets.
@@ -370,6 +397,37 @@ export const evpubApi: FastifyPluginAsync<EvpubApiOptions> = async (fastify, opt
     '/api/feeds/:feed/snapshot',
     { schema: { ...snapshotSchema, params: encodedFeedParams } },
     resnapshot,
+  );
+
+  fastify.get(
+    '/api/cluster',
+    {
+      schema: {
+        summary:
+          'Cluster mode: the live instances and their units, every unit with its owner, epoch and since when, the lease store state',
+        tags: ['cluster'],
+        response: {
+          200: clusterSchema,
+          401: errorSchema,
+          404: { ...errorSchema, description: 'this evpub runs alone (no `cluster` in its configuration)' },
+          503: { ...errorSchema, description: 'the app has not started (joined the cluster) yet' },
+        },
+      },
+    },
+    async (_request, reply) => {
+      const view = clusterView(app);
+      if (view) return view;
+      if (!app.toConfig().cluster) {
+        return reply.code(404).send({
+          error: 'Not Found',
+          message: 'this evpub runs alone: its configuration has no `cluster` section (docs/cluster.md)',
+        });
+      }
+      return reply.code(503).send({
+        error: 'Service Unavailable',
+        message: `the app is ${app.state}: it has not joined the cluster yet`,
+      });
+    },
   );
 
   fastify.get(

@@ -1,10 +1,12 @@
 /**
  * What the management API serves, built from `app.status()` (nothing is tracked twice): a feed's
- * view, the list, and readiness with its reasons. Each comes with its JSON schema, which both
- * serializes the reply and describes it in the OpenAPI document.
+ * view, the list, readiness with its reasons, and in cluster mode the cluster (members, units,
+ * owners). Each comes with its JSON schema, which both serializes the reply and describes it in
+ * the OpenAPI document.
  */
 import type { App, AppStatus } from '../app/app';
 import type { FeedState } from '../app/runtime';
+import type { ClusterView } from '../cluster/coordinator';
 
 export interface FeedView {
   id: string;
@@ -32,6 +34,22 @@ export interface FeedView {
    * source's log, seconds) and when. Absent when the connector reports no lag.
    */
   lag?: { bytes?: number; seconds?: number; at: string };
+  /** Cluster mode: the unit the feed belongs to (what one instance owns through a lease). */
+  unit?: string;
+  /**
+   * Cluster mode: who publishes the feed, as far as this instance knows (its own units, the
+   * other members' entries); absent while nobody owns the unit. `mine`: this instance.
+   */
+  owner?: FeedOwner;
+}
+
+export interface FeedOwner {
+  instance: string;
+  /** The lease's epoch: it grows on every change of owner. */
+  epoch: number;
+  /** When that owner acquired the unit (ISO). */
+  since: string;
+  mine: boolean;
 }
 
 export interface BrokerView {
@@ -47,6 +65,36 @@ export interface FeedsView {
   startedAt: string | null;
   feeds: FeedView[];
   brokers: BrokerView[];
+  /** Cluster mode: this instance, the cluster and the lease store's state (GET /api/cluster has the rest). */
+  cluster?: ClusterSummary;
+}
+
+export interface ClusterSummary {
+  instance: string;
+  name: string;
+  store: string;
+  state: ClusterView['state'];
+  error?: { code: string; message: string };
+}
+
+/** A live instance as GET /api/cluster shows it: only what an operator needs, no other `info`. */
+export interface MemberView {
+  instance: string;
+  info: {
+    host?: string;
+    pid?: number;
+    /** Its management API, when it serves one. */
+    api?: string;
+    /** The units it holds, with their epochs and since when (ISO). */
+    units: Record<string, { epoch: number; since: string }>;
+  };
+  /** When its entry expires unless refreshed (the lease store's time, ISO). */
+  expiresAt: string;
+}
+
+/** GET /api/cluster: the ClusterView of src/cluster/coordinator.ts with its members' info reduced. */
+export interface ClusterApiView extends Omit<ClusterView, 'members'> {
+  members: MemberView[];
 }
 
 export interface ReadyView {
@@ -55,8 +103,11 @@ export interface ReadyView {
   reasons: string[];
 }
 
-/** States a ready feed may be in: reading, or deliberately not. */
-const READY_STATES = new Set<FeedState>(['streaming', 'snapshotting', 'paused', 'waiting']);
+/**
+ * States a ready feed may be in: reading, deliberately not, or (cluster mode) published by
+ * another instance.
+ */
+const READY_STATES = new Set<FeedState>(['streaming', 'snapshotting', 'paused', 'waiting', 'standby']);
 
 export function feedView(id: string, f: AppStatus['feeds'][string]): FeedView {
   return {
@@ -83,6 +134,18 @@ export function feedView(id: string, f: AppStatus['feeds'][string]): FeedView {
     },
     eventsPerSecond: f.eventsPerSecond,
     ...(f.lag ? { lag: f.lag } : {}),
+    ...(f.unit !== undefined ? { unit: f.unit } : {}),
+    ...(f.owner ? { owner: f.owner } : {}),
+  };
+}
+
+function clusterSummary(c: ClusterView): ClusterSummary {
+  return {
+    instance: c.instance,
+    name: c.name,
+    store: c.store,
+    state: c.state,
+    ...(c.error ? { error: c.error } : {}),
   };
 }
 
@@ -93,10 +156,48 @@ export function feedsView(app: App): FeedsView {
     startedAt: status.startedAt,
     feeds: Object.entries(status.feeds).map(([id, f]) => feedView(id, f)),
     brokers: Object.entries(status.brokers).map(([name, b]) => ({ name, ...b })),
+    ...(status.cluster ? { cluster: clusterSummary(status.cluster) } : {}),
   };
 }
 
-/** Ready: running, every feed reading (or paused on purpose), every broker connected. */
+/** A member's entry reduced to host, pid, API address and units (entries are written by other processes). */
+function memberView(m: ClusterView['members'][number]): MemberView {
+  const { host, pid, api, units } = m.info as {
+    host?: unknown;
+    pid?: unknown;
+    api?: unknown;
+    units?: unknown;
+  };
+  const held: MemberView['info']['units'] = {};
+  if (units && typeof units === 'object') {
+    for (const [unit, u] of Object.entries(units as Record<string, { epoch?: unknown; since?: unknown }>)) {
+      if (typeof u?.epoch === 'number' && typeof u.since === 'string')
+        held[unit] = { epoch: u.epoch, since: u.since };
+    }
+  }
+  return {
+    instance: m.instance,
+    info: {
+      ...(typeof host === 'string' ? { host } : {}),
+      ...(typeof pid === 'number' ? { pid } : {}),
+      ...(typeof api === 'string' ? { api } : {}),
+      units: held,
+    },
+    expiresAt: m.expiresAt,
+  };
+}
+
+/** The cluster as this instance sees it; undefined when the app runs no cluster (yet). */
+export function clusterView(app: App): ClusterApiView | undefined {
+  const cluster = app.status().cluster;
+  if (!cluster) return undefined;
+  return { ...cluster, members: cluster.members.map(memberView) };
+}
+
+/**
+ * Ready: running, every feed reading (or paused on purpose, or published by another instance of
+ * the cluster), every broker connected, and in cluster mode the lease store answering.
+ */
 export function readyView(app: App): ReadyView {
   const status = app.status();
   const reasons: string[] = [];
@@ -108,6 +209,14 @@ export function readyView(app: App): ReadyView {
   }
   for (const [name, b] of Object.entries(status.brokers)) {
     if (b.state !== 'connected') reasons.push(`broker ${name} is ${b.state}`);
+  }
+  // Cluster mode: without the lease store no unit can be renewed or taken over; the units held
+  // stop at their deadline. A standby feed is fine (another instance publishes it).
+  if (status.cluster?.state === 'unreachable') {
+    const error = status.cluster.error
+      ? `: ${status.cluster.error.code} ${status.cluster.error.message}`
+      : '';
+    reasons.push(`the lease store (${status.cluster.store}) does not answer${error}`);
   }
   return { ready: reasons.length === 0, reasons };
 }
@@ -140,9 +249,10 @@ export const feedSchema = {
         'reconnecting',
         'failed',
         'stopped',
+        'standby',
       ],
       description:
-        'paused: by the operator; waiting: another feed of the same datasource is paused (one stream per datasource)',
+        'paused: by the operator; waiting: another feed of the same datasource is paused (one stream per datasource); standby (cluster mode): another instance owns its unit, or nobody yet (see owner)',
     },
     error: {
       type: 'object',
@@ -187,6 +297,45 @@ export const feedSchema = {
       description:
         "how far behind its source the connector reads, as last reported (PostgreSQL: the slot's WAL in bytes; MySQL/MariaDB: binlog bytes and seconds); absent for connectors that do not report it",
     },
+    unit: {
+      type: 'string',
+      description: 'cluster mode: the unit the feed belongs to (owned through one lease)',
+    },
+    owner: {
+      type: 'object',
+      properties: {
+        instance: { type: 'string' },
+        epoch: {
+          type: 'integer',
+          minimum: 0,
+          description: "the lease's epoch: grows on every change of owner",
+        },
+        since: { type: 'string', description: 'when that instance acquired the unit' },
+        mine: { type: 'boolean', description: 'whether it is this instance' },
+      },
+      description:
+        'cluster mode: the instance publishing the feed, as far as this one knows; absent while nobody owns it',
+    },
+  },
+} as const;
+
+const statusErrorSchema = {
+  type: 'object',
+  properties: { code: { type: 'string' }, message: { type: 'string' } },
+} as const;
+
+const clusterSummarySchema = {
+  type: 'object',
+  properties: {
+    instance: { type: 'string', description: 'this instance' },
+    name: { type: 'string', description: "the cluster's name" },
+    store: { type: 'string', enum: ['postgres', 'redis', 'nats'], description: 'the lease store' },
+    state: {
+      type: 'string',
+      enum: ['ok', 'unreachable'],
+      description: 'unreachable: the lease store does not answer (held units stop at their deadline)',
+    },
+    error: statusErrorSchema,
   },
 } as const;
 
@@ -208,6 +357,56 @@ export const feedsSchema = {
         },
       },
     },
+    cluster: { ...clusterSummarySchema, description: 'cluster mode only' },
+  },
+} as const;
+
+export const clusterSchema = {
+  type: 'object',
+  properties: {
+    ...clusterSummarySchema.properties,
+    members: {
+      type: 'array',
+      description: 'the live instances (membership entries not expired)',
+      items: {
+        type: 'object',
+        properties: {
+          instance: { type: 'string' },
+          info: {
+            type: 'object',
+            properties: {
+              host: { type: 'string' },
+              pid: { type: 'integer' },
+              api: { type: 'string', description: 'its management API, when it serves one' },
+              units: {
+                type: 'object',
+                additionalProperties: {
+                  type: 'object',
+                  properties: { epoch: { type: 'integer' }, since: { type: 'string' } },
+                },
+                description: 'the units it holds: epoch and since when',
+              },
+            },
+          },
+          expiresAt: { type: 'string', description: 'when its entry expires unless refreshed' },
+        },
+      },
+    },
+    units: {
+      type: 'array',
+      description: 'every unit of the configuration with its owner (absent: nobody owns it now)',
+      items: {
+        type: 'object',
+        properties: {
+          unit: { type: 'string' },
+          feeds: { type: 'array', items: { type: 'string' } },
+          owner: { type: 'string' },
+          epoch: { type: 'integer' },
+          since: { type: 'string' },
+          mine: { type: 'boolean', description: 'owned by this instance' },
+        },
+      },
+    },
   },
 } as const;
 
@@ -218,5 +417,10 @@ export const readySchema = {
 
 export const errorSchema = {
   type: 'object',
-  properties: { error: { type: 'string' }, message: { type: 'string' } },
+  properties: {
+    error: { type: 'string' },
+    message: { type: 'string' },
+    code: { type: 'string', description: 'an EVPUB_* code, where one applies' },
+    owner: { type: 'string', description: 'EVPUB_FEED_OWNED_ELSEWHERE: the instance that owns the feed' },
+  },
 } as const;

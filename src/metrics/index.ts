@@ -21,6 +21,10 @@
  * - The WAL each PostgreSQL slot retains is queried at scrape time (see postgres-slots.ts),
  *   waiting at most `slotTimeoutMs` for the database, on a connection per datasource opened at
  *   the first scrape of a run and closed when the app stops (and by `close()`).
+ * - Cluster mode only (the app's configuration has `cluster`): the members, the units owned and
+ *   their epochs and the lease store's state are read from `app.status().cluster` when scraped;
+ *   unit changes (acquired, released, lost, failed) are counted from the `unit` status events.
+ *   Without `cluster` these metrics are not registered at all.
  * - `close()` removes the status listener, closes the slot probes' connections and empties the
  *   registry. `text()` after `close()` answers an empty exposition. Make the metrics once per
  *   app, not per request: prom-client's default metrics start a GC observer and an event-loop
@@ -104,6 +108,7 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   const checkpointSavedAt = new Map<string, number>();
   const snapshots = new Map<string, { labels: FeedLabels; done: number; total?: number }>();
   const lag = new Map<string, { labels: FeedLabels; seconds?: number; bytes?: number }>();
+  const unitChanges = new Tally<'unit' | 'event'>();
   /** The slot probes by datasource, opened at the first scrape of a run, closed when it ends. */
   const probes = new Map<string, SlotProbe>();
   const closeProbes = (): void => {
@@ -206,6 +211,9 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
         break;
       case 'connector':
         onConnector(s.datasource, s.status);
+        break;
+      case 'unit':
+        unitChanges.add({ unit: s.unit, event: s.event });
         break;
       default:
         break;
@@ -426,6 +434,70 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
       for (const l of lag.values()) if (l.bytes !== undefined) this.set(l.labels, l.bytes);
     },
   });
+
+  // ---------------------------------------------------------------------------------------------
+  // Cluster mode (docs/cluster.md): read from the coordinator's view at scrape time
+
+  if (app.toConfig().cluster) {
+    const cluster = (): NonNullable<ReturnType<App['status']>['cluster']> | undefined => snapshot().cluster;
+    new Gauge({
+      name: 'evpub_cluster_members',
+      help: 'Live instances of the cluster this instance sees (membership entries not expired, itself included).',
+      registers: [register],
+      collect() {
+        this.reset();
+        const c = cluster();
+        if (c) this.set(c.members.length);
+      },
+    });
+    new Gauge({
+      name: 'evpub_cluster_units_owned',
+      help: 'Units this instance holds the lease of.',
+      registers: [register],
+      collect() {
+        this.reset();
+        const c = cluster();
+        if (c) this.set(c.units.filter((u) => u.mine).length);
+      },
+    });
+    new Gauge({
+      name: 'evpub_cluster_store_up',
+      help: '1 while the lease store answers, else 0 (the units held stop at their deadline).',
+      registers: [register],
+      collect() {
+        this.reset();
+        const c = cluster();
+        if (c) this.set(c.state === 'ok' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'evpub_unit_owned',
+      help: '1 while this instance owns the unit (holds its lease), else 0.',
+      labelNames: ['unit'] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const u of cluster()?.units ?? []) this.set({ unit: u.unit }, u.mine ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'evpub_unit_epoch',
+      help: "The epoch of the unit's lease as this instance knows it (its own, or the owner's entry); absent while nobody owns it.",
+      labelNames: ['unit'] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const u of cluster()?.units ?? [])
+          if (u.epoch !== undefined) this.set({ unit: u.unit }, u.epoch);
+      },
+    });
+    tallyCounter(
+      'evpub_unit_changes_total',
+      'Units this instance acquired, released (handed over), lost (lease not renewed in time, or fenced) or failed to start.',
+      ['unit', 'event'],
+      unitChanges,
+    );
+  }
 
   // ---------------------------------------------------------------------------------------------
   // PostgreSQL slots, queried at scrape time

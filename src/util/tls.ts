@@ -231,17 +231,24 @@ function findTlsCode(err: unknown, depth = 0): { code: string; message: string }
 
 /**
  * EVPUB_TLS_FAILED for an error caused by TLS (see the protocol above), naming `endpoint`
- * (already redacted by the caller); undefined for any other error.
+ * (already redacted by the caller); undefined for any other error. `setting` is where the TLS
+ * settings sit in the configuration when the fix should name the full path (`cluster.tls`: "set
+ * cluster.tls.ca ..."); by default the fix names `tls.<key>`.
  */
-export function tlsFailure(err: unknown, endpoint: string): EvpubError | undefined {
+export function tlsFailure(err: unknown, endpoint: string, setting = 'tls'): EvpubError | undefined {
   const found = findTlsCode(err);
   if (!found) return undefined;
   const { reason: why, fix } = REASONS[found.code]!;
-  return new EvpubError(ErrorCode.TLS_FAILED, `TLS with ${endpoint} failed: ${why} (${found.code}); ${fix}`, {
-    cause: err,
-    retriable: false,
-    context: { endpoint, tlsCode: found.code },
-  });
+  const named = setting === 'tls' ? fix : fix.replace(/\btls\b/g, setting);
+  return new EvpubError(
+    ErrorCode.TLS_FAILED,
+    `TLS with ${endpoint} failed: ${why} (${found.code}); ${named}`,
+    {
+      cause: err,
+      retriable: false,
+      context: { endpoint, tlsCode: found.code, ...(setting === 'tls' ? {} : { setting }) },
+    },
+  );
 }
 
 /**

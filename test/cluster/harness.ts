@@ -27,8 +27,8 @@
  * duplicate comes from another owner's run than its first copy (a replay), and per-key order
  * within each owner's run (the events of one instance and epoch: versions strictly grow).
  *
- * Ownership comes from each process's log: the info lines of the `unit` statuses (`acquired`,
- * `released`, `lost`, `failed`), parsed as they arrive (`owners()`, `waitForUnit()`).
+ * Ownership comes from each process's log: its unit lines (`acquired`, `released`, `lost`,
+ * `failed`, with the unit and epoch), parsed as they arrive (`owners()`, `ownerOf()`).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -95,6 +95,8 @@ export interface UnitLine {
   /** performance.now() when the harness read it. */
   at: number;
 }
+
+const UNIT_EVENTS: UnitLine['event'][] = ['acquired', 'released', 'lost', 'failed'];
 
 export interface Instance {
   name: string;
@@ -417,15 +419,21 @@ export class ClusterHarness {
       const lines = buffer.split('\n');
       buffer = lines.pop()!;
       for (const line of lines) {
-        if (!line.includes('"type":"unit"')) continue;
+        // The start log's unit lines: `{ unit, event, instance, epoch, feeds, msg: "unit ... acquired ..." }`.
+        if (!line.includes('"unit":') || !line.includes('"event":')) continue;
         try {
-          const s = (JSON.parse(line) as { status?: UnitLine & { type: string } }).status;
-          if (s?.type === 'unit')
+          const l = JSON.parse(line) as Partial<UnitLine>;
+          if (
+            typeof l.unit === 'string' &&
+            typeof l.epoch === 'number' &&
+            l.event &&
+            UNIT_EVENTS.includes(l.event)
+          )
             inst.units.push({
-              unit: s.unit,
-              event: s.event,
-              instance: s.instance,
-              epoch: s.epoch,
+              unit: l.unit,
+              event: l.event,
+              instance: l.instance ?? name,
+              epoch: l.epoch,
               at: performance.now(),
             });
         } catch {

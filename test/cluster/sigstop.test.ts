@@ -15,7 +15,7 @@
  *   the time its change was written and the time it arrived;
  * - the stored checkpoint carries the new owner's epoch (the `fence_epoch` of the checkpoint
  *   row), not the old one: the continued process's saves are refused (fenced) or never made;
- *   its log says it lost the unit ("unit lost") or that a save was fenced (EVPUB_FENCED);
+ *   its log says it lost the unit (a unit line `lost`) or that a save was fenced (EVPUB_FENCED);
  * - every change arrives, in order per key within each owner's run.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -78,7 +78,9 @@ describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
     h.signal(victim, 'SIGCONT');
     const continuedAt = performance.now();
     await waitFor(
-      () => /unit lost|EVPUB_FENCED/.test(victim.proc.stdout()),
+      () =>
+        victim.units.some((l) => l.event === 'lost' && l.at > continuedAt) ||
+        victim.proc.stdout().includes('EVPUB_FENCED'),
       `${victim.name} to report its units lost`,
     ).catch((err: Error) => {
       throw new Error(`${err.message}\n${h.logs(40)}`);
@@ -139,7 +141,7 @@ describe('cluster: an owner paused past its lease (SIGSTOP, SIGCONT)', () => {
     }
     const log = victim.proc.stdout();
     console.log(
-      `SIGSTOP: the continued ${victim.name} logged ${(log.match(/unit lost/g) ?? []).length} "unit lost", ` +
+      `SIGSTOP: the continued ${victim.name} logged ${victim.units.filter((l) => l.event === 'lost').length} units lost, ` +
         `${(log.match(/EVPUB_FENCED/g) ?? []).length} EVPUB_FENCED`,
     );
 

@@ -163,6 +163,21 @@ export function leaseConformance(fixture: LeaseFixture): void {
       for (let i = 1; i < epochs.length; i++) expect(epochs[i]).toBeGreaterThan(epochs[i - 1]!);
     });
 
+    it('acquire with minEpoch: the new owner gets at least it, later owners go on from there', async () => {
+      const [a, b] = await cluster(2);
+      const first = (await a!.acquire('u', 'a', TTL))!;
+      await a!.release(first);
+      const raised = (await b!.acquire('u', 'b', TTL, first.epoch + 40))!;
+      expect(raised.epoch).toBe(first.epoch + 40);
+      await b!.release(raised);
+      const next = (await a!.acquire('u', 'a', TTL))!;
+      expect(next.epoch).toBeGreaterThan(raised.epoch);
+      await a!.release(next);
+      // A floor below the counter changes nothing: epochs still only grow.
+      const low = (await b!.acquire('u', 'b', TTL, 1))!;
+      expect(low.epoch).toBeGreaterThan(next.epoch);
+    });
+
     it('members see each other, drop out after their TTL, and leave at once', async () => {
       const [a, b] = await cluster(2);
       await a!.join('a', { version: '1', units: ['x'] }, TTL);

@@ -169,6 +169,7 @@ describe('management API', () => {
         'POST /api/feeds/{datasource}/{model}/snapshot',
         'POST /api/feeds/{feed}/snapshot',
         'GET /api/config',
+        'GET /api/cluster',
         'GET /metrics',
         'GET /openapi.json',
         'GET /api/events',

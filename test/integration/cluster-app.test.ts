@@ -9,6 +9,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub, type App } from '../../src/app/app';
 import type { PublisherStatus } from '../../src/pipeline/status';
 import { PgFixture, sql } from '../helpers/postgres';
+import { sharedConnection, uniqueTable } from '../helpers/mariadb';
 import { quietLogger, subscriber } from '../helpers/publisher';
 import { requireService, SERVICES, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -22,6 +23,7 @@ beforeAll(async () => {
   await requireService('postgres');
   await requireService('redis');
   await requireService('nats');
+  await requireService('mariadb');
 });
 
 interface Setup {
@@ -136,5 +138,76 @@ describe('cluster mode, two apps in one process', () => {
     expect(sub.got.slice(30).every((m) => m.headers?.['evpub-instance'] === 'b')).toBe(true);
     const acquired = s.statuses.get('b')!.filter((x) => x.type === 'unit' && x.event === 'acquired');
     expect(acquired.length).toBe(2);
+  }, 60_000);
+});
+
+describe('cluster mode, MariaDB with a configured serverId', () => {
+  it('one unit per model: two instances read one each with stable server ids, then one takes both', async () => {
+    const conn = await sharedConnection();
+    cleanups.push(() => conn.end());
+    const tables = [uniqueTable(), uniqueTable()];
+    for (const t of tables) {
+      await conn.query(`CREATE TABLE \`${t}\` (id VARCHAR(32) PRIMARY KEY, v INT)`);
+      cleanups.push(() => conn.query(`DROP TABLE IF EXISTS \`${t}\``));
+    }
+    const root = uniqueName('evpub');
+    const cluster = uniqueName('c').replace(/[^A-Za-z0-9_-]/g, '_');
+    const prefix = `${uniqueName('cp')}:`;
+    const serverId = 4_000_000 + Math.floor(Math.random() * 1_000_000);
+    const sub = await subscriber(SERVICES.nats.url, `${root}/#`);
+    cleanups.push(() => sub.client.end());
+    const make = (instance: string): App => {
+      const app = evpub({
+        logger: quietLogger(),
+        brokers: { default: SERVICES.nats.url },
+        checkpoints: { store: 'redis', url: SERVICES.redis.url, prefix },
+        cluster: { store: 'redis', url: SERVICES.redis.url, name: cluster, leaseTtl: '3s', instance },
+        stopTimeout: 5000,
+      });
+      app.dataSource('my', {
+        connector: 'mysql',
+        url: 'mysql://root@127.0.0.1:3306/test',
+        serverId,
+        reconnectDelay: 100,
+      });
+      for (const t of tables) app.model(t, { dataSource: 'my', topic: `${root}/{model}` });
+      cleanups.push(() => app.stop());
+      return app;
+    };
+    const a = make('a');
+    await a.start();
+    const b = make('b');
+    await b.start();
+    await waitFor(
+      () => {
+        const units = a.status().cluster?.units ?? [];
+        return units.length === 2 && new Set(units.map((u) => u.owner)).size === 2;
+      },
+      'one unit each',
+      10_000,
+    );
+    expect((a.status().cluster?.units ?? []).map((u) => u.unit).sort()).toEqual(
+      tables.map((t) => `my/${t}`).sort(),
+    );
+    let n = 0;
+    const insert = async (count: number) => {
+      for (let i = 0; i < count; i++, n++) {
+        await conn.query(`INSERT INTO \`${tables[n % 2]}\` VALUES ('k${n}', ${n})`);
+      }
+    };
+    await insert(20);
+    await waitFor(() => sub.got.length >= 20, '20 events');
+    expect(new Set(sub.got.map((m) => m.headers?.['evpub-instance']))).toEqual(new Set(['a', 'b']));
+    await a.stop();
+    await waitFor(
+      () => Object.values(b.status().feeds).every((f) => f.state === 'streaming'),
+      'b streams both',
+    );
+    await insert(20);
+    await waitFor(() => sub.got.length >= 40, '40 events');
+    await new Promise((r) => setTimeout(r, 500));
+    const keys = sub.got.map((m) => String(m.json.subject));
+    expect(keys.length).toBe(40);
+    expect(new Set(keys).size).toBe(40);
   }, 60_000);
 });

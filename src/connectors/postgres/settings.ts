@@ -77,7 +77,8 @@ export const POSTGRES_SETTING_KEYS = [
 ] as const;
 
 /** Query parameters of a PostgreSQL URL by which the URL itself asks for TLS. */
-const URL_SSL_PARAMS = ['ssl', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslnegotiation'];
+/** pg's TLS parameters of a URL: they override the `ssl` option, so they do not go with `tls`. */
+export const URL_SSL_PARAMS = ['ssl', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'sslnegotiation'];
 
 /** A slot or publication name: PostgreSQL's slot rule for both (`[a-z0-9_]`, at most 63). */
 function ident(r: SettingsReader, key: string, fallback: string): string {

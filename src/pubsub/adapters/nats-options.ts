@@ -105,7 +105,28 @@ export function natsOptions(raw: unknown): ResolvedNatsOptions {
       `must be a number of milliseconds from 1000 to ${MAX_AGE_MS} (the stream's max age), like 120000 for 2 minutes`,
     );
   }
-  const secrets: Pick<ResolvedNatsOptions, 'token' | 'nkey' | 'creds'> = {};
+  const secrets = natsCredentials(o, 'nats');
+  const jetstream = o.jetstream === true;
+  if (!jetstream) {
+    const given = (['stream', 'subjects', 'duplicateWindow'] as const).find((k) => o[k] !== undefined);
+    if (given !== undefined) throw bad(given, 'only applies with nats.jetstream: true');
+  }
+  return { jetstream, stream, subjects, duplicateWindow, ...secrets };
+}
+
+/** NATS credentials besides user and password: what `natsCredentials` takes and gives. */
+export type NatsCredentials = Pick<ResolvedNatsOptions, 'token' | 'nkey' | 'creds'>;
+
+/**
+ * `token`, `nkey` and `creds` of `o` (the `nats` options, or `cluster:` for the NATS lease
+ * store), checked: non-empty strings, not both `nkey` and `creds`. Errors name `<path>.<key>`.
+ */
+export function natsCredentials(o: Record<string, unknown>, path: string): NatsCredentials {
+  const bad = (key: string, rule: string): EvpubError =>
+    new EvpubError(ErrorCode.CONFIG_INVALID, `${path}.${key}: ${rule}`, {
+      context: { key: `${path}.${key}` },
+    });
+  const secrets: NatsCredentials = {};
   for (const key of ['token', 'nkey', 'creds'] as const) {
     const v = o[key];
     if (v === undefined) continue;
@@ -115,13 +136,8 @@ export function natsOptions(raw: unknown): ResolvedNatsOptions {
   if (secrets.nkey !== undefined && secrets.creds !== undefined) {
     throw bad(
       'nkey',
-      'and nats.creds both say who the client is: give one (a .creds file holds its own seed)',
+      `and ${path}.creds both say who the client is: give one (a .creds file holds its own seed)`,
     );
   }
-  const jetstream = o.jetstream === true;
-  if (!jetstream) {
-    const given = (['stream', 'subjects', 'duplicateWindow'] as const).find((k) => o[k] !== undefined);
-    if (given !== undefined) throw bad(given, 'only applies with nats.jetstream: true');
-  }
-  return { jetstream, stream, subjects, duplicateWindow, ...secrets };
+  return secrets;
 }

@@ -39,7 +39,7 @@
  * round trip (the server then has the subscriptions again) and calls `events.reconnect()`.
  */
 import type { JsMsg } from '@nats-io/jetstream';
-import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type {
   AdapterEvents,
   AdapterFeatures,
@@ -49,13 +49,13 @@ import type {
   ResolvedClientOptions,
   SubscribeOptions,
 } from '../adapter';
-import { readFileSync } from 'node:fs';
 import { ErrorCode, EvpubError, redact, toError } from '../../errors';
-import { loadTls, tlsFailure, type LoadedTls } from '../../util/tls';
+import { tlsFailure } from '../../util/tls';
 import type { Logger } from '../../logger';
 import { loadDriver } from '../driver';
 import { fromDotted, matches, toDotted } from '../topics';
 import { DurableConsumers } from './nats-durable';
+import { isNatsAuthError, natsTarget, type NatsConnectTarget, type NatsTlsTarget } from './nats-auth';
 import { natsOptions, type ResolvedNatsOptions } from './nats-options';
 import { CorePublisher, JetStreamPublisher, type Link } from './nats-publish';
 import { StreamKeeper } from './nats-streams';
@@ -87,19 +87,6 @@ export function natsEndpoint(url: string): string {
   }
 }
 
-/** A secret given as its text or as a file's path (`nats.nkey`, `nats.creds`). */
-function secretText(value: string, key: string, isText: (v: string) => boolean): string {
-  if (isText(value)) return value;
-  try {
-    return readFileSync(value, 'utf8');
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code ?? toError(err).message;
-    throw new EvpubError(ErrorCode.CONFIG_INVALID, `${key}: cannot read the file (${reason})`, {
-      context: { key },
-    });
-  }
-}
-
 export class NatsAdapter implements BrokerAdapter, Link {
   static readonly adapterName = 'nats';
   static readonly defaultPort = 4222;
@@ -118,7 +105,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
   private ending = false;
   private downSince: number | undefined;
   /** Where and how TLS is used, when it is (for probeNatsTls). */
-  private tls: { host: string; port: number; options: LoadedTls } | undefined;
+  private tls: NatsTlsTarget | undefined;
   private maxPayload = DEFAULT_MAX_PAYLOAD;
   /** Core subscriptions by pattern, in subscription order. */
   private readonly subs = new Map<string, Subscription[]>();
@@ -157,56 +144,22 @@ export class NatsAdapter implements BrokerAdapter, Link {
   // -------------------------------------------------------------------------------------------
   // Connection
 
-  /** The server, the credentials and TLS for nats.js's `connect()`. */
-  private target(
-    nm: NatsModule,
-    where: string,
-  ): Pick<ConnectionOptions, 'servers' | 'user' | 'pass' | 'token' | 'authenticator' | 'tls'> {
-    const u = new URL(this.options.url ?? `nats://localhost:${NatsAdapter.defaultPort}`);
-    const servers = `${u.hostname || 'localhost'}:${u.port || NatsAdapter.defaultPort}`;
-    const target: ReturnType<NatsAdapter['target']> = { servers };
-    const user = u.username ? decodeURIComponent(u.username) : this.options.username;
-    const pass = u.password ? decodeURIComponent(u.password) : this.options.password;
-    // `nats://TOKEN@host` is token authentication.
-    if (user !== undefined && pass === undefined) target.token = user;
-    else if (user !== undefined) Object.assign(target, { user, pass });
-    if (this.nats.token !== undefined) target.token = this.nats.token;
-    if (this.nats.nkey !== undefined) {
-      const seed = secretText(this.nats.nkey, 'nats.nkey', (v) => /^\s*SU[A-Z2-7]+\s*$/.test(v)).trim();
-      try {
-        nm.nkeys.fromSeed(new TextEncoder().encode(seed));
-      } catch {
-        throw new EvpubError(
-          ErrorCode.CONFIG_INVALID,
-          'nats.nkey: not an NKey user seed (one starts with SU)',
-          {
-            context: { key: 'nats.nkey' },
-          },
-        );
-      }
-      target.authenticator = nm.nkeyAuthenticator(new TextEncoder().encode(seed));
-    }
-    if (this.nats.creds !== undefined) {
-      const creds = secretText(this.nats.creds, 'nats.creds', (v) => v.includes('-----BEGIN'));
-      if (!creds.includes('NATS USER JWT') || !creds.includes('USER NKEY SEED')) {
-        throw new EvpubError(
-          ErrorCode.CONFIG_INVALID,
-          'nats.creds: not a .creds file (it holds a NATS USER JWT and a USER NKEY SEED block)',
-          { context: { key: 'nats.creds' } },
-        );
-      }
-      target.authenticator = nm.credsAuthenticator(new TextEncoder().encode(creds));
-    }
-    if (u.protocol === 'tls:' || this.options.tls !== undefined) {
-      // nats.js hands these to tls.connect (its own type lists fewer of them); the PEM is text.
-      const tls = loadTls(this.options.tls ?? {}, 'options.tls', { endpoint: where, logger: this.logger });
-      target.tls = tls as ConnectionOptions['tls'];
-      this.tls = {
-        host: u.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost',
-        port: Number(u.port || NatsAdapter.defaultPort),
-        options: tls,
-      };
-    }
+  /** The server, the credentials and TLS for nats.js's `connect()` (nats-auth.ts). */
+  private target(nm: NatsModule, where: string): NatsConnectTarget {
+    const { target, tls } = natsTarget(
+      nm,
+      this.options.url ?? `nats://localhost:${NatsAdapter.defaultPort}`,
+      {
+        username: this.options.username,
+        password: this.options.password,
+        token: this.nats.token,
+        nkey: this.nats.nkey,
+        creds: this.nats.creds,
+        tls: this.options.tls,
+      },
+      { path: 'nats', tlsPath: 'options.tls', endpoint: where, logger: this.logger },
+    );
+    this.tls = tls;
     return target;
   }
 
@@ -278,7 +231,7 @@ export class NatsAdapter implements BrokerAdapter, Link {
     const tls = tlsFailure(err, where);
     if (tls) return tls;
     const e = toError(err);
-    if (e.name === 'AuthorizationError' || /authorization violation/i.test(e.message)) {
+    if (isNatsAuthError(err)) {
       return new EvpubError(ErrorCode.AUTH_FAILED, `NATS at ${where} refused the credentials`, {
         cause: err,
         context: { url: where },
