@@ -10,7 +10,8 @@
  *    when its entry is not visible yet);
  * 3. holding more than `share`: hands the surplus over gracefully, one unit per tick, those it
  *    ranks last first (below): the host drains the unit's events, saves its checkpoints, and only
- *    then is the lease released, so the next owner starts from the last event published. Holding
+ *    then is the lease released, so the next owner starts from the last event published. A unit
+ *    handed over is not taken back by this instance for a renew interval: the others get it. Holding
  *    `share` while every unit is held and another member holds `share − 2` or fewer (7 units
  *    over 3 instances as 3/3/1): hands one over the same way, so shares differ by one at most
  *    (backing off while that does not even them out: a member that cannot start units);
@@ -418,6 +419,13 @@ export class Coordinator {
       );
       await held.keeper.stop({ release: false }).catch(() => undefined);
     }
+    // Handed over for another instance: not taken back here for a renew interval (this instance
+    // may be below its share now, and its next tick would otherwise win the race for it again).
+    const prior = this.backoff.get(held.unit);
+    this.backoff.set(held.unit, {
+      until: monotonicNow() + this.options.config.renewInterval,
+      failures: prior?.failures ?? 0,
+    });
     this.forget(held);
   }
 
