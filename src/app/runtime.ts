@@ -207,6 +207,25 @@ export interface RuntimeSnapshot {
   cluster?: ClusterView;
 }
 
+const HEALTH_RANK: Record<ReturnType<EventConnector['health']>['state'], number> = {
+  streaming: 0,
+  idle: 1,
+  starting: 2,
+  stopped: 3,
+  reconnecting: 4,
+  failed: 5,
+};
+
+/** Two units' health as one datasource's: the worse state, the positions of both. */
+function worseHealth(
+  a: ReturnType<EventConnector['health']>,
+  b: ReturnType<EventConnector['health']>,
+): ReturnType<EventConnector['health']> {
+  const worse = HEALTH_RANK[b.state] > HEALTH_RANK[a.state] ? b : a;
+  const positions = a.positions || b.positions ? { ...a.positions, ...b.positions } : undefined;
+  return { ...worse, ...(positions ? { positions } : {}) };
+}
+
 export class Runtime {
   private readonly brokers = new Map<string, BrokerRun>();
   private readonly runs: UnitRun[] = [];
@@ -808,12 +827,14 @@ export class Runtime {
       out.brokers[b.name] = { url: redact(b.url), adapter: b.client.adapter.name, state: b.client.state };
     }
     for (const run of this.runs) {
+      const health = run.connector.health();
+      const seen = out.datasources[run.name];
       out.datasources[run.name] = {
         connector: run.connector.name,
         resumable: run.connector.resumable,
-        health: run.connector.health(),
+        // Cluster mode: several units of one datasource may run here; it shows the worst.
+        health: seen ? worseHealth(seen.health, health) : health,
       };
-      const health = out.datasources[run.name]!.health;
       const held = run.pipeline.heldModels().map((m) => `${run.name}/${m}`);
       for (const f of run.feeds) {
         const pipe = run.pipeline.snapshot(f.model);
