@@ -114,6 +114,8 @@ interface UnitSpec {
   id: string;
   datasource: string;
   models: string[];
+  /** Every model of the datasource, in configuration order (`DataSourceLike.models`). */
+  datasourceModels: string[];
   module: ConnectorModule;
 }
 
@@ -320,7 +322,7 @@ export class Runtime {
       }
       for (const models of groups) {
         const id = models.length === modelNames.length ? dsName : `${dsName}/${models.join('+')}`;
-        specs.push({ id, datasource: dsName, models, module });
+        specs.push({ id, datasource: dsName, models, datasourceModels: modelNames, module });
       }
     }
     return specs;
@@ -367,12 +369,9 @@ export class Runtime {
     const logger = this.logger.child({ component: 'connector', datasource: spec.datasource, unit: unitId });
     // `models`: every model of the datasource, so per-model numbering (a binlog reader's
     // server id) is the same in every instance whichever part of them it reads.
-    const all = Object.keys(this.config.models).filter(
-      (m) => this.config.models[m]!.dataSource === spec.datasource,
-    );
     const connector = await initializeConnector(
       spec.module,
-      { name: spec.datasource, settings, logger, models: all },
+      { name: spec.datasource, settings, logger, models: spec.datasourceModels },
       spec.models,
     );
     const run = await this.buildUnit(spec.datasource, unitId, connector, spec.models, keeper);
