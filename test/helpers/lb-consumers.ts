@@ -13,7 +13,10 @@ export interface LogLine {
 /** A pino logger whose lines land in `lines` (parsed). */
 export function captureLogger(): { logger: Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
-  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
+  const logger = pino(
+    { level: 'debug' },
+    { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) },
+  );
   return { logger, lines };
 }
 

@@ -109,7 +109,13 @@ describe('LoopBack consumers on MQTT', () => {
     const publisher = mqtt();
     await publisher.publish(
       `${base}/ce/a`,
-      JSON.stringify({ specversion: '1.0', id: 'e1', source: '/evpub/db/accounts', type: 'evpub.accounts.create', data: { op: 'create', key: '1' } }),
+      JSON.stringify({
+        specversion: '1.0',
+        id: 'e1',
+        source: '/evpub/db/accounts',
+        type: 'evpub.accounts.create',
+        data: { op: 'create', key: '1' },
+      }),
       { contentType: 'application/cloudevents+json' },
     );
     await publisher.publish(`${base}/ce/b`, JSON.stringify({ op: 'update', key: '2' }), {
@@ -125,7 +131,11 @@ describe('LoopBack consumers on MQTT', () => {
     await publisher.publish(`${base}/raw`, Buffer.from([0, 255, 1]));
 
     await waitFor(() => events.length >= 2 && raws.length >= 1, 'two CloudEvents and a raw payload');
-    expect(events[0]).toMatchObject({ id: 'e1', type: 'evpub.accounts.create', data: { op: 'create', key: '1' } });
+    expect(events[0]).toMatchObject({
+      id: 'e1',
+      type: 'evpub.accounts.create',
+      data: { op: 'create', key: '1' },
+    });
     expect(events[1]).toMatchObject({
       specversion: '1.0',
       id: 'e2',
@@ -166,7 +176,11 @@ describe('LoopBack consumers on MQTT', () => {
 
     const failures = lines.filter((l) => l.level === 50 && l.consumer === 'Fragile.onMessage');
     expect(failures).toHaveLength(2);
-    expect(failures[0]).toMatchObject({ topic: `${base}/a`, binding: 'services.Fragile', pattern: `${base}/+` });
+    expect(failures[0]).toMatchObject({
+      topic: `${base}/a`,
+      binding: 'services.Fragile',
+      pattern: `${base}/+`,
+    });
     expect(JSON.stringify(failures[0]!.err)).toContain('cannot handle order 1');
     expect(failures[0]!.msg).toContain('not delivered again');
     expect(JSON.stringify(failures[1]!.err)).toContain('EVPUB_MALFORMED_INPUT');
@@ -209,7 +223,10 @@ describe('LoopBack consumers on MQTT', () => {
       order.push('stopped');
     });
     // The stop unsubscribed and now waits on the handler.
-    await waitFor(() => lines.some((l) => /waiting for the consumers still handling/.test(l.msg)), 'the stop to wait');
+    await waitFor(
+      () => lines.some((l) => /waiting for the consumers still handling/.test(l.msg)),
+      'the stop to wait',
+    );
     expect(stopped).toBe(false);
     release.resolve();
     await stopping;

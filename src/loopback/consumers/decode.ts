@@ -78,7 +78,10 @@ function fromHeaders(payload: Buffer, topic: string, meta: MessageMeta): CloudEv
   if (contentType !== undefined) event.datacontenttype = contentType;
   event.data = isJsonType(contentType) ? parseJson(payload, topic) : payload;
   if (!isCloudEvent(event)) {
-    throw malformed(topic, `the ${prefix || 'bare'} CloudEvent headers lack one of specversion, id, source, type`);
+    throw malformed(
+      topic,
+      `the ${prefix || 'bare'} CloudEvent headers lack one of specversion, id, source, type`,
+    );
   }
   return event;
 }

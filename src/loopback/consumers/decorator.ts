@@ -109,7 +109,11 @@ export function checkSpec(where: string, pattern: unknown, options: unknown): Su
   oneOf('from', ['new', 'earliest']);
   oneOf('decode', ['json', 'cloudevent', 'raw']);
   if (o.concurrency !== undefined && !(Number.isInteger(o.concurrency) && (o.concurrency as number) >= 1)) {
-    throw optionError(where, 'concurrency', `must be an integer of 1 or more, got ${JSON.stringify(o.concurrency)}`);
+    throw optionError(
+      where,
+      'concurrency',
+      `must be an integer of 1 or more, got ${JSON.stringify(o.concurrency)}`,
+    );
   }
   if (o.durable === undefined) {
     for (const key of ['ack', 'from']) {
@@ -148,5 +152,7 @@ export function subscribe(pattern: string, options?: ConsumerOptions): MethodDec
 
 /** The `@subscribe` methods of a class, by method name. */
 export function subscribeSpecs(cls: { prototype: unknown }): Record<string, SubscribeSpec> {
-  return MetadataInspector.getAllMethodMetadata<SubscribeSpec>(SUBSCRIBE_METADATA, cls.prototype as object) ?? {};
+  return (
+    MetadataInspector.getAllMethodMetadata<SubscribeSpec>(SUBSCRIBE_METADATA, cls.prototype as object) ?? {}
+  );
 }

@@ -10,10 +10,11 @@
  *   datasources, before servers). It checks everything before subscribing anything: every
  *   binding whose class has `@subscribe` methods must be a consumer (else CONFIG_INVALID naming
  *   the class, method and binding key); a consumer must have a `@subscribe` method; `broker`
- *   must name a broker of `EvpubBindings.CONFIG` (or be a URL); one pattern is subscribed once
- *   per broker. Each consumer is resolved once from the context. Then each method is subscribed,
- *   in binding order; a subscribe the broker refuses is an error naming the method, and what was
- *   subscribed is undone (own clients ended) before `start()` rejects.
+ *   must name a broker of `EvpubBindings.CONFIG` (or be a URL); no two patterns on one broker
+ *   may match one topic (a client delivers such a message once, to one of them). Each consumer
+ *   is resolved once from the context. Then each method is subscribed, in binding order; a
+ *   subscribe the broker refuses is an error naming the method, and what was subscribed is
+ *   undone (own clients ended) before `start()` rejects.
  * - Clients: the default broker is `EvpubBindings.CLIENT` (the component's; the observer never
  *   ends it). Another broker gets a client of the observer's own, made at start from the
  *   configuration's `brokers` entry (or the URL) and ended at stop.
@@ -82,8 +83,20 @@ type AnyClass = NonNullable<Binding<unknown>['valueConstructor']>;
 
 function classOf(binding: Readonly<Binding<unknown>>, instance?: unknown): AnyClass | undefined {
   if (binding.valueConstructor) return binding.valueConstructor;
-  if (instance !== null && typeof instance === 'object') return (instance as { constructor: AnyClass }).constructor;
+  if (instance !== null && typeof instance === 'object')
+    return (instance as { constructor: AnyClass }).constructor;
   return undefined;
+}
+
+/** True when some topic matches both patterns (`#` also matches its parent level). */
+export function overlaps(a: string, b: string): boolean {
+  const p = a.split('/');
+  const q = b.split('/');
+  for (let i = 0; ; i++) {
+    if (p[i] === '#' || q[i] === '#') return true;
+    if (i >= p.length || i >= q.length) return p.length === q.length;
+    if (p[i] !== q[i] && p[i] !== '+' && q[i] !== '+') return false;
+  }
 }
 
 @lifeCycleObserver('evpub-consumers', { scope: BindingScope.SINGLETON })
@@ -177,7 +190,9 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
       throw err;
     }
     this.logger.info(
-      { consumers: this.stats().map((s) => ({ consumer: s.consumer, pattern: s.pattern, broker: s.broker })) },
+      {
+        consumers: this.stats().map((s) => ({ consumer: s.consumer, pattern: s.pattern, broker: s.broker })),
+      },
       'consumers subscribed',
     );
   }
@@ -235,8 +250,12 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
     const shared = await this.ctx.get(EvpubBindings.CLIENT, { optional: true });
     const defaultName = cfg?.clientBroker ?? 'default';
     const brokers = cfg?.brokers ?? {};
-    const planned: { target: ConsumerTarget; broker: string; url?: string; options?: Record<string, unknown> }[] =
-      [];
+    const planned: {
+      target: ConsumerTarget;
+      broker: string;
+      url?: string;
+      options?: Record<string, unknown>;
+    }[] = [];
     for (const target of targets) {
       const where = `${target.className}.${target.method}`;
       const ref = target.spec.options.broker ?? defaultName;
@@ -262,22 +281,23 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
         );
       }
     }
-    // One subscription per pattern and client: the client keeps one per pattern.
-    const seen = new Map<string, string>();
-    for (const p of planned) {
-      const where = `${p.target.className}.${p.target.method}`;
-      const id = `${p.broker}\u0000${p.target.spec.pattern}`;
-      const other = seen.get(id);
-      if (other !== undefined) {
+    // No two patterns of one client may match one topic: the client keeps one subscription per
+    // pattern, and MQTT, AMQP and memory deliver a message matching two patterns once.
+    for (let i = 0; i < planned.length; i++) {
+      const p = planned[i]!;
+      for (const q of planned.slice(0, i)) {
+        if (q.broker !== p.broker || !overlaps(q.target.spec.pattern, p.target.spec.pattern)) continue;
+        const where = `${p.target.className}.${p.target.method}`;
+        const other = `${q.target.className}.${q.target.method}`;
         throw configError(
           where,
           'pattern',
-          `"${p.target.spec.pattern}" on broker "${p.broker}" is already subscribed by ${other}; ` +
-            'one method per pattern and broker (handle both in one method, or use another broker)',
-          { consumer: where, binding: p.target.binding },
+          `"${p.target.spec.pattern}" and "${q.target.spec.pattern}" (${other}) on broker "${p.broker}" match the same topics, ` +
+            'and one client delivers such a message once; handle both in one method, or give one of them ' +
+            'another broker entry (a second name in brokers, same URL: a connection of its own)',
+          { consumer: where, binding: p.target.binding, other },
         );
       }
-      seen.set(id, where);
     }
     // Clients last, once everything above is known to be right.
     const byBroker = new Map<string, ClientUse>();
@@ -330,7 +350,12 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
         `${sub.name} (binding "${sub.target.binding}"): subscribe to ${JSON.stringify(spec.pattern)} on broker "${use.broker}" failed: ${e.message}`,
         {
           cause: err,
-          context: { consumer: sub.name, binding: sub.target.binding, pattern: spec.pattern, broker: use.broker },
+          context: {
+            consumer: sub.name,
+            binding: sub.target.binding,
+            pattern: spec.pattern,
+            broker: use.broker,
+          },
         },
       );
     }

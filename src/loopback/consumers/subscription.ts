@@ -166,7 +166,9 @@ export class ConsumerSubscription {
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
       new Promise<boolean>((resolve) => this.idle.push(() => resolve(true))),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now())))),
+      new Promise<boolean>(
+        (resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()))),
+      ),
     ]);
     clearTimeout(timer);
     if (!done) {
