@@ -231,7 +231,17 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
     }
     const targets: ConsumerTarget[] = [];
     for (const binding of consumers) {
-      const instance = await this.ctx.get<unknown>(binding.key);
+      let instance: unknown;
+      try {
+        instance = await this.ctx.get<unknown>(binding.key);
+      } catch (err) {
+        const name = binding.valueConstructor?.name ?? binding.key;
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `${name}: ${binding.key}: the consumer could not be resolved from the context: ${toError(err).message}`,
+          { cause: err, context: { binding: binding.key } },
+        );
+      }
       const cls = classOf(binding, instance);
       const specs = cls ? subscribeSpecs(cls) : {};
       const name = cls?.name ?? binding.key;
