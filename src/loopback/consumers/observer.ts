@@ -286,8 +286,9 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
         planned.push({ target, broker: defaultName });
       } else if (ref.includes('://')) {
         planned.push({ target, broker: redact(ref), url: ref });
-      } else if (brokers[ref]) {
-        planned.push({ target, broker: ref, url: brokers[ref].url, options: brokers[ref].options ?? {} });
+      } else if (Object.hasOwn(brokers, ref)) {
+        const entry = brokers[ref]!;
+        planned.push({ target, broker: ref, url: entry.url, options: entry.options ?? {} });
       } else {
         const known = Object.keys(brokers);
         throw configError(
