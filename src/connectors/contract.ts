@@ -213,6 +213,12 @@ export interface DataSourceLike {
    * connector falls back to the models `start` gets).
    */
   models?: readonly string[];
+  /**
+   * Each model's `settings` (`models.<name>.settings`), by name, for what a connector decides
+   * from them before start (units(): a MySQL datasource's outbox models share one unit). Absent:
+   * not known.
+   */
+  modelSettings?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** Set by `initialize()`. */
   connector?: unknown;
 }
