@@ -20,7 +20,8 @@
  * own position and holds its own binlog connection, so two models never need the same
  * process; a model is the smallest piece that must have one reader at a time (two readers of
  * it would publish its changes twice). Several instances of this connector may therefore read
- * one datasource, each started with some of its models.
+ * one datasource, each started with some of its models. The exception: the models fed from the
+ * outbox (`outbox: true`, outbox.ts) share one stream of the outbox table, so they are one unit.
  *
  * Server ids: a model's binlog reader uses `serverId + n`, n the model's place in the
  * datasource's configured models (`dataSource.models`, which evpub passes whole also to an
