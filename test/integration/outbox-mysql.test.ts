@@ -277,6 +277,9 @@ describe('mysql outbox', () => {
     await waitFor(() => events.got.length >= 2, 'the table change and the outbox event');
     expect(events.got.map((m) => m.json.type).sort()).toEqual(['evpub.Invoice.create', 'evpub.Rows.create']);
     expect(events.got.find((m) => m.json.type === 'evpub.Invoice.create')!.json.id).toBe(invoice.id);
+    await expect(app.resnapshot('my/Invoice')).rejects.toThrow(
+      'models.Invoice: fed from the outbox (settings.outbox), it has no table to snapshot',
+    );
   });
 
   it('refuses bad configuration, naming the keys; evpub check reports a missing outbox table it may not create', async () => {

@@ -192,8 +192,11 @@ describe('postgres outbox', () => {
     expect(JSON.parse(stranger!.original as string)).toMatchObject({ id: unknown.id, model: 'Nobody' });
   });
 
-  it('creates the outbox table and puts it in the publication', async () => {
-    const { f, outbox } = await setup();
+  it('creates the outbox table and puts it in the publication; an outbox model has nothing to re-snapshot', async () => {
+    const { f, app, outbox } = await setup();
+    await expect(app.resnapshot('pg/Account')).rejects.toThrow(
+      'models.Account: fed from the outbox (settings.outbox), it has no table to snapshot',
+    );
     const published = await sql<{ tablename: string }>(
       'SELECT tablename FROM pg_publication_tables WHERE pubname = $1',
       [f.publication],

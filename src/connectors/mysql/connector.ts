@@ -590,6 +590,13 @@ export class MysqlConnector implements EventConnector {
 
   /** Re-snapshots a streaming model's table from its first row (contract point 9; see top). */
   async snapshot(model: string): Promise<SnapshotStart> {
+    if (this.outbox?.models.includes(model)) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `mysql connector: models.${model}: fed from the outbox (settings.outbox), it has no table to snapshot`,
+        { context: { model } },
+      );
+    }
     const run = this.runs.get(model);
     const life = this.life.state;
     const streamState = run?.stream?.state;
@@ -611,13 +618,6 @@ export class MysqlConnector implements EventConnector {
       );
     }
     if (run.restarting) return { started: false, done: 0 };
-    if (this.outbox?.models.includes(model)) {
-      throw new EvpubError(
-        ErrorCode.CONFIG_INVALID,
-        `mysql connector: models.${model}: fed from the outbox (settings.outbox), it has no table to snapshot`,
-        { context: { model } },
-      );
-    }
     if (run.window) return { started: false, ...run.window.progress() };
     if (run.meta.primaryKey.length === 0) {
       const table = `${run.meta.database}.${run.meta.table}`;
