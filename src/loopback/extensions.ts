@@ -140,7 +140,7 @@ export function buildRegistries(ctx: Context): EvpubRegistries {
       try {
         registry.register(name, module);
       } catch (err) {
-        throw invalid(binding, toError(err).message, err);
+        throw invalid(binding, `${toError(err).message}; register it under another name`, err);
       }
     }
   }
@@ -161,7 +161,7 @@ export function buildRegistries(ctx: Context): EvpubRegistries {
     try {
       adapters.register(ext.schemes, ext.adapter);
     } catch (err) {
-      throw invalid(binding, toError(err).message, err);
+      throw invalid(binding, `${toError(err).message}; register it under another scheme`, err);
     }
   }
   return { registry, adapters };

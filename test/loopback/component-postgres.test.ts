@@ -49,7 +49,13 @@ async function subscriber(prefix: string): Promise<Received[]> {
 }
 
 /** A LoopBack app with the component, an event datasource on `f` and a model on `table`. */
-function makeApp(f: PgFixture, table: string, prefix: string, extra: Record<string, unknown> = {}) {
+function makeApp(
+  f: PgFixture,
+  table: string,
+  prefix: string,
+  extra: Record<string, unknown> = {},
+  connector = 'postgres',
+) {
   const checkpoints = mkdtempSync(path.join(tmpdir(), 'evpub-lb-'));
   cleanups.push(() => rmSync(checkpoints, { recursive: true, force: true }));
 
@@ -57,7 +63,7 @@ function makeApp(f: PgFixture, table: string, prefix: string, extra: Record<stri
     static dataSourceName = 'events';
     static readonly defaultConfig = {
       name: 'events',
-      connector: 'postgres',
+      connector,
       url: f.url,
       slot: f.slot,
       publication: f.publication,
@@ -172,7 +178,24 @@ describe('EvpubComponent with a PostgreSQL event datasource', () => {
     cleanups.push(() => f.drop());
     const table = await f.table('id int PRIMARY KEY, name text');
     const prefix = `evpub/lbtest/${uniqueName('c')}`;
-    const app = makeApp(f, table, prefix, { listen: true, http: { host: '127.0.0.1', port: 0 } });
+    const app = makeApp(
+      f,
+      table,
+      prefix,
+      { listen: true, http: { host: '127.0.0.1', port: 0 } },
+      'evpub/connectors/postgres',
+    );
+    // A CRUD datasource and a model without settings.evpub beside them: not feeds, left alone.
+    class DbDataSource extends juggler.DataSource {
+      static dataSourceName = 'db';
+      static readonly defaultConfig = { name: 'db', connector: 'postgresql', url: f.url };
+    }
+    @model()
+    class Note extends Entity {
+      @property({ type: 'number', id: true }) id!: number;
+    }
+    app.dataSource(DbDataSource);
+    app.model(Note);
     await app.start();
     const address = await (await app.get(EvpubBindings.APP)).listen();
     const res = await fetch(`${address.url}/ready`);
@@ -180,6 +203,7 @@ describe('EvpubComponent with a PostgreSQL event datasource', () => {
     const config = await app.get(EvpubBindings.CONFIG);
     expect(config.listen).toBe(true);
     expect(Object.keys(config.models ?? {})).toEqual(['Account']);
+    expect(Object.keys(config.datasources ?? {})).toEqual(['events']);
     expect(config.datasources?.events?.connector).toBe('postgres');
     await app.stop();
     await expect(fetch(`${address.url}/ready`)).rejects.toThrow();
