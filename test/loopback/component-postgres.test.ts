@@ -72,10 +72,14 @@ function makeApp(
     };
   }
 
+  // The evpub connector's own setting, or (with evpub/connectors/postgres) the table the CRUD
+  // connector would use for this model: one class for the repository and the feed.
+  const evpub = { dataSource: 'events', topic: `${prefix}/{model}/{op}/{key}` };
   @model({
-    settings: {
-      evpub: { dataSource: 'events', topic: `${prefix}/{model}/{op}/{key}`, settings: { table } },
-    },
+    settings:
+      connector === 'postgres'
+        ? { evpub: { ...evpub, settings: { table } } }
+        : { evpub, postgresql: { schema: 'public', table } },
   })
   class Account extends Entity {
     @property({ type: 'number', id: true }) id!: number;
@@ -205,6 +209,7 @@ describe('EvpubComponent with a PostgreSQL event datasource', () => {
     const config = await app.get(EvpubBindings.CONFIG);
     expect(config.listen).toBe(true);
     expect(Object.keys(config.models ?? {})).toEqual(['Account']);
+    expect(config.models?.Account?.settings).toEqual({ table: `public.${table}` });
     expect(Object.keys(config.datasources ?? {})).toEqual(['events']);
     expect(config.datasources?.events?.connector).toBe('postgres');
     await app.stop();
