@@ -29,7 +29,7 @@ import { BindingType, type Binding, type Context } from '@loopback/core';
 import type { DataSourceConfig, ModelConfig } from '../app/config-types';
 import { MODEL_KEYS } from '../app/schema';
 import type { ConnectorRegistry } from '../connectors/registry';
-import { ErrorCode, EvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, redactText, toError } from '../errors';
 import { nearest } from '../util/nearest';
 
 /** Connector names LoopBack's CRUD connectors use: such a datasource is CRUD unless marked. */
@@ -144,7 +144,7 @@ export function discoverSources(
     } catch (err) {
       problems.push({
         path: `datasource ${binding.key.slice(12)}`,
-        message: `its settings could not be read: ${toError(err).message}`,
+        message: `its settings could not be read: ${redactText(toError(err).message)}`,
       });
       continue;
     }
