@@ -84,6 +84,24 @@ describe('EvpubComponent: which datasources are event datasources', () => {
   });
 });
 
+describe('EvpubComponent: datasource settings', () => {
+  it('datasources.config.<name>, when bound, overrides the class defaultConfig (as LoopBack injects it)', async () => {
+    const app = makeApp();
+    class EventsDataSource extends juggler.DataSource {
+      static dataSourceName = 'events';
+      static readonly defaultConfig = { name: 'events', connector: 'postgres', url: UNREACHABLE };
+    }
+    app.dataSource(EventsDataSource);
+    app.bind('datasources.config.events').to({ name: 'events', connector: 'evpub/connectors/memory' });
+    app.model(accountModel({ dataSource: 'events' }));
+    await app.start();
+    expect((await app.get(EvpubBindings.CONFIG)).datasources).toEqual({
+      events: { name: 'events', connector: 'memory' },
+    });
+    await app.stop();
+  });
+});
+
 describe('EvpubComponent: bad input', () => {
   it('a typo in settings.evpub names the model, the key and the nearest valid key', async () => {
     const app = makeApp();
