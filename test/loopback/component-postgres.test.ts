@@ -14,6 +14,7 @@ import type { App } from '../../src/app/app';
 import { EvpubBindings, EvpubComponent } from '../../src/loopback/index';
 import type { Client } from '../../src/pubsub/client';
 import { createClient } from '../../src/pubsub/registry';
+import { startMosquitto } from '../helpers/mosquitto';
 import { PgFixture, sql } from '../helpers/postgres';
 import { quietLogger } from '../helpers/publisher';
 import { requireService, SERVICES, uniqueName } from '../helpers/services';
@@ -37,8 +38,8 @@ interface Received {
 }
 
 /** A subscriber with evpub's own client, collecting what arrives under `prefix/#`. */
-async function subscriber(prefix: string): Promise<Received[]> {
-  const client = createClient(SERVICES.mosquitto.url, { logger: quietLogger() });
+async function subscriber(prefix: string, url: string = SERVICES.mosquitto.url): Promise<Received[]> {
+  const client = createClient(url, { logger: quietLogger() });
   cleanups.push(() => client.end());
   const received: Received[] = [];
   client.on('message', (topic, payload) => {
@@ -187,8 +188,12 @@ describe('EvpubComponent with a PostgreSQL event datasource', () => {
       cleanups.push(() => f.drop());
       const table = await f.table('id int PRIMARY KEY, name text');
       const prefix = `evpub/lbtest/${uniqueName('c')}`;
-      const received = await subscriber(prefix);
-      const app = makeApp(f, table, prefix);
+      // A private mosquitto that queues without limit: the shared one drops QoS 1 messages for a
+      // subscriber more than 1,000 behind, which one in the publisher's process can be.
+      const broker = await startMosquitto();
+      cleanups.push(() => broker.close());
+      const received = await subscriber(prefix, broker.url);
+      const app = makeApp(f, table, prefix, { brokers: { default: { url: broker.url } } });
       await app.start();
       const rows = 3000;
       await sql(`INSERT INTO ${table} SELECT g, 'n' || g FROM generate_series(1, ${rows}) g`, []);
