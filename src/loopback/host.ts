@@ -21,7 +21,7 @@ import type { BrokerConfig } from '../app/config-types';
 import { ErrorCode, EvpubError } from '../errors';
 import type { Client } from '../pubsub/client';
 import { createClient } from '../pubsub/registry';
-import { discoverSources } from './discovery';
+import { discoverSources, problemsError } from './discovery';
 import { buildRegistries, type EvpubRegistries } from './extensions';
 import { EvpubBindings } from './keys';
 import type { EvpubComponentConfig } from './types';
@@ -64,7 +64,7 @@ export class EvpubHost {
     const sources = discoverSources(this.ctx, registries.registry, bound.datasources ?? {});
     const evpubConfig: Record<string, unknown> = { ...bound };
     for (const key of COMPONENT_ONLY) delete evpubConfig[key];
-    const problems: string[] = [];
+    const problems: { path: string; message: string }[] = [];
     for (const [section, found] of [
       ['datasources', sources.datasources],
       ['models', sources.models],
@@ -72,16 +72,15 @@ export class EvpubHost {
       const given = (bound[section] ?? {}) as Record<string, unknown>;
       for (const name of Object.keys(found)) {
         if (name in given) {
-          problems.push(
-            `${sources.describePath(`${section}.${name}`)}: "${name}" is also in the component's configuration (${section}.${name}); declare it once`,
-          );
+          problems.push({
+            path: sources.describePath(`${section}.${name}`),
+            message: `"${name}" is also in the component's configuration (${section}.${name}); declare it once`,
+          });
         }
       }
       evpubConfig[section] = { ...given, ...found };
     }
-    if (problems.length > 0) {
-      throw new EvpubError(ErrorCode.CONFIG_INVALID, `invalid evpub configuration: ${problems.join('; ')}`);
-    }
+    if (problems.length > 0) throw problemsError(problems);
     const cwd = bound.cwd ?? process.cwd();
     // Validated here, with the LoopBack paths, so a mistake is told where it was made; evpub's
     // App validates the same configuration again at each start.
