@@ -143,7 +143,7 @@ export function discoverSources(
       found = readDataSource(ctx, binding);
     } catch (err) {
       problems.push({
-        path: `datasource ${binding.key.slice(12)}`,
+        path: `datasource ${binding.key.slice('datasources.'.length)}`,
         message: `its settings could not be read: ${redactText(toError(err).message)}`,
       });
       continue;
