@@ -448,14 +448,15 @@ export class JugglerConnector {
       return;
     }
     const models = status.model !== undefined ? [status.model] : group.models;
-    const error = new EvpubError(
-      ErrorCode.SOURCE_FAILED,
-      `datasource "${this.facade.name}": source connection lost, reconnecting (attempt ${status.attempt}): ${status.error}`,
-      { retriable: true, context: { datasource: this.facade.name, attempt: status.attempt } },
-    );
     for (const m of models) {
       const state = this.started.get(m);
-      if (state?.group === group) this.emitError(state, this.publicError(error));
+      if (state?.group !== group) continue;
+      const error = new EvpubError(
+        ErrorCode.SOURCE_FAILED,
+        `datasource "${this.facade.name}", model "${m}": source connection lost, reconnecting (attempt ${status.attempt}): ${status.error}`,
+        { retriable: true, context: { datasource: this.facade.name, model: m, attempt: status.attempt } },
+      );
+      this.emitError(state, this.publicError(error));
     }
   }
 
