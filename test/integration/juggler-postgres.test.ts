@@ -105,6 +105,14 @@ describe('PostgreSQL through juggler: the seed’s Model.start / Model.stop', ()
     await ds.disconnect();
     expect(await slotPid(pg.slot)).toBeNull();
     expect(ds.connected).toBe(false);
+
+    // Started again after the disconnect: it streams, and the next disconnect stops it too.
+    await start(accounts, emitter);
+    expect(ds.connected).toBe(true);
+    await sql(`INSERT INTO ${table} VALUES ('a2', 'Moneypenny')`);
+    await waitFor(() => got.length === 4, 'a2');
+    await ds.disconnect();
+    expect(await slotPid(pg.slot)).toBeNull();
   });
 
   it('a second model started while the first is written to: the first loses nothing and repeats nothing', async () => {

@@ -47,7 +47,8 @@
  * by that listener's own client, not by evpub. A listener that throws is logged and the
  * change counts as emitted.
  *
- * Juggler's side: `connect(cb)` succeeds at once (feeds connect at `Model.start`); `ping(cb)`
+ * Juggler's side: `connect(cb)` succeeds at once (feeds connect at `Model.start`, which marks
+ * the datasource `connected` again after a disconnect, so that the next one stops it); `ping(cb)`
  * fails while any started model's feed has failed; `disconnect(cb)` (juggler's
  * `ds.disconnect()`, LoopBack 4's `app.stop()`, LoopBack 3's `ds.disconnect()`) stops every
  * model; `define()` records the datasource's models; `getTypes()` is `['events']`, so
@@ -285,6 +286,8 @@ export class JugglerConnector {
         if (running.length > 0) await this.restartOrFail(running);
         throw this.publicError(err);
       }
+      // After a disconnect juggler calls disconnect() again only on a connected datasource.
+      this.dataSource.connected = true;
     });
   }
 
