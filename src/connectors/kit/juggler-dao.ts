@@ -16,7 +16,8 @@
  *   `{_id, _rev, _deleted: true}` for a delete), as plain JSON. `cb(err)` once reading has
  *   begun, or with the start error. Without `cb` it returns a promise.
  * - Errors after start arrive as `'error', modelName, err` on the emitter: a model's feed that
- *   failed (it stops; `start` again after `stop` retries it), each reconnect attempt of a lost
+ *   failed (it stops; `stop` then `start` retries it; another model's start or stop of the
+ *   same reader retries it too), each reconnect attempt of a lost
  *   source (the feed goes on by itself), input that gave no event (a dead letter: its reason).
  *   Without an `'error'` listener they are logged, never thrown into the connector.
  * - `Model.stop(cb?)` stops that model; events read before it calls back are still emitted.
@@ -58,7 +59,7 @@
  * is the `initialize` callback's error (juggler emits it as the datasource's `'error'`) and
  * every `Model.start`'s.
  */
-import { EventEmitter } from 'node:events';
+import type { EventEmitter } from 'node:events';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { ChangeEvent, Position, StartFrom } from '../../events/change-event';
 import { legacyEnvelope } from '../../events/envelopes/legacy';
@@ -178,7 +179,10 @@ export class JugglerConnector {
     } catch (err) {
       this.initError = this.publicError(err, ErrorCode.CONFIG_INVALID);
     }
-    this.name = this.template?.name ?? 'evpub';
+    // Without a connector (a settings error), the module's last path segment: `couchdb`.
+    const module =
+      typeof dataSource.settings.connector === 'string' ? dataSource.settings.connector : 'evpub';
+    this.name = this.template?.name ?? module.split('/').pop()!;
     const start = (model: JugglerModel, emitter: EventEmitter, cb?: Callback) =>
       this.callback(cb, () => this.start(model, emitter));
     const stop = (model: JugglerModel, cb?: Callback) =>
@@ -192,6 +196,16 @@ export class JugglerConnector {
         return stop(this, cb);
       },
     };
+  }
+
+  /**
+   * A new, idle EventConnector with this datasource's settings (juggler's keys removed), for
+   * evpub's own publisher (checkpoints, envelopes, brokers). It shares nothing with the models
+   * started here: do not run both on one PostgreSQL slot. Throws the settings error, if any.
+   */
+  eventConnector(): EventConnector {
+    if (this.initError) throw this.initError;
+    return this.make(this.facade);
   }
 
   /** The settings error found at `initialize`, if any. */
@@ -236,10 +250,8 @@ export class JugglerConnector {
 
   private start(model: JugglerModel, emitter: EventEmitter): Promise<void> {
     const name = modelName(model);
-    if (
-      !(emitter instanceof EventEmitter) &&
-      typeof (emitter as Partial<EventEmitter>)?.emit !== 'function'
-    ) {
+    const shape = emitter as Partial<EventEmitter> | null | undefined;
+    if (typeof shape?.emit !== 'function' || typeof shape.listenerCount !== 'function') {
       return Promise.reject(
         new EvpubError(
           ErrorCode.CONFIG_INVALID,
