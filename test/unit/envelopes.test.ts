@@ -127,6 +127,29 @@ describe('legacy envelope', () => {
     expect(encoded.headers).toBeUndefined();
   });
 
+  it('a CouchDB delete (no before image, a revision) carries its tombstone, as the seed published it', () => {
+    const encoded = legacyEnvelope.encode({
+      ...event,
+      op: 'delete',
+      key: 'doc1',
+      before: null,
+      after: null,
+      source: { database: 'accounts', rev: '3-abc' },
+    });
+    expect(encoded.payload.toString()).toBe(
+      '{"model":"accounts","message":{"_id":"doc1","_rev":"3-abc","_deleted":true}}',
+    );
+    // Without a revision (not CouchDB) there is nothing to carry.
+    const bare = legacyEnvelope.encode({
+      ...event,
+      op: 'delete',
+      before: null,
+      after: null,
+      source: undefined,
+    });
+    expect(bare.payload.toString()).toBe('{"model":"accounts","message":null}');
+  });
+
   it('a delete carries the record before it', () => {
     const encoded = legacyEnvelope.encode({ ...event, op: 'delete', before: { _id: 'x' }, after: null });
     expect(encoded.payload.toString()).toBe('{"model":"accounts","message":{"_id":"x"}}');

@@ -23,13 +23,13 @@ import type {
   ChangeSink,
   ConnectorHealth,
   ConnectorModule,
-  DataSourceLike,
   EventConnector,
   ModelFeed,
   StartRequest,
 } from '../contract';
 import { Lifecycle } from '../kit/lifecycle';
 import { SettingsReader } from '../kit/settings';
+import { connectorInitializer } from '../kit/initialize';
 
 /** The datasource keys this connector reads (besides `connector` and `name`, set by the app). */
 export const MEMORY_SETTING_KEYS = ['store'] as const;
@@ -246,18 +246,11 @@ export class MemoryConnector implements EventConnector {
 }
 
 /** The connector module, LoopBack style: `initialize(dataSource, cb?)` sets `dataSource.connector`. */
-export function initialize(dataSource: DataSourceLike, callback?: (err?: Error | null) => void): void {
-  let store: string;
-  try {
-    store = SettingsReader.forDataSource(dataSource.name, dataSource.settings)
-      .closed(MEMORY_SETTING_KEYS)
-      .string('store', dataSource.name);
-  } catch (err) {
-    if (callback) return process.nextTick(() => callback(err as Error));
-    throw err;
-  }
-  dataSource.connector = new MemoryConnector(dataSource.name, store);
-  if (callback) process.nextTick(() => callback(null));
-}
+export const initialize: ConnectorModule['initialize'] = connectorInitializer((dataSource) => {
+  const store = SettingsReader.forDataSource(dataSource.name, dataSource.settings)
+    .closed(MEMORY_SETTING_KEYS)
+    .string('store', dataSource.name);
+  return new MemoryConnector(dataSource.name, store);
+});
 
 export const memoryConnector: ConnectorModule = { initialize };
