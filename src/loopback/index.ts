@@ -5,3 +5,5 @@
 export { EvpubBindings } from './keys';
 export type { EvpubComponentConfig } from './types';
 // Each part of the extension adds its exports below, one line per file.
+export { EventPublishingRepositoryMixin } from './repository/mixin';
+export type { EventPublishingOptions, EventPublishingMode } from './repository/context';
