@@ -40,6 +40,36 @@ import { OutboxSink } from './outbox';
 import type { EventSink, RepositoryChange, WriteTransaction } from './sink';
 import { TableRows, type Execute, type SqlConnectorLike } from './rows';
 
+/** The caller's transaction's after-commit calls (see `afterCommit`). */
+const AFTER_COMMIT = Symbol('evpub.afterCommit');
+
+/**
+ * Calls `fn` after the caller's transaction committed, before its `commit()` resolves. The
+ * transaction's own `commit` is wrapped (once): LoopBack's `after commit` observers are not
+ * there when the connector's loopback-connector is another copy than juggler's (the usual
+ * install of loopback-connector-postgresql 8), so they cannot be relied on. `fn` never rejects.
+ */
+function afterCommit(tx: JugglerTransaction, fn: () => Promise<void>): void {
+  const holder = tx as JugglerTransaction & { [AFTER_COMMIT]?: (() => Promise<void>)[] };
+  let calls = holder[AFTER_COMMIT];
+  if (!calls) {
+    const list: (() => Promise<void>)[] = [];
+    calls = holder[AFTER_COMMIT] = list;
+    const commit = tx.commit.bind(tx) as () => Promise<void>;
+    holder.commit = function (cb?: (err?: Error | null) => void): Promise<void> {
+      const done = commit().then(async () => {
+        for (const call of list.splice(0)) await call();
+      });
+      if (typeof cb === 'function') {
+        done.then(() => cb(null), (err: Error) => cb(err));
+        return undefined as unknown as Promise<void>;
+      }
+      return done;
+    } as JugglerTransaction['commit'];
+  }
+  calls.push(fn);
+}
+
 /** Marks the options of the base class's calls made inside a captured write. */
 const CAPTURED = Symbol('evpub.captured');
 
@@ -47,7 +77,6 @@ const CAPTURED = Symbol('evpub.captured');
 interface JugglerTransaction {
   commit(): Promise<void>;
   rollback(): Promise<void>;
-  observe?(event: string, fn: (ctx: unknown, next: (err?: Error) => void) => void): void;
 }
 
 interface JugglerDataSourceLike {
@@ -219,15 +248,7 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       const write: WriteTransaction = {
         execute,
         callers: given !== undefined,
-        afterCommit: (fn) => {
-          if (!tx.observe) return;
-          tx.observe('after commit', (_ctx, next) => {
-            fn().then(
-              () => next(),
-              () => next(),
-            );
-          });
-        },
+        afterCommit: (fn) => afterCommit(tx, fn),
       };
       let events: RepositoryChange[];
       let result: T;
