@@ -49,7 +49,10 @@ beforeAll(async () => {
   await app.start();
   sub = await subscriber(mqttUrl, `${prefix}/#`);
   mosq = await mosquittoSub(`${prefix}/#`);
-  lb = accountsApp({ table, url: PG_URL, publishing: { mode: 'direct', model: 'accounts' }, evpubApp: app });
+  // The application's sessions run in another time zone and date style than the connector's:
+  // the rows the repository reads must not depend on them.
+  const lbUrl = `${PG_URL}?options=${encodeURIComponent('-c TimeZone=America/New_York -c DateStyle=SQL,DMY')}`;
+  lb = accountsApp({ table, url: lbUrl, publishing: { mode: 'direct', model: 'accounts' }, evpubApp: app });
   await lb.start();
   http = createRestAppClient(lb);
 });

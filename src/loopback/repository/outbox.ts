@@ -55,8 +55,9 @@ export class OutboxSink implements EventSink {
     const setting: unknown = dataSource ? (config?.datasources?.[dataSource] as Record<string, unknown> | undefined)?.outbox : undefined;
     if (typeof setting === 'string' && setting !== '') return setting;
     if (setting && typeof setting === 'object') {
-      const table = (setting as { table?: unknown }).table;
-      if (typeof table === 'string' && table !== '') return table;
+      const { table, schema } = setting as { table?: unknown; schema?: unknown };
+      const name = typeof table === 'string' && table !== '' ? table : DEFAULT_OUTBOX_TABLE;
+      return typeof schema === 'string' && schema !== '' ? `${schema}.${name}` : name;
     }
     return DEFAULT_OUTBOX_TABLE;
   }
