@@ -31,7 +31,7 @@ export class OutboxSink implements EventSink {
         ErrorCode.CONFIG_INVALID,
         `${modeKey(ctx)}: datasource ${ctx.dataSourceName} (connector "${ctx.connectorName}") cannot run transactions; ` +
           'the outbox is written in the transaction of the change, which needs loopback-connector-postgresql or ' +
-          'loopback-connector-mysql. Use mode "direct", or put the model on such a datasource',
+          'loopback-connector-mysql: put the model on such a datasource',
         {
           context: {
             repository: ctx.repository,
