@@ -56,7 +56,12 @@ import type { Client } from '../pubsub/client';
 import { createClient, type AdapterRegistry } from '../pubsub/registry';
 import type { EvpubConfig, ModelConfig } from './config-types';
 import type { DataSource } from './datasource';
-import { ChangePublisher, type ChangeTarget, type ChangeToPublish, type PublishChangeResult } from './publish-change';
+import {
+  ChangePublisher,
+  type ChangeTarget,
+  type ChangeToPublish,
+  type PublishChangeResult,
+} from './publish-change';
 import { fieldProjector } from '../pipeline/fields';
 
 export const DEFAULT_MAX_IN_FLIGHT = 1000;
@@ -671,7 +676,10 @@ export class Runtime {
       maxEventBytes,
       deadLetterTopic: publisher.deadLetter?.topic ?? publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
       deadLetterClient: deadLetter,
-      deadLetterMaxBytes: Math.min(publisher.maxEventBytes ?? Infinity, deadLetter.adapter.features.maxPayload),
+      deadLetterMaxBytes: Math.min(
+        publisher.maxEventBytes ?? Infinity,
+        deadLetter.adapter.features.maxPayload,
+      ),
     };
   }
 

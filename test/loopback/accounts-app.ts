@@ -64,12 +64,18 @@ export function accountsApp(options: AccountsAppOptions): RestApplication {
     }
 
     @patch('/accounts/{id}')
-    async update(@param.path.number('id') id: number, @requestBody(BODY) body: Partial<Account>): Promise<void> {
+    async update(
+      @param.path.number('id') id: number,
+      @requestBody(BODY) body: Partial<Account>,
+    ): Promise<void> {
       await this.repo.updateById(id, body);
     }
 
     @put('/accounts/{id}')
-    async replace(@param.path.number('id') id: number, @requestBody(BODY) body: Partial<Account>): Promise<void> {
+    async replace(
+      @param.path.number('id') id: number,
+      @requestBody(BODY) body: Partial<Account>,
+    ): Promise<void> {
       await this.repo.replaceById(id, body);
     }
 
@@ -83,7 +89,8 @@ export function accountsApp(options: AccountsAppOptions): RestApplication {
     constructor() {
       super({ rest: { port: 0, host: '127.0.0.1' } });
       const connector = options.connector ?? 'postgresql';
-      const settings = connector === 'memory' ? { name: 'db', connector } : { name: 'db', connector, url: options.url };
+      const settings =
+        connector === 'memory' ? { name: 'db', connector } : { name: 'db', connector, url: options.url };
       this.dataSource(new juggler.DataSource(settings), 'db');
       this.repository(AccountRepository, 'AccountRepository');
       this.controller(AccountController);

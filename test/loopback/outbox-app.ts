@@ -38,7 +38,12 @@ async function main(): Promise<void> {
     heartbeatInterval: 200,
     outbox: { table: config.outbox },
   });
-  app.model('accounts', { dataSource: 'pg', topic: config.topic, from: 'beginning', settings: { outbox: true } });
+  app.model('accounts', {
+    dataSource: 'pg',
+    topic: config.topic,
+    from: 'beginning',
+    settings: { outbox: true },
+  });
   await app.start();
   const lb: RestApplication = accountsApp({
     table: config.table,
@@ -50,7 +55,9 @@ async function main(): Promise<void> {
   process.stdout.write('READY\n');
   if (config.write) {
     app.pause('pg/accounts');
-    const repo = await lb.get<{ create(e: object): Promise<{ id: number }> }>('repositories.AccountRepository');
+    const repo = await lb.get<{ create(e: object): Promise<{ id: number }> }>(
+      'repositories.AccountRepository',
+    );
     const created = await repo.create(config.write);
     process.stdout.write(`COMMITTED ${created.id}\n`);
   }

@@ -48,7 +48,9 @@ describe('repository mixin: bad input', () => {
     );
     expect(err).toBeInstanceOf(EvpubError);
     expect((err as EvpubError).code).toBe(ErrorCode.CONFIG_INVALID);
-    expect((err as EvpubError).message).toMatch(/AccountRepository \(model Account\).*options\.mode "outbox"/);
+    expect((err as EvpubError).message).toMatch(
+      /AccountRepository \(model Account\).*options\.mode "outbox"/,
+    );
     expect((err as EvpubError).message).toMatch(/connector "memory"\) cannot run transactions/);
     expect((err as EvpubError).context).toMatchObject({ model: 'Account', key: 'mode', connector: 'memory' });
     // A request fails with it rather than writing without the event.
@@ -57,10 +59,17 @@ describe('repository mixin: bad input', () => {
   });
 
   it('direct mode on the memory datasource is refused the same way (the rows are read from the table)', async () => {
-    const lb = accountsApp({ table: 'unused', url: PG_URL, connector: 'memory', publishing: { mode: 'direct' } });
+    const lb = accountsApp({
+      table: 'unused',
+      url: PG_URL,
+      connector: 'memory',
+      publishing: { mode: 'direct' },
+    });
     const err = await lb.get('repositories.AccountRepository').catch((e: unknown) => e);
     expect((err as EvpubError).code).toBe(ErrorCode.CONFIG_INVALID);
-    expect((err as EvpubError).message).toMatch(/options\.mode "direct".*loopback-connector-postgresql or loopback-connector-mysql/);
+    expect((err as EvpubError).message).toMatch(
+      /options\.mode "direct".*loopback-connector-postgresql or loopback-connector-mysql/,
+    );
   });
 
   it('an unknown mode is refused when the class is made', () => {
@@ -94,7 +103,9 @@ describe('app.publishChange', () => {
     app.model('accounts', { dataSource: 'mem', topic: `${prefix}/{model}/{op}/{key}`, exclude: ['secret'] });
     app.model('audit', { dataSource: 'mem', topic: `${prefix}/{model}/{op}`, ops: ['create'] });
 
-    await expect(app.publishChange(change('accounts'))).rejects.toMatchObject({ code: ErrorCode.INVALID_STATE });
+    await expect(app.publishChange(change('accounts'))).rejects.toMatchObject({
+      code: ErrorCode.INVALID_STATE,
+    });
     await app.start();
     const sub = await subscriber(mqttUrl, `${prefix}/#`);
     cleanups.push(() => sub.client.end());
@@ -109,20 +120,34 @@ describe('app.publishChange', () => {
 
     const ok = change('accounts');
     ok.after = { ...ok.after, secret: 's3cr3t' } as typeof ok.after;
-    await expect(app.publishChange(ok)).resolves.toEqual({ outcome: 'published', topic: `${prefix}/accounts/update/k1` });
+    await expect(app.publishChange(ok)).resolves.toEqual({
+      outcome: 'published',
+      topic: `${prefix}/accounts/update/k1`,
+    });
     await waitFor(() => sub.got.find((r) => r.json.id === ok.id), 'the published change');
     const got = sub.got.find((r) => r.json.id === ok.id)!;
-    expect(got.json).toMatchObject({ type: 'evpub.accounts.update', subject: 'k1', source: '/evpub/mem/accounts' });
+    expect(got.json).toMatchObject({
+      type: 'evpub.accounts.update',
+      subject: 'k1',
+      source: '/evpub/mem/accounts',
+    });
     expect((got.json.data as { after: object }).after).toEqual({ id: 'k1', v: 2 }); // exclude applied
 
-    await expect(app.publishChange(change('audit'))).resolves.toEqual({ outcome: 'filtered', topic: `${prefix}/audit/update` });
+    await expect(app.publishChange(change('audit'))).resolves.toEqual({
+      outcome: 'filtered',
+      topic: `${prefix}/audit/update`,
+    });
 
     const big = change('accounts', 'big');
     big.after = { id: 'big', blob: 'x'.repeat(5000) } as unknown as typeof big.after;
     await expect(app.publishChange(big)).resolves.toMatchObject({ outcome: 'dead-lettered' });
     await waitFor(() => sub.got.find((r) => r.topic === `${prefix}/dead`), 'the dead letter');
     const letter = sub.got.find((r) => r.topic === `${prefix}/dead`)!.json;
-    expect(letter).toMatchObject({ code: ErrorCode.PAYLOAD_TOO_LARGE, event: { id: big.id, model: 'accounts', key: 'big' }, topic: `${prefix}/accounts/update/big` });
+    expect(letter).toMatchObject({
+      code: ErrorCode.PAYLOAD_TOO_LARGE,
+      event: { id: big.id, model: 'accounts', key: 'big' },
+      topic: `${prefix}/accounts/update/big`,
+    });
     expect(sub.got.filter((r) => r.topic === `${prefix}/audit/update`)).toEqual([]);
   });
 });

@@ -32,11 +32,15 @@ beforeAll(async () => {
   const mqttUrl = await requireService('mosquitto');
   await requireService('postgres');
   table = await pg.table(
-    'id serial PRIMARY KEY, name text NOT NULL, balance numeric(12,2), opened timestamptz NOT NULL DEFAULT now(), tags text[] DEFAULT ARRAY[\'new\']',
+    "id serial PRIMARY KEY, name text NOT NULL, balance numeric(12,2), opened timestamptz NOT NULL DEFAULT now(), tags text[] DEFAULT ARRAY['new']",
     'acct',
   );
   await sql(`ALTER TABLE ${table} REPLICA IDENTITY FULL`);
-  app = evpub({ logger: quietLogger(), brokers: { default: mqttUrl }, checkpoints: new MemoryCheckpointStore() });
+  app = evpub({
+    logger: quietLogger(),
+    brokers: { default: mqttUrl },
+    checkpoints: new MemoryCheckpointStore(),
+  });
   app.dataSource('pg', {
     connector: 'postgres',
     url: PG_URL,
@@ -45,7 +49,11 @@ beforeAll(async () => {
     statusInterval: 200,
     heartbeatInterval: 500,
   });
-  app.model('accounts', { dataSource: 'pg', topic: `${prefix}/{datasource}/{model}/{op}`, settings: { table } });
+  app.model('accounts', {
+    dataSource: 'pg',
+    topic: `${prefix}/{datasource}/{model}/{op}`,
+    settings: { table },
+  });
   await app.start();
   sub = await subscriber(mqttUrl, `${prefix}/#`);
   mosq = await mosquittoSub(`${prefix}/#`);
@@ -81,7 +89,15 @@ async function bothPaths(type: string, subject: string): Promise<{ direct: Recei
 function shape(r: Received): Record<string, unknown> {
   const e = r.json as Ce;
   const { op, key, before, after } = e.data;
-  return { topic: r.topic, specversion: e.specversion, source: e.source, type: e.type, subject: e.subject, datacontenttype: e.datacontenttype, data: { op, key, before, after } };
+  return {
+    topic: r.topic,
+    specversion: e.specversion,
+    source: e.source,
+    type: e.type,
+    subject: e.subject,
+    datacontenttype: e.datacontenttype,
+    data: { op, key, before, after },
+  };
 }
 
 describe('LoopBack repository, direct mode, over HTTP', () => {
@@ -116,7 +132,11 @@ describe('LoopBack repository, direct mode, over HTTP', () => {
       'the three events at mosquitto_sub',
     );
     const seen = jsonLines(mosq.lines).filter((e) => e.subject === id && fromLoopBack(e as Ce));
-    expect(seen.map((e) => e.type)).toEqual(['evpub.accounts.create', 'evpub.accounts.update', 'evpub.accounts.delete']);
+    expect(seen.map((e) => e.type)).toEqual([
+      'evpub.accounts.create',
+      'evpub.accounts.update',
+      'evpub.accounts.delete',
+    ]);
     expect(seen[0]).toEqual(c.direct.json);
   });
 
@@ -124,18 +144,38 @@ describe('LoopBack repository, direct mode, over HTTP', () => {
     const viaApi = await http.post('/accounts').send({ name: 'bob', balance: 1 }).expect(200);
     const apiId = String(viaApi.body.id);
     await http.patch(`/accounts/${apiId}`).send({ name: 'bobby' }).expect(204);
-    const [row] = await sql<{ id: number }>(`INSERT INTO ${table} (name, balance) VALUES ('cid', 1) RETURNING id`);
+    const [row] = await sql<{ id: number }>(
+      `INSERT INTO ${table} (name, balance) VALUES ('cid', 1) RETURNING id`,
+    );
     const pgId = String(row!.id);
     await sql(`UPDATE ${table} SET name = 'cidney' WHERE id = $1`, [row!.id]);
     const api = (await bothPaths('evpub.accounts.update', apiId)).direct.json as Ce;
-    await waitFor(() => sub.got.find((r) => r.json.type === 'evpub.accounts.update' && r.json.subject === pgId), 'the psql update');
-    const direct = sub.got.find((r) => r.json.type === 'evpub.accounts.update' && r.json.subject === pgId)!.json as Ce;
+    await waitFor(
+      () => sub.got.find((r) => r.json.type === 'evpub.accounts.update' && r.json.subject === pgId),
+      'the psql update',
+    );
+    const direct = sub.got.find((r) => r.json.type === 'evpub.accounts.update' && r.json.subject === pgId)!
+      .json as Ce;
     // Same attributes and the same data fields, with the values of each record.
     expect(Object.keys(api).sort()).toEqual(Object.keys(direct).sort());
-    expect(Object.keys(api.data.after as object).sort()).toEqual(Object.keys(direct.data.after as object).sort());
-    expect(Object.keys(api.data.before as object).sort()).toEqual(Object.keys(direct.data.before as object).sort());
-    expect(api.data).toMatchObject({ op: 'update', key: apiId, before: { name: 'bob' }, after: { name: 'bobby', balance: '1.00' } });
-    expect(direct.data).toMatchObject({ op: 'update', key: pgId, before: { name: 'cid' }, after: { name: 'cidney', balance: '1.00' } });
+    expect(Object.keys(api.data.after as object).sort()).toEqual(
+      Object.keys(direct.data.after as object).sort(),
+    );
+    expect(Object.keys(api.data.before as object).sort()).toEqual(
+      Object.keys(direct.data.before as object).sort(),
+    );
+    expect(api.data).toMatchObject({
+      op: 'update',
+      key: apiId,
+      before: { name: 'bob' },
+      after: { name: 'bobby', balance: '1.00' },
+    });
+    expect(direct.data).toMatchObject({
+      op: 'update',
+      key: pgId,
+      before: { name: 'cid' },
+      after: { name: 'cidney', balance: '1.00' },
+    });
   });
 
   it('updateAll and deleteAll publish one event per affected record; a rolled-back caller transaction publishes nothing', async () => {
@@ -147,14 +187,22 @@ describe('LoopBack repository, direct mode, over HTTP', () => {
       beginTransaction(o?: object): Promise<{ commit(): Promise<void>; rollback(): Promise<void> }>;
     }>('repositories.AccountRepository');
     const group = uniqueName('grp');
-    const made = await repo.createAll([{ name: group, balance: 1 }, { name: group, balance: 2 }, { name: 'other', balance: 3 }]);
+    const made = await repo.createAll([
+      { name: group, balance: 1 },
+      { name: group, balance: 2 },
+      { name: 'other', balance: 3 },
+    ]);
     expect((await repo.updateAll({ balance: 7 }, { name: group })).count).toBe(2);
     const ids = made.slice(0, 2).map((m) => String(m.id));
     for (const id of ids) {
       const u = await bothPaths('evpub.accounts.update', id);
       expect(shape(u.direct)).toEqual(shape(u.cdc));
     }
-    expect(sub.got.filter((r) => r.json.type === 'evpub.accounts.update' && r.json.subject === String(made[2]!.id))).toEqual([]);
+    expect(
+      sub.got.filter(
+        (r) => r.json.type === 'evpub.accounts.update' && r.json.subject === String(made[2]!.id),
+      ),
+    ).toEqual([]);
     expect((await repo.deleteAll({ name: group })).count).toBe(2);
     for (const id of ids) await bothPaths('evpub.accounts.delete', id);
 

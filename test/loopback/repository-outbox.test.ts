@@ -29,7 +29,8 @@ import { jsonLines, mosquittoSub } from './helpers';
 
 const ROOT = path.resolve(__dirname, '../..');
 const TSX = pathToFileURL(createRequire(path.join(ROOT, 'package.json')).resolve('tsx')).href;
-const COLUMNS = "id serial PRIMARY KEY, name text NOT NULL, balance numeric(12,2), opened timestamptz NOT NULL DEFAULT now(), tags text[] DEFAULT ARRAY['new']";
+const COLUMNS =
+  "id serial PRIMARY KEY, name text NOT NULL, balance numeric(12,2), opened timestamptz NOT NULL DEFAULT now(), tags text[] DEFAULT ARRAY['new']";
 
 let mqttUrl: string;
 beforeAll(async () => {
@@ -63,11 +64,20 @@ describe('LoopBack repository, outbox mode', () => {
       outbox: { table: outbox },
     });
     // The repository's events, from the outbox; and the table's own changes, captured.
-    app.model('accounts', { dataSource: 'pg', topic: `${prefix}/outbox/{op}/{key}`, settings: { outbox: true } });
+    app.model('accounts', {
+      dataSource: 'pg',
+      topic: `${prefix}/outbox/{op}/{key}`,
+      settings: { outbox: true },
+    });
     app.model('captured', { dataSource: 'pg', topic: `${prefix}/cdc/{op}/{key}`, settings: { table } });
     await app.start();
     sub = await subscriber(mqttUrl, `${prefix}/#`);
-    lb = accountsApp({ table, url: PG_URL, publishing: { mode: 'outbox', model: 'accounts' }, evpubApp: app });
+    lb = accountsApp({
+      table,
+      url: PG_URL,
+      publishing: { mode: 'outbox', model: 'accounts' },
+      evpubApp: app,
+    });
     await lb.start();
     http = createRestAppClient(lb);
   });
@@ -82,7 +92,10 @@ describe('LoopBack repository, outbox mode', () => {
 
   const on = (topic: string) => sub.got.filter((r) => r.topic === topic);
   async function pair(op: string, key: string): Promise<{ outbox: Received; cdc: Received }> {
-    await waitFor(() => on(`${prefix}/outbox/${op}/${key}`).length > 0 && on(`${prefix}/cdc/${op}/${key}`).length > 0, `${op} ${key} from the outbox and the table`);
+    await waitFor(
+      () => on(`${prefix}/outbox/${op}/${key}`).length > 0 && on(`${prefix}/cdc/${op}/${key}`).length > 0,
+      `${op} ${key} from the outbox and the table`,
+    );
     return { outbox: on(`${prefix}/outbox/${op}/${key}`)[0]!, cdc: on(`${prefix}/cdc/${op}/${key}`)[0]! };
   }
   const change = (r: Received) => {
@@ -95,8 +108,17 @@ describe('LoopBack repository, outbox mode', () => {
     const id = String(created.body.id);
     const c = await pair('create', id);
     expect(change(c.outbox)).toEqual(change(c.cdc));
-    expect(c.outbox.json).toMatchObject({ type: 'evpub.accounts.create', subject: id, source: '/evpub/pg/accounts' });
-    expect(data(c.outbox).after).toMatchObject({ id: Number(id), name: 'ann', balance: '10.50', tags: ['new'] });
+    expect(c.outbox.json).toMatchObject({
+      type: 'evpub.accounts.create',
+      subject: id,
+      source: '/evpub/pg/accounts',
+    });
+    expect(data(c.outbox).after).toMatchObject({
+      id: Number(id),
+      name: 'ann',
+      balance: '10.50',
+      tags: ['new'],
+    });
 
     await http.patch(`/accounts/${id}`).send({ balance: 25 }).expect(204);
     const u = await pair('update', id);
@@ -126,8 +148,15 @@ describe('LoopBack repository, outbox mode', () => {
     await repo.updateAll({ balance: 3 }, { name: 'kept' }, { transaction: tx });
     await tx.commit();
     await pair('update', String(kept.id));
-    const mine = sub.got.filter((r) => r.topic.startsWith(`${prefix}/outbox/`) && [String(kept.id), String(rolled.id)].includes(String(data(r).key)));
-    expect(mine.map((r) => `${String(data(r).op)} ${String(data(r).key)}`)).toEqual([`create ${kept.id}`, `update ${kept.id}`]);
+    const mine = sub.got.filter(
+      (r) =>
+        r.topic.startsWith(`${prefix}/outbox/`) &&
+        [String(kept.id), String(rolled.id)].includes(String(data(r).key)),
+    );
+    expect(mine.map((r) => `${String(data(r).op)} ${String(data(r).key)}`)).toEqual([
+      `create ${kept.id}`,
+      `update ${kept.id}`,
+    ]);
     // The two events of one transaction carry its id; the rolled-back row never reached the log.
     expect((data(mine[0]!).tx as { id: string }).id).toBe((data(mine[1]!).tx as { id: string }).id);
     expect(sub.got.filter((r) => String(data(r).key) === String(rolled.id))).toEqual([]);
@@ -170,7 +199,13 @@ describe('LoopBack repository, outbox mode, kill -9', () => {
     };
     try {
       const first = run({ ...config, write: { name: 'survivor', balance: 42 } });
-      const committed = await waitFor(() => /COMMITTED (\d+)/.exec(first.out())?.[1] ?? (first.child.exitCode !== null ? `exit: ${first.err()}` : ''), 'the commit in the child', 45_000);
+      const committed = await waitFor(
+        () =>
+          /COMMITTED (\d+)/.exec(first.out())?.[1] ??
+          (first.child.exitCode !== null ? `exit: ${first.err()}` : ''),
+        'the commit in the child',
+        45_000,
+      );
       first.child.kill('SIGKILL');
       await first.exited;
       expect(committed).toMatch(/^\d+$/);
@@ -178,10 +213,23 @@ describe('LoopBack repository, outbox mode, kill -9', () => {
 
       const second = run(config);
       try {
-        await waitFor(() => sub.got.find((r) => r.topic === `${prefix}/accounts/create/${committed}`) ?? (second.child.exitCode !== null ? Promise.reject(new Error(second.err())) : undefined), 'the event after the restart', 45_000);
+        await waitFor(
+          () =>
+            sub.got.find((r) => r.topic === `${prefix}/accounts/create/${committed}`) ??
+            (second.child.exitCode !== null ? Promise.reject(new Error(second.err())) : undefined),
+          'the event after the restart',
+          45_000,
+        );
         const event = sub.got.find((r) => r.topic === `${prefix}/accounts/create/${committed}`)!;
-        expect(event.json).toMatchObject({ type: 'evpub.accounts.create', subject: committed, data: { op: 'create', key: committed, before: null, after: { name: 'survivor', balance: '42.00' } } });
-        await waitFor(() => jsonLines(mosq.lines).some((e) => e.id === event.json.id), 'the event at mosquitto_sub');
+        expect(event.json).toMatchObject({
+          type: 'evpub.accounts.create',
+          subject: committed,
+          data: { op: 'create', key: committed, before: null, after: { name: 'survivor', balance: '42.00' } },
+        });
+        await waitFor(
+          () => jsonLines(mosq.lines).some((e) => e.id === event.json.id),
+          'the event at mosquitto_sub',
+        );
         const [count] = await sql<{ n: string }>(`SELECT count(*)::text AS n FROM ${outbox}`);
         expect(count?.n).toBe('0');
       } finally {

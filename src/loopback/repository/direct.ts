@@ -33,10 +33,12 @@ export class DirectSink implements EventSink {
     if (tx.callers && events.length > 0) {
       tx.afterCommit(() =>
         this.publish(events).catch((err: unknown) => {
-          this.ctx.app()?.logger.error(
-            { err: toError(err), model: this.ctx.model, keys: events.map((e) => e.key) },
-            'the caller committed a change whose events could not be published (direct mode)',
-          );
+          this.ctx
+            .app()
+            ?.logger.error(
+              { err: toError(err), model: this.ctx.model, keys: events.map((e) => e.key) },
+              'the caller committed a change whose events could not be published (direct mode)',
+            );
         }),
       );
     }

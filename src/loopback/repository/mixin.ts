@@ -50,22 +50,25 @@ const AFTER_COMMIT = Symbol('evpub.afterCommit');
  * install of loopback-connector-postgresql 8), so they cannot be relied on. `fn` never rejects.
  */
 function afterCommit(tx: JugglerTransaction, fn: () => Promise<void>): void {
-  const holder = tx as JugglerTransaction & { [AFTER_COMMIT]?: (() => Promise<void>)[] };
+  const holder: JugglerTransaction & { [AFTER_COMMIT]?: (() => Promise<void>)[] } = tx;
   let calls = holder[AFTER_COMMIT];
   if (!calls) {
     const list: (() => Promise<void>)[] = [];
     calls = holder[AFTER_COMMIT] = list;
-    const commit = tx.commit.bind(tx) as () => Promise<void>;
+    const commit = tx.commit.bind(tx);
     holder.commit = function (cb?: (err?: Error | null) => void): Promise<void> {
       const done = commit().then(async () => {
         for (const call of list.splice(0)) await call();
       });
       if (typeof cb === 'function') {
-        done.then(() => cb(null), (err: Error) => cb(err));
+        done.then(
+          () => cb(null),
+          (err: Error) => cb(err),
+        );
         return undefined as unknown as Promise<void>;
       }
       return done;
-    } as JugglerTransaction['commit'];
+    };
   }
   calls.push(fn);
 }
@@ -117,6 +120,9 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       { context: { key: 'mode' } },
     );
   }
+  /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return --
+     a mixin over any entity and id types: the base is DefaultCrudRepository<any, any, any>, and
+     the constructor takes the base's arguments */
   class EventPublishingRepository extends superClass {
     /** The evpub app that publishes (direct mode) and names the outbox table. */
     @inject(EvpubBindings.APP, { optional: true })
@@ -127,14 +133,14 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
     private readonly evpubIdProperty: string;
     private readonly evpubModel: string;
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the mixin's constructor takes the base's arguments
     constructor(...args: any[]) {
       super(...args);
       const lbModel = this.entityClass.modelName;
       const ds = this.dataSource as unknown as JugglerDataSourceLike;
       const connector = ds.connector ?? {};
       const connectorName = connector.name ?? 'unknown';
-      const dialect = connectorName === 'postgresql' ? 'postgres' : connectorName === 'mysql' ? 'mysql' : undefined;
+      const dialect =
+        connectorName === 'postgresql' ? 'postgres' : connectorName === 'mysql' ? 'mysql' : undefined;
       const repository = new.target.name || 'repository';
       const ctx: RepositoryContext = {
         repository,
@@ -162,7 +168,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       this.evpubRows = new TableRows(connector as SqlConnectorLike, lbModel, this.evpubIdProperty);
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override create(entity: any, opts?: Options): Promise<any> {
       if (isCaptured(opts)) return super.create(entity, opts);
       return this.captured(opts, {
@@ -172,7 +177,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override createAll(entities: any[], opts?: Options): Promise<any[]> {
       if (isCaptured(opts)) return super.createAll(entities, opts);
       return this.captured(opts, {
@@ -182,7 +186,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override updateById(id: any, data: any, opts?: Options): Promise<void> {
       if (isCaptured(opts)) return super.updateById(id, data, opts);
       return this.captured(opts, {
@@ -193,7 +196,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override replaceById(id: any, data: any, opts?: Options): Promise<void> {
       if (isCaptured(opts)) return super.replaceById(id, data, opts);
       return this.captured(opts, {
@@ -204,7 +206,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override deleteById(id: any, opts?: Options): Promise<void> {
       if (isCaptured(opts)) return super.deleteById(id, opts);
       return this.captured(opts, {
@@ -214,7 +215,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override updateAll(data: any, where?: Where<any>, opts?: Options): Promise<{ count: number }> {
       if (isCaptured(opts)) return super.updateAll(data, where, opts);
       let locked: unknown[] = [];
@@ -227,7 +227,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override deleteAll(where?: Where<any>, opts?: Options): Promise<{ count: number }> {
       if (isCaptured(opts)) return super.deleteAll(where, opts);
       let locked: unknown[] = [];
@@ -262,7 +261,9 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
         }
         const before = await rows.read(execute, shape, beforeIds, true);
         result = await plan.run({ ...opts, transaction: tx, [CAPTURED]: true });
-        const after = plan.after ? await rows.read(execute, shape, plan.after(result, beforeIds), false) : new Map<string, Row>();
+        const after = plan.after
+          ? await rows.read(execute, shape, plan.after(result, beforeIds), false)
+          : new Map<string, Row>();
         const txId = await rows.txId(execute);
         events = changes(this.evpubModel, plan.op, before, after, {
           ...(txId ? { tx: { id: txId } } : {}),
@@ -278,6 +279,7 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       return result;
     }
   }
+  /* eslint-enable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return */
   return EventPublishingRepository;
 }
 

@@ -17,7 +17,10 @@ import { modeKey, type RepositoryContext } from './context';
 
 /** The outbox table as SQL names it: each part of `schema.table` quoted. */
 export function quoteTable(dialect: OutboxDialect, table: string): string {
-  const q = dialect === 'postgres' ? (p: string) => `"${p.replace(/"/g, '""')}"` : (p: string) => `\`${p.replace(/`/g, '``')}\``;
+  const q =
+    dialect === 'postgres'
+      ? (p: string) => `"${p.replace(/"/g, '""')}"`
+      : (p: string) => `\`${p.replace(/`/g, '``')}\``;
   return table.split('.').map(q).join('.');
 }
 
@@ -52,7 +55,9 @@ export class OutboxSink implements EventSink {
     const app = ctx.app();
     const config = app ? (app.effectiveConfig() ?? app.toConfig()) : undefined;
     const dataSource = ctx.options.dataSource ?? config?.models?.[ctx.model]?.dataSource;
-    const setting: unknown = dataSource ? (config?.datasources?.[dataSource] as Record<string, unknown> | undefined)?.outbox : undefined;
+    const setting: unknown = dataSource
+      ? (config?.datasources?.[dataSource] as Record<string, unknown> | undefined)?.outbox
+      : undefined;
     if (typeof setting === 'string' && setting !== '') return setting;
     if (setting && typeof setting === 'object') {
       const { table, schema } = setting as { table?: unknown; schema?: unknown };
