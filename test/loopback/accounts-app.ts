@@ -23,6 +23,8 @@ export interface AccountsAppOptions {
   evpubApp?: App;
   /** The LoopBack datasource's connector (default `postgresql`). */
   connector?: string;
+  /** More settings of the LoopBack datasource. */
+  settings?: Record<string, unknown>;
 }
 
 const BODY = { content: { 'application/json': { schema: { type: 'object' as const } } } };
@@ -38,7 +40,7 @@ export function accountsApp(options: AccountsAppOptions): RestApplication {
       name: { type: 'string', required: true },
       balance: { type: 'number' },
     },
-    settings: { postgresql: { schema: 'public', table: options.table } },
+    settings: { postgresql: { schema: 'public', table: options.table }, mysql: { table: options.table } },
   })
   class Account extends Entity {
     declare id?: number;

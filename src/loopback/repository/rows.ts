@@ -5,15 +5,19 @@
  *
  * - Columns: every column of the table, by its database name (not the LoopBack property
  *   name), whether or not the LoopBack model declares it.
- * - Key: the primary key's columns (else every column), the value as text for one column, a
- *   JSON array for several: the connector's key.
+ * - Key: the primary key's columns, the value as text for one column, a JSON array for
+ *   several: the connector's key. Without a primary key: PostgreSQL, every column (as an
+ *   array); MySQL, the JSON of the whole row.
  * - PostgreSQL values: each column is read as text in a session set as the connector's
  *   (TimeZone UTC, DateStyle ISO, IntervalStyle iso_8601, extra_float_digits 3, bytea hex; set
  *   for the read only, with `set_config(..., true)`, and put back after it) and decoded by the
  *   connector's own `decodeValue`: int8 and numeric as strings, timestamptz as `...Z` with its
  *   microseconds, json as values, bytea as base64...
- * - MySQL values: as the mysql driver returns them, made JSON (dates as ISO 8601 text, bytes
- *   as base64); they are not checked against the mysql connector's decoding.
+ * - MySQL / MariaDB values: the column kinds of the mysql connector's own metadata
+ *   (`loadTableMeta`) and its `decodeValue`; exact kinds (BIGINT, DECIMAL, dates and times) are
+ *   read as the server's text (`CAST(... AS CHAR)`) in a session at UTC (`time_zone`, put back
+ *   after the read), as the connector reads them: BIGINT and DECIMAL as strings, DATETIME
+ *   without a zone, TIMESTAMP in UTC with `Z`, bytes as base64, JSON parsed.
  *
  * `lock` reads take `FOR UPDATE`: the rows a write is about to change are locked until the
  * transaction ends, so the `before` read is the row the write changes.
@@ -22,6 +26,12 @@ import { ErrorCode, EvpubError } from '../../errors';
 import type { Row } from '../../events/change-event';
 import type { OutboxDialect } from '../../events/outbox';
 import { BUILTIN_ARRAYS, decodeValue } from '../../connectors/postgres/types';
+import {
+  decodeValue as decodeMysqlValue,
+  loadTableMeta,
+  type TableMeta,
+  type ValueKind,
+} from '../../connectors/mysql/values';
 
 /** What the repository needs of a loopback-connector SQL connector (postgresql or mysql). */
 export interface SqlConnectorLike {
@@ -43,11 +53,15 @@ interface Column {
   /** PostgreSQL: the type's oid; its element type's for arrays in `elem`. */
   oid: number;
   elem: number;
+  /** MySQL: the mysql connector's kind of the column. */
+  kind?: ValueKind;
 }
 
 export interface TableShape {
   columns: Column[];
   key: string[];
+  /** No primary key: the MySQL connector's key is then the JSON of the whole row. */
+  keyless: boolean;
 }
 
 /** Reads and locks the rows of one model's table, in one transaction. */
@@ -102,17 +116,32 @@ export class TableRows {
       )) as { name: string; oid: number; elem: number; pk: number | null }[];
       return this.shape(rows.map((r) => ({ name: r.name, oid: r.oid, elem: r.elem, pk: r.pk })));
     }
-    const schema = this.schemaName ? '?' : 'DATABASE()';
-    const params = this.schemaName ? [this.schemaName, this.tableName] : [this.tableName];
-    const rows = (await execute(
-      `SELECT c.COLUMN_NAME AS name, k.ORDINAL_POSITION AS pk
-         FROM information_schema.COLUMNS c
-         LEFT JOIN information_schema.KEY_COLUMN_USAGE k ON k.TABLE_SCHEMA = c.TABLE_SCHEMA
-              AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME AND k.CONSTRAINT_NAME = 'PRIMARY'
-        WHERE c.TABLE_SCHEMA = ${schema} AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION`,
-      params,
-    )) as { name: string; pk: number | null }[];
-    return this.shape(rows.map((r) => ({ name: r.name, oid: 0, elem: 0, pk: r.pk })));
+    let database = this.schemaName;
+    if (!database) {
+      const rows = (await execute('SELECT DATABASE() AS db', [])) as { db: string | null }[];
+      database = rows[0]?.db ?? '';
+    }
+    let meta: TableMeta;
+    try {
+      meta = await loadTableMeta(
+        {
+          query: async (sql: string, params?: unknown) => [await execute(sql, params as unknown[])],
+        } as never,
+        { database, table: this.tableName },
+      );
+    } catch {
+      return this.shape([]);
+    }
+    const key = meta.primaryKey;
+    return this.shape(
+      meta.columns.map((c) => ({
+        name: c.name,
+        oid: 0,
+        elem: 0,
+        kind: c.kind,
+        pk: key.includes(c.name) ? key.indexOf(c.name) + 1 : null,
+      })),
+    );
   }
 
   private shape(rows: (Column & { pk: number | null })[]): TableShape {
@@ -128,8 +157,9 @@ export class TableRows {
       .sort((a, b) => a.pk! - b.pk!)
       .map((r) => r.name);
     return {
-      columns: rows.map(({ name, oid, elem }) => ({ name, oid, elem })),
+      columns: rows.map(({ name, oid, elem, kind }) => ({ name, oid, elem, ...(kind ? { kind } : {}) })),
       key: key.length > 0 ? key : rows.map((r) => r.name),
+      keyless: key.length === 0,
     };
   }
 
@@ -150,15 +180,7 @@ export class TableRows {
     if (ids.length === 0) return out;
     const q = (n: string) => this.connector.escapeName(n);
     const where = `${q(this.idColumn)} IN (${this.placeholders(ids.length)})${lock ? ' FOR UPDATE' : ''}`;
-    if (this.dialect === 'mysql') {
-      const rows = (await execute(`SELECT * FROM ${this.qualified} WHERE ${where}`, ids)) as Row[];
-      for (const raw of rows) {
-        const row: Row = {};
-        for (const c of shape.columns) row[c.name] = mysqlValue(raw[c.name]);
-        out.set(keyOf(row, shape.key), row);
-      }
-      return out;
-    }
+    if (this.dialect === 'mysql') return this.readMysql(execute, shape, ids, where, out);
     const select = shape.columns.map((c) => `${q(c.name)}::text AS ${q(c.name)}`).join(', ');
     const saved = (await execute(
       `SELECT current_setting('TimeZone') AS tz, current_setting('DateStyle') AS ds,
@@ -184,6 +206,32 @@ export class TableRows {
       const row: Row = {};
       for (const c of shape.columns) row[c.name] = decodeValue(c.oid, text[c.name] ?? null, elemOf);
       out.set(keyOf(row, shape.key), row);
+    }
+    return out;
+  }
+
+  private async readMysql(
+    execute: Execute,
+    shape: TableShape,
+    ids: unknown[],
+    where: string,
+    out: Map<string, Row>,
+  ): Promise<Map<string, Row>> {
+    const q = (n: string) => this.connector.escapeName(n);
+    const select = shape.columns
+      .map((c) => (c.kind && AS_TEXT.has(c.kind) ? `CAST(${q(c.name)} AS CHAR) AS ${q(c.name)}` : q(c.name)))
+      .join(', ');
+    await execute("SET @evpub_time_zone = @@session.time_zone, time_zone = '+00:00'", []);
+    let rows: Row[];
+    try {
+      rows = (await execute(`SELECT ${select} FROM ${this.qualified} WHERE ${where}`, ids)) as Row[];
+    } finally {
+      await execute('SET time_zone = @evpub_time_zone', []);
+    }
+    for (const raw of rows) {
+      const row: Row = {};
+      for (const c of shape.columns) row[c.name] = decodeMysqlValue(raw[c.name], c.kind);
+      out.set(shape.keyless ? JSON.stringify(row) : keyOf(row, shape.key), row);
     }
     return out;
   }
@@ -216,9 +264,5 @@ export function keyOf(row: Row, columns: string[]): string {
   return JSON.stringify(columns.map((c) => row[c]));
 }
 
-function mysqlValue(v: unknown): unknown {
-  if (v instanceof Date) return v.toISOString();
-  if (Buffer.isBuffer(v)) return v.toString('base64');
-  if (typeof v === 'bigint') return v.toString();
-  return v;
-}
+/** MySQL kinds read as the server's text, as the connector reads them (exact, zone-free). */
+const AS_TEXT = new Set<ValueKind>(['bigint', 'decimal', 'date', 'datetime', 'timestamp', 'time']);
