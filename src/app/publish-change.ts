@@ -102,12 +102,12 @@ export class ChangePublisher {
       position: change.position ?? null,
     };
     let topic = '';
-    try {
-      topic = target.topic(event);
-    } catch {
-      // An unrenderable topic is dead-lettered below (as the pipeline does).
-    }
     if (target.ops && target.ops.length > 0 && !target.ops.includes(event.op)) {
+      try {
+        topic = target.topic(event);
+      } catch {
+        // filtered all the same: the topic is only told
+      }
       return { outcome: 'filtered', topic };
     }
     const features = target.client.adapter.features;

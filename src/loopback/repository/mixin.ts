@@ -264,7 +264,8 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
         const after = plan.after
           ? await rows.read(execute, shape, plan.after(result, beforeIds), false)
           : new Map<string, Row>();
-        const txId = await rows.txId(execute);
+        // The transaction id, as the connector gives it (the outbox's events get theirs from the log).
+        const txId = options.mode === 'direct' ? await rows.txId(execute) : undefined;
         events = changes(this.evpubModel, plan.op, before, after, {
           ...(txId ? { tx: { id: txId } } : {}),
           source: { ...rows.names, writer: 'loopback' },

@@ -22,7 +22,7 @@
  * `lock` reads take `FOR UPDATE`: the rows a write is about to change are locked until the
  * transaction ends, so the `before` read is the row the write changes.
  */
-import { ErrorCode, EvpubError } from '../../errors';
+import { ErrorCode, EvpubError, isEvpubError } from '../../errors';
 import type { Row } from '../../events/change-event';
 import type { OutboxDialect } from '../../events/outbox';
 import { BUILTIN_ARRAYS, decodeValue } from '../../connectors/postgres/types';
@@ -129,8 +129,10 @@ export class TableRows {
         } as never,
         { database, table: this.tableName },
       );
-    } catch {
-      return this.shape([]);
+    } catch (err) {
+      // The connector's "does not exist" (SOURCE_FAILED): said as for PostgreSQL below.
+      if (isEvpubError(err, ErrorCode.SOURCE_FAILED)) return this.shape([]);
+      throw err;
     }
     const key = meta.primaryKey;
     return this.shape(
