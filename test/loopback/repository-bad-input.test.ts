@@ -17,7 +17,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { ErrorCode, EvpubError } from '../../src/errors';
 import { EventPublishingRepositoryMixin } from '../../src/loopback/index';
-import { PG_URL } from '../helpers/postgres';
+import { PG_URL, sql } from '../helpers/postgres';
 import { quietLogger, subscriber } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
@@ -76,6 +76,37 @@ describe('repository mixin: bad input', () => {
     expect(() =>
       EventPublishingRepositoryMixin(DefaultTransactionalRepository, { mode: 'outbx' as 'outbox' }),
     ).toThrow(/options\.mode must be "direct" or "outbox" \(got "outbx"\)/);
+  });
+});
+
+describe('direct mode when the event cannot be published', () => {
+  it('the evpub app is not running: the write is committed and rejects saying so (INVALID_STATE)', async () => {
+    const table = uniqueName('acct');
+    await sql(`CREATE TABLE ${table} (id serial PRIMARY KEY, name text NOT NULL, balance numeric)`);
+    cleanups.push(() => sql(`DROP TABLE IF EXISTS ${table}`));
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: mqttUrl },
+      checkpoints: { store: 'memory' },
+    });
+    app.dataSource('mem', { connector: 'memory' });
+    app.model('accounts', { dataSource: 'mem' });
+    const lb = accountsApp({
+      table,
+      url: PG_URL,
+      publishing: { mode: 'direct', model: 'accounts' },
+      evpubApp: app,
+    });
+    cleanups.push(async () => (await lb.get<{ disconnect(): Promise<void> }>('datasources.db')).disconnect());
+    const repo = await lb.get<{ create(e: object): Promise<unknown> }>('repositories.AccountRepository');
+    const err = (await repo.create({ name: 'zoe' }).catch((e: unknown) => e)) as EvpubError;
+    expect(err).toBeInstanceOf(EvpubError);
+    expect(err.code).toBe(ErrorCode.INVALID_STATE);
+    expect(err.message).toMatch(
+      /the change to Account 1 is committed, but its create event was not published: .*needs a running app/,
+    );
+    expect(err.context).toMatchObject({ model: 'accounts', key: '1', committed: true });
+    expect(await sql(`SELECT name FROM ${table}`)).toEqual([{ name: 'zoe' }]);
   });
 });
 
