@@ -137,6 +137,7 @@ describe('LoopBack repository, outbox mode', () => {
   it("a caller's transaction that rolls back publishes nothing; the committed one is published, in commit order", async () => {
     const repo = await lb.get<{
       create(e: object, o?: object): Promise<{ id: number }>;
+      createAll(e: object[], o?: object): Promise<{ id: number }[]>;
       updateAll(d: object, w: object, o?: object): Promise<{ count: number }>;
       beginTransaction(o?: object): Promise<{ commit(): Promise<void>; rollback(): Promise<void> }>;
     }>('repositories.AccountRepository');
@@ -160,6 +161,17 @@ describe('LoopBack repository, outbox mode', () => {
     // The two events of one transaction carry its id; the rolled-back row never reached the log.
     expect((data(mine[0]!).tx as { id: string }).id).toBe((data(mine[1]!).tx as { id: string }).id);
     expect(sub.got.filter((r) => String(data(r).key) === String(rolled.id))).toEqual([]);
+
+    // createAll: one event per record, in id order (9 before 10: ordered as numbers).
+    const many = await repo.createAll(Array.from({ length: 12 }, (_, i) => ({ name: `m${i}`, balance: i })));
+    const ids = many.map((m) => String(m.id));
+    const creates = () =>
+      sub.got.filter(
+        (r) => r.topic.startsWith(`${prefix}/outbox/create/`) && ids.includes(String(data(r).key)),
+      );
+    await waitFor(() => creates().length >= 12, 'the 12 creates');
+    expect(creates().map((r) => Number(data(r).key))).toEqual(ids.map(Number).sort((a, b) => a - b));
+    expect(new Set(creates().map((r) => (data(r).tx as { id: string }).id)).size).toBe(1);
     const [count] = await sql<{ n: string }>(`SELECT count(*)::text AS n FROM ${outbox}`);
     expect(count?.n).toBe('0');
   });

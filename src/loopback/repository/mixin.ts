@@ -284,7 +284,7 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
   return EventPublishingRepository;
 }
 
-/** One event per affected record, in key order of the reads. */
+/** One event per affected record, in the order of the reads (id order). */
 function changes(
   model: string,
   op: Operation,

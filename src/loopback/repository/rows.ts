@@ -19,6 +19,7 @@
  *   after the read), as the connector reads them: BIGINT and DECIMAL as strings, DATETIME
  *   without a zone, TIMESTAMP in UTC with `Z`, bytes as base64, JSON parsed.
  *
+ * Rows are read in id order (the events of a write follow it; locks are taken in one order).
  * `lock` reads take `FOR UPDATE`: the rows a write is about to change are locked until the
  * transaction ends, so the `before` read is the row the write changes.
  */
@@ -169,7 +170,7 @@ export class TableRows {
   async lockWhere(execute: Execute, where: object): Promise<unknown[]> {
     const clause = this.connector.buildWhere(this.model, where);
     const ps = this.connector.parameterize({
-      sql: `SELECT ${this.connector.escapeName(this.idColumn)} AS id FROM ${this.qualified} ${clause.sql} FOR UPDATE`,
+      sql: `SELECT ${this.connector.escapeName(this.idColumn)} AS id FROM ${this.qualified} ${clause.sql} ORDER BY 1 FOR UPDATE`,
       params: clause.params,
     });
     const rows = (await execute(ps.sql, ps.params)) as { id: unknown }[];
@@ -181,7 +182,10 @@ export class TableRows {
     const out = new Map<string, Row>();
     if (ids.length === 0) return out;
     const q = (n: string) => this.connector.escapeName(n);
-    const where = `${q(this.idColumn)} IN (${this.placeholders(ids.length)})${lock ? ' FOR UPDATE' : ''}`;
+    const where =
+      // The table's column, not the output column of the same name (read as text).
+      `${q(this.idColumn)} IN (${this.placeholders(ids.length)}) ORDER BY ${this.qualified}.${q(this.idColumn)}` +
+      (lock ? ' FOR UPDATE' : '');
     if (this.dialect === 'mysql') return this.readMysql(execute, shape, ids, where, out);
     const select = shape.columns.map((c) => `${q(c.name)}::text AS ${q(c.name)}`).join(', ');
     const saved = (await execute(
