@@ -97,14 +97,16 @@ function readDataSource(ctx: Context, binding: Readonly<Binding<unknown>>): Foun
 
 /**
  * A model's table, as LoopBack's CRUD connector for the same database names it, when
- * `settings.evpub.settings.table` does not say: so one model class serves its repository and its
- * feed. PostgreSQL (loopback-connector-postgresql): `settings.postgresql.schema` (default
+ * `settings.evpub.settings.table` does not say (nor `outbox: true`): so one model class serves its
+ * repository and its feed. PostgreSQL (loopback-connector-postgresql): `settings.postgresql.schema` (default
  * `public`) and `.table` (default the model's name in lower case). MySQL/MariaDB
  * (loopback-connector-mysql): `settings.mysql.table` (default the model's name).
  */
 function withLoopBackTable(options: Json, connector: unknown, name: string, lbSettings: Json): Json {
   const own = isObject(options.settings) ? options.settings : undefined;
-  if (own?.table !== undefined || (options.settings !== undefined && !own)) return options;
+  // A model fed from the outbox has no table of its own (kit/outbox.ts): none is added.
+  if (own?.table !== undefined || own?.outbox === true || (options.settings !== undefined && !own))
+    return options;
   let table: string | undefined;
   if (connector === 'postgres' || connector === 'postgresql') {
     const pg = isObject(lbSettings.postgresql) ? lbSettings.postgresql : {};

@@ -5,6 +5,8 @@
 export { EvpubBindings } from './keys';
 export type { EvpubComponentConfig } from './types';
 // Each part of the extension adds its exports below, one line per file.
+export { EventPublishingRepositoryMixin } from './repository/mixin';
+export type { EventPublishingOptions, EventPublishingMode } from './repository/context';
 export { EvpubComponent } from './component';
 export { EvpubLifecycleObserver, EVPUB_OBSERVER_GROUP, serverGroupTagger } from './observer';
 export { EvpubHost, EVPUB_HOST } from './host';
