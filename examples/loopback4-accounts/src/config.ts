@@ -19,6 +19,12 @@ export interface AccountsConfig {
   /** evpub's management API port (0: a free port). */
   managementPort: number;
   table: string;
+  /** The outbox table: `<table>_outbox`. */
+  outbox: string;
+  /** evpub's replication slot and publication: `evpub_<table>`. */
+  slot: string;
+  /** The evpub model of account events (CloudEvents `type`: `evpub.Account.<op>`). */
+  model: string;
   topic: string;
 }
 
@@ -47,6 +53,9 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AccountsConfig
     port: portOf(env, 'PORT', 3000),
     managementPort: portOf(env, 'EVPUB_HTTP_PORT', 7401),
     table,
+    outbox: `${table}_outbox`,
+    slot: `evpub_${table}`,
+    model: 'Account',
     topic: env.ACCOUNTS_TOPIC || 'bank/accounts/{op}/{key}',
   };
 }

@@ -12,7 +12,7 @@ export async function main(): Promise<AccountsApplication> {
   const config = readConfig();
   const app = new AccountsApplication(config);
   const ds = await app.get<AccountsDbDataSource>(ACCOUNTS_DB);
-  await migrate(ds, config.table);
+  await migrate(ds, { table: config.table, outbox: config.outbox, model: config.model });
   await app.start();
   console.log(`REST API: ${app.restServer.url}/accounts (OpenAPI: ${app.restServer.url}/openapi.json)`);
 
