@@ -5,3 +5,16 @@
 export { EvpubBindings } from './keys';
 export type { EvpubComponentConfig } from './types';
 // Each part of the extension adds its exports below, one line per file.
+export { EvpubComponent } from './component';
+export { EvpubLifecycleObserver, EVPUB_OBSERVER_GROUP } from './observer';
+export { EvpubHost, EVPUB_HOST } from './host';
+export { discoverSources, eventConnectorOf, CRUD_CONNECTOR_NAMES, EVPUB_CONNECTOR_PREFIX } from './discovery';
+export type { LoopBackSources } from './discovery';
+export {
+  asEventConnector,
+  asBrokerAdapter,
+  eventConnector,
+  brokerAdapter,
+  buildRegistries,
+} from './extensions';
+export type { EventConnectorExtension, BrokerAdapterExtension, EvpubRegistries } from './extensions';
