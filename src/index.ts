@@ -5,6 +5,7 @@
 export { evpub, App } from './app/app';
 export type { AppState, AppStatus, AppEventMap, EvpubOptions, Listening } from './app/app';
 export type { FeedState } from './app/runtime';
+export type { ChangeToPublish, PublishChangeResult } from './app/publish-change';
 export type { FeedView, FeedsView, ReadyView } from './http/views';
 export { DataSource } from './app/datasource';
 export type { Model, ModelDefinition, ModelOptions } from './app/datasource';

@@ -58,6 +58,7 @@ import { FeedRates } from './rates';
 import { DataSource, modelName, type Model, type ModelDefinition, type ModelOptions } from './datasource';
 import { PublishedEvents, type PublishedEventSource } from './published-events';
 import { Runtime, type RuntimeSnapshot } from './runtime';
+import type { ChangeToPublish, PublishChangeResult } from './publish-change';
 
 export interface EvpubOptions {
   logger?: Logger;
@@ -425,6 +426,21 @@ export class App extends EventEmitter<AppEventMap> {
         throw err;
       },
     );
+  }
+
+  /**
+   * Publishes a change the application made itself (the LoopBack repository mixin's `direct`
+   * mode) exactly as the model's feed publishes what its connector captures: its datasource,
+   * `ops`, fields, envelope, topic template and broker. Resolves once the broker confirmed the
+   * event (or its dead letter). FEED_NOT_FOUND for an unknown model, INVALID_STATE unless
+   * running (see src/app/publish-change.ts).
+   */
+  publishChange(change: ChangeToPublish): Promise<PublishChangeResult> {
+    try {
+      return this.running('app.publishChange()').publishChange(change);
+    } catch (err) {
+      return Promise.reject(toError(err));
+    }
   }
 
   /** The config as validated for this run (undefined before start): for `GET /api/config`. */

@@ -56,6 +56,8 @@ import type { Client } from '../pubsub/client';
 import { createClient, type AdapterRegistry } from '../pubsub/registry';
 import type { EvpubConfig, ModelConfig } from './config-types';
 import type { DataSource } from './datasource';
+import { ChangePublisher, type ChangeTarget, type ChangeToPublish, type PublishChangeResult } from './publish-change';
+import { fieldProjector } from '../pipeline/fields';
 
 export const DEFAULT_MAX_IN_FLIGHT = 1000;
 /** Least ms between two checkpoint saves of a feed (publisher.checkpointInterval). */
@@ -243,6 +245,8 @@ export class Runtime {
   private readonly units = new Map<string, UnitSpec>();
   private leaseStore: LeaseStore | undefined;
   private coordinator: Coordinator | undefined;
+  /** `publishChange` (src/app/publish-change.ts), made on first use. */
+  private changes: ChangePublisher | undefined;
 
   constructor(
     private readonly config: Readonly<EvpubConfig>,
@@ -628,9 +632,53 @@ export class Runtime {
     };
   }
 
+  /** Publishes a change the application made itself, as the model's feed would (publish-change.ts). */
+  publishChange(change: ChangeToPublish): Promise<PublishChangeResult> {
+    this.changes ??= new ChangePublisher({
+      target: (model) => this.changeTarget(model),
+      models: () => Object.keys(this.config.models),
+      logger: this.logger.child({ component: 'publish-change' }),
+      retry: this.deps.retry,
+      maxAttempts: this.config.publisher.maxAttempts,
+      emit: (s) => this.deps.emit(s),
+      onPublished: this.deps.onPublished,
+      tapping: this.deps.tapping,
+    });
+    return this.changes.publish(change);
+  }
+
+  /** What a feed of `model` publishes with, for `publishChange`; undefined for an unknown model. */
+  private changeTarget(model: string): ChangeTarget | undefined {
+    const config = Object.hasOwn(this.config.models, model) ? this.config.models[model] : undefined;
+    if (!config) return undefined;
+    const broker = this.brokers.get(this.brokerOf(config).name)!;
+    const features = broker.client.adapter.features;
+    const publisher = this.config.publisher;
+    const maxEventBytes = Math.min(publisher.maxEventBytes ?? Infinity, features.maxPayload);
+    const deadLetter = this.deadLetterBroker()?.client ?? broker.client;
+    return {
+      datasource: config.dataSource,
+      model,
+      client: broker.client,
+      envelope: createEnvelope(
+        config.envelope ?? 'cloudevents',
+        { headers: features.headers, name: broker.name, adapter: broker.client.adapter.name },
+        this.logger,
+      ),
+      topic: compileTopic(config.topic ?? DEFAULT_TOPIC, `models.${model}.topic`),
+      ...(config.ops ? { ops: config.ops } : {}),
+      project: fieldProjector(config),
+      maxEventBytes,
+      deadLetterTopic: publisher.deadLetter?.topic ?? publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
+      deadLetterClient: deadLetter,
+      deadLetterMaxBytes: Math.min(publisher.maxEventBytes ?? Infinity, deadLetter.adapter.features.maxPayload),
+    };
+  }
+
   // -------------------------------------------------------------------------------------------
 
   async stop(): Promise<void> {
+    this.changes?.stop();
     if (this.coordinator) {
       await this.coordinator.stop(); // every held unit: drained, checkpointed, released
       this.coordinator = undefined;

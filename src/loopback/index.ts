@@ -18,3 +18,5 @@ export {
   buildRegistries,
 } from './extensions';
 export type { EventConnectorExtension, BrokerAdapterExtension, EvpubRegistries } from './extensions';
+export { EventPublishingRepositoryMixin } from './repository/mixin';
+export type { EventPublishingOptions, EventPublishingMode } from './repository/context';
