@@ -8,7 +8,9 @@ import { toError } from '../../errors';
 import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
 import type { Logger } from '../../logger';
-import { pgSsl, tableOf, type PostgresSettings } from './settings';
+import { outboxDdl } from '../../events/outbox';
+import { isOutboxModel, outboxModels } from '../kit/outbox';
+import { outboxTable, pgSsl, qualified, tableOf, type PostgresSettings } from './settings';
 import { connectAdmin } from './slot-admin';
 
 interface ServerFacts {
@@ -22,6 +24,7 @@ interface ServerFacts {
 }
 
 export async function checkPostgres(
+  datasource: string,
   settings: PostgresSettings,
   models: readonly { name: string; settings: Settings }[],
   logger?: Logger,
@@ -111,9 +114,31 @@ export async function checkPostgres(
       [settings.publication],
     );
     const published = new Set(pub.rows.map((r) => r.name));
+    const tableModels: { name: string; settings: Settings }[] = [];
+    let fromOutbox: string[] = [];
     for (const model of models) {
+      try {
+        if (isOutboxModel(model.name, model.settings)) fromOutbox.push(model.name);
+        else tableModels.push(model);
+      } catch (err) {
+        out.push({ what: `model ${model.name}`, level: 'error', detail: toError(err).message });
+      }
+    }
+    for (const model of tableModels) {
       out.push(await checkTable(client, model, published, settings.publication));
     }
+    try {
+      fromOutbox = outboxModels(
+        'postgres',
+        datasource,
+        settings.outbox,
+        models.filter((m) => fromOutbox.includes(m.name)),
+      );
+    } catch (err) {
+      out.push({ what: `model ${fromOutbox[0]}`, level: 'error', detail: toError(err).message });
+      fromOutbox = [];
+    }
+    if (fromOutbox.length > 0) out.push(await checkOutbox(client, settings, fromOutbox, published));
     return out;
   } finally {
     await client.end().catch(() => undefined);
@@ -181,4 +206,57 @@ async function checkTable(
     level: 'ok',
     detail: t.ident === 'f' ? 'replica identity FULL' : 'replica identity: its key',
   };
+}
+
+/**
+ * The outbox table of the models fed from it: it exists (or may be created: CREATE on its
+ * schema), and the role can put it in the publication (owns it, or it is there already).
+ */
+async function checkOutbox(
+  client: Client,
+  settings: PostgresSettings,
+  models: string[],
+  published: Set<string>,
+): Promise<SourceCheck> {
+  const outbox = settings.outbox!;
+  const name = `${outbox.schema}.${outbox.table}`;
+  const what = `outbox table ${name} (models ${models.join(', ')})`;
+  const ddl = outboxDdl('postgres', qualified(outboxTable(outbox)));
+  const { rows } = await client.query<{ found: boolean; owner: boolean | null; create: boolean | null }>(
+    `SELECT c.oid IS NOT NULL AS found, pg_has_role(c.relowner, 'USAGE') AS owner,
+            (SELECT has_schema_privilege(n.oid, 'CREATE') FROM pg_namespace n WHERE n.nspname = $1) AS create
+       FROM (SELECT 1) one
+       LEFT JOIN pg_class c ON c.relname = $2 AND c.relkind IN ('r', 'p')
+        AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)`,
+    [outbox.schema, outbox.table],
+  );
+  const t = rows[0]!;
+  if (!t.found) {
+    if (!outbox.create) {
+      return {
+        what,
+        level: 'error',
+        detail: 'does not exist, and outbox.create is false',
+        fix: `${ddl}; -- or set outbox.create to true`,
+      };
+    }
+    if (t.create !== true) {
+      return {
+        what,
+        level: 'error',
+        detail: `does not exist, and this role may not create it (no CREATE on schema ${outbox.schema})`,
+        fix: `GRANT CREATE ON SCHEMA "${outbox.schema}" TO <this role>; -- or as its owner: ${ddl}`,
+      };
+    }
+    return { what, level: 'ok', detail: 'created at first start' };
+  }
+  if (!t.owner && !published.has(name)) {
+    return {
+      what,
+      level: 'error',
+      detail: `this role does not own the table, so it cannot add it to the publication ${settings.publication}`,
+      fix: `as the table's owner: ALTER PUBLICATION ${settings.publication} ADD TABLE ${name}`,
+    };
+  }
+  return { what, level: 'ok', detail: 'exists' };
 }

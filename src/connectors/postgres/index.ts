@@ -30,6 +30,17 @@
  * `source.unchanged`. `id` = `<commitLsn>:<index in transaction>`; `tx` = { id: xid,
  * commitPosition: commit LSN, commitTime }.
  *
+ * The outbox (src/events/outbox.ts, docs/outbox.md): the models with `outbox: true` all read
+ * the datasource's outbox table (created with outboxDdl when missing and allowed; in the
+ * publication like a model table). Each INSERT of it becomes the event the row describes
+ * (outboxRowToEvent: the row's id as event id, the transaction's commit time, the INSERT's place
+ * in the transaction as position) pushed to the model it names; DELETEs and UPDATEs of the
+ * outbox are no event: they move only the frontier, so they hold no WAL back. A row that does not
+ * follow the protocol, or names a model that is not one of this connector's outbox models, is
+ * a dead letter with its reason, charged to the first outbox model (in configuration order):
+ * its position is that model's, so it is committed and skipped after a restart like an event.
+ * The datasource is one unit either way (one slot), so every outbox model is always read here.
+ *
  * Acknowledging the slot (the only way PostgreSQL may discard WAL): the flush LSN reported is
  * the minimum over models of each model's safe LSN, and only moves forward.
  * - A model with events pushed but not yet committed: everything before its committed
@@ -58,7 +69,7 @@ import type {
   SourceCheck,
   StartRequest,
 } from '../contract';
-import { describeReader, fixes, sourceError } from './errors';
+import { describeReader, fixes, sourceError, sqlState } from './errors';
 import {
   comparePoints,
   decodePosition,
@@ -69,10 +80,14 @@ import {
   type StreamPoint,
 } from './position';
 import { Lifecycle } from '../kit/lifecycle';
+import { outboxModels, unknownOutboxModel } from '../kit/outbox';
+import { outboxDdl, outboxRowToEvent } from '../../events/outbox';
 import { SettingsReader } from '../kit/settings';
 import {
   APPLICATION_NAME,
+  outboxTable,
   parsePostgresSettings,
+  qualified,
   pgSsl,
   snapshotMode,
   tableOf,
@@ -194,6 +209,13 @@ export class PostgresConnector implements EventConnector {
   private readonly snapshots: Promise<void>[] = [];
   /** Point 11: this instance holds the slot's unit lease; another reader of the slot is stale. */
   private takeover = false;
+  /**
+   * The outbox (see "The outbox" above), when a model is fed from it: its table (`schema.table`),
+   * its models by name, the model charged with the dead letters of rows naming no outbox model
+   * (the first outbox model), and the names of the models with a table of their own.
+   */
+  private outbox:
+    { table: string; models: Map<string, ModelState>; charge: ModelState; own: Set<string> } | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.settings = parsePostgresSettings(dataSource.name, dataSource.settings);
@@ -298,10 +320,22 @@ export class PostgresConnector implements EventConnector {
     }
   }
 
-  private async prepare(feeds: ModelFeed[]): Promise<void> {
-    const refs = feeds.map((f) => tableOf(f.name, f.settings));
+  private async prepare(all: ModelFeed[]): Promise<void> {
+    const fromOutbox = new Set(outboxModels('postgres', this.dataSource.name, this.settings.outbox, all));
+    // The models with a table of their own first, then the outbox models (all on the outbox table).
+    const feeds = [
+      ...all.filter((f) => !fromOutbox.has(f.name)),
+      ...all.filter((f) => fromOutbox.has(f.name)),
+    ];
+    const own = feeds.length - fromOutbox.size;
+    const refs = feeds.slice(0, own).map((f) => tableOf(f.name, f.settings));
     const { version } = await this.withAdmin('server check', checkServer);
     this.protoVersion = version >= 140000 ? 2 : 1;
+    if (fromOutbox.size > 0) {
+      const ref = outboxTable(this.settings.outbox!);
+      await this.withAdmin('outbox table', (c) => this.ensureOutbox(c));
+      for (let i = own; i < feeds.length; i++) refs.push(ref);
+    }
     const tables = await this.withAdmin('table check', (c) => describeTables(c, refs));
     await this.withAdmin('type lookup', (c) =>
       this.arrays.learn(
@@ -313,6 +347,18 @@ export class PostgresConnector implements EventConnector {
     const warnings: string[] = [];
     feeds.forEach((feed, i) => {
       const table = tables[i]!;
+      if (i >= own) {
+        const model = this.modelState(feed, table, now, true);
+        this.models.set(feed.name, model);
+        this.outbox ??= {
+          table: `${table.schema}.${table.table}`,
+          models: new Map(),
+          charge: model,
+          own: new Set(feeds.slice(0, own).map((f) => f.name)),
+        };
+        this.outbox.models.set(feed.name, model);
+        return;
+      }
       if (
         table.replicaIdentity === 'nothing' ||
         (table.replicaIdentity === 'default' && table.key.length === 0)
@@ -329,8 +375,10 @@ export class PostgresConnector implements EventConnector {
     if (warnings.length > 0) {
       this.logger.warn({ tables: warnings }, `replica identity: ${warnings.join('; ')}`);
     }
+    // The outbox table once, however many models it feeds.
+    const published = tables.slice(0, own + 1);
     const added = await this.withAdmin('publication', (c) =>
-      ensurePublication(c, this.settings.publication, tables),
+      ensurePublication(c, this.settings.publication, published),
     );
     if (added.length > 0)
       this.logger.info({ publication: this.settings.publication, added }, 'publication updated');
@@ -404,7 +452,41 @@ export class PostgresConnector implements EventConnector {
     throw fixes.slotOwnedElsewhere(slot, feeds, reader);
   }
 
-  private modelState(feed: ModelFeed, table: TableInfo, now: Lsn): ModelState {
+  /**
+   * The outbox table exists after this: created with outboxDdl when missing and `create` is not
+   * false (CREATE on the schema needed), else CONFIG_INVALID naming the setting and the DDL.
+   */
+  private async ensureOutbox(c: Client): Promise<void> {
+    const outbox = this.settings.outbox!;
+    const name = qualified(outboxTable(outbox));
+    const { rows } = await c.query<{ found: boolean }>('SELECT to_regclass($1) IS NOT NULL AS found', [name]);
+    if (rows[0]?.found) return;
+    const ddl = outboxDdl('postgres', name);
+    if (!outbox.create) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `postgres connector: the outbox table ${outbox.schema}.${outbox.table} does not exist and ` +
+          `datasources.${this.dataSource.name}.outbox.create is false: create it (${ddl}) or allow create`,
+        { context: { setting: `datasources.${this.dataSource.name}.outbox.create` } },
+      );
+    }
+    try {
+      await c.query(ddl);
+    } catch (err) {
+      if (sqlState(err) === '42501') {
+        throw new EvpubError(
+          ErrorCode.AUTH_FAILED,
+          `postgres connector: cannot create the outbox table ${outbox.schema}.${outbox.table}: the role lacks ` +
+            `CREATE on schema ${outbox.schema}: GRANT CREATE ON SCHEMA "${outbox.schema}" TO <role>, or create it as its owner (${ddl})`,
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+    this.logger.info({ table: `${outbox.schema}.${outbox.table}` }, 'outbox table created');
+  }
+
+  private modelState(feed: ModelFeed, table: TableInfo, now: Lsn, outbox = false): ModelState {
     const key = table.key.length > 0 ? table.key : [...table.columns.keys()];
     const model: ModelState = {
       name: feed.name,
@@ -418,6 +500,7 @@ export class PostgresConnector implements EventConnector {
       failed: false,
     };
     const wantsSnapshot =
+      !outbox &&
       snapshotMode(SettingsReader.forModel(feed.name, feed.settings), this.settings.snapshot) === 'initial';
     if (typeof feed.from === 'object') {
       const p = decodePosition(feed.from.after);
@@ -672,6 +755,10 @@ export class PostgresConnector implements EventConnector {
     const tx = this.tx;
     if (!tx) return;
     const index = tx.index++;
+    const outbox = this.outbox;
+    if (outbox && outbox.table === `${relation.schema}.${relation.name}`) {
+      return this.outboxRow(tx, index, change);
+    }
     const models = this.byTable.get(`${relation.schema}.${relation.name}`);
     if (!models) return;
     if (!this.typedRelations.has(relation)) {
@@ -685,6 +772,52 @@ export class PostgresConnector implements EventConnector {
       this.typedRelations.add(relation);
     }
     return this.emitRow(tx, index, models, 0, change);
+  }
+
+  /**
+   * An outbox row (see "The outbox" above): an INSERT becomes the event it describes, for the
+   * model it names, or a dead letter charged to the first outbox model; a DELETE or UPDATE is
+   * not an event (the frontier passes it, so it holds nothing back).
+   */
+  private outboxRow(tx: Tx, index: number, change: RowChange): Promise<void> | undefined {
+    if (change.op !== 'create' || !change.next) return;
+    const outbox = this.outbox!;
+    const { relation } = change;
+    const lsn = tx.commitLsnText;
+    let values: Row | undefined;
+    let event: ChangeEvent | undefined;
+    let reason: string;
+    try {
+      values = this.decodeRow(relation, change.next).row;
+      event = outboxRowToEvent(this.dataSource.name, values, {
+        position: null,
+        sourceTime: tx.commitTime,
+        tx: tx.info,
+      });
+      reason = unknownOutboxModel(event.model, outbox.own);
+    } catch (err) {
+      reason = toError(err).message;
+    }
+    const target = event && outbox.models.get(event.model);
+    const model = target ?? outbox.charge;
+    const point = { lsn: tx.commitLsn, index };
+    if (model.failed || comparePoints(point, model.skip) <= 0) return;
+    tx.last.set(model.name, index);
+    model.point = point;
+    if (target) {
+      event!.source = { outbox: true, lsn, index };
+      return this.push(model, event!);
+    }
+    const position = `${lsn}#${index}`;
+    model.lastPushed = position;
+    const accepted = this.sink!.deadLetter(model.name, {
+      payload: JSON.stringify(values ?? change.next),
+      reason,
+      code: ErrorCode.MALFORMED_INPUT,
+      position,
+      source: { outbox: outbox.table, lsn, index },
+    });
+    return accepted ? undefined : this.drainOrStop();
   }
 
   /** Pushes the change to each model of its table from `from` on; waits (returns a promise) when the sink is full. */
@@ -864,6 +997,15 @@ export class PostgresConnector implements EventConnector {
       const { done, total } = model.snapshot;
       return Promise.resolve({ started: false, done, ...(total !== undefined ? { total } : {}) });
     }
+    if (this.outbox?.models.has(name)) {
+      return Promise.reject(
+        new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `postgres connector: models.${name}: fed from the outbox (settings.outbox), it has no table to snapshot`,
+          { context: { model: name } },
+        ),
+      );
+    }
     if (model.table.key.length === 0) {
       const table = `${model.table.schema}.${model.table.table}`;
       return Promise.reject(
@@ -908,7 +1050,7 @@ export class PostgresConnector implements EventConnector {
   check(
     models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
   ): Promise<SourceCheck[]> {
-    return checkPostgres(this.settings, models, this.logger);
+    return checkPostgres(this.dataSource.name, this.settings, models, this.logger);
   }
 
   health(): ConnectorHealth {

@@ -25,9 +25,13 @@
  *   A client certificate with a `hostssl ... cert` rule authenticates as its common name. The
  *   URL's `sslmode` / `sslrootcert`... keep working when `tls` is not given; both at once is an
  *   error (one place decides).
+ * - `outbox`: `true` or `{ table, schema, create }`: the transactional outbox this connector
+ *   publishes from (kit/outbox.ts, docs/outbox.md): default table `public.evpub_outbox`,
+ *   created when missing unless `create: false`.
  *
  * Model settings (`models.<name>.settings`): `table` (`schema.table` or `table`, default the
- * model's name in `public`), `snapshot` (`initial` / `never`).
+ * model's name in `public`), `snapshot` (`initial` / `never`); or `outbox: true` (the model's
+ * events come from the outbox, and it has no table of its own).
  */
 import { redact } from '../../errors';
 import type { Logger } from '../../logger';
@@ -36,6 +40,7 @@ import { hostname } from 'node:os';
 import { loadTls, parseTls, verifyServername, type TlsSettings } from '../../util/tls';
 import { SettingsReader, type Settings } from '../kit/settings';
 import { checkName, SLOT_NAME, SLOT_RULE } from '../kit/sql-names';
+import { parseOutboxSetting, type OutboxSettings } from '../kit/outbox';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -55,6 +60,8 @@ export interface PostgresSettings {
   tls: TlsSettings | undefined;
   /** Where `tls` sits in the configuration (`datasources.shop.tls`), for messages. */
   tlsPath: string;
+  /** The `outbox` setting (kit/outbox.ts), its schema defaulted to `public`; undefined: none. */
+  outbox: (OutboxSettings & { schema: string }) | undefined;
 }
 
 export interface TableRef {
@@ -74,6 +81,7 @@ export const POSTGRES_SETTING_KEYS = [
   'maxReconnectDelay',
   'connectTimeout',
   'tls',
+  'outbox',
 ] as const;
 
 /** Query parameters of a PostgreSQL URL by which the URL itself asks for TLS. */
@@ -174,7 +182,18 @@ export function parsePostgresSettings(datasource: string, settings: Settings): P
     connectTimeout: r.int('connectTimeout', 10_000, 1),
     tls,
     tlsPath: r.path('tls'),
+    outbox: outboxOf(r),
   };
+}
+
+function outboxOf(r: SettingsReader): PostgresSettings['outbox'] {
+  const outbox = parseOutboxSetting(r, 63);
+  return outbox && { ...outbox, schema: outbox.schema ?? 'public' };
+}
+
+/** The outbox table of the datasource's `outbox` setting. */
+export function outboxTable(outbox: NonNullable<PostgresSettings['outbox']>): TableRef {
+  return { schema: outbox.schema, table: outbox.table };
 }
 
 /**
@@ -189,7 +208,7 @@ export function pgSsl(settings: PostgresSettings, logger?: Logger): ConnectionOp
 }
 
 /** The model keys this connector reads. */
-export const POSTGRES_MODEL_KEYS = ['table', 'snapshot'] as const;
+export const POSTGRES_MODEL_KEYS = ['table', 'snapshot', 'outbox'] as const;
 
 /**
  * The model's table: `settings.table` (`schema.table` or `table`), else the model's name in
