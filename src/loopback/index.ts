@@ -20,3 +20,9 @@ export {
 export type { EventConnectorExtension, BrokerAdapterExtension, EvpubRegistries } from './extensions';
 export { EventPublishingRepositoryMixin } from './repository/mixin';
 export type { EventPublishingOptions, EventPublishingMode } from './repository/context';
+export { subscribe, asConsumer, SUBSCRIBE_METADATA } from './consumers/decorator';
+export type { ConsumerOptions, ConsumerDecode, SubscribeSpec } from './consumers/decorator';
+export type { CloudEvent } from './consumers/decode';
+export { EvpubConsumersObserver, CONSUMERS_OBSERVER } from './consumers/observer';
+export type { ConsumersObserverOptions } from './consumers/observer';
+export type { ConsumerStats } from './consumers/subscription';
