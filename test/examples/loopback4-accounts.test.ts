@@ -52,8 +52,8 @@ function startApp(env: Record<string, string>): AppProcess {
     stdout: () => stdout,
     stderr: () => stderr,
     exited,
-    line: (prefix) =>
-      waitFor(
+    line: async (prefix) =>
+      (await waitFor(
         () => {
           const found = stdout.split('\n').find((l) => l.startsWith(prefix));
           if (found !== undefined) return found.slice(prefix.length).trim();
@@ -62,7 +62,7 @@ function startApp(env: Record<string, string>): AppProcess {
         },
         `"${prefix}" from the example`,
         40_000,
-      ),
+      ))!,
   };
 }
 
@@ -110,10 +110,11 @@ const eventsOf = (key: string | number): CloudEvent[] =>
   events!.got.filter((m) => m.topic.endsWith(`/${key}`)).map((m) => m.json as unknown as CloudEvent);
 
 async function waitForEvents(key: string | number, n: number): Promise<CloudEvent[]> {
-  return waitFor(() => {
-    const got = eventsOf(key);
-    return got.length >= n ? got : undefined;
+  const got = await waitFor(() => {
+    const all = eventsOf(key);
+    return all.length >= n ? all : undefined;
   }, `${n} event(s) for account ${key}`);
+  return got!;
 }
 
 async function http(method: string, url: string, body?: unknown): Promise<Response> {
@@ -133,7 +134,7 @@ beforeAll(async () => {
   // The example's own build (tsc: LoopBack reads the decorator metadata esbuild does not emit).
   await run(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', EXAMPLE]);
 
-  events = await subscriber(mqttUrl, `${prefix}/#`, { mqtt: { qos: 1 } });
+  events = await subscriber(mqttUrl, `${prefix}/#`);
   mosq = await mosquittoSub(`${prefix}/#`);
   app = startApp({
     DATABASE_URL: pgUrl,
@@ -210,6 +211,20 @@ describe('examples/loopback4-accounts: REST CRUD over PostgreSQL, every change p
     expect((await http('GET', `${api}/accounts/${id}`)).status).toBe(404);
     // One event per write: no path published a write twice.
     expect(eventsOf(id).map((e) => e.data.op)).toEqual(['create', 'update', 'update', 'delete']);
+
+    // The example's @subscribe consumer received the same four from MQTT and logged them.
+    const logged = () =>
+      app!
+        .stdout()
+        .split('\n')
+        .filter((l) => l.includes(` account ${id} balance `));
+    await waitFor(() => logged().length === 4, "the consumer's four lines");
+    expect(logged().map((l) => l.split(' ')[2])).toEqual([
+      'evpub.Account.create',
+      'evpub.Account.update',
+      'evpub.Account.update',
+      'evpub.Account.delete',
+    ]);
   });
 
   it('a change made directly in PostgreSQL arrives in the same envelope, once', async () => {
@@ -255,9 +270,20 @@ describe('examples/loopback4-accounts: REST CRUD over PostgreSQL, every change p
     expect(metrics).toContain('evpub_');
   });
 
-  it('SIGTERM stops the application (evpub drains) and the process exits 0', async () => {
+  it('SIGTERM stops the application (evpub drains and checkpoints) and the process exits 0', async () => {
+    const lsn = (position: string): bigint => {
+      const [hi, lo] = position.split('#')[0]!.split('/');
+      return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+    };
+    const positions = events!.got.map((m) => lsn((m.json as { data: { position: string } }).data.position));
+    const last = positions.reduce((a, b) => (b > a ? b : a), 0n);
     app!.child.kill('SIGTERM');
     expect(await app!.exited).toBe(0);
     expect(app!.stdout()).toContain('stopped');
+    // Every event published is behind the checkpoint saved: a restart publishes none of them again.
+    const [saved] = await sql<{ position: string }>(
+      `SELECT position FROM ${table}_checkpoints WHERE feed_id = 'events/Account'`,
+    );
+    expect(lsn(saved!.position)).toBeGreaterThanOrEqual(last);
   });
 });

@@ -3,6 +3,7 @@
  * creates the table, starts the REST API and evpub, prints both addresses, and on SIGTERM or
  * SIGINT stops (evpub drains its in-flight events and saves its checkpoints) and exits 0.
  */
+import { EvpubBindings } from 'evpub/loopback';
 import { AccountsApplication } from './application';
 import { readConfig } from './config';
 import { ACCOUNTS_DB, type AccountsDbDataSource } from './datasources/accounts-db.datasource';
@@ -15,6 +16,11 @@ export async function main(): Promise<AccountsApplication> {
   await migrate(ds, { table: config.table, outbox: config.outbox, model: config.model });
   await app.start();
   console.log(`REST API: ${app.restServer.url}/accounts (OpenAPI: ${app.restServer.url}/openapi.json)`);
+  // The component serves it at app.start() (`listen: true`); listen() again gives its address.
+  const management = await (await app.get(EvpubBindings.APP)).listen();
+  console.log(
+    `evpub management API: ${management.url} (dashboard: ${management.url}/, health: ${management.url}/health)`,
+  );
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {

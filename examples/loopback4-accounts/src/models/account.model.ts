@@ -1,11 +1,18 @@
 /**
- * An account: the one model of the example. Its evpub settings (topic, envelope) are set by the
- * application from its configuration (`configureAccount`), so tests can give each run its own
- * table and topic.
+ * An account: the one model of the example, stored by LoopBack in PostgreSQL and published by
+ * evpub. `settings.evpub` makes it an evpub model: its events come from the outbox of the
+ * `events` datasource. The application sets the table and the topic from its configuration
+ * (`configureAccount`), so a test can give each run its own.
  */
 import { Entity, model, property } from '@loopback/repository';
 
-@model({ name: 'Account', settings: { strict: true } })
+@model({
+  name: 'Account',
+  settings: {
+    strict: true,
+    evpub: { dataSource: 'events', topic: 'bank/accounts/{op}/{key}', settings: { outbox: true } },
+  },
+})
 export class Account extends Entity {
   // Explicit `type` everywhere: LoopBack reads them, not TypeScript's emitted metadata.
   @property({ type: 'number', id: true, generated: true })
@@ -29,4 +36,11 @@ export class Account extends Entity {
   constructor(data?: Partial<Account>) {
     super(data);
   }
+}
+
+/** Where the accounts are stored, and the topic template of their events. */
+export function configureAccount(table: string, topic: string): void {
+  const settings = Account.definition.settings;
+  settings.postgresql = { schema: 'public', table };
+  settings.evpub = { ...(settings.evpub as object), topic };
 }
