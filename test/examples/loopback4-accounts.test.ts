@@ -102,6 +102,7 @@ const topic = `${prefix}/accounts/{op}/{key}`;
 let app: AppProcess | undefined;
 let events: { client: Client; got: Received[] } | undefined;
 let mosq: { proc: ChildProcess; lines: string[] } | undefined;
+let env: Record<string, string> = {};
 let api = '';
 let management = '';
 
@@ -136,14 +137,15 @@ beforeAll(async () => {
 
   events = await subscriber(mqttUrl, `${prefix}/#`);
   mosq = await mosquittoSub(`${prefix}/#`);
-  app = startApp({
+  env = {
     DATABASE_URL: pgUrl,
     MQTT_URL: mqttUrl,
     PORT: '0',
     EVPUB_HTTP_PORT: '0',
     ACCOUNTS_TABLE: table,
     ACCOUNTS_TOPIC: topic,
-  });
+  };
+  app = startApp(env);
   api = (await app.line('REST API:')).split(' ')[0]!.replace(/\/accounts$/, '');
   management = (await app.line('evpub management API:')).split(' ')[0]!;
 }, 90_000);
@@ -285,5 +287,23 @@ describe('examples/loopback4-accounts: REST CRUD over PostgreSQL, every change p
       `SELECT position FROM ${table}_checkpoints WHERE feed_id = 'events/Account'`,
     );
     expect(lsn(saved!.position)).toBeGreaterThanOrEqual(last);
+  });
+
+  it('a change made while the application is down is published at the next start, once', async () => {
+    expect(app!.child.exitCode).toBe(0); // stopped by the case above
+    const [row] = await sql<{ id: number }>(
+      `INSERT INTO ${table} (owner, email, balance) VALUES ('Dee', 'dee@example.com', 3) RETURNING id`,
+    );
+    const before = events!.got.length;
+    app = startApp(env);
+    await app.line('evpub management API:');
+    const [created] = await waitForEvents(row!.id, 1);
+    expect(created).toMatchObject({ type: 'evpub.Account.create', data: { after: { owner: 'Dee' } } });
+    // Nothing published before the stop came again (the checkpoint was past it).
+    await sql(`UPDATE ${table} SET balance = 4 WHERE id = $1`, [row!.id]);
+    await waitForEvents(row!.id, 2);
+    expect(events!.got.length - before).toBe(2);
+    app.child.kill('SIGTERM');
+    expect(await app.exited).toBe(0);
   });
 });
