@@ -1,6 +1,7 @@
 /**
  * The built package as users load it: `evpub` and `evpub/pubsub`, with `require` (the seed's
- * code is CommonJS) and with `import`. Runs against dist/ (`npm test` builds before vitest).
+ * code is CommonJS) and with `import`; `evpub/loopback` and `evpub/connectors/<name>`, whose
+ * LoopBack packages are optional peers that nothing else may load. Runs against dist/ (`npm test` builds before vitest).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -55,5 +56,28 @@ describe('package entry points', () => {
     ]);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('0');
+  });
+
+  it('evpub and evpub/pubsub load no LoopBack package (they are optional peers)', () => {
+    const r = node([
+      '-e',
+      `require('evpub'); require('evpub/pubsub');
+       const loaded = Object.keys(require.cache).filter((f) => /node_modules[\\/](@loopback|loopback|loopback-datasource-juggler)[\\/]/.test(f));
+       console.log(loaded.length);`,
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('0');
+  });
+
+  it('evpub/loopback and every evpub/connectors/<name> load from CommonJS', () => {
+    const names = ['couchdb', 'postgres', 'mysql', 'poll', 'webhook', 'websocket', 'bridge', 'memory'];
+    const r = node([
+      '-e',
+      `const { EvpubBindings } = require('evpub/loopback');
+       const inits = ${JSON.stringify(names)}.map((n) => typeof require('evpub/connectors/' + n).initialize);
+       console.log(typeof EvpubBindings.APP, inits.join(' '));`,
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`object ${names.map(() => 'function').join(' ')}`);
   });
 });

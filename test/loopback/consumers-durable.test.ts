@@ -145,6 +145,35 @@ describe('LoopBack consumers, durable (Redis Streams)', () => {
     expect(failure!.msg).toContain('left unacknowledged');
   });
 
+  it("ack: 'manual' leaves the acknowledgement to the method", async () => {
+    const key = streamKey();
+    const group = uniqueName('g');
+
+    @injectable(asConsumer)
+    class Selective {
+      @subscribe(key, { durable: group, ack: 'manual' })
+      async onOrder(order: { n: number }, _topic: string, meta: MessageMeta): Promise<void> {
+        if (order.n === 2) await meta.ack();
+      }
+    }
+
+    const { logger } = captureLogger();
+    const { app, observer } = consumerApp({ logger });
+    app.bind(EvpubBindings.CLIENT).to(streams(60_000));
+    app.service(Selective);
+    await app.start();
+    toStop.push(app);
+    const publisher = streams();
+    await publisher.publish(key, JSON.stringify({ n: 1 }));
+    await publisher.publish(key, JSON.stringify({ n: 2 }));
+    const o = await observer();
+    await waitFor(() => o.stats()[0]!.handled === 2, 'both calls resolved');
+    await waitFor(async () => (await pending(key, group)) === 1, "order 2's own ack");
+    const [first] = await redis.xrange(key, '-', '+', 'COUNT', 1);
+    const left = (await redis.xpending(key, group, '-', '+', 10)) as [string, ...unknown[]][];
+    expect(left.map((p) => p[0])).toEqual([first![0]]);
+  });
+
   it('what failed before app.stop() stays pending and reaches the next run', async () => {
     const key = streamKey();
     const group = uniqueName('g');

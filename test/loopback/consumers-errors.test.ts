@@ -4,7 +4,7 @@
  * anything is left subscribed. Plus a consumer on a named broker of the configuration (a client
  * of the observer's own).
  */
-import { Application, injectable } from '@loopback/core';
+import { Application, inject, injectable } from '@loopback/core';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, EvpubError } from '../../src/errors';
 import { asConsumer, EvpubBindings, subscribe } from '../../src/loopback';
@@ -146,6 +146,25 @@ describe('consumers: bad input at app.start()', () => {
       'Forgotten.onY: services.Forgotten: @subscribe on a class not bound as a consumer',
     );
     expect(err.message).toContain('@injectable(asConsumer)');
+  });
+
+  it('a consumer whose injection cannot be resolved', async () => {
+    @injectable(asConsumer)
+    class Needy {
+      constructor(@inject('services.Missing') readonly missing: unknown) {}
+
+      @subscribe('x/+')
+      onX(): void {}
+    }
+    const { logger } = captureLogger();
+    const { app } = consumerApp({ logger });
+    app.bind(EvpubBindings.CLIENT).to(mqtt());
+    app.service(Needy);
+    const err = await rejected(app.start());
+    expect(err.code).toBe(ErrorCode.CONFIG_INVALID);
+    expect(err.message).toMatch(
+      /^Needy: services\.Needy: the consumer could not be resolved from the context: .*services\.Missing/,
+    );
   });
 
   it('a consumer without a @subscribe method', async () => {

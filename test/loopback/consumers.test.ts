@@ -5,7 +5,13 @@
  */
 import { Application, inject, injectable } from '@loopback/core';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { asConsumer, EvpubBindings, subscribe, type CloudEvent } from '../../src/loopback';
+import {
+  asConsumer,
+  EvpubBindings,
+  EvpubConsumersObserver,
+  subscribe,
+  type CloudEvent,
+} from '../../src/loopback';
 import type { MessageMeta } from '../../src/pubsub/adapter';
 import type { Client } from '../../src/pubsub/client';
 import { createClient } from '../../src/pubsub/registry';
@@ -247,6 +253,38 @@ describe('LoopBack consumers on MQTT', () => {
     expect(afterStop).toEqual([`${base}/sentinel`]);
     expect(order).not.toContain('begin 2');
     expect((await observer()).stats()[0]).toMatchObject({ received: 1, handled: 1, running: 0 });
+  });
+
+  it('restarts after app.stop(); bound twice, the observer still handles each message once', async () => {
+    const base = `evpub/test/${uniqueName('twice')}`;
+    const got: string[] = [];
+
+    @injectable(asConsumer)
+    class Counter {
+      @subscribe(`${base}/+`, { decode: 'raw' })
+      on(payload: Buffer): void {
+        got.push(payload.toString());
+      }
+    }
+
+    const { logger } = captureLogger();
+    const { app } = consumerApp({ logger });
+    app.lifeCycleObserver(EvpubConsumersObserver, 'evpub.consumersAgain');
+    app.bind(EvpubBindings.CLIENT).to(mqtt());
+    app.service(Counter);
+    await app.start();
+    toStop.push(app);
+    const publisher = mqtt();
+    const send = async (...bodies: string[]) => {
+      for (const b of bodies) await publisher.publish(`${base}/x`, b);
+    };
+    await send('a', 'end1');
+    await waitFor(() => got.includes('end1'), 'the first run');
+    await app.stop();
+    await app.start();
+    await send('b', 'end2');
+    await waitFor(() => got.includes('end2'), 'the second run');
+    expect(got).toEqual(['a', 'end1', 'b', 'end2']);
   });
 
   it('a handler still running at stopTimeoutMs does not hold app.stop() for ever; it is logged', async () => {

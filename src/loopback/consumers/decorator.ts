@@ -124,7 +124,8 @@ export function checkSpec(where: string, pattern: unknown, options: unknown): Su
 }
 
 function className(target: object): string {
-  const ctor = (target as { constructor?: { name?: string } }).constructor;
+  const ctor =
+    typeof target === 'function' ? target : (target as { constructor?: { name?: string } }).constructor;
   return ctor?.name || '<anonymous class>';
 }
 

@@ -26,7 +26,8 @@
  *   delivers it again). Messages already received are handled until `stopTimeoutMs` (10 s);
  *   then what is still queued is left (logged), and own clients are ended.
  * - `start()` while started, and `stop()` while stopped, do nothing; each waits for a start or
- *   stop in progress.
+ *   stop in progress. Bound twice in one application (under two keys), one instance runs the
+ *   consumers and the other does nothing.
  */
 import {
   BindingScope,
@@ -50,6 +51,9 @@ import { ConsumerSubscription, type ConsumerStats, type ConsumerTarget } from '.
 
 /** Binding key of the observer (`app.lifeCycleObserver(EvpubConsumersObserver)` binds it here). */
 export const CONSUMERS_OBSERVER = 'lifeCycleObservers.EvpubConsumersObserver';
+
+/** The observer running the consumers of a context, bound while it runs (one per application). */
+const ACTIVE = 'evpub.consumers.activeObserver';
 
 export interface ConsumersObserverOptions {
   /** How long `stop()` lets received messages finish, in ms (default 10000). */
@@ -122,6 +126,13 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
   async start(): Promise<void> {
     while (this.transition) await this.transition.catch(() => undefined);
     if (this.state === 'started') return;
+    // Bound twice (by the component and by hand, under two keys): one instance runs the consumers.
+    const active = this.ctx.getSync<unknown>(ACTIVE, { optional: true });
+    if (active !== undefined && active !== this) {
+      this.logger.debug('another EvpubConsumersObserver runs the consumers of this application');
+      return;
+    }
+    this.ctx.bind(ACTIVE).to(this);
     this.state = 'starting';
     this.transition = this.doStart().then(
       () => {
@@ -129,6 +140,7 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
       },
       (err: unknown) => {
         this.state = 'stopped';
+        this.ctx.unbind(ACTIVE);
         throw err;
       },
     );
@@ -145,6 +157,7 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
     this.state = 'stopping';
     this.transition = this.doStop().finally(() => {
       this.state = 'stopped';
+      this.ctx.unbind(ACTIVE);
     });
     try {
       await this.transition;
@@ -218,7 +231,17 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
     }
     const targets: ConsumerTarget[] = [];
     for (const binding of consumers) {
-      const instance = await this.ctx.get<unknown>(binding.key);
+      let instance: unknown;
+      try {
+        instance = await this.ctx.get<unknown>(binding.key);
+      } catch (err) {
+        const name = binding.valueConstructor?.name ?? binding.key;
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `${name}: ${binding.key}: the consumer could not be resolved from the context: ${toError(err).message}`,
+          { cause: err, context: { binding: binding.key } },
+        );
+      }
       const cls = classOf(binding, instance);
       const specs = cls ? subscribeSpecs(cls) : {};
       const name = cls?.name ?? binding.key;
@@ -263,8 +286,9 @@ export class EvpubConsumersObserver implements LifeCycleObserver {
         planned.push({ target, broker: defaultName });
       } else if (ref.includes('://')) {
         planned.push({ target, broker: redact(ref), url: ref });
-      } else if (brokers[ref]) {
-        planned.push({ target, broker: ref, url: brokers[ref].url, options: brokers[ref].options ?? {} });
+      } else if (Object.hasOwn(brokers, ref)) {
+        const entry = brokers[ref]!;
+        planned.push({ target, broker: ref, url: entry.url, options: entry.options ?? {} });
       } else {
         const known = Object.keys(brokers);
         throw configError(

@@ -17,6 +17,7 @@
  *   durable ones stay unacknowledged). `drain(deadline)` resolves once the queue and the running
  *   calls are done, or at the deadline: what is still queued then is not handled.
  */
+import { ErrorCode, EvpubError } from '../../errors';
 import type { Logger } from '../../logger';
 import type { MessageMeta } from '../../pubsub/adapter';
 import { decodePayload } from './decode';
@@ -83,7 +84,13 @@ export class ConsumerSubscription {
     this.concurrency = options.concurrency ?? 1;
     this.autoAck = options.durable !== undefined && options.ack !== 'manual';
     const fn = (target.instance as Record<string, unknown>)[target.method];
-    if (typeof fn !== 'function') throw new TypeError(`${this.name} is not a method`);
+    if (typeof fn !== 'function') {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `${this.name}: ${target.binding}: @subscribe is on something that is not a method of the instance`,
+        { context: { consumer: this.name, binding: target.binding } },
+      );
+    }
     this.handler = (fn as (p: unknown, t: string, m: MessageMeta) => unknown).bind(target.instance);
   }
 
