@@ -25,7 +25,7 @@ import {
 } from '@loopback/core';
 import { EVPUB_HOST, EvpubHost } from './host';
 import { EvpubBindings } from './keys';
-import { EvpubLifecycleObserver } from './observer';
+import { EvpubLifecycleObserver, serverGroupTagger } from './observer';
 
 export class EvpubComponent implements Component {
   readonly bindings: Binding[];
@@ -36,6 +36,7 @@ export class EvpubComponent implements Component {
 
   constructor(@inject(CoreBindings.APPLICATION_INSTANCE) application: Application) {
     const host = new EvpubHost(application);
+    serverGroupTagger(application);
     this.bindings = [
       Binding.bind(EVPUB_HOST).to(host),
       Binding.bind(EvpubBindings.APP).toDynamicValue(() => host.app()),

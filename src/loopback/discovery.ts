@@ -29,7 +29,7 @@ import { BindingType, type Binding, type Context } from '@loopback/core';
 import type { DataSourceConfig, ModelConfig } from '../app/config-types';
 import { MODEL_KEYS } from '../app/schema';
 import type { ConnectorRegistry } from '../connectors/registry';
-import { ErrorCode, EvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, redactText, toError } from '../errors';
 import { nearest } from '../util/nearest';
 
 /** Connector names LoopBack's CRUD connectors use: such a datasource is CRUD unless marked. */
@@ -95,6 +95,28 @@ function readDataSource(ctx: Context, binding: Readonly<Binding<unknown>>): Foun
   };
 }
 
+/**
+ * A model's table, as LoopBack's CRUD connector for the same database names it, when
+ * `settings.evpub.settings.table` does not say: so one model class serves its repository and its
+ * feed. PostgreSQL (loopback-connector-postgresql): `settings.postgresql.schema` (default
+ * `public`) and `.table` (default the model's name in lower case). MySQL/MariaDB
+ * (loopback-connector-mysql): `settings.mysql.table` (default the model's name).
+ */
+function withLoopBackTable(options: Json, connector: unknown, name: string, lbSettings: Json): Json {
+  const own = isObject(options.settings) ? options.settings : undefined;
+  if (own?.table !== undefined || (options.settings !== undefined && !own)) return options;
+  let table: string | undefined;
+  if (connector === 'postgres' || connector === 'postgresql') {
+    const pg = isObject(lbSettings.postgresql) ? lbSettings.postgresql : {};
+    const schema = typeof pg.schema === 'string' ? pg.schema : 'public';
+    table = `${schema}.${typeof pg.table === 'string' ? pg.table : name.toLowerCase()}`;
+  } else if (connector === 'mysql' || connector === 'mariadb') {
+    const my = isObject(lbSettings.mysql) ? lbSettings.mysql : {};
+    if (typeof my.table === 'string') table = my.table;
+  }
+  return table === undefined ? options : { ...options, settings: { ...own, table } };
+}
+
 /** Quotes a path segment the way the configuration loader does. */
 function segment(text: string): string {
   return /^[\w$-]+$/.test(text) ? `.${text}` : `[${JSON.stringify(text)}]`;
@@ -105,7 +127,11 @@ function describeModel(className: string, name: string): string {
 }
 
 /** Reads the event datasources and evpub models bound in `ctx`. */
-export function discoverSources(ctx: Context, registry: ConnectorRegistry): LoopBackSources {
+export function discoverSources(
+  ctx: Context,
+  registry: ConnectorRegistry,
+  configured: Readonly<Record<string, DataSourceConfig>> = {},
+): LoopBackSources {
   const problems: Problem[] = [];
   const datasources: Record<string, DataSourceConfig> = {};
   /** Every datasource binding: event or CRUD, for the messages about models. */
@@ -118,7 +144,7 @@ export function discoverSources(ctx: Context, registry: ConnectorRegistry): Loop
     } catch (err) {
       problems.push({
         path: `datasource ${binding.key.slice(12)}`,
-        message: `its settings could not be read: ${toError(err).message}`,
+        message: `its settings could not be read: ${redactText(toError(err).message)}`,
       });
       continue;
     }
@@ -131,6 +157,7 @@ export function discoverSources(ctx: Context, registry: ConnectorRegistry): Loop
     datasources[found.name] = { ...settings, connector };
   }
 
+  const connectorOf = (dsName: string): unknown => (datasources[dsName] ?? configured[dsName])?.connector;
   const models: Record<string, ModelConfig> = {};
   /** evpub model name → the LoopBack class it came from. */
   const classes = new Map<string, string>();
@@ -184,7 +211,13 @@ export function discoverSources(ctx: Context, registry: ConnectorRegistry): Loop
             'or mark an event connector module with `evpub: true` in the datasource settings',
       });
     }
-    models[name] = options as unknown as ModelConfig;
+    const connector = typeof options.dataSource === 'string' ? connectorOf(options.dataSource) : undefined;
+    models[name] = withLoopBackTable(
+      options,
+      connector,
+      name,
+      definition?.settings ?? {},
+    ) as unknown as ModelConfig;
   }
 
   const describePath = (path: string): string => {

@@ -30,7 +30,7 @@ import {
 } from '@loopback/core';
 import type { ConnectorModule } from '../connectors/contract';
 import { builtinConnectors, type ConnectorLoader, type ConnectorRegistry } from '../connectors/registry';
-import { ErrorCode, EvpubError, toError } from '../errors';
+import { ErrorCode, EvpubError, redactText, toError } from '../errors';
 import type { AdapterConstructor } from '../pubsub/adapter';
 import { builtinAdapters, type AdapterRegistry } from '../pubsub/registry';
 import { EvpubBindings } from './keys';
@@ -105,7 +105,7 @@ function valueOf(ctx: Context, binding: Readonly<Binding<unknown>>): unknown {
   } catch (err) {
     throw invalid(
       binding,
-      `could not be resolved (extensions must resolve synchronously): ${toError(err).message}`,
+      `could not be resolved (extensions must resolve synchronously): ${redactText(toError(err).message)}`,
       err,
     );
   }

@@ -61,7 +61,7 @@ export class EvpubHost {
     if (this.made) return this.made;
     const bound = this.boundConfig();
     const registries = buildRegistries(this.ctx);
-    const sources = discoverSources(this.ctx, registries.registry);
+    const sources = discoverSources(this.ctx, registries.registry, bound.datasources ?? {});
     const evpubConfig: Record<string, unknown> = { ...bound };
     for (const key of COMPONENT_ONLY) delete evpubConfig[key];
     const problems: string[] = [];

@@ -6,7 +6,7 @@ export { EvpubBindings } from './keys';
 export type { EvpubComponentConfig } from './types';
 // Each part of the extension adds its exports below, one line per file.
 export { EvpubComponent } from './component';
-export { EvpubLifecycleObserver, EVPUB_OBSERVER_GROUP } from './observer';
+export { EvpubLifecycleObserver, EVPUB_OBSERVER_GROUP, serverGroupTagger } from './observer';
 export { EvpubHost, EVPUB_HOST } from './host';
 export { discoverSources, eventConnectorOf, CRUD_CONNECTOR_NAMES, EVPUB_CONNECTOR_PREFIX } from './discovery';
 export type { LoopBackSources } from './discovery';

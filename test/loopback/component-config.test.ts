@@ -1,4 +1,5 @@
 /**
+ * Which LoopBack datasources are event datasources (the `evpub: true` marker), and
  * EvpubComponent's bad input: each a CONFIG_INVALID EvpubError at app.start() naming the model
  * (its LoopBack class) and the key, before anything connects; the bound configuration fails
  * with the same error as evpub.config.*. Nothing here reaches a server: the datasource points
@@ -59,6 +60,29 @@ async function startError(app: TestApp): Promise<EvpubError> {
   expect((err as EvpubError).code).toBe(ErrorCode.CONFIG_INVALID);
   return err as EvpubError;
 }
+
+describe('EvpubComponent: which datasources are event datasources', () => {
+  it('a CRUD connector name marked `evpub: true` is an event datasource; the marker is not passed on', async () => {
+    const app = makeApp();
+    class MarkedDataSource extends juggler.DataSource {
+      static dataSourceName = 'marked';
+      static readonly defaultConfig = { name: 'marked', connector: 'memory', evpub: true };
+    }
+    class CrudDataSource extends juggler.DataSource {
+      static dataSourceName = 'db';
+      static readonly defaultConfig = { name: 'db', connector: 'memory' };
+    }
+    app.dataSource(MarkedDataSource);
+    app.dataSource(CrudDataSource);
+    app.model(accountModel({ dataSource: 'marked' }));
+    await app.start();
+    expect(Object.keys((await app.get(EvpubBindings.STATUS)).feeds)).toEqual(['marked/Account']);
+    expect((await app.get(EvpubBindings.CONFIG)).datasources).toEqual({
+      marked: { name: 'marked', connector: 'memory' },
+    });
+    await app.stop();
+  });
+});
 
 describe('EvpubComponent: bad input', () => {
   it('a typo in settings.evpub names the model, the key and the nearest valid key', async () => {
