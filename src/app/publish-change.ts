@@ -96,7 +96,11 @@ export class ChangePublisher {
         { context: { model: change.model, datasource: change.datasource } },
       );
     }
-    const event: ChangeEvent = { ...change, datasource: target.datasource, position: change.position ?? null };
+    const event: ChangeEvent = {
+      ...change,
+      datasource: target.datasource,
+      position: change.position ?? null,
+    };
     let topic = '';
     try {
       topic = target.topic(event);
@@ -236,7 +240,13 @@ export class ChangePublisher {
     return { outcome: 'dead-lettered', topic };
   }
 
-  private tap(target: ChangeTarget, event: ChangeEvent, topic: string, payload: Buffer, options: PublishOptions): void {
+  private tap(
+    target: ChangeTarget,
+    event: ChangeEvent,
+    topic: string,
+    payload: Buffer,
+    options: PublishOptions,
+  ): void {
     const { onPublished, tapping } = this.options;
     if (!onPublished || tapping?.() === false) return;
     try {

@@ -56,7 +56,12 @@ import type { Client } from '../pubsub/client';
 import { createClient, type AdapterRegistry } from '../pubsub/registry';
 import type { EvpubConfig, ModelConfig } from './config-types';
 import type { DataSource } from './datasource';
-import { ChangePublisher, type ChangeTarget, type ChangeToPublish, type PublishChangeResult } from './publish-change';
+import {
+  ChangePublisher,
+  type ChangeTarget,
+  type ChangeToPublish,
+  type PublishChangeResult,
+} from './publish-change';
 import { fieldProjector } from '../pipeline/fields';
 
 export const DEFAULT_MAX_IN_FLIGHT = 1000;
@@ -367,6 +372,11 @@ export class Runtime {
     };
   }
 
+  /** The models' `settings` by name (`DataSourceLike.modelSettings`). */
+  private modelSettings(names: readonly string[]): Record<string, Readonly<Record<string, unknown>>> {
+    return Object.fromEntries(names.map((name) => [name, this.config.models[name]?.settings ?? {}]));
+  }
+
   private async startUnit(unitId: string, keeper: LeaseKeeper): Promise<void> {
     const spec = this.units.get(unitId)!;
     const settings = this.config.datasources[spec.datasource]!;
@@ -375,7 +385,13 @@ export class Runtime {
     // server id) is the same in every instance whichever part of them it reads.
     const connector = await initializeConnector(
       spec.module,
-      { name: spec.datasource, settings, logger, models: spec.datasourceModels },
+      {
+        name: spec.datasource,
+        settings,
+        logger,
+        models: spec.datasourceModels,
+        modelSettings: this.modelSettings(spec.datasourceModels),
+      },
       spec.models,
     );
     const run = await this.buildUnit(spec.datasource, unitId, connector, spec.models, keeper);
@@ -457,7 +473,7 @@ export class Runtime {
       const logger = this.logger.child({ component: 'connector', datasource: dsName });
       const connector = await initializeConnector(
         module,
-        { name: dsName, settings, logger, models: modelNames },
+        { name: dsName, settings, logger, models: modelNames, modelSettings: this.modelSettings(modelNames) },
         modelNames,
       ).catch((err: unknown) => {
         throw atSettingPath(err, dsName);
@@ -671,7 +687,10 @@ export class Runtime {
       maxEventBytes,
       deadLetterTopic: publisher.deadLetter?.topic ?? publisher.deadLetterTopic ?? DEFAULT_DEAD_LETTER_TOPIC,
       deadLetterClient: deadLetter,
-      deadLetterMaxBytes: Math.min(publisher.maxEventBytes ?? Infinity, deadLetter.adapter.features.maxPayload),
+      deadLetterMaxBytes: Math.min(
+        publisher.maxEventBytes ?? Infinity,
+        deadLetter.adapter.features.maxPayload,
+      ),
     };
   }
 

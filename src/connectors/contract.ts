@@ -64,7 +64,8 @@
  * 10. `units(models)` (optional; several instances, `cluster:`) says how the models split into
  *    *units of ownership*: groups of models that resume as one position and so must be read by
  *    one instance at a time (a PostgreSQL slot: every model of the datasource; a MySQL binlog
- *    reader, a CouchDB database feed, a poll model: one model each; a webhook endpoint set: all).
+ *    reader, a CouchDB database feed, a poll model: one model each, except a MySQL datasource's
+ *    outbox models, which share one reader; a webhook endpoint set: all).
  *    It answers synchronously, before start, from the settings alone: a partition of `models`
  *    (every name in exactly one group, groups non-empty, in a stable order), the same in every
  *    instance with the same configuration. Without it the whole datasource is one unit. In
@@ -213,6 +214,12 @@ export interface DataSourceLike {
    * connector falls back to the models `start` gets).
    */
   models?: readonly string[];
+  /**
+   * Each model's `settings` (`models.<name>.settings`), by name, for what a connector decides
+   * from them before start (units(): a MySQL datasource's outbox models share one unit). Absent:
+   * not known.
+   */
+  modelSettings?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** Set by `initialize()`. */
   connector?: unknown;
 }

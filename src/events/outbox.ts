@@ -22,6 +22,9 @@
  *    no state of its own. A crash before the checkpoint re-reads the INSERT (same event id).
  * 4. A model fed from the outbox is configured with `settings: { outbox: true }`: it has no
  *    table of its own to stream or snapshot.
+ *
+ * The connector side: the settings in src/connectors/kit/outbox.ts, the reading in
+ * src/connectors/postgres/index.ts ("The outbox") and src/connectors/mysql/outbox.ts.
  */
 import { ErrorCode, EvpubError } from '../errors';
 import type { ChangeEvent, Operation, Position, Row } from './change-event';

@@ -9,6 +9,8 @@ import { toError } from '../../errors';
 import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
 import { registeredReplicas } from './replica';
+import { outboxDdl } from '../../events/outbox';
+import { isOutboxModel, outboxModels } from '../kit/outbox';
 import { parseSnapshot, signalTableOf, tableOf, type MysqlSettings } from './settings';
 
 interface Vars extends RowDataPacket {
@@ -90,8 +92,30 @@ export async function checkMysql(
     }
     out.push(await checkGrants(conn, settings));
     if (serverIds) out.push(await checkReaders(conn, settings, serverIds));
-    for (const model of models) out.push(await checkTable(conn, settings, model));
-    const snapshots = models.some(
+    const tableModels: { name: string; settings: Settings }[] = [];
+    let fromOutbox: string[] = [];
+    for (const model of models) {
+      try {
+        if (isOutboxModel(model.name, model.settings)) fromOutbox.push(model.name);
+        else tableModels.push(model);
+      } catch (err) {
+        out.push({ what: `model ${model.name}`, level: 'error', detail: toError(err).message });
+      }
+    }
+    for (const model of tableModels) out.push(await checkTable(conn, settings, model));
+    try {
+      fromOutbox = outboxModels(
+        'mysql',
+        datasource,
+        settings.outbox,
+        models.filter((m) => fromOutbox.includes(m.name)),
+      );
+    } catch (err) {
+      out.push({ what: `model ${fromOutbox[0]}`, level: 'error', detail: toError(err).message });
+      fromOutbox = [];
+    }
+    if (fromOutbox.length > 0) out.push(await checkOutbox(conn, settings, fromOutbox));
+    const snapshots = tableModels.some(
       (m) =>
         parseSnapshot(m.settings.snapshot, `models.${m.name}.settings.snapshot`, settings.snapshot) ===
         'initial',
@@ -224,5 +248,39 @@ async function checkSignalTable(
     level: 'ok',
     detail: 'missing: created at the first snapshot if this user may create tables there',
     fix: `otherwise: CREATE TABLE ${name} (id VARCHAR(255) PRIMARY KEY, watermark VARCHAR(64) NOT NULL); GRANT INSERT, UPDATE ON ${name} TO '${settings.user}'@'%';`,
+  };
+}
+
+/** The outbox table of the models fed from it: it exists, or the connector may create it. */
+async function checkOutbox(
+  conn: Connection,
+  settings: MysqlSettings,
+  models: string[],
+): Promise<SourceCheck> {
+  const outbox = settings.outbox!;
+  const name = `${outbox.schema}.${outbox.table}`;
+  const what = `outbox table ${name} (models ${models.join(', ')})`;
+  const ddl = outboxDdl(
+    'mysql',
+    `\`${outbox.schema.replace(/`/g, '``')}\`.\`${outbox.table.replace(/`/g, '``')}\``,
+  );
+  const [rows] = await conn.query<RowDataPacket[]>(
+    'SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+    [outbox.schema, outbox.table],
+  );
+  if (rows.length > 0) return { what, level: 'ok', detail: 'exists' };
+  if (!outbox.create) {
+    return {
+      what,
+      level: 'error',
+      detail: 'does not exist, and outbox.create is false',
+      fix: `${ddl}; -- or set outbox.create to true`,
+    };
+  }
+  return {
+    what,
+    level: 'ok',
+    detail: `missing: created at first start if user ${settings.user} may create tables in ${outbox.schema}`,
+    fix: `otherwise, as a user who may: ${ddl};`,
   };
 }

@@ -20,7 +20,8 @@
  * own position and holds its own binlog connection, so two models never need the same
  * process; a model is the smallest piece that must have one reader at a time (two readers of
  * it would publish its changes twice). Several instances of this connector may therefore read
- * one datasource, each started with some of its models.
+ * one datasource, each started with some of its models. The exception: the models fed from the
+ * outbox (`outbox: true`, outbox.ts) share one stream of the outbox table, so they are one unit.
  *
  * Server ids: a model's binlog reader uses `serverId + n`, n the model's place in the
  * datasource's configured models (`dataSource.models`, which evpub passes whole also to an
@@ -86,6 +87,7 @@ import {
   connectionOptions,
   parseMysqlSettings,
   withSsl,
+  outboxTable,
   parseSnapshot,
   signalTableOf,
   tableOf,
@@ -94,6 +96,10 @@ import {
 } from './settings';
 import { ChunkedSnapshot, checkSignalTable } from './snapshot';
 import { loadTableMeta, type TableMeta } from './values';
+import { outboxDdl } from '../../events/outbox';
+import { isOutboxModel, outboxModels } from '../kit/outbox';
+import { OutboxSink } from './outbox';
+import { comparePositions, type BinlogPosition } from './position';
 import { binlogFiles, lagBytes, lagSeconds } from './lag';
 
 type MysqlPromise = typeof import('mysql2/promise');
@@ -130,6 +136,8 @@ export class MysqlConnector implements EventConnector {
   private lagConn: Connection | undefined;
   private lagReport: Promise<void> | undefined;
   private lagWarned = false;
+  /** The outbox stream's sink and its models, the lead first (outbox.ts), when a model reads the outbox. */
+  private outbox: { sink: OutboxSink; models: string[]; from: Map<string, string | null> } | undefined;
 
   constructor(private readonly dataSource: DataSourceLike) {
     this.life = new Lifecycle('mysql', dataSource.name);
@@ -158,9 +166,28 @@ export class MysqlConnector implements EventConnector {
     return conn;
   }
 
-  /** Contract point 10: one unit per model (see top). */
+  /**
+   * Contract point 10: one unit per model (see top), except the outbox models, which share one
+   * stream of the outbox table: one unit of all of them, where the first of them is. Without
+   * the models' settings (`dataSource.modelSettings`) and with an outbox, one unit of all.
+   */
   units(models: readonly string[]): string[][] {
-    return models.map((model) => [model]);
+    if (this.settings.outbox === undefined) return models.map((model) => [model]);
+    const settings = this.dataSource.modelSettings;
+    if (!settings) return models.length > 0 ? [[...models]] : [];
+    const fromOutbox = models.filter((m) => {
+      try {
+        return isOutboxModel(m, settings[m] ?? {});
+      } catch {
+        return false; // start() says what is wrong
+      }
+    });
+    const out: string[][] = [];
+    for (const model of models) {
+      if (!fromOutbox.includes(model)) out.push([model]);
+      else if (model === fromOutbox[0]) out.push(fromOutbox);
+    }
+    return out;
   }
 
   /** Each model's binlog server id: `serverId` + its place in the configured models (see top). */
@@ -201,9 +228,21 @@ export class MysqlConnector implements EventConnector {
   async start(request: StartRequest): Promise<void> {
     this.life.begin();
     this.sink = request.sink;
-    const refs = request.models.map((m) => ({ feed: m, ref: tableOf(m.name, m.settings, this.settings) }));
     let conn: Connection | undefined;
     try {
+      const fromOutbox = new Set(
+        outboxModels('mysql', this.dataSource.name, this.settings.outbox, request.models),
+      );
+      const configured = this.dataSource.models ?? [];
+      const place = (m: string): number =>
+        configured.includes(m) ? configured.indexOf(m) : configured.length;
+      // The outbox models, the lead (first configured) first: one stream, the lead's server id.
+      const outboxFeeds = request.models
+        .filter((m) => fromOutbox.has(m.name))
+        .sort((a, b) => place(a.name) - place(b.name));
+      const tableFeeds = request.models.filter((m) => !fromOutbox.has(m.name));
+      const refs = tableFeeds.map((m) => ({ feed: m, ref: tableOf(m.name, m.settings, this.settings) }));
+      const readers = [...tableFeeds, ...outboxFeeds.slice(0, 1)];
       conn = await this.connect();
       const info = await checkServer(conn, this.settings, this.logger).catch((err: unknown) => {
         throw translate(err, this.settings, 'checking the server');
@@ -211,7 +250,7 @@ export class MysqlConnector implements EventConnector {
       const ids = this.serverIds(request.models.map((m) => m.name));
       await claimServerIds(
         conn,
-        request.models.map((m) => ({ model: m.name, serverId: ids.get(m.name)! })),
+        readers.map((m) => ({ model: m.name, serverId: ids.get(m.name)! })),
         {
           datasource: this.dataSource.name,
           explicit: this.settings.serverIdSet,
@@ -238,6 +277,10 @@ export class MysqlConnector implements EventConnector {
         };
         this.runs.set(feed.name, run);
         opening.push((await this.plan(conn, info, run, feed)).opened);
+      }
+      if (outboxFeeds.length > 0) {
+        const own = new Set(refs.map((r) => r.feed.name));
+        opening.push((await this.startOutbox(conn, info, outboxFeeds, ids, own)).opened);
       }
       await Promise.all(opening);
     } catch (err) {
@@ -291,6 +334,111 @@ export class MysqlConnector implements EventConnector {
       this.lagWarned = true;
       this.logger[level]({ err: error.message }, 'binlog lag report failed (retried every statusInterval)');
     }
+  }
+
+  /**
+   * The outbox stream (outbox.ts): the table made when missing and allowed, one stream as the
+   * lead model's, from the earliest of the models' starts; returns what start() awaits.
+   */
+  private async startOutbox(
+    conn: Connection,
+    info: ServerInfo,
+    feeds: ModelFeed[],
+    ids: Map<string, number>,
+    own: Set<string>,
+  ): Promise<{ opened: Promise<void> }> {
+    const outbox = this.settings.outbox!;
+    const ref = outboxTable(outbox);
+    const name = `${ref.database}.${ref.table}`;
+    const quoted = `\`${ref.database.replace(/`/g, '``')}\`.\`${ref.table.replace(/`/g, '``')}\``;
+    const [found] = await conn.query<RowDataPacket[]>(
+      'SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+      [ref.database, ref.table],
+    );
+    if (found.length === 0) {
+      const ddl = outboxDdl('mysql', quoted);
+      if (!outbox.create) {
+        throw new EvpubError(
+          ErrorCode.CONFIG_INVALID,
+          `mysql connector: the outbox table ${name} does not exist and datasources.${this.dataSource.name}.outbox.create ` +
+            `is false: create it (${ddl}) or allow create`,
+          { context: { setting: `datasources.${this.dataSource.name}.outbox.create` } },
+        );
+      }
+      await conn.query(ddl).catch((err: unknown) => {
+        const e = translate(err, this.settings, `creating the outbox table ${name}`);
+        e.message += ` (the user needs CREATE on ${ref.database}, or create it: ${ddl})`;
+        throw e;
+      });
+      this.logger.info({ table: name }, 'outbox table created');
+    }
+    const meta = await loadTableMeta(conn, ref).catch((err: unknown) => {
+      throw translate(err, this.settings, `reading ${name}'s columns`);
+    });
+    const models = feeds.map((f) => f.name);
+    const lead = models[0]!;
+    const sink = new OutboxSink({
+      datasource: this.dataSource.name,
+      sink: this.sink!,
+      models,
+      own,
+      table: name,
+    });
+    this.outbox = {
+      sink,
+      models,
+      from: new Map(feeds.map((f) => [f.name, typeof f.from === 'object' ? f.from.after : null])),
+    };
+    const run: ModelRun = {
+      model: lead,
+      meta,
+      serverId: ids.get(lead)!,
+      sink,
+      lastPushed: null,
+      failed: false,
+    };
+    this.runs.set(lead, run);
+    // Each model's start; the stream begins at the earliest.
+    const starts: { model: string; at: BinlogPosition }[] = [];
+    let now: StreamPoint | undefined;
+    for (const feed of feeds) {
+      if (typeof feed.from === 'object') {
+        sink.skipUntil(feed.name, feed.from.after);
+        starts.push({ model: feed.name, at: decodePosition(feed.from.after) });
+      } else if (feed.from === 'now') {
+        now ??= await currentPoint(conn, info);
+        const position = encodePosition(now);
+        sink.skipUntil(feed.name, position);
+        this.sink!.mark(feed.name, position);
+        starts.push({ model: feed.name, at: now });
+      } else {
+        starts.push({ model: feed.name, at: await firstPoint(conn, info) });
+      }
+    }
+    const first = earliest(starts.map((s) => s.at));
+    if (!first.ordered) {
+      this.logger.warn(
+        { starts: starts.map((s) => ({ model: s.model, at: encodePosition(s.at) })) },
+        "outbox: the models' positions cannot be ordered; reading from the first one: rows may be published again (with their ids)",
+      );
+    }
+    const at = first.at;
+    const point: StreamPoint = at.gtid !== undefined ? { gtid: at.gtid } : { file: at.file!, pos: at.pos! };
+    try {
+      await checkAvailable(conn, point, info.mariadb);
+    } catch (err) {
+      run.failed = true;
+      const error = translate(err, this.settings, 'checking the checkpoint');
+      this.logger.error({ models, err: error.message }, 'cannot resume the outbox');
+      sink.fail(lead, error);
+      return { opened: Promise.resolve() };
+    }
+    const stream = await this.launch(run, {
+      point,
+      ...(at.tx !== undefined ? { skip: { tx: at.tx, row: at.row ?? 0 } } : {}),
+      conn,
+    });
+    return { opened: stream.open() };
   }
 
   /** Decides where the model starts; returns what start() awaits (the stream's first connection). */
@@ -463,6 +611,13 @@ export class MysqlConnector implements EventConnector {
       );
     }
     if (run.restarting) return { started: false, done: 0 };
+    if (this.outbox?.models.includes(model)) {
+      throw new EvpubError(
+        ErrorCode.CONFIG_INVALID,
+        `mysql connector: models.${model}: fed from the outbox (settings.outbox), it has no table to snapshot`,
+        { context: { model } },
+      );
+    }
     if (run.window) return { started: false, ...run.window.progress() };
     if (run.meta.primaryKey.length === 0) {
       const table = `${run.meta.database}.${run.meta.table}`;
@@ -580,6 +735,15 @@ export class MysqlConnector implements EventConnector {
       if (run.failed || run.stream?.state === 'failed') failed.push(model);
       if (run.stream?.state === 'reconnecting') reconnecting = true;
     }
+    if (this.outbox) {
+      // The outbox stream runs as its lead's: each outbox model shows its own last position.
+      const lead = this.outbox.models[0]!;
+      const leadFailed = failed.includes(lead);
+      for (const model of this.outbox.models) {
+        positions[model] = this.outbox.sink.lastPushed.get(model) ?? this.outbox.from.get(model) ?? null;
+        if (leadFailed && model !== lead) failed.push(model);
+      }
+    }
     let state: ConnectorHealth['state'];
     const life = this.life.state;
     if (life === 'idle' || life === 'starting') state = life;
@@ -630,4 +794,22 @@ async function firstPoint(conn: Connection, info: ServerInfo): Promise<StreamPoi
     return { gtid: String(row?.purged ?? '').replace(/\s/g, '') };
   }
   return oldestPoint(conn, false);
+}
+
+/**
+ * The earliest of the outbox models' starts; `ordered` false when some cannot be ordered (then
+ * the one before the most others).
+ */
+function earliest(starts: BinlogPosition[]): { at: BinlogPosition; ordered: boolean } {
+  let best = starts[0]!;
+  let bestScore = -1;
+  for (const a of starts) {
+    const score = starts.filter((b) => {
+      const order = comparePositions(a, b);
+      return order !== undefined && order <= 0;
+    }).length;
+    if (score === starts.length) return { at: a, ordered: true };
+    if (score > bestScore) [best, bestScore] = [a, score];
+  }
+  return { at: best, ordered: false };
 }

@@ -209,3 +209,64 @@ export async function checkAvailable(conn: Connection, point: StreamPoint, maria
     }
   }
 }
+
+/**
+ * The highest sequence number per source of a GTID state: MariaDB `domain-server-seq` per
+ * domain, MySQL `uuid:1-5:7` per server uuid (its intervals' highest end).
+ */
+function gtidHeads(state: string): Map<string, bigint> {
+  const out = domains(state);
+  for (const item of state.split(',')) {
+    const [uuid, ...ranges] = item.trim().split(':');
+    if (!uuid || ranges.length === 0) continue;
+    let max = -1n;
+    for (const range of ranges) {
+      const end = /^(?:\d+-)?(\d+)$/.exec(range.trim());
+      if (end && BigInt(end[1]!) > max) max = BigInt(end[1]!);
+    }
+    if (max >= 0n) out.set(uuid.toLowerCase(), max);
+  }
+  return out;
+}
+
+/** -1, 0, 1 as `a` is before, at or after `b`; undefined when the two cannot be ordered. */
+function comparePoints(a: StreamPoint, b: StreamPoint): number | undefined {
+  if (a.gtid !== undefined && b.gtid !== undefined) {
+    if (a.gtid === b.gtid) return 0;
+    const x = gtidHeads(a.gtid);
+    const y = gtidHeads(b.gtid);
+    const keys = new Set([...x.keys(), ...y.keys()]);
+    let less = false;
+    let more = false;
+    for (const k of keys) {
+      const u = x.get(k) ?? -1n;
+      const v = y.get(k) ?? -1n;
+      if (u < v) less = true;
+      if (u > v) more = true;
+    }
+    if (less && more) return undefined;
+    return less ? -1 : more ? 1 : 0;
+  }
+  if (a.file !== undefined && b.file !== undefined) {
+    if (a.file !== b.file) return a.file < b.file ? -1 : 1;
+    return Math.sign((a.pos ?? 0) - (b.pos ?? 0));
+  }
+  return undefined;
+}
+
+/**
+ * Orders two positions of one server's binlog (the outbox's models, which share a stream): by
+ * their stream point (GTID states by each domain's or server's highest sequence number, files
+ * and offsets as written), then a position at a point before any row of the transaction after
+ * it, then the row. Undefined when they cannot be ordered (a GTID state and a file offset, or
+ * GTID states each ahead in some domain): the caller then reads rather than skips.
+ */
+export function comparePositions(a: BinlogPosition, b: BinlogPosition): number | undefined {
+  const points = comparePoints(a, b);
+  if (points !== 0) return points;
+  if (a.tx === undefined || b.tx === undefined) {
+    return a.tx === undefined ? (b.tx === undefined ? 0 : -1) : 1;
+  }
+  if (a.tx !== b.tx) return undefined;
+  return Math.sign((a.row ?? 0) - (b.row ?? 0));
+}

@@ -26,9 +26,14 @@
  *   connection (binlog and queries): mysql2's `ssl`, with the host name verified against the
  *   certificate. A client certificate is what `REQUIRE X509` asks for. `servername` is refused:
  *   mysql2 verifies the host it connects to and cannot be given another name.
+ * - `outbox`: `true` or `{ table, schema, create }`: the transactional outbox this connector
+ *   publishes from (kit/outbox.ts, docs/outbox.md): default table `evpub_outbox` in the
+ *   datasource's database (`schema`: another database), created when missing unless
+ *   `create: false`.
  *
  * Model settings (`models.<name>.settings`): `table` (`table` or `database.table`; default the model's
- * name), `database` (default the datasource's), `snapshot` (overrides the datasource's).
+ * name), `database` (default the datasource's), `snapshot` (overrides the datasource's); or
+ * `outbox: true` (the model's events come from the outbox, and it has no table of its own).
  */
 import { randomInt } from 'node:crypto';
 import { redact } from '../../errors';
@@ -36,6 +41,7 @@ import type { Logger } from '../../logger';
 import { loadTls, parseTls, type LoadedTls, type TlsSettings } from '../../util/tls';
 import { checkName } from '../kit/sql-names';
 import { SettingsReader, settingsError, type Settings } from '../kit/settings';
+import { parseOutboxSetting, type OutboxSettings } from '../kit/outbox';
 
 export type SnapshotMode = 'initial' | 'never';
 
@@ -62,6 +68,8 @@ export interface MysqlSettings {
   /** The `tls` setting, validated; `ssl` is it loaded (withSsl), which connectionOptions uses. */
   tls: TlsSettings | undefined;
   ssl?: LoadedTls;
+  /** The `outbox` setting (kit/outbox.ts), its database defaulted to the datasource's; undefined: none. */
+  outbox: (OutboxSettings & { schema: string }) | undefined;
 }
 
 export interface TableRef {
@@ -86,10 +94,11 @@ export const MYSQL_SETTING_KEYS = [
   'maxReconnectDelay',
   'statusInterval',
   'tls',
+  'outbox',
 ] as const;
 
 /** The model keys this connector reads. */
-export const MYSQL_MODEL_KEYS = ['table', 'database', 'snapshot'] as const;
+export const MYSQL_MODEL_KEYS = ['table', 'database', 'snapshot', 'outbox'] as const;
 
 /** A `snapshot` setting at `path` (`models.m.settings.snapshot`): `initial` or `never`. */
 export function parseSnapshot(value: unknown, path: string, fallback: SnapshotMode): SnapshotMode {
@@ -176,7 +185,26 @@ export function parseMysqlSettings(settings: Settings, datasource: string): Mysq
     maxReconnectDelay,
     statusInterval: r.int('statusInterval', 10_000, 100),
     tls,
+    outbox: outboxOf(r, base.database),
   };
+}
+
+function outboxOf(r: SettingsReader, database: string | undefined): MysqlSettings['outbox'] {
+  const outbox = parseOutboxSetting(r, MAX_NAME);
+  if (outbox === undefined) return undefined;
+  const schema = outbox.schema ?? database;
+  if (schema === undefined) {
+    throw settingsError(
+      `${r.path('outbox')}.schema`,
+      'is required: the datasource names no database, so say which database holds the outbox table',
+    );
+  }
+  return { ...outbox, schema };
+}
+
+/** The outbox table of the datasource's `outbox` setting. */
+export function outboxTable(outbox: NonNullable<MysqlSettings['outbox']>): TableRef {
+  return { database: outbox.schema, table: outbox.table };
 }
 
 /**

@@ -20,7 +20,8 @@ export interface EventPublishingOptions {
   dataSource?: string;
   /**
    * Outbox mode: the outbox table (`table` or `schema.table`). Default: the evpub datasource's
-   * `outbox` setting when the app is bound, else `evpub_outbox`.
+   * `outbox` setting (`{ table, schema }`) when the app is bound, else `evpub_outbox` (found
+   * through the connection's search_path / database).
    */
   outboxTable?: string;
 }

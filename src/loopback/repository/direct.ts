@@ -6,8 +6,8 @@
  * order the write made them); if publishing fails for good, the write rejects with that error
  * and says the change itself is committed. A process that dies between the commit and the
  * broker's confirmation loses those events: nothing records them. Use `outbox` where that
- * matters. With the caller's transaction the events are published in LoopBack's `after commit`
- * hook of that transaction (its `commit()` resolves after the broker confirmed; a failure is
+ * matters. With the caller's transaction the events are published once that transaction's
+ * `commit()` succeeded (its `commit()` resolves after the broker confirmed; a failure is
  * logged, since the commit already happened), and nothing is published when it rolls back.
  */
 import { randomUUID } from 'node:crypto';
@@ -33,10 +33,12 @@ export class DirectSink implements EventSink {
     if (tx.callers && events.length > 0) {
       tx.afterCommit(() =>
         this.publish(events).catch((err: unknown) => {
-          this.ctx.app()?.logger.error(
-            { err: toError(err), model: this.ctx.model, keys: events.map((e) => e.key) },
-            'the caller committed a change whose events could not be published (direct mode)',
-          );
+          this.ctx
+            .app()
+            ?.logger.error(
+              { err: toError(err), model: this.ctx.model, keys: events.map((e) => e.key) },
+              'the caller committed a change whose events could not be published (direct mode)',
+            );
         }),
       );
     }

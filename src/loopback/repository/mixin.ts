@@ -40,6 +40,39 @@ import { OutboxSink } from './outbox';
 import type { EventSink, RepositoryChange, WriteTransaction } from './sink';
 import { TableRows, type Execute, type SqlConnectorLike } from './rows';
 
+/** The caller's transaction's after-commit calls (see `afterCommit`). */
+const AFTER_COMMIT = Symbol('evpub.afterCommit');
+
+/**
+ * Calls `fn` after the caller's transaction committed, before its `commit()` resolves. The
+ * transaction's own `commit` is wrapped (once): LoopBack's `after commit` observers are not
+ * there when the connector's loopback-connector is another copy than juggler's (the usual
+ * install of loopback-connector-postgresql 8), so they cannot be relied on. `fn` never rejects.
+ */
+function afterCommit(tx: JugglerTransaction, fn: () => Promise<void>): void {
+  const holder: JugglerTransaction & { [AFTER_COMMIT]?: (() => Promise<void>)[] } = tx;
+  let calls = holder[AFTER_COMMIT];
+  if (!calls) {
+    const list: (() => Promise<void>)[] = [];
+    calls = holder[AFTER_COMMIT] = list;
+    const commit = tx.commit.bind(tx);
+    holder.commit = function (cb?: (err?: Error | null) => void): Promise<void> {
+      const done = commit().then(async () => {
+        for (const call of list.splice(0)) await call();
+      });
+      if (typeof cb === 'function') {
+        done.then(
+          () => cb(null),
+          (err: Error) => cb(err),
+        );
+        return undefined as unknown as Promise<void>;
+      }
+      return done;
+    };
+  }
+  calls.push(fn);
+}
+
 /** Marks the options of the base class's calls made inside a captured write. */
 const CAPTURED = Symbol('evpub.captured');
 
@@ -47,7 +80,6 @@ const CAPTURED = Symbol('evpub.captured');
 interface JugglerTransaction {
   commit(): Promise<void>;
   rollback(): Promise<void>;
-  observe?(event: string, fn: (ctx: unknown, next: (err?: Error) => void) => void): void;
 }
 
 interface JugglerDataSourceLike {
@@ -88,6 +120,9 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       { context: { key: 'mode' } },
     );
   }
+  /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return --
+     a mixin over any entity and id types: the base is DefaultCrudRepository<any, any, any>, and
+     the constructor takes the base's arguments */
   class EventPublishingRepository extends superClass {
     /** The evpub app that publishes (direct mode) and names the outbox table. */
     @inject(EvpubBindings.APP, { optional: true })
@@ -98,14 +133,14 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
     private readonly evpubIdProperty: string;
     private readonly evpubModel: string;
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the mixin's constructor takes the base's arguments
     constructor(...args: any[]) {
       super(...args);
       const lbModel = this.entityClass.modelName;
       const ds = this.dataSource as unknown as JugglerDataSourceLike;
       const connector = ds.connector ?? {};
       const connectorName = connector.name ?? 'unknown';
-      const dialect = connectorName === 'postgresql' ? 'postgres' : connectorName === 'mysql' ? 'mysql' : undefined;
+      const dialect =
+        connectorName === 'postgresql' ? 'postgres' : connectorName === 'mysql' ? 'mysql' : undefined;
       const repository = new.target.name || 'repository';
       const ctx: RepositoryContext = {
         repository,
@@ -133,7 +168,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       this.evpubRows = new TableRows(connector as SqlConnectorLike, lbModel, this.evpubIdProperty);
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override create(entity: any, opts?: Options): Promise<any> {
       if (isCaptured(opts)) return super.create(entity, opts);
       return this.captured(opts, {
@@ -143,7 +177,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override createAll(entities: any[], opts?: Options): Promise<any[]> {
       if (isCaptured(opts)) return super.createAll(entities, opts);
       return this.captured(opts, {
@@ -153,7 +186,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override updateById(id: any, data: any, opts?: Options): Promise<void> {
       if (isCaptured(opts)) return super.updateById(id, data, opts);
       return this.captured(opts, {
@@ -164,7 +196,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override replaceById(id: any, data: any, opts?: Options): Promise<void> {
       if (isCaptured(opts)) return super.replaceById(id, data, opts);
       return this.captured(opts, {
@@ -175,7 +206,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override deleteById(id: any, opts?: Options): Promise<void> {
       if (isCaptured(opts)) return super.deleteById(id, opts);
       return this.captured(opts, {
@@ -185,7 +215,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override updateAll(data: any, where?: Where<any>, opts?: Options): Promise<{ count: number }> {
       if (isCaptured(opts)) return super.updateAll(data, where, opts);
       let locked: unknown[] = [];
@@ -198,7 +227,6 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       });
     }
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     override deleteAll(where?: Where<any>, opts?: Options): Promise<{ count: number }> {
       if (isCaptured(opts)) return super.deleteAll(where, opts);
       let locked: unknown[] = [];
@@ -219,15 +247,7 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       const write: WriteTransaction = {
         execute,
         callers: given !== undefined,
-        afterCommit: (fn) => {
-          if (!tx.observe) return;
-          tx.observe('after commit', (_ctx, next) => {
-            fn().then(
-              () => next(),
-              () => next(),
-            );
-          });
-        },
+        afterCommit: (fn) => afterCommit(tx, fn),
       };
       let events: RepositoryChange[];
       let result: T;
@@ -241,7 +261,9 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
         }
         const before = await rows.read(execute, shape, beforeIds, true);
         result = await plan.run({ ...opts, transaction: tx, [CAPTURED]: true });
-        const after = plan.after ? await rows.read(execute, shape, plan.after(result, beforeIds), false) : new Map<string, Row>();
+        const after = plan.after
+          ? await rows.read(execute, shape, plan.after(result, beforeIds), false)
+          : new Map<string, Row>();
         const txId = await rows.txId(execute);
         events = changes(this.evpubModel, plan.op, before, after, {
           ...(txId ? { tx: { id: txId } } : {}),
@@ -257,6 +279,7 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
       return result;
     }
   }
+  /* eslint-enable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return */
   return EventPublishingRepository;
 }
 

@@ -17,7 +17,10 @@ import { modeKey, type RepositoryContext } from './context';
 
 /** The outbox table as SQL names it: each part of `schema.table` quoted. */
 export function quoteTable(dialect: OutboxDialect, table: string): string {
-  const q = dialect === 'postgres' ? (p: string) => `"${p.replace(/"/g, '""')}"` : (p: string) => `\`${p.replace(/`/g, '``')}\``;
+  const q =
+    dialect === 'postgres'
+      ? (p: string) => `"${p.replace(/"/g, '""')}"`
+      : (p: string) => `\`${p.replace(/`/g, '``')}\``;
   return table.split('.').map(q).join('.');
 }
 
@@ -31,7 +34,7 @@ export class OutboxSink implements EventSink {
         ErrorCode.CONFIG_INVALID,
         `${modeKey(ctx)}: datasource ${ctx.dataSourceName} (connector "${ctx.connectorName}") cannot run transactions; ` +
           'the outbox is written in the transaction of the change, which needs loopback-connector-postgresql or ' +
-          'loopback-connector-mysql. Use mode "direct", or put the model on such a datasource',
+          'loopback-connector-mysql: put the model on such a datasource',
         {
           context: {
             repository: ctx.repository,
@@ -52,11 +55,14 @@ export class OutboxSink implements EventSink {
     const app = ctx.app();
     const config = app ? (app.effectiveConfig() ?? app.toConfig()) : undefined;
     const dataSource = ctx.options.dataSource ?? config?.models?.[ctx.model]?.dataSource;
-    const setting: unknown = dataSource ? (config?.datasources?.[dataSource] as Record<string, unknown> | undefined)?.outbox : undefined;
+    const setting: unknown = dataSource
+      ? (config?.datasources?.[dataSource] as Record<string, unknown> | undefined)?.outbox
+      : undefined;
     if (typeof setting === 'string' && setting !== '') return setting;
     if (setting && typeof setting === 'object') {
-      const table = (setting as { table?: unknown }).table;
-      if (typeof table === 'string' && table !== '') return table;
+      const { table, schema } = setting as { table?: unknown; schema?: unknown };
+      const name = typeof table === 'string' && table !== '' ? table : DEFAULT_OUTBOX_TABLE;
+      return typeof schema === 'string' && schema !== '' ? `${schema}.${name}` : name;
     }
     return DEFAULT_OUTBOX_TABLE;
   }

@@ -80,7 +80,9 @@ export class TableRows {
   }
 
   private placeholders(n: number, from = 1): string {
-    return Array.from({ length: n }, (_, i) => (this.dialect === 'postgres' ? `$${i + from}` : '?')).join(', ');
+    return Array.from({ length: n }, (_, i) => (this.dialect === 'postgres' ? `$${i + from}` : '?')).join(
+      ', ',
+    );
   }
 
   /** The table's columns and key, read from the catalog (each write: a schema change shows at once). */
@@ -198,7 +200,9 @@ export class TableRows {
   /** The transaction's id as the PostgreSQL connector gives it (`tx.id`); undefined for MySQL. */
   async txId(execute: Execute): Promise<string | undefined> {
     if (this.dialect !== 'postgres') return undefined;
-    const rows = (await execute(`SELECT (txid_current() % 4294967296)::text AS xid`, [])) as { xid: string }[];
+    const rows = (await execute(`SELECT (txid_current() % 4294967296)::text AS xid`, [])) as {
+      xid: string;
+    }[];
     return rows[0]?.xid;
   }
 }

@@ -22,7 +22,7 @@ export interface WriteTransaction {
   execute(sql: string, params: unknown[]): Promise<unknown>;
   /** The caller's transaction (not the repository's own): its commit is the caller's. */
   callers: boolean;
-  /** Calls `fn` once the transaction committed (the caller's: LoopBack's `after commit`). */
+  /** Calls `fn` once the transaction committed (the caller's: once its `commit()` succeeded, before it resolves). */
   afterCommit(fn: () => Promise<void>): void;
 }
 
