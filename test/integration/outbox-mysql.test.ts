@@ -14,6 +14,7 @@
  *   not be created.
  */
 import { randomUUID } from 'node:crypto';
+import Redis from 'ioredis';
 import type { Connection } from 'mysql2/promise';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
@@ -213,6 +214,69 @@ describe('mysql outbox', () => {
     expect(c.units!(['a', 'o1', 'b', 'o2'])).toEqual([['a'], ['o1', 'o2'], ['b']]);
     const without = await mysqlConnector({ url: SHARED_URL });
     expect(without.units!(['a', 'b'])).toEqual([['a'], ['b']]);
+  });
+
+  it('cluster mode: the outbox models are one unit beside the table models, and publish', async () => {
+    const { outbox, accounts, prefix, events } = await setup();
+    const redis = await requireService('redis');
+    const prefix2 = `${uniqueName('cp')}:`;
+    const cluster = uniqueName('c');
+    cleanups.push(async () => {
+      const client = new Redis(redis);
+      const keys = [...(await client.keys(`${prefix2}*`)), ...(await client.keys(`*${cluster}*`))];
+      if (keys.length > 0) await client.del(...keys);
+      client.disconnect();
+    });
+    const app = evpub({
+      logger: quietLogger(),
+      brokers: { default: mqtt },
+      checkpoints: { store: 'redis', url: redis, prefix: prefix2 },
+      cluster: {
+        store: 'redis',
+        url: redis,
+        name: cluster,
+        leaseTtl: '3s',
+        instance: 'a',
+      },
+    });
+    cleanups.push(() => app.stop());
+    app.dataSource('my', {
+      connector: 'mysql',
+      url: SHARED_URL,
+      reconnectDelay: 100,
+      outbox: { table: outbox },
+    });
+    app.model('Account', {
+      dataSource: 'my',
+      topic: `${prefix}/events/{model}/{key}`,
+      settings: { outbox: true },
+    });
+    app.model('Rows', {
+      dataSource: 'my',
+      topic: `${prefix}/events/{model}/{key}`,
+      settings: { table: accounts },
+    });
+    app.model('Invoice', {
+      dataSource: 'my',
+      topic: `${prefix}/events/{model}/{key}`,
+      settings: { outbox: true },
+    });
+    await app.start();
+    await waitFor(
+      () =>
+        Object.values(app.status().feeds).length === 3 &&
+        Object.values(app.status().feeds).every((f) => f.state === 'streaming'),
+      'three feeds streaming',
+    );
+    expect((app.status().cluster?.units ?? []).map((u) => u.unit).sort()).toEqual([
+      'my/Account+Invoice',
+      'my/Rows',
+    ]);
+    const invoice = row('Invoice', 'create', 'i1', { id: 'i1' });
+    await write(outbox, `INSERT INTO \`${accounts}\` VALUES ('r1', 1)`, [invoice]);
+    await waitFor(() => events.got.length >= 2, 'the table change and the outbox event');
+    expect(events.got.map((m) => m.json.type).sort()).toEqual(['evpub.Invoice.create', 'evpub.Rows.create']);
+    expect(events.got.find((m) => m.json.type === 'evpub.Invoice.create')!.json.id).toBe(invoice.id);
   });
 
   it('refuses bad configuration, naming the keys; evpub check reports a missing outbox table it may not create', async () => {
