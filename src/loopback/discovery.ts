@@ -100,11 +100,14 @@ function readDataSource(ctx: Context, binding: Readonly<Binding<unknown>>): Foun
  * `settings.evpub.settings.table` does not say: so one model class serves its repository and its
  * feed. PostgreSQL (loopback-connector-postgresql): `settings.postgresql.schema` (default
  * `public`) and `.table` (default the model's name in lower case). MySQL/MariaDB
- * (loopback-connector-mysql): `settings.mysql.table` (default the model's name).
+ * (loopback-connector-mysql): `settings.mysql.table` (default the model's name). Not for a model
+ * with `settings.evpub.settings.outbox: true`: its events come from the outbox table.
  */
 function withLoopBackTable(options: Json, connector: unknown, name: string, lbSettings: Json): Json {
   const own = isObject(options.settings) ? options.settings : undefined;
   if (own?.table !== undefined || (options.settings !== undefined && !own)) return options;
+  // A model fed from the outbox (`settings.outbox: true`) has no table of its own to read.
+  if (own?.outbox === true) return options;
   let table: string | undefined;
   if (connector === 'postgres' || connector === 'postgresql') {
     const pg = isObject(lbSettings.postgresql) ? lbSettings.postgresql : {};
