@@ -61,7 +61,9 @@ function startApp(env: Record<string, string>): AppProcess {
           return undefined;
         },
         `"${prefix}" from the example`,
-        40_000,
+        // Creating the replication slot waits for every transaction open on the server to end:
+        // other test files' long transactions on the shared PostgreSQL can hold the start back.
+        90_000,
       ))!,
   };
 }
@@ -148,7 +150,7 @@ beforeAll(async () => {
   app = startApp(env);
   api = (await app.line('REST API:')).split(' ')[0]!.replace(/\/accounts$/, '');
   management = (await app.line('evpub management API:')).split(' ')[0]!;
-}, 90_000);
+}, 150_000);
 
 afterAll(async () => {
   if (app && app.child.exitCode === null && app.child.signalCode === null) app.child.kill('SIGKILL');
