@@ -5,6 +5,7 @@ export default tseslint.config(
   {
     ignores: [
       'dist/**',
+      'examples/*/dist/**',
       'node_modules/**',
       'bench/results/**',
       'coverage/**',

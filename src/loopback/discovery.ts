@@ -100,7 +100,8 @@ function readDataSource(ctx: Context, binding: Readonly<Binding<unknown>>): Foun
  * `settings.evpub.settings.table` does not say (nor `outbox: true`): so one model class serves its
  * repository and its feed. PostgreSQL (loopback-connector-postgresql): `settings.postgresql.schema` (default
  * `public`) and `.table` (default the model's name in lower case). MySQL/MariaDB
- * (loopback-connector-mysql): `settings.mysql.table` (default the model's name).
+ * (loopback-connector-mysql): `settings.mysql.table` (default the model's name). Not for a model
+ * with `settings.evpub.settings.outbox: true`: its events come from the outbox table.
  */
 function withLoopBackTable(options: Json, connector: unknown, name: string, lbSettings: Json): Json {
   const own = isObject(options.settings) ? options.settings : undefined;
