@@ -17,7 +17,7 @@ connectorConformance({
       logger: createLogger({ level: 'silent' }),
       connector: undefined as unknown,
     };
-    initialize(dataSource);
+    await initialize(dataSource);
     return dataSource.connector as EventConnector;
   },
   model: async () => {
