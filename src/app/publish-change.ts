@@ -26,7 +26,7 @@ import type { ChangeEvent, Operation, Position } from '../events/change-event';
 import type { EncodedEvent, Envelope } from '../events/envelopes/envelope';
 import type { Logger } from '../logger';
 import { deadLetterEvent, deadLetterPayload, type DeadLetterFailure } from '../pipeline/dead-letter';
-import { isRefusal, type PublishedEvent } from '../pipeline/pipeline';
+import { brokerWords, isOutage, isRefusal, type PublishedEvent } from '../pipeline/pipeline';
 import type { PublisherStatus } from '../pipeline/status';
 import type { TopicRenderer } from '../pipeline/topics';
 import type { PublishOptions } from '../pubsub/adapter';
@@ -266,22 +266,3 @@ export class ChangePublisher {
   }
 }
 
-const OUTAGES = new Set<string>([
-  ErrorCode.PUBLISH_TIMEOUT,
-  ErrorCode.DISCONNECTED,
-  ErrorCode.CONNECT_FAILED,
-  ErrorCode.CLIENT_CLOSED,
-]);
-
-function isOutage(err: Error): boolean {
-  return isEvpubError(err) && OUTAGES.has(err.code);
-}
-
-function brokerWords(err: Error): { brokerReason?: string; brokerCode?: string | number } {
-  if (!isEvpubError(err)) return {};
-  const { brokerReason, brokerCode } = err.context;
-  return {
-    ...(typeof brokerReason === 'string' ? { brokerReason } : {}),
-    ...(typeof brokerCode === 'string' || typeof brokerCode === 'number' ? { brokerCode } : {}),
-  };
-}

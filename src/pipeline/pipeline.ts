@@ -231,7 +231,7 @@ const OUTAGE_CODES = new Set<string>([
 ]);
 
 /** True when the publish never reached a broker that could answer (an outage, not a refusal). */
-function isOutage(err: Error): boolean {
+export function isOutage(err: Error): boolean {
   return isEvpubError(err) && OUTAGE_CODES.has(err.code);
 }
 
@@ -246,7 +246,7 @@ export function isRefusal(err: unknown): err is EvpubError {
 }
 
 /** The broker's own reason and code of a refusal, from the adapter's error context. */
-function brokerWords(err: Error): { brokerReason?: string; brokerCode?: string | number } {
+export function brokerWords(err: Error): { brokerReason?: string; brokerCode?: string | number } {
   if (!isEvpubError(err)) return {};
   const { brokerReason, brokerCode } = err.context;
   return {

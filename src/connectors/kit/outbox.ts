@@ -11,10 +11,11 @@
  * - A model with `outbox: true` on a datasource without `outbox` is a CONFIG_INVALID naming
  *   both keys (`outboxModels`).
  */
-import { ErrorCode, EvpubError } from '../../errors';
+import { ErrorCode, EvpubError, toError } from '../../errors';
 import { DEFAULT_OUTBOX_TABLE } from '../../events/outbox';
 import { SettingsReader, type Settings } from './settings';
 import { checkName } from './sql-names';
+import type { SourceCheck } from '../contract';
 
 export interface OutboxSettings {
   /** The table's name (unquoted, checked with sql-names). */
@@ -94,4 +95,40 @@ export function unknownOutboxModel(model: string, own: ReadonlySet<string>): str
   return own.has(model)
     ? `outbox row names model "${model}", which reads its own table, not the outbox: set models.${model}.settings.outbox to true`
     : `outbox row names model "${model}", which this connector was not started with (no outbox model of that name)`;
+}
+
+/** A model as `check()` gets it. */
+interface CheckedModel {
+  name: string;
+  settings: Settings;
+}
+
+/**
+ * For `check()`: the models reading tables of their own and the names of those fed from the
+ * outbox; a model whose outbox settings are wrong becomes an error finding (in `findings`)
+ * instead of failing the whole check.
+ */
+export function splitForCheck<M extends CheckedModel>(
+  connector: string,
+  datasource: string,
+  outbox: OutboxSettings | undefined,
+  models: readonly M[],
+  findings: SourceCheck[],
+): { tableModels: M[]; fromOutbox: string[] } {
+  const tableModels: M[] = [];
+  const candidates: M[] = [];
+  for (const model of models) {
+    try {
+      if (isOutboxModel(model.name, model.settings)) candidates.push(model);
+      else tableModels.push(model);
+    } catch (err) {
+      findings.push({ what: `model ${model.name}`, level: 'error', detail: toError(err).message });
+    }
+  }
+  try {
+    return { tableModels, fromOutbox: outboxModels(connector, datasource, outbox, candidates) };
+  } catch (err) {
+    findings.push({ what: `model ${candidates[0]!.name}`, level: 'error', detail: toError(err).message });
+    return { tableModels, fromOutbox: [] };
+  }
 }

@@ -10,7 +10,7 @@ import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
 import { registeredReplicas } from './replica';
 import { outboxDdl } from '../../events/outbox';
-import { isOutboxModel, outboxModels } from '../kit/outbox';
+import { splitForCheck } from '../kit/outbox';
 import { parseSnapshot, signalTableOf, tableOf, type MysqlSettings } from './settings';
 
 interface Vars extends RowDataPacket {
@@ -92,28 +92,8 @@ export async function checkMysql(
     }
     out.push(await checkGrants(conn, settings));
     if (serverIds) out.push(await checkReaders(conn, settings, serverIds));
-    const tableModels: { name: string; settings: Settings }[] = [];
-    let fromOutbox: string[] = [];
-    for (const model of models) {
-      try {
-        if (isOutboxModel(model.name, model.settings)) fromOutbox.push(model.name);
-        else tableModels.push(model);
-      } catch (err) {
-        out.push({ what: `model ${model.name}`, level: 'error', detail: toError(err).message });
-      }
-    }
+    const { tableModels, fromOutbox } = splitForCheck('mysql', datasource, settings.outbox, models, out);
     for (const model of tableModels) out.push(await checkTable(conn, settings, model));
-    try {
-      fromOutbox = outboxModels(
-        'mysql',
-        datasource,
-        settings.outbox,
-        models.filter((m) => fromOutbox.includes(m.name)),
-      );
-    } catch (err) {
-      out.push({ what: `model ${fromOutbox[0]}`, level: 'error', detail: toError(err).message });
-      fromOutbox = [];
-    }
     if (fromOutbox.length > 0) out.push(await checkOutbox(conn, settings, fromOutbox));
     const snapshots = tableModels.some(
       (m) =>

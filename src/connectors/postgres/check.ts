@@ -9,7 +9,7 @@ import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
 import type { Logger } from '../../logger';
 import { outboxDdl } from '../../events/outbox';
-import { isOutboxModel, outboxModels } from '../kit/outbox';
+import { splitForCheck } from '../kit/outbox';
 import { outboxTable, pgSsl, qualified, tableOf, type PostgresSettings } from './settings';
 import { connectAdmin } from './slot-admin';
 
@@ -114,29 +114,9 @@ export async function checkPostgres(
       [settings.publication],
     );
     const published = new Set(pub.rows.map((r) => r.name));
-    const tableModels: { name: string; settings: Settings }[] = [];
-    let fromOutbox: string[] = [];
-    for (const model of models) {
-      try {
-        if (isOutboxModel(model.name, model.settings)) fromOutbox.push(model.name);
-        else tableModels.push(model);
-      } catch (err) {
-        out.push({ what: `model ${model.name}`, level: 'error', detail: toError(err).message });
-      }
-    }
+    const { tableModels, fromOutbox } = splitForCheck('postgres', datasource, settings.outbox, models, out);
     for (const model of tableModels) {
       out.push(await checkTable(client, model, published, settings.publication));
-    }
-    try {
-      fromOutbox = outboxModels(
-        'postgres',
-        datasource,
-        settings.outbox,
-        models.filter((m) => fromOutbox.includes(m.name)),
-      );
-    } catch (err) {
-      out.push({ what: `model ${fromOutbox[0]}`, level: 'error', detail: toError(err).message });
-      fromOutbox = [];
     }
     if (fromOutbox.length > 0) out.push(await checkOutbox(client, settings, fromOutbox, published));
     return out;
