@@ -23,11 +23,18 @@ import type { Client } from '../pubsub/client';
 import { createClient } from '../pubsub/registry';
 import { discoverSources, problemsError } from './discovery';
 import { buildRegistries, type EvpubRegistries } from './extensions';
+import { isPublishingRepository } from './repository/mixin';
 import { EvpubBindings } from './keys';
 import type { EvpubComponentConfig } from './types';
 
 /** The component's host, bound by the component (for observers of other parts). */
 export const EVPUB_HOST = BindingKey.create<EvpubHost>('evpub.host');
+
+/**
+ * `RepositoryTags.REPOSITORY` of @loopback/repository, which `app.repository()` tags with (spelt
+ * here: the component needs only @loopback/core).
+ */
+const REPOSITORY_TAG = 'repository';
 
 /** Keys of the component's configuration that are not evpub's configuration. */
 const COMPONENT_ONLY = ['listen', 'clientBroker', 'cwd', 'logger', 'stopTimeout'] as const;
@@ -139,9 +146,17 @@ export class EvpubHost {
     return this._client;
   }
 
-  /** Starts the feeds, then (with `listen: true`) the management API. */
+  /**
+   * Starts the feeds, then (with `listen: true`) the management API. First makes every bound
+   * repository of `EventPublishingRepositoryMixin` (LoopBack would at its first request), so
+   * that one that cannot publish (outbox mode on a datasource without transactions, a model
+   * without one id property) fails `app.start()` naming its model and key.
+   */
   async start(): Promise<void> {
     const { app, config } = this.make();
+    for (const binding of this.ctx.findByTag(REPOSITORY_TAG)) {
+      if (isPublishingRepository(binding.valueConstructor)) await this.ctx.get(binding.key);
+    }
     await app.start();
     if (config.listen === true) {
       try {

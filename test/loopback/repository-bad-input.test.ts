@@ -3,20 +3,29 @@
  * what is wrong and the fix.
  *
  * - outbox mode on a datasource that cannot run transactions (the memory connector): refused
- *   when the repository is made (LoopBack resolves it at the first request or injection), the
- *   error naming the repository's model and the `mode` key; a request gets the error, not a
+ *   when the repository is made, the error naming the repository's model and the `mode` key:
+ *   with EvpubComponent at `app.start()` (the component makes every publishing repository
+ *   first), without it at the first request or injection, which gets the error rather than a
  *   silent write without its event;
  * - an unknown mode;
  * - `app.publishChange` for an unknown model, for another datasource than the model's, before
  *   start; an event the model's `ops` leave out is not published; one that cannot be published
  *   (larger than publisher.maxEventBytes) goes to the dead-letter topic with its reason.
  */
+import { inject } from '@loopback/core';
 import { createRestAppClient } from '@loopback/testlab';
-import { DefaultTransactionalRepository } from '@loopback/repository';
+import {
+  DefaultTransactionalRepository,
+  Entity,
+  juggler,
+  model,
+  RepositoryMixin,
+} from '@loopback/repository';
+import { RestApplication } from '@loopback/rest';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { evpub } from '../../src/app/app';
 import { ErrorCode, EvpubError } from '../../src/errors';
-import { EventPublishingRepositoryMixin } from '../../src/loopback/index';
+import { EventPublishingRepositoryMixin, EvpubBindings, EvpubComponent } from '../../src/loopback/index';
 import { PG_URL, sql } from '../helpers/postgres';
 import { quietLogger, subscriber } from '../helpers/publisher';
 import { requireService, uniqueName } from '../helpers/services';
@@ -56,6 +65,44 @@ describe('repository mixin: bad input', () => {
     // A request fails with it rather than writing without the event.
     const res = await createRestAppClient(lb).post('/accounts').send({ name: 'x' });
     expect(res.status).toBe(500);
+  });
+
+  it('with EvpubComponent, outbox mode on the memory datasource fails app.start() naming the model and the key', async () => {
+    @model({ name: 'Account', properties: { id: { type: 'number', id: true }, name: { type: 'string' } } })
+    class Account extends Entity {
+      declare id?: number;
+      declare name?: string;
+    }
+    class AccountRepository extends EventPublishingRepositoryMixin(DefaultTransactionalRepository, {
+      mode: 'outbox',
+    })<Account, number, object> {
+      constructor(@inject('datasources.db') ds: juggler.DataSource) {
+        super(Account, ds);
+      }
+    }
+    const app = new (class extends RepositoryMixin(RestApplication) {})({
+      rest: { host: '127.0.0.1', port: 0 },
+    });
+    app.component(EvpubComponent);
+    app.configure(EvpubBindings.COMPONENT).to({
+      brokers: { default: { url: mqttUrl } },
+      checkpoints: { store: 'memory' },
+      logger: quietLogger(),
+    });
+    app.dataSource(new juggler.DataSource({ name: 'db', connector: 'memory' }), 'db');
+    app.repository(AccountRepository, 'AccountRepository');
+    const err = await app.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(EvpubError);
+    expect((err as EvpubError).code).toBe(ErrorCode.CONFIG_INVALID);
+    expect((err as EvpubError).message).toMatch(
+      /AccountRepository \(model Account\).*options\.mode "outbox".*cannot run transactions/,
+    );
+    expect((err as EvpubError).context).toMatchObject({ model: 'Account', key: 'mode' });
+    // Nothing was started: the evpub app is idle (LoopBack leaves its own state at "starting").
+    expect((await app.get(EvpubBindings.APP)).state).toBe('idle');
   });
 
   it('direct mode on the memory datasource is refused the same way (the rows are read from the table)', async () => {

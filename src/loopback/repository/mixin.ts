@@ -109,6 +109,20 @@ function isCaptured(opts: Options | undefined): boolean {
 
 const VALID_MODES = ['direct', 'outbox'];
 
+/**
+ * Marks the classes the mixin makes (a static property), so that the component can make each
+ * bound one at `app.start()`: a repository that cannot publish fails the start, not a request.
+ */
+export const PUBLISHING_REPOSITORY = Symbol.for('evpub.publishingRepository');
+
+/** True for a class made by `EventPublishingRepositoryMixin` (or a subclass of one). */
+export function isPublishingRepository(ctor: unknown): boolean {
+  return (
+    typeof ctor === 'function' &&
+    (ctor as { [PUBLISHING_REPOSITORY]?: unknown })[PUBLISHING_REPOSITORY] === true
+  );
+}
+
 export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepository>>(
   superClass: R,
   options: EventPublishingOptions,
@@ -124,6 +138,8 @@ export function EventPublishingRepositoryMixin<R extends Constructor<AnyCrudRepo
      a mixin over any entity and id types: the base is DefaultCrudRepository<any, any, any>, and
      the constructor takes the base's arguments */
   class EventPublishingRepository extends superClass {
+    static readonly [PUBLISHING_REPOSITORY] = true;
+
     /** The evpub app that publishes (direct mode) and names the outbox table. */
     @inject(EvpubBindings.APP, { optional: true })
     evpubApp?: App;
