@@ -11,6 +11,7 @@
  *   BENCH_ROWS=20000 BENCH_STEADY_SECONDS=10 npm run bench -- mqtt    # a quick run
  *   BENCH_PROFILE=1 npm run bench -- mqtt  # also writes evpub's CPU profile (bench/results/profiles)
  *   BENCH_SYSTEMS=none npm run bench -- nats   # only the API off/on pairs (cdc-partial-<date>.json)
+ *   EVPUB_NODE=/path/to/node npm run bench -- nats   # evpub on another Node (e.g. 24), the rest on this one
  *
  * Scenarios, per broker, for the relay and for evpub (each in its own process, started fresh):
  *   burst:  BENCH_ROWS (100,000) rows inserted in transactions of 1,000; throughput = rows /
@@ -29,6 +30,7 @@
  * evpub runs from dist/ (npm run bench builds first) with its defaults: CloudEvents envelope,
  * file checkpoints, 1,000 in flight, log level info.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +63,8 @@ const HTTP_PAIRS = Number(process.env.BENCH_HTTP_PAIRS ?? 3);
 const SCRAPE_MS = Number(process.env.BENCH_SCRAPE_MS ?? 1000);
 /** BENCH_SYSTEMS=evpub: the baselines (relay, ceiling) left out, for quick evpub-only runs. */
 const SYSTEMS = (process.env.BENCH_SYSTEMS ?? 'relay,evpub').split(',');
+// EVPUB_NODE: the node binary evpub runs on (default: the one running the benchmark).
+const EVPUB_NODE = process.env.EVPUB_NODE || process.execPath;
 const WINDOW = 1000;
 const RESULTS = join(__dirname, 'results');
 const now = (): number => performance.timeOrigin + performance.now();
@@ -192,7 +196,7 @@ async function startSystem(
   writeFileSync(file, JSON.stringify(config, null, 2));
   const p = new LineProcess(
     'evpub',
-    process.execPath,
+    EVPUB_NODE,
     [
       ...profile,
       // BENCH_EVPUB_FLAGS: node flags for evpub alone (an experiment, e.g. GC settings).
@@ -481,6 +485,7 @@ const ratio = (a: number, b: number): number => (b > 0 ? +(a / b).toFixed(2) : 0
 async function main(): Promise<void> {
   const only = process.argv.slice(2);
   const run = Date.now().toString(36);
+  if (EVPUB_NODE !== process.execPath) log(`evpub runs on ${EVPUB_NODE} (EVPUB_NODE)`);
   // Mosquitto's default max_inflight_messages 20 (unacknowledged QoS 1 messages to one
   // subscriber) stalls delivery to a busy subscriber: p99 30+ ms at 5,000/s for the relay as for
   // evpub, a figure of the broker's configuration, not of either publisher.
@@ -560,6 +565,7 @@ async function main(): Promise<void> {
     cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
     memoryGb: Math.round(totalmem() / 2 ** 30),
     node: process.version,
+    evpubNode: execFileSync(EVPUB_NODE, ['--version'], { encoding: 'utf8' }).trim(),
     note: 'PostgreSQL, the broker, evpub (or the relay) and the subscriber share these cores',
   };
   const report = {
