@@ -80,10 +80,24 @@ const run = Date.now().toString(36);
  */
 class Tracker {
   readonly procs = new Set<LineProcess>();
+  readonly subscribers = new Set<Subscriber>();
   readonly slots = new Set<string>();
   readonly publications = new Set<string>();
   readonly pgTables = new Set<string>();
   readonly mariadbDatabases = new Set<string>();
+  /** Set by `cleanupAll()`: a point still running must not make anything more. */
+  private closing = false;
+
+  /** Records a name about to be made; throws once cleanup began, so that nothing is made after it. */
+  add(set: Set<string>, name: string): void {
+    if (this.closing) throw new Error('interrupted');
+    set.add(name);
+  }
+
+  addProc(proc: LineProcess): void {
+    this.procs.add(proc);
+    if (this.closing) void proc.stop(5_000);
+  }
 
   async pg<T>(fn: (db: Client) => Promise<T>): Promise<T> {
     const db = new Client({ connectionString: PG_URL });
@@ -136,7 +150,11 @@ class Tracker {
   }
 
   async cleanupAll(): Promise<void> {
-    await Promise.all([...this.procs].map((p) => p.stop(5_000).catch(() => undefined)));
+    this.closing = true;
+    await Promise.all([
+      ...[...this.procs].map((p) => p.stop(5_000).catch(() => undefined)),
+      ...[...this.subscribers].map((s) => s.kill().catch(() => undefined)),
+    ]);
     await this.dropPg([...this.slots], [...this.publications], [...this.pgTables]).catch((err: Error) =>
       log(`cleanup (PostgreSQL): ${err.message}`),
     );
@@ -228,7 +246,7 @@ async function measure(point: Point): Promise<PointResult> {
           const names: string[] = [];
           for (let t = 0; t < point.tables; t++) {
             const name = `bsc_${id}_d${d}_t${t}`.slice(0, 63);
-            tracker.pgTables.add(name);
+            tracker.add(tracker.pgTables, name);
             pgTables.push(name);
             await db.query(PG_DDL(name, point.shape));
             names.push(name);
@@ -240,7 +258,7 @@ async function measure(point: Point): Promise<PointResult> {
       mariadbDb = `bsc_${id}`.slice(0, 64);
       const db = await createConnection(MARIADB_URL);
       try {
-        tracker.mariadbDatabases.add(mariadbDb);
+        tracker.add(tracker.mariadbDatabases, mariadbDb);
         await db.query(`CREATE DATABASE \`${mariadbDb}\``);
         const names: string[] = [];
         for (let t = 0; t < point.tables; t++) {
@@ -256,13 +274,14 @@ async function measure(point: Point): Promise<PointResult> {
     const dbUrl = mariadbDb ? MARIADB_URL.replace(/\/[^/]*$/, `/${mariadbDb}`) : PG_URL;
 
     sub = await Subscriber.start(BROKER_URL[BROKER]!, topic, {});
+    tracker.subscribers.add(sub);
     if (point.system === 'relay') {
       const slot = `bsc_${id}`.slice(0, 63);
       await tracker.pg(async (db) => {
-        tracker.publications.add(slot);
+        tracker.add(tracker.publications, slot);
         publications.push(slot);
         await db.query(`CREATE PUBLICATION ${slot} FOR TABLE ${tablesOf.flat().join(', ')}`);
-        tracker.slots.add(slot);
+        tracker.add(tracker.slots, slot);
         slots.push(slot);
         await db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
       });
@@ -275,7 +294,7 @@ async function measure(point: Point): Promise<PointResult> {
         BROKER_URL[BROKER]!,
         topic,
       ]);
-      tracker.procs.add(proc);
+      tracker.addProc(proc);
       await proc.line((l) => l === 'ready', 60_000, 'ready');
     } else {
       const datasources: Record<string, unknown> = {};
@@ -283,8 +302,8 @@ async function measure(point: Point): Promise<PointResult> {
       for (const [d, names] of tablesOf.entries()) {
         if (point.database === 'postgres') {
           const slot = `bsc_${id}_d${d}`.slice(0, 63);
-          tracker.slots.add(slot);
-          tracker.publications.add(slot);
+          tracker.add(tracker.slots, slot);
+          tracker.add(tracker.publications, slot);
           slots.push(slot);
           publications.push(slot);
           datasources[`db${d}`] = { connector: 'postgres', url: PG_URL, slot, publication: slot };
@@ -311,7 +330,7 @@ async function measure(point: Point): Promise<PointResult> {
         [join(__dirname, '..', 'dist', 'cli', 'index.js'), 'start', '--config', file],
         { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
       );
-      tracker.procs.add(proc);
+      tracker.addProc(proc);
       await proc.line((l) => l.includes('"msg":"started"'), 120_000, 'started');
     }
 
@@ -361,7 +380,10 @@ async function measure(point: Point): Promise<PointResult> {
       await proc.stop();
       tracker.procs.delete(proc);
     }
-    await sub?.end();
+    if (sub) {
+      await sub.end();
+      tracker.subscribers.delete(sub);
+    }
     await tracker.dropPg(slots, publications, pgTables);
     if (mariadbDb) await tracker.dropMariadb(mariadbDb);
     rmSync(dir, { recursive: true, force: true });
@@ -447,12 +469,19 @@ async function main(): Promise<void> {
   if (!BROKER_URL[BROKER]) throw new Error(`BENCH_SCALE_BROKER: nats or redis (got ${BROKER})`);
   const series = args.length > 0 ? (args as Series[]) : [...SERIES];
   let interrupted = false;
-  for (const signal of ['SIGINT', 'SIGTERM'] as const)
-    process.once(signal, () => {
-      interrupted = true;
-      log(`${signal}: stopping, dropping what the bench made`);
-      void tracker.cleanupAll().finally(() => process.exit(130));
-    });
+  const stop = (why: string, code: number): void => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${why}: stopping, dropping what the bench made`);
+    void tracker.cleanupAll().finally(() => process.exit(code));
+  };
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => stop(signal, 130));
+  // A point's pending waits reject when cleanup stops its processes: ignored then; before, a failure.
+  process.on('unhandledRejection', (err) => {
+    if (interrupted) return;
+    log(`unexpected: ${String((err as Error)?.stack ?? err)}`);
+    stop('failure', 1);
+  });
   const started = new Date();
   const results: (PointResult & { series: Series })[] = [];
   for (const point of plan(series)) {
