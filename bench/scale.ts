@@ -226,7 +226,9 @@ interface PointResult extends Omit<Point, 'series'> {
 
 /** Runs one point: its tables, the system, the subscriber, the writes; drops everything after. */
 async function measure(point: Point): Promise<PointResult> {
-  const id = `${run}_${point.series}_${point.label}_${point.system}`.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  const id = `${run}_${point.series}_${point.label}_${point.system}`
+    .toLowerCase()
+    .replace(/[^a-z0-9_]/g, '_');
   const topic = `bench/scale_${id}`;
   const dir = mkdtempSync(join(tmpdir(), 'evpub-scale-'));
   const slots: string[] = [];
@@ -392,7 +394,13 @@ async function measure(point: Point): Promise<PointResult> {
 
 /** The points of each series, in the order they run (the relay just before evpub where it runs). */
 function plan(series: Series[]): Point[] {
-  const base = { database: 'postgres' as const, shape: 'narrow' as Shape, tables: 1, datasources: 1, rows: ROWS };
+  const base = {
+    database: 'postgres' as const,
+    shape: 'narrow' as Shape,
+    tables: 1,
+    datasources: 1,
+    rows: ROWS,
+  };
   const both = (p: Omit<Point, 'system'>): Point[] => [
     { ...p, system: 'relay' },
     { ...p, system: 'evpub' },
@@ -424,7 +432,13 @@ function plan(series: Series[]): Point[] {
         );
     if (s === 'bigtx')
       points.push(
-        ...both({ ...base, series: s, label: `1 tx of ${BIG_TX.toLocaleString('en-US')}`, rows: BIG_TX, perTx: BIG_TX }),
+        ...both({
+          ...base,
+          series: s,
+          label: `1 tx of ${BIG_TX.toLocaleString('en-US')}`,
+          rows: BIG_TX,
+          perTx: BIG_TX,
+        }),
       );
     if (s === 'datasources')
       for (const n of DATASOURCES)
@@ -465,7 +479,8 @@ async function freeSlots(): Promise<number> {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const unknown = args.filter((a) => !(SERIES as readonly string[]).includes(a));
-  if (unknown.length > 0) throw new Error(`unknown series ${unknown.join(', ')}: one of ${SERIES.join(', ')}`);
+  if (unknown.length > 0)
+    throw new Error(`unknown series ${unknown.join(', ')}: one of ${SERIES.join(', ')}`);
   if (!BROKER_URL[BROKER]) throw new Error(`BENCH_SCALE_BROKER: nats or redis (got ${BROKER})`);
   const series = args.length > 0 ? (args as Series[]) : [...SERIES];
   let interrupted = false;
@@ -475,7 +490,8 @@ async function main(): Promise<void> {
     log(`${why}: stopping, dropping what the bench made`);
     void tracker.cleanupAll().finally(() => process.exit(code));
   };
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => stop(signal, 130));
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.once(signal, () => stop(signal, 130));
   // A point's pending waits reject when cleanup stops its processes: ignored then; before, a failure.
   process.on('unhandledRejection', (err) => {
     if (interrupted) return;
@@ -562,18 +578,18 @@ function print(results: (PointResult & { series: Series })[]): void {
         system: r.system,
         rows: r.rows,
         'rows/s': r.perSec,
-        ...(r.system === 'evpub' && relay ? { 'evpub/relay': +(r.perSec / Math.max(1, relay.perSec)).toFixed(2) } : {}),
-        ...(r.series === 'datasources' && one && r.datasources > 1
-          ? { 'vs 1 slot': +(r.perSec / one).toFixed(2) }
-          : {}),
+        'evpub/relay':
+          r.system === 'evpub' && relay ? +(r.perSec / Math.max(1, relay.perSec)).toFixed(2) : '',
+        'vs 1 slot':
+          r.series === 'datasources' && one && r.datasources > 1 ? +(r.perSec / one).toFixed(2) : '',
+        'rows/s after commit': r.sinceCommitPerSec ?? '',
         'msg B': r.messageBytes,
         'idle RSS MB': r.idleRssMb,
         'peak RSS MB': r.peakRssMb,
         'CPU ms/1k': r.cpuMsPerKRows,
         'CPU % 1 core': r.cpuPct,
         'machine busy %': r.machineBusyPct,
-        ...(r.sinceCommitPerSec ? { 'rows/s after commit': r.sinceCommitPerSec } : {}),
-        ...(r.error ? { error: r.error.slice(0, 80) } : !r.complete ? { note: `received ${r.received}` } : {}),
+        note: r.error ? r.error.slice(0, 80) : r.complete ? '' : `received ${r.received}`,
       };
     }),
   );

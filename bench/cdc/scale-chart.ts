@@ -44,7 +44,13 @@ export function renderScaleChart(report: Report): string {
       bars: (['relay', 'evpub'] as const).flatMap((system) => {
         const r = report.results.find((x) => x.series === s && x.label === label && x.system === system);
         return r && !r.error
-          ? [{ label: system === 'relay' ? 'minimal relay' : 'evpub', value: value(r), color: COLORS[system] }]
+          ? [
+              {
+                label: system === 'relay' ? 'minimal relay' : 'evpub',
+                value: value(r),
+                color: COLORS[system],
+              },
+            ]
           : [];
       }),
     }));
