@@ -4,7 +4,7 @@
  * (NATS core by default: the cheapest per event), beside the minimal relay (bench/cdc/relay.ts)
  * where a relay of one slot can do the same work.
  *
- *   npm run bench:scale                       # every series (~15 min on a quiet 2-core machine)
+ *   npm run bench:scale                       # every series, full sizes (10–20 minutes)
  *   npm run bench:scale -- tables width       # some series
  *   BENCH_SCALE_QUICK=1 npm run bench:scale   # small sizes, ~2 minutes
  *
