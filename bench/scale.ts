@@ -213,6 +213,11 @@ interface PointResult extends Omit<Point, 'series'> {
   perSec: number;
   /** Big transaction: rows / (last event − the commit). */
   sinceCommitPerSec?: number;
+  /**
+   * Big transaction: the highest RSS in the first and in the second half of the point's time
+   * (first insert to last event): bounded when the second is not above the first.
+   */
+  rssHalvesMb?: [number, number];
   messageBytes: number;
   idleRssMb: number;
   peakRssMb: number;
@@ -358,13 +363,20 @@ async function measure(point: Point): Promise<PointResult> {
     const t1 = now();
     const cpu = cpuMs(proc.pid) - cpu0;
     const machine1 = machineCpu();
+    const series = sampler.series(t0);
+    const mid = (r.lastAt - t0) / 2;
+    const halfMax = (keep: (at: number) => boolean): number =>
+      Math.max(0, ...series.filter(([at]) => keep(at)).map(([, mb]) => mb));
     return {
       ...point,
       received: r.count,
       complete: r.complete,
       perSec: r.count > 0 ? Math.round(r.count / ((r.lastAt - t0) / 1000)) : 0,
       ...(point.series === 'bigtx'
-        ? { sinceCommitPerSec: r.count > 0 ? Math.round(r.count / ((r.lastAt - committedAt) / 1000)) : 0 }
+        ? {
+            sinceCommitPerSec: r.count > 0 ? Math.round(r.count / ((r.lastAt - committedAt) / 1000)) : 0,
+            rssHalvesMb: [halfMax((at) => at < mid), halfMax((at) => at >= mid)] as [number, number],
+          }
         : {}),
       messageBytes: r.count > 0 ? Math.round(r.bytes / r.count) : 0,
       idleRssMb,
@@ -583,6 +595,7 @@ function print(results: (PointResult & { series: Series })[]): void {
         'vs 1 slot':
           r.series === 'datasources' && one && r.datasources > 1 ? +(r.perSec / one).toFixed(2) : '',
         'rows/s after commit': r.sinceCommitPerSec ?? '',
+        'RSS MB 1st/2nd half': r.rssHalvesMb ? r.rssHalvesMb.join(' / ') : '',
         'msg B': r.messageBytes,
         'idle RSS MB': r.idleRssMb,
         'peak RSS MB': r.peakRssMb,
