@@ -341,8 +341,8 @@ async function measure(point: Point): Promise<PointResult> {
       await proc.line((l) => l.includes('"msg":"started"'), 120_000, 'started');
     }
 
-    for (const names of tablesOf) {
-      void names;
+    // One writer (connection) per datasource, all writing at the same time.
+    for (let d = 0; d < tablesOf.length; d++) {
       writers.push(
         point.database === 'postgres' ? await pgWriter(PG_URL, point.shape) : await mariadbWriter(dbUrl),
       );
