@@ -19,7 +19,7 @@ interface Report {
   results: Record<string, unknown>[];
 }
 
-const COLORS = { ceiling: '#9e9e9e', relay: '#4c78a8', evpub: '#f58518' };
+export const COLORS = { ceiling: '#9e9e9e', relay: '#4c78a8', evpub: '#f58518' };
 const escape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
 interface Bar {
@@ -29,7 +29,7 @@ interface Bar {
 }
 
 /** One panel of grouped bars, with a y axis of 5 ticks; returns SVG elements. */
-function panel(
+export function panel(
   x0: number,
   title: string,
   unit: string,

@@ -134,6 +134,11 @@ export class Subscriber {
     return (JSON.parse(await line) as { peek: number }).peek;
   }
 
+  /** Stops the process without unsubscribing first (an interrupted run's cleanup). */
+  async kill(): Promise<void> {
+    await this.p.stop(2_000);
+  }
+
   async end(): Promise<void> {
     this.p.send('end');
     await this.p.stop(5_000);
