@@ -53,9 +53,13 @@ export class CheckpointTracker {
   private nextSeq = 0;
   /** The lowest sequence number not yet acked. */
   private low = 0;
-  /** Positions of pushed events not yet passed by `low`. */
-  private readonly positions = new Map<number, Position | null>();
-  private readonly acked = new Set<number>();
+  /**
+   * The events from `low` to `nextSeq`, in a ring (slot `seq & mask`) that doubles when full:
+   * each one's position and whether it is acked. O(1) per push and per ack, no allocation.
+   */
+  private positions: (Position | null)[] = new Array<Position | null>(64).fill(null);
+  private acked = new Uint8Array(64);
+  private mask = 63;
   private latest: Position | undefined;
   private saved: Position | undefined;
   private saving: Promise<void> | undefined;
@@ -84,18 +88,21 @@ export class CheckpointTracker {
 
   push(position: Position | null): number {
     const seq = this.nextSeq++;
-    this.positions.set(seq, position);
+    if (seq - this.low > this.mask) this.grow();
+    this.positions[seq & this.mask] = position;
     return seq;
   }
 
   ack(seq: number): void {
     if (seq < this.low || seq >= this.nextSeq) return; // a repeated ack, or not ours
-    this.acked.add(seq);
+    const { acked, positions, mask } = this;
+    acked[seq & mask] = 1;
     let advanced: Position | undefined;
-    while (this.acked.has(this.low)) {
-      this.acked.delete(this.low);
-      const position = this.positions.get(this.low);
-      this.positions.delete(this.low);
+    while (this.low < this.nextSeq && acked[this.low & mask] === 1) {
+      const slot = this.low & mask;
+      acked[slot] = 0;
+      const position = positions[slot];
+      positions[slot] = null;
       if (position !== null && position !== undefined) advanced = position;
       this.low++;
     }
@@ -103,6 +110,20 @@ export class CheckpointTracker {
       this.latest = advanced;
       this.scheduleSave();
     }
+  }
+
+  /** Doubles the ring, keeping each pending event at its slot for the new mask. */
+  private grow(): void {
+    const size = (this.mask + 1) * 2;
+    const positions = new Array<Position | null>(size).fill(null);
+    const acked = new Uint8Array(size);
+    for (let seq = this.low; seq < this.nextSeq - 1; seq++) {
+      positions[seq & (size - 1)] = this.positions[seq & this.mask]!;
+      acked[seq & (size - 1)] = this.acked[seq & this.mask]!;
+    }
+    this.positions = positions;
+    this.acked = acked;
+    this.mask = size - 1;
   }
 
   /** Events pushed and not yet committed (acked ones waiting on an earlier one included). */

@@ -177,6 +177,8 @@ interface Feed {
   spec: FeedSpec;
   ops: Set<Operation> | undefined;
   project: (e: ChangeEvent) => ChangeEvent;
+  /** The topic checked last (renderers give the same string again for a model's runs). */
+  validTopic: string | undefined;
   /**
    * Entries in push order from `head` on (the oldest not yet acked); slots before `head` are
    * cleared, so an acked entry (its event and payload) is garbage at once, not when the queue
@@ -310,6 +312,7 @@ export class Pipeline implements ChangeSink {
         streak: { code: '', count: 0, lastSeq: -1 },
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
         countsAt: Date.now(),
+        validTopic: undefined,
       });
     }
   }
@@ -511,7 +514,10 @@ export class Pipeline implements ChangeSink {
           `the encoded event is ${encoded.payload.length} bytes, more than the limit of ${spec.maxEventBytes}`,
         );
       }
-      assertTopic(entry.topic);
+      if (entry.topic !== feed.validTopic) {
+        assertTopic(entry.topic);
+        feed.validTopic = entry.topic;
+      }
     } catch (err) {
       const reason = isEvpubError(err) ? err : toError(err);
       const code = isEvpubError(err) ? err.code : ErrorCode.PUBLISH_FAILED;

@@ -76,9 +76,24 @@ export function compileTopic(template: string, settingPath = 'topic'): TopicRend
       `${settingPath}: ${JSON.stringify(template)} contains a wildcard ("+" or "#"), which is not allowed in a published topic`,
     );
   }
-  return (event) => {
+  const render: TopicRenderer = (event) => {
     let out = '';
     for (const p of parts) out += typeof p === 'string' ? p : escapeLevel(String(event[p.name]));
     return out;
+  };
+  if (parts.some((p) => typeof p !== 'string' && p.name === 'key')) return render;
+  // Without {key} the topic is one of a few per model: rendered once per operation of the model
+  // seen last (a feed's events come in runs of one model), the same string object each time.
+  let seen: { datasource: string; model: string; byOp: Map<string, string> } | undefined;
+  return (event) => {
+    if (seen === undefined || seen.model !== event.model || seen.datasource !== event.datasource) {
+      seen = { datasource: event.datasource, model: event.model, byOp: new Map() };
+    }
+    let topic = seen.byOp.get(event.op);
+    if (topic === undefined) {
+      topic = render(event);
+      seen.byOp.set(event.op, topic);
+    }
+    return topic;
   };
 }

@@ -41,6 +41,30 @@ describe('CheckpointTracker', () => {
     expect(await store.load('d/m')).toBe('40');
   });
 
+  it('keeps every position while thousands are pending, acked out of order, some null', async () => {
+    const store = new MemoryCheckpointStore();
+    const t = new CheckpointTracker({ feedId: 'd/m', model: 'm', store });
+    const n = 5000;
+    const seqs: number[] = [];
+    for (let i = 0; i < n; i++) seqs.push(t.push(i % 7 === 6 ? null : String(i)));
+    expect(t.pending).toBe(n);
+    // Every event but the first, from the last back (each one waits on event 0), then event 0.
+    for (let i = n - 1; i >= 1; i--) t.ack(seqs[i]!);
+    expect(t.committed).toBeUndefined();
+    // More pushes while nothing moved: the pending run keeps growing.
+    const more = [t.push('late-1'), t.push(null)];
+    t.ack(seqs[0]!);
+    expect(t.committed).toBe(String(n - 1 - ((n - 1) % 7 === 6 ? 1 : 0)));
+    expect(t.pending).toBe(2);
+    t.ack(more[1]!);
+    expect(t.committed).toBe(String(n - 1 - ((n - 1) % 7 === 6 ? 1 : 0)));
+    t.ack(more[0]!);
+    expect(t.committed).toBe('late-1');
+    expect(t.pending).toBe(0);
+    await t.flush();
+    expect(await store.load('d/m')).toBe('late-1');
+  });
+
   it('starts saves at least `interval` ms apart, saving the latest; flush saves at once', async () => {
     vi.useFakeTimers(); // the interval is the behaviour under test: time moves only when told
     try {

@@ -71,6 +71,60 @@ describe('CloudEvents structured envelope', () => {
       data: { after: { n: '18446744073709551616' } },
     });
   });
+
+  it('is byte for byte the attributes, then data, as one JSON object, whatever the event holds', () => {
+    // The text JSON.stringify gives for the object the CloudEvents spec describes, members in
+    // this order: what consumers have been receiving, and what de-duplicating hashes see.
+    const text = (e: ChangeEvent, source: string) => {
+      const data: Record<string, unknown> = {
+        op: e.op,
+        key: e.key,
+        before: e.before ?? null,
+        after: e.after ?? null,
+        position: e.position,
+      };
+      if (e.tx !== undefined) data.tx = e.tx;
+      if (e.source !== undefined) data.source = e.source;
+      const attributes = {
+        specversion: '1.0',
+        id: e.id,
+        source,
+        type: `evpub.${e.model}.${e.op}`,
+        subject: e.key,
+        time: e.sourceTime,
+        datacontenttype: 'application/json',
+      };
+      return JSON.stringify({ ...attributes, data });
+    };
+    const odd = 'quote " back \\ nl \n tab \t ctl \u0001 é 日本 \ud83d\ude00 lone \ud800 end';
+    const cases: [ChangeEvent, string][] = [
+      [event, '/evpub/dsCloudAntIn/accounts'],
+      [
+        { ...event, tx: undefined, source: undefined, position: null, before: undefined },
+        '/evpub/dsCloudAntIn/accounts',
+      ],
+      [{ ...event, op: 'delete', after: null, key: odd, id: odd }, '/evpub/dsCloudAntIn/accounts'],
+      [{ ...event, datasource: 'my ds', model: 'a/b"c' }, '/evpub/my%20ds/a%2Fb%22c'],
+      [
+        {
+          ...event,
+          after: {
+            [odd]: odd,
+            when: new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6)),
+            bytes: Buffer.from('hi'),
+            nested: { list: [1, -0, 1.5e300, NaN, null, undefined, 'x'], skip: undefined, fn: () => 1 },
+            custom: { toJSON: (key: string) => `custom at ${key}` },
+          },
+        },
+        '/evpub/dsCloudAntIn/accounts',
+      ],
+      [{ ...event, sourceTime: undefined as unknown as string }, '/evpub/dsCloudAntIn/accounts'],
+      [{ ...event, after: { n: 1 }, tx: { id: '7', commitTime: undefined } }, '/evpub/dsCloudAntIn/accounts'],
+    ];
+    for (const [e, source] of cases) {
+      expect(structuredEnvelope.encode(e).payload.toString('utf8')).toBe(text(e, source));
+    }
+  });
 });
 
 describe('CloudEvents binary envelope', () => {

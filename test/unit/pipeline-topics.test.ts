@@ -18,6 +18,31 @@ describe('topic templates', () => {
     expect(decodeURIComponent(escapeLevel('a/b+c#d%e'))).toBe('a/b+c#d%e');
   });
 
+  it('a template without {key} renders each datasource, model and operation as its own, in any order', () => {
+    const render = compileTopic('{datasource}/{model}/{op}');
+    const seen: string[] = [];
+    for (const [datasource, model, op] of [
+      ['db', 'accounts', 'create'],
+      ['db', 'accounts', 'create'],
+      ['db', 'accounts', 'delete'],
+      ['db', 'orders', 'create'],
+      ['db2', 'orders', 'create'],
+      ['db', 'accounts', 'create'],
+      ['db', 'a/b', 'update'],
+    ] as const) {
+      seen.push(render({ datasource, model, op, key: String(seen.length) }));
+    }
+    expect(seen).toEqual([
+      'db/accounts/create',
+      'db/accounts/create',
+      'db/accounts/delete',
+      'db/orders/create',
+      'db2/orders/create',
+      'db/accounts/create',
+      'db/a%2Fb/update',
+    ]);
+  });
+
   it('rejects unknown placeholders, unbalanced braces and wildcards', () => {
     expect(() => compileTopic('{model}/{table}', 'models.x.topic')).toThrow(
       /models.x.topic: unknown placeholder \{table\}/,
