@@ -22,6 +22,7 @@ import type { Command } from 'commander';
 import { loadConfigFrom } from '../app/config';
 import { createCheckpointStore } from '../checkpoints/index';
 import { ErrorCode, EvpubError } from '../errors';
+import { tuneHeap } from './heap';
 import { runPublisher } from './start';
 
 interface SnapshotFlags {
@@ -106,7 +107,8 @@ export async function snapshotModels(
     await store.close();
   }
   if (flags.start) {
-    await runPublisher(loaded, flags.logLevel);
+    // The heap settings of `evpub start` (V8 reads them while it runs: not too late here).
+    await runPublisher(loaded, flags.logLevel, { heap: tuneHeap() });
   } else {
     out.write('the next `evpub start` publishes every row of these models, then goes on streaming\n');
   }

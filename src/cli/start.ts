@@ -19,13 +19,13 @@
  * one), its address in the log line "management API listening at ...". The server answers
  * `/health` (and `/ready`: 503) while the publisher starts, and closes when it stops.
  */
-import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { evpub } from '../app/app';
 import { loadConfigFrom, redactConfig, type LoadedConfig } from '../app/config';
 import { collectSecrets } from '../util/redact';
 import { createLogger, type Logger } from '../logger';
 import type { PublisherStatus } from '../pipeline/status';
+import { describeTuning, tuneHeap, type HeapTuning } from './heap';
 import { SnapshotMeter } from './progress';
 
 interface StartFlags {
@@ -33,6 +33,7 @@ interface StartFlags {
   dir?: string;
   logLevel?: string;
   pretty?: boolean;
+  v8Tuning?: boolean;
 }
 
 /** `evpub start`'s exit code when every feed failed. */
@@ -129,32 +130,19 @@ export function registerStart(program: Command): void {
     .option('-l, --log-level <level>', 'trace, debug, info, warn, error (default: EVPUB_LOG_LEVEL or info)')
     .option('--pretty', 'readable log lines (the default on a terminal)')
     .option('--no-pretty', 'JSON log lines (the default when stdout is not a terminal)')
+    .option('--no-v8-tuning', "keep node's garbage collector defaults (or EVPUB_V8_TUNING=off)")
     .action(async (flags: StartFlags) => {
-      noPretenuring();
+      const heap = tuneHeap({ off: flags.v8Tuning === false });
       const loaded = loadConfigFrom({ file: flags.config, dir: flags.dir });
-      await runPublisher(loaded, flags.logLevel, { pretty: flags.pretty ?? process.stdout.isTTY });
+      await runPublisher(loaded, flags.logLevel, { pretty: flags.pretty ?? process.stdout.isTTY, heap });
     });
-}
-
-/**
- * Turns V8's allocation-site pretenuring off for this process, unless node was given
- * `--allocation-site-pretenuring` itself. In a burst, every event of a window of 1,000 is alive
- * at a scavenge, so V8 may decide that the sites allocating events should allocate in the old
- * generation: from then on every event is promoted garbage, collected by full mark-compacts.
- * Whether it decides so depends on timing (measured with the management API on: in most runs
- * to Redis +20-30% CPU per row and +60 MB peak RSS; with the flag off, no such runs).
- */
-export function noPretenuring(): void {
-  const argv = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-  if (argv.some((a) => /^--(no-)?allocation[-_]site[-_]pretenuring$/.test(a))) return;
-  setFlagsFromString('--no-allocation-site-pretenuring');
 }
 
 /** Runs the publisher of a loaded configuration until a signal stops it (`evpub start`). */
 export async function runPublisher(
   loaded: LoadedConfig,
   logLevel?: string,
-  options: { pretty?: boolean } = {},
+  options: { pretty?: boolean; heap?: HeapTuning } = {},
 ): Promise<void> {
   const logger = stdoutLogger(
     logLevel ?? process.env.EVPUB_LOG_LEVEL ?? 'info',
@@ -165,6 +153,7 @@ export async function runPublisher(
     { files: loaded.files, layout: loaded.layout, config: redactConfig(loaded.config) },
     'configuration loaded',
   );
+  if (options.heap) logger.info({ v8: options.heap }, describeTuning(options.heap));
   const app = evpub({ config: loaded.config, cwd: loaded.dir, logger });
   // Sources like the memory connector hold no socket: keep the process alive until stopped.
   const keepAlive = setInterval(() => undefined, 2 ** 30);

@@ -29,9 +29,10 @@ export const BUILT_CLI = path.join(ROOT, 'dist/cli/index.js');
 
 export function spawnCli(
   args: string[],
-  options: { cwd?: string; env?: Record<string, string>; built?: boolean } = {},
+  options: { cwd?: string; env?: Record<string, string>; built?: boolean; nodeFlags?: string[] } = {},
 ): CliProcess {
-  const argv = options.built ? [BUILT_CLI, ...args] : ['--import', TSX, CLI, ...args];
+  const cli = options.built ? [BUILT_CLI, ...args] : ['--import', TSX, CLI, ...args];
+  const argv = [...(options.nodeFlags ?? []), ...cli];
   const child = spawn(process.execPath, argv, {
     cwd: options.cwd ?? ROOT,
     // Port 0: tests run `evpub start` in parallel; they must not all bind the API's 7401.
