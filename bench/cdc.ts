@@ -34,11 +34,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildSync } from 'esbuild';
 import { startMosquitto, type PrivateMosquitto } from '../test/helpers/mosquitto';
 import { startKafkaMock } from '../test/helpers/kafka-mock';
 import { openRawPublisher, type BrokerName } from './cdc/raw-publishers';
-import { LineProcess, RssSampler, Subscriber, cpuMs } from './cdc/processes';
+import { LineProcess, RssSampler, Subscriber, cpuMs, relayScript } from './cdc/processes';
 import type { Latency, PhaseResult } from './cdc/stats';
 import { PG_URL, Workload } from './cdc/workload';
 import { renderChart } from './cdc/chart';
@@ -128,29 +127,6 @@ async function scenario(
     ops: r.ops,
     bytes: r.count > 0 ? r.bytes / r.count : 0,
   };
-}
-
-let relayBundle: string | undefined;
-
-/**
- * The relay as one plain JavaScript file (esbuild, dependencies left as requires), so that it
- * runs on bare `node` like evpub's build: no TypeScript loader in its CPU time or memory.
- */
-function relayScript(): string {
-  if (!relayBundle) {
-    // Inside the project, so that its requires resolve in node_modules.
-    relayBundle = join(__dirname, '..', 'node_modules', '.cache', 'evpub-bench', 'relay.js');
-    buildSync({
-      entryPoints: [join(__dirname, 'cdc', 'relay.ts')],
-      outfile: relayBundle,
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      packages: 'external',
-      logLevel: 'warning',
-    });
-  }
-  return relayBundle;
 }
 
 /** Starts the system measured: the relay, or `evpub start` with a generated configuration. */

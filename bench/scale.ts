@@ -32,10 +32,9 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildSync } from 'esbuild';
 import { Client } from 'pg';
 import { createConnection } from 'mysql2/promise';
-import { LineProcess, RssSampler, Subscriber, cpuMs } from './cdc/processes';
+import { LineProcess, RssSampler, Subscriber, cpuMs, relayScript } from './cdc/processes';
 import { PG_URL } from './cdc/workload';
 import {
   MARIADB_DDL,
@@ -170,24 +169,6 @@ function machineCpu(): { busy: number; total: number } {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
   return { busy: total - fields[3]! - fields[4]!, total };
-}
-
-let relayBundle: string | undefined;
-/** The relay bundled to plain JavaScript (as bench/cdc.ts does), so it runs on bare node. */
-function relayScript(): string {
-  if (!relayBundle) {
-    relayBundle = join(__dirname, '..', 'node_modules', '.cache', 'evpub-bench', 'relay.js');
-    buildSync({
-      entryPoints: [join(__dirname, 'cdc', 'relay.ts')],
-      outfile: relayBundle,
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      packages: 'external',
-      logLevel: 'warning',
-    });
-  }
-  return relayBundle;
 }
 
 type System = 'relay' | 'evpub';

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { buildSync } from 'esbuild';
 import type { PhaseResult } from './stats';
 
 export class LineProcess {
@@ -199,4 +200,27 @@ export class RssSampler {
   stop(): void {
     clearInterval(this.timer);
   }
+}
+
+let relayBundle: string | undefined;
+
+/**
+ * The minimal relay (relay.ts) as one plain JavaScript file (esbuild, dependencies left as
+ * requires), so that it runs on bare `node` like evpub's build: no TypeScript loader in its CPU
+ * time or memory. Built once per run, inside the project so that its requires resolve.
+ */
+export function relayScript(): string {
+  if (!relayBundle) {
+    relayBundle = join(__dirname, '..', '..', 'node_modules', '.cache', 'evpub-bench', 'relay.js');
+    buildSync({
+      entryPoints: [join(__dirname, 'relay.ts')],
+      outfile: relayBundle,
+      bundle: true,
+      platform: 'node',
+      target: 'node20',
+      packages: 'external',
+      logLevel: 'warning',
+    });
+  }
+  return relayBundle;
 }
