@@ -149,10 +149,15 @@ describe('cluster mode: API and metrics', () => {
 
     // b stops (hands over at once): a owns both.
     await b.app.stop();
-    await waitFor(
-      async () => (await metrics(a.url, TOKEN)).value('evpub_cluster_units_owned') === 2,
-      'a owns both units',
-    );
+    // The gauge and the acquisition counter are updated at two moments of the takeover (the
+    // lease, then the unit started): wait for both.
+    await waitFor(async () => {
+      const now = await metrics(a.url, TOKEN);
+      return (
+        now.value('evpub_cluster_units_owned') === 2 &&
+        sum(now, 'evpub_unit_changes_total', { event: 'acquired', unit: theirs.unit }) === 2
+      );
+    }, 'a owns both units');
     m = await metrics(a.url, TOKEN);
     expect(m.value('evpub_cluster_members')).toBe(1);
     expect(m.value('evpub_unit_epoch', { unit: theirs.unit })).toBeGreaterThan(theirs.epoch!);

@@ -16,7 +16,8 @@
  *    the source does not stop (plain pub/sub, or a durable mode that reads ahead) and wait in
  *    the queue. More than `maxBuffered` waiting fails the feed (`sink.fail`), never a silent
  *    drop. A redelivery of a message still held (same message id: an ack wait or claim timer
- *    expired while the publisher was slow) is dropped: the held one is acked in its turn.
+ *    expired while the publisher was slow, or while its ack was on its way) is dropped: the held
+ *    one is acked in its turn.
  * 5. `stop()` stops handling messages (later ones are not acked, so a durable source keeps
  *    them), waits up to `stopTimeout` for the events already pushed to be committed (so that
  *    they are acked, not redelivered), then closes the client. It never unsubscribes: for
@@ -329,9 +330,14 @@ export class BridgeFeed {
     const acks: Promise<void>[] = [];
     while (this.held.length > 0 && this.held[0]!.seq <= upTo) {
       const held = this.held.shift()!;
-      if (held.messageId !== undefined) this.heldIds.delete(held.messageId);
+      // The id stays known until the ack is answered: a redelivery the source sends meanwhile
+      // (its claim timer ran out while the ack was on its way) is still dropped.
+      const forget = () => {
+        if (held.messageId !== undefined) this.heldIds.delete(held.messageId);
+      };
       acks.push(
-        held.ack().catch((err: unknown) => {
+        held.ack().then(forget, (err: unknown) => {
+          forget();
           // Not acked: the source redelivers it later (a duplicate, never a loss).
           this.o.logger.warn({ err: toError(err), seq: held.seq }, 'ack to the source broker failed');
         }),
