@@ -16,6 +16,7 @@ import { subscriber, type Received } from '../helpers/publisher';
 import { dropSlotWhenFree, sql } from '../helpers/postgres';
 import { requireService, uniqueName } from '../helpers/services';
 import { waitFor } from '../helpers/wait';
+import { mosquittoSub } from '../loopback/helpers';
 
 const ROOT = path.resolve(__dirname, '../..');
 const EXAMPLE = path.join(ROOT, 'examples/loopback4-accounts');
@@ -66,21 +67,6 @@ function startApp(env: Record<string, string>): AppProcess {
         90_000,
       ))!,
   };
-}
-
-/** `mosquitto_sub` (line-buffered by stdbuf), collecting `topic payload` lines once subscribed. */
-async function mosquittoSub(topic: string): Promise<{ proc: ChildProcess; lines: string[] }> {
-  const args = ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', '1883', '-q', '1', '-v', '-t', topic, '-d'];
-  const proc = spawn('stdbuf', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let partial = '';
-  proc.stdout.on('data', (chunk: Buffer) => {
-    const parts = (partial + chunk.toString()).split('\n');
-    partial = parts.pop()!;
-    lines.push(...parts);
-  });
-  await waitFor(() => lines.some((l) => l.startsWith('Subscribed')), `mosquitto_sub on ${topic}`);
-  return { proc, lines };
 }
 
 interface CloudEvent {
@@ -138,7 +124,7 @@ beforeAll(async () => {
   await run(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', EXAMPLE]);
 
   events = await subscriber(mqttUrl, `${prefix}/#`);
-  mosq = await mosquittoSub(`${prefix}/#`);
+  mosq = await mosquittoSub(`${prefix}/#`, { verbose: true });
   env = {
     DATABASE_URL: pgUrl,
     MQTT_URL: mqttUrl,

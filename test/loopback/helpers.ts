@@ -9,10 +9,25 @@ export interface Lines {
 
 /**
  * `mosquitto_sub -d` on the shared broker: prints "Subscribed (mid: N)" once the SUBACK came
- * back (line-buffered by stdbuf). Kill `proc` at the end.
+ * back (line-buffered by stdbuf). `verbose`: each line `topic payload` (`-v`). Kill `proc` at
+ * the end.
  */
-export async function mosquittoSub(topic: string): Promise<Lines> {
-  const args = ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', '1883', '-q', '1', '-t', topic, '-d'];
+export async function mosquittoSub(topic: string, options: { verbose?: boolean } = {}): Promise<Lines> {
+  const verbose = options.verbose ? ['-v'] : [];
+  const args = [
+    '-oL',
+    'mosquitto_sub',
+    '-h',
+    '127.0.0.1',
+    '-p',
+    '1883',
+    '-q',
+    '1',
+    ...verbose,
+    '-t',
+    topic,
+    '-d',
+  ];
   const proc = spawn('stdbuf', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let partial = '';
