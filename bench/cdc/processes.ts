@@ -118,6 +118,9 @@ export class Subscriber {
     this.p.send(`expect ${n}`);
     await ok;
     const result = this.p.line((l) => l.startsWith('{"count"'), timeoutMs, `${n} messages`);
+    // Handled here too: when the writing fails first, the caller never awaits it, and its
+    // rejection (the subscriber stopped by the cleanup) would hide the writer's error.
+    result.catch(() => undefined);
     return async () => {
       try {
         return { ...(JSON.parse(await result) as PhaseResult), complete: true };

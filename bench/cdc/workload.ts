@@ -81,6 +81,12 @@ export class Workload {
    * third updates (setting updated_at) and a third deletes, of distinct rows. Returns the count
    * of each operation.
    */
+  /** The rows in the table now (the mixed scenario updates and deletes 66 per transaction). */
+  async count(): Promise<number> {
+    const { rows } = await this.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${this.table}`);
+    return rows[0]!.n;
+  }
+
   async mixed(txs: number): Promise<Record<string, number>> {
     const { rows } = await this.db.query<{ id: string }>(
       `SELECT id::text FROM ${this.table} ORDER BY id LIMIT ${txs * 66}`,
