@@ -8,11 +8,12 @@
 # - Native addons in node_modules (better-sqlite3) are built for the Node that ran `npm ci`.
 #   They are rebuilt for Node 24 into the cache with node-gyp and the headers the package ships
 #   (offline), and .ci/native-addons.mjs makes Node 24 load those; node_modules is not touched.
+# - `.ci/node24.sh --print-node` only installs Node 24 (once) and prints its path.
 # - Exits non-zero when the install, the rebuild or any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-log() { printf '[node24] %s\n' "$*"; }
+log() { printf '[node24] %s\n' "$*" >&2; }
 start=$SECONDS
 
 cache=${EVPUB_NODE24_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/evpub-node24}
@@ -29,6 +30,11 @@ case $version in v24.*) ;; *) log "$node24 is $version, not Node 24"; exit 1 ;; 
 nodedir=$(cd "$(dirname "$node24")/.." && pwd)
 abi=$("$node24" -p process.versions.modules)
 log "Node $version (ABI $abi) at $node24"
+# --print-node: only install (once) and print the binary's path (the benchmark's node24 variant).
+if [ "${1:-}" = "--print-node" ]; then
+  echo "$node24"
+  exit 0
+fi
 
 # Rebuild every node-gyp addon of node_modules for this Node, once per (ABI, package version).
 addons=$cache/addons/$abi

@@ -20,9 +20,13 @@
  *           the row's updated_at (clock_timestamp() at insert), p50/p95/p99/max.
  *   mixed:  100 transactions of 100 changes: 34 inserts, 33 updates, 33 deletes.
  *   RSS:    the process's peak resident memory during each scenario (sampled every 50 ms).
- *   API cost: per broker, BENCH_HTTP_PAIRS (3) pairs of bursts of a fresh evpub with its
- *           management API off (`http.enabled: false`) and on (the default, `/metrics` scraped
- *           every BENCH_SCRAPE_MS), interleaved; medians of rows/s, CPU per 1k rows and RSS.
+ *   variants: per broker, BENCH_VARIANT_ROUNDS (3) rounds of bursts, each in a fresh evpub, of
+ *           every variant of BENCH_VARIANTS, interleaved: `default` (as users run it, `/metrics`
+ *           scraped every BENCH_SCRAPE_MS), `api-off` (`http.enabled: false`), `sse` (a browser-
+ *           like client on `/api/events` throughout), `v8-off` (EVPUB_V8_TUNING=off: node's own
+ *           heap settings), `node24` (Node.js 24 LTS, from .ci/node24.sh); medians of rows/s, CPU
+ *           per 1k rows and RSS.
+ *   targets: what the performance issue asks, each met or missed (printed and in the JSON).
  * Then, for MQTT only, evpub's burst with the broker stopped for 30 s in the middle of it:
  * RSS must stay bounded (the source is paused, not buffered).
  *
@@ -53,11 +57,20 @@ const MIXED_TXS = 100;
 const OUTAGE_SECONDS = Number(process.env.BENCH_OUTAGE_SECONDS ?? 30);
 const PROFILE = process.env.BENCH_PROFILE === '1';
 /**
- * Pairs of bursts of evpub with its management API off (`http.enabled: false`: no server, no
- * metrics, no event stream) and on (the default), interleaved, per broker: their medians give
- * what the server and metrics cost. 0 skips them.
+ * Rounds of the variants' bursts per broker (each variant once per round, in a fresh evpub, the
+ * order turned each round so that none always has the warmer machine). 0 skips them.
  */
-const HTTP_PAIRS = Number(process.env.BENCH_HTTP_PAIRS ?? 3);
+const VARIANT_ROUNDS = Number(process.env.BENCH_VARIANT_ROUNDS ?? 3);
+const VARIANT_NAMES = ['default', 'api-off', 'sse', 'v8-off', 'node24'] as const;
+type VariantName = (typeof VARIANT_NAMES)[number];
+const VARIANTS = (process.env.BENCH_VARIANTS ?? VARIANT_NAMES.join(','))
+  .split(',')
+  .filter(Boolean)
+  .map((v) => {
+    if (!(VARIANT_NAMES as readonly string[]).includes(v))
+      throw new Error(`BENCH_VARIANTS: unknown variant "${v}" (known: ${VARIANT_NAMES.join(', ')})`);
+    return v as VariantName;
+  });
 /** In those bursts with the API on, `GET /metrics` every BENCH_SCRAPE_MS (1000; 0: never). */
 const SCRAPE_MS = Number(process.env.BENCH_SCRAPE_MS ?? 1000);
 /** BENCH_SYSTEMS=evpub: the baselines (relay, ceiling) left out, for quick evpub-only runs. */
@@ -136,8 +149,9 @@ async function startSystem(
   wl: Workload,
   names: { slot: string; publication: string; topic: string },
   dir: string,
-  http = true,
+  variant: { http?: boolean; node?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<LineProcess> {
+  const http = variant.http ?? true;
   const profile = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${join(RESULTS, 'profiles')}`] : [];
   if (system === 'relay') {
     await wl.createSlot(names.slot, names.publication);
@@ -172,7 +186,7 @@ async function startSystem(
   writeFileSync(file, JSON.stringify(config, null, 2));
   const p = new LineProcess(
     'evpub',
-    EVPUB_NODE,
+    variant.node ?? EVPUB_NODE,
     [
       ...profile,
       // BENCH_EVPUB_FLAGS: node flags for evpub alone (an experiment, e.g. GC settings).
@@ -183,7 +197,7 @@ async function startSystem(
       file,
     ],
     // The management API on a free port: a leftover process may hold 7401.
-    { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
+    { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0', ...variant.env },
   );
   const listening = http
     ? p.line((l) => l.includes('management API listening at'), 30_000, 'the API listening')
@@ -245,6 +259,8 @@ interface BurstResult extends ScenarioResult {
   idleRssMb: number;
   /** Scrapes of `/metrics` answered 200 during the burst. */
   scrapes?: number;
+  /** The live event stream's client (variant `sse`): events read, and whether evpub ended it. */
+  sse?: { events: number; ended: boolean };
 }
 
 /**
@@ -275,20 +291,76 @@ function scraper(url: string, everyMs: number): () => Promise<number> {
   };
 }
 
-/** A fresh evpub, its management API on or off, and one burst: the throughput and memory. */
-async function runBurst(target: Target, wl: Workload, run: string, http: boolean): Promise<BurstResult> {
+/**
+ * A browser-like client of the live event stream (`GET /api/events`, Server-Sent Events) until the
+ * returned function is called, which resolves with the events it read (`id:` lines) and whether
+ * evpub ended the stream first (a client too slow for its bounds is disconnected).
+ */
+function sseClient(url: string): () => Promise<{ events: number; ended: boolean }> {
+  const abort = new AbortController();
+  let events = 0;
+  let ended = false;
+  const reading = (async () => {
+    const res = await fetch(url, { signal: abort.signal, headers: { accept: 'text/event-stream' } });
+    const decoder = new TextDecoder();
+    let rest = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      const lines = (rest + decoder.decode(chunk, { stream: true })).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) if (line.startsWith('id:')) events++;
+    }
+    ended = true;
+  })().catch(() => undefined);
+  return async () => {
+    abort.abort();
+    await reading;
+    return { events, ended };
+  };
+}
+
+interface VariantSetup {
+  http?: boolean;
+  node?: string;
+  env?: NodeJS.ProcessEnv;
+  /** A client on the live event stream during the burst. */
+  sse?: boolean;
+}
+
+/** What each variant changes against `default` (evpub start as users run it). */
+function variantSetup(name: VariantName, node24: string | undefined): VariantSetup {
+  switch (name) {
+    case 'default':
+      return {};
+    case 'api-off':
+      return { http: false };
+    case 'sse':
+      return { sse: true };
+    case 'v8-off':
+      return { env: { EVPUB_V8_TUNING: 'off' } };
+    case 'node24':
+      return { node: node24 };
+  }
+}
+
+/** A fresh evpub of one variant and one burst: the throughput and memory. */
+async function runBurst(
+  target: Target,
+  wl: Workload,
+  run: string,
+  setup: VariantSetup,
+): Promise<BurstResult> {
   const names = { slot: `bench_${run}`, publication: `bench_${run}`, topic: `bench/${run}` };
   const dir = mkdtempSync(join(tmpdir(), 'evpub-bench-burst-'));
   const sub = await Subscriber.start(target.url, names.topic, subscriberOptions(target));
   let proc: LineProcess | undefined;
   let sampler: RssSampler | undefined;
   try {
-    proc = await startSystem('evpub', target, wl, names, dir, http);
-    log(`evpub pid ${proc.pid}, API ${http ? 'on' : 'off'}`);
+    proc = await startSystem('evpub', target, wl, names, dir, setup);
     sampler = new RssSampler(proc.pid);
     const idleRssMb = MB(sampler.peak());
     const api = proc.apiUrl;
     let scrapes: (() => Promise<number>) | undefined;
+    let sse: ReturnType<typeof sseClient> | undefined;
     const { bytes: _bytes, ...burst } = await scenario(
       sub,
       proc,
@@ -297,11 +369,17 @@ async function runBurst(target: Target, wl: Workload, run: string, http: boolean
       () => {
         // The first scrape at once: the metrics' collectors are all running from the start.
         if (api && SCRAPE_MS > 0) scrapes = scraper(`${api}/metrics`, SCRAPE_MS);
+        if (api && setup.sse) sse = sseClient(`${api}/api/events`);
         return wl.burst(target.rows, 1000);
       },
       300_000,
     );
-    return { ...burst, idleRssMb, ...(scrapes ? { scrapes: await scrapes() } : {}) };
+    return {
+      ...burst,
+      idleRssMb,
+      ...(scrapes ? { scrapes: await scrapes() } : {}),
+      ...(sse ? { sse: await sse() } : {}),
+    };
   } finally {
     sampler?.stop();
     await proc?.stop();
@@ -314,60 +392,80 @@ async function runBurst(target: Target, wl: Workload, run: string, http: boolean
 const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : Math.round((sorted[mid - 1]! + sorted[mid]!) / 2);
+  return sorted.length % 2 ? sorted[mid]! : +((sorted[mid - 1]! + sorted[mid]!) / 2).toFixed(1);
 };
 
-interface HttpCost {
-  pairs: number;
-  off: BurstResult[];
-  on: BurstResult[];
-  /** Medians of the bursts. */
-  offPerSec: number;
-  onPerSec: number;
-  /** on / off throughput. */
-  ratio: number;
-  offPeakRssMb: number;
-  onPeakRssMb: number;
-  offIdleRssMb: number;
-  onIdleRssMb: number;
-  /** evpub's own CPU time per 1,000 rows (less moved by other load than the throughput). */
-  offCpuMsPerKRows: number;
-  onCpuMsPerKRows: number;
-  /** `GET /metrics` every this many ms during the bursts with the API on (0: none). */
-  scrapeMs: number;
+interface VariantResult {
+  runs: BurstResult[];
+  /** Medians of the runs. */
+  perSec: number;
+  cpuMsPerKRows: number;
+  peakRssMb: number;
+  idleRssMb: number;
+  /** Median rows/s against the `default` variant's (when it ran). */
+  vsDefault?: number;
+  /** The node binary's version (node24). */
+  node?: string;
+  /** Why the variant did not run. */
+  skipped?: string;
 }
 
 /**
- * What the management API (server, metrics, event stream) costs: HTTP_PAIRS pairs of bursts with
- * it off and on, interleaved (off, on, on, off, ...) so that neither always has the warmer
- * machine; medians.
+ * The variants' bursts on one broker: VARIANT_ROUNDS rounds, each variant once per round in a
+ * fresh evpub, the order turned every round; medians per variant.
  */
-async function runHttpCost(target: Target, wl: Workload, run: string): Promise<HttpCost> {
-  const off: BurstResult[] = [];
-  const on: BurstResult[] = [];
-  for (let i = 0; i < HTTP_PAIRS; i++) {
-    for (const http of i % 2 === 0 ? [false, true] : [true, false]) {
-      log(`${target.broker} evpub, API ${http ? 'on' : 'off'}: burst of ${target.rows} (pair ${i + 1})`);
-      (http ? on : off).push(await runBurst(target, wl, `${http ? 'on' : 'off'}${i}_${run}`, http));
+async function runVariants(
+  target: Target,
+  wl: Workload,
+  run: string,
+  node24: { path?: string; version?: string; error?: string },
+): Promise<Partial<Record<VariantName, VariantResult>>> {
+  const names = VARIANTS.filter((v) => v !== 'node24' || node24.path);
+  const runs = new Map<VariantName, BurstResult[]>(names.map((v) => [v, []]));
+  for (let round = 0; round < VARIANT_ROUNDS; round++) {
+    const order = names.map((_, i) => names[(i + round) % names.length]!);
+    if (round % 2) order.reverse();
+    for (const v of order) {
+      log(`${target.broker} evpub ${v}: burst of ${target.rows} (round ${round + 1})`);
+      runs
+        .get(v)!
+        .push(
+          await runBurst(target, wl, `${v.replace('-', '')}${round}_${run}`, variantSetup(v, node24.path)),
+        );
     }
   }
-  const m = (list: BurstResult[], key: 'perSec' | 'peakRssMb' | 'idleRssMb' | 'cpuMsPerKRows'): number =>
-    median(list.map((b) => b[key]));
-  return {
-    pairs: HTTP_PAIRS,
-    off,
-    on,
-    offPerSec: m(off, 'perSec'),
-    onPerSec: m(on, 'perSec'),
-    ratio: ratio(m(on, 'perSec'), m(off, 'perSec')),
-    offPeakRssMb: m(off, 'peakRssMb'),
-    onPeakRssMb: m(on, 'peakRssMb'),
-    offIdleRssMb: m(off, 'idleRssMb'),
-    onIdleRssMb: m(on, 'idleRssMb'),
-    offCpuMsPerKRows: m(off, 'cpuMsPerKRows'),
-    onCpuMsPerKRows: m(on, 'cpuMsPerKRows'),
-    scrapeMs: SCRAPE_MS,
-  };
+  const out: Partial<Record<VariantName, VariantResult>> = {};
+  for (const [v, list] of runs) {
+    const m = (key: 'perSec' | 'peakRssMb' | 'idleRssMb' | 'cpuMsPerKRows'): number =>
+      median(list.map((b) => b[key]));
+    out[v] = {
+      runs: list,
+      perSec: m('perSec'),
+      cpuMsPerKRows: m('cpuMsPerKRows'),
+      peakRssMb: m('peakRssMb'),
+      idleRssMb: m('idleRssMb'),
+      ...(v === 'node24' ? { node: node24.version } : {}),
+    };
+  }
+  const base = out.default?.perSec;
+  if (base) for (const r of Object.values(out)) r.vsDefault = ratio(r.perSec, base);
+  if (VARIANTS.includes('node24') && !node24.path)
+    out.node24 = { runs: [], perSec: 0, cpuMsPerKRows: 0, peakRssMb: 0, idleRssMb: 0, skipped: node24.error };
+  return out;
+}
+
+/** Node.js 24 for the `node24` variant: EVPUB_NODE24, or the one .ci/node24.sh installs and caches. */
+function findNode24(): { path?: string; version?: string; error?: string } {
+  if (!VARIANTS.includes('node24') || VARIANT_ROUNDS === 0) return {};
+  try {
+    const path = execFileSync('bash', [join(__dirname, '..', '.ci', 'node24.sh'), '--print-node'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
+    return { path, version: execFileSync(path, ['--version'], { encoding: 'utf8' }).trim() };
+  } catch (err) {
+    return { error: `no Node.js 24: ${(err as Error).message.split('\n')[0]}` };
+  }
 }
 
 /** The broker ceiling: the raw client publishing `ROWS` pre-built messages of `bytes` bytes. */
@@ -469,6 +567,9 @@ async function main(): Promise<void> {
   // evpub, a figure of the broker's configuration, not of either publisher.
   const mosquitto = await startMosquitto({ extraConfig: ['max_inflight_messages 1000'] });
   const kafka = await startKafkaMock();
+  const node24 = findNode24();
+  if (node24.path) log(`variant node24: ${node24.version} at ${node24.path}`);
+  else if (node24.error) log(`variant node24 left out: ${node24.error}`);
   const all: Target[] = [
     { broker: 'mqtt', url: mosquitto.url, options: {}, rows: ROWS },
     { broker: 'redis', url: 'redis://127.0.0.1:6379', options: {}, rows: ROWS },
@@ -502,7 +603,7 @@ async function main(): Promise<void> {
         ) as System[];
         const sys: Partial<Record<System, SystemResult>> = {};
         for (const system of order) sys[system] = await runSystem(system, target, wl, run);
-        const httpCost = HTTP_PAIRS > 0 ? await runHttpCost(target, wl, run) : undefined;
+        const variants = VARIANT_ROUNDS > 0 ? await runVariants(target, wl, run, node24) : undefined;
         let ceiling: ScenarioResult | undefined;
         if (SYSTEMS.includes('relay') && sys.evpub) {
           log(`${target.broker}: ceiling`);
@@ -515,7 +616,7 @@ async function main(): Promise<void> {
           ceiling,
           relay: sys.relay,
           evpub: sys.evpub,
-          httpCost,
+          variants,
         });
       } catch (err) {
         log(`${target.broker}: ${(err as Error).message}`);
@@ -538,7 +639,8 @@ async function main(): Promise<void> {
     await mosquitto.close();
     await kafka.close();
   }
-  print(results, outage);
+  const checks = checkTargets(results, outage);
+  print(results, outage, checks);
   const machine = {
     cpus: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
     memoryGb: Math.round(totalmem() / 2 ** 30),
@@ -555,10 +657,13 @@ async function main(): Promise<void> {
       rates: RATES,
       mixedTxs: MIXED_TXS,
       window: WINDOW,
-      httpPairs: HTTP_PAIRS,
+      variantRounds: VARIANT_ROUNDS,
+      variants: VARIANTS,
+      scrapeMs: SCRAPE_MS,
     },
     results,
     outage,
+    targets: checks,
   };
   mkdirSync(RESULTS, { recursive: true });
   // A run without the baselines (BENCH_SYSTEMS) is not the whole benchmark: a file of its own.
@@ -571,7 +676,109 @@ async function main(): Promise<void> {
   } else console.log(`results: ${stem}.json`);
 }
 
-function print(results: Record<string, unknown>[], outage: Record<string, unknown> | undefined): void {
+interface TargetCheck {
+  target: string;
+  broker: string;
+  measured: string;
+  limit: string;
+  /** undefined: printed for information, no limit. */
+  met?: boolean;
+}
+
+/** The rows/s of evpub's bursts with its defaults: the full run's and the `default` variant's. */
+const defaultBursts = (r: Record<string, unknown>): BurstResult[] | ScenarioResult[] => [
+  (r.evpub as SystemResult).burst,
+  ...((r.variants as Partial<Record<VariantName, VariantResult>> | undefined)?.default?.runs ?? []),
+];
+
+/**
+ * The performance targets, each against its baseline in this run: burst at least 0.9× the
+ * relay's, peak RSS under 150 MB in the burst and flat while the broker is stopped, p99 no more
+ * than 2 ms above the relay's, the management API (and a live-stream client) at most 5% of the
+ * burst; CPU per row beside the relay's, for information.
+ */
+function checkTargets(
+  results: Record<string, unknown>[],
+  outage: Record<string, unknown> | undefined,
+): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  for (const r of results) {
+    if (r.error || !r.relay || !r.evpub) continue;
+    const broker = String(r.broker);
+    const relay = r.relay as SystemResult;
+    const evpub = r.evpub as SystemResult;
+    const bursts = defaultBursts(r);
+    const evpubBurst = median(bursts.map((b) => b.perSec));
+    const burstRatio = ratio(evpubBurst, relay.burst.perSec);
+    out.push({
+      target: 'burst ≥ 0.9 × relay',
+      broker,
+      measured: `${burstRatio} (${Math.round(evpubBurst)} / ${relay.burst.perSec} rows/s, evpub median of ${bursts.length})`,
+      limit: '0.9',
+      met: burstRatio >= 0.9,
+    });
+    const peak = Math.max(...bursts.map((b) => b.peakRssMb));
+    out.push({
+      target: 'peak RSS < 150 MB in the burst',
+      broker,
+      measured: `${peak} MB (highest of ${bursts.length}; relay ${relay.burst.peakRssMb})`,
+      limit: '150 MB',
+      met: peak < 150,
+    });
+    for (const rate of RATES) {
+      const a = relay.steady[rate]?.latency.p99;
+      const b = evpub.steady[rate]?.latency.p99;
+      if (a === undefined || b === undefined) continue;
+      out.push({
+        target: `p99 at ${rate} rows/s ≤ relay + 2 ms`,
+        broker,
+        measured: `${b} ms (relay ${a} ms)`,
+        limit: `${+(a + 2).toFixed(2)} ms`,
+        met: b <= a + 2,
+      });
+    }
+    out.push({
+      target: 'CPU per row (burst)',
+      broker,
+      measured: `evpub ${evpub.burst.cpuMsPerKRows} µs, relay ${relay.burst.cpuMsPerKRows} µs`,
+      limit: 'information',
+    });
+    const v = r.variants as Partial<Record<VariantName, VariantResult>> | undefined;
+    const off = v?.['api-off']?.perSec;
+    for (const [name, what] of [
+      ['default', 'management API on (metrics scraped)'],
+      ['sse', 'API on + a live-stream client'],
+    ] as const) {
+      const on = v?.[name]?.perSec;
+      if (!off || !on) continue;
+      out.push({
+        target: `${what} ≥ 0.95 × API off`,
+        broker,
+        measured: `${ratio(on, off)} (${on} / ${off} rows/s, medians)`,
+        limit: '0.95',
+        met: ratio(on, off) >= 0.95,
+      });
+    }
+  }
+  if (outage && typeof outage.rssDuringOutageFirstHalfMaxMb === 'number') {
+    const first = outage.rssDuringOutageFirstHalfMaxMb;
+    const second = outage.rssDuringOutageSecondHalfMaxMb as number;
+    out.push({
+      target: 'RSS flat and < 150 MB while the broker is stopped',
+      broker: 'mqtt',
+      measured: `${first} MB first half, ${second} MB second half; ${String(outage.received)}/${String(outage.rows)} rows`,
+      limit: 'second ≤ first + 10%, both < 150 MB',
+      met: second <= first * 1.1 && Math.max(first, second) < 150,
+    });
+  }
+  return out;
+}
+
+function print(
+  results: Record<string, unknown>[],
+  outage: Record<string, unknown> | undefined,
+  targets: TargetCheck[],
+): void {
   const complete = (r: Record<string, unknown>): boolean =>
     !r.error && r.ceiling !== undefined && r.relay !== undefined && r.evpub !== undefined;
   const rows = results.flatMap((r) => {
@@ -599,6 +806,8 @@ function print(results: Record<string, unknown>[], outage: Record<string, unknow
     row['mixed/s evpub'] = evpub.mixed.perSec;
     row['RSS MB relay'] = relay.peakRssMb;
     row['RSS MB evpub'] = evpub.peakRssMb;
+    row['CPU µs/row relay'] = relay.burst.cpuMsPerKRows;
+    row['CPU µs/row evpub'] = evpub.burst.cpuMsPerKRows;
     const incomplete = [
       relay.burst,
       evpub.burst,
@@ -612,34 +821,37 @@ function print(results: Record<string, unknown>[], outage: Record<string, unknow
   });
   if (rows.length > 0) console.table(rows);
   for (const r of results) if (typeof r.note === 'string') console.log(`  ${String(r.broker)}: ${r.note}`);
-  const costs = results.flatMap((r) => {
-    const c = r.httpCost as HttpCost | undefined;
-    if (!c) return [];
-    return [
-      {
-        broker: r.broker,
-        pairs: c.pairs,
-        'burst/s API off': c.offPerSec,
-        'burst/s API on': c.onPerSec,
-        'on/off': c.ratio,
-        'off runs': c.off.map((b) => b.perSec).join(' '),
-        'on runs': c.on.map((b) => b.perSec).join(' '),
-        'CPU ms/1k off': c.offCpuMsPerKRows,
-        'CPU ms/1k on': c.onCpuMsPerKRows,
-        'peak RSS MB off': c.offPeakRssMb,
-        'peak RSS MB on': c.onPeakRssMb,
-        'idle RSS MB off': c.offIdleRssMb,
-        'idle RSS MB on': c.onIdleRssMb,
-        scrapes: c.on.map((b) => b.scrapes ?? 0).join(' '),
-        ...([...c.off, ...c.on].some((b) => !b.complete) ? { note: 'some events missing' } : {}),
-      },
-    ];
-  });
-  if (costs.length > 0) {
-    console.log(
-      `evpub with its management API (server, metrics, event stream) off and on (the default; /metrics scraped every ${SCRAPE_MS} ms), medians of the bursts:`,
+  const variants = results.flatMap((r) => {
+    const v = r.variants as Partial<Record<VariantName, VariantResult>> | undefined;
+    if (!v) return [];
+    return Object.entries(v).map(([name, x]) =>
+      x.skipped
+        ? { broker: r.broker, variant: name, note: x.skipped }
+        : {
+            broker: r.broker,
+            variant: name + (x.node ? ` (${x.node})` : ''),
+            'burst/s': x.perSec,
+            'vs default': x.vsDefault,
+            runs: x.runs.map((b) => b.perSec).join(' '),
+            'CPU ms/1k rows': x.cpuMsPerKRows,
+            'peak RSS MB': x.peakRssMb,
+            'idle RSS MB': x.idleRssMb,
+            ...(x.runs.some((b) => b.sse)
+              ? {
+                  'stream events': x.runs
+                    .map((b) => `${b.sse?.events ?? 0}${b.sse?.ended ? ' ended' : ''}`)
+                    .join(' '),
+                }
+              : {}),
+            ...(x.runs.some((b) => !b.complete) ? { note: 'some events missing' } : {}),
+          },
     );
-    console.table(costs);
+  });
+  if (variants.length > 0) {
+    console.log(
+      `evpub's variants, ${VARIANT_ROUNDS} bursts each in fresh processes, medians (default: as users run it, /metrics scraped every ${SCRAPE_MS} ms; api-off: no management API; sse: a client on the live event stream; v8-off: EVPUB_V8_TUNING=off; node24: on Node.js 24):`,
+    );
+    console.table(variants);
   }
   const latency = results.filter(complete).flatMap((r) =>
     (['relay', 'evpub'] as const).flatMap((system) =>
@@ -663,6 +875,18 @@ function print(results: Record<string, unknown>[], outage: Record<string, unknow
     const { series: _series, ...summary } = outage;
     console.log('evpub burst with the MQTT broker stopped mid-way:');
     console.table([summary]);
+  }
+  if (targets.length > 0) {
+    console.log('targets (each against its baseline in this run):');
+    console.table(
+      targets.map((t) => ({
+        target: t.target,
+        broker: t.broker,
+        measured: t.measured,
+        limit: t.limit,
+        '': t.met === undefined ? '' : t.met ? 'met' : 'MISSED',
+      })),
+    );
   }
 }
 
