@@ -5,7 +5,7 @@
  * or NATS, with the window the connector keeps (push false → await drain). Prints this process's
  * CPU µs per event, per round: compare two commits by running each, interleaved.
  *
- *   npx tsx bench/pipeline-inprocess.ts [memory|nats]
+ *   npx tsx bench/pipeline-inprocess.ts [memory|nats|jetstream|redis|mqtt|amqp]
  *   BENCH_N=100000 BENCH_ROUNDS=5 npx tsx bench/pipeline-inprocess.ts nats
  *   node --cpu-prof --import tsx bench/pipeline-inprocess.ts memory
  */
@@ -21,7 +21,15 @@ import { createClient } from '../src/pubsub/registry';
 
 const N = Number(process.env.BENCH_N ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const broker = process.argv[2] === 'nats' ? 'nats://127.0.0.1:4222' : `memory://bench-${process.pid}`;
+const BROKERS: Record<string, string> = {
+  nats: 'nats://127.0.0.1:4222',
+  jetstream: 'nats://127.0.0.1:4222',
+  redis: 'redis://127.0.0.1:6379',
+  mqtt: 'mqtt://127.0.0.1:1883',
+  amqp: 'amqp://guest:guest@127.0.0.1:5672',
+};
+const brokerName = process.argv[2] ?? 'memory';
+const broker = BROKERS[brokerName] ?? `memory://bench-${process.pid}`;
 
 // The benchmark table's columns (bench/cdc): id serial, name text, amount numeric, payload jsonb,
 // updated_at timestamptz, flag bool, qty int4.
@@ -50,7 +58,12 @@ function tuple(i: number): Record<string, string | null> {
 
 async function round(model: string): Promise<number> {
   const logger = createLogger({ level: 'warn' });
-  const client = createClient(broker, { logger });
+  const client = createClient(
+    broker,
+    brokerName === 'jetstream'
+      ? { logger, nats: { jetstream: true, stream: `BENCH_INPROC_${process.pid}` } }
+      : { logger },
+  );
   await client.connect();
   let committed = '';
   const tracker = new CheckpointTracker({
@@ -112,7 +125,7 @@ async function round(model: string): Promise<number> {
 async function main(): Promise<void> {
   for (let r = 1; r <= ROUNDS; r++) {
     const us = await round(`orders${r}`);
-    console.log(`${broker.split(':')[0]} round ${r}: ${us.toFixed(2)} µs CPU/event`);
+    console.log(`${brokerName} round ${r}: ${us.toFixed(2)} µs CPU/event`);
   }
 }
 

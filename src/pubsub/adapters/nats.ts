@@ -67,6 +67,9 @@ export type { NatsOptions } from './nats-options';
 type NatsModule = typeof import('@nats-io/transport-node');
 type JetStreamModule = typeof import('@nats-io/jetstream');
 
+/** Bytes of publishes nats.js buffers before writing them inline (see connect()). */
+const PENDING_LIMIT = 256 * 1024;
+
 /** Header names evpub gives meaning to; they map to `meta` fields, not `meta.headers`. */
 const KEY_HEADER = 'Evpub-Key';
 const ID_HEADER = 'Nats-Msg-Id';
@@ -179,6 +182,16 @@ export class NatsAdapter implements BrokerAdapter, Link {
       reconnect: true,
       maxReconnectAttempts: -1,
       waitOnFirstConnect: false,
+      // nats.js writes its outbound buffer to the socket at the end of the current task, or at
+      // once when it passes `pendingLimit` (32 KiB by default: every ~50 CloudEvents of a burst,
+      // a write syscall each). 256 KiB: one write per chunk of the source's stream, about 18%
+      // less CPU per event in bench/pipeline-inprocess.ts; latency is unchanged (a task's
+      // publishes still go out when it ends). Not in nats.js's typings.
+      ...({ pendingLimit: PENDING_LIMIT } as object),
+      // Otherwise every request (each JetStream publish is one) makes two Errors up front for
+      // their stack traces, used only if it fails: a quarter of evpub's CPU in a JetStream
+      // burst. A failed publish is reported as an EvpubError naming the subject anyway.
+      noAsyncTraces: true,
       // Asked before each dial: the minimum time between two dials of the server.
       reconnectDelayHandler: () => {
         this.downSince ??= Date.now();
