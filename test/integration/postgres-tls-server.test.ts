@@ -7,12 +7,14 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initialize, type PostgresConnector } from '../../src/connectors/postgres/index';
 import { ErrorCode, EvpubError } from '../../src/errors';
-import { createLogger } from '../../src/logger';
+import { createLogger, type Logger } from '../../src/logger';
+import { SlotProbe } from '../../src/metrics/postgres-slots';
 import { RecordingSink } from '../conformance/connector.suite';
 import { makePki, type Pki } from '../helpers/certs';
 import { sql } from '../helpers/postgres';
 import { privatePostgres, type PrivatePostgres } from '../helpers/postgres-server';
 import { uniqueName } from '../helpers/services';
+import { expectWarnedOnce, warnings } from '../helpers/tls-brokers';
 
 const PASSWORD = 'pw-Secr3t-server';
 let pki: Pki;
@@ -40,7 +42,11 @@ afterEach(async () => {
 
 const url = (host = '127.0.0.1'): string => `postgres://evpub_pw:${PASSWORD}@${host}:${pg.port}/postgres`;
 
-async function start(tls: Record<string, unknown>, host?: string): Promise<EvpubError | PostgresConnector> {
+async function start(
+  tls: Record<string, unknown>,
+  host?: string,
+  logger: Logger = createLogger({ level: 'silent' }),
+): Promise<EvpubError | PostgresConnector> {
   const dataSource = {
     name: 'shop',
     settings: {
@@ -51,7 +57,7 @@ async function start(tls: Record<string, unknown>, host?: string): Promise<Evpub
       reconnectDelay: 30_000,
       maxReconnectDelay: 30_000,
     },
-    logger: createLogger({ level: 'silent' }),
+    logger,
     connector: undefined as unknown,
   };
   await initialize(dataSource);
@@ -93,5 +99,30 @@ describe('postgres TLS: the server certificate', () => {
       await sql('SELECT pg_drop_replication_slot($1)', [(ok as PostgresConnector).settings.slot], pg.url);
     }
     expectTlsFailure(await start({ ca: pki.ca }, 'localhost'), /ERR_TLS_CERT_ALTNAME_INVALID/, 'localhost');
+  });
+
+  it('rejectUnauthorized: false accepts an expired certificate; the connector, its check and the slot probe warn once in all', async () => {
+    await pg.serverCert(pki.expired);
+    const { logger, lines } = warnings();
+    const c = await start({ rejectUnauthorized: false }, undefined, logger);
+    expect(c).not.toBeInstanceOf(EvpubError);
+    const connector = c as PostgresConnector;
+    // `evpub check` on the same connector, and the metrics' slot probe, connect on their own.
+    const findings = await connector.check([{ name: 'orders', settings: {} }]);
+    expect(findings[0]).toMatchObject({ level: 'ok', detail: 'connected' });
+    const probe = new SlotProbe(
+      'shop',
+      { url: url(), tls: { rejectUnauthorized: false }, slot: connector.settings.slot },
+      { logger, timeoutMs: 5_000 },
+    );
+    cleanup.push(() => probe.close());
+    expect(await probe.read()).toMatchObject({ slot: connector.settings.slot });
+    expectWarnedOnce(lines, {
+      endpoint: `postgres://evpub_pw:***@127.0.0.1:${pg.port}/postgres`,
+      setting: 'datasources.shop.tls',
+      secrets: [PASSWORD],
+    });
+    await connector.stop();
+    await sql('SELECT pg_drop_replication_slot($1)', [connector.settings.slot], pg.url);
   });
 });
