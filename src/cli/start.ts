@@ -180,6 +180,9 @@ export async function runPublisher(
     await app.start();
   } catch (err) {
     clearInterval(keepAlive);
+    // The message goes to stderr (reportError); at debug, the error with its code, context and
+    // the driver's cause chain (redacted like every line).
+    logger.debug({ err }, 'start failed');
     await app.stop().catch(() => undefined); // closes the server
     throw err;
   }

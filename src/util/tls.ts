@@ -18,13 +18,15 @@
  *    closed schema, CONFIG_INVALID naming `<path>.<key>` and the nearest valid key.
  * 2. Once, when it builds its driver's options, `loadTls(settings, path, { endpoint, logger })`:
  *    reads the files (a file that cannot be read is CONFIG_INVALID naming the key and the file,
- *    never its content) and returns options for `tls.connect` / the driver.
+ *    never its content; an encrypted key the passphrase does not open, or with none, is
+ *    CONFIG_INVALID naming `<path>.passphrase`) and returns options for `tls.connect` / the driver.
  * 3. When a connection attempt fails, `tlsFailure(err, endpoint)`: a certificate the client
  *    does not trust, an expired one, a name mismatch, a client certificate the server refused,
  *    or a port that does not speak TLS becomes EVPUB_TLS_FAILED (not retriable: the same
  *    attempt fails the same way), naming the endpoint, the reason and the setting that fixes it.
  *    Undefined for errors that are not about TLS.
  */
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
@@ -135,6 +137,30 @@ function pem(value: string, path: string, secret: boolean): string {
 }
 
 /**
+ * An encrypted client key opens with the passphrase given: else CONFIG_INVALID naming
+ * `tls.passphrase`, here rather than as an OpenSSL error from inside a driver's connect (some
+ * only log it and retry). Neither the key nor the passphrase is echoed.
+ */
+function checkKey(key: string, passphrase: string | undefined, path: string): void {
+  try {
+    createPrivateKey(passphrase === undefined ? { key } : { key, passphrase });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const encrypted = /-----BEGIN (ENCRYPTED PRIVATE KEY|RSA PRIVATE KEY-----\s*Proc-Type: 4,ENCRYPTED)/.test(
+      key,
+    );
+    // Any other trouble with the key is left to the TLS library, which reports it on connect.
+    if (!encrypted && code !== 'ERR_OSSL_BAD_DECRYPT') return;
+    throw invalid(
+      `${path}.passphrase`,
+      passphrase === undefined
+        ? `the key (${path}.key) is encrypted: set ${path}.passphrase to its passphrase`
+        : `does not open the key (${path}.key): wrong passphrase`,
+    );
+  }
+}
+
+/**
  * Reads the files of `settings` (validated by parseTls) and returns the driver options. Warns
  * once (here) when verification is off.
  */
@@ -150,7 +176,10 @@ export function loadTls(
       : pem(settings.ca, `${path}.ca`, false);
   }
   if (settings.cert !== undefined) loaded.cert = pem(settings.cert, `${path}.cert`, false);
-  if (settings.key !== undefined) loaded.key = pem(settings.key, `${path}.key`, true);
+  if (settings.key !== undefined) {
+    loaded.key = pem(settings.key, `${path}.key`, true);
+    checkKey(loaded.key, settings.passphrase, path);
+  }
   if (settings.passphrase !== undefined) loaded.passphrase = settings.passphrase;
   if (settings.servername !== undefined) loaded.servername = settings.servername;
   if (settings.rejectUnauthorized === false) {

@@ -193,13 +193,14 @@ function apiBase(proc: CliProcess): string | undefined {
 
 /**
  * Runs `evpub start` on `config` at debug level until `settled(output)` (or it exits), then, if
- * it serves, reads the API and `evpub status`; `during(base)` may drive it (webhook requests).
+ * it serves, reads the API and `evpub status`; `during(base, output)` may drive it (webhook
+ * requests, a server's certificate swapped) and wait for its output.
  */
 export async function run(
   name: string,
   config: Record<string, unknown>,
   settled: (output: string) => boolean,
-  during?: (base: string) => Promise<string>,
+  during?: (base: string, output: () => string) => Promise<string>,
 ): Promise<Collected> {
   const file = path.join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config, null, 2));
@@ -224,7 +225,7 @@ export async function run(
   let text = '';
   const base = exited ? undefined : apiBase(proc);
   if (base) {
-    if (during) text += await during(base);
+    if (during) text += await during(base, out);
     for (const route of ['/api/config', '/api/feeds', '/ready', '/metrics']) text += await get(base, route);
     for (const args of [
       ['status', '--url', base],
@@ -243,8 +244,9 @@ export async function run(
   return { proc, text: `${out()}\n${text}`, served: base !== undefined };
 }
 
-export function expectNoSecret(c: Collected): void {
-  for (const [what, value] of Object.entries(SECRETS)) {
+/** None of the five SECRETS (and of `more`, by name) appears in anything the run printed or served. */
+export function expectNoSecret(c: Collected, more: Record<string, string> = {}): void {
+  for (const [what, value] of Object.entries({ ...SECRETS, ...more })) {
     const at = c.text.indexOf(value);
     expect(at, `the ${what} secret appears: …${c.text.slice(Math.max(0, at - 300), at + 100)}…`).toBe(-1);
   }

@@ -9,9 +9,10 @@
  *   pki.wrongHost                     // a server certificate for "elsewhere.example" only
  *   pki.otherCa                       // a CA that signed none of these
  *   pki.untrusted                     // a client certificate signed by otherCa
+ *   pki.encrypted(pki.client, 'pw')   // the same pair, its key encrypted (AES-256) with that passphrase
  *   pki.dir                           // the directory, removed by pki.remove()
  *
- * Every key is unencrypted PEM, mode 0600 (PostgreSQL refuses a key readable by others).
+ * Every key is unencrypted PEM (but those `encrypted()` writes), mode 0600 (PostgreSQL refuses a key readable by others).
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +36,8 @@ export interface Pki {
   untrusted: CertPair;
   /** Another client certificate from the CA, with this common name (a user name for cert auth). */
   clientFor(commonName: string): CertPair;
+  /** `pair` with its key encrypted by `passphrase` (PKCS#8, AES-256-CBC), in a new file. */
+  encrypted(pair: CertPair, passphrase: string): CertPair;
   remove(): void;
 }
 
@@ -167,6 +170,7 @@ export function makePki(): Pki {
   const ca = makeCa(dir, 'ca');
   const other = makeCa(dir, 'other-ca');
   const localSan = 'DNS:localhost,IP:127.0.0.1,IP:::1';
+  let encryptedCount = 0;
   return {
     dir,
     ca: ca.cert,
@@ -178,6 +182,32 @@ export function makePki(): Pki {
     otherCa: other.cert,
     untrusted: issue(dir, other, 'untrusted', { cn: 'evpub', client: true }),
     clientFor: (cn) => issue(dir, ca, `client-${cn.replace(/[^a-z0-9]/gi, '_')}`, { cn, client: true }),
+    encrypted: (pair, passphrase) => {
+      const key = pair.key.replace(/\.key$/, `-encrypted-${++encryptedCount}.key`);
+      // The passphrase through the environment, not the command line (ps would show it).
+      execFileSync(
+        'openssl',
+        [
+          'pkcs8',
+          '-topk8',
+          '-v2',
+          'aes-256-cbc',
+          '-in',
+          pair.key,
+          '-out',
+          key,
+          '-passout',
+          'env:EVPUB_TEST_PASSPHRASE',
+        ],
+        {
+          cwd: dir,
+          stdio: ['ignore', 'ignore', 'pipe'],
+          env: { ...process.env, EVPUB_TEST_PASSPHRASE: passphrase },
+        },
+      );
+      chmodSync(key, 0o600);
+      return { cert: pair.cert, key };
+    },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

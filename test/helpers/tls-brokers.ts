@@ -3,12 +3,16 @@
  *
  *   await roundTrip(url, options)          // subscribe, publish, receive once over one client
  *   const err = await refused(client.connect(), { code, endpoint, reason, secrets })
+ *   const { logger, lines } = warnings()   // a logger at warn level that keeps its lines
+ *   expectWarnedOnce(lines, { endpoint, setting, secrets })
  *
  * `refused` asserts what a user relies on when a connection is refused: the EvpubError code,
  * the endpoint and the reason in its message, and that no secret appears in the message or the
  * context.
  */
+import pino from 'pino';
 import { expect } from 'vitest';
+import type { Logger } from '../../src/logger';
 import { isEvpubError, type ErrorCode, type EvpubError } from '../../src/errors';
 import { createClient, type ClientOptions } from '../../src/pubsub/index';
 import { uniqueName } from './services';
@@ -64,3 +68,22 @@ export const REASON = {
   wrongHost: /not for this host name.*tls\.servername/,
   clientCert: /refused the TLS handshake.*tls\.cert/,
 };
+
+/** A logger at warn level that keeps its JSON lines (for the `rejectUnauthorized: false` warning). */
+export function warnings(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  return { logger, lines };
+}
+
+/** Exactly one "TLS verification is off" warning, naming the endpoint and the setting, and no secret in any line. */
+export function expectWarnedOnce(
+  lines: string[],
+  expected: { endpoint: string; setting: string; secrets: string[] },
+): void {
+  const warned = lines.filter((l) => l.includes('TLS verification is off'));
+  expect(warned, lines.join('\n')).toHaveLength(1);
+  expect(warned[0]).toContain(expected.endpoint);
+  expect(warned[0]).toContain(`${expected.setting}.rejectUnauthorized`);
+  for (const secret of expected.secrets) expect(lines.join('\n')).not.toContain(secret);
+}

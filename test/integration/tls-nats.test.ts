@@ -15,7 +15,7 @@ import type { PrivateBroker } from '../conformance/pubsub.suite';
 import { makePki, type Pki } from '../helpers/certs';
 import { natsOperator, type NatsOperator } from '../helpers/nats-jwt';
 import { privateNatsServer } from '../helpers/nats-server';
-import { REASON, refused, roundTrip } from '../helpers/tls-brokers';
+import { expectWarnedOnce, REASON, refused, roundTrip, warnings } from '../helpers/tls-brokers';
 
 const TOKEN = `tok${randomUUID().replace(/-/g, '')}`;
 const PASSWORD = `pw-${randomUUID()}`;
@@ -158,6 +158,13 @@ describe('NATS over TLS', () => {
       secrets: [],
     });
     await roundTrip(`tls://127.0.0.1:${p}`, { tls: { ca: pki.ca, servername: 'elsewhere.example' } });
+  });
+
+  it('with rejectUnauthorized: false connects to an expired certificate (no CA), warning once naming the endpoint', async () => {
+    const p = port(expired);
+    const { logger, lines } = warnings();
+    await roundTrip(`tls://${TOKEN}@127.0.0.1:${p}`, { tls: { rejectUnauthorized: false }, logger });
+    expectWarnedOnce(lines, { endpoint: `127.0.0.1:${p}`, setting: 'options.tls', secrets: [TOKEN] });
   });
 
   it('fails with TLS_FAILED when the server refuses the client certificate (none, or from another CA)', async () => {

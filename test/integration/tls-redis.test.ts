@@ -12,9 +12,10 @@ import { createClient, type Client, type ClientOptions } from '../../src/pubsub/
 import { makePki, type Pki } from '../helpers/certs';
 import { startRedisServer, type PrivateRedis } from '../helpers/redis-server';
 import { uniqueName } from '../helpers/services';
-import { REASON, refused, roundTrip } from '../helpers/tls-brokers';
+import { expectWarnedOnce, REASON, refused, roundTrip, warnings } from '../helpers/tls-brokers';
 
 const PASSWORD = `pw-${randomUUID()}`;
+const PASSPHRASE = `pp-${randomUUID()}`;
 
 describe('Redis over TLS', () => {
   let pki: Pki;
@@ -70,6 +71,29 @@ describe('Redis over TLS', () => {
     });
   });
 
+  it('connects with a client key encrypted by tls.passphrase; a wrong or missing passphrase is CONFIG_INVALID naming it, not echoing it', async () => {
+    const encrypted = pki.encrypted(pki.client, PASSPHRASE);
+    const tls = { ca: pki.ca, ...encrypted };
+    await roundTrip(`rediss://alice:${PASSWORD}@127.0.0.1:${mainPort}`, {
+      tls: { ...tls, passphrase: PASSPHRASE },
+    });
+    const wrong = `wrong-${randomUUID()}`;
+    const url = `rediss://alice:${PASSWORD}@127.0.0.1:${mainPort}`;
+    const err = await refused(client(url, { tls: { ...tls, passphrase: wrong } }).connect(), {
+      code: ErrorCode.CONFIG_INVALID,
+      endpoint: 'options.tls.passphrase',
+      reason: /wrong passphrase/,
+      secrets: [wrong, PASSPHRASE, PASSWORD],
+    });
+    expect(JSON.stringify(err.context)).not.toContain('BEGIN');
+    await refused(client(url, { tls }).connect(), {
+      code: ErrorCode.CONFIG_INVALID,
+      endpoint: 'options.tls.passphrase',
+      reason: /is encrypted: set options\.tls\.passphrase/,
+      secrets: [PASSPHRASE, PASSWORD],
+    });
+  });
+
   it('refuses a wrong password with AUTH_FAILED and no secret in the error', async () => {
     const wrong = `wrong-${randomUUID()}`;
     await refused(client(`rediss://alice:${wrong}@127.0.0.1:${mainPort}`, { tls: clientTls }).connect(), {
@@ -118,6 +142,17 @@ describe('Redis over TLS', () => {
         secrets: [PASSWORD],
       });
     }
+  });
+
+  it('with rejectUnauthorized: false connects to a certificate for another host (no CA), warning once for both connections', async () => {
+    const { logger, lines } = warnings();
+    // roundTrip opens two connections (commands and subscriber): one warning all the same.
+    await roundTrip(wrongHost.tlsUrl!, { tls: { rejectUnauthorized: false }, logger });
+    expectWarnedOnce(lines, {
+      endpoint: `127.0.0.1:${wrongHost.tlsPort}`,
+      setting: 'options.tls',
+      secrets: [],
+    });
   });
 
   describe('checkpoint store', () => {

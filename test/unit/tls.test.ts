@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -96,5 +97,55 @@ describe('TLS settings and failures (src/util/tls.ts), against a real TLS server
     );
     expect(parseTls(true, 't')).toEqual({});
     expect(parseTls(undefined, 't')).toBeUndefined();
+  });
+
+  it('an encrypted key: opened by its passphrase (file or PEM text, PKCS#8 or legacy PEM), else CONFIG_INVALID naming tls.passphrase, never echoed', async () => {
+    const passphrase = 'pp-unit-Secr3t';
+    const pkcs8 = pki.encrypted(pki.client, passphrase);
+    const legacy = `${pki.dir}/client-legacy.key`;
+    execFileSync(
+      'openssl',
+      [
+        'rsa',
+        '-aes256',
+        '-traditional',
+        '-in',
+        pki.client.key,
+        '-out',
+        legacy,
+        '-passout',
+        `pass:${passphrase}`,
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    const { port, server } = await serve(pki.server, true);
+    try {
+      for (const key of [pkcs8.key, legacy, readFileSync(pkcs8.key, 'utf8')]) {
+        expect(readFileSync(key.startsWith('-----') ? pkcs8.key : key, 'utf8')).toContain('ENCRYPTED');
+        const tls = { ca: pki.ca, cert: pki.client.cert, key };
+        expect(await attempt(port, { ...tls, passphrase })).toBe('ok');
+        for (const [wrong, rule] of [
+          [
+            'not-the-passphrase',
+            /^x\.tls\.passphrase: does not open the key \(x\.tls\.key\): wrong passphrase$/,
+          ],
+          [undefined, /^x\.tls\.passphrase: the key \(x\.tls\.key\) is encrypted: set x\.tls\.passphrase/],
+        ] as const) {
+          const err = await attempt(port, wrong === undefined ? tls : { ...tls, passphrase: wrong }).catch(
+            (e: unknown) => e as EvpubError,
+          );
+          expect(err).toBeInstanceOf(EvpubError);
+          expect((err as EvpubError).code).toBe(ErrorCode.CONFIG_INVALID);
+          expect((err as EvpubError).message).toMatch(rule);
+          expect(`${(err as EvpubError).message} ${JSON.stringify((err as EvpubError).context)}`).not.toMatch(
+            /not-the-passphrase|pp-unit|PRIVATE KEY/,
+          );
+        }
+      }
+    } finally {
+      server.close();
+    }
   });
 });

@@ -7,10 +7,10 @@ import type { Client } from 'pg';
 import { toError } from '../../errors';
 import type { SourceCheck } from '../contract';
 import type { Settings } from '../kit/settings';
-import type { Logger } from '../../logger';
+import type { ConnectionOptions } from 'node:tls';
 import { outboxDdl } from '../../events/outbox';
 import { splitForCheck } from '../kit/outbox';
-import { outboxTable, pgSsl, qualified, tableOf, type PostgresSettings } from './settings';
+import { outboxTable, qualified, tableOf, type PostgresSettings } from './settings';
 import { connectAdmin } from './slot-admin';
 
 interface ServerFacts {
@@ -27,16 +27,12 @@ export async function checkPostgres(
   datasource: string,
   settings: PostgresSettings,
   models: readonly { name: string; settings: Settings }[],
-  logger?: Logger,
+  /** pg's `ssl` option: the connector's, loaded (and warned about) once (`pgSsl`). May throw CONFIG_INVALID. */
+  ssl: () => ConnectionOptions | undefined,
 ): Promise<SourceCheck[]> {
   let client: Client;
   try {
-    client = await connectAdmin(
-      settings.url,
-      settings.displayUrl,
-      settings.connectTimeout,
-      pgSsl(settings, logger),
-    );
+    client = await connectAdmin(settings.url, settings.displayUrl, settings.connectTimeout, ssl());
   } catch (err) {
     return [
       {

@@ -1050,7 +1050,7 @@ export class PostgresConnector implements EventConnector {
   check(
     models: readonly { name: string; settings: Readonly<Record<string, unknown>> }[],
   ): Promise<SourceCheck[]> {
-    return checkPostgres(this.dataSource.name, this.settings, models, this.logger);
+    return checkPostgres(this.dataSource.name, this.settings, models, () => this.ssl());
   }
 
   health(): ConnectorHealth {
