@@ -33,6 +33,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { App } from '../app/app';
 import type { ConnectorStatus } from '../connectors/contract';
+import { OPERATIONS, type Operation } from '../events/change-event';
 import type { PublisherStatus } from '../pipeline/status';
 import { SlotProbe } from './postgres-slots';
 
@@ -70,10 +71,17 @@ interface FeedTotals {
   base: Record<FeedCounter, number>;
   /** The latest values of the current run. */
   last: Record<FeedCounter, number>;
+  /** `published` by operation, the same way (they add up to it). */
+  opsBase: Record<Operation, number>;
+  opsLast: Record<Operation, number>;
 }
 
 function zeros(): Record<FeedCounter, number> {
   return { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 };
+}
+
+function opZeros(): Record<Operation, number> {
+  return { create: 0, update: 0, delete: 0, snapshot: 0, truncate: 0 };
 }
 
 /** A counter keyed by label values, for counts of status events. */
@@ -117,12 +125,22 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   };
 
   /** Records a feed's counters as the pipeline reports them (a snapshot or a `published` status). */
-  function observe(feed: string, values: Partial<Record<FeedCounter, number>>, broker?: string): void {
+  function observe(
+    feed: string,
+    values: Partial<Record<FeedCounter, number>> & { publishedOps?: Record<Operation, number> },
+    broker?: string,
+  ): void {
     let t = totals.get(feed);
     if (!t) {
       // First seen in a status event (once per feed): its broker from the app, so the series keeps one label set.
       broker ??= app.status().feeds[feed]?.broker;
-      t = { labels: { ...splitFeed(feed), broker: broker ?? '' }, base: zeros(), last: zeros() };
+      t = {
+        labels: { ...splitFeed(feed), broker: broker ?? '' },
+        base: zeros(),
+        last: zeros(),
+        opsBase: opZeros(),
+        opsLast: opZeros(),
+      };
       totals.set(feed, t);
     }
     if (broker !== undefined) t.labels.broker = broker;
@@ -130,6 +148,8 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
       const v = values[k];
       if (v !== undefined) t.last[k] = Math.max(t.last[k], v);
     }
+    const ops = values.publishedOps;
+    if (ops) for (const op of OPERATIONS) t.opsLast[op] = Math.max(t.opsLast[op], ops[op]);
   }
 
   /**
@@ -140,6 +160,8 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
     for (const t of totals.values()) {
       for (const k of FEED_COUNTERS) t.base[k] += t.last[k];
       t.last = zeros();
+      for (const op of OPERATIONS) t.opsBase[op] += t.opsLast[op];
+      t.opsLast = opZeros();
     }
     snapshots.clear();
     lag.clear();
@@ -170,10 +192,11 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
   }
 
   // Sampled: the pipeline's `published` status (at most one a second per feed) carries the
-  // source time of the event whose confirmation emitted it.
+  // source's commit time of the event whose confirmation emitted it, where the source gives one
+  // (PostgreSQL): sources without a commit time give no sample.
   const latency = new Histogram({
     name: 'evpub_end_to_end_latency_seconds',
-    help: 'Source time of an event to its confirmation by the broker, sampled (about one event a second per feed).',
+    help: 'Source commit time of an event to its confirmation by the broker, sampled (about one event a second per feed), where the source gives a commit time.',
     labelNames: ['datasource', 'model'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800],
     registers: [register],
@@ -253,7 +276,20 @@ export function createMetrics(app: App, options: MetricsOptions = {}): Metrics {
     'Events (and raw dead letters) the connector handed to the feed.',
     'received',
   );
-  feedCounter('evpub_events_published_total', 'Events the broker confirmed.', 'published');
+  // By operation: the pipeline counts them per feed beside the total (they add up to it).
+  new Counter({
+    name: 'evpub_events_published_total',
+    help: 'Events the broker confirmed, by operation (create, update, delete, snapshot, truncate).',
+    labelNames: ['datasource', 'model', 'broker', 'op'] as const,
+    registers: [register],
+    collect() {
+      snapshot();
+      this.reset();
+      for (const t of totals.values()) {
+        for (const op of OPERATIONS) this.inc({ ...t.labels, op }, t.opsBase[op] + t.opsLast[op]);
+      }
+    },
+  });
   feedCounter('evpub_events_filtered_total', 'Events left out by the model\'s "ops" filter.', 'filtered');
   feedCounter(
     'evpub_events_dead_lettered_total',

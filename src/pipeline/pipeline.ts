@@ -153,6 +153,11 @@ interface Entry {
    * Undefined for raw input dead-lettered by the connector (`deadLetter` is true from the start).
    */
   event: DeadLetterEvent | undefined;
+  /**
+   * The source's commit time of the event, where the source gives one (`tx.commitTime`): the
+   * start of an end-to-end latency sample. Undefined for dead letters made by the connector.
+   */
+  commitTime: string | undefined;
   topic: string;
   payload: Buffer;
   /** Bytes counted in the feed's window for this entry (its payload when queued). */
@@ -206,6 +211,8 @@ interface Feed {
    */
   streak: { code: string; count: number; lastSeq: number };
   stats: { received: number; published: number; deadLettered: number; filtered: number; retries: number };
+  /** `stats.published` by operation: they add up to it. */
+  publishedOps: Record<Operation, number>;
   /** When the last `published` status was emitted (they are at most one a second per feed). */
   countsAt: number;
 }
@@ -272,6 +279,13 @@ export interface FeedSnapshot {
   deadLettered: number;
   filtered: number;
   retries: number;
+  /** `published` by operation (a copy): they add up to it. */
+  publishedOps: Record<Operation, number>;
+}
+
+/** A count per operation, every one at zero. */
+function opCounts(): Record<Operation, number> {
+  return { create: 0, update: 0, delete: 0, snapshot: 0, truncate: 0 };
 }
 
 export class Pipeline implements ChangeSink {
@@ -311,6 +325,7 @@ export class Pipeline implements ChangeSink {
         failed: undefined,
         streak: { code: '', count: 0, lastSeq: -1 },
         stats: { received: 0, published: 0, deadLettered: 0, filtered: 0, retries: 0 },
+        publishedOps: opCounts(),
         countsAt: Date.now(),
         validTopic: undefined,
       });
@@ -390,6 +405,7 @@ export class Pipeline implements ChangeSink {
     const entry: Entry = {
       seq,
       event: undefined,
+      commitTime: undefined,
       topic: this.options.deadLetterTopic,
       payload: rawDeadLetterPayload(input, failure, original, this.deadLetterBytes(feed)),
       withoutOriginal: () => rawDeadLetterPayload(input, failure, original, 0),
@@ -495,6 +511,7 @@ export class Pipeline implements ChangeSink {
     const entry: Entry = {
       seq,
       event,
+      commitTime: event.tx?.commitTime,
       topic: '',
       payload: EMPTY,
       size: 0,
@@ -648,6 +665,7 @@ export class Pipeline implements ChangeSink {
       if (entry.deadLetter) feed.stats.deadLettered++;
       else {
         feed.stats.published++;
+        if (entry.event) feed.publishedOps[entry.event.op]++;
         if (entry.seq > feed.streak.lastSeq) feed.streak.count = 0;
         if (this.options.onPublished && this.options.tapping?.() !== false) this.tap(feed, entry);
       }
@@ -849,16 +867,17 @@ export class Pipeline implements ChangeSink {
     }
   }
 
-  /** `confirmed`: the entry whose confirmation emits the counts (its source time is a latency sample). */
+  /** `confirmed`: the entry whose confirmation emits the counts (its commit time is a latency sample). */
   private emitCounts(feed: Feed, confirmed?: Entry): void {
     feed.countsAt = Date.now();
     const { published, deadLettered, filtered } = feed.stats;
     const inFlight = feed.queue.length - feed.head;
-    const sourceTime = confirmed && !confirmed.deadLetter ? confirmed.event?.sourceTime : undefined;
+    const sourceTime = confirmed && !confirmed.deadLetter ? confirmed.commitTime : undefined;
     this.options.emit({
       type: 'published',
       feed: feed.spec.feedId,
       published,
+      publishedOps: { ...feed.publishedOps },
       deadLettered,
       filtered,
       inFlight,
@@ -928,6 +947,7 @@ export class Pipeline implements ChangeSink {
       paused: feed.paused,
       held: feed.held,
       ...feed.stats,
+      publishedOps: { ...feed.publishedOps },
     };
     if (feed.failed) {
       out.failed = feed.failed.message;

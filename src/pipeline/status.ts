@@ -4,7 +4,7 @@
  * URLs are redacted). A listener that throws is logged; it never stops the publisher.
  */
 import type { ConnectorStatus } from '../connectors/contract';
-import type { Position } from '../events/change-event';
+import type { Operation, Position } from '../events/change-event';
 
 /** An error as status carries it: code and message, no stack, no secrets. */
 export interface StatusError {
@@ -20,12 +20,15 @@ export type PublisherStatus =
       type: 'published';
       feed: string;
       published: number;
+      /** `published` by operation (they add up to it). */
+      publishedOps: Record<Operation, number>;
       deadLettered: number;
       filtered: number;
       inFlight: number;
       /**
-       * The source time of the event whose confirmation emitted these counts: one sample of
-       * end-to-end latency per feed and interval (absent in the counts emitted at stop).
+       * The source's commit time of the event whose confirmation emitted these counts, where
+       * the source gives one (`tx.commitTime`): one sample of end-to-end latency per feed and
+       * interval (absent in the counts emitted at stop, and for sources without commit times).
        */
       sourceTime?: string;
     }

@@ -3,6 +3,8 @@
  * memory broker. Status codes of every route, the token, the OpenAPI document, pause/resume, and
  * that no reply and no log line carries a secret.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import Fastify from 'fastify';
 import pino from 'pino';
@@ -339,6 +341,28 @@ describe('management API', () => {
       'streaming',
     );
     expect((await call(at, 'GET', '/evpub/api/feeds')).status).toBe(401);
+  });
+
+  it('docs/operate.md lists every route the server answers', async () => {
+    const app = evpub({ logger: quietLogger(), brokers: { default: `memory://${uniqueName('b')}` } });
+    const server = Fastify();
+    cleanups.push(() => server.close());
+    const routes = new Set<string>();
+    server.addHook('onRoute', (r) => {
+      for (const method of [r.method].flat()) if (method !== 'HEAD') routes.add(`${method} ${r.url}`);
+    });
+    await server.register(evpubApi, { app });
+    await server.ready();
+    const table = readFileSync(path.join(__dirname, '../../docs/operate.md'), 'utf8');
+    const documented = new Set([...table.matchAll(/^\| `([A-Z]+ \/[^`]*)`/gm)].map((m) => m[1]!));
+    // As the table writes them: the URL-encoded feed id's routes under their `:datasource/:model`
+    // twin (the table says so), the dashboard's files as `/dashboard/*`.
+    const asDocumented = (route: string) =>
+      route
+        .replace('/api/feeds/:feed', '/api/feeds/:datasource/:model')
+        .replace(/ \/dashboard\/.*/, ' /dashboard/*');
+    expect(routes.size).toBeGreaterThan(15);
+    expect([...routes].map(asDocumented).filter((r) => !documented.has(r))).toEqual([]);
   });
 
   it('pause and resume need a known feed and a running app (JS API)', async () => {

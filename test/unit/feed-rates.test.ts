@@ -3,7 +3,16 @@ import { describe, expect, it } from 'vitest';
 import { FeedRates } from '../../src/app/rates';
 
 function published(feed: string, count: number) {
-  return { type: 'published' as const, feed, published: count, deadLettered: 0, filtered: 0, inFlight: 0 };
+  const publishedOps = { create: count, update: 0, delete: 0, snapshot: 0, truncate: 0 };
+  return {
+    type: 'published' as const,
+    feed,
+    published: count,
+    publishedOps,
+    deadLettered: 0,
+    filtered: 0,
+    inFlight: 0,
+  };
 }
 
 describe('FeedRates', () => {

@@ -154,6 +154,8 @@ interface Tx {
   /** commitLsn as text, made once per transaction. */
   commitLsnText: string;
   commitTime: string;
+  /** The commit time in ms since the epoch (for the lag in seconds). */
+  commitMs: number;
   /** The events' `tx`, one object shared by the transaction's events (read-only). */
   info: { id: string; commitPosition: string; commitTime: string };
   index: number;
@@ -199,6 +201,13 @@ export class PostgresConnector implements EventConnector {
   private tx: Tx | undefined;
   /** Everything before this LSN was handled by the stream handler. */
   private frontier: Lsn = 0n;
+  /**
+   * For the lag in seconds: the commit time of the transaction being read, or the last one read
+   * (ms), and when a lag report last found the stream caught up (every change the server had
+   * was read).
+   */
+  private readCommitMs: number | undefined;
+  private caughtUpAt: number | undefined;
   /** Where the slot was when this connection started (safe for models with nothing committed yet). */
   private startFlush: Lsn = 0n;
   /** Ends of recent transactions, with each model's last index in them. */
@@ -676,10 +685,12 @@ export class PostgresConnector implements EventConnector {
           commitLsn,
           commitLsnText,
           commitTime,
+          commitMs: Number((msg.commitTime as bigint) / 1000n),
           info: { id: String(msg.xid), commitPosition: commitLsnText, commitTime },
           index: 0,
           last: new Map(),
         };
+        this.readCommitMs = this.tx.commitMs;
         return;
       }
       case 'commit': {
@@ -1029,16 +1040,41 @@ export class PostgresConnector implements EventConnector {
     });
   }
 
+  /**
+   * How far behind the server the stream reads, in seconds: 0 while it is caught up (the last
+   * thing the server sent was a keepalive, after every change, and no transaction is half read);
+   * otherwise now minus the time its position stands for: the commit time of the transaction
+   * it reads (or read last), or the last report that found it caught up, whichever is later (a change
+   * made a second after an idle hour is a second behind, not an hour). Undefined until one of
+   * them is known. The commit time is the server's clock: keep the clocks in sync.
+   */
+  private lagSeconds(): number | undefined {
+    const now = Date.now();
+    if (this.stream?.caughtUp && !this.tx) {
+      this.caughtUpAt = now;
+      return 0;
+    }
+    const since = Math.max(this.readCommitMs ?? -Infinity, this.caughtUpAt ?? -Infinity);
+    return Number.isFinite(since) ? Math.max(0, now - since) / 1000 : undefined;
+  }
+
   private async reportLag(): Promise<void> {
     if (this.life.state !== 'streaming') return;
+    // Read before the query: the stream's state now, not after the database answered.
+    const seconds = this.lagSeconds();
     try {
       const state = await this.withAdmin('slot lag', (c) => slotState(c, this.settings.slot));
       if (!state || state.walStatus === 'lost') {
         await this.stream?.close();
         checkSlot(this.settings.slot, state);
       }
-      if (state?.lagBytes !== null && state?.lagBytes !== undefined) {
-        this.sink!.status({ type: 'lagging', bytes: state.lagBytes });
+      const bytes = state?.lagBytes ?? undefined;
+      if (bytes !== undefined || seconds !== undefined) {
+        this.sink!.status({
+          type: 'lagging',
+          ...(bytes !== undefined ? { bytes } : {}),
+          ...(seconds !== undefined ? { seconds } : {}),
+        });
       }
     } catch (err) {
       if (err instanceof EvpubError && !err.retriable) this.failAll(err);

@@ -15,6 +15,9 @@
  * - Column values arrive as text: the library's per-type parsers are replaced by the identity,
  *   so types.ts decodes them. An unchanged TOAST column arrives as `undefined` in a new tuple
  *   (when there is no old tuple to take it from).
+ * - Keepalives tell the server's WAL end: everything before it was sent. While the last thing
+ *   read is a keepalive and every message before it was handled, the connector has read all
+ *   the server has for it (`caughtUp`, for its lag in seconds).
  * - A handler that throws ends the connection (the message is not skipped): `ended` resolves
  *   with the error and the connector reconnects from the slot, which re-sends everything after
  *   the acknowledged LSN.
@@ -57,6 +60,8 @@ export class ReplicationStream {
   /** Set while a handler's promise is pending: messages wait in `queue`, the socket is paused. */
   private waiting = false;
   private queue: Pgoutput.Message[] = [];
+  /** The last thing read was a keepalive: no message came after it. */
+  private quiet = false;
   /** Resolves when this connection has ended: with the reason, or undefined after close(). */
   readonly ended: Promise<Error | undefined>;
   private end!: (err: Error | undefined) => void;
@@ -77,11 +82,13 @@ export class ReplicationStream {
       this.o.logger.debug({ err: err.message }, 'replication connection error');
     });
     this.service.on('data', (_lsn: string, msg: Pgoutput.Message) => {
+      this.quiet = false;
       if (this.broken || this.closing) return;
       if (this.waiting) this.queue.push(msg);
       else this.run(msg);
     });
     this.service.on('heartbeat', (_lsn: string, _time: number, shouldRespond: boolean) => {
+      this.quiet = true;
       if (shouldRespond) this.ack();
     });
   }
@@ -171,6 +178,14 @@ export class ReplicationStream {
     if (this.sent === 0n || this.closing) return;
     // The library reports lsn + 1 as written/flushed/applied.
     void this.service.acknowledge(formatLsn(this.sent - 1n)).catch(() => undefined);
+  }
+
+  /**
+   * The server had nothing more to send: the last thing read was a keepalive (its WAL end is past
+   * every message before it) and every message was handled (none waits in the queue).
+   */
+  get caughtUp(): boolean {
+    return this.quiet && !this.waiting;
   }
 
   get acknowledged(): Lsn {
