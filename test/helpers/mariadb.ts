@@ -154,12 +154,17 @@ export async function startPrivateMariaDb(options: PrivateMariaDbOptions = {}): 
   return server;
 }
 
+/** Runs a setup command; a failure carries the end of what it printed (why it failed). */
 function run(command: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(command, args, { stdio: 'ignore' });
+    const proc = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const keep = (chunk: Buffer): void => void (output = (output + chunk.toString()).slice(-4000));
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
     proc.once('error', reject);
     proc.once('exit', (code) =>
-      code === 0 ? resolve() : reject(new Error(`${command} exited with ${code}`)),
+      code === 0 ? resolve() : reject(new Error(`${command} exited with ${code}:\n${output.trim()}`)),
     );
   });
 }
