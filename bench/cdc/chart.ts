@@ -136,8 +136,9 @@ export function renderChart(report: Report): string {
       [`evpub @${rate}/s`, '#ffbf79'],
     ]),
   ]
-    .map(([label, color], i) => {
-      const x = 20 + i * 165;
+    .map(([label, color], i, all) => {
+      // Each entry as wide as its label (about 6.2 px a character at 11 px).
+      const x = 20 + all.slice(0, i).reduce((sum, [l]) => sum + 32 + l!.length * 6.2, 0);
       return `<rect x="${x}" y="${height - 26}" width="12" height="12" fill="${color}"/><text x="${x + 16}" y="${height - 16}" font-size="11">${escape(label!)}</text>`;
     })
     .join('\n');
