@@ -315,7 +315,14 @@ async function measure(point: Point): Promise<PointResult> {
       proc = new LineProcess(
         'evpub',
         process.execPath,
-        [join(__dirname, '..', 'dist', 'cli', 'index.js'), 'start', '--config', file],
+        [
+          // BENCH_EVPUB_FLAGS: node flags for evpub alone (e.g. --cpu-prof), as in bench/cdc.ts.
+          ...(process.env.BENCH_EVPUB_FLAGS ?? '').split(' ').filter(Boolean),
+          join(__dirname, '..', 'dist', 'cli', 'index.js'),
+          'start',
+          '--config',
+          file,
+        ],
         { EVPUB_LOG_LEVEL: 'info', EVPUB_HTTP_PORT: '0' },
       );
       tracker.addProc(proc);
