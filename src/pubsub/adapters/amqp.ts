@@ -53,6 +53,7 @@ import type {
 } from '../adapter';
 import { ErrorCode, EvpubError, isEvpubError, toError } from '../../errors';
 import type { Logger } from '../../logger';
+import { TickCork } from '../../util/tick-cork';
 import { loadTls, tlsFailure } from '../../util/tls';
 import { loadDriver } from '../driver';
 import { fromDotted, matches, patternToDotted, toDotted } from '../topics';
@@ -629,28 +630,17 @@ export class AmqpAdapter implements BrokerAdapter {
 }
 
 /**
- * amqplib writes every frame set to the socket as its multiplexer reads it: a write syscall per
- * publish, a third of evpub's CPU in an AMQP burst. The socket is corked at the first write of a
- * tick and uncorked when the tick ends, so the tick's publishes leave in one writev (amqplib
- * still sees back-pressure: a corked write past the high-water mark returns false, and 'drain'
- * follows the uncork). Reaches amqplib's connection stream, which its typings do not show;
- * without one, writes go out one by one as before.
+ * amqplib writes every frame set to the socket as its multiplexer reads it: the socket's writes
+ * are held until the tick ends (util/tick-cork.ts). Reaches amqplib's connection stream, which
+ * its typings do not show; without one, writes go out one by one as before.
  */
 function batchSocketWrites(model: ChannelModel): void {
   const socket = (model as unknown as { connection?: { stream?: Writable } }).connection?.stream;
   if (!socket || typeof socket.cork !== 'function') return;
   const write = socket.write.bind(socket);
-  let corked = false;
-  const uncork = (): void => {
-    corked = false;
-    socket.uncork();
-  };
+  const cork = new TickCork();
   socket.write = ((...args: Parameters<Writable['write']>): boolean => {
-    if (!corked) {
-      corked = true;
-      socket.cork();
-      process.nextTick(uncork);
-    }
+    cork.hold(socket);
     return write(...args);
   }) as Writable['write'];
 }

@@ -16,7 +16,7 @@
  *   need a key SCAN: wildcards are refused with INVALID_TOPIC.
  *
  * Connections: one for commands (publishes pipeline on it: each awaits only its own reply; the
- * publishes of one tick leave in one socket write, see `batchWrites`), one
+ * publishes of one tick leave in one socket write, see util/tick-cork.ts), one
  * for the pub/sub subscriber, one per stream reader; see `redis-connections.ts` for connecting,
  * back-off and offline/reconnect reporting.
  * In neither mode are `qos` or `retain` meaningful; they are ignored.
@@ -33,6 +33,7 @@ import type {
 } from '../adapter';
 import { ErrorCode, EvpubError, toError } from '../../errors';
 import { backoffDelay } from '../../util/retry';
+import { TickCork } from '../../util/tick-cork';
 import { loadDriver } from '../driver';
 import { hasWildcards, matches, patternToGlob } from '../topics';
 import { RedisConnections, type Redis, type RedisModule } from './redis-connections';
@@ -163,8 +164,8 @@ export class RedisAdapter implements BrokerAdapter {
   /** PSUBSCRIBE glob → the evpub patterns it serves. */
   private readonly globs = new Map<string, Set<string>>();
   private warnedDropped = false;
-  /** The command socket is corked until the end of this tick (batchWrites). */
-  private corked = false;
+  /** The publishes of one tick leave in one write of the command socket. */
+  private readonly cork = new TickCork();
   // streams mode
   private readonly readers = new Map<string, { reader: StreamReader; conn: Redis }>();
   private readonly consumer: string;
@@ -223,7 +224,8 @@ export class RedisAdapter implements BrokerAdapter {
         ),
       );
     }
-    this.batchWrites(cmd);
+    // ioredis writes each command as it is called: held until the tick ends (util/tick-cork.ts).
+    if (cmd.status === 'ready') this.cork.hold(cmd.stream);
     if (this.settings.mode === 'streams') {
       return cmd.xadd(topic, ...entryArgs(payload, options, this.settings.maxLen)).then(
         () => undefined,
@@ -243,22 +245,6 @@ export class RedisAdapter implements BrokerAdapter {
       () => undefined,
       (err: unknown) => Promise.reject(redisPublishError(topic, err)),
     );
-  }
-
-  /**
-   * ioredis writes each command to the socket as it is called: a write syscall per publish
-   * (a quarter of evpub's CPU in a Redis burst). Corking the command socket until the end of the
-   * tick sends the tick's publishes in one write; each still awaits its own reply.
-   */
-  private batchWrites(cmd: Redis): void {
-    if (this.corked || cmd.status !== 'ready') return;
-    const socket = cmd.stream;
-    this.corked = true;
-    socket.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      socket.uncork();
-    });
   }
 
   async subscribe(pattern: string, options: SubscribeOptions): Promise<void> {
