@@ -440,7 +440,7 @@ async function runVariants(
       median(list.map((b) => b[key]));
     out[v] = {
       runs: list,
-      perSec: m('perSec'),
+      perSec: Math.round(m('perSec')),
       cpuMsPerKRows: m('cpuMsPerKRows'),
       peakRssMb: m('peakRssMb'),
       idleRssMb: m('idleRssMb'),
